@@ -1,0 +1,234 @@
+/*
+ * Behaviour actors and the runtime that schedules them.
+ *
+ * An actor is a mailbox (lock-free MPSC queue) plus a behaviour callback
+ * and a state pointer.  The runtime runs an actor on one worker thread at a
+ * time, handing it up to a batch of messages per turn, so the state needs
+ * no locks.  A behaviour-only actor owns no stack: it is a ~128-byte object.
+ *
+ * Life of a program:
+ *
+ *     static int root(void *arg) {
+ *         tr_actor_t *a;
+ *         tr_spawn(my_behaviour, my_state, NULL, &a);
+ *         tr_send_u64(a, MY_TAG, 42);
+ *         tr_join(a, -1);            // wait until it has exited
+ *         tr_actor_release(a);
+ *         return 0;
+ *     }
+ *     int main(void) { return tr_run(NULL, root, NULL) == 0 ? 0 : 1; }
+ *
+ * tr_run returns only after the root function has returned and every actor
+ * has exited (a nursery around the whole program), then joins every worker
+ * thread and frees everything the runtime owns.
+ */
+#ifndef TRACTOR_ACTOR_H
+#define TRACTOR_ACTOR_H
+
+#include <stdint.h>
+
+#include "buf.h"
+#include "errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tr_actor tr_actor_t;
+typedef struct tr_msg tr_msg_t;
+
+/*
+ * A message.  Allocate with tr_msg_new (per-worker pools make this cheap),
+ * fill the public fields, and hand it to tr_send.
+ *
+ * Fields whose names end in '_' belong to the runtime: never touch them.
+ * body == 0 marks an application message; protocol messages (RPC dialogs)
+ * carry an envelope body kind there and are not delivered to behaviours.
+ */
+struct tr_msg {
+  tr_msg_t *next_;       /* mailbox link (runtime) */
+  uint16_t body;         /* 0 = application message; else envelope body kind */
+  uint16_t flags_;       /* runtime bookkeeping */
+  uint32_t tag;          /* application-defined message kind */
+  uint64_t cid;          /* protocol dialog id; free for applications */
+  uint64_t u64;          /* inline 64-bit value */
+  void *ptr;             /* inline pointer: never dereferenced or freed by the
+                            runtime (a dead letter does not free it) */
+  tr_buf_t *payload;     /* owned reference or NULL: released with the msg */
+  tr_actor_t *from;      /* owned actor reference or NULL: released with the msg */
+  struct tr_envx *x_;    /* protocol extension fields (runtime) */
+};
+
+/*
+ * Allocates a zeroed message.  Returns 0 or -TR_ENOMEM.
+ * Ownership: the caller owns *out until it passes it to tr_send or frees it
+ * with tr_msg_free.
+ * Threads: any thread; on worker threads it comes from a per-worker pool.
+ */
+int tr_msg_new(tr_msg_t **out);
+
+/*
+ * Frees a message and releases its payload and from references.  NULL is a
+ * no-op.  Freeing the message a behaviour is handling is allowed.
+ * Threads: any thread.
+ */
+void tr_msg_free(tr_msg_t *msg);
+
+/*
+ * Called with each application message.  The behaviour owns msg for the
+ * duration of the call: it may forward it with tr_send (no copy), free it,
+ * or keep it with tr_msg_take; otherwise the runtime frees it on return.
+ */
+typedef void (*tr_behaviour_fn)(void *state, tr_msg_t *msg);
+
+/*
+ * Keeps the message being handled beyond the behaviour's return.
+ * Ownership: the behaviour now owns msg and must tr_send or tr_msg_free it.
+ * Threads: inside a behaviour, on the message it is handling.
+ */
+void tr_msg_take(tr_msg_t *msg);
+
+typedef struct tr_spawn_opts {
+  /* Name for logs and diagnostics.  Borrowed: must outlive the actor
+   * (normally a string literal).  NULL means "actor". */
+  const char *name;
+  /* 0 = unbounded.  Otherwise tr_send returns -TR_EAGAIN while this many
+   * messages are queued and not yet handled. */
+  uint32_t mailbox_limit;
+  /* Called once, on a worker thread, after the actor has exited (by
+   * tr_actor_exit or by tr_shutdown): the place to free state. */
+  void (*on_exit)(void *state);
+} tr_spawn_opts_t;
+
+/*
+ * Spawns a behaviour actor.  It starts idle: it runs when a message
+ * arrives.  Returns 0, -TR_ENORUNTIME (no runtime, or shutting down),
+ * -TR_EINVAL (NULL behaviour) or -TR_ENOMEM.
+ * Ownership: state is borrowed by the actor until on_exit (if any) is
+ * called.  When ref is not NULL, *ref holds one reference the caller must
+ * release with tr_actor_release; pass NULL when no reference is wanted.
+ * opts may be NULL (defaults) and is not retained (but opts->name is).
+ * Threads: any thread while tr_run is running.
+ */
+int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
+             tr_actor_t **ref);
+
+/*
+ * Sends msg to actor to.  Messages from one sender to one receiver are
+ * delivered in the order sent.  Returns 0, or
+ *   -TR_ECLOSED  the actor has exited: msg is counted as a dead letter and
+ *                freed;
+ *   -TR_EAGAIN   the mailbox is at its limit: the caller keeps msg;
+ *   -TR_EINVAL   to or msg is NULL: the caller keeps msg.
+ * Any message that never reaches a behaviour (the receiver exited first) is
+ * freed and counted in tr_stats_t.dead_letters, also when tr_send returned 0.
+ * Ownership: msg passes to the runtime (see the exceptions above); to is
+ * borrowed and must be a reference the caller holds.
+ * Threads: any thread while tr_run is running.
+ */
+int tr_send(tr_actor_t *to, tr_msg_t *msg);
+
+/* Allocates a message carrying (tag, v) and sends it.  Returns as tr_send
+ * (on -TR_EAGAIN the message is freed) or -TR_ENOMEM. */
+int tr_send_u64(tr_actor_t *to, uint32_t tag, uint64_t v);
+
+/*
+ * The actor whose behaviour is running on this thread, or NULL.
+ * Ownership: borrowed; valid until the behaviour returns.  Use
+ * tr_actor_dup to keep it.
+ */
+tr_actor_t *tr_self(void);
+
+/*
+ * Makes the current actor exit when its behaviour returns.  Messages still
+ * queued become dead letters; on_exit runs; later sends return -TR_ECLOSED.
+ * Returns 0, or -TR_EPERM outside a behaviour.
+ * Threads: inside a behaviour.
+ */
+int tr_actor_exit(void);
+
+/* Adds a reference to a and returns a.  Threads: any thread. */
+tr_actor_t *tr_actor_dup(tr_actor_t *a);
+
+/* Drops a reference; the memory of an exited actor is freed with its last
+ * reference.  NULL is a no-op.  Threads: any thread. */
+void tr_actor_release(tr_actor_t *a);
+
+/* The name given at spawn.  Ownership: borrowed (see tr_spawn_opts_t). */
+const char *tr_actor_name(const tr_actor_t *a);
+
+/* A process-unique id (never reused while the runtime runs). */
+uint64_t tr_actor_id(const tr_actor_t *a);
+
+/* 1 once the actor has exited, else 0.  Threads: any thread. */
+int tr_actor_exited(const tr_actor_t *a);
+
+/*
+ * Blocks the calling thread until actor a has exited, or timeout_ns
+ * nanoseconds have passed (timeout_ns < 0 waits forever).  Returns 0,
+ * -TR_ETIMEDOUT, or -TR_EPERM when called on a worker thread (a worker
+ * must never block).
+ * Ownership: borrows a.
+ * Threads: threads that are not runtime workers (the root function's).
+ */
+int tr_join(tr_actor_t *a, int64_t timeout_ns);
+
+/* ---- runtime ---------------------------------------------------------- */
+
+typedef struct tr_config {
+  /* Worker threads; 0 = number of online CPUs.  The environment variable
+   * TR_WORKERS, when set to a positive integer, overrides this. */
+  int workers;
+  /* Messages an actor handles per turn before yielding its worker; 0 = 64. */
+  int batch;
+} tr_config_t;
+
+typedef int (*tr_root_fn)(void *arg);
+
+/*
+ * Starts the runtime, calls root(arg) on the calling thread, waits until
+ * root has returned and every actor has exited, then stops and joins the
+ * workers and frees every actor and pooled message.  Returns root's result,
+ * or -TR_EBUSY (a runtime is already running in this process), -TR_EINVAL
+ * or -TR_ENOMEM when the runtime cannot start (root is then not called).
+ * Ownership: cfg may be NULL (defaults) and is not retained.
+ * Threads: any thread that is not a worker; one runtime per process at a time.
+ */
+int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg);
+
+/*
+ * Asks the runtime to shut down: every actor exits at its next turn (idle
+ * ones are woken for it), queued messages become dead letters, and
+ * tr_spawn fails with -TR_ENORUNTIME from now on.  Does not wait: tr_run
+ * returns once root has returned and the actors are gone.
+ * Returns 0, or -TR_ENORUNTIME when no runtime is running.
+ * Threads: any thread, including behaviours.
+ */
+int tr_shutdown(void);
+
+typedef struct tr_stats {
+  int workers;               /* worker threads */
+  uint64_t actors_spawned;   /* since tr_run started */
+  uint64_t actors_exited;
+  uint64_t actors_live;      /* spawned and not yet exited */
+  uint64_t actors_allocated; /* actor objects not yet freed (live + referenced) */
+  uint64_t msgs_handled;     /* messages delivered to behaviours */
+  uint64_t dead_letters;     /* messages freed undelivered */
+  uint64_t msgs_allocated;   /* messages not yet freed (excluding pool caches) */
+  uint64_t steals;           /* actors taken from another worker's queue */
+  uint64_t parks;            /* times a worker went to sleep */
+} tr_stats_t;
+
+/*
+ * Snapshot of the runtime's counters; after tr_run has returned, the
+ * figures of the run that ended.  Counters are summed from per-worker
+ * slots without stopping the world, so a snapshot taken while actors run is
+ * approximate.
+ * Threads: any thread.
+ */
+void tr_stats(tr_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,10 @@
+/* Umbrella header: everything public in tractor-c. */
+#ifndef TRACTOR_TRACTOR_H
+#define TRACTOR_TRACTOR_H
+
+#include "actor.h"
+#include "buf.h"
+#include "errors.h"
+#include "version.h"
+
+#endif

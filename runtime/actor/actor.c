@@ -1,0 +1,332 @@
+/*
+ * Behaviour actors: spawn, send, one turn of a run, exit, references.
+ *
+ * Exit protocol.  Only the actor's own worker (the mailbox consumer) exits
+ * it: it sets TR_AF_EXITED, then drains the mailbox as dead letters until
+ * it can mark the mailbox empty.  From then on, a producer that finds the
+ * empty bit also finds TR_AF_EXITED (the CAS/exchange pair orders them),
+ * so instead of scheduling the actor it drains the mailbox itself, as the
+ * consumer, and reports -TR_ECLOSED.  An exited actor is therefore never
+ * scheduled again and no message is ever stranded in a dead mailbox.
+ *
+ * Memory.  An actor holds a reference to itself while alive and drops it
+ * when it has exited; every tr_actor_t* a user holds is another reference.
+ * The object is freed with the last one, so a sender holding a reference
+ * can always push safely, even to an exited actor.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <tractor/actor.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/platform/assert.h"
+#include "runtime/runtime.h"
+
+/* ---- references ------------------------------------------------------ */
+
+tr_actor_t *tr_actor_dup(tr_actor_t *a) {
+  if (a)
+    tr_faa_relaxed(&a->refs, 1); /* the caller already holds one: no order */
+  return a;
+}
+
+static void actor_free(tr_actor_t *a) {
+  TR_ASSERT(tr_load_relaxed(&a->flags) & TR_AF_EXITED);
+  TR_COUNT(tr__worker_self(), actors_freed, 1);
+  free(a);
+}
+
+void tr_actor_release(tr_actor_t *a) {
+  if (!a)
+    return;
+  /* acq_rel: our uses of the actor happen before the free by whoever
+   * drops the last reference. */
+  uint32_t old = tr_fsub_acqrel(&a->refs, 1);
+  TR_ASSERT(old != 0);
+  if (old == 1)
+    actor_free(a);
+}
+
+const char *tr_actor_name(const tr_actor_t *a) { return a ? a->name : NULL; }
+uint64_t tr_actor_id(const tr_actor_t *a) { return a ? a->id : 0; }
+
+int tr_actor_exited(const tr_actor_t *a) {
+  /* Acquire pairs with the release in actor_finish_exit. */
+  return a && (tr_load_acquire(&a->flags) & TR_AF_EXITED) != 0;
+}
+
+tr_actor_t *tr_self(void) {
+  tr_worker_t *w = tr__worker_self();
+  return w ? w->cur_actor : NULL;
+}
+
+/* ---- live lists -------------------------------------------------------- */
+
+static int live_insert(tr_worker_t *w, tr_actor_t *a) {
+  int s = w ? w->index : tr__rt.nworkers;
+  tr_shard_t *sh = &tr__rt.shards[s];
+  pthread_mutex_lock(&sh->lock);
+  /* Checked under the shard lock: tr_shutdown sets `stopping` before it
+   * walks the shards, so an actor is either refused here or visited. */
+  if (tr_load_acquire(&tr__rt.stopping)) {
+    pthread_mutex_unlock(&sh->lock);
+    return -TR_ENORUNTIME;
+  }
+  a->shard = (uint16_t)s;
+  a->id = ((uint64_t)s << 48) | ++sh->next_id;
+  a->live_prev = NULL;
+  a->live_next = sh->head;
+  if (sh->head)
+    sh->head->live_prev = a;
+  sh->head = a;
+  pthread_mutex_unlock(&sh->lock);
+  return 0;
+}
+
+static void live_remove(tr_actor_t *a) {
+  tr_shard_t *sh = &tr__rt.shards[a->shard];
+  pthread_mutex_lock(&sh->lock);
+  if (a->live_prev)
+    a->live_prev->live_next = a->live_next;
+  else
+    sh->head = a->live_next;
+  if (a->live_next)
+    a->live_next->live_prev = a->live_prev;
+  pthread_mutex_unlock(&sh->lock);
+}
+
+/* ---- spawn ------------------------------------------------------------- */
+
+int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
+             tr_actor_t **ref) {
+  if (ref)
+    *ref = NULL;
+  if (!behaviour)
+    return -TR_EINVAL;
+  if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
+    return -TR_ENORUNTIME;
+  tr_actor_t *a = malloc(sizeof(*a));
+  if (!a)
+    return -TR_ENOMEM;
+  memset(a, 0, sizeof(*a));
+  tr__mbox_init(&a->mbox);
+  a->refs = ref ? 2 : 1; /* the actor's own, plus the caller's */
+  a->behaviour = behaviour;
+  a->state = state;
+  a->name = (opts && opts->name) ? opts->name : "actor";
+  a->limit = opts ? opts->mailbox_limit : 0;
+  a->on_exit = opts ? opts->on_exit : NULL;
+  tr_worker_t *w = tr__worker_self();
+  tr_faa_relaxed(&tr__rt.live, 1); /* before it can exit and decrement */
+  int rc = live_insert(w, a);
+  if (rc != 0) {
+    tr_faa_relaxed(&tr__rt.live, (uint64_t)-1);
+    free(a);
+    return rc;
+  }
+  TR_COUNT(w, spawned, 1);
+  if (ref)
+    *ref = a;
+  return 0;
+}
+
+/* ---- send -------------------------------------------------------------- */
+
+static void dead_letter(tr_worker_t *w, tr_msg_t *m) {
+  if (!(m->flags_ & TR_MSGF_SYS))
+    TR_COUNT(w, dead_letters, 1);
+  tr__msg_dispose(w, m);
+}
+
+/* Pops and dead-letters everything, then marks the mailbox empty.  Runs as
+ * the mailbox's consumer (the exiting actor, or the producer that found an
+ * exited actor's mailbox empty).  Spins only while a producer is between
+ * its exchange and its link store: a few instructions. */
+static void drain_dead(tr_worker_t *w, tr_actor_t *a) {
+  for (;;) {
+    tr_msg_t *m;
+    while ((m = tr__mbox_pop_sc(&a->mbox))) {
+      if (a->limit && !(m->flags_ & TR_MSGF_SYS))
+        tr_faa_relaxed(&a->qlen, (uint32_t)-1);
+      dead_letter(w, m);
+    }
+    if (tr__mbox_mark_empty_sc(&a->mbox))
+      return;
+    tr_cpu_relax();
+  }
+}
+
+int tr__actor_push(tr_actor_t *a, tr_msg_t *m) {
+  tr_worker_t *w = tr__worker_self();
+  if (w && w->cur_msg == m)
+    w->cur_msg = NULL; /* a behaviour forwarding the message it handles */
+  if (tr__mbox_push_mp(&a->mbox, m)) {
+    /* We own the empty period.  Acquire (via the exchange in push) made the
+     * exiting consumer's TR_AF_EXITED visible if it was set. */
+    if (TR_UNLIKELY(tr_load_relaxed(&a->flags) & TR_AF_EXITED)) {
+      drain_dead(w, a);
+      return -TR_ECLOSED;
+    }
+    /* A worker sending runs the receiver next on its own core; sends from
+     * other threads go through the inject queue. */
+    tr__schedule(w, a, 1);
+  }
+  return 0;
+}
+
+int tr_send(tr_actor_t *to, tr_msg_t *msg) {
+  if (!to || !msg)
+    return -TR_EINVAL;
+  /* Fast refusal; the authoritative check is in tr__actor_push. */
+  if (TR_UNLIKELY(tr_load_acquire(&to->flags) & TR_AF_EXITED)) {
+    tr_worker_t *w = tr__worker_self();
+    if (w && w->cur_msg == msg)
+      w->cur_msg = NULL;
+    dead_letter(w, msg);
+    return -TR_ECLOSED;
+  }
+  if (to->limit) {
+    /* Reserve a slot; give it back if that overshoots the limit.  The
+     * consumer decrements when it pops, so the bound is exact. */
+    uint32_t n = tr_faa_relaxed(&to->qlen, 1);
+    if (n >= to->limit) {
+      tr_faa_relaxed(&to->qlen, (uint32_t)-1);
+      return -TR_EAGAIN;
+    }
+  }
+  return tr__actor_push(to, msg);
+}
+
+int tr_send_u64(tr_actor_t *to, uint32_t tag, uint64_t v) {
+  if (!to)
+    return -TR_EINVAL;
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return rc;
+  m->tag = tag;
+  m->u64 = v;
+  rc = tr_send(to, m);
+  if (rc == -TR_EAGAIN)
+    tr_msg_free(m);
+  return rc;
+}
+
+/* ---- exit -------------------------------------------------------------- */
+
+int tr_actor_exit(void) {
+  tr_worker_t *w = tr__worker_self();
+  if (!w || !w->cur_actor)
+    return -TR_EPERM;
+  /* Only this worker reads EXIT_REQ before the turn ends. */
+  tr_for_relaxed(&w->cur_actor->flags, TR_AF_EXIT_REQ);
+  return 0;
+}
+
+static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
+  /* Release pairs with tr_actor_exited/tr_join and with producers (via the
+   * mailbox's mark-empty CAS, which comes after). */
+  tr_for_seqcst(&a->flags, TR_AF_EXITED);
+  drain_dead(w, a);
+  live_remove(a);
+  if (a->on_exit)
+    a->on_exit(a->state);
+  TR_COUNT(w, exited, 1);
+  /* seq_cst pairs with tr_join's increment of joiners (Dekker): either we
+   * see the joiner and broadcast, or it sees TR_AF_EXITED. */
+  int joined = tr_load_seqcst(&a->joiners) != 0;
+  uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
+  if (joined || live_before == 1)
+    tr__rt_broadcast();
+  tr_actor_release(a); /* the actor's own reference */
+}
+
+void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
+  int batch = tr__rt.batch;
+  int handled = 0;
+  int stopping = tr_load_relaxed(&tr__rt.stopping) != 0;
+  w->cur_actor = a;
+  while (!stopping && handled < batch) {
+    tr_msg_t *m = tr__mbox_pop_sc(&a->mbox);
+    if (!m)
+      break;
+    if (TR_UNLIKELY(m->flags_ & TR_MSGF_SYS)) {
+      tr__msg_dispose(w, m); /* a wake-up: its only job was scheduling us */
+      continue;
+    }
+    if (a->limit)
+      tr_faa_relaxed(&a->qlen, (uint32_t)-1); /* reserved by tr_send */
+    handled++;
+    w->cur_msg = m;
+    a->behaviour(a->state, m);
+    if (w->cur_msg)
+      tr__msg_dispose(w, w->cur_msg);
+    w->cur_msg = NULL;
+    if (tr_load_relaxed(&a->flags) & TR_AF_EXIT_REQ)
+      break;
+    stopping = tr_load_relaxed(&tr__rt.stopping) != 0;
+  }
+  w->cur_actor = NULL;
+  tr_counter_add(&w->c.handled, (uint64_t)handled);
+  if ((tr_load_relaxed(&a->flags) & TR_AF_EXIT_REQ) || tr_load_acquire(&tr__rt.stopping)) {
+    actor_finish_exit(w, a);
+    return;
+  }
+  if (handled == batch || !tr__mbox_mark_empty_sc(&a->mbox))
+    tr__schedule(w, a, 0); /* more to do: back of the queue */
+}
+
+/* ---- shutdown and join --------------------------------------------------- */
+
+void tr__actor_kill_all(void) {
+  for (int s = 0; s <= tr__rt.nworkers; s++) {
+    tr_shard_t *sh = &tr__rt.shards[s];
+    pthread_mutex_lock(&sh->lock);
+    /* Every actor in the list still holds its own reference (it removes
+     * itself before dropping it), so pushing to it is safe here. */
+    for (tr_actor_t *a = sh->head; a; a = a->live_next) {
+      tr_msg_t *m;
+      if (tr_msg_new(&m) != 0)
+        continue; /* out of memory: it exits at its next message instead */
+      m->flags_ = TR_MSGF_SYS;
+      (void)tr__actor_push(a, m);
+    }
+    pthread_mutex_unlock(&sh->lock);
+  }
+}
+
+int tr_join(tr_actor_t *a, int64_t timeout_ns) {
+  if (!a)
+    return -TR_EINVAL;
+  if (tr__worker_self())
+    return -TR_EPERM;
+  struct timespec dl;
+  if (timeout_ns >= 0) {
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ns / 1000000000;
+    dl.tv_nsec += timeout_ns % 1000000000;
+    if (dl.tv_nsec >= 1000000000) {
+      dl.tv_nsec -= 1000000000;
+      dl.tv_sec++;
+    }
+  }
+  tr_faa_seqcst(&a->joiners, 1);
+  int rc = 0;
+  pthread_mutex_lock(&tr__rt.wait_lock);
+  while (!(tr_load_seqcst(&a->flags) & TR_AF_EXITED)) {
+    if (timeout_ns < 0) {
+      pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
+    } else if (pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &dl) ==
+               ETIMEDOUT) {
+      if (!(tr_load_seqcst(&a->flags) & TR_AF_EXITED))
+        rc = -TR_ETIMEDOUT;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&tr__rt.wait_lock);
+  tr_faa_seqcst(&a->joiners, (uint32_t)-1);
+  return rc;
+}

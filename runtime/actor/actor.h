@@ -1,0 +1,59 @@
+/*
+ * Internal view of an actor.  The public handle is the opaque tr_actor_t.
+ *
+ * Layout, about 112 bytes (128 with malloc's header), so a million idle
+ * actors cost ~128 MB: the mailbox first (producers touch `mbox.head`,
+ * `refs` and `qlen`), then what only the running worker reads.
+ */
+#ifndef TR_ACTOR_ACTOR_H
+#define TR_ACTOR_ACTOR_H
+
+#include <stdint.h>
+
+#include <tractor/actor.h>
+
+#include "runtime/actor/mailbox.h"
+
+/* flags: written by the actor's own worker, read by anyone (atomics). */
+#define TR_AF_EXITED 0x1u  /* no more behaviour calls; mailbox drained */
+#define TR_AF_EXIT_REQ 0x2u /* tr_actor_exit called during this turn */
+
+/* flags_ bits of tr_msg_t owned by the runtime. */
+#define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
+
+struct tr_actor {
+  tr_mbox_t mbox;
+  uint32_t refs;  /* atomic: references, incl. the actor's own while alive */
+  uint32_t qlen;  /* atomic: queued messages; kept only when limit != 0 */
+  uint32_t limit; /* mailbox_limit, 0 = unbounded */
+  uint32_t flags; /* atomic: TR_AF_* */
+  uint32_t joiners; /* atomic: threads in tr_join on this actor */
+  uint16_t shard;   /* live-list shard that holds it */
+  uint16_t pad_;
+  uint64_t id;
+  tr_behaviour_fn behaviour;
+  void *state;
+  void (*on_exit)(void *state);
+  const char *name;
+  struct tr_actor *sched_next; /* inject-queue link (scheduler) */
+  struct tr_actor *live_prev, *live_next; /* live list (shard lock) */
+};
+
+struct tr_worker;
+
+/* Runs one turn of actor a on worker w: up to a batch of messages, then
+ * either marks the mailbox empty, reschedules the actor, or finishes its
+ * exit.  Threads: worker w, which owns a for the turn. */
+void tr__actor_run(struct tr_worker *w, struct tr_actor *a);
+
+/* Pushes msg into a's mailbox and schedules a when that is the pusher's
+ * job.  Returns 0 or -TR_ECLOSED (msg dead-lettered).  Used by tr_send and
+ * by the runtime's own wake-ups. */
+int tr__actor_push(struct tr_actor *a, tr_msg_t *msg);
+
+/* Makes every live actor exit at its next turn, waking idle ones with a
+ * system message.  Call after setting the runtime's stopping flag.
+ * Threads: any. */
+void tr__actor_kill_all(void);
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * tr_run: start, run the root function, wait for every actor, stop.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tractor/actor.h>
+
+#include "runtime/platform/assert.h"
+#include "runtime/runtime.h"
+
+tr_rt_t tr__rt;
+uint32_t tr__rt_running;
+/* tr_run is serialised by this flag (CAS 0 -> 1). */
+static uint32_t rt_claimed;
+/* Figures of the last run, for tr_stats after tr_run returned. */
+static tr_stats_t last_stats;
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void tr__rt_broadcast(void) {
+  pthread_mutex_lock(&tr__rt.wait_lock);
+  pthread_cond_broadcast(&tr__rt.wait_cv);
+  pthread_mutex_unlock(&tr__rt.wait_lock);
+}
+
+static int config_workers(const tr_config_t *cfg) {
+  int n = cfg ? cfg->workers : 0;
+  const char *env = getenv("TR_WORKERS");
+  if (env && *env) {
+    char *end;
+    long v = strtol(env, &end, 10);
+    if (*end == '\0' && v > 0)
+      n = (int)(v > TR_MAX_WORKERS ? TR_MAX_WORKERS : v);
+  }
+  if (n <= 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    n = c > 0 ? (int)c : 1;
+  }
+  return n > TR_MAX_WORKERS ? TR_MAX_WORKERS : n;
+}
+
+static void sum_counters(tr_counters_t *t, const tr_counters_t *c) {
+  t->spawned += tr_load_relaxed(&c->spawned);
+  t->exited += tr_load_relaxed(&c->exited);
+  t->actors_freed += tr_load_relaxed(&c->actors_freed);
+  t->handled += tr_load_relaxed(&c->handled);
+  t->dead_letters += tr_load_relaxed(&c->dead_letters);
+  t->msgs_new += tr_load_relaxed(&c->msgs_new);
+  t->msgs_freed += tr_load_relaxed(&c->msgs_freed);
+  t->steals += tr_load_relaxed(&c->steals);
+  t->parks += tr_load_relaxed(&c->parks);
+}
+
+static void snapshot(tr_stats_t *out) {
+  tr_counters_t t;
+  memset(&t, 0, sizeof(t));
+  for (int i = 0; i < tr__rt.nworkers; i++)
+    sum_counters(&t, &tr__rt.workers[i].c);
+  sum_counters(&t, &tr__rt.foreign);
+  memset(out, 0, sizeof(*out));
+  out->workers = tr__rt.nworkers;
+  out->actors_spawned = t.spawned;
+  out->actors_exited = t.exited;
+  out->actors_live = tr_load_relaxed(&tr__rt.live);
+  out->actors_allocated = t.spawned - t.actors_freed;
+  out->msgs_handled = t.handled;
+  out->dead_letters = t.dead_letters;
+  out->msgs_allocated = t.msgs_new - t.msgs_freed;
+  out->steals = t.steals;
+  out->parks = t.parks;
+}
+
+void tr_stats(tr_stats_t *out) {
+  if (!out)
+    return;
+  pthread_mutex_lock(&stats_lock);
+  if (tr_load_acquire(&tr__rt_running))
+    snapshot(out);
+  else
+    *out = last_stats;
+  pthread_mutex_unlock(&stats_lock);
+}
+
+int tr_shutdown(void) {
+  if (!tr_load_acquire(&tr__rt_running))
+    return -TR_ENORUNTIME;
+  /* Set before walking the lists: see live_insert in actor/actor.c. */
+  if (tr_xchg_seqcst(&tr__rt.stopping, 1) == 0)
+    tr__actor_kill_all();
+  return 0;
+}
+
+static int rt_init(const tr_config_t *cfg) {
+  memset(&tr__rt, 0, sizeof(tr__rt));
+  tr__rt.batch = (cfg && cfg->batch > 0) ? cfg->batch : TR_DEFAULT_BATCH;
+  int n = config_workers(cfg);
+  pthread_mutex_init(&tr__rt.inject_lock, NULL);
+  pthread_mutex_init(&tr__rt.wait_lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&tr__rt.wait_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  tr__rt.shards = aligned_alloc(TR_CACHELINE, sizeof(tr_shard_t) * (size_t)(n + 1));
+  if (!tr__rt.shards)
+    return -TR_ENOMEM;
+  for (int i = 0; i <= n; i++) {
+    memset(&tr__rt.shards[i], 0, sizeof(tr_shard_t));
+    pthread_mutex_init(&tr__rt.shards[i].lock, NULL);
+  }
+  /* nworkers must be known to live_insert before any worker can spawn. */
+  tr__rt.nworkers = n;
+  tr_store_release(&tr__rt_running, 1);
+  int rc = tr__sched_start(n);
+  if (rc != 0) {
+    tr_store_release(&tr__rt_running, 0);
+    free(tr__rt.shards);
+    tr__rt.shards = NULL;
+  }
+  return rc;
+}
+
+static void rt_fini(void) {
+  for (int i = 0; i <= tr__rt.nworkers; i++) {
+    TR_ASSERT(tr__rt.shards[i].head == NULL);
+    pthread_mutex_destroy(&tr__rt.shards[i].lock);
+  }
+  free(tr__rt.shards);
+  free(tr__rt.workers);
+  pthread_mutex_destroy(&tr__rt.inject_lock);
+  pthread_mutex_destroy(&tr__rt.wait_lock);
+  pthread_cond_destroy(&tr__rt.wait_cv);
+  memset(&tr__rt, 0, sizeof(tr__rt));
+}
+
+int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {
+  if (!root)
+    return -TR_EINVAL;
+  uint32_t zero = 0;
+  if (!tr_cas_seqcst(&rt_claimed, &zero, 1))
+    return -TR_EBUSY;
+  int rc = rt_init(cfg);
+  if (rc != 0) {
+    tr_store_release(&rt_claimed, 0);
+    return rc;
+  }
+  int result = root(arg);
+
+  /* Structured end: the root's actors are its children; wait for all. */
+  pthread_mutex_lock(&tr__rt.wait_lock);
+  while (tr_load_acquire(&tr__rt.live) != 0)
+    pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
+  pthread_mutex_unlock(&tr__rt.wait_lock);
+
+  tr__sched_stop();
+  pthread_mutex_lock(&stats_lock);
+  snapshot(&last_stats);
+  tr_store_release(&tr__rt_running, 0);
+  pthread_mutex_unlock(&stats_lock);
+  rt_fini();
+  tr_store_release(&rt_claimed, 0);
+  return result;
+}

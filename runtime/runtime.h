@@ -1,0 +1,130 @@
+/*
+ * The process-wide runtime: workers, inject queue, live-actor lists and
+ * counters.  One runtime runs per process at a time (tr_run).
+ */
+#ifndef TR_RUNTIME_H
+#define TR_RUNTIME_H
+
+#include <ck_ec.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include <tractor/actor.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/platform/atomic.h"
+#include "runtime/sched/runq.h"
+
+#define TR_MAX_WORKERS 64
+#define TR_RUNQ_CAPACITY 4096
+#define TR_DEFAULT_BATCH 64
+#define TR_MSGPOOL_CAP 4096
+
+/* Counters.  Each worker owns a set (single writer, relaxed atomics); work
+ * done on other threads goes to the shared `foreign` set with atomic adds.
+ * tr_stats sums them. */
+typedef struct tr_counters {
+  uint64_t spawned;
+  uint64_t exited;
+  uint64_t actors_freed;
+  uint64_t handled;
+  uint64_t dead_letters;
+  uint64_t msgs_new;
+  uint64_t msgs_freed;
+  uint64_t steals;
+  uint64_t parks;
+} tr_counters_t;
+
+/* A live-actor list shard.  Actors spawned on worker i go to shard i,
+ * those spawned elsewhere to the last shard; tr_shutdown walks them all. */
+typedef struct tr_shard {
+  pthread_mutex_t lock;
+  struct tr_actor *head;
+  uint64_t next_id; /* under lock */
+} __attribute__((aligned(TR_CACHELINE))) tr_shard_t;
+
+typedef struct tr_worker {
+  tr_runq_t runq;
+  /* The actor most recently made runnable by this worker: run next, not
+   * stealable (pingpong-style exchanges stay on one core).  Owner only. */
+  struct tr_actor *next_slot;
+  unsigned next_streak; /* consecutive next_slot turns, for fairness */
+  unsigned tick;
+  unsigned steal_from; /* round-robin victim cursor */
+  int index;
+  struct ck_ec32 ec; /* parking: waits until someone increments it */
+  pthread_t thread;
+  /* The message a behaviour is handling (freed after it unless passed on). */
+  tr_msg_t *cur_msg;
+  struct tr_actor *cur_actor;
+  /* Message pool: a free list, owner only. */
+  tr_msg_t *pool;
+  unsigned pool_len;
+  tr_counters_t c;
+} __attribute__((aligned(TR_CACHELINE))) tr_worker_t;
+
+typedef struct tr_rt {
+  int nworkers;
+  int batch;
+  tr_worker_t *workers;
+  tr_shard_t *shards; /* nworkers + 1 */
+  /* Inject queue: actors scheduled from non-worker threads, and overflow
+   * of full local queues.  A mutex is enough: it is off the hot path. */
+  pthread_mutex_t inject_lock;
+  struct tr_actor *inject_head, *inject_tail;
+  uint64_t inject_len; /* atomic: lets workers skip the lock when empty */
+  /* Parking.  `sleepers` has bit i set while worker i is parked (or about
+   * to be); `spinning` counts workers looking for work.  A producer wakes
+   * a sleeper only when nobody is spinning (the spinner will find it). */
+  uint64_t sleepers;
+  uint32_t spinning;
+  uint32_t stopping; /* atomic: tr_shutdown was called */
+  uint32_t quit;     /* atomic: workers exit (set by tr_run at the end) */
+  uint64_t live;     /* atomic: spawned and not yet exited */
+  /* tr_join and tr_run wait here; exiting actors broadcast. */
+  pthread_mutex_t wait_lock;
+  pthread_cond_t wait_cv;
+  tr_counters_t foreign;
+} tr_rt_t;
+
+extern tr_rt_t tr__rt;
+/* 1 while a runtime is running (between start and the end of tr_run). */
+extern uint32_t tr__rt_running;
+
+/* The worker running on this thread, or NULL.  Not inlinable on purpose:
+ * tasks (fibers) migrate between workers, so the thread-local must be
+ * re-read after every blocking call, never cached across one. */
+tr_worker_t *tr__worker_self(void);
+
+/* Makes a runnable.  From worker w (may be NULL for other threads):
+ * `hot` puts it in w's next slot (the sender's core runs it next);
+ * otherwise at the back of w's queue, or in the inject queue. */
+void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot);
+
+int tr__sched_start(int nworkers);
+/* Wakes every worker, waits for them to exit, frees their queues. */
+void tr__sched_stop(void);
+
+/* Wakes one parked worker if nobody is spinning.  Call after publishing
+ * stealable work. */
+void tr__sched_notify(void);
+
+/* Counter helpers: per worker when on a worker, else atomically shared. */
+#define TR_COUNT(w, field, n)                                                  \
+  do {                                                                         \
+    tr_worker_t *w_ = (w);                                                     \
+    if (w_)                                                                    \
+      tr_counter_add(&w_->c.field, (n));                                       \
+    else                                                                       \
+      tr_faa_relaxed(&tr__rt.foreign.field, (n));                              \
+  } while (0)
+
+/* Message pool (mem/msgpool.c). */
+void tr__msgpool_drain(tr_worker_t *w);
+/* Frees a message without counting it as a dead letter (internal). */
+void tr__msg_dispose(tr_worker_t *w, tr_msg_t *m);
+
+/* Wakes tr_join/tr_run waiters. */
+void tr__rt_broadcast(void);
+
+#endif

@@ -1,0 +1,314 @@
+/*
+ * The work-stealing scheduler.
+ *
+ * Each worker runs actors from, in order: its next slot (the actor it just
+ * made runnable, so a request/reply pair stays on one core), its local
+ * ck_ring (FIFO), the shared inject queue (checked first every 61 turns so
+ * it cannot starve), and finally the other workers' rings, round-robin.
+ * With nothing found it spins briefly, then parks on its own ck_ec event
+ * count.
+ *
+ * Parking without lost wake-ups (Dekker-style, both sides seq_cst):
+ *   parker:   set my bit in `sleepers`; fence; look for work again; wait on
+ *             my event count unless its value changed since the snapshot.
+ *   producer: publish work; fence; if nobody is spinning, clear a sleeper's
+ *             bit and increment its event count.
+ * Either the producer sees the bit, or the parker's re-check sees the work.
+ * Work in a worker's own next slot or ring is never at risk: that worker is
+ * awake and runs it; the wake-up there only adds parallelism.
+ *
+ * Deliberately not done: waking on every push.  A futex wake costs ~2 us
+ * and a cross-core hand-off of an actor costs cache misses, both far more
+ * than handling a message; the next slot and the "a spinner will find it"
+ * rule keep both off the hot path.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/platform/assert.h"
+#include "runtime/runtime.h"
+
+/* Spin rounds before parking: each round looks for work once and pauses a
+ * little.  About 20-50 us in all: long enough to cover the gap between
+ * messages of a busy exchange, short enough that an idle runtime sleeps. */
+#define TR_SPIN_ROUNDS 256
+#define TR_SPIN_PAUSES 32
+/* Turns an actor may take from the next slot in a row before the ring's
+ * oldest entry gets a turn (fairness; same idea as Go's runnext). */
+#define TR_NEXT_STREAK_MAX 32
+
+static __thread tr_worker_t *tls_worker;
+#if defined(TR_TSAN)
+uint32_t tr__fence_word;
+#endif
+
+__attribute__((noinline)) tr_worker_t *tr__worker_self(void) {
+  return tls_worker;
+}
+
+/* ---- ck_ec operations: futex on Linux -------------------------------- */
+
+static int ec_gettime(const struct ck_ec_ops *ops, struct timespec *out) {
+  (void)ops;
+  return clock_gettime(CLOCK_MONOTONIC, out);
+}
+
+static void ec_wait32(const struct ck_ec_wait_state *st, const uint32_t *addr,
+                      uint32_t expected, const struct timespec *deadline) {
+  struct timespec rel, *relp = NULL;
+  if (deadline) {
+    /* ck_ec hands us an absolute deadline on ec_gettime's clock. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    rel.tv_sec = deadline->tv_sec - now.tv_sec;
+    rel.tv_nsec = deadline->tv_nsec - now.tv_nsec;
+    if (rel.tv_nsec < 0) {
+      rel.tv_nsec += 1000000000L;
+      rel.tv_sec--;
+    }
+    if (rel.tv_sec < 0)
+      return;
+    relp = &rel;
+  }
+  (void)st;
+  /* May return early (EINTR, EAGAIN, timeout): ck_ec re-checks. */
+  syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, relp, NULL, 0);
+}
+
+static void ec_wake32(const struct ck_ec_ops *ops, const uint32_t *addr) {
+  (void)ops;
+  syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+static const struct ck_ec_ops ec_ops = {
+    .gettime = ec_gettime,
+    .wait32 = ec_wait32,
+    .wake32 = ec_wake32,
+};
+static const struct ck_ec_mode ec_mode = {.ops = &ec_ops, .single_producer = false};
+
+/* ---- queues ------------------------------------------------------------ */
+
+int tr__runq_init(tr_runq_t *q, unsigned capacity) {
+  q->buf = calloc(capacity, sizeof(*q->buf));
+  if (!q->buf)
+    return -1;
+  ck_ring_init(&q->ring, capacity);
+  return 0;
+}
+
+void tr__runq_fini(tr_runq_t *q) {
+  free(q->buf);
+  q->buf = NULL;
+}
+
+static void inject_push(struct tr_actor *a) {
+  a->sched_next = NULL;
+  pthread_mutex_lock(&tr__rt.inject_lock);
+  if (tr__rt.inject_tail)
+    tr__rt.inject_tail->sched_next = a;
+  else
+    tr__rt.inject_head = a;
+  tr__rt.inject_tail = a;
+  /* Read without the lock by workers as a hint; the lock orders the data. */
+  tr_faa_relaxed(&tr__rt.inject_len, 1);
+  pthread_mutex_unlock(&tr__rt.inject_lock);
+}
+
+static struct tr_actor *inject_pop(void) {
+  if (tr_load_relaxed(&tr__rt.inject_len) == 0)
+    return NULL;
+  pthread_mutex_lock(&tr__rt.inject_lock);
+  struct tr_actor *a = tr__rt.inject_head;
+  if (a) {
+    tr__rt.inject_head = a->sched_next;
+    if (!tr__rt.inject_head)
+      tr__rt.inject_tail = NULL;
+    tr_faa_relaxed(&tr__rt.inject_len, (uint64_t)-1);
+  }
+  pthread_mutex_unlock(&tr__rt.inject_lock);
+  return a;
+}
+
+void tr__sched_notify(void) {
+  /* seq_cst fence pairs with the fence after a parker sets its sleeper
+   * bit: the work we published is ordered before our read of `sleepers`. */
+  tr_fence_seqcst();
+  if (tr_load_relaxed(&tr__rt.spinning) != 0)
+    return; /* a spinning worker will find the work */
+  uint64_t m = tr_load_relaxed(&tr__rt.sleepers);
+  while (m) {
+    int i = __builtin_ctzll(m);
+    uint64_t bit = 1ull << i;
+    /* Clearing the bit claims the wake-up, so two producers do not both
+     * wake the same sleeper while another sleeps on. */
+    if (tr_fand_seqcst(&tr__rt.sleepers, ~bit) & bit) {
+      ck_ec32_inc(&tr__rt.workers[i].ec, &ec_mode);
+      return;
+    }
+    m = tr_load_relaxed(&tr__rt.sleepers);
+  }
+}
+
+void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
+  if (w) {
+    if (hot) {
+      struct tr_actor *old = w->next_slot;
+      w->next_slot = a;
+      if (!old)
+        return; /* not stealable, so nobody else needs to know */
+      a = old;  /* the displaced actor goes to the back of the ring */
+    }
+    if (TR_UNLIKELY(!tr__runq_push_sp(&w->runq, a)))
+      inject_push(a);
+  } else {
+    inject_push(a);
+  }
+  tr__sched_notify();
+}
+
+static struct tr_actor *steal(tr_worker_t *w) {
+  int n = tr__rt.nworkers;
+  for (int k = 1; k < n; k++) {
+    int v = (int)((w->steal_from + (unsigned)k) % (unsigned)n);
+    if (v == w->index)
+      continue;
+    struct tr_actor *a = tr__runq_steal_mc(&tr__rt.workers[v].runq);
+    if (a) {
+      w->steal_from = (unsigned)v; /* try the same victim first next time */
+      tr_counter_add(&w->c.steals, 1);
+      return a;
+    }
+  }
+  return NULL;
+}
+
+static struct tr_actor *find_work(tr_worker_t *w) {
+  struct tr_actor *a;
+  if (TR_UNLIKELY(++w->tick % 61 == 0) && (a = inject_pop()))
+    return a;
+  if ((a = w->next_slot)) {
+    if (w->next_streak < TR_NEXT_STREAK_MAX || tr__runq_size(&w->runq) == 0) {
+      w->next_slot = NULL;
+      w->next_streak++;
+      return a;
+    }
+    /* Fairness: the next slot has had its share; queue it behind the
+     * others and take the oldest runnable actor instead. */
+    w->next_slot = NULL;
+    if (!tr__runq_push_sp(&w->runq, a))
+      inject_push(a);
+  }
+  w->next_streak = 0;
+  if ((a = tr__runq_pop_mc(&w->runq)))
+    return a;
+  if ((a = inject_pop()))
+    return a;
+  return steal(w);
+}
+
+static void *worker_main(void *arg) {
+  tr_worker_t *w = arg;
+  tls_worker = w;
+  uint64_t bit = 1ull << w->index;
+  for (;;) {
+    struct tr_actor *a = find_work(w);
+    if (a) {
+      tr__actor_run(w, a);
+      continue;
+    }
+    /* Spin: a short search before giving up the core. */
+    tr_faa_seqcst(&tr__rt.spinning, 1);
+    for (int r = 0; r < TR_SPIN_ROUNDS && !a; r++) {
+      for (int p = 0; p < TR_SPIN_PAUSES; p++)
+        tr_cpu_relax();
+      a = find_work(w);
+    }
+    tr_faa_seqcst(&tr__rt.spinning, (uint32_t)-1);
+    if (a) {
+      tr__actor_run(w, a);
+      continue;
+    }
+    if (tr_load_acquire(&tr__rt.quit))
+      break;
+    /* Park. */
+    uint32_t snap = ck_ec32_value(&w->ec);
+    tr_for_seqcst(&tr__rt.sleepers, bit);
+    /* Pairs with the fence in tr__sched_notify (see the file comment). */
+    tr_fence_seqcst();
+    a = find_work(w);
+    if (a || tr_load_acquire(&tr__rt.quit)) {
+      tr_fand_seqcst(&tr__rt.sleepers, ~bit);
+      if (a)
+        tr__actor_run(w, a);
+      continue;
+    }
+    tr_counter_add(&w->c.parks, 1);
+    ck_ec32_wait(&w->ec, &ec_mode, snap, NULL);
+    tr_fand_seqcst(&tr__rt.sleepers, ~bit);
+  }
+  tls_worker = NULL;
+  return NULL;
+}
+
+int tr__sched_start(int nworkers) {
+  TR_ASSERT(nworkers >= 1 && nworkers <= TR_MAX_WORKERS);
+  tr__rt.nworkers = nworkers;
+  tr__rt.workers = aligned_alloc(TR_CACHELINE, sizeof(tr_worker_t) * (size_t)nworkers);
+  if (!tr__rt.workers)
+    return -TR_ENOMEM;
+  memset(tr__rt.workers, 0, sizeof(tr_worker_t) * (size_t)nworkers);
+  for (int i = 0; i < nworkers; i++) {
+    tr_worker_t *w = &tr__rt.workers[i];
+    w->index = i;
+    w->steal_from = (unsigned)i;
+    ck_ec32_init(&w->ec, 0);
+    if (tr__runq_init(&w->runq, TR_RUNQ_CAPACITY) != 0) {
+      for (int j = 0; j < i; j++)
+        tr__runq_fini(&tr__rt.workers[j].runq);
+      free(tr__rt.workers);
+      tr__rt.workers = NULL;
+      return -TR_ENOMEM;
+    }
+  }
+  int started = 0;
+  for (; started < nworkers; started++) {
+    if (pthread_create(&tr__rt.workers[started].thread, NULL, worker_main,
+                       &tr__rt.workers[started]) != 0)
+      break;
+  }
+  if (started < nworkers) {
+    tr_store_release(&tr__rt.quit, 1);
+    for (int i = 0; i < started; i++) {
+      ck_ec32_inc(&tr__rt.workers[i].ec, &ec_mode);
+      pthread_join(tr__rt.workers[i].thread, NULL);
+    }
+    for (int i = 0; i < nworkers; i++)
+      tr__runq_fini(&tr__rt.workers[i].runq);
+    free(tr__rt.workers);
+    tr__rt.workers = NULL;
+    return -TR_ENOMEM;
+  }
+  return 0;
+}
+
+void tr__sched_stop(void) {
+  tr_store_release(&tr__rt.quit, 1);
+  for (int i = 0; i < tr__rt.nworkers; i++)
+    ck_ec32_inc(&tr__rt.workers[i].ec, &ec_mode);
+  for (int i = 0; i < tr__rt.nworkers; i++)
+    pthread_join(tr__rt.workers[i].thread, NULL);
+  for (int i = 0; i < tr__rt.nworkers; i++) {
+    tr_worker_t *w = &tr__rt.workers[i];
+    TR_ASSERT(w->next_slot == NULL && tr__runq_size(&w->runq) == 0);
+    tr__runq_fini(&w->runq);
+    tr__msgpool_drain(w);
+  }
+}

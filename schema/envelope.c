@@ -1,0 +1,794 @@
+/*
+ * The envelope codec: tr_msg_t <-> protobuf Envelope, and length-prefixed
+ * frames.  The only module that calls protoc-c generated code (see the
+ * header for the field mapping).
+ *
+ * Encoding builds a tree of protobuf-c structs on the stack whose strings
+ * and bytes point straight into the message (no copies), packs it once into
+ * a single allocation, and frees only the relay-path array, the one part of
+ * the tree whose size is not fixed.  Decoding lets protobuf-c unpack into
+ * its own allocations and then copies into the message, because the
+ * message's strings must outlive the unpacked tree and be freeable with
+ * free().  That is a second copy of every string on receive; payloads are
+ * copied once into a tr_buf_t.  Custom protobuf-c allocators could avoid it,
+ * and were left out as not worth the complexity until profiles say so.
+ *
+ * Every decode error path frees both the unpacked tree and the partial
+ * message: the decoder faces untrusted input, so leaks there are attacks.
+ */
+#include "schema/envelope.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "schema/tractor.pb-c.h"
+#include "tractor/errors.h"
+
+/* ---- body kinds ----------------------------------------------------------- */
+
+static const char *const body_names[TR_BODY__COUNT] = {
+    [TR_BODY_NONE] = "None",           [TR_BODY_HELLO] = "Hello",
+    [TR_BODY_SPAWN_SPEC] = "SpawnSpec", [TR_BODY_START] = "Start",
+    [TR_BODY_START_ACK] = "StartAck",   [TR_BODY_STARTED] = "Started",
+    [TR_BODY_YIELD] = "Yield",          [TR_BODY_STOP] = "Stop",
+    [TR_BODY_RETURN] = "Return",        [TR_BODY_ERROR] = "Error",
+    [TR_BODY_CANCEL] = "Cancel",        [TR_BODY_CANCEL_ACK] = "CancelAck",
+    [TR_BODY_CREDIT] = "Credit",
+};
+
+const char *tr__body_name(int kind) {
+  if (kind < 0 || kind >= TR_BODY__COUNT)
+    return "Unknown";
+  return body_names[kind];
+}
+
+/* The kinds are ours and the oneof cases are protobuf field numbers; an
+ * explicit table keeps either free to change without breaking the other. */
+static const Tractor__Envelope__BodyCase kind_to_case[TR_BODY__COUNT] = {
+    [TR_BODY_NONE] = TRACTOR__ENVELOPE__BODY__NOT_SET,
+    [TR_BODY_HELLO] = TRACTOR__ENVELOPE__BODY_HELLO,
+    [TR_BODY_SPAWN_SPEC] = TRACTOR__ENVELOPE__BODY_SPAWN_SPEC,
+    [TR_BODY_START] = TRACTOR__ENVELOPE__BODY_START,
+    [TR_BODY_START_ACK] = TRACTOR__ENVELOPE__BODY_START_ACK,
+    [TR_BODY_STARTED] = TRACTOR__ENVELOPE__BODY_STARTED,
+    [TR_BODY_YIELD] = TRACTOR__ENVELOPE__BODY_YIELD,
+    [TR_BODY_STOP] = TRACTOR__ENVELOPE__BODY_STOP,
+    [TR_BODY_RETURN] = TRACTOR__ENVELOPE__BODY_RET,
+    [TR_BODY_ERROR] = TRACTOR__ENVELOPE__BODY_ERROR,
+    [TR_BODY_CANCEL] = TRACTOR__ENVELOPE__BODY_CANCEL,
+    [TR_BODY_CANCEL_ACK] = TRACTOR__ENVELOPE__BODY_CANCEL_ACK,
+    [TR_BODY_CREDIT] = TRACTOR__ENVELOPE__BODY_CREDIT,
+};
+
+/* Returns the kind of a oneof case, or TR_BODY_NONE for NOT_SET and for any
+ * case this build does not know. */
+static int case_to_kind(Tractor__Envelope__BodyCase c) {
+  for (int k = 1; k < TR_BODY__COUNT; k++)
+    if (kind_to_case[k] == c)
+      return k;
+  return TR_BODY_NONE;
+}
+
+/* ---- ownership helpers ---------------------------------------------------- */
+
+void tr__uid_fini(tr_uid_t *u) {
+  free(u->name);
+  free(u->addr);
+  memset(u, 0, sizeof *u);
+}
+
+static void strv_free(char **v, size_t n) {
+  if (v == NULL)
+    return;
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+void tr__envx_free(struct tr_envx *x) {
+  if (x == NULL)
+    return;
+  tr__uid_fini(&x->src);
+  tr__uid_fini(&x->dst);
+  switch (x->kind) {
+  case TR_BODY_HELLO:
+    tr__uid_fini(&x->u.hello.id);
+    break;
+  case TR_BODY_SPAWN_SPEC:
+    free(x->u.spawn_spec.name);
+    strv_free(x->u.spawn_spec.ns, x->u.spawn_spec.n_ns);
+    strv_free(x->u.spawn_spec.registry, x->u.spawn_spec.n_registry);
+    free(x->u.spawn_spec.bind_addr);
+    free(x->u.spawn_spec.log_level);
+    break;
+  case TR_BODY_START:
+    free(x->u.start.ns);
+    free(x->u.start.func);
+    tr__uid_fini(&x->u.start.caller);
+    break;
+  case TR_BODY_ERROR:
+    tr__uid_fini(&x->u.error.src);
+    free(x->u.error.boxed_type);
+    free(x->u.error.src_type);
+    free(x->u.error.message);
+    free(x->u.error.trace);
+    if (x->u.error.relay != NULL) {
+      for (size_t i = 0; i < x->u.error.n_relay; i++)
+        tr__uid_fini(&x->u.error.relay[i]);
+      free(x->u.error.relay);
+    }
+    tr__uid_fini(&x->u.error.canceller);
+    break;
+  default:
+    /* The other kinds own nothing in the union. */
+    break;
+  }
+  free(x);
+}
+
+struct tr_envx *tr__envx_get(tr_msg_t *m) {
+  struct tr_envx *x = m->x_;
+  if (x == NULL) {
+    x = calloc(1, sizeof *x);
+    if (x == NULL)
+      return NULL;
+    m->x_ = x;
+  }
+  /* A kind-less envx has an all-zero union, so claiming it for the body
+   * cannot make tr__envx_free misread any pointer. */
+  if (x->kind == TR_BODY_NONE)
+    x->kind = m->body;
+  return x;
+}
+
+/* Copies s into *dst; NULL and "" both become NULL (proto3 cannot tell
+ * them apart, and NULL is the cheaper one to keep). */
+static int dup_opt(char **dst, const char *s) {
+  *dst = NULL;
+  if (s == NULL || *s == '\0')
+    return 0;
+  *dst = strdup(s);
+  return *dst == NULL ? -TR_ENOMEM : 0;
+}
+
+int tr__uid_copy(tr_uid_t *dst, const tr_uid_t *src) {
+  memset(dst, 0, sizeof *dst);
+  memcpy(dst->uuid, src->uuid, TR_UUID_LEN);
+  if (dup_opt(&dst->name, src->name) != 0 || dup_opt(&dst->addr, src->addr) != 0) {
+    tr__uid_fini(dst);
+    return -TR_ENOMEM;
+  }
+  return 0;
+}
+
+/* ---- encoding --------------------------------------------------------------- */
+
+/* protobuf-c reads every string field it packs, so absent strings are sent
+ * as the empty string, which proto3 then leaves off the wire.  The casts
+ * drop const only because the generated structs are shared with unpacking:
+ * packing never writes through these pointers. */
+static char *wstr(const char *s) { return (char *)(s != NULL ? s : protobuf_c_empty_string); }
+
+static void wbin(ProtobufCBinaryData *b, const tr_buf_t *p) {
+  b->len = tr_buf_len(p);
+  b->data = b->len != 0 ? (uint8_t *)tr_buf_data(p) : NULL;
+}
+
+static void wref(Tractor__ActorRef *r, const tr_uid_t *u) {
+  tractor__actor_ref__init(r);
+  r->name = wstr(u->name);
+  r->addr = wstr(u->addr);
+  r->uuid.len = TR_UUID_LEN;
+  r->uuid.data = (uint8_t *)u->uuid;
+}
+
+static int strv_ok(char *const *v, size_t n) {
+  if (n != 0 && v == NULL)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (v[i] == NULL)
+      return 0;
+  return 1;
+}
+
+/* The protobuf-c view of one message: every struct the Envelope can point
+ * to, so that only the relay path needs the heap. */
+struct enc {
+  Tractor__Envelope env;
+  Tractor__ActorRef src, dst;
+  union {
+    Tractor__Hello hello;
+    Tractor__SpawnSpec spawn_spec;
+    Tractor__Start start;
+    Tractor__StartAck start_ack;
+    Tractor__Started started;
+    Tractor__Yield yield;
+    Tractor__Stop stop;
+    Tractor__Return ret;
+    Tractor__Error error;
+    Tractor__Cancel cancel;
+    Tractor__CancelAck cancel_ack;
+    Tractor__Credit credit;
+  } b;
+  Tractor__ActorRef ref_a, ref_b; /* Start.caller, Error.src / canceller */
+  void *relay_mem;                /* Error.relay_path: pointers, then refs */
+};
+
+static const struct tr_envx zero_x;
+
+/* Fills t from m.  Returns 0, -TR_EPROTO, -TR_EINVAL or -TR_ENOMEM; on
+ * failure t owns nothing. */
+static int enc_build(const tr_msg_t *m, struct enc *t) {
+  const struct tr_envx *x = m->x_;
+  const struct tr_envx *bx; /* body fields: zero when x_ carries none */
+
+  t->relay_mem = NULL;
+  if (m->body == TR_BODY_NONE || m->body >= TR_BODY__COUNT)
+    return -TR_EPROTO;
+  if (x != NULL && x->kind != TR_BODY_NONE && x->kind != m->body)
+    return -TR_EINVAL;
+  bx = (x != NULL && x->kind == m->body) ? x : &zero_x;
+
+  tractor__envelope__init(&t->env);
+  t->env.cid = m->cid;
+  if (x != NULL && x->has_src) {
+    wref(&t->src, &x->src);
+    t->env.src = &t->src;
+  }
+  if (x != NULL && x->has_dst) {
+    wref(&t->dst, &x->dst);
+    t->env.dst = &t->dst;
+  }
+  t->env.body_case = kind_to_case[m->body];
+
+  switch (m->body) {
+  case TR_BODY_HELLO: {
+    Tractor__Hello *h = &t->b.hello;
+    tractor__hello__init(h);
+    h->name = wstr(bx->u.hello.id.name);
+    h->uuid.len = TR_UUID_LEN;
+    h->uuid.data = (uint8_t *)bx->u.hello.id.uuid;
+    h->pid = bx->u.hello.pid;
+    h->addr = wstr(bx->u.hello.id.addr);
+    h->is_registrar = bx->u.hello.is_registrar != 0;
+    h->is_probe = bx->u.hello.is_probe != 0;
+    wbin(&h->auth_proof, m->payload);
+    t->env.hello = h;
+    break;
+  }
+  case TR_BODY_SPAWN_SPEC: {
+    Tractor__SpawnSpec *s = &t->b.spawn_spec;
+    if (bx->u.spawn_spec.name == NULL || bx->u.spawn_spec.name[0] == '\0')
+      return -TR_EPROTO;
+    if (!strv_ok(bx->u.spawn_spec.ns, bx->u.spawn_spec.n_ns) ||
+        !strv_ok(bx->u.spawn_spec.registry, bx->u.spawn_spec.n_registry))
+      return -TR_EINVAL;
+    tractor__spawn_spec__init(s);
+    s->name = wstr(bx->u.spawn_spec.name);
+    s->n_enable_ns = bx->u.spawn_spec.n_ns;
+    s->enable_ns = bx->u.spawn_spec.ns;
+    s->n_registry_addrs = bx->u.spawn_spec.n_registry;
+    s->registry_addrs = bx->u.spawn_spec.registry;
+    s->bind_addr = wstr(bx->u.spawn_spec.bind_addr);
+    s->log_level = wstr(bx->u.spawn_spec.log_level);
+    t->env.spawn_spec = s;
+    break;
+  }
+  case TR_BODY_START: {
+    Tractor__Start *s = &t->b.start;
+    if (bx->u.start.ns == NULL || bx->u.start.ns[0] == '\0' || bx->u.start.func == NULL ||
+        bx->u.start.func[0] == '\0')
+      return -TR_EPROTO;
+    tractor__start__init(s);
+    s->ns = wstr(bx->u.start.ns);
+    s->func = wstr(bx->u.start.func);
+    wbin(&s->args, m->payload);
+    if (bx->u.start.has_caller) {
+      wref(&t->ref_a, &bx->u.start.caller);
+      s->caller = &t->ref_a;
+    }
+    t->env.start = s;
+    break;
+  }
+  case TR_BODY_START_ACK:
+    if (m->u64 < TR_FUNC_FN || m->u64 > TR_FUNC_CONTEXT)
+      return -TR_EPROTO;
+    tractor__start_ack__init(&t->b.start_ack);
+    /* enum tr_functype and FuncType agree by construction (the .proto
+     * numbers FN/STREAM/CONTEXT as 1/2/3 too). */
+    t->b.start_ack.functype = (Tractor__FuncType)m->u64;
+    t->env.start_ack = &t->b.start_ack;
+    break;
+  case TR_BODY_STARTED:
+    tractor__started__init(&t->b.started);
+    wbin(&t->b.started.payload, m->payload);
+    t->env.started = &t->b.started;
+    break;
+  case TR_BODY_YIELD:
+    tractor__yield__init(&t->b.yield);
+    wbin(&t->b.yield.payload, m->payload);
+    t->env.yield = &t->b.yield;
+    break;
+  case TR_BODY_STOP:
+    tractor__stop__init(&t->b.stop);
+    t->env.stop = &t->b.stop;
+    break;
+  case TR_BODY_RETURN:
+    tractor__return__init(&t->b.ret);
+    wbin(&t->b.ret.payload, m->payload);
+    t->env.ret = &t->b.ret;
+    break;
+  case TR_BODY_ERROR: {
+    Tractor__Error *e = &t->b.error;
+    size_t n = bx->u.error.n_relay;
+    tractor__error__init(e);
+    if (bx->u.error.has_src) {
+      wref(&t->ref_a, &bx->u.error.src);
+      e->src = &t->ref_a;
+    }
+    e->boxed_type = wstr(bx->u.error.boxed_type);
+    e->src_type = wstr(bx->u.error.src_type);
+    e->message = wstr(bx->u.error.message);
+    e->trace = wstr(bx->u.error.trace);
+    if (bx->u.error.has_canceller) {
+      wref(&t->ref_b, &bx->u.error.canceller);
+      e->canceller = &t->ref_b;
+    }
+    e->cid = bx->u.error.cid;
+    e->code = bx->u.error.code;
+    if (n != 0) {
+      Tractor__ActorRef **ptrs;
+      Tractor__ActorRef *refs;
+      if (bx->u.error.relay == NULL)
+        return -TR_EINVAL;
+      if (n > SIZE_MAX / (sizeof *ptrs + sizeof *refs))
+        return -TR_ENOMEM;
+      /* Refs after the pointer array: the pointers' alignment suffices
+       * for a struct of pointers and sizes. */
+      t->relay_mem = malloc(n * (sizeof *ptrs + sizeof *refs));
+      if (t->relay_mem == NULL)
+        return -TR_ENOMEM;
+      ptrs = t->relay_mem;
+      refs = (Tractor__ActorRef *)(ptrs + n);
+      for (size_t i = 0; i < n; i++) {
+        wref(&refs[i], &bx->u.error.relay[i]);
+        ptrs[i] = &refs[i];
+      }
+      e->n_relay_path = n;
+      e->relay_path = ptrs;
+    }
+    t->env.error = e;
+    break;
+  }
+  case TR_BODY_CANCEL:
+    tractor__cancel__init(&t->b.cancel);
+    t->b.cancel.cid = m->u64;
+    t->b.cancel.whole_actor = bx->u.cancel.whole_actor != 0;
+    t->env.cancel = &t->b.cancel;
+    break;
+  case TR_BODY_CANCEL_ACK:
+    tractor__cancel_ack__init(&t->b.cancel_ack);
+    t->b.cancel_ack.cid = m->u64;
+    t->b.cancel_ack.whole_actor = bx->u.cancel.whole_actor != 0;
+    t->b.cancel_ack.acknowledged = bx->u.cancel.acknowledged != 0;
+    t->env.cancel_ack = &t->b.cancel_ack;
+    break;
+  case TR_BODY_CREDIT:
+    if (m->u64 > UINT32_MAX)
+      return -TR_EINVAL;
+    tractor__credit__init(&t->b.credit);
+    t->b.credit.n = (uint32_t)m->u64;
+    t->env.credit = &t->b.credit;
+    break;
+  default:
+    return -TR_EPROTO;
+  }
+  return 0;
+}
+
+static void enc_fini(struct enc *t) {
+  free(t->relay_mem);
+  t->relay_mem = NULL;
+}
+
+static size_t clamp_max(size_t max_frame) {
+  if (max_frame == 0)
+    return TR_MAX_FRAME_DEFAULT;
+  return max_frame > UINT32_MAX ? UINT32_MAX : max_frame;
+}
+
+/* Encodes m after hdr bytes of room (0 or 4); max bounds the Envelope. */
+static int encode(const tr_msg_t *m, size_t hdr, size_t max, uint8_t **out, size_t *len) {
+  struct enc t;
+  size_t n;
+  uint8_t *buf;
+  int rc;
+
+  *out = NULL;
+  *len = 0;
+  rc = enc_build(m, &t);
+  if (rc != 0)
+    return rc;
+  n = tractor__envelope__get_packed_size(&t.env);
+  if (n > max) {
+    enc_fini(&t);
+    return -TR_EMSGSIZE;
+  }
+  buf = malloc(hdr + n);
+  if (buf == NULL) {
+    enc_fini(&t);
+    return -TR_ENOMEM;
+  }
+  if (tractor__envelope__pack(&t.env, buf + hdr) != n) {
+    /* Unreachable unless protobuf-c disagrees with itself about sizes. */
+    enc_fini(&t);
+    free(buf);
+    return -TR_EPROTO;
+  }
+  enc_fini(&t);
+  if (hdr != 0) {
+    buf[0] = (uint8_t)n;
+    buf[1] = (uint8_t)(n >> 8);
+    buf[2] = (uint8_t)(n >> 16);
+    buf[3] = (uint8_t)(n >> 24);
+  }
+  *out = buf;
+  *len = hdr + n;
+  return 0;
+}
+
+int tr__env_encode(const tr_msg_t *m, uint8_t **out, size_t *len) {
+  return encode(m, 0, SIZE_MAX, out, len);
+}
+
+int tr__frame_encode(const tr_msg_t *m, size_t max_frame, uint8_t **out, size_t *len) {
+  return encode(m, 4, clamp_max(max_frame), out, len);
+}
+
+size_t tr__env_encoded_size(const tr_msg_t *m) {
+  struct enc t;
+  size_t n;
+  if (enc_build(m, &t) != 0)
+    return 0;
+  n = tractor__envelope__get_packed_size(&t.env);
+  enc_fini(&t);
+  return n;
+}
+
+/* ---- decoding --------------------------------------------------------------- */
+
+static int rbin(tr_buf_t **dst, const ProtobufCBinaryData *b) {
+  *dst = NULL;
+  if (b->len == 0)
+    return 0;
+  return tr_buf_from(b->data, b->len, dst);
+}
+
+/* A uuid on the wire is empty (unknown: all zero) or exactly 16 bytes. */
+static int ruuid(uint8_t uuid[TR_UUID_LEN], const ProtobufCBinaryData *b) {
+  if (b->len == 0) {
+    memset(uuid, 0, TR_UUID_LEN);
+    return 0;
+  }
+  if (b->len != TR_UUID_LEN)
+    return -TR_EPROTO;
+  memcpy(uuid, b->data, TR_UUID_LEN);
+  return 0;
+}
+
+static int rref(tr_uid_t *u, const Tractor__ActorRef *r) {
+  int rc = ruuid(u->uuid, &r->uuid);
+  if (rc == 0)
+    rc = dup_opt(&u->name, r->name);
+  if (rc == 0)
+    rc = dup_opt(&u->addr, r->addr);
+  return rc;
+}
+
+/* Copies a repeated string field.  Elements are kept even when empty, as
+ * the header promises arrays without NULLs. */
+static int rstrv(char ***dst, size_t *dst_n, char *const *v, size_t n) {
+  char **a;
+  if (n == 0)
+    return 0;
+  a = calloc(n, sizeof *a);
+  if (a == NULL)
+    return -TR_ENOMEM;
+  /* Published before filling so that a failure midway is freed by
+   * tr__envx_free: calloc left the rest NULL. */
+  *dst = a;
+  *dst_n = n;
+  for (size_t i = 0; i < n; i++) {
+    a[i] = strdup(v[i] != NULL ? v[i] : "");
+    if (a[i] == NULL)
+      return -TR_ENOMEM;
+  }
+  return 0;
+}
+
+/* Fills m from the unpacked envelope e.  On failure m may be partly filled;
+ * everything it holds is reachable from it, so tr_msg_free cleans up. */
+static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
+  int kind = case_to_kind(e->body_case);
+  struct tr_envx *x = NULL;
+  int rc = 0;
+
+  if (kind == TR_BODY_NONE)
+    return -TR_EPROTO;
+  m->body = (uint16_t)kind;
+  m->cid = e->cid;
+
+  /* Only bodies with fields in the union (and Cancel's flags) need an
+   * envx, besides src and dst. */
+  if (e->src != NULL || e->dst != NULL || kind == TR_BODY_HELLO || kind == TR_BODY_SPAWN_SPEC ||
+      kind == TR_BODY_START || kind == TR_BODY_ERROR || kind == TR_BODY_CANCEL ||
+      kind == TR_BODY_CANCEL_ACK) {
+    x = tr__envx_get(m);
+    if (x == NULL)
+      return -TR_ENOMEM;
+  }
+  if (e->src != NULL) {
+    x->has_src = 1;
+    if ((rc = rref(&x->src, e->src)) != 0)
+      return rc;
+  }
+  if (e->dst != NULL) {
+    x->has_dst = 1;
+    if ((rc = rref(&x->dst, e->dst)) != 0)
+      return rc;
+  }
+
+  switch (kind) {
+  case TR_BODY_HELLO: {
+    const Tractor__Hello *h = e->hello;
+    if (h->uuid.len != TR_UUID_LEN)
+      return -TR_EPROTO;
+    memcpy(x->u.hello.id.uuid, h->uuid.data, TR_UUID_LEN);
+    x->u.hello.pid = h->pid;
+    x->u.hello.is_registrar = h->is_registrar != 0;
+    x->u.hello.is_probe = h->is_probe != 0;
+    if ((rc = dup_opt(&x->u.hello.id.name, h->name)) != 0 ||
+        (rc = dup_opt(&x->u.hello.id.addr, h->addr)) != 0 ||
+        (rc = rbin(&m->payload, &h->auth_proof)) != 0)
+      return rc;
+    break;
+  }
+  case TR_BODY_SPAWN_SPEC: {
+    const Tractor__SpawnSpec *s = e->spawn_spec;
+    if (s->name == NULL || s->name[0] == '\0')
+      return -TR_EPROTO;
+    if ((rc = dup_opt(&x->u.spawn_spec.name, s->name)) != 0 ||
+        (rc = rstrv(&x->u.spawn_spec.ns, &x->u.spawn_spec.n_ns, s->enable_ns, s->n_enable_ns)) !=
+            0 ||
+        (rc = rstrv(&x->u.spawn_spec.registry, &x->u.spawn_spec.n_registry, s->registry_addrs,
+                    s->n_registry_addrs)) != 0 ||
+        (rc = dup_opt(&x->u.spawn_spec.bind_addr, s->bind_addr)) != 0 ||
+        (rc = dup_opt(&x->u.spawn_spec.log_level, s->log_level)) != 0)
+      return rc;
+    break;
+  }
+  case TR_BODY_START: {
+    const Tractor__Start *s = e->start;
+    if (s->ns == NULL || s->ns[0] == '\0' || s->func == NULL || s->func[0] == '\0')
+      return -TR_EPROTO;
+    if ((rc = dup_opt(&x->u.start.ns, s->ns)) != 0 ||
+        (rc = dup_opt(&x->u.start.func, s->func)) != 0 || (rc = rbin(&m->payload, &s->args)) != 0)
+      return rc;
+    if (s->caller != NULL) {
+      x->u.start.has_caller = 1;
+      if ((rc = rref(&x->u.start.caller, s->caller)) != 0)
+        return rc;
+    }
+    break;
+  }
+  case TR_BODY_START_ACK: {
+    /* protobuf-c keeps unknown enum numbers as they are: check the range. */
+    int ft = (int)e->start_ack->functype;
+    if (ft < TR_FUNC_FN || ft > TR_FUNC_CONTEXT)
+      return -TR_EPROTO;
+    m->u64 = (uint64_t)ft;
+    break;
+  }
+  case TR_BODY_STARTED:
+    return rbin(&m->payload, &e->started->payload);
+  case TR_BODY_YIELD:
+    return rbin(&m->payload, &e->yield->payload);
+  case TR_BODY_STOP:
+    break;
+  case TR_BODY_RETURN:
+    return rbin(&m->payload, &e->ret->payload);
+  case TR_BODY_ERROR: {
+    const Tractor__Error *r = e->error;
+    x->u.error.cid = r->cid;
+    x->u.error.code = r->code;
+    if (r->src != NULL) {
+      x->u.error.has_src = 1;
+      if ((rc = rref(&x->u.error.src, r->src)) != 0)
+        return rc;
+    }
+    if (r->canceller != NULL) {
+      x->u.error.has_canceller = 1;
+      if ((rc = rref(&x->u.error.canceller, r->canceller)) != 0)
+        return rc;
+    }
+    if ((rc = dup_opt(&x->u.error.boxed_type, r->boxed_type)) != 0 ||
+        (rc = dup_opt(&x->u.error.src_type, r->src_type)) != 0 ||
+        (rc = dup_opt(&x->u.error.message, r->message)) != 0 ||
+        (rc = dup_opt(&x->u.error.trace, r->trace)) != 0)
+      return rc;
+    if (r->n_relay_path != 0) {
+      x->u.error.relay = calloc(r->n_relay_path, sizeof *x->u.error.relay);
+      if (x->u.error.relay == NULL)
+        return -TR_ENOMEM;
+      /* As in rstrv: counted first so that a failure frees what was made. */
+      x->u.error.n_relay = r->n_relay_path;
+      for (size_t i = 0; i < r->n_relay_path; i++)
+        if ((rc = rref(&x->u.error.relay[i], r->relay_path[i])) != 0)
+          return rc;
+    }
+    break;
+  }
+  case TR_BODY_CANCEL:
+    m->u64 = e->cancel->cid;
+    x->u.cancel.whole_actor = e->cancel->whole_actor != 0;
+    break;
+  case TR_BODY_CANCEL_ACK:
+    m->u64 = e->cancel_ack->cid;
+    x->u.cancel.whole_actor = e->cancel_ack->whole_actor != 0;
+    x->u.cancel.acknowledged = e->cancel_ack->acknowledged != 0;
+    break;
+  case TR_BODY_CREDIT:
+    m->u64 = e->credit->n;
+    break;
+  default:
+    return -TR_EPROTO;
+  }
+  return 0;
+}
+
+int tr__env_decode(const uint8_t *data, size_t len, tr_msg_t **out) {
+  static const uint8_t empty[1];
+  Tractor__Envelope *e;
+  tr_msg_t *m;
+  int rc;
+
+  *out = NULL;
+  if (data == NULL) {
+    if (len != 0)
+      return -TR_EINVAL;
+    data = empty;
+  }
+  /* protobuf-c returns NULL both for malformed input and for a failed
+   * allocation; the latter is reported as a protocol error too, which only
+   * costs the connection that sent the frame. */
+  e = tractor__envelope__unpack(NULL, len, data);
+  if (e == NULL)
+    return -TR_EPROTO;
+  rc = tr_msg_new(&m);
+  if (rc != 0) {
+    tractor__envelope__free_unpacked(e, NULL);
+    return rc;
+  }
+  rc = from_pb(e, m);
+  tractor__envelope__free_unpacked(e, NULL);
+  if (rc != 0) {
+    tr_msg_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+/* ---- frames ------------------------------------------------------------------ */
+
+void tr__frame_dec_init(tr_frame_dec_t *d, size_t max_frame) {
+  memset(d, 0, sizeof *d);
+  d->max_frame = clamp_max(max_frame);
+}
+
+void tr__frame_dec_fini(tr_frame_dec_t *d) {
+  free(d->body);
+  d->body = NULL;
+  d->hdr_have = 0;
+  d->have = 0;
+  d->need = 0;
+}
+
+/* Ready for the next frame's header. */
+static void dec_reset(tr_frame_dec_t *d) {
+  free(d->body);
+  d->body = NULL;
+  d->hdr_have = 0;
+  d->need = 0;
+  d->have = 0;
+}
+
+int tr__frame_dec_feed(tr_frame_dec_t *d, const uint8_t *data, size_t len, size_t *consumed,
+                       tr_msg_t **out) {
+  size_t off = 0;
+  int rc;
+
+  *out = NULL;
+  *consumed = 0;
+  if (d->err != 0)
+    return d->err;
+  if (data == NULL && len != 0)
+    return -TR_EINVAL;
+
+  while (off < len) {
+    size_t avail = len - off;
+
+    if (d->hdr_have < 4) {
+      size_t k = 4 - d->hdr_have;
+      if (k > avail)
+        k = avail;
+      memcpy(d->hdr + d->hdr_have, data + off, k);
+      d->hdr_have = (uint8_t)(d->hdr_have + k);
+      off += k;
+      if (d->hdr_have < 4)
+        break;
+      d->need = (uint32_t)d->hdr[0] | (uint32_t)d->hdr[1] << 8 | (uint32_t)d->hdr[2] << 16 |
+                (uint32_t)d->hdr[3] << 24;
+      d->have = 0;
+      /* The limit is enforced here, on the header alone, so a peer cannot
+       * make us allocate more than max_frame by announcing a huge frame. */
+      if (d->need == 0) {
+        rc = -TR_EPROTO;
+        goto poison;
+      }
+      if (d->need > d->max_frame) {
+        rc = -TR_EMSGSIZE;
+        goto poison;
+      }
+      continue;
+    }
+
+    if (d->body == NULL && avail >= d->need) {
+      /* The whole body is in this chunk: decode it in place, no copy. */
+      size_t n = d->need;
+      rc = tr__env_decode(data + off, n, out);
+      off += n;
+      dec_reset(d);
+      if (rc != 0)
+        goto poison;
+      *consumed = off;
+      return 0;
+    }
+
+    if (d->body == NULL) {
+      d->body = malloc(d->need);
+      if (d->body == NULL) {
+        rc = -TR_ENOMEM;
+        goto poison;
+      }
+    }
+    {
+      size_t k = d->need - d->have;
+      if (k > avail)
+        k = avail;
+      memcpy(d->body + d->have, data + off, k);
+      d->have += (uint32_t)k;
+      off += k;
+    }
+    if (d->have == d->need) {
+      rc = tr__env_decode(d->body, d->need, out);
+      dec_reset(d);
+      if (rc != 0)
+        goto poison;
+      *consumed = off;
+      return 0;
+    }
+  }
+  *consumed = off;
+  return 0;
+
+poison:
+  /* The stream has lost its framing: nothing after this point can be
+   * trusted to start at a frame boundary. */
+  dec_reset(d);
+  d->err = rc;
+  *consumed = off;
+  return rc;
+}

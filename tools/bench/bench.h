@@ -1,0 +1,112 @@
+/*
+ * tr-bench: in-process Savina-style workloads, shared declarations.
+ *
+ * Each workload copies the semantics of the peer benchmarks in
+ * bench-peers/ (CAF 0.17 and Erlang/OTP 25): same sizes, same message
+ * flow, same timed section, same result-line fields.  main.c runs every
+ * workload inside its own tr_run, so that one workload's actors, pools and
+ * counters never colour the next one's numbers, and so that tr_stats after
+ * the run can prove that no actor or message leaked.
+ *
+ * Workload functions run on the root (main) thread, which is not an actor:
+ * "main receives done" is modelled by a latch, a tiny actor that records
+ * the one message it gets and exits, which the main thread tr_joins.
+ */
+#ifndef TR_BENCH_H
+#define TR_BENCH_H
+
+#include <stdint.h>
+
+#include <tractor/tractor.h>
+
+/* Message tags shared by the workloads.  Only the receiving behaviour
+ * interprets them; they exist so that a STOP can never be mistaken for a
+ * value. */
+enum {
+  BENCH_TAG_VALUE = 1, /* u64 carries the workload's integer */
+  BENCH_TAG_START,     /* kick an idle actor into its first step */
+  BENCH_TAG_STOP,      /* exit (the peers' exit/stop message) */
+  BENCH_TAG_PING,      /* spawn_idle sweep that keeps actors alive */
+};
+
+/* What a workload hands back to main.c for the BENCH line. */
+typedef struct bench_result {
+  uint64_t n;      /* the N printed as n= (may be rounded, as fanin's 8*M) */
+  double secs;     /* the timed section, CLOCK_MONOTONIC */
+  double rate;     /* ops per second, as the peer defines ops */
+  int ok;          /* -1: no check applies; 0: check failed; 1: passed */
+  char extra[320]; /* workload-specific fields, each " key=value" */
+} bench_result_t;
+
+/*
+ * A workload.  Runs on the root thread with the runtime running; n is the
+ * size asked for.  Returns 0 (the result, including a failed correctness
+ * check, is in *res) or a negative -TR_E* when an API call failed; in that
+ * case it has already reported the reason on stderr, shut the runtime down
+ * and released every reference it held, so that tr_run can return.
+ */
+typedef int (*bench_fn)(uint64_t n, bench_result_t *res);
+
+int bench_pingpong(uint64_t n, bench_result_t *res);
+int bench_ring(uint64_t n, bench_result_t *res);
+int bench_fanin(uint64_t n, bench_result_t *res);
+int bench_skynet(uint64_t n, bench_result_t *res);
+int bench_spawn_idle(uint64_t n, bench_result_t *res);
+int bench_pipeline(uint64_t n, bench_result_t *res);
+
+/* ---- helpers (main.c) --------------------------------------------------- */
+
+/* Seconds on CLOCK_MONOTONIC (the peers' steady clock).  Threads: any. */
+double bench_now(void);
+
+/* Resident set size in bytes from /proc/self/status VmRSS, as the peers
+ * read it, or -1 when it cannot be read.  Threads: any. */
+long long bench_rss_bytes(void);
+
+/*
+ * Reports a failed API call (what: the call, rc: its -TR_E* result) on
+ * stderr, records the first such rc for main.c, and asks the runtime to
+ * shut down: a behaviour that cannot send would otherwise leave the main
+ * thread joining a latch forever.  Returns rc so that callers can write
+ * `return bench_fail(...)`.
+ * Threads: any thread while tr_run runs, including behaviours.
+ */
+int bench_fail(const char *what, int rc);
+
+/* The first rc recorded by bench_fail since the last bench_fail_reset, or
+ * 0.  Threads: any. */
+int bench_failed(void);
+void bench_fail_reset(void);
+
+/*
+ * The "main" mailbox of the peers.  bench_latch_open spawns an actor that
+ * stores the u64 of the first message it receives and exits;
+ * bench_latch_wait joins it.  Senders get their own reference with
+ * tr_actor_dup(latch.ref).
+ * Ownership: latch->ref belongs to the latch object and is released by
+ * bench_latch_wait (or bench_latch_close on an error path).  The latch
+ * struct is the actor's state, so it must stay put until the wait returns.
+ * Threads: the root thread.
+ */
+typedef struct bench_latch {
+  tr_actor_t *ref;
+  uint64_t value; /* written by the latch actor before it exits */
+  int arrived;    /* 1 once a message arrived (0 after a shutdown) */
+} bench_latch_t;
+
+int bench_latch_open(bench_latch_t *latch, const char *name);
+/* Waits until the latch actor has exited and releases latch->ref.  Returns
+ * 0 when a message arrived, else the recorded failure or -TR_ECANCELED. */
+int bench_latch_wait(bench_latch_t *latch);
+/* Error path: releases latch->ref without waiting (NULL ref is a no-op). */
+void bench_latch_close(bench_latch_t *latch);
+
+/* Sends BENCH_TAG_STOP to a and releases the caller's reference to it.  A
+ * send to an actor that has already exited is not an error here.  Returns 0
+ * or the failed send's rc (after bench_fail).  Threads: any. */
+int bench_stop_release(tr_actor_t *a);
+
+/* Stops the behaviour that is running: the common STOP handler. */
+void bench_exit_self(void);
+
+#endif

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs each tr-bench workload REPS times and prints a median table, so that
+# a note can quote "median of 3" with the spread next to it.
+#
+#   tools/bench/run.sh [path/to/tr-bench] [tr-bench options, e.g. -w 2 or --smoke]
+#
+# Environment: REPS (default 3), ONLY="pingpong ring ..." (default: all six).
+# stdout: every BENCH line as it arrives, then the table.  A run that fails
+# (non-zero exit or no BENCH line) is reported on stderr, left out of the
+# table, and makes the script exit 1.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+BIN="$HERE/../../build/tools/bench/tr-bench"
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+  BIN=$1
+  shift
+fi
+[ -x "$BIN" ] || { echo "run.sh: no tr-bench at $BIN (build first, or pass its path)" >&2; exit 2; }
+REPS=${REPS:-3}
+ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline"}
+
+LINES=$(mktemp)
+trap 'rm -f "$LINES"' EXIT
+status=0
+# Workload-outer, repetition-inner, as bench-peers/run_all.sh.
+for w in $ONLY; do
+  for rep in $(seq "$REPS"); do
+    echo "+ $BIN $w $* (rep $rep/$REPS)" >&2
+    out=$("$BIN" "$w" "$@")
+    rc=$?
+    printf '%s\n' "$out" | grep '^BENCH' | tee -a "$LINES"
+    if [ $rc -ne 0 ] || ! printf '%s\n' "$out" | grep -q '^BENCH'; then
+      echo "# FAILED rc=$rc: $BIN $w $*" >&2
+      status=1
+    fi
+  done
+done
+
+echo "# tr-bench medians of $REPS runs each: $BIN $*"
+# One row per workload: median rate and secs, the rate's min..max, how many
+# runs passed their check, and the median bytes per actor where reported.
+awk '
+function median(list,   a, k, i, j, t) {
+  k = split(list, a, " ")
+  for (i = 2; i <= k; i++) {            # insertion sort: k is tiny
+    t = a[i] + 0
+    for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]
+    a[j + 1] = t
+  }
+  lo = a[1]; hi = a[k]
+  return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+}
+{
+  w = $2
+  if (!(w in runs)) order[++nw] = w
+  runs[w]++
+  for (f = 3; f <= NF; f++) {
+    split($f, kv, "=")
+    if (kv[1] == "n") n[w] = kv[2]
+    else if (kv[1] == "secs") secs[w] = secs[w] " " kv[2]
+    else if (kv[1] == "rate") rate[w] = rate[w] " " kv[2]
+    else if (kv[1] == "ok") oks[w] += (kv[2] == 1)
+    else if (kv[1] == "workers") workers[w] = kv[2]
+    else if (kv[1] == "bytes_per_actor") bpa[w] = bpa[w] " " kv[2]
+  }
+}
+END {
+  printf "%-11s %10s %4s %3s %14s %25s %10s %5s %s\n", "workload", "n", "runs", "w",
+         "median rate", "min..max rate", "med secs", "ok", "extra"
+  for (i = 1; i <= nw; i++) {
+    w = order[i]
+    mr = median(rate[w]); rlo = lo; rhi = hi
+    ms = median(secs[w])
+    extra = (w in bpa) ? sprintf("bytes_per_actor=%.1f", median(bpa[w])) : ""
+    printf "%-11s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", w, n[w], runs[w],
+           workers[w], mr, rlo, rhi, ms, oks[w], runs[w], extra
+  }
+}' "$LINES"
+exit $status

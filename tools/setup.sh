@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tractor-c needs to build and test, and only
+# those that are missing: on a machine that has them all it does nothing
+# (no apt-get update, no network).  Run as root (or with sudo available).
+set -euo pipefail
+
+PKGS=(cmake make gcc clang pkg-config libck-dev libprotobuf-c-dev
+      protobuf-c-compiler libcriterion-dev)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "tools/setup.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
