@@ -97,6 +97,7 @@ static int rt_init(const tr_config_t *cfg) {
   int n = config_workers(cfg);
   pthread_mutex_init(&tr__rt.inject_lock, NULL);
   pthread_mutex_init(&tr__rt.wait_lock, NULL);
+  pthread_mutex_init(&tr__rt.depot_lock, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -130,6 +131,7 @@ static void rt_fini(void) {
   free(tr__rt.workers);
   pthread_mutex_destroy(&tr__rt.inject_lock);
   pthread_mutex_destroy(&tr__rt.wait_lock);
+  pthread_mutex_destroy(&tr__rt.depot_lock);
   pthread_cond_destroy(&tr__rt.wait_cv);
   memset(&tr__rt, 0, sizeof(tr__rt));
 }

@@ -18,7 +18,8 @@
 #define TR_MAX_WORKERS 64
 #define TR_RUNQ_CAPACITY 4096
 #define TR_DEFAULT_BATCH 64
-#define TR_MSGPOOL_CAP 4096
+#define TR_MSGPOOL_BATCH 1024 /* messages per magazine */
+#define TR_DEPOT_MAX 256      /* full magazines kept process-wide */
 
 /* Counters.  Each worker owns a set (single writer, relaxed atomics); work
  * done on other threads goes to the shared `foreign` set with atomic adds.
@@ -45,10 +46,18 @@ typedef struct tr_shard {
 
 typedef struct tr_worker {
   tr_runq_t runq;
-  /* The actor most recently made runnable by this worker: run next, not
-   * stealable (pingpong-style exchanges stay on one core).  Owner only. */
+  /* The actor most recently made runnable by this worker: it runs next, on
+   * this core (request/reply exchanges stay in one cache).  Atomic: a
+   * thief may take it, but only when this worker has been stuck in one
+   * turn for a whole spin round (see steal_next in sched.c). */
   struct tr_actor *next_slot;
+  uint64_t turns;       /* atomic: actor turns started by this worker */
   unsigned next_streak; /* consecutive next_slot turns, for fairness */
+  /* Thief's memory of each victim's next slot at its previous look. */
+  struct {
+    struct tr_actor *slot;
+    uint64_t turns;
+  } seen[TR_MAX_WORKERS];
   unsigned tick;
   unsigned steal_from; /* round-robin victim cursor */
   int index;
@@ -57,9 +66,11 @@ typedef struct tr_worker {
   /* The message a behaviour is handling (freed after it unless passed on). */
   tr_msg_t *cur_msg;
   struct tr_actor *cur_actor;
-  /* Message pool: a free list, owner only. */
+  /* Message pool (mem/msgpool.c): a magazine of free messages being used
+   * and one full spare; owner only. */
   tr_msg_t *pool;
   unsigned pool_len;
+  tr_msg_t *spare;
   tr_counters_t c;
 } __attribute__((aligned(TR_CACHELINE))) tr_worker_t;
 
@@ -85,6 +96,13 @@ typedef struct tr_rt {
   pthread_mutex_t wait_lock;
   pthread_cond_t wait_cv;
   tr_counters_t foreign;
+  /* Depot of full message magazines, shared by the workers: a worker that
+   * frees more messages than it allocates (a consumer) hands whole
+   * magazines to one that allocates more (a producer).  One lock per
+   * TR_MSGPOOL_BATCH messages. */
+  pthread_mutex_t depot_lock;
+  tr_msg_t *depot; /* magazines linked through their first message's ptr */
+  unsigned depot_len;
 } tr_rt_t;
 
 extern tr_rt_t tr__rt;
@@ -119,8 +137,10 @@ void tr__sched_notify(void);
       tr_faa_relaxed(&tr__rt.foreign.field, (n));                              \
   } while (0)
 
-/* Message pool (mem/msgpool.c). */
+/* Message pool (mem/msgpool.c).  drain frees a worker's magazines;
+ * depot_drain frees the depot (after the workers have stopped). */
 void tr__msgpool_drain(tr_worker_t *w);
+void tr__msgpool_depot_drain(void);
 /* Frees a message without counting it as a dead letter (internal). */
 void tr__msg_dispose(tr_worker_t *w, tr_msg_t *m);
 

@@ -15,6 +15,14 @@
  *
  * Every decode error path frees both the unpacked tree and the partial
  * message: the decoder faces untrusted input, so leaks there are attacks.
+ *
+ * Cost under attack: max_frame bounds the input, not what unpacking it
+ * allocates.  An empty repeated entry is 2 bytes on the wire but a struct
+ * or a string allocation in protobuf-c plus our copy, so a frame full of
+ * empty relay_path entries can cost a few dozen times its size while it is
+ * decoded.  That is bounded and transient (freed on the error or when the
+ * message is); counting entries before unpacking would mean a second wire
+ * parser, and was not done.
  */
 #include "schema/envelope.h"
 

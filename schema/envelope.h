@@ -42,9 +42,10 @@
  * and an empty payload into payload == NULL.
  *
  * Required fields, checked by the encoder and the decoder alike (both
- * return -TR_EPROTO): a Hello carries a uuid; a SpawnSpec a name; a Start
- * an ns and a func; a StartAck a functype of enum tr_functype.  On the wire
- * a uuid is empty or exactly 16 bytes; the encoder always sends 16.
+ * return -TR_EPROTO): a SpawnSpec carries a name; a Start an ns and a func;
+ * a StartAck a functype of enum tr_functype; a Hello a uuid.  On the wire a
+ * uuid is empty (unknown, decoded as all zero) or exactly 16 bytes; the
+ * encoder always sends all 16, so it cannot produce a Hello without one.
  */
 #ifndef TRACTOR_SCHEMA_ENVELOPE_H
 #define TRACTOR_SCHEMA_ENVELOPE_H
@@ -150,8 +151,10 @@ struct tr_envx {
 void tr__envx_free(struct tr_envx *x);
 
 /*
- * Returns m->x_, first allocating a zeroed one with kind = m->body when m
- * has none.  Returns NULL only when that allocation fails.
+ * Returns m->x_, first allocating a zeroed one when m has none, and sets
+ * its kind to m->body when it had none (so set m->body first).  An envx
+ * already claimed by another kind is returned unchanged: the encoder will
+ * refuse the message.  Returns NULL only when the allocation fails.
  * Ownership: the envx belongs to m.  Threads: the thread that owns m.
  */
 struct tr_envx *tr__envx_get(tr_msg_t *m);

@@ -160,10 +160,11 @@ void tr__sched_notify(void) {
 void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
   if (w) {
     if (hot) {
-      struct tr_actor *old = w->next_slot;
-      w->next_slot = a;
+      /* Release pairs with the acquire of a thief's CAS in steal_next. */
+      TR_TSAN_RELEASE(a);
+      struct tr_actor *old = tr_xchg_acqrel(&w->next_slot, a);
       if (!old)
-        return; /* not stealable, so nobody else needs to know */
+        return; /* thieves only take it from a stuck worker: no wake-up */
       a = old;  /* the displaced actor goes to the back of the ring */
     }
     if (TR_UNLIKELY(!tr__runq_push_sp(&w->runq, a)))
@@ -172,6 +173,31 @@ void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
     inject_push(a);
   }
   tr__sched_notify();
+}
+
+/* Takes a victim's next slot, but only if the victim has not started a new
+ * turn since this thief last looked (one spin round, about a microsecond,
+ * ago) and the slot still holds the same actor: the victim is stuck in a
+ * long behaviour, such as a producer sending in a loop, and the actor it
+ * made runnable would otherwise wait for the whole loop.  An exchange that
+ * is merely busy starts new turns constantly and is left alone. */
+static struct tr_actor *steal_next(tr_worker_t *w, int v) {
+  tr_worker_t *vw = &tr__rt.workers[v];
+  struct tr_actor *a = tr_load_acquire(&vw->next_slot);
+  uint64_t turns = tr_load_relaxed(&vw->turns);
+  if (a && a == w->seen[v].slot && turns == w->seen[v].turns) {
+    w->seen[v].slot = NULL;
+    /* Acquire pairs with the owner's exchange in tr__schedule. */
+    if (tr_cas_acqrel(&vw->next_slot, &a, NULL)) {
+      TR_TSAN_ACQUIRE(a);
+      tr_counter_add(&w->c.steals, 1);
+      return a;
+    }
+    return NULL;
+  }
+  w->seen[v].slot = a;
+  w->seen[v].turns = turns;
+  return NULL;
 }
 
 static struct tr_actor *steal(tr_worker_t *w) {
@@ -187,6 +213,12 @@ static struct tr_actor *steal(tr_worker_t *w) {
       return a;
     }
   }
+  for (int k = 1; k < n; k++) {
+    int v = (int)((w->steal_from + (unsigned)k) % (unsigned)n);
+    struct tr_actor *a;
+    if (v != w->index && (a = steal_next(w, v)))
+      return a;
+  }
   return NULL;
 }
 
@@ -194,15 +226,14 @@ static struct tr_actor *find_work(tr_worker_t *w) {
   struct tr_actor *a;
   if (TR_UNLIKELY(++w->tick % 61 == 0) && (a = inject_pop()))
     return a;
-  if ((a = w->next_slot)) {
+  /* Relaxed peek first: the exchange is only paid when there is something. */
+  if (tr_load_relaxed(&w->next_slot) && (a = tr_xchg_acqrel(&w->next_slot, NULL))) {
     if (w->next_streak < TR_NEXT_STREAK_MAX || tr__runq_size(&w->runq) == 0) {
-      w->next_slot = NULL;
       w->next_streak++;
       return a;
     }
     /* Fairness: the next slot has had its share; queue it behind the
      * others and take the oldest runnable actor instead. */
-    w->next_slot = NULL;
     if (!tr__runq_push_sp(&w->runq, a))
       inject_push(a);
   }
@@ -214,6 +245,12 @@ static struct tr_actor *find_work(tr_worker_t *w) {
   return steal(w);
 }
 
+static inline void run(tr_worker_t *w, struct tr_actor *a) {
+  /* Thieves compare this to tell a stuck worker from a busy one. */
+  tr_store_relaxed(&w->turns, w->turns + 1);
+  tr__actor_run(w, a);
+}
+
 static void *worker_main(void *arg) {
   tr_worker_t *w = arg;
   tls_worker = w;
@@ -221,7 +258,7 @@ static void *worker_main(void *arg) {
   for (;;) {
     struct tr_actor *a = find_work(w);
     if (a) {
-      tr__actor_run(w, a);
+      run(w, a);
       continue;
     }
     /* Spin: a short search before giving up the core. */
@@ -233,7 +270,7 @@ static void *worker_main(void *arg) {
     }
     tr_faa_seqcst(&tr__rt.spinning, (uint32_t)-1);
     if (a) {
-      tr__actor_run(w, a);
+      run(w, a);
       continue;
     }
     if (tr_load_acquire(&tr__rt.quit))
@@ -247,7 +284,7 @@ static void *worker_main(void *arg) {
     if (a || tr_load_acquire(&tr__rt.quit)) {
       tr_fand_seqcst(&tr__rt.sleepers, ~bit);
       if (a)
-        tr__actor_run(w, a);
+        run(w, a);
       continue;
     }
     tr_counter_add(&w->c.parks, 1);
@@ -311,4 +348,5 @@ void tr__sched_stop(void) {
     tr__runq_fini(&w->runq);
     tr__msgpool_drain(w);
   }
+  tr__msgpool_depot_drain();
 }

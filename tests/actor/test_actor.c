@@ -701,6 +701,26 @@ static void *rc_last_thread(void *arg) {
   return NULL;
 }
 
+static int exit_settled(const tr_stats_t *st) {
+  return st->actors_exited == 1 && st->actors_live == 0;
+}
+
+static int all_freed(const tr_stats_t *st) { return st->actors_allocated == 0; }
+
+/* Polls tr_stats until pred holds or timeout_ns passes; *st gets the last
+ * snapshot.  Returns 1 when pred held. */
+static int wait_stats(tr_stats_t *st, int (*pred)(const tr_stats_t *), int64_t timeout_ns) {
+  int64_t end = now_ns() + timeout_ns;
+  for (;;) {
+    tr_stats(st);
+    if (pred(st))
+      return 1;
+    if (now_ns() > end)
+      return 0;
+    sleep_ns(100000);
+  }
+}
+
 static int rc_root(void *arg) {
   struct rc_ctx *c = arg;
   int rc = tr_spawn(rc_beh, c, NULL, &c->a);
@@ -715,7 +735,10 @@ static int rc_root(void *arg) {
   tr_stats(&c->live_held);
   CHECK(tr_send_u64(c->a, TAG_EXIT, 0) == 0);
   CHECK(tr_join(c->a, -1) == 0);
-  tr_stats(&c->exited_held);
+  /* tr_join returns once the actor is marked exited; the runtime finishes
+   * the exit (on_exit, counters, dropping the actor's own reference) just
+   * after, on the worker.  Wait for the counters to settle. */
+  CHECK(wait_stats(&c->exited_held, exit_settled, 10 * SEC));
   /* Memory of an exited actor lives while a reference does. */
   c->name_after_exit_ok = tr_actor_exited(c->a) == 1 && tr_actor_name(c->a) != NULL;
   /* Move the last reference to another thread. */
@@ -727,7 +750,9 @@ static int rc_root(void *arg) {
   tr_stats(&c->thread_held);
   set_flag(&c->release_go);
   pthread_join(last, NULL);
-  tr_stats(&c->released);
+  /* Usually immediate; if the worker still held the actor's own reference
+   * when the thread released, the worker frees it. */
+  CHECK(wait_stats(&c->released, all_freed, 10 * SEC));
   return 0;
 }
 

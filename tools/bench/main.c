@@ -329,7 +329,7 @@ int main(int argc, char **argv) {
       smoke = 1;
       break;
     case 'h':
-      usage(stdout);
+      usage(stderr); /* stdout carries BENCH lines only */
       return 0;
     default:
       usage(stderr);
