@@ -50,9 +50,14 @@ typedef struct tr_worker {
    * this core (request/reply exchanges stay in one cache).  Atomic: a
    * thief may take it, but only when this worker has been stuck in one
    * turn for a whole spin round (see steal_next in sched.c). */
-  struct tr_actor *next_slot;
-  uint64_t turns;       /* atomic: actor turns started by this worker */
-  unsigned next_streak; /* consecutive next_slot turns, for fairness */
+  struct tr_actor *next_slot __attribute__((aligned(TR_CACHELINE)));
+  uint64_t turns; /* atomic: actor turns started by this worker */
+  /* Everything from here on is touched by the owner only (except the
+   * event count and the counters): a line of its own, so that spinning
+   * thieves reading the next slot do not slow the owner down. */
+  unsigned next_streak __attribute__((aligned(TR_CACHELINE)));
+  unsigned turn_sends;  /* tr_send calls in the current turn */
+  int helping;          /* inside tr__sched_help (no nesting beyond one) */
   /* Thief's memory of each victim's next slot at its previous look. */
   struct {
     struct tr_actor *slot;
@@ -122,6 +127,20 @@ void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot);
 int tr__sched_start(int nworkers);
 /* Wakes every worker, waits for them to exit, frees their queues. */
 void tr__sched_stop(void);
+
+/* Sends per turn after which a sending behaviour lets runnable actors of
+ * its worker run a turn nested inside its tr_send. */
+#define TR_HELP_SENDS 64
+/* Most nested turns per help (bounds the sender's wait). */
+#define TR_HELP_TURNS 32
+
+/* Runs turns of this worker's other runnable actors (next slot, then
+ * queue; at most TR_HELP_TURNS) nested inside the current behaviour's
+ * tr_send, then restores the current actor.  One level deep only.  This is how a behaviour that
+ * sends in a long loop yields its worker at a send point: the mailboxes it
+ * fills are drained while they are still in cache, instead of after the
+ * loop.  Threads: worker w, inside a behaviour. */
+void tr__sched_help(tr_worker_t *w);
 
 /* Wakes one parked worker if nobody is spinning.  Call after publishing
  * stealable work. */

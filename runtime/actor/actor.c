@@ -159,8 +159,7 @@ static void drain_dead(tr_worker_t *w, tr_actor_t *a) {
   }
 }
 
-int tr__actor_push(tr_actor_t *a, tr_msg_t *m) {
-  tr_worker_t *w = tr__worker_self();
+static int push(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   if (w && w->cur_msg == m)
     w->cur_msg = NULL; /* a behaviour forwarding the message it handles */
   if (tr__mbox_push_mp(&a->mbox, m)) {
@@ -177,12 +176,16 @@ int tr__actor_push(tr_actor_t *a, tr_msg_t *m) {
   return 0;
 }
 
+int tr__actor_push(tr_actor_t *a, tr_msg_t *m) {
+  return push(tr__worker_self(), a, m);
+}
+
 int tr_send(tr_actor_t *to, tr_msg_t *msg) {
   if (!to || !msg)
     return -TR_EINVAL;
-  /* Fast refusal; the authoritative check is in tr__actor_push. */
+  tr_worker_t *w = tr__worker_self();
+  /* Fast refusal; the authoritative check is in push. */
   if (TR_UNLIKELY(tr_load_acquire(&to->flags) & TR_AF_EXITED)) {
-    tr_worker_t *w = tr__worker_self();
     if (w && w->cur_msg == msg)
       w->cur_msg = NULL;
     dead_letter(w, msg);
@@ -197,7 +200,14 @@ int tr_send(tr_actor_t *to, tr_msg_t *msg) {
       return -TR_EAGAIN;
     }
   }
-  return tr__actor_push(to, msg);
+  int rc = push(w, to, msg);
+  /* A behaviour that sends in a long loop would keep the actors it feeds
+   * from running on this worker until the loop ends (a behaviour cannot be
+   * preempted).  Every TR_HELP_SENDS sends of one turn, let them run a
+   * turn on top of this one (see tr__sched_help). */
+  if (w && w->cur_actor && TR_UNLIKELY(++w->turn_sends >= TR_HELP_SENDS))
+    tr__sched_help(w);
+  return rc;
 }
 
 int tr_send_u64(tr_actor_t *to, uint32_t tag, uint64_t v) {

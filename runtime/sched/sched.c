@@ -137,18 +137,17 @@ static struct tr_actor *inject_pop(void) {
   return a;
 }
 
-void tr__sched_notify(void) {
-  /* seq_cst fence pairs with the fence after a parker sets its sleeper
-   * bit: the work we published is ordered before our read of `sleepers`. */
-  tr_fence_seqcst();
+/* Clears one sleeper's bit and increments its event count, unless a
+ * worker is spinning (it will find the work).  Clearing the bit claims the
+ * wake-up, so two producers do not both wake the same sleeper while
+ * another sleeps on. */
+static void wake_one(void) {
   if (tr_load_relaxed(&tr__rt.spinning) != 0)
-    return; /* a spinning worker will find the work */
+    return;
   uint64_t m = tr_load_relaxed(&tr__rt.sleepers);
   while (m) {
     int i = __builtin_ctzll(m);
     uint64_t bit = 1ull << i;
-    /* Clearing the bit claims the wake-up, so two producers do not both
-     * wake the same sleeper while another sleeps on. */
     if (tr_fand_seqcst(&tr__rt.sleepers, ~bit) & bit) {
       ck_ec32_inc(&tr__rt.workers[i].ec, &ec_mode);
       return;
@@ -157,15 +156,40 @@ void tr__sched_notify(void) {
   }
 }
 
+void tr__sched_notify(void) {
+  /* seq_cst fence pairs with the fence after a parker sets its sleeper
+   * bit: the work we published is ordered before our read of `sleepers`. */
+  tr_fence_seqcst();
+  wake_one();
+}
+
 void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
   if (w) {
     if (hot) {
-      /* Release pairs with the acquire of a thief's CAS in steal_next. */
+      /* Only this worker makes the slot non-empty; thieves only empty it.
+       * So an empty slot can be filled with a plain release store (pairs
+       * with the acquire of a thief's CAS in steal_next); only displacing
+       * an occupant needs the exchange.  This keeps a request/reply
+       * exchange at one atomic read-modify-write per message (the take in
+       * find_work). */
       TR_TSAN_RELEASE(a);
-      struct tr_actor *old = tr_xchg_acqrel(&w->next_slot, a);
-      if (!old)
-        return; /* thieves only take it from a stuck worker: no wake-up */
-      a = old;  /* the displaced actor goes to the back of the ring */
+      struct tr_actor *old = tr_load_relaxed(&w->next_slot);
+      if (old)
+        old = tr_xchg_acqrel(&w->next_slot, a);
+      else
+        tr_store_release(&w->next_slot, a);
+      if (!old) {
+        /* We will run it ourselves, so no wake-up is owed.  But if we are
+         * in a long turn, only another worker can run it soon (by taking
+         * the slot from a stuck worker), and a parked one never looks.  So
+         * when nobody spins, wake one: it spins ~100 us and stays a spinner
+         * through a busy exchange, so this costs one futex wake per spin
+         * period, not per message.  A racy read is fine: it is a hint. */
+        if (TR_UNLIKELY(tr_load_relaxed(&tr__rt.sleepers) != 0))
+          wake_one();
+        return;
+      }
+      a = old; /* the displaced actor goes to the back of the ring */
     }
     if (TR_UNLIKELY(!tr__runq_push_sp(&w->runq, a)))
       inject_push(a);
@@ -248,7 +272,38 @@ static struct tr_actor *find_work(tr_worker_t *w) {
 static inline void run(tr_worker_t *w, struct tr_actor *a) {
   /* Thieves compare this to tell a stuck worker from a busy one. */
   tr_store_relaxed(&w->turns, w->turns + 1);
+  w->turn_sends = 0;
   tr__actor_run(w, a);
+}
+
+void tr__sched_help(tr_worker_t *w) {
+  w->turn_sends = 0;
+  if (w->helping)
+    return;
+  /* The current actor is running, so it is in no queue and cannot be
+   * picked here; its mailbox is marked busy, so sends to it from nested
+   * turns only enqueue.  Save and restore what nested turns overwrite. */
+  struct tr_actor *cur = w->cur_actor;
+  tr_msg_t *cur_msg = w->cur_msg;
+  w->helping = 1;
+  /* Like a preempted Erlang process going to the back of the run queue:
+   * run what is runnable here (the actors this loop fed, and the ones they
+   * feed in turn), then resume the loop.  Only local work: other workers
+   * steal from us, not the other way round, and the cap bounds how long
+   * the sending behaviour waits. */
+  for (int turn = 0; turn < TR_HELP_TURNS; turn++) {
+    struct tr_actor *a = NULL;
+    if (tr_load_relaxed(&w->next_slot))
+      a = tr_xchg_acqrel(&w->next_slot, NULL); /* pairs as in find_work */
+    if (!a)
+      a = tr__runq_pop_mc(&w->runq);
+    if (!a)
+      break;
+    tr__actor_run(w, a);
+  }
+  w->helping = 0;
+  w->cur_actor = cur;
+  w->cur_msg = cur_msg;
 }
 
 static void *worker_main(void *arg) {

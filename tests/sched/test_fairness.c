@@ -1,0 +1,266 @@
+/*
+ * Scheduler fairness and liveness: the mechanisms that keep runnable
+ * actors from waiting behind others (runtime/sched/sched.c):
+ *   - the next slot yields to the run queue after a streak;
+ *   - the inject queue (sends from non-worker threads) is not starved;
+ *   - a worker stuck in one long turn gives up its next slot to a thief;
+ *   - a behaviour sending in a long loop lets the actors it feeds run
+ *     (nested turns at send points), so their mailboxes stay short.
+ * Each would show up here as a hang (caught by the timeout) or a count
+ * out of bounds.
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <tractor/actor.h>
+
+enum { T_KICK = 1, T_STOP, T_DATA };
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void assert_clean(void) {
+  tr_stats_t st;
+  tr_stats(&st);
+  cr_assert_eq(st.actors_live, 0);
+  cr_assert_eq(st.actors_allocated, 0);
+  cr_assert_eq(st.msgs_allocated, 0);
+}
+
+/* ---- next-slot streak and inject fairness (one worker) ----------------- */
+
+struct pp {
+  tr_actor_t *peer;   /* owned */
+  tr_actor_t *third;  /* owned, may be NULL */
+  uint64_t count;
+  int *third_ran;
+};
+
+static void pp_exit(void *state) {
+  struct pp *p = state;
+  tr_actor_release(p->peer);
+  tr_actor_release(p->third);
+}
+
+/* Bounces the message to its peer forever; stops on T_STOP or when the
+ * peer is gone.  On its 10th message it also wakes `third` (which then
+ * lands behind the exchange in the run queue). */
+static void pp_behaviour(void *state, tr_msg_t *m) {
+  struct pp *p = state;
+  if (m->tag == T_STOP) {
+    tr_actor_exit();
+    return;
+  }
+  if (++p->count == 10 && p->third)
+    tr_send_u64(p->third, T_KICK, 0);
+  if (tr_send(p->peer, m) != 0)
+    tr_actor_exit(); /* the peer has exited: the message is a dead letter */
+}
+
+struct third {
+  tr_actor_t *stop_target; /* owned */
+  int ran;
+};
+
+static void third_behaviour(void *state, tr_msg_t *m) {
+  struct third *t = state;
+  (void)m;
+  __atomic_store_n(&t->ran, 1, __ATOMIC_RELEASE);
+  tr_send_u64(t->stop_target, T_STOP, 0);
+  tr_actor_exit();
+}
+
+static void third_exit(void *state) { tr_actor_release(((struct third *)state)->stop_target); }
+
+struct streak_ctx {
+  struct pp a, b;
+  struct third c;
+  int via_inject;
+};
+
+static int streak_root(void *arg) {
+  struct streak_ctx *x = arg;
+  tr_spawn_opts_t po = {.name = "pp", .on_exit = pp_exit};
+  tr_spawn_opts_t to = {.name = "third", .on_exit = third_exit};
+  tr_actor_t *a, *b, *c;
+  cr_assert_eq(tr_spawn(pp_behaviour, &x->a, &po, &a), 0);
+  cr_assert_eq(tr_spawn(pp_behaviour, &x->b, &po, &b), 0);
+  cr_assert_eq(tr_spawn(third_behaviour, &x->c, &to, &c), 0);
+  x->a.peer = tr_actor_dup(b);
+  x->b.peer = tr_actor_dup(a);
+  x->c.stop_target = tr_actor_dup(a);
+  if (!x->via_inject)
+    x->a.third = tr_actor_dup(c);
+  cr_assert_eq(tr_send_u64(a, T_DATA, 0), 0);
+  if (x->via_inject)
+    cr_assert_eq(tr_send_u64(c, T_KICK, 0), 0); /* from the root thread */
+  tr_actor_release(a);
+  tr_actor_release(b);
+  tr_actor_release(c);
+  return 0;
+}
+
+/* With one worker, an endless two-actor exchange runs from the next slot;
+ * an actor waiting in the run queue must still get a turn. */
+Test(fairness, next_slot_streak_yields_to_queue, .timeout = 60) {
+  struct streak_ctx x = {0};
+  tr_config_t cfg = {.workers = 1};
+  cr_assert_eq(tr_run(&cfg, streak_root, &x), 0);
+  cr_assert_eq(x.c.ran, 1);
+  assert_clean();
+}
+
+/* Same, with the third actor woken from the root thread (inject queue). */
+Test(fairness, inject_queue_not_starved, .timeout = 60) {
+  struct streak_ctx x = {.via_inject = 1};
+  tr_config_t cfg = {.workers = 1};
+  cr_assert_eq(tr_run(&cfg, streak_root, &x), 0);
+  cr_assert_eq(x.c.ran, 1);
+  assert_clean();
+}
+
+/* ---- stuck worker: its next slot is taken by another worker ------------ */
+
+struct stuck_ctx {
+  tr_actor_t *victim; /* owned by the hog */
+  int victim_ran;
+  int ran_during_hog; /* the victim ran while the hog was still busy */
+  double hog_secs;
+};
+
+static void victim_behaviour(void *state, tr_msg_t *m) {
+  struct stuck_ctx *x = state;
+  (void)m;
+  __atomic_store_n(&x->victim_ran, 1, __ATOMIC_RELEASE);
+  tr_actor_exit();
+}
+
+/* Sends one message (the victim lands in this worker's next slot), then
+ * computes for up to 20 s without returning to the scheduler. */
+static void hog_behaviour(void *state, tr_msg_t *m) {
+  struct stuck_ctx *x = state;
+  (void)m;
+  tr_send_u64(x->victim, T_KICK, 0);
+  double t0 = now_s();
+  while (!__atomic_load_n(&x->victim_ran, __ATOMIC_ACQUIRE) && now_s() - t0 < 20.0)
+    ;
+  x->hog_secs = now_s() - t0;
+  x->ran_during_hog = __atomic_load_n(&x->victim_ran, __ATOMIC_ACQUIRE);
+  tr_actor_release(x->victim);
+  tr_actor_exit();
+}
+
+static int stuck_root(void *arg) {
+  struct stuck_ctx *x = arg;
+  tr_actor_t *hog;
+  cr_assert_eq(tr_spawn(victim_behaviour, x, NULL, &x->victim), 0);
+  cr_assert_eq(tr_spawn(hog_behaviour, x, NULL, &hog), 0);
+  cr_assert_eq(tr_send_u64(hog, T_KICK, 0), 0);
+  tr_actor_release(hog);
+  return 0;
+}
+
+Test(fairness, stuck_worker_gives_up_next_slot, .timeout = 60) {
+  struct stuck_ctx x = {0};
+  tr_config_t cfg = {.workers = 2};
+  cr_assert_eq(tr_run(&cfg, stuck_root, &x), 0);
+  cr_assert_eq(x.ran_during_hog, 1, "victim waited for the hog (%.1f s)", x.hog_secs);
+  assert_clean();
+}
+
+/* ---- a long sending loop lets its consumers run -------------------------- */
+
+#define LOOP_N 200000
+
+struct chain_ctx {
+  tr_actor_t *first; /* owned by the producer */
+  uint64_t sink_count;  /* atomic: written by the sink */
+  uint64_t max_backlog; /* producer: max (sent - reached the sink) */
+};
+
+struct stage {
+  tr_actor_t *next; /* owned; NULL for the sink */
+  struct chain_ctx *x;
+};
+
+static void stage_exit(void *state) { tr_actor_release(((struct stage *)state)->next); }
+
+static void stage_behaviour(void *state, tr_msg_t *m) {
+  struct stage *s = state;
+  if (m->tag == T_STOP) {
+    if (s->next)
+      tr_send(s->next, m);
+    tr_actor_exit();
+    return;
+  }
+  if (s->next) {
+    m->u64++;
+    tr_send(s->next, m);
+  } else {
+    __atomic_fetch_add(&s->x->sink_count, 1, __ATOMIC_RELEASE);
+  }
+}
+
+static void producer_behaviour(void *state, tr_msg_t *m) {
+  struct chain_ctx *x = state;
+  (void)m;
+  for (uint64_t i = 0; i < LOOP_N; i++) {
+    uint64_t done = __atomic_load_n(&x->sink_count, __ATOMIC_ACQUIRE);
+    if (i - done > x->max_backlog)
+      x->max_backlog = i - done;
+    tr_send_u64(x->first, T_DATA, i);
+  }
+  tr_send_u64(x->first, T_STOP, 0);
+  tr_actor_release(x->first);
+  tr_actor_exit();
+}
+
+#define STAGES 4
+struct loop_ctx {
+  struct chain_ctx x;
+  struct stage st[STAGES];
+};
+
+static int loop_root(void *arg) {
+  struct loop_ctx *l = arg;
+  tr_spawn_opts_t so = {.name = "stage", .on_exit = stage_exit};
+  tr_actor_t *next = NULL;
+  for (int i = STAGES - 1; i >= 0; i--) {
+    tr_actor_t *a;
+    l->st[i] = (struct stage){.next = next, .x = &l->x};
+    cr_assert_eq(tr_spawn(stage_behaviour, &l->st[i], &so, &a), 0);
+    next = a; /* the reference moves into the previous stage (or x.first) */
+  }
+  l->x.first = next;
+  tr_actor_t *p;
+  cr_assert_eq(tr_spawn(producer_behaviour, &l->x, NULL, &p), 0);
+  cr_assert_eq(tr_send_u64(p, T_KICK, 0), 0);
+  tr_actor_release(p);
+  return 0;
+}
+
+/* One worker: without nested turns at send points, the whole loop would
+ * run before any stage (backlog = LOOP_N). */
+Test(fairness, long_send_loop_lets_consumers_run, .timeout = 120) {
+  struct loop_ctx l = {0};
+  tr_config_t cfg = {.workers = 1};
+  cr_assert_eq(tr_run(&cfg, loop_root, &l), 0);
+  cr_assert_eq(l.x.sink_count, LOOP_N);
+  cr_assert_lt(l.x.max_backlog, 4096, "backlog reached %lu",
+               (unsigned long)l.x.max_backlog);
+  assert_clean();
+}
+
+Test(fairness, long_send_loop_two_workers, .timeout = 120) {
+  struct loop_ctx l = {0};
+  tr_config_t cfg = {.workers = 2};
+  cr_assert_eq(tr_run(&cfg, loop_root, &l), 0);
+  cr_assert_eq(l.x.sink_count, LOOP_N);
+  cr_assert_lt(l.x.max_backlog, LOOP_N / 2, "backlog reached %lu",
+               (unsigned long)l.x.max_backlog);
+  assert_clean();
+}
