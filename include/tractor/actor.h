@@ -164,7 +164,9 @@ uint64_t tr_actor_id(const tr_actor_t *a);
 int tr_actor_exited(const tr_actor_t *a);
 
 /*
- * Blocks the calling thread until actor a has exited, or timeout_ns
+ * Blocks the calling thread until actor a has exited and its on_exit has
+ * returned (so the caller may free what the actor's state used), or
+ * timeout_ns
  * nanoseconds have passed (timeout_ns < 0 waits forever).  Returns 0,
  * -TR_ETIMEDOUT, or -TR_EPERM when called on a worker thread (a worker
  * must never block).

@@ -245,8 +245,10 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   if (a->on_exit)
     a->on_exit(a->state);
   TR_COUNT(w, exited, 1);
-  /* seq_cst pairs with tr_join's increment of joiners (Dekker): either we
-   * see the joiner and broadcast, or it sees TR_AF_EXITED. */
+  /* tr_join returns on DONE, so a joiner may free what on_exit used.
+   * seq_cst pairs with tr_join's increment of joiners (Dekker): either we
+   * see the joiner and broadcast, or it sees TR_AF_DONE. */
+  tr_for_seqcst(&a->flags, TR_AF_DONE);
   int joined = tr_load_seqcst(&a->joiners) != 0;
   uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
   if (joined || live_before == 1)
@@ -326,12 +328,12 @@ int tr_join(tr_actor_t *a, int64_t timeout_ns) {
   tr_faa_seqcst(&a->joiners, 1);
   int rc = 0;
   pthread_mutex_lock(&tr__rt.wait_lock);
-  while (!(tr_load_seqcst(&a->flags) & TR_AF_EXITED)) {
+  while (!(tr_load_seqcst(&a->flags) & TR_AF_DONE)) {
     if (timeout_ns < 0) {
       pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
     } else if (pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &dl) ==
                ETIMEDOUT) {
-      if (!(tr_load_seqcst(&a->flags) & TR_AF_EXITED))
+      if (!(tr_load_seqcst(&a->flags) & TR_AF_DONE))
         rc = -TR_ETIMEDOUT;
       break;
     }

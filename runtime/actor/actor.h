@@ -17,6 +17,7 @@
 /* flags: written by the actor's own worker, read by anyone (atomics). */
 #define TR_AF_EXITED 0x1u  /* no more behaviour calls; mailbox drained */
 #define TR_AF_EXIT_REQ 0x2u /* tr_actor_exit called during this turn */
+#define TR_AF_DONE 0x4u     /* exit finished: on_exit has run (tr_join) */
 
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */

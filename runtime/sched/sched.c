@@ -323,8 +323,13 @@ static void *worker_main(void *arg) {
         tr_cpu_relax();
       a = find_work(w);
     }
-    tr_faa_seqcst(&tr__rt.spinning, (uint32_t)-1);
+    uint32_t spinners = tr_faa_seqcst(&tr__rt.spinning, (uint32_t)-1);
     if (a) {
+      /* The last spinner found work and stops spinning: producers that
+       * skipped their wake-up because it was spinning may have published
+       * more, so hand the search to a sleeper (Go's rule). */
+      if (spinners == 1)
+        tr__sched_notify();
       run(w, a);
       continue;
     }

@@ -131,7 +131,17 @@ static tr_msg_t *new_msg(uint32_t tag, uint64_t v, tr_buf_t *payload, tr_actor_t
   return m;
 }
 
-enum { TAG_DATA = 1, TAG_GO, TAG_GATE, TAG_EXIT, TAG_STASH, TAG_FREE, TAG_FLUSH, TAG_PING, TAG_END };
+enum {
+  TAG_DATA = 1,
+  TAG_GO,
+  TAG_GATE,
+  TAG_EXIT,
+  TAG_STASH,
+  TAG_FREE,
+  TAG_FLUSH,
+  TAG_PING,
+  TAG_END
+};
 
 static void oneshot_beh(void *state, tr_msg_t *m) {
   uint64_t *handled = state;

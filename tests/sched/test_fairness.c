@@ -46,12 +46,15 @@ static void pp_exit(void *state) {
   tr_actor_release(p->third);
 }
 
-/* Bounces the message to its peer forever; stops on T_STOP or when the
- * peer is gone.  On its 10th message it also wakes `third` (which then
+/* Bounces the message to its peer forever; on T_STOP passes the stop on
+ * to the peer and exits (the bounced message may be queued behind the stop
+ * and die as a dead letter, so the peer cannot wait for it); also exits
+ * when the peer is gone.  On its 10th message it wakes `third` (which then
  * lands behind the exchange in the run queue). */
 static void pp_behaviour(void *state, tr_msg_t *m) {
   struct pp *p = state;
   if (m->tag == T_STOP) {
+    (void)tr_send_u64(p->peer, T_STOP, 0); /* -TR_ECLOSED if it is gone */
     tr_actor_exit();
     return;
   }
