@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds tractor-c three times and runs the whole test suite in each:
-#   1. a normal build (RelWithDebInfo, -Werror)
-#   2. -fsanitize=address,undefined
-#   3. -fsanitize=thread
+#   1. a normal build (gcc, RelWithDebInfo, -Werror)
+#   2. -fsanitize=address,undefined, built with clang (so both compilers
+#      compile the tree with -Werror on every run)
+#   3. -fsanitize=thread (gcc)
 # Installs missing Debian packages first (tools/setup.sh).  Build trees go
 # to build/test-<kind> (override the root with TR_BUILD_ROOT).
 # Usage: bash tools/test.sh [normal|asan|tsan ...]   (default: all three)
@@ -16,16 +17,16 @@ KINDS=("$@")
 [ ${#KINDS[@]} -eq 0 ] && KINDS=(normal asan tsan)
 
 run_kind() {
-  local kind=$1 san
+  local kind=$1 san cc=gcc
   case "$kind" in
     normal) san=none ;;
-    asan) san=address,undefined ;;
+    asan) san=address,undefined; cc=clang ;;
     tsan) san=thread ;;
     *) echo "unknown build kind: $kind" >&2; return 2 ;;
   esac
   local dir="$BUILD_ROOT/test-$kind"
-  echo "=== [$kind] configure + build ($san)"
-  cmake -S "$ROOT" -B "$dir" -DTR_SANITIZE="$san" -DTR_WERROR=ON \
+  echo "=== [$kind] configure + build ($cc, sanitize=$san)"
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_C_COMPILER="$cc" -DTR_SANITIZE="$san" -DTR_WERROR=ON \
         -DTR_BUILD_TESTS=ON -DTR_BUILD_BENCH=ON >/dev/null
   cmake --build "$dir" -j"$JOBS" 2>&1 | grep -Ev '^\[ *[0-9]+%\]' || true
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "build failed ($kind)" >&2; return 1; }
