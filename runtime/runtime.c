@@ -114,6 +114,11 @@ static int rt_init(const tr_config_t *cfg) {
   tr__rt.nworkers = n;
   tr_store_release(&tr__rt_running, 1);
   int rc = tr__sched_start(n);
+  if (rc == 0 && (rc = tr__reactor_start()) != 0) {
+    tr__sched_stop();
+    free(tr__rt.workers);
+    tr__rt.workers = NULL;
+  }
   if (rc != 0) {
     tr_store_release(&tr__rt_running, 0);
     free(tr__rt.shards);
@@ -155,6 +160,9 @@ int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {
     pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
   pthread_mutex_unlock(&tr__rt.wait_lock);
 
+  /* Pending timers hold actor references and messages: drop them while
+   * the workers still run (a timer's release may free an actor). */
+  tr__reactor_stop();
   tr__sched_stop();
   pthread_mutex_lock(&stats_lock);
   snapshot(&last_stats);

@@ -163,6 +163,12 @@ void tr__msgpool_depot_drain(void);
 /* Frees a message without counting it as a dead letter (internal). */
 void tr__msg_dispose(tr_worker_t *w, tr_msg_t *m);
 
+/* The reactor thread (reactor/reactor.c): started after the workers,
+ * stopped once every actor has exited and before the workers stop; stop
+ * cancels pending timers (releasing their messages and references). */
+int tr__reactor_start(void);
+void tr__reactor_stop(void);
+
 /* Wakes tr_join/tr_run waiters. */
 void tr__rt_broadcast(void);
 

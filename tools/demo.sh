@@ -12,5 +12,5 @@ cmake --build "$DIR" -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 if [ "${1:-}" = "--full" ]; then
   REPS=${REPS:-3} bash "$ROOT/tools/bench/run.sh" "$DIR/tools/bench/tr-bench"
 else
-  REPS=${REPS:-1} SMOKE=1 bash "$ROOT/tools/bench/run.sh" "$DIR/tools/bench/tr-bench"
+  REPS=${REPS:-1} bash "$ROOT/tools/bench/run.sh" "$DIR/tools/bench/tr-bench" --smoke
 fi
