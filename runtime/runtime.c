@@ -7,8 +7,10 @@
 
 #include <tractor/actor.h>
 
+#include "runtime/fiber/fiber.h"
 #include "runtime/platform/assert.h"
 #include "runtime/runtime.h"
+#include "runtime/task/task.h"
 
 tr_rt_t tr__rt;
 uint32_t tr__rt_running;
@@ -110,6 +112,7 @@ static int rt_init(const tr_config_t *cfg) {
     memset(&tr__rt.shards[i], 0, sizeof(tr_shard_t));
     pthread_mutex_init(&tr__rt.shards[i].lock, NULL);
   }
+  tr__tasks_install_error_hook();
   /* nworkers must be known to live_insert before any worker can spawn. */
   tr__rt.nworkers = n;
   tr_store_release(&tr__rt_running, 1);
@@ -163,12 +166,14 @@ int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {
   /* Pending timers hold actor references and messages: drop them while
    * the workers still run (a timer's release may free an actor). */
   tr__reactor_stop();
+  tr__to_thread_shutdown(); /* no job is left: each kept its actor alive */
   tr__sched_stop();
   pthread_mutex_lock(&stats_lock);
   snapshot(&last_stats);
   tr_store_release(&tr__rt_running, 0);
   pthread_mutex_unlock(&stats_lock);
   rt_fini();
+  tr__fiber_stack_pool_drain();
   tr_store_release(&rt_claimed, 0);
   return result;
 }

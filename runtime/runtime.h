@@ -12,6 +12,7 @@
 #include <tractor/actor.h>
 
 #include "runtime/actor/actor.h"
+#include "runtime/fiber/fiber.h"
 #include "runtime/platform/atomic.h"
 #include "runtime/sched/runq.h"
 
@@ -71,6 +72,10 @@ typedef struct tr_worker {
   /* The message a behaviour is handling (freed after it unless passed on). */
   tr_msg_t *cur_msg;
   struct tr_actor *cur_actor;
+  /* The task running on this worker (NULL on the worker's own stack), and
+   * the worker's own context, which tasks switch back to. */
+  struct tr_task *cur_task;
+  tr_fiber_t main;
   /* Message pool (mem/msgpool.c): a magazine of free messages being used
    * and one full spare; owner only. */
   tr_msg_t *pool;

@@ -3,11 +3,15 @@
  *
  * Every public function returns 0 on success or a negative code -TR_E*.
  * Codes are the library's own (not errno values): fibers migrate between
- * threads, so errno is never used to carry a result.  The rich error object
- * (type, message, source actor, trace) arrives with the task layer.
+ * threads, so errno is never used to carry a result.  The detail a code
+ * cannot carry (type name, message, source actor, relay path, trace, the
+ * members of an error group) lives in a tr_error_t, one per task: the
+ * calling task's last error is tr_error_last().
  */
 #ifndef TRACTOR_ERRORS_H
 #define TRACTOR_ERRORS_H
+
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +74,148 @@ const char *tr_errname(int rc);
  * Ownership: static string.  Threads: any thread.
  */
 const char *tr_errtype(int rc);
+
+/* ---- the rich error object ---------------------------------------------
+ *
+ * The Python original raises exceptions; here a failing call returns
+ * -TR_E* and leaves a tr_error_t describing the failure in the calling
+ * task's error slot (code outside any task, such as the root thread before
+ * the runtime starts, has a slot per thread).  A new failure replaces the
+ * previous error, so tr_error_last() describes the most recent one.
+ *
+ * Fields mirror tractor's RemoteActorError and trio's ExceptionGroup:
+ *  - code: the -TR_E* the failing call returned;
+ *  - type: the exception name, such as "ValueError"; the tractor name of
+ *    the code (tr_errtype) when none was given;
+ *  - boxed type: for an error raised in another actor, the original type
+ *    while type says "RemoteActorError" (NULL when not boxed);
+ *  - message, source actor uid, relay path (the uids of the actors that
+ *    passed the error on after its source), canceller uid (for
+ *    ContextCancelled);
+ *  - trace: "file:line function" hops, index 0 where the error was raised,
+ *    then each caller that passed it on with TR_TRACE;
+ *  - for -TR_EGROUP, the member errors, each a tr_error_t.
+ *
+ * Ownership: every tr_error_t handed out by this API is borrowed; the
+ * strings returned by the accessors live as long as their error.
+ * Threads: an error belongs to the task (or thread) that raised it.  The
+ * accessors do not lock; reading another task's error needs the usual
+ * happens-before hand-off.
+ */
+typedef struct tr_error tr_error_t;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TR__PRINTF(fmt_idx, arg_idx)                                           \
+  __attribute__((format(printf, fmt_idx, arg_idx)))
+#else
+#define TR__PRINTF(fmt_idx, arg_idx)
+#endif
+
+/*
+ * The calling task's last error, or NULL when it has none.
+ * Ownership: borrowed; valid until the task's next failing call that
+ * records an error (tr_fail, or a library call returning -TR_E*) or
+ * tr_error_clear().  Copy what must outlive that.
+ * Threads: any thread; the error is the current task's (or, outside a
+ * task, the current thread's).
+ */
+const tr_error_t *tr_error_last(void);
+
+/*
+ * Forgets the calling task's last error and frees it.
+ * Threads: as tr_error_last.
+ */
+void tr_error_clear(void);
+
+/*
+ * Accessors.  Each returns NULL (strings) or 0 (numbers) when e is NULL,
+ * and NULL when the field is unset (type and message are always set;
+ * message may be "").
+ * Ownership: strings are borrowed from e.  Threads: see above.
+ */
+int tr_error_code(const tr_error_t *e);
+const char *tr_error_type(const tr_error_t *e);
+const char *tr_error_boxed_type(const tr_error_t *e);
+const char *tr_error_message(const tr_error_t *e);
+const char *tr_error_src(const tr_error_t *e);
+const char *tr_error_canceller(const tr_error_t *e);
+
+/* The relay path (DESIGN's tr_error_relay_path): the uids of the actors
+ * that re-raised the error after its source, oldest first.  Out-of-range i
+ * gives NULL. */
+size_t tr_error_relay_len(const tr_error_t *e);
+const char *tr_error_relay(const tr_error_t *e, size_t i);
+
+/* The trace: "file:line function" hops, 0 being where the error was raised
+ * and each next one the caller that passed it on.  Out-of-range i gives
+ * NULL. */
+size_t tr_error_trace_len(const tr_error_t *e);
+const char *tr_error_trace(const tr_error_t *e, size_t i);
+
+/* The members of an error group (code -TR_EGROUP): 0 for other errors.
+ * Members may themselves be groups.  Out-of-range i gives NULL. */
+size_t tr_error_group_count(const tr_error_t *e);
+const tr_error_t *tr_error_group_get(const tr_error_t *e, size_t i);
+
+/*
+ * Renders e for a human, several lines in the manner of a Python
+ * traceback: "Type: message", then the code, boxed type, source, relay
+ * path, canceller, the trace (most recent call last), and group members
+ * indented beneath their group.  A NULL e renders as "".
+ * Returns, as snprintf, the length of the whole rendering (excluding the
+ * NUL), whatever len was; buf always ends with a NUL when len > 0 (the
+ * rendering is cut short when it does not fit).  buf may be NULL when len
+ * is 0, to measure.  Returns -TR_EMSGSIZE if the rendering would exceed
+ * INT_MAX bytes.
+ * Ownership: borrows e; writes at most len bytes to buf.
+ * Threads: as the accessors.
+ */
+int tr_error_format(const tr_error_t *e, char *buf, size_t len);
+
+/*
+ * tr_fail("ValueError", "bad value %d", v): records an application error
+ * of that type (code -TR_EAPP) as the calling task's last error, with the
+ * call site as the first trace hop, and evaluates to -TR_EAPP so that
+ * `return tr_fail(...);` fails the current function.  A NULL type means
+ * "ApplicationError".  The arguments may refer to the previous error's
+ * strings: it is freed only after the new one is built.
+ * Ownership: type and the message are copied.  Threads: as tr_error_last.
+ * If memory runs out the recorded error is a shared static one with code
+ * -TR_ENOMEM; the return value is -TR_EAPP all the same.
+ */
+#define tr_fail(type, ...)                                                     \
+  tr__fail_at(__FILE__, __LINE__, __func__, (type), __VA_ARGS__)
+
+int tr__fail_at(const char *file, int line, const char *func, const char *type,
+                const char *fmt, ...) TR__PRINTF(5, 6);
+
+/*
+ * TR_ERROR(-TR_EINVAL, "bad name '%s'", name): records an error with that
+ * code, type tr_errtype(code) and the call site as its first trace hop,
+ * and evaluates to the code (made negative if it was given positive).
+ * Code 0 records nothing and gives 0.  A NULL format gives the message
+ * tr_strerror(code).  Meant for the library's own failures; callers may
+ * use it too.
+ * Ownership and threads: as tr_fail.
+ */
+#define TR_ERROR(code, ...)                                                    \
+  tr__error_set((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
+
+int tr__error_set(int code, const char *file, int line, const char *func,
+                  const char *fmt, ...) TR__PRINTF(5, 6);
+
+/*
+ * `return TR_TRACE(rc);` appends this call site to the current error's
+ * trace when rc is negative and equals the current error's code, then
+ * evaluates to rc unchanged (rc is evaluated once).  Used on the way up,
+ * it builds the trace as the error propagates.  A code that was returned
+ * without recording an error leaves the slot alone.  The trace keeps its
+ * first 64 hops and counts the rest.
+ * Threads: as tr_error_last.
+ */
+#define TR_TRACE(rc) tr__error_trace_here((rc), __FILE__, __LINE__, __func__)
+
+int tr__error_trace_here(int rc, const char *file, int line, const char *func);
 
 #ifdef __cplusplus
 }

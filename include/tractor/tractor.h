@@ -5,6 +5,8 @@
 #include "actor.h"
 #include "buf.h"
 #include "errors.h"
+#include "task.h"
+#include "time.h"
 #include "version.h"
 
 #endif

@@ -24,6 +24,7 @@
 #include "runtime/actor/actor.h"
 #include "runtime/platform/assert.h"
 #include "runtime/runtime.h"
+#include "runtime/task/task.h"
 
 /* ---- references ------------------------------------------------------ */
 
@@ -36,6 +37,7 @@ tr_actor_t *tr_actor_dup(tr_actor_t *a) {
 static void actor_free(tr_actor_t *a) {
   TR_ASSERT(tr_load_relaxed(&a->flags) & TR_AF_EXITED);
   TR_COUNT(tr__worker_self(), actors_freed, 1);
+  tr__tasks_free(a->tasks); /* kept until now for tr_task_actor_result */
   free(a);
 }
 
@@ -106,6 +108,14 @@ int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts
     *ref = NULL;
   if (!behaviour)
     return -TR_EINVAL;
+  return tr__actor_spawn(behaviour, state, opts, NULL, ref);
+}
+
+int tr__actor_spawn(tr_behaviour_fn behaviour, void *state,
+                    const tr_spawn_opts_t *opts, struct tr_tasks *tasks,
+                    tr_actor_t **ref) {
+  if (ref)
+    *ref = NULL;
   if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
     return -TR_ENORUNTIME;
   tr_actor_t *a = malloc(sizeof(*a));
@@ -119,6 +129,7 @@ int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts
   a->name = (opts && opts->name) ? opts->name : "actor";
   a->limit = opts ? opts->mailbox_limit : 0;
   a->on_exit = opts ? opts->on_exit : NULL;
+  a->tasks = tasks;
   tr_worker_t *w = tr__worker_self();
   tr_faa_relaxed(&tr__rt.live, 1); /* before it can exit and decrement */
   int rc = live_insert(w, a);
@@ -256,7 +267,46 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   tr_actor_release(a); /* the actor's own reference */
 }
 
+/* One turn of a task actor: its messages go to the task layer (wake-ups,
+ * cancellations, tr_recv), then its ready tasks run.  Under shutdown its
+ * tasks are cancelled and it exits once they have all finished, so no
+ * fiber is ever abandoned mid-stack. */
+static void task_actor_run(tr_worker_t *w, tr_actor_t *a) {
+  int batch = tr__rt.batch;
+  int handled = 0;
+  w->cur_actor = a;
+  if (TR_UNLIKELY(tr_load_relaxed(&tr__rt.stopping)))
+    tr__tasks_stop(a);
+  while (handled < batch) {
+    tr_msg_t *m = tr__mbox_pop_sc(&a->mbox);
+    if (!m)
+      break;
+    if (m->flags_ & TR_MSGF_SYS && m->tag == 0) {
+      tr__msg_dispose(w, m); /* a shutdown wake-up: handled above */
+      continue;
+    }
+    if (a->limit && !(m->flags_ & TR_MSGF_SYS))
+      tr_faa_relaxed(&a->qlen, (uint32_t)-1); /* reserved by tr_send */
+    handled++;
+    tr__tasks_dispatch(w, a, m);
+  }
+  int finished = tr__tasks_run(w, a);
+  w = tr__worker_self(); /* unchanged: tasks switch back to this stack */
+  w->cur_actor = NULL;
+  tr_counter_add(&w->c.handled, (uint64_t)handled);
+  if (finished) {
+    actor_finish_exit(w, a);
+    return;
+  }
+  if (handled == batch || !tr__mbox_mark_empty_sc(&a->mbox))
+    tr__schedule(w, a, 0);
+}
+
 void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
+  if (a->tasks) {
+    task_actor_run(w, a);
+    return;
+  }
   int batch = tr__rt.batch;
   int handled = 0;
   int stopping = tr_load_relaxed(&tr__rt.stopping) != 0;

@@ -1,7 +1,7 @@
 /*
  * Internal view of an actor.  The public handle is the opaque tr_actor_t.
  *
- * Layout, about 112 bytes (128 with malloc's header), so a million idle
+ * Layout, about 120 bytes (128 with malloc's header), so a million idle
  * actors cost ~128 MB: the mailbox first (producers touch `mbox.head`,
  * `refs` and `qlen`), then what only the running worker reads.
  */
@@ -38,7 +38,14 @@ struct tr_actor {
   const char *name;
   struct tr_actor *sched_next; /* inject-queue link (scheduler) */
   struct tr_actor *live_prev, *live_next; /* live list (shard lock) */
+  struct tr_tasks *tasks; /* NULL for a behaviour-only actor */
 };
+
+/* Spawns an actor; with `tasks`, a task actor (behaviour unused) whose task
+ * state the actor then owns.  See tr_spawn. */
+int tr__actor_spawn(tr_behaviour_fn behaviour, void *state,
+                    const tr_spawn_opts_t *opts, struct tr_tasks *tasks,
+                    tr_actor_t **ref);
 
 struct tr_worker;
 

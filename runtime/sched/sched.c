@@ -278,7 +278,9 @@ static inline void run(tr_worker_t *w, struct tr_actor *a) {
 
 void tr__sched_help(tr_worker_t *w) {
   w->turn_sends = 0;
-  if (w->helping)
+  /* Not from a task: nested turns would run on its fiber stack, and a task
+   * actor's turn switches fibers, which needs the worker's own stack. */
+  if (w->helping || w->cur_task)
     return;
   /* The current actor is running, so it is in no queue and cannot be
    * picked here; its mailbox is marked busy, so sends to it from nested
@@ -299,6 +301,13 @@ void tr__sched_help(tr_worker_t *w) {
       a = tr__runq_pop_mc(&w->runq);
     if (!a)
       break;
+    if (a->tasks) {
+      /* A task actor needs the worker's own stack: leave it queued (at the
+       * back; its order relative to others does not matter) and stop. */
+      if (!tr__runq_push_sp(&w->runq, a))
+        inject_push(a);
+      break;
+    }
     tr__actor_run(w, a);
   }
   w->helping = 0;
@@ -309,6 +318,8 @@ void tr__sched_help(tr_worker_t *w) {
 static void *worker_main(void *arg) {
   tr_worker_t *w = arg;
   tls_worker = w;
+  tr__fiber_init_main(&w->main);
+  tr__fiber_thread_init();
   uint64_t bit = 1ull << w->index;
   for (;;) {
     struct tr_actor *a = find_work(w);
@@ -351,6 +362,7 @@ static void *worker_main(void *arg) {
     ck_ec32_wait(&w->ec, &ec_mode, snap, NULL);
     tr_fand_seqcst(&tr__rt.sleepers, ~bit);
   }
+  tr__fiber_thread_fini();
   tls_worker = NULL;
   return NULL;
 }

@@ -53,6 +53,9 @@ int bench_fanin(uint64_t n, bench_result_t *res);
 int bench_skynet(uint64_t n, bench_result_t *res);
 int bench_spawn_idle(uint64_t n, bench_result_t *res);
 int bench_pipeline(uint64_t n, bench_result_t *res);
+int bench_task_switch(uint64_t n, bench_result_t *res);
+int bench_task_spawn(uint64_t n, bench_result_t *res);
+int bench_cancel_storm(uint64_t n, bench_result_t *res);
 
 /* ---- helpers (main.c) --------------------------------------------------- */
 

@@ -163,6 +163,9 @@ static const workload_t workloads[] = {
     {"skynet", bench_skynet, 1000000, 10000},
     {"spawn_idle", bench_spawn_idle, 1000000, 10000},
     {"pipeline", bench_pipeline, 5000000, 50000},
+    {"task_switch", bench_task_switch, 10000000, 20000},
+    {"task_spawn", bench_task_spawn, 1000000, 10000},
+    {"cancel_storm", bench_cancel_storm, 100000, 1000},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 

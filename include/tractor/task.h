@@ -1,0 +1,215 @@
+/*
+ * Tasks and structured concurrency, with trio's semantics.
+ *
+ * A task is a fiber that belongs to an actor (like a trio task belongs to
+ * a trio run).  The tasks of one actor never run at the same time: they
+ * interleave only at blocking calls, so an actor's state needs no locks.
+ * Every blocking call here is a cancellation point.
+ *
+ *   - A nursery (tr_nursery_open/_spawn/_close) starts child tasks; close
+ *     waits for all of them.  The first child to fail cancels the rest
+ *     (and the parent's code between open and close); close returns that
+ *     failure, or -TR_EGROUP with every failure when several happened
+ *     (see tr_error_group_* in errors.h).
+ *   - A cancel scope (tr_scope_open/_close) is a region with an optional
+ *     deadline and a shield flag.  Once it is cancelled (tr_scope_cancel, its
+ *     deadline, or an enclosing scope), every blocking call inside returns
+ *     -TR_ECANCELED at once, also on every later call, so cleanup runs but
+ *     cannot block (libdill's rule).  A shielded scope is not affected by
+ *     the cancellation of scopes outside it.
+ *
+ * C has no `async with`: every open has a close, in LIFO order, on the
+ * same task.  Scopes live in the caller's memory (usually its stack).
+ *
+ * These calls are for code running as a task (inside tr_main's root
+ * function, or a function started with tr_nursery_spawn); elsewhere they
+ * return -TR_EPERM.
+ */
+#ifndef TRACTOR_TASK_H
+#define TRACTOR_TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "actor.h"
+#include "errors.h"
+#include "time.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A deadline that never comes. */
+#define TR_NO_DEADLINE INT64_MAX
+
+typedef int (*tr_task_fn)(void *arg);
+
+/* ---- cancel scopes ------------------------------------------------------ */
+
+/* Fields ending in '_' are private; the struct is public only so that a
+ * scope can live on the caller's stack. */
+typedef struct tr_scope {
+  struct tr_scope *parent_;
+  void *task_;
+  uint64_t id_;
+  int64_t deadline_;
+  uint64_t timer_;
+  uint64_t cancel_seen_;
+  uint8_t shield_;
+  uint8_t cancel_called_;
+  uint8_t caught_;
+  uint8_t fail_;
+  uint8_t deadline_hit_;
+  uint8_t open_;
+} tr_scope_t;
+
+/*
+ * Opens a cancel scope on the current task.  deadline is absolute on
+ * tr_now's clock (TR_NO_DEADLINE for none); shield != 0 protects the
+ * region from cancellation by enclosing scopes.  Returns 0, -TR_EPERM
+ * (not in a task) or -TR_ENOMEM (deadline timer).
+ * Ownership: s is the caller's; it must stay valid until tr_scope_close.
+ * Threads: a task.
+ */
+int tr_scope_open(tr_scope_t *s, int64_t deadline, int shield);
+
+/*
+ * Cancels the scope: blocking calls inside it return -TR_ECANCELED from now
+ * on.  Idempotent.  May be called from the scope's task, another task of
+ * the same actor, another actor, or a plain thread (the cancellation is
+ * then delivered as a message to the scope's actor; the scope must still be
+ * open when the call is made, and a call that races with its close is
+ * ignored).  Returns 0, or -TR_EINVAL for a scope that is not open.
+ * Threads: any.
+ */
+int tr_scope_cancel(tr_scope_t *s);
+
+/*
+ * Closes the scope (LIFO with other scopes and nurseries of this task).
+ * Returns 0, or -TR_ETIMEDOUT for a tr_fail_after scope whose deadline
+ * cancelled it.  After close, tr_scope_cancelled_caught tells whether a
+ * cancellation of this scope was observed inside it (a blocking call
+ * returned -TR_ECANCELED because of it), as trio's cancelled_caught.
+ * Threads: the scope's task.
+ */
+int tr_scope_close(tr_scope_t *s);
+int tr_scope_cancelled_caught(const tr_scope_t *s);
+
+/* trio's move_on_after / fail_after: open a scope with deadline now + ns.
+ * Close with tr_scope_close. */
+int tr_move_on_after(tr_scope_t *s, int64_t ns);
+int tr_fail_after(tr_scope_t *s, int64_t ns);
+
+/* ---- nurseries ------------------------------------------------------------ */
+
+typedef struct tr_nursery tr_nursery_t;
+
+typedef struct tr_task_opts {
+  const char *name;  /* for diagnostics; borrowed, must outlive the task */
+  size_t stack_size; /* 0: the runtime default (64 KiB) */
+} tr_task_opts_t;
+
+/*
+ * Opens a nursery in the current task; it also opens a cancel scope (the
+ * nursery's), which child failures cancel.  Returns 0, -TR_EPERM (not in a
+ * task) or -TR_ENOMEM.
+ * Ownership: *out belongs to the nursery machinery; it is freed by
+ * tr_nursery_close, which must be called exactly once by this task.
+ * Threads: a task.
+ */
+int tr_nursery_open(tr_nursery_t **out);
+
+/*
+ * Starts fn(arg) as a new task of the current actor, inside the nursery.
+ * It runs when the current task next blocks.  fn returns 0 or a negative
+ * -TR_E* code (with the task's error object set, e.g. by tr_fail).
+ * Returns 0, -TR_ECLOSED (the nursery is closing or closed), -TR_EPERM
+ * (not a task of the nursery's actor) or -TR_ENOMEM.
+ * Ownership: arg is borrowed by the task until fn returns; opts is not
+ * retained (opts->name is).  Threads: a task of the same actor.
+ */
+int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg,
+                     const tr_task_opts_t *opts);
+
+/* Cancels the nursery's scope: every child and the parent's code inside
+ * the nursery see -TR_ECANCELED.  Threads: as tr_scope_cancel. */
+int tr_nursery_cancel(tr_nursery_t *n);
+
+/*
+ * Waits until every child has finished (this wait is not interrupted by
+ * cancellation: cancellation reaches the children instead, and no child
+ * outlives the nursery), closes the nursery's scope and frees the nursery.
+ * Returns 0; the failure of the one child that failed (its error object
+ * becomes this task's tr_error_last); -TR_EGROUP when several failed
+ * (tr_error_last is the group); or -TR_ECANCELED when no child failed but
+ * an enclosing scope is cancelled.  A child's -TR_ECANCELED is never a
+ * failure.
+ * Threads: the task that opened it.
+ */
+int tr_nursery_close(tr_nursery_t *n);
+
+/* ---- time and yielding ---------------------------------------------------- */
+
+/* Sleeps for ns nanoseconds (<= 0: just a checkpoint) or until the
+ * absolute deadline.  Returns 0, -TR_ECANCELED, -TR_EPERM. */
+int tr_sleep(int64_t ns);
+int tr_sleep_until(int64_t deadline);
+
+/* Returns -TR_ECANCELED if the current task is cancelled; otherwise lets
+ * the actor's other ready tasks run, then returns 0.  -TR_EPERM outside a
+ * task. */
+int tr_checkpoint(void);
+
+/*
+ * Waits for the next application message sent to the current actor (with
+ * tr_send) and returns it.  Messages are handed to waiting tasks in FIFO
+ * order.  Returns 0, -TR_ECANCELED or -TR_EPERM.
+ * Ownership: *out is the caller's (tr_msg_free or forward it).
+ * Threads: a task.
+ */
+int tr_recv(tr_msg_t **out);
+
+/*
+ * Runs fn(arg) on a separate, bounded pool of threads (8 by default; the
+ * environment variable TR_TO_THREAD_MAX overrides it) and waits for it,
+ * so blocking C code never stalls a worker.  Returns 0 with *result set to
+ * fn's return value (result may be NULL), -TR_EPERM outside a task, or
+ * -TR_ECANCELED when the caller is cancelled: the wait is abandoned (the
+ * thread call keeps running to its end and its result is dropped; C code
+ * cannot be interrupted), and tr_error_last says so.  The actor stays
+ * alive until an abandoned call has finished.
+ * Ownership: arg is borrowed until fn returns (also after an abandoned
+ * wait: keep it valid).  Threads: a task.
+ */
+int tr_to_thread(void *(*fn)(void *), void *arg, void **result);
+
+/* ---- running a program ---------------------------------------------------- */
+
+/*
+ * Starts the runtime, runs root(arg) as the main task of the root actor
+ * "root", and returns its result once every actor has exited (tr_run's
+ * structured end).  argc/argv are reserved for child-process start-up.
+ * Returns root's result, or tr_run's errors.
+ * Threads: the process's main thread (any non-worker thread).
+ */
+int tr_main(int argc, char **argv, tr_task_fn root, void *arg,
+            const tr_config_t *cfg);
+
+/*
+ * Spawns an actor whose main task runs fn(arg); the actor exits when all of
+ * its tasks have finished.  As tr_spawn otherwise (opts->mailbox_limit and
+ * opts->on_exit apply; on_exit receives arg).  The main task's result is
+ * available through tr_task_actor_result after the actor exited.
+ * Threads: any thread while the runtime runs.
+ */
+int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
+                        tr_actor_t **ref);
+
+/* The main task's return value of an exited task actor; -TR_EBUSY while it
+ * runs, -TR_EINVAL for a behaviour actor. */
+int tr_task_actor_result(const tr_actor_t *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

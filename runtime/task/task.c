@@ -1,0 +1,751 @@
+/*
+ * Tasks, cancel scopes and nurseries (trio's semantics on fibers).
+ *
+ * Everything here runs on the worker that is running the task's actor, in
+ * that actor's turn, so the task lists, scopes and nurseries of one actor
+ * are only ever touched by one thread at a time and need no locks.  Other
+ * threads reach an actor's tasks only through messages (wake-ups from the
+ * reactor, cancellations from outside).
+ *
+ * Scheduling.  tr__tasks_run (called at the end of the actor's turn, after
+ * its messages) switches into each ready task in turn; a task runs until it
+ * blocks or finishes and then switches back to the worker.  Tasks made
+ * ready during the loop (a child finishing wakes its parent, a cancel wakes
+ * the cancelled) run in the same turn, up to TR_TASK_RUNS_PER_TURN; what is
+ * left gets a TR_SYS_RUN message so the actor takes another turn later,
+ * behind the other runnable actors.
+ *
+ * Cancellation.  A task's scopes form a chain through parent_ pointers;
+ * a child task's chain continues into its nursery's scope and from there
+ * into the parent task's scopes, so the chains of all tasks form a tree.
+ * A task is cancelled when, walking outwards from its innermost scope, a
+ * cancelled scope comes before any shielded one (or the walk ends and the
+ * runtime is shutting down).  Cancelling a scope re-checks every blocked
+ * task of the actor (O(tasks), paid once per cancel).
+ *
+ * Lifetime.  A task blocked in tr_sleep has a timer whose message points
+ * at it; such in-flight references are counted (refs) and a finished task
+ * is freed only when none is left.  The actor exits when it has neither
+ * live tasks nor such zombies.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tractor/task.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/error/error.h"
+#include "runtime/platform/assert.h"
+#include "runtime/reactor/reactor.h"
+#include "runtime/runtime.h"
+#include "runtime/task/task.h"
+
+#define TR_TASK_RUNS_PER_TURN 256
+
+struct tr_nursery {
+  tr_scope_t scope;
+  tr_task_t *parent;
+  uint64_t live;       /* children not yet finished */
+  uint8_t closing;
+  uint8_t waiting;     /* the parent is blocked in close */
+  int nfail;
+  int first_rc;
+  tr_error_t *errors;  /* the first failure, or a group once there are two */
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static tr_task_t *current(void) {
+  tr_worker_t *w = tr__worker_self();
+  return w ? w->cur_task : NULL;
+}
+
+static tr_tasks_t *tasks_of(tr_task_t *t) { return t->actor->tasks; }
+
+static void ready_push(tr_tasks_t *ts, tr_task_t *t) {
+  t->state = TR_TASK_READY;
+  t->ready_next = NULL;
+  if (ts->ready_tail)
+    ts->ready_tail->ready_next = t;
+  else
+    ts->ready_head = t;
+  ts->ready_tail = t;
+}
+
+static tr_task_t *ready_pop(tr_tasks_t *ts) {
+  tr_task_t *t = ts->ready_head;
+  if (t) {
+    ts->ready_head = t->ready_next;
+    if (!ts->ready_head)
+      ts->ready_tail = NULL;
+  }
+  return t;
+}
+
+/* Walks the scope chain outwards: the first cancelled scope wins, unless
+ * a shield comes first. */
+static int chain_cancelled(const tr_scope_t *s, const tr_tasks_t *ts) {
+  for (; s; s = s->parent_) {
+    if (s->cancel_called_)
+      return 1;
+    if (s->shield_)
+      return 0;
+  }
+  return ts->stopping;
+}
+
+static int task_cancelled(tr_task_t *t) {
+  return chain_cancelled(t->scope, tasks_of(t));
+}
+
+/* Blocks the running task until something makes it ready again.  With
+ * `cancellable`, a cancellation of the task's scopes also wakes it.  The
+ * task may come back on another worker thread. */
+static void block(tr_task_t *t, int cancellable) {
+  t->state = TR_TASK_BLOCKED;
+  t->cancellable = (uint8_t)cancellable;
+  t->wait_gen++;
+  tr_worker_t *w = tr__worker_self();
+  tr__fiber_switch(&t->fiber, &w->main);
+  /* Resumed by tr__tasks_run, perhaps on another worker: re-read TLS. */
+}
+
+static int observed_cancel(tr_task_t *t) {
+  t->cancel_seen++;
+  return -TR_ECANCELED;
+}
+
+/* Re-checks every blocked, cancellable task of the actor after a cancel. */
+static void wake_cancelled(tr_tasks_t *ts) {
+  for (tr_task_t *t = ts->all; t; t = t->next)
+    if (t->state == TR_TASK_BLOCKED && t->cancellable && task_cancelled(t))
+      ready_push(ts, t);
+}
+
+/* Makes sure the actor takes another turn for its ready tasks when the
+ * current code is not running inside its turn loop. */
+static void post_run(struct tr_actor *a) {
+  tr_tasks_t *ts = a->tasks;
+  if (ts->run_posted)
+    return;
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0)
+    return; /* out of memory: the next message to the actor runs them */
+  m->flags_ = TR_MSGF_SYS;
+  m->tag = TR_SYS_RUN;
+  ts->run_posted = 1;
+  (void)tr__actor_push(a, m);
+}
+
+/* ---- the error slot ------------------------------------------------------- */
+
+static tr_error_t **task_error_slot(void) {
+  tr_task_t *t = current();
+  return t ? &t->error : NULL;
+}
+
+void tr__tasks_install_error_hook(void) { tr__error_set_slot_hook(task_error_slot); }
+
+/* ---- task creation and completion ----------------------------------------- */
+
+static void task_entry(void *arg) {
+  tr_task_t *t = arg;
+  t->result = t->fn(t->arg);
+}
+
+static void task_free(tr_task_t *t) {
+  tr__error_free(t->error);
+  free(t);
+}
+
+static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg,
+                    const tr_task_opts_t *opts, tr_task_t **out) {
+  tr_task_t *t = calloc(1, sizeof(*t));
+  if (!t)
+    return -TR_ENOMEM;
+  /* The stack is taken at the first switch into the task (tasks_run), so
+   * a nursery that spawns many short tasks holds few stacks at a time. */
+  t->stack_size = opts ? opts->stack_size : 0;
+  t->actor = a;
+  t->fn = fn;
+  t->arg = arg;
+  t->name = (opts && opts->name) ? opts->name : "task";
+  snprintf(t->label, sizeof(t->label), "actor %s, task %s", a->name, t->name);
+  tr_tasks_t *ts = a->tasks;
+  t->next = ts->all;
+  if (ts->all)
+    ts->all->prev = t;
+  ts->all = t;
+  ts->live++;
+  *out = t;
+  return 0;
+}
+
+static void nursery_child_done(struct tr_nursery *n, tr_task_t *t);
+
+/* The task's fn returned: unlink it, report to its nursery, free it (or
+ * keep it as a zombie while wake messages still point at it). */
+static void task_finished(tr_tasks_t *ts, tr_task_t *t) {
+  t->state = TR_TASK_DONE;
+  if (t->has_stack)
+    tr__fiber_destroy(&t->fiber);
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    ts->all = t->next;
+  if (t->next)
+    t->next->prev = t->prev;
+  ts->live--;
+  if (t == ts->main) {
+    ts->main_result = t->result;
+    ts->main_done = 1;
+    ts->main = NULL;
+  }
+  if (t->nursery)
+    nursery_child_done(t->nursery, t);
+  if (t->refs == 0)
+    task_free(t);
+  else
+    ts->zombies++;
+}
+
+/* ---- the actor side ------------------------------------------------------- */
+
+static void release_ref(tr_tasks_t *ts, tr_task_t *t) {
+  TR_ASSERT(t->refs > 0);
+  if (--t->refs == 0 && t->state == TR_TASK_DONE) {
+    ts->zombies--;
+    task_free(t);
+  }
+}
+
+/* Finds an open scope of this actor by id (deadline and remote cancel
+ * messages carry ids, never pointers, since the scope may have closed). */
+static tr_scope_t *find_scope(tr_tasks_t *ts, uint64_t id) {
+  for (tr_task_t *t = ts->all; t; t = t->next)
+    for (tr_scope_t *s = t->scope; s && s->task_ == t; s = s->parent_)
+      if (s->id_ == id)
+        return s;
+  return NULL;
+}
+
+static void cancel_local(tr_tasks_t *ts, tr_scope_t *s) {
+  if (s->cancel_called_)
+    return;
+  s->cancel_called_ = 1;
+  wake_cancelled(ts);
+}
+
+void tr__tasks_dispatch(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {
+  tr_tasks_t *ts = a->tasks;
+  if (!(m->flags_ & TR_MSGF_SYS)) {
+    /* An application message: to the first task waiting in tr_recv. */
+    tr_task_t *t = ts->recv_head;
+    m->next_ = NULL;
+    if (ts->inbox_tail)
+      ts->inbox_tail->next_ = m;
+    else
+      ts->inbox_head = m;
+    ts->inbox_tail = m;
+    if (t) {
+      ts->recv_head = t->ready_next;
+      if (!ts->recv_head)
+        ts->recv_tail = NULL;
+      ready_push(ts, t);
+    }
+    return;
+  }
+  switch (m->tag) {
+  case TR_SYS_WAKE: {
+    tr_task_t *t = m->ptr;
+    if (t->state == TR_TASK_BLOCKED && t->wait_gen == m->u64) {
+      t->timer_fired = 1;
+      ready_push(ts, t);
+    }
+    release_ref(ts, t);
+    break;
+  }
+  case TR_SYS_DEADLINE:
+  case TR_SYS_CANCEL_SCOPE: {
+    tr_scope_t *s = find_scope(ts, m->u64);
+    if (s) {
+      if (m->tag == TR_SYS_DEADLINE)
+        s->deadline_hit_ = 1;
+      cancel_local(ts, s);
+    }
+    break;
+  }
+  case TR_SYS_RUN:
+    ts->run_posted = 0;
+    break;
+  case TR_SYS_JOB_DONE:
+    tr__to_thread_done(w, a, m);
+    return; /* took the message */
+  default:
+    break;
+  }
+  tr__msg_dispose(w, m);
+}
+
+int tr__tasks_run(tr_worker_t *w, struct tr_actor *a) {
+  tr_tasks_t *ts = a->tasks;
+  int runs = 0;
+  tr_task_t *t;
+  while (runs < TR_TASK_RUNS_PER_TURN && (t = ready_pop(ts))) {
+    runs++;
+    if (TR_UNLIKELY(!t->has_stack)) {
+      if (tr__fiber_init(&t->fiber, t->stack_size, task_entry, t) != 0) {
+        /* No stack: the task fails without running, like a failed spawn
+         * that was reported late (its nursery sees -TR_ENOMEM). */
+        t->result = -TR_ENOMEM;
+        task_finished(ts, t);
+        continue;
+      }
+      t->has_stack = 1;
+      tr__fiber_set_label(&t->fiber, t->label);
+    }
+    t->state = TR_TASK_RUNNING;
+    w->cur_task = t;
+    tr__fiber_switch(&w->main, &t->fiber);
+    /* Back on this worker's own stack: the task blocked or finished. */
+    w->cur_task = NULL;
+    if (tr__fiber_done(&t->fiber))
+      task_finished(ts, t);
+  }
+  if (ts->ready_head)
+    post_run(a);
+  return ts->live == 0 && ts->zombies == 0;
+}
+
+void tr__tasks_stop(struct tr_actor *a) {
+  tr_tasks_t *ts = a->tasks;
+  if (ts->stopping)
+    return;
+  ts->stopping = 1;
+  wake_cancelled(ts);
+}
+
+void tr__tasks_free(tr_tasks_t *ts) {
+  if (!ts)
+    return;
+  TR_ASSERT(ts->live == 0 && ts->zombies == 0);
+  tr_msg_t *m = ts->inbox_head;
+  while (m) {
+    tr_msg_t *next = m->next_;
+    tr_msg_free(m); /* never taken: freed with the actor */
+    m = next;
+  }
+  free(ts);
+}
+
+/* ---- scopes ---------------------------------------------------------------- */
+
+static int arm_deadline(tr_task_t *t, tr_scope_t *s) {
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return rc;
+  m->flags_ = TR_MSGF_SYS;
+  m->tag = TR_SYS_DEADLINE;
+  m->u64 = s->id_;
+  rc = tr__timer_post(s->deadline_, t->actor, m, &s->timer_);
+  if (rc)
+    tr_msg_free(m);
+  return rc;
+}
+
+int tr_scope_open(tr_scope_t *s, int64_t deadline, int shield) {
+  tr_task_t *t = current();
+  if (!t)
+    return -TR_EPERM;
+  if (!s)
+    return -TR_EINVAL;
+  memset(s, 0, sizeof(*s));
+  s->task_ = t;
+  s->id_ = ++tasks_of(t)->next_id;
+  s->deadline_ = deadline;
+  s->shield_ = shield != 0;
+  s->cancel_seen_ = t->cancel_seen;
+  if (deadline != TR_NO_DEADLINE) {
+    if (deadline <= tr_now()) {
+      s->cancel_called_ = 1; /* already past: cancelled from the start */
+      s->deadline_hit_ = 1;
+    } else {
+      int rc = arm_deadline(t, s);
+      if (rc)
+        return rc;
+    }
+  }
+  s->parent_ = t->scope;
+  t->scope = s;
+  s->open_ = 1;
+  return 0;
+}
+
+int tr_move_on_after(tr_scope_t *s, int64_t ns) {
+  return tr_scope_open(s, tr_now() + (ns > 0 ? ns : 0), 0);
+}
+
+int tr_fail_after(tr_scope_t *s, int64_t ns) {
+  int rc = tr_move_on_after(s, ns);
+  if (rc == 0)
+    s->fail_ = 1;
+  return rc;
+}
+
+int tr_scope_cancel(tr_scope_t *s) {
+  if (!s || !s->open_)
+    return -TR_EINVAL;
+  tr_task_t *owner = s->task_;
+  tr_task_t *t = current();
+  if (t && t->actor == owner->actor) {
+    cancel_local(tasks_of(t), s);
+    return 0;
+  }
+  /* From another actor or thread: a message to the scope's actor.  The
+   * actor outlives its open scopes, and it is alive while the scope is
+   * open, so reading owner->actor here is safe under the documented rule
+   * that the scope is open when the call is made. */
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return rc;
+  m->flags_ = TR_MSGF_SYS;
+  m->tag = TR_SYS_CANCEL_SCOPE;
+  m->u64 = s->id_;
+  (void)tr__actor_push(owner->actor, m);
+  return 0;
+}
+
+int tr_scope_close(tr_scope_t *s) {
+  tr_task_t *t = current();
+  if (!t)
+    return -TR_EPERM;
+  if (!s || !s->open_ || t->scope != s)
+    return -TR_EINVAL; /* not open, or not the innermost (LIFO) */
+  if (s->timer_ && tr_timer_cancel(s->timer_) != 0) {
+    /* Already fired: its message is in the mailbox and will find no scope
+     * with this id (ids are never reused). */
+  }
+  s->timer_ = 0;
+  t->scope = s->parent_;
+  s->open_ = 0;
+  s->caught_ = s->cancel_called_ && t->cancel_seen > s->cancel_seen_;
+  if (s->fail_ && s->deadline_hit_)
+    return TR_ERROR(-TR_ETIMEDOUT, "fail_after deadline expired");
+  return 0;
+}
+
+int tr_scope_cancelled_caught(const tr_scope_t *s) { return s && s->caught_; }
+
+/* ---- nurseries ------------------------------------------------------------- */
+
+int tr_nursery_open(tr_nursery_t **out) {
+  tr_task_t *t = current();
+  if (!out)
+    return -TR_EINVAL;
+  *out = NULL;
+  if (!t)
+    return -TR_EPERM;
+  struct tr_nursery *n = calloc(1, sizeof(*n));
+  if (!n)
+    return -TR_ENOMEM;
+  int rc = tr_scope_open(&n->scope, TR_NO_DEADLINE, 0);
+  if (rc) {
+    free(n);
+    return rc;
+  }
+  n->parent = t;
+  *out = n;
+  return 0;
+}
+
+int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg,
+                     const tr_task_opts_t *opts) {
+  tr_task_t *t = current();
+  if (!n || !fn)
+    return -TR_EINVAL;
+  if (!t || t->actor != n->parent->actor)
+    return -TR_EPERM;
+  if (n->closing)
+    return -TR_ECLOSED;
+  tr_task_t *c;
+  int rc = task_new(t->actor, fn, arg, opts, &c);
+  if (rc)
+    return rc;
+  c->nursery = n;
+  c->scope = &n->scope; /* the child's chain continues into the nursery's */
+  n->live++;
+  ready_push(tasks_of(t), c);
+  return 0;
+}
+
+int tr_nursery_cancel(tr_nursery_t *n) {
+  return n ? tr_scope_cancel(&n->scope) : -TR_EINVAL;
+}
+
+/* Records a failed child: the first cancels the nursery's scope. */
+static void nursery_fail(struct tr_nursery *n, tr_task_t *t) {
+  tr_error_t *e = t->error;
+  t->error = NULL;
+  if (!e)
+    e = tr__error_new(t->result, NULL, "task %s failed: %s", t->name,
+                      tr_strerror(t->result));
+  n->nfail++;
+  if (n->nfail == 1) {
+    n->first_rc = t->result;
+    n->errors = e;
+    cancel_local(tasks_of(t), &n->scope);
+  } else {
+    if (n->nfail == 2) {
+      tr_error_t *g = tr__error_group_new("%s", "several tasks of a nursery failed");
+      tr__error_group_add(g, n->errors);
+      n->errors = g;
+    }
+    tr__error_group_add(n->errors, e);
+  }
+}
+
+static void nursery_child_done(struct tr_nursery *n, tr_task_t *t) {
+  if (t->result < 0 && t->result != -TR_ECANCELED)
+    nursery_fail(n, t);
+  if (--n->live == 0 && n->waiting)
+    ready_push(tasks_of(n->parent), n->parent);
+}
+
+int tr_nursery_close(tr_nursery_t *n) {
+  tr_task_t *t = current();
+  if (!n)
+    return -TR_EINVAL;
+  if (!t || t != n->parent)
+    return -TR_EPERM;
+  n->closing = 1;
+  while (n->live > 0) {
+    n->waiting = 1;
+    block(t, 0); /* no child outlives the nursery: not cancellable */
+    n->waiting = 0;
+  }
+  /* Pop the nursery's scope (it must be the innermost one). */
+  TR_ASSERT(t->scope == &n->scope);
+  t->scope = n->scope.parent_;
+  n->scope.open_ = 0;
+  int rc = 0;
+  if (n->nfail > 0) {
+    rc = n->nfail == 1 ? n->first_rc : -TR_EGROUP;
+    tr__error_put(n->errors); /* becomes this task's tr_error_last */
+  } else if (task_cancelled(t)) {
+    rc = -TR_ECANCELED;
+  }
+  free(n);
+  return rc;
+}
+
+/* ---- blocking calls ---------------------------------------------------------- */
+
+int tr_checkpoint(void) {
+  tr_task_t *t = current();
+  if (!t)
+    return -TR_EPERM;
+  if (task_cancelled(t))
+    return observed_cancel(t);
+  tr_tasks_t *ts = tasks_of(t);
+  if (!ts->ready_head)
+    return 0; /* nobody else is ready: yielding would change nothing */
+  /* Yield: queue ourselves behind the ready tasks and switch out; the turn
+   * loop resumes us after them. */
+  ready_push(ts, t);
+  tr_worker_t *w = tr__worker_self();
+  tr__fiber_switch(&t->fiber, &w->main);
+  return 0;
+}
+
+int tr_sleep_until(int64_t deadline) {
+  tr_task_t *t = current();
+  if (!t)
+    return -TR_EPERM;
+  if (task_cancelled(t))
+    return observed_cancel(t);
+  if (deadline <= tr_now())
+    return tr_checkpoint();
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return rc;
+  m->flags_ = TR_MSGF_SYS;
+  m->tag = TR_SYS_WAKE;
+  m->ptr = t;
+  m->u64 = t->wait_gen + 1; /* the generation block() is about to start */
+  uint64_t timer;
+  rc = tr__timer_post(deadline, t->actor, m, &timer);
+  if (rc) {
+    tr_msg_free(m);
+    return rc;
+  }
+  t->refs++;
+  t->timer_fired = 0;
+  block(t, 1);
+  if (t->timer_fired)
+    return 0;
+  /* Woken by a cancellation before the timer: take the timer back.  If it
+   * fired meanwhile, its message is on its way and drops the reference. */
+  if (tr_timer_cancel(timer) == 0)
+    release_ref(tasks_of(t), t);
+  return observed_cancel(t);
+}
+
+int tr_sleep(int64_t ns) {
+  if (ns <= 0)
+    return tr_checkpoint();
+  return tr_sleep_until(tr_now() + ns);
+}
+
+int tr_recv(tr_msg_t **out) {
+  tr_task_t *t = current();
+  if (!out)
+    return -TR_EINVAL;
+  *out = NULL;
+  if (!t)
+    return -TR_EPERM;
+  tr_tasks_t *ts = tasks_of(t);
+  for (;;) {
+    if (task_cancelled(t))
+      return observed_cancel(t);
+    if (ts->inbox_head && !ts->recv_head) {
+      tr_msg_t *m = ts->inbox_head;
+      ts->inbox_head = m->next_;
+      if (!ts->inbox_head)
+        ts->inbox_tail = NULL;
+      m->next_ = NULL;
+      *out = m;
+      return 0;
+    }
+    /* Queue up behind earlier receivers (FIFO). */
+    t->ready_next = NULL;
+    if (ts->recv_tail)
+      ts->recv_tail->ready_next = t;
+    else
+      ts->recv_head = t;
+    ts->recv_tail = t;
+    block(t, 1);
+    /* Woken by a message (dispatch dequeued us) or by a cancellation (we
+     * may still be queued: leave the queue). */
+    tr_task_t **pp = &ts->recv_head, *prev = NULL;
+    for (; *pp; prev = *pp, pp = &(*pp)->ready_next) {
+      if (*pp == t) {
+        *pp = t->ready_next;
+        if (ts->recv_tail == t)
+          ts->recv_tail = prev;
+        break;
+      }
+    }
+    if (ts->inbox_head && !task_cancelled(t)) {
+      tr_msg_t *m = ts->inbox_head;
+      ts->inbox_head = m->next_;
+      if (!ts->inbox_head)
+        ts->inbox_tail = NULL;
+      m->next_ = NULL;
+      *out = m;
+      return 0;
+    }
+  }
+}
+
+/* ---- task actors and tr_main -------------------------------------------------- */
+
+/* A task actor has no behaviour: tr__actor_run routes its turns to the task
+ * layer.  This one is only a placeholder that is never called. */
+static void no_behaviour(void *state, tr_msg_t *m) {
+  (void)state;
+  (void)m;
+  TR_ASSERT(!"a task actor's behaviour was called");
+}
+
+int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
+                        tr_actor_t **ref) {
+  if (ref)
+    *ref = NULL;
+  if (!fn)
+    return -TR_EINVAL;
+  tr_tasks_t *ts = calloc(1, sizeof(*ts));
+  if (!ts)
+    return -TR_ENOMEM;
+  tr_actor_t *a;
+  int rc = tr__actor_spawn(no_behaviour, arg, opts, ts, &a);
+  if (rc) {
+    free(ts);
+    return rc;
+  }
+  /* The actor is not running yet and nobody else can reach its tasks
+   * until the first turn, which the push below schedules (and orders
+   * after these writes). */
+  tr_task_opts_t to = {.name = "main"};
+  tr_task_t *t;
+  rc = task_new(a, fn, arg, &to, &t);
+  if (rc) {
+    /* Nothing ran: let it exit at once (its first turn finds no task). */
+    post_run(a);
+    tr_actor_release(a);
+    return rc;
+  }
+  ts->main = t;
+  ready_push(ts, t);
+  post_run(a);
+  if (ref)
+    *ref = a;
+  else
+    tr_actor_release(a);
+  return 0;
+}
+
+int tr_task_actor_result(const tr_actor_t *a) {
+  if (!a || !a->tasks)
+    return -TR_EINVAL;
+  if (!(tr_load_acquire(&a->flags) & TR_AF_DONE))
+    return -TR_EBUSY;
+  return a->tasks->main_result;
+}
+
+struct main_ctx {
+  tr_task_fn fn;
+  void *arg;
+  int result;
+};
+
+static int main_root(void *arg) {
+  struct main_ctx *c = arg;
+  tr_spawn_opts_t o = {.name = "root"};
+  tr_actor_t *a;
+  int rc = tr_spawn_task_actor(c->fn, c->arg, &o, &a);
+  if (rc)
+    return rc;
+  tr_join(a, -1);
+  c->result = tr_task_actor_result(a);
+  tr_actor_release(a);
+  return 0;
+}
+
+int tr_main(int argc, char **argv, tr_task_fn root, void *arg,
+            const tr_config_t *cfg) {
+  (void)argc;
+  (void)argv;
+  if (!root)
+    return -TR_EINVAL;
+  struct main_ctx c = {.fn = root, .arg = arg, .result = 0};
+  int rc = tr_run(cfg, main_root, &c);
+  return rc ? rc : c.result;
+}
+
+/* ---- for to_thread.c ------------------------------------------------------------ */
+
+tr_task_t *tr__task_current(void) { return current(); }
+void tr__task_block(tr_task_t *t, int cancellable) { block(t, cancellable); }
+int tr__task_cancelled(tr_task_t *t) { return task_cancelled(t); }
+void tr__task_unref(tr_task_t *t) { release_ref(tasks_of(t), t); }
+
+void tr__task_wake_if(tr_task_t *t, uint64_t gen) {
+  if (t->state == TR_TASK_BLOCKED && t->wait_gen == gen) {
+    t->timer_fired = 1;
+    ready_push(tasks_of(t), t);
+  }
+}
