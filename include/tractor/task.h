@@ -183,6 +183,51 @@ int tr_recv(tr_msg_t **out);
  */
 int tr_to_thread(void *(*fn)(void *), void *arg, void **result);
 
+/* ---- actor nurseries ------------------------------------------------------- */
+
+/*
+ * An actor nursery supervises child actors the way a nursery supervises
+ * tasks (tractor's ActorNursery, one-cancels-all): close waits until every
+ * child actor has exited; the first child whose main task fails gets every
+ * other child cancelled (and the parent's code inside the actor nursery);
+ * close returns that failure, or -TR_EGROUP with all of them.
+ *
+ * Cancelling a child is a request (its tasks are cancelled; shields hold)
+ * followed by a bounded wait for it to exit (its exit is the
+ * acknowledgement); a child still running after the grace period is
+ * cancelled by force (shields ignored).  In-process children are actors
+ * of this process; child processes (a later issue) will go through the
+ * same supervision code with a different way to cancel and to learn of
+ * the exit.
+ */
+typedef struct tr_actor_nursery tr_actor_nursery_t;
+
+typedef struct tr_actor_nursery_opts {
+  int64_t cancel_grace_ns; /* wait before forcing a cancel; 0 = 1 s */
+} tr_actor_nursery_opts_t;
+
+/* Opens an actor nursery in the current task.  opts may be NULL.
+ * Returns 0, -TR_EPERM (not in a task) or -TR_ENOMEM.
+ * Ownership: freed by tr_actor_nursery_close (exactly once, same task). */
+int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_t *opts);
+
+/* Starts a child actor named `name` (borrowed: must outlive the child)
+ * whose main task runs fn(arg).  When ref is not NULL, *ref is a reference
+ * for the caller to release.  Returns 0, -TR_ECLOSED (closing),
+ * -TR_EPERM or -TR_ENOMEM.  Threads: the nursery's task. */
+int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn,
+                           void *arg, tr_actor_t **ref);
+
+/* Cancels every child (request, bounded wait, then force; see above) and
+ * the nursery's own scope.  Returns at once; close does the waiting. */
+int tr_actor_nursery_cancel(tr_actor_nursery_t *an);
+
+/* Waits until every child has exited, escalating cancellation when the
+ * parent is cancelled or a child failed.  Returns 0, the single failure,
+ * -TR_EGROUP, or -TR_ECANCELED (the parent was cancelled, no child
+ * failed).  Threads: the task that opened it. */
+int tr_actor_nursery_close(tr_actor_nursery_t *an);
+
 /* ---- running a program ---------------------------------------------------- */
 
 /*

@@ -255,6 +255,7 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   live_remove(a);
   if (a->on_exit)
     a->on_exit(a->state);
+  tr__tasks_notify_exit(a); /* an actor-nursery child tells its parent */
   TR_COUNT(w, exited, 1);
   /* tr_join returns on DONE, so a joiner may free what on_exit used.
    * seq_cst pairs with tr_join's increment of joiners (Dekker): either we
@@ -309,7 +310,10 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
   }
   int batch = tr__rt.batch;
   int handled = 0;
-  int stopping = tr_load_relaxed(&tr__rt.stopping) != 0;
+  /* EXIT_REQ may also come from another thread (tr__actor_request_cancel):
+   * then the actor exits before handling anything more. */
+  int stopping = tr_load_relaxed(&tr__rt.stopping) != 0 ||
+                 (tr_load_acquire(&a->flags) & TR_AF_EXIT_REQ) != 0;
   w->cur_actor = a;
   while (!stopping && handled < batch) {
     tr_msg_t *m = tr__mbox_pop_sc(&a->mbox);

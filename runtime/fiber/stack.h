@@ -33,8 +33,8 @@
  * an overflow of up to a page stays inside our own mapping, and
  * tr__fiber_switch reports a fiber that switches out with its stack
  * pointer below its stack (fiber.c).  Deeper overflows of such stacks are
- * not caught; 16k guarded fibers cover all but the largest task counts. */
-#define TR_FIBER_GUARDED_MAX 16384u
+ * not caught; 8k guarded fibers cover all but the largest task counts. */
+#define TR_FIBER_GUARDED_MAX 8192u
 
 /* The system page size (also the guard page size).  Async-signal-safe
  * once any stack has been taken. */

@@ -4,9 +4,11 @@
  * One thread per runtime blocks in epoll_wait with no timeout.  The epoll
  * set holds watchers (an fd plus a callback run on this thread): the
  * eventfd that stop uses to wake it, and a timerfd that is kept set to the
- * earliest pending timer's deadline.  With no timers the timerfd is
- * disarmed and the thread sleeps until someone writes the eventfd: an idle
- * runtime costs no CPU and no periodic wake-ups.
+ * earliest pending timer's deadline (a cancel leaves it alone: if the
+ * cancelled timer was the earliest, the reactor wakes once at its deadline
+ * for nothing and re-arms).  With no timers the timerfd is disarmed and the
+ * thread sleeps until someone writes the eventfd: an idle runtime costs no
+ * CPU and no periodic wake-ups.
  *
  * Why a timerfd and not epoll_wait's millisecond timeout.  The timeout
  * would have to be rounded up to whole milliseconds (rounding down wakes

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <tractor/task.h>
 
@@ -86,6 +87,8 @@ static tr_task_t *ready_pop(tr_tasks_t *ts) {
 /* Walks the scope chain outwards: the first cancelled scope wins, unless
  * a shield comes first. */
 static int chain_cancelled(const tr_scope_t *s, const tr_tasks_t *ts) {
+  if (ts->forced)
+    return 1; /* a forced actor cancel ignores shields */
   for (; s; s = s->parent_) {
     if (s->cancel_called_)
       return 1;
@@ -201,6 +204,10 @@ static void task_finished(tr_tasks_t *ts, tr_task_t *t) {
     ts->main_result = t->result;
     ts->main_done = 1;
     ts->main = NULL;
+    if (t->result < 0) {
+      ts->main_error = t->error; /* for the nursery watching this actor */
+      t->error = NULL;
+    }
   }
   if (t->nursery)
     nursery_child_done(t->nursery, t);
@@ -279,6 +286,15 @@ void tr__tasks_dispatch(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {
   case TR_SYS_RUN:
     ts->run_posted = 0;
     break;
+  case TR_SYS_CANCEL_ACTOR:
+    if (m->u64)
+      ts->forced = 1;
+    ts->stopping = 1;
+    wake_cancelled(ts);
+    break;
+  case TR_SYS_CHILD_EXIT:
+    tr__an_child_exited(m->ptr);
+    break;
   case TR_SYS_JOB_DONE:
     tr__to_thread_done(w, a, m);
     return; /* took the message */
@@ -330,6 +346,7 @@ void tr__tasks_free(tr_tasks_t *ts) {
   if (!ts)
     return;
   TR_ASSERT(ts->live == 0 && ts->zombies == 0);
+  tr__error_free(ts->main_error);
   tr_msg_t *m = ts->inbox_head;
   while (m) {
     tr_msg_t *next = m->next_;
@@ -663,6 +680,12 @@ static void no_behaviour(void *state, tr_msg_t *m) {
 
 int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
                         tr_actor_t **ref) {
+  return tr__spawn_task_actor_watched(fn, arg, opts, NULL, NULL, ref);
+}
+
+int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
+                                 struct tr_actor *watcher, tr_an_child_t *rec,
+                                 tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!fn)
@@ -670,9 +693,14 @@ int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
   tr_tasks_t *ts = calloc(1, sizeof(*ts));
   if (!ts)
     return -TR_ENOMEM;
+  if (watcher) {
+    ts->watcher = tr_actor_dup(watcher);
+    ts->watch_rec = rec;
+  }
   tr_actor_t *a;
   int rc = tr__actor_spawn(no_behaviour, arg, opts, ts, &a);
   if (rc) {
+    tr_actor_release(ts->watcher);
     free(ts);
     return rc;
   }
@@ -683,7 +711,10 @@ int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
   tr_task_t *t;
   rc = task_new(a, fn, arg, &to, &t);
   if (rc) {
-    /* Nothing ran: let it exit at once (its first turn finds no task). */
+    /* Nothing ran: let it exit at once (its first turn finds no task),
+     * without reporting to a watcher that never learns of it. */
+    tr_actor_release(ts->watcher);
+    ts->watcher = NULL;
     post_run(a);
     tr_actor_release(a);
     return rc;
@@ -748,4 +779,77 @@ void tr__task_wake_if(tr_task_t *t, uint64_t gen) {
     t->timer_fired = 1;
     ready_push(tasks_of(t), t);
   }
+}
+
+int tr__actor_request_cancel(struct tr_actor *a, int force) {
+  if (tr_actor_exited(a))
+    return -TR_ECLOSED;
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return rc;
+  m->flags_ = TR_MSGF_SYS;
+  if (a->tasks) {
+    m->tag = TR_SYS_CANCEL_ACTOR;
+    m->u64 = force != 0;
+  } else {
+    m->tag = 0; /* a behaviour actor: the shutdown wake-up, plus the flag */
+    tr_for_seqcst(&a->flags, TR_AF_EXIT_REQ);
+  }
+  return tr__actor_push(a, m);
+}
+
+void tr__tasks_notify_exit(struct tr_actor *a) {
+  tr_tasks_t *ts = a->tasks;
+  if (!ts || !ts->watcher)
+    return;
+  tr_an_child_t *c = ts->watch_rec;
+  c->result = ts->main_done ? ts->main_result : -TR_ECANCELED;
+  c->error = ts->main_error;
+  ts->main_error = NULL;
+  tr_msg_t *m;
+  while (tr_msg_new(&m) != 0) {
+    /* The parent waits for this message: it must not be lost. */
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
+  }
+  m->flags_ = TR_MSGF_SYS;
+  m->tag = TR_SYS_CHILD_EXIT;
+  m->ptr = c;
+  tr_actor_t *watcher = ts->watcher;
+  ts->watcher = NULL;
+  /* The parent cannot have exited: its nursery waits for this message. */
+  (void)tr__actor_push(watcher, m);
+  tr_actor_release(watcher);
+}
+
+void tr__task_wake_blocked(tr_task_t *t) {
+  if (t->state == TR_TASK_BLOCKED)
+    ready_push(tasks_of(t), t);
+}
+
+void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s) {
+  cancel_local(tasks_of(t), s);
+}
+
+void tr__task_wait_until(tr_task_t *t, int64_t deadline) {
+  tr_msg_t *m;
+  uint64_t timer = 0;
+  int armed = 0;
+  if (deadline != TR_NO_DEADLINE && tr_msg_new(&m) == 0) {
+    m->flags_ = TR_MSGF_SYS;
+    m->tag = TR_SYS_WAKE;
+    m->ptr = t;
+    m->u64 = t->wait_gen + 1;
+    if (tr__timer_post(deadline, t->actor, m, &timer) == 0) {
+      t->refs++;
+      armed = 1;
+    } else {
+      tr_msg_free(m);
+    }
+  }
+  t->timer_fired = 0;
+  block(t, 0);
+  if (armed && !t->timer_fired && tr_timer_cancel(timer) == 0)
+    release_ref(tasks_of(t), t);
 }

@@ -24,6 +24,9 @@ enum {
   TR_SYS_CANCEL_SCOPE, /* u64 = scope id: tr_scope_cancel from outside */
   TR_SYS_RUN,          /* ready tasks are left: run them in a new turn */
   TR_SYS_JOB_DONE,     /* ptr = tr_to_thread job that finished */
+  TR_SYS_CANCEL_ACTOR, /* cancel every task of the actor (u64 = 1: force,
+                          shields included) */
+  TR_SYS_CHILD_EXIT,   /* ptr = actor-nursery child record: it exited */
 };
 
 enum { TR_TASK_READY = 1, TR_TASK_RUNNING, TR_TASK_BLOCKED, TR_TASK_DONE };
@@ -61,12 +64,49 @@ typedef struct tr_tasks {
   tr_task_t *main;
   int main_result;
   uint8_t main_done;
-  uint8_t stopping;   /* runtime shutdown: an outermost scope, cancelled */
+  uint8_t stopping;   /* runtime shutdown or actor cancel: an outermost
+                         scope, cancelled */
+  uint8_t forced;     /* cancel that ignores shields (escalation) */
   uint8_t run_posted; /* a TR_SYS_RUN is in the mailbox */
   /* tr_recv: application messages not yet taken, and waiting tasks. */
   tr_msg_t *inbox_head, *inbox_tail;
   tr_task_t *recv_head, *recv_tail; /* linked through ready_next */
+  /* Set when the actor is a child of an actor nursery: at exit, the main
+   * task's result and error go into *watch_rec and a TR_SYS_CHILD_EXIT
+   * message to `watcher` (a reference) tells the nursery. */
+  struct tr_actor *watcher;
+  struct tr_an_child *watch_rec;
+  struct tr_error *main_error; /* the main task's error, kept at its end */
 } tr_tasks_t;
+
+/* An actor-nursery child as the parent sees it (actor_nursery.c). */
+typedef struct tr_an_child {
+  struct tr_an_child *next;
+  struct tr_actor *actor; /* a reference */
+  struct tr_actor_nursery *an;
+  const char *name;
+  int result;
+  struct tr_error *error; /* the child's main task error, if it failed */
+  uint8_t exited, cancel_sent;
+} tr_an_child_t;
+
+/* tr_spawn_task_actor for an actor nursery: the child reports its exit to
+ * `watcher` (a reference is taken) through record `rec`. */
+int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
+                                 struct tr_actor *watcher, tr_an_child_t *rec,
+                                 tr_actor_t **ref);
+
+/* Called by the exiting actor (actor.c): report to its nursery, if any. */
+void tr__tasks_notify_exit(struct tr_actor *a);
+
+/* The parent side of TR_SYS_CHILD_EXIT (actor_nursery.c). */
+void tr__an_child_exited(tr_an_child_t *c);
+
+/* For actor_nursery.c: timed, non-cancellable wait (woken early by
+ * tr__task_wake_blocked), and making a blocked task ready. */
+void tr__task_wait_until(tr_task_t *t, int64_t deadline);
+void tr__task_wake_blocked(tr_task_t *t);
+void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s);
 
 /* Handles one message for a task actor (system or application).  Takes
  * ownership of m.  Threads: the actor's worker, during its turn. */
@@ -78,6 +118,12 @@ int tr__tasks_run(struct tr_worker *w, struct tr_actor *a);
 
 /* Runtime shutdown reached a task actor: cancel everything in it. */
 void tr__tasks_stop(struct tr_actor *a);
+
+/* Cancels a whole actor from any (non-signal) thread: a task actor's tasks
+ * are all cancelled as if their outermost scope were (shields still
+ * protect, unless `force`); a behaviour actor exits at its next turn.
+ * Returns 0, or -TR_ECLOSED if it has exited.  Threads: any. */
+int tr__actor_request_cancel(struct tr_actor *a, int force);
 
 /* Frees what is left of an exited task actor's task state. */
 void tr__tasks_free(tr_tasks_t *ts);
