@@ -233,6 +233,26 @@ int tr__fiber_init(tr_fiber_t *f, size_t stack_size, tr_fiber_fn fn,
   return 0;
 }
 
+void tr__fiber_reset(tr_fiber_t *f, tr_fiber_fn fn, void *arg) {
+  TR_ASSERT(f->stack_lo != NULL);
+  TR_ASSERT(f->done || !f->started);
+#if defined(TR_FIBER_TSAN)
+  __tsan_destroy_fiber(f->tsan_fiber);
+  f->tsan_fiber = __tsan_create_fiber(0);
+#endif
+#if defined(TR_FIBER_ASAN)
+  /* As in tr__fiber_destroy: the finished run left poisoned redzones. */
+  __asan_unpoison_memory_region(f->stack_lo, f->stack_size);
+  f->asan_fake_stack = NULL;
+#endif
+  f->caller = NULL;
+  f->started = 0;
+  f->done = 0;
+  f->fn = fn;
+  f->arg = arg;
+  plant_first_frame(f);
+}
+
 void tr__fiber_destroy(tr_fiber_t *f) {
   TR_ASSERT(f->stack_lo != NULL);
   TR_ASSERT(f->done || !f->started);

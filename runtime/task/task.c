@@ -162,11 +162,36 @@ static void task_free(tr_task_t *t) {
   free(t);
 }
 
+/* "actor A, task T", truncated to fit: what a stack overflow reports.
+ * By hand rather than snprintf, which cost a quarter of a task spawn. */
+static void set_label(char *buf, size_t cap, const char *actor, const char *task) {
+  const char *parts[4] = {"actor ", actor, ", task ", task};
+  size_t n = 0;
+  for (int i = 0; i < 4; i++)
+    for (const char *p = parts[i]; *p && n + 1 < cap; p++)
+      buf[n++] = *p;
+  buf[n] = '\0';
+}
+
+/* Finished tasks an actor keeps, stack and all, for its next spawns. */
+#define TR_TASK_SPARES 64
+
 static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg,
                     const tr_task_opts_t *opts, tr_task_t **out) {
-  tr_task_t *t = calloc(1, sizeof(*t));
-  if (!t)
+  tr_tasks_t *spares = a->tasks;
+  tr_task_t *t;
+  if (spares->spare && (!opts || opts->stack_size == 0)) {
+    t = spares->spare;
+    spares->spare = t->next;
+    spares->nspare--;
+    tr_fiber_t fiber = t->fiber; /* keeps the stack */
+    memset(t, 0, sizeof(*t));
+    t->fiber = fiber;
+    t->has_stack = 1;
+    t->needs_reset = 1;
+  } else if (!(t = calloc(1, sizeof(*t)))) {
     return -TR_ENOMEM;
+  }
   /* The stack is taken at the first switch into the task (tasks_run), so
    * a nursery that spawns many short tasks holds few stacks at a time. */
   t->stack_size = opts ? opts->stack_size : 0;
@@ -174,7 +199,7 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg,
   t->fn = fn;
   t->arg = arg;
   t->name = (opts && opts->name) ? opts->name : "task";
-  snprintf(t->label, sizeof(t->label), "actor %s, task %s", a->name, t->name);
+  set_label(t->label, sizeof(t->label), a->name, t->name);
   tr_tasks_t *ts = a->tasks;
   t->next = ts->all;
   if (ts->all)
@@ -191,8 +216,11 @@ static void nursery_child_done(struct tr_nursery *n, tr_task_t *t);
  * keep it as a zombie while wake messages still point at it). */
 static void task_finished(tr_tasks_t *ts, tr_task_t *t) {
   t->state = TR_TASK_DONE;
-  if (t->has_stack)
+  int keep = t->has_stack && t->stack_size == 0 && ts->nspare < TR_TASK_SPARES;
+  if (t->has_stack && !keep) {
     tr__fiber_destroy(&t->fiber);
+    t->has_stack = 0;
+  }
   if (t->prev)
     t->prev->next = t->next;
   else
@@ -211,10 +239,19 @@ static void task_finished(tr_tasks_t *ts, tr_task_t *t) {
   }
   if (t->nursery)
     nursery_child_done(t->nursery, t);
-  if (t->refs == 0)
+  if (t->refs == 0 && keep) {
+    tr__error_free(t->error);
+    t->error = NULL;
+    t->next = ts->spare;
+    ts->spare = t;
+    ts->nspare++;
+  } else if (t->refs == 0) {
+    if (t->has_stack)
+      tr__fiber_destroy(&t->fiber);
     task_free(t);
-  else
-    ts->zombies++;
+  } else {
+    ts->zombies++; /* freed by release_ref, stack included */
+  }
 }
 
 /* ---- the actor side ------------------------------------------------------- */
@@ -223,6 +260,8 @@ static void release_ref(tr_tasks_t *ts, tr_task_t *t) {
   TR_ASSERT(t->refs > 0);
   if (--t->refs == 0 && t->state == TR_TASK_DONE) {
     ts->zombies--;
+    if (t->has_stack)
+      tr__fiber_destroy(&t->fiber);
     task_free(t);
   }
 }
@@ -310,7 +349,11 @@ int tr__tasks_run(tr_worker_t *w, struct tr_actor *a) {
   tr_task_t *t;
   while (runs < TR_TASK_RUNS_PER_TURN && (t = ready_pop(ts))) {
     runs++;
-    if (TR_UNLIKELY(!t->has_stack)) {
+    if (t->needs_reset) {
+      tr__fiber_reset(&t->fiber, task_entry, t);
+      tr__fiber_set_label(&t->fiber, t->label);
+      t->needs_reset = 0;
+    } else if (TR_UNLIKELY(!t->has_stack)) {
       if (tr__fiber_init(&t->fiber, t->stack_size, task_entry, t) != 0) {
         /* No stack: the task fails without running, like a failed spawn
          * that was reported late (its nursery sees -TR_ENOMEM). */
@@ -347,6 +390,12 @@ void tr__tasks_free(tr_tasks_t *ts) {
     return;
   TR_ASSERT(ts->live == 0 && ts->zombies == 0);
   tr__error_free(ts->main_error);
+  while (ts->spare) {
+    tr_task_t *t = ts->spare;
+    ts->spare = t->next;
+    tr__fiber_destroy(&t->fiber);
+    free(t);
+  }
   tr_msg_t *m = ts->inbox_head;
   while (m) {
     tr_msg_t *next = m->next_;
@@ -801,7 +850,18 @@ int tr__actor_request_cancel(struct tr_actor *a, int force) {
 
 void tr__tasks_notify_exit(struct tr_actor *a) {
   tr_tasks_t *ts = a->tasks;
-  if (!ts || !ts->watcher)
+  if (!ts)
+    return;
+  /* Spare stacks go back to the pool now, on a worker, not whenever the
+   * last reference to the actor happens to be dropped. */
+  while (ts->spare) {
+    tr_task_t *t = ts->spare;
+    ts->spare = t->next;
+    tr__fiber_destroy(&t->fiber);
+    free(t);
+  }
+  ts->nspare = 0;
+  if (!ts->watcher)
     return;
   tr_an_child_t *c = ts->watch_rec;
   c->result = ts->main_done ? ts->main_result : -TR_ECANCELED;

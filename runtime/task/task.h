@@ -48,6 +48,7 @@ typedef struct tr_task {
   uint8_t cancellable;  /* the current block ends on cancellation */
   uint8_t timer_fired;  /* the current sleep's timer delivered */
   uint8_t has_stack;    /* the fiber has been given its stack */
+  uint8_t needs_reset;  /* a reused task: reset the fiber before running */
   void *job_result;     /* tr_to_thread: the finished job's result */
   size_t stack_size;    /* requested; 0 = default */
   struct tr_error *error; /* this task's tr_error_last */
@@ -77,6 +78,9 @@ typedef struct tr_tasks {
   struct tr_actor *watcher;
   struct tr_an_child *watch_rec;
   struct tr_error *main_error; /* the main task's error, kept at its end */
+  /* Finished tasks kept with their stacks for reuse (linked via next). */
+  tr_task_t *spare;
+  unsigned nspare;
 } tr_tasks_t;
 
 /* An actor-nursery child as the parent sees it (actor_nursery.c). */
@@ -96,7 +100,8 @@ int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t
                                  struct tr_actor *watcher, tr_an_child_t *rec,
                                  tr_actor_t **ref);
 
-/* Called by the exiting actor (actor.c): report to its nursery, if any. */
+/* Called by the exiting actor (actor.c): frees its spare task stacks and
+ * reports to its actor nursery, if any. */
 void tr__tasks_notify_exit(struct tr_actor *a);
 
 /* The parent side of TR_SYS_CHILD_EXIT (actor_nursery.c). */
