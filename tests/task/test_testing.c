@@ -1,0 +1,212 @@
+/*
+ * The tractor_test fixture itself (include/tractor/testing.h).  Failing
+ * bodies run through tr_test_run directly, and these tests check its
+ * report: a Criterion test that failed on purpose would prove nothing.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <tractor/testing.h>
+
+#define MS (1000 * 1000LL)
+
+/* Runs body as the fixture would, with the given deadline (0: default). */
+static int run_body(int (*body)(void), int64_t deadline_ns, tr_test_report_t *rep) {
+  tr_test_def_t def = {.name = "self/test", .body = body, .deadline_ns = deadline_ns,
+                       .workers = 2};
+  return tr_test_run(&def, rep);
+}
+
+static tr_test_report_t rep; /* 8 KiB: off the stack */
+
+/* ---- a failing assertion in a nursery child ------------------------------------ */
+
+static int sibling_cancelled;
+
+static int failing_child(void *arg) {
+  int two = *(int *)arg;
+  tr_assert_rc(tr_sleep(5 * MS), 0);
+  tr_assert_eq(two, 3, "arithmetic is %s", "broken");
+  return 0;
+}
+
+static int patient_sibling(void *arg) {
+  (void)arg;
+  int rc = tr_sleep(10000 * MS);
+  if (rc == -TR_ECANCELED)
+    sibling_cancelled = 1; /* same actor as the test's reader: no race */
+  return rc;
+}
+
+static int nursery_child_fails_body(void) {
+  static int two = 2;
+  tr_nursery_t *n;
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  tr_check_rc(tr_nursery_spawn(n, patient_sibling, NULL, NULL), 0);
+  tr_check_rc(tr_nursery_spawn(n, failing_child, &two, NULL), 0);
+  /* The child's AssertionError comes back through the nursery, as any
+   * task failure does, and this assertion fails in turn. */
+  tr_assert_rc(tr_nursery_close(n), 0);
+  return 0;
+}
+
+Test(testing, assertion_in_nursery_child_is_reported, .timeout = 60) {
+  sibling_cancelled = 0;
+  cr_assert_eq(run_body(nursery_child_fails_body, 0, &rep), -TR_EAPP);
+  cr_assert(!rep.passed);
+  cr_assert(!rep.timed_out);
+  cr_assert_eq(rep.assertions_failed, 2, "%s", rep.message);
+  cr_assert(sibling_cancelled, "the failing child did not cancel its sibling");
+  /* The first failure is the child's, with its site, values and message. */
+  const char *first = strstr(rep.message, "assertion failed: ");
+  cr_assert(first, "%s", rep.message);
+  cr_assert(strstr(first, "test_testing.c:"), "%s", rep.message);
+  cr_assert(strstr(first, "in failing_child(): tr_assert_eq(two, 3) failed: 2 != 3: "
+                          "arithmetic is broken (actor 'root')"),
+            "%s", rep.message);
+  cr_assert(strstr(rep.message, "(and 1 more failed assertions)"), "%s", rep.message);
+  /* The body's own -TR_EAPP is that AssertionError: not reported twice. */
+  cr_assert(!strstr(rep.message, "the body returned"), "%s", rep.message);
+  cr_assert(strncmp(rep.message, "tractor test self/test failed:\n", 31) == 0, "%s",
+            rep.message);
+}
+
+/* ---- tr_check off the workers, with the rc's error object ------------------------ */
+
+static void *off_worker(void *arg) {
+  (void)arg;
+  tr_check_str_eq("actor", "task");
+  return NULL;
+}
+
+static int checks_body(void) {
+  tr_assert_rc(tr_to_thread(off_worker, NULL, NULL), 0);
+  tr_scope_t s;
+  tr_assert_rc(tr_fail_after(&s, 1 * MS), 0);
+  tr_check_rc(tr_sleep(10000 * MS), -TR_ECANCELED);
+  /* Records the close's TooSlowError, formatted, and carries on. */
+  tr_check_rc(tr_scope_close(&s), 0, "closing %s", "s");
+  return 0;
+}
+
+Test(testing, checks_record_and_continue, .timeout = 60) {
+  cr_assert_eq(run_body(checks_body, 0, &rep), -TR_EAPP);
+  cr_assert_eq(rep.rc, 0);
+  cr_assert_eq(rep.assertions_failed, 2, "%s", rep.message);
+  cr_assert(strstr(rep.message, "in off_worker(): tr_check_str_eq(\"actor\", \"task\") "
+                                "failed: \"actor\" != \"task\"\n"),
+            "%s", rep.message);
+  cr_assert(strstr(rep.message, "(and 1 more failed assertions)"), "%s", rep.message);
+  cr_assert(!strstr(rep.message, "the body returned"), "%s", rep.message);
+}
+
+static int rc_check_body(void) {
+  tr_scope_t s;
+  tr_assert_rc(tr_fail_after(&s, 1 * MS), 0);
+  tr_check_rc(tr_sleep(10000 * MS), -TR_ECANCELED);
+  tr_check_rc(tr_scope_close(&s), 0, "closing %s", "s");
+  return 0;
+}
+
+Test(testing, rc_check_shows_names_and_error, .timeout = 60) {
+  cr_assert_eq(run_body(rc_check_body, 0, &rep), -TR_EAPP);
+  cr_assert_eq(rep.assertions_failed, 1, "%s", rep.message);
+  cr_assert(strstr(rep.message, "tr_check_rc(tr_scope_close(&s), 0) failed: got -6 "
+                                "TR_ETIMEDOUT (deadline expired), expected 0 OK: "
+                                "closing s [TooSlowError: fail_after deadline expired]"),
+            "%s", rep.message);
+  /* Then the error object, formatted as a traceback. */
+  cr_assert(strstr(rep.message, "TooSlowError: fail_after deadline expired\n"), "%s",
+            rep.message);
+}
+
+/* ---- the deadline ------------------------------------------------------------------ */
+
+static int hangs_body(void) { return tr_sleep(10000 * MS); }
+
+Test(testing, deadline_fails_a_hanging_body, .timeout = 60) {
+  int64_t t0 = tr_now();
+  cr_assert_eq(run_body(hangs_body, 50 * MS, &rep), -TR_EAPP);
+  int64_t el = tr_now() - t0;
+  cr_assert(rep.timed_out);
+  cr_assert(el >= 50 * MS && el < 5000 * MS, "took %lld ns", (long long)el);
+  cr_assert(strstr(rep.message, "test body exceeded its 0.05 s deadline\n"), "%s",
+            rep.message);
+  cr_assert(strstr(rep.message, "the body returned -5 TR_ECANCELED"), "%s", rep.message);
+}
+
+/* ---- the body's result and the expected code ------------------------------------ */
+
+static int raises_body(void) { return tr_fail("ValueError", "boom %d", 7); }
+
+Test(testing, body_failure_is_reported_with_its_error, .timeout = 60) {
+  cr_assert_eq(run_body(raises_body, 0, &rep), -TR_EAPP);
+  cr_assert_eq(rep.rc, -TR_EAPP);
+  cr_assert_eq(rep.assertions_failed, 0);
+  cr_assert(strstr(rep.message, "the body returned -18 TR_EAPP (application error (see "
+                                "the error object)), expected 0 OK\n"),
+            "%s", rep.message);
+  cr_assert(strstr(rep.message, "ValueError: boom 7"), "%s", rep.message);
+}
+
+static int returns_5_body(void) { return 5; }
+
+Test(testing, expected_code_is_compared, .timeout = 60) {
+  tr_test_def_t def = {.name = "self/expect", .body = returns_5_body, .expect_rc = 5};
+  cr_assert_eq(tr_test_run(&def, &rep), 0, "%s", rep.message);
+  cr_assert(rep.passed);
+  cr_assert_str_eq(rep.message, "");
+  def.expect_rc = 0;
+  cr_assert_eq(tr_test_run(&def, &rep), -TR_EAPP);
+  cr_assert(strstr(rep.message, "the body returned 5, expected 0 OK\n"),
+            "%s", rep.message);
+}
+
+/* ---- what the body leaves behind ---------------------------------------------------- */
+
+static int orphan(void *arg) {
+  (void)arg;
+  return tr_sleep(10000 * MS);
+}
+
+static int leaves_an_actor_body(void) {
+  /* A task actor outside any nursery: nothing waits for it but tr_main. */
+  tr_assert_rc(tr_spawn_task_actor(orphan, NULL, NULL, NULL), 0);
+  return 0;
+}
+
+Test(testing, actor_left_running_is_ended_and_reported, .timeout = 60) {
+  int64_t t0 = tr_now();
+  cr_assert_eq(run_body(leaves_an_actor_body, 100 * MS, &rep), -TR_EAPP);
+  cr_assert(tr_now() - t0 < 5000 * MS);
+  cr_assert(!rep.timed_out);
+  cr_assert(strstr(rep.message, "1 actor(s) still running after the body returned"),
+            "%s", rep.message);
+  cr_assert(!strstr(rep.message, "leak:"), "%s", rep.message);
+}
+
+static int leaves_a_scope_open_body(void) {
+  static tr_scope_t s; /* outlives the body, as a forgotten scope would */
+  tr_assert_rc(tr_scope_open(&s, TR_NO_DEADLINE, 0), 0);
+  return 0;
+}
+
+Test(testing, region_left_open_is_reported, .timeout = 60) {
+  cr_assert_eq(run_body(leaves_a_scope_open_body, 0, &rep), -TR_EAPP);
+  cr_assert(strstr(rep.message, "the body returned with a cancel scope, nursery or actor "
+                                "nursery still open"),
+            "%s", rep.message);
+}
+
+/* ---- TR_TEST itself --------------------------------------------------------------- */
+
+TR_TEST(testing, registry_address_is_private, .timeout = 60) {
+  const char *addr = getenv("TR_REGISTRY_ADDR");
+  tr_assert(addr != NULL);
+  tr_assert(strncmp(addr, "127.0.0.1:", 10) == 0, "TR_REGISTRY_ADDR=%s", addr);
+  long port = strtol(addr + 10, NULL, 10);
+  tr_assert(port > 0 && port < 65536, "TR_REGISTRY_ADDR=%s", addr);
+  tr_assert(tr_self() != NULL); /* the body is a task of the root actor */
+  tr_assert_str_eq(tr_actor_name(tr_self()), "root");
+  return 0;
+}
