@@ -174,6 +174,9 @@ int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {
   pthread_mutex_unlock(&stats_lock);
   rt_fini();
   tr__fiber_stack_pool_drain();
+  /* Before the claim is dropped: no new runtime can start under the
+   * callbacks, which were promised a process without actors. */
+  tr__lifetime_run();
   tr_store_release(&rt_claimed, 0);
   return result;
 }

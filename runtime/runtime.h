@@ -177,4 +177,9 @@ void tr__reactor_stop(void);
 /* Wakes tr_join/tr_run waiters. */
 void tr__rt_broadcast(void);
 
+/* Runs the lifetime stack (lifetime.c) until it is empty, newest callback
+ * first, including callbacks pushed by callbacks.  Called by tr_run at its
+ * very end, after the runtime is gone.  Threads: tr_run's thread. */
+void tr__lifetime_run(void);
+
 #endif

@@ -230,6 +230,52 @@ typedef struct tr_stats {
  */
 void tr_stats(tr_stats_t *out);
 
+/* ---- lifetime stack and signal-safe cancellation ------------------------ */
+
+/*
+ * Pushes fn(arg) onto the process-wide lifetime stack (tractor's
+ * lifetime_stack): teardown callbacks that tr_run runs at its very end,
+ * after every actor has exited, newest first, whatever the outcome (root
+ * success or error, tr_shutdown, an actor cancel, SIGINT under tr_main).
+ * Each pushed callback runs exactly once, on the thread that called
+ * tr_run; a callback may push more, and those run too (next, being the
+ * newest) before tr_run returns.  Callbacks run with no runtime, so they
+ * must not use actors or tasks (tr_spawn and friends fail with
+ * -TR_ENORUNTIME).  A tr_run that fails to start (root never called) runs
+ * nothing: the stack waits for the next run.
+ * Returns 0, -TR_EINVAL (fn is NULL) or -TR_ENOMEM (nothing pushed).
+ * Ownership: arg is borrowed until fn has been called with it.
+ * Threads: any thread, before or while a runtime runs (a mutex guards the
+ * stack: not async-signal-safe).
+ */
+int tr_lifetime_push(void (*fn)(void *arg), void *arg);
+
+/*
+ * Requests cancellation of actor a and returns at once, without waiting
+ * (tractor's sync cancel_soon).  A task actor has all its tasks cancelled
+ * as if their outermost scope were (shields still protect): blocking calls
+ * return -TR_ECANCELED, nurseries wait for their children, the actor exits
+ * when its tasks have unwound.  A behaviour actor exits at its next turn.
+ * The request is carried out shortly after, by the runtime's reactor
+ * thread; requesting twice is harmless.
+ * Returns 0, -TR_EINVAL (a is NULL), -TR_ECLOSED (a has already exited),
+ * -TR_ENORUNTIME (no runtime running, or it is stopping: every actor has
+ * exited by then) or -TR_EAGAIN (too many requests pending at once, see
+ * TR_CANCEL_SOON_MAX: retry later).
+ * Ownership: borrows a, which must be a reference the caller holds for the
+ * duration of the call; the request keeps its own reference until it has
+ * been carried out.  errno is preserved.
+ * Threads: any thread, behaviours and tasks included, and
+ * async-signal-safe: callable from a signal handler or from a function a
+ * debugger calls in a stopped process (no locks, no allocation, no stdio:
+ * atomics and one write(2)).
+ */
+int tr_actor_cancel_soon(tr_actor_t *a);
+
+/* Cancellation requests that may be pending (not yet carried out by the
+ * reactor) at once; tr_actor_cancel_soon returns -TR_EAGAIN beyond it. */
+#define TR_CANCEL_SOON_MAX 64
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,7 +3,8 @@
  *
  * One thread per runtime blocks in epoll_wait with no timeout.  The epoll
  * set holds watchers (an fd plus a callback run on this thread): the
- * eventfd that stop uses to wake it, and a timerfd that is kept set to the
+ * eventfd that stop and tr_actor_cancel_soon use to wake it (see "Cancel
+ * requests" below), and a timerfd that is kept set to the
  * earliest pending timer's deadline (a cancel leaves it alone: if the
  * cancelled timer was the earliest, the reactor wakes once at its deadline
  * for nothing and re-arms).  With no timers the timerfd is disarmed and the
@@ -45,10 +46,35 @@
  * but a heap is exact to the nanosecond, needs no tick, and costs ~20
  * comparisons at a million pending timers, far below the cost of the
  * message a timer sends.
+ *
+ * Cancel requests (tr_actor_cancel_soon).  The caller may be a signal
+ * handler, or a function a debugger calls in a stopped process, so it may
+ * not allocate or lock: cancelling an actor takes a message (malloc) and
+ * pushing it may take the inject-queue mutex.  The caller therefore only
+ * records the request and wakes this thread, which does the real work
+ * (tr__actor_request_cancel) in normal context:
+ *   - a request is one of TR_CANCEL_SOON_MAX static slots, claimed with a
+ *     CAS on its `claimed` word (full: -TR_EAGAIN), holding a reference to
+ *     the actor (tr_actor_dup is one atomic add);
+ *   - the slot is pushed on a lock-free stack (Treiber: CAS on the head);
+ *     the reactor takes the whole stack with one exchange, so a slot is
+ *     never popped alone and there is no ABA;
+ *   - the caller writes the wake eventfd.  Piggybacking on that eventfd
+ *     rather than a third watcher costs nothing: the non-empty stack is
+ *     the flag, on_wake takes it with one exchange on every wake-up, and
+ *     the process keeps one fd fewer.
+ * A gate word (an "open" bit plus a count of callers inside) keeps the
+ * eventfd alive for every write: stop closes the gate, waits for the
+ * callers inside (a few instructions and one write each), and only then
+ * closes the fd, so a late call gets -TR_ENORUNTIME and never writes to a
+ * closed or reused descriptor.  Requests left after the thread has
+ * stopped are dropped with their references (every actor has exited by
+ * then).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +90,7 @@
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
 #include "runtime/runtime.h"
+#include "runtime/task/task.h"
 
 #define NSEC_PER_SEC 1000000000LL
 /* "Nothing armed" for rx.armed: no real deadline equals it. */
@@ -125,6 +152,24 @@ static struct {
     .wake = {.fd = -1, .on_ready = on_wake},
     .timer = {.fd = -1, .on_ready = on_timer},
 };
+
+/* A pending tr_actor_cancel_soon request (see the file comment). */
+typedef struct cancel_req {
+  struct cancel_req *next; /* stack link, written before the push */
+  tr_actor_t *actor;       /* owned reference from claim to drain */
+  uint32_t claimed;        /* atomic: 1 from claim until drained */
+} cancel_req_t;
+
+/* cs.gate: set while requests are accepted (reactor running). */
+#define GATE_OPEN 0x80000000u
+
+static struct {
+  cancel_req_t slots[TR_CANCEL_SOON_MAX];
+  cancel_req_t *head; /* atomic: pending requests, newest first */
+  /* atomic: GATE_OPEN while the reactor runs, plus the number of
+   * tr_actor_cancel_soon calls between their entry and exit. */
+  uint32_t gate;
+} cs;
 
 int64_t tr_now(void) {
   struct timespec ts;
@@ -486,10 +531,111 @@ static void on_timer(watcher_t *w, uint32_t events) {
   fire_expired();
 }
 
+/* ---- cancel requests -------------------------------------------------------- */
+
+/* Claims a slot, fills it and pushes it.  Async-signal-safe: atomics only.
+ * Returns 0 or -TR_EAGAIN (every slot is pending). */
+static int cancel_post(tr_actor_t *a) {
+  cancel_req_t *r = NULL;
+  for (size_t i = 0; i < TR_CANCEL_SOON_MAX && !r; i++) {
+    uint32_t unclaimed = 0;
+    /* Acquire pairs with the release store in cancel_drain that freed the
+     * slot: the drain's reads of it happen before our writes below.  The
+     * relaxed pre-check only skips busy slots cheaply. */
+    if (tr_load_relaxed(&cs.slots[i].claimed) == 0 &&
+        __atomic_compare_exchange_n(&cs.slots[i].claimed, &unclaimed, 1, 0, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED))
+      r = &cs.slots[i];
+  }
+  if (!r)
+    return -TR_EAGAIN;
+  r->actor = tr_actor_dup(a);
+  /* Relaxed: the head is only stored into r->next, never dereferenced. */
+  cancel_req_t *head = tr_load_relaxed(&cs.head);
+  do
+    r->next = head;
+  /* Release pairs with the acquire exchange in cancel_drain: r->actor and
+   * r->next are visible to the reactor once it sees r (later pushes are
+   * read-modify-writes, so they continue this release sequence). */
+  while (!__atomic_compare_exchange_n(&cs.head, &head, r, 1, __ATOMIC_RELEASE,
+                                      __ATOMIC_RELAXED));
+  return 0;
+}
+
+/* Carries out every pending request, oldest first.  Normal context: the
+ * reactor thread, or stop after the thread has been joined. */
+static void cancel_drain(void) {
+  /* Acquire pairs with the release CAS in cancel_post. */
+  cancel_req_t *r = tr_xchg_acqrel(&cs.head, (cancel_req_t *)NULL);
+  cancel_req_t *fifo = NULL;
+  while (r) {
+    cancel_req_t *next = r->next;
+    r->next = fifo;
+    fifo = r;
+    r = next;
+  }
+  while (fifo) {
+    cancel_req_t *next = fifo->next;
+    tr_actor_t *a = fifo->actor;
+    fifo->actor = NULL;
+    /* Release pairs with the acquire CAS in cancel_post: the slot is
+     * read out before another caller may claim and overwrite it. */
+    tr_store_release(&fifo->claimed, 0);
+    /* -TR_ECLOSED (already exited) needs nothing.  -TR_ENOMEM loses the
+     * request, as it would for a caller in normal context; retrying here
+     * would stall every timer behind an allocation that keeps failing. */
+    (void)tr__actor_request_cancel(a, 0);
+    tr_actor_release(a);
+    fifo = next;
+  }
+}
+
+int tr_actor_cancel_soon(tr_actor_t *a) {
+  if (!a)
+    return -TR_EINVAL;
+  int saved_errno = errno; /* a signal handler must not clobber it */
+  /* Acquire pairs with the release fetch_or in tr__reactor_start: with the
+   * gate seen open, rx.wake.fd is the live eventfd.  Counting ourselves in
+   * the same operation keeps stop from closing it until our exit below. */
+  uint32_t gate = __atomic_fetch_add(&cs.gate, 1, __ATOMIC_ACQUIRE);
+  int rc;
+  if (!(gate & GATE_OPEN)) {
+    rc = -TR_ENORUNTIME;
+  } else if (tr_actor_exited(a)) {
+    rc = -TR_ECLOSED;
+  } else if ((rc = cancel_post(a)) == 0) {
+    uint64_t one = 1;
+    /* Fails only if the counter would overflow: it is readable then. */
+    (void)!write(rx.wake.fd, &one, sizeof(one));
+  }
+  /* Release pairs with the acquire load in cancel_gate_close: our use of
+   * the slot and the fd happen before stop drains and closes them. */
+  __atomic_fetch_sub(&cs.gate, 1, __ATOMIC_RELEASE);
+  errno = saved_errno;
+  return rc;
+}
+
+/* Refuses new requests, then waits for the calls already inside.  They
+ * never block (two atomics and a write), so this is a short spin; a signal
+ * handler interrupting this thread finishes before the spin resumes. */
+static void cancel_gate_close(void) {
+  /* Relaxed: the gate word's read-modify-writes are totally ordered, so a
+   * call either counted itself before this (and is waited for) or sees
+   * the gate closed. */
+  __atomic_fetch_and(&cs.gate, ~GATE_OPEN, __ATOMIC_RELAXED);
+  /* Acquire pairs with the release fetch_sub in tr_actor_cancel_soon. */
+  while (tr_load_acquire(&cs.gate) != 0)
+    sched_yield();
+}
+
 static void on_wake(watcher_t *w, uint32_t events) {
   (void)events;
   uint64_t count;
+  /* Read first, then drain: a request pushed after the exchange in
+   * cancel_drain writes the eventfd after this read, so the reactor wakes
+   * again for it instead of losing it. */
   (void)!read(w->fd, &count, sizeof(count));
+  cancel_drain();
 }
 
 static void *reactor_main(void *arg) {
@@ -567,14 +713,18 @@ int tr__reactor_start(void) {
   TR_ASSERT(rx.len == 0 && rx.armed == NEVER);
   rx.open = 1;
   pthread_mutex_unlock(&rx.lock);
+  /* Release pairs with the acquire fetch_add in tr_actor_cancel_soon:
+   * rx.wake.fd is set before any caller can see the gate open. */
+  __atomic_fetch_or(&cs.gate, GATE_OPEN, __ATOMIC_RELEASE);
   return 0;
 }
 
 void tr__reactor_stop(void) {
-  /* Close: refuse new timers. */
+  /* Close: refuse new timers and cancel requests. */
   pthread_mutex_lock(&rx.lock);
   rx.open = 0;
   pthread_mutex_unlock(&rx.lock);
+  cancel_gate_close();
 
   /* Stop: wake the thread and wait for it.  The release store pairs with
    * the acquire load in reactor_main, which runs after the eventfd write
@@ -602,5 +752,8 @@ void tr__reactor_stop(void) {
     free(heap[i]);
   }
   free(heap);
+  /* Requests that arrived after the thread's last wake-up: every actor has
+   * exited, so this only drops their references. */
+  cancel_drain();
   close_fds();
 }

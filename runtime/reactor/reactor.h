@@ -6,7 +6,8 @@
  *
  * What it waits on is a set of watchers, each an fd registered with epoll
  * and a callback that runs on the reactor thread.  Today there are two:
- * an eventfd (wake-ups: stop, and later changes to the watcher set) and a
+ * an eventfd (wake-ups: stop, tr_actor_cancel_soon requests, and later
+ * changes to the watcher set) and a
  * timerfd set to the earliest pending timer's deadline.
  * Sockets and child-process pidfds join later as more watchers in a table
  * keyed by fd, each callback turning readiness into a message.

@@ -28,6 +28,9 @@
  * is freed only when none is left.  The actor exits when it has neither
  * live tasks nor such zombies.
  */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -805,14 +808,143 @@ static int main_root(void *arg) {
   return 0;
 }
 
+/*
+ * tr_main's signals.  While tr_main runs, SIGINT and SIGTERM cancel the
+ * root actor gracefully (tractor's KeyboardInterrupt): the handler calls
+ * tr_actor_cancel_soon, which is async-signal-safe, on the root actor that
+ * main_signal_task publishes in ms.root for as long as its main task runs.
+ * A second signal while cancelling exits hard: the default disposition,
+ * re-raised (Python's second Ctrl-C).  tr_main reports the cancellation
+ * after tr_run has returned, in normal context.
+ *
+ * The published pointer must never be used after the task is done with
+ * it: a handler counts itself in `in_handler` before loading it, and the
+ * task, after unpublishing, waits for that count to drop to zero before
+ * dropping its reference.  Both sides use seq_cst (a store then a load of
+ * the other's word, Dekker style), so either the handler loads NULL or the
+ * task sees the handler counted and waits; the wait is a few instructions
+ * of a handler that never blocks.
+ */
+static struct {
+  tr_actor_t *root;     /* atomic: the root actor (a reference) or NULL */
+  uint32_t in_handler;  /* atomic: handlers that may be using root */
+  int signo;            /* atomic: the first signal received, 0 = none */
+  uint32_t claimed;     /* atomic: a tr_main owns the dispositions below */
+  struct sigaction old_int, old_term;
+} ms;
+
+static void main_on_signal(int signo) {
+  int saved_errno = errno;
+  int none = 0;
+  /* seq_cst: see the comment above ms (Dekker with main_signal_task's
+   * publish-then-check and unpublish-then-wait). */
+  if (!__atomic_compare_exchange_n(&ms.signo, &none, signo, 0, __ATOMIC_SEQ_CST,
+                                   __ATOMIC_SEQ_CST)) {
+    /* Already cancelling: the user insists.  The signal is blocked while
+     * its handler runs, so the re-raised one is delivered with the default
+     * action (termination) as soon as this returns. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    (void)sigaction(signo, &dfl, NULL);
+    (void)raise(signo);
+    errno = saved_errno;
+    return;
+  }
+  __atomic_fetch_add(&ms.in_handler, 1, __ATOMIC_SEQ_CST);
+  /* seq_cst pairs with the stores of ms.root in main_signal_task. */
+  tr_actor_t *root = __atomic_load_n(&ms.root, __ATOMIC_SEQ_CST);
+  if (root)
+    (void)tr_actor_cancel_soon(root);
+  /* Release pairs with the acquire load in main_signal_task's wait: our
+   * use of root happens before it drops its reference. */
+  __atomic_fetch_sub(&ms.in_handler, 1, __ATOMIC_RELEASE);
+  errno = saved_errno;
+}
+
+struct main_sig_ctx {
+  tr_task_fn fn;
+  void *arg;
+};
+
+/* The root actor's main task under tr_main: publishes the actor for the
+ * signal handler around the user's root function. */
+static int main_signal_task(void *arg) {
+  struct main_sig_ctx *c = arg;
+  tr_actor_t *self = tr_actor_dup(tr_self());
+  /* seq_cst: publish, then check for a signal that came before it (the
+   * handler stores signo, then loads root). */
+  __atomic_store_n(&ms.root, self, __ATOMIC_SEQ_CST);
+  int rc;
+  if (__atomic_load_n(&ms.signo, __ATOMIC_SEQ_CST) != 0)
+    rc = -TR_ECANCELED; /* interrupted before the root even started */
+  else
+    rc = c->fn(c->arg);
+  /* seq_cst: unpublish, then wait for handlers that loaded the pointer
+   * before this store (they counted themselves before loading). */
+  __atomic_store_n(&ms.root, (tr_actor_t *)NULL, __ATOMIC_SEQ_CST);
+  /* Acquire pairs with the release fetch_sub in main_on_signal. */
+  while (__atomic_load_n(&ms.in_handler, __ATOMIC_ACQUIRE) != 0)
+    sched_yield();
+  tr_actor_release(self);
+  return rc;
+}
+
+static void main_signals_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = main_on_signal;
+  /* Each signal blocks both while a handler runs: a SIGTERM arriving
+   * inside the SIGINT handler waits, and then counts as the second. */
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  /* Interrupted system calls in user code resume: the cancellation, not
+   * EINTR, is how the program learns of the signal. */
+  sa.sa_flags = SA_RESTART;
+  __atomic_store_n(&ms.signo, 0, __ATOMIC_SEQ_CST);
+  (void)sigaction(SIGINT, &sa, &ms.old_int);
+  (void)sigaction(SIGTERM, &sa, &ms.old_term);
+}
+
+static void main_signals_restore(void) {
+  (void)sigaction(SIGINT, &ms.old_int, NULL);
+  (void)sigaction(SIGTERM, &ms.old_term, NULL);
+}
+
 int tr_main(int argc, char **argv, tr_task_fn root, void *arg,
             const tr_config_t *cfg) {
   (void)argc;
   (void)argv;
   if (!root)
     return -TR_EINVAL;
+  struct main_sig_ctx sc = {.fn = root, .arg = arg};
   struct main_ctx c = {.fn = root, .arg = arg, .result = 0};
+  /* One tr_main at a time owns the dispositions (a concurrent one gets
+   * -TR_EBUSY from tr_run anyway, and must not restore them under the
+   * running one).  Acquire pairs with the release store below. */
+  uint32_t unclaimed = 0;
+  int owner = __atomic_compare_exchange_n(&ms.claimed, &unclaimed, 1, 0, __ATOMIC_ACQUIRE,
+                                          __ATOMIC_RELAXED);
+  if (owner) {
+    c.fn = main_signal_task;
+    c.arg = &sc;
+    main_signals_install();
+  }
   int rc = tr_run(cfg, main_root, &c);
+  int signo = 0;
+  if (owner) {
+    main_signals_restore();
+    signo = __atomic_load_n(&ms.signo, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ms.claimed, 0, __ATOMIC_RELEASE);
+  }
+  if (signo != 0) {
+    /* Whatever the root returned: the program was interrupted, as a
+     * KeyboardInterrupt propagates through tractor's runtime. */
+    fprintf(stderr, "tractor: cancelled by %s\n", signo == SIGINT ? "SIGINT" : "SIGTERM");
+    return -TR_ECANCELED;
+  }
   return rc ? rc : c.result;
 }
 
