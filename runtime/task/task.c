@@ -176,8 +176,11 @@ static void set_label(char *buf, size_t cap, const char *actor, const char *task
   buf[n] = '\0';
 }
 
-/* Finished tasks an actor keeps, stack and all, for its next spawns. */
-#define TR_TASK_SPARES 64
+/* Finished tasks an actor keeps, stack and all, for its next spawns: a
+ * nursery that spawns and joins tasks in rounds then touches neither
+ * malloc nor the stack pool.  Cost: up to this many idle stacks (their
+ * touched pages, ~4-8 KiB each) stay with a busy actor until it exits. */
+#define TR_TASK_SPARES 1024
 
 static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg,
                     const tr_task_opts_t *opts, tr_task_t **out) {

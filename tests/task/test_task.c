@@ -9,6 +9,7 @@
  * failure, the deadline and leaks once tr_main has returned.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -555,3 +556,36 @@ TR_TEST(actor_nursery, parent_cancel_reaches_children, .timeout = 60) {
   tr_assert_rc(tr_scope_close(&s), 0);
   return 0;
 }
+
+/* ---- stack overflow ------------------------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TR_TEST_HAS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TR_TEST_HAS_ASAN 1
+#endif
+#endif
+
+#ifndef TR_TEST_HAS_ASAN
+/* Recursion that cannot be optimised away: each frame keeps a live array. */
+static int deep(volatile char *prev, int depth) {
+  volatile char frame[512];
+  frame[0] = (char)depth;
+  frame[511] = prev ? prev[0] : 0;
+  return depth > 1000000 ? frame[0] : deep(frame, depth + 1) + frame[511];
+}
+
+static int overflowing_task(void *arg) {
+  (void)arg;
+  return deep(NULL, 0);
+}
+
+/* A task that overflows its 64 KiB stack hits the guard page; the runtime
+ * reports it ("tractor: stack overflow in actor root, task main") and
+ * aborts, instead of corrupting memory.  (ASan builds: ASan owns SIGSEGV
+ * and reports overflows itself; see runtime/fiber/fiber.h.) */
+Test(task, stack_overflow_is_reported, .signal = SIGABRT, .timeout = 30) {
+  tr_main(0, NULL, overflowing_task, NULL, NULL);
+}
+#endif
