@@ -4,7 +4,9 @@
 # (no apt-get update, no network).  Run as root (or with sudo available).
 set -euo pipefail
 
-PKGS=(cmake make gcc clang pkg-config libck-dev libprotobuf-c-dev
+# libclang-rt-dev: clang's sanitizer and libFuzzer runtimes (only a
+# Recommends of clang, which --no-install-recommends would skip).
+PKGS=(cmake make gcc clang libclang-rt-dev pkg-config libck-dev libprotobuf-c-dev
       protobuf-c-compiler libcriterion-dev)
 
 missing=()
