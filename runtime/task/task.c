@@ -129,6 +129,25 @@ static void wake_cancelled(tr_tasks_t *ts) {
       ready_push(ts, t);
 }
 
+/* A system message for the task layer (see the TR_SYS_* tags).  With
+ * `must`, allocation is retried until it succeeds: for messages the other
+ * side waits for (an exit report, a finished job), losing one would hang
+ * it, and the pause lets the allocator recover. */
+int tr__sys_msg(tr_msg_t **out, uint32_t tag, uint64_t u64, void *ptr, int must) {
+  int rc;
+  while ((rc = tr_msg_new(out)) != 0) {
+    if (!must)
+      return rc;
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
+  }
+  (*out)->flags_ = TR_MSGF_SYS;
+  (*out)->tag = tag;
+  (*out)->u64 = u64;
+  (*out)->ptr = ptr;
+  return 0;
+}
+
 /* Makes sure the actor takes another turn for its ready tasks when the
  * current code is not running inside its turn loop. */
 static void post_run(struct tr_actor *a) {
@@ -136,10 +155,8 @@ static void post_run(struct tr_actor *a) {
   if (ts->run_posted)
     return;
   tr_msg_t *m;
-  if (tr_msg_new(&m) != 0)
+  if (tr__sys_msg(&m, TR_SYS_RUN, 0, NULL, 0) != 0)
     return; /* out of memory: the next message to the actor runs them */
-  m->flags_ = TR_MSGF_SYS;
-  m->tag = TR_SYS_RUN;
   ts->run_posted = 1;
   (void)tr__actor_push(a, m);
 }
@@ -415,12 +432,9 @@ void tr__tasks_free(tr_tasks_t *ts) {
 
 static int arm_deadline(tr_task_t *t, tr_scope_t *s) {
   tr_msg_t *m;
-  int rc = tr_msg_new(&m);
+  int rc = tr__sys_msg(&m, TR_SYS_DEADLINE, s->id_, NULL, 0);
   if (rc)
     return rc;
-  m->flags_ = TR_MSGF_SYS;
-  m->tag = TR_SYS_DEADLINE;
-  m->u64 = s->id_;
   rc = tr__timer_post(s->deadline_, t->actor, m, &s->timer_);
   if (rc)
     tr_msg_free(m);
@@ -480,12 +494,9 @@ int tr_scope_cancel(tr_scope_t *s) {
    * open, so reading owner->actor here is safe under the documented rule
    * that the scope is open when the call is made. */
   tr_msg_t *m;
-  int rc = tr_msg_new(&m);
+  int rc = tr__sys_msg(&m, TR_SYS_CANCEL_SCOPE, s->id_, NULL, 0);
   if (rc)
     return rc;
-  m->flags_ = TR_MSGF_SYS;
-  m->tag = TR_SYS_CANCEL_SCOPE;
-  m->u64 = s->id_;
   (void)tr__actor_push(owner->actor, m);
   return 0;
 }
@@ -641,13 +652,10 @@ int tr_sleep_until(int64_t deadline) {
   if (deadline <= tr_now())
     return tr_checkpoint();
   tr_msg_t *m;
-  int rc = tr_msg_new(&m);
+  /* u64: the generation block() is about to start. */
+  int rc = tr__sys_msg(&m, TR_SYS_WAKE, t->wait_gen + 1, t, 0);
   if (rc)
     return rc;
-  m->flags_ = TR_MSGF_SYS;
-  m->tag = TR_SYS_WAKE;
-  m->ptr = t;
-  m->u64 = t->wait_gen + 1; /* the generation block() is about to start */
   uint64_t timer;
   rc = tr__timer_post(deadline, t->actor, m, &timer);
   if (rc) {
@@ -969,17 +977,12 @@ int tr__actor_request_cancel(struct tr_actor *a, int force) {
   if (tr_actor_exited(a))
     return -TR_ECLOSED;
   tr_msg_t *m;
-  int rc = tr_msg_new(&m);
+  /* A behaviour actor gets the shutdown wake-up (tag 0) and the flag. */
+  int rc = tr__sys_msg(&m, a->tasks ? TR_SYS_CANCEL_ACTOR : 0, force != 0, NULL, 0);
   if (rc)
     return rc;
-  m->flags_ = TR_MSGF_SYS;
-  if (a->tasks) {
-    m->tag = TR_SYS_CANCEL_ACTOR;
-    m->u64 = force != 0;
-  } else {
-    m->tag = 0; /* a behaviour actor: the shutdown wake-up, plus the flag */
+  if (!a->tasks)
     tr_for_seqcst(&a->flags, TR_AF_EXIT_REQ);
-  }
   return tr__actor_push(a, m);
 }
 
@@ -1003,14 +1006,7 @@ void tr__tasks_notify_exit(struct tr_actor *a) {
   c->error = ts->main_error;
   ts->main_error = NULL;
   tr_msg_t *m;
-  while (tr_msg_new(&m) != 0) {
-    /* The parent waits for this message: it must not be lost. */
-    struct timespec pause = {0, 1000000};
-    nanosleep(&pause, NULL);
-  }
-  m->flags_ = TR_MSGF_SYS;
-  m->tag = TR_SYS_CHILD_EXIT;
-  m->ptr = c;
+  (void)tr__sys_msg(&m, TR_SYS_CHILD_EXIT, 0, c, 1); /* the parent waits */
   tr_actor_t *watcher = ts->watcher;
   ts->watcher = NULL;
   /* The parent cannot have exited: its nursery waits for this message. */
@@ -1031,11 +1027,8 @@ void tr__task_wait_until(tr_task_t *t, int64_t deadline) {
   tr_msg_t *m;
   uint64_t timer = 0;
   int armed = 0;
-  if (deadline != TR_NO_DEADLINE && tr_msg_new(&m) == 0) {
-    m->flags_ = TR_MSGF_SYS;
-    m->tag = TR_SYS_WAKE;
-    m->ptr = t;
-    m->u64 = t->wait_gen + 1;
+  if (deadline != TR_NO_DEADLINE &&
+      tr__sys_msg(&m, TR_SYS_WAKE, t->wait_gen + 1, t, 0) == 0) {
     if (tr__timer_post(deadline, t->actor, m, &timer) == 0) {
       t->refs++;
       armed = 1;

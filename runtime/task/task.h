@@ -113,6 +113,11 @@ void tr__task_wait_until(tr_task_t *t, int64_t deadline);
 void tr__task_wake_blocked(tr_task_t *t);
 void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s);
 
+/* Allocates a system message (flags_ TR_MSGF_SYS) with the given tag,
+ * u64 and ptr.  Returns 0 or -TR_ENOMEM; with must != 0 it retries until
+ * it succeeds (for messages somebody waits for).  Threads: any. */
+int tr__sys_msg(tr_msg_t **out, uint32_t tag, uint64_t u64, void *ptr, int must);
+
 /* Handles one message for a task actor (system or application).  Takes
  * ownership of m.  Threads: the actor's worker, during its turn. */
 void tr__tasks_dispatch(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);

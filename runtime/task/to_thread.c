@@ -67,14 +67,7 @@ static void *pool_main(void *arg) {
 
     j->result = j->fn(j->arg);
     tr_msg_t *m;
-    while (tr_msg_new(&m) != 0) {
-      /* The job must get back or its task leaks: retry after a pause. */
-      struct timespec ts = {0, 1000000};
-      nanosleep(&ts, NULL);
-    }
-    m->flags_ = TR_MSGF_SYS;
-    m->tag = TR_SYS_JOB_DONE;
-    m->ptr = j;
+    (void)tr__sys_msg(&m, TR_SYS_JOB_DONE, 0, j, 1); /* its task waits */
     tr_actor_t *a = j->actor;
     (void)tr__actor_push(a, m); /* cannot be closed: the job keeps it alive */
     tr_actor_release(a);
