@@ -54,6 +54,7 @@
 #include <stdint.h>
 
 #include "tractor/actor.h"
+#include "tractor/portal.h"
 
 /* The body kind in tr_msg_t.body.  Values are stable across versions of
  * this header but are not the protobuf field numbers (the codec maps). */
@@ -75,7 +76,8 @@ enum tr_body_kind {
 };
 
 /* The kind of function a Start reached, carried by StartAck in msg->u64. */
-enum tr_functype { TR_FUNC_FN = 1, TR_FUNC_STREAM, TR_FUNC_CONTEXT };
+/* enum tr_functype (TR_FUNC_FN/STREAM/CONTEXT) is public, in portal.h: the
+ * kinds of exported functions are the StartAck values. */
 
 /* Bytes in an actor uuid. */
 #define TR_UUID_LEN 16

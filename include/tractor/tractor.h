@@ -5,6 +5,7 @@
 #include "actor.h"
 #include "buf.h"
 #include "errors.h"
+#include "portal.h"
 #include "task.h"
 #include "time.h"
 #include "version.h"
