@@ -12,8 +12,8 @@ const char *tr_strerror(int rc) {
   switch (code_index(rc)) {
   case 0:
     return "success";
-#define TR__ERR_DESC(name, val, type, desc)                                    \
-  case val:                                                                    \
+#define TR__ERR_DESC(name, val, type, desc)                                                        \
+  case val:                                                                                        \
     return desc;
     TR_ERRNO_MAP(TR__ERR_DESC)
 #undef TR__ERR_DESC
@@ -26,8 +26,8 @@ const char *tr_errname(int rc) {
   switch (code_index(rc)) {
   case 0:
     return "OK";
-#define TR__ERR_NAME(name, val, type, desc)                                    \
-  case val:                                                                    \
+#define TR__ERR_NAME(name, val, type, desc)                                                        \
+  case val:                                                                                        \
     return "TR_" #name;
     TR_ERRNO_MAP(TR__ERR_NAME)
 #undef TR__ERR_NAME
@@ -38,8 +38,8 @@ const char *tr_errname(int rc) {
 
 const char *tr_errtype(int rc) {
   switch (code_index(rc)) {
-#define TR__ERR_TYPE(name, val, type, desc)                                    \
-  case val:                                                                    \
+#define TR__ERR_TYPE(name, val, type, desc)                                                        \
+  case val:                                                                                        \
     return type;
     TR_ERRNO_MAP(TR__ERR_TYPE)
 #undef TR__ERR_TYPE

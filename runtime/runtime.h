@@ -57,8 +57,8 @@ typedef struct tr_worker {
    * event count and the counters): a line of its own, so that spinning
    * thieves reading the next slot do not slow the owner down. */
   unsigned next_streak __attribute__((aligned(TR_CACHELINE)));
-  unsigned turn_sends;  /* tr_send calls in the current turn */
-  int helping;          /* inside tr__sched_help (no nesting beyond one) */
+  unsigned turn_sends; /* tr_send calls in the current turn */
+  int helping;         /* inside tr__sched_help (no nesting beyond one) */
   /* Thief's memory of each victim's next slot at its previous look. */
   struct {
     struct tr_actor *slot;
@@ -152,13 +152,13 @@ void tr__sched_help(tr_worker_t *w);
 void tr__sched_notify(void);
 
 /* Counter helpers: per worker when on a worker, else atomically shared. */
-#define TR_COUNT(w, field, n)                                                  \
-  do {                                                                         \
-    tr_worker_t *w_ = (w);                                                     \
-    if (w_)                                                                    \
-      tr_counter_add(&w_->c.field, (n));                                       \
-    else                                                                       \
-      tr_faa_relaxed(&tr__rt.foreign.field, (n));                              \
+#define TR_COUNT(w, field, n)                                                                      \
+  do {                                                                                             \
+    tr_worker_t *w_ = (w);                                                                         \
+    if (w_)                                                                                        \
+      tr_counter_add(&w_->c.field, (n));                                                           \
+    else                                                                                           \
+      tr_faa_relaxed(&tr__rt.foreign.field, (n));                                                  \
   } while (0)
 
 /* Message pool (mem/msgpool.c).  drain frees a worker's magazines;

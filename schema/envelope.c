@@ -37,12 +37,18 @@
 /* ---- body kinds ----------------------------------------------------------- */
 
 static const char *const body_names[TR_BODY__COUNT] = {
-    [TR_BODY_NONE] = "None",           [TR_BODY_HELLO] = "Hello",
-    [TR_BODY_SPAWN_SPEC] = "SpawnSpec", [TR_BODY_START] = "Start",
-    [TR_BODY_START_ACK] = "StartAck",   [TR_BODY_STARTED] = "Started",
-    [TR_BODY_YIELD] = "Yield",          [TR_BODY_STOP] = "Stop",
-    [TR_BODY_RETURN] = "Return",        [TR_BODY_ERROR] = "Error",
-    [TR_BODY_CANCEL] = "Cancel",        [TR_BODY_CANCEL_ACK] = "CancelAck",
+    [TR_BODY_NONE] = "None",
+    [TR_BODY_HELLO] = "Hello",
+    [TR_BODY_SPAWN_SPEC] = "SpawnSpec",
+    [TR_BODY_START] = "Start",
+    [TR_BODY_START_ACK] = "StartAck",
+    [TR_BODY_STARTED] = "Started",
+    [TR_BODY_YIELD] = "Yield",
+    [TR_BODY_STOP] = "Stop",
+    [TR_BODY_RETURN] = "Return",
+    [TR_BODY_ERROR] = "Error",
+    [TR_BODY_CANCEL] = "Cancel",
+    [TR_BODY_CANCEL_ACK] = "CancelAck",
     [TR_BODY_CREDIT] = "Credit",
 };
 

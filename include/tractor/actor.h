@@ -46,17 +46,17 @@ typedef struct tr_msg tr_msg_t;
  * carry an envelope body kind there and are not delivered to behaviours.
  */
 struct tr_msg {
-  tr_msg_t *next_;       /* mailbox link (runtime) */
-  uint16_t body;         /* 0 = application message; else envelope body kind */
-  uint16_t flags_;       /* runtime bookkeeping */
-  uint32_t tag;          /* application-defined message kind */
-  uint64_t cid;          /* protocol dialog id; free for applications */
-  uint64_t u64;          /* inline 64-bit value */
-  void *ptr;             /* inline pointer: never dereferenced or freed by the
-                            runtime (a dead letter does not free it) */
-  tr_buf_t *payload;     /* owned reference or NULL: released with the msg */
-  tr_actor_t *from;      /* owned actor reference or NULL: released with the msg */
-  struct tr_envx *x_;    /* protocol extension fields (runtime) */
+  tr_msg_t *next_;    /* mailbox link (runtime) */
+  uint16_t body;      /* 0 = application message; else envelope body kind */
+  uint16_t flags_;    /* runtime bookkeeping */
+  uint32_t tag;       /* application-defined message kind */
+  uint64_t cid;       /* protocol dialog id; free for applications */
+  uint64_t u64;       /* inline 64-bit value */
+  void *ptr;          /* inline pointer: never dereferenced or freed by the
+                         runtime (a dead letter does not free it) */
+  tr_buf_t *payload;  /* owned reference or NULL: released with the msg */
+  tr_actor_t *from;   /* owned actor reference or NULL: released with the msg */
+  struct tr_envx *x_; /* protocol extension fields (runtime) */
 };
 
 /*
@@ -110,8 +110,7 @@ typedef struct tr_spawn_opts {
  * opts may be NULL (defaults) and is not retained (but opts->name is).
  * Threads: any thread while tr_run is running.
  */
-int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
-             tr_actor_t **ref);
+int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts, tr_actor_t **ref);
 
 /*
  * Sends msg to actor to.  Messages from one sender to one receiver are
@@ -209,8 +208,8 @@ int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg);
 int tr_shutdown(void);
 
 typedef struct tr_stats {
-  int workers;               /* worker threads */
-  uint64_t actors_spawned;   /* since tr_run started */
+  int workers;             /* worker threads */
+  uint64_t actors_spawned; /* since tr_run started */
   uint64_t actors_exited;
   uint64_t actors_live;      /* spawned and not yet exited */
   uint64_t actors_allocated; /* actor objects not yet freed (live + referenced) */

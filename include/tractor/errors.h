@@ -19,38 +19,40 @@ extern "C" {
 
 /* The list is an X-macro so that the enum, tr_strerror and tr_errname can
  * never disagree.  Columns: name, value, tractor/trio name, description. */
-#define TR_ERRNO_MAP(X)                                                        \
-  X(EINVAL, 1, "InvalidArgument", "invalid argument")                          \
-  X(ENOMEM, 2, "MemoryError", "out of memory")                                 \
-  X(EAGAIN, 3, "WouldBlock", "resource temporarily unavailable (mailbox full)") \
-  X(ECLOSED, 4, "TransportClosed", "closed: the peer or actor has exited")     \
-  X(ECANCELED, 5, "Cancelled", "operation cancelled")                          \
-  X(ETIMEDOUT, 6, "TooSlowError", "deadline expired")                          \
-  X(EREMOTE, 7, "RemoteActorError", "error raised in a remote actor")          \
-  X(ECTXCANCELED, 8, "ContextCancelled", "context cancelled")                  \
-  X(EOVERRUN, 9, "StreamOverrun", "stream overrun: receiver window exceeded")  \
-  X(EEOF, 10, "EndOfChannel", "end of stream")                                 \
-  X(ENOFUNC, 11, "ModuleNotExposed.NoFunction", "no such exported function")  \
-  X(ENOTEXPOSED, 12, "ModuleNotExposed", "namespace not enabled in actor")     \
-  X(EFUNCKIND, 13, "FunctionKindError", "wrong kind of function for call")     \
-  X(EGROUP, 14, "ExceptionGroup", "several errors (see the error group)")      \
-  X(EMSGSIZE, 15, "MessageTooLarge", "message larger than the frame limit")    \
-  X(EPROTO, 16, "ProtocolError", "malformed or unexpected protocol message")   \
-  X(ENORUNTIME, 17, "NoRuntime", "the runtime is not running")                 \
-  X(EAPP, 18, "ApplicationError", "application error (see the error object)")  \
-  X(EMSGTYPE, 19, "MsgTypeError", "payload does not decode as declared type")  \
-  X(ENOTFOUND, 20, "ActorNotFound", "no actor registered under that name")     \
-  X(ELAGGED, 21, "Lagged", "subscriber lagged behind; messages skipped")       \
-  X(EIO, 22, "TransportError", "I/O error (see the attached OS error)")        \
-  X(EPERM, 23, "PermissionError", "operation not permitted from here")         \
-  X(EBUSY, 24, "Busy", "resource busy (already running or in use)")            \
+/* clang-format off: one code per line reads as a table. */
+#define TR_ERRNO_MAP(X)                                                                            \
+  X(EINVAL, 1, "InvalidArgument", "invalid argument")                                              \
+  X(ENOMEM, 2, "MemoryError", "out of memory")                                                     \
+  X(EAGAIN, 3, "WouldBlock", "resource temporarily unavailable (mailbox full)")                    \
+  X(ECLOSED, 4, "TransportClosed", "closed: the peer or actor has exited")                         \
+  X(ECANCELED, 5, "Cancelled", "operation cancelled")                                              \
+  X(ETIMEDOUT, 6, "TooSlowError", "deadline expired")                                              \
+  X(EREMOTE, 7, "RemoteActorError", "error raised in a remote actor")                              \
+  X(ECTXCANCELED, 8, "ContextCancelled", "context cancelled")                                      \
+  X(EOVERRUN, 9, "StreamOverrun", "stream overrun: receiver window exceeded")                      \
+  X(EEOF, 10, "EndOfChannel", "end of stream")                                                     \
+  X(ENOFUNC, 11, "ModuleNotExposed.NoFunction", "no such exported function")                       \
+  X(ENOTEXPOSED, 12, "ModuleNotExposed", "namespace not enabled in actor")                         \
+  X(EFUNCKIND, 13, "FunctionKindError", "wrong kind of function for call")                         \
+  X(EGROUP, 14, "ExceptionGroup", "several errors (see the error group)")                          \
+  X(EMSGSIZE, 15, "MessageTooLarge", "message larger than the frame limit")                        \
+  X(EPROTO, 16, "ProtocolError", "malformed or unexpected protocol message")                       \
+  X(ENORUNTIME, 17, "NoRuntime", "the runtime is not running")                                     \
+  X(EAPP, 18, "ApplicationError", "application error (see the error object)")                      \
+  X(EMSGTYPE, 19, "MsgTypeError", "payload does not decode as declared type")                      \
+  X(ENOTFOUND, 20, "ActorNotFound", "no actor registered under that name")                         \
+  X(ELAGGED, 21, "Lagged", "subscriber lagged behind; messages skipped")                           \
+  X(EIO, 22, "TransportError", "I/O error (see the attached OS error)")                            \
+  X(EPERM, 23, "PermissionError", "operation not permitted from here")                             \
+  X(EBUSY, 24, "Busy", "resource busy (already running or in use)")                                \
   X(EEXIST, 25, "AlreadyExists", "already exists")
+/* clang-format on */
 
 typedef enum tr_errno {
 #define TR__ERR_ENUM(name, val, type, desc) TR_##name = val,
   TR_ERRNO_MAP(TR__ERR_ENUM)
 #undef TR__ERR_ENUM
-  TR_ERRNO_MAX_
+      TR_ERRNO_MAX_
 } tr_errno_t;
 
 /*
@@ -105,8 +107,7 @@ const char *tr_errtype(int rc);
 typedef struct tr_error tr_error_t;
 
 #if defined(__GNUC__) || defined(__clang__)
-#define TR__PRINTF(fmt_idx, arg_idx)                                           \
-  __attribute__((format(printf, fmt_idx, arg_idx)))
+#define TR__PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
 #else
 #define TR__PRINTF(fmt_idx, arg_idx)
 #endif
@@ -183,11 +184,10 @@ int tr_error_format(const tr_error_t *e, char *buf, size_t len);
  * If memory runs out the recorded error is a shared static one with code
  * -TR_ENOMEM; the return value is -TR_EAPP all the same.
  */
-#define tr_fail(type, ...)                                                     \
-  tr__fail_at(__FILE__, __LINE__, __func__, (type), __VA_ARGS__)
+#define tr_fail(type, ...) tr__fail_at(__FILE__, __LINE__, __func__, (type), __VA_ARGS__)
 
-int tr__fail_at(const char *file, int line, const char *func, const char *type,
-                const char *fmt, ...) TR__PRINTF(5, 6);
+int tr__fail_at(const char *file, int line, const char *func, const char *type, const char *fmt,
+                ...) TR__PRINTF(5, 6);
 
 /*
  * TR_ERROR(-TR_EINVAL, "bad name '%s'", name): records an error with that
@@ -198,11 +198,10 @@ int tr__fail_at(const char *file, int line, const char *func, const char *type,
  * use it too.
  * Ownership and threads: as tr_fail.
  */
-#define TR_ERROR(code, ...)                                                    \
-  tr__error_set((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define TR_ERROR(code, ...) tr__error_set((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
 
-int tr__error_set(int code, const char *file, int line, const char *func,
-                  const char *fmt, ...) TR__PRINTF(5, 6);
+int tr__error_set(int code, const char *file, int line, const char *func, const char *fmt, ...)
+    TR__PRINTF(5, 6);
 
 /*
  * `return TR_TRACE(rc);` appends this call site to the current error's

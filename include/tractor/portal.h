@@ -61,11 +61,7 @@ struct ProtobufCMessageDescriptor;
  *  - TR_FUNC_CONTEXT: a context (tr_portal_open_context): started value,
  *    optional bidirectional stream, final result.
  */
-typedef enum tr_functype {
-  TR_FUNC_FN = 1,
-  TR_FUNC_STREAM = 2,
-  TR_FUNC_CONTEXT = 3
-} tr_functype_t;
+typedef enum tr_functype { TR_FUNC_FN = 1, TR_FUNC_STREAM = 2, TR_FUNC_CONTEXT = 3 } tr_functype_t;
 
 /*
  * The signature of every exported function, whatever its kind.  Returns 0
@@ -89,7 +85,7 @@ typedef struct tr_rpc_export {
   const char *ns;   /* namespace, such as "calc.ops" */
   const char *name; /* function name, without dots */
   tr_rpc_fn fn;
-  int kind; /* enum tr_functype */
+  int kind;                                            /* enum tr_functype */
   const struct ProtobufCMessageDescriptor *args_desc;  /* NULL: untyped */
   const struct ProtobufCMessageDescriptor *yield_desc; /* STREAM, CONTEXT */
   const struct ProtobufCMessageDescriptor *ret_desc;   /* FN, CONTEXT */
@@ -118,36 +114,33 @@ typedef struct tr_rpc_export {
  * its entries are linked into the process-wide table.
  */
 #define TR_EXPORT_FN(ns, name, fn) TR__EXPORT(ns, name, fn, TR_FUNC_FN, NULL, NULL, NULL)
-#define TR_EXPORT_STREAM(ns, name, fn)                                         \
-  TR__EXPORT(ns, name, fn, TR_FUNC_STREAM, NULL, NULL, NULL)
-#define TR_EXPORT_CONTEXT(ns, name, fn)                                        \
-  TR__EXPORT(ns, name, fn, TR_FUNC_CONTEXT, NULL, NULL, NULL)
+#define TR_EXPORT_STREAM(ns, name, fn) TR__EXPORT(ns, name, fn, TR_FUNC_STREAM, NULL, NULL, NULL)
+#define TR_EXPORT_CONTEXT(ns, name, fn) TR__EXPORT(ns, name, fn, TR_FUNC_CONTEXT, NULL, NULL, NULL)
 
-#define TR_EXPORT_FN_TYPED(ns, name, fn, args_desc, ret_desc)                  \
+#define TR_EXPORT_FN_TYPED(ns, name, fn, args_desc, ret_desc)                                      \
   TR__EXPORT(ns, name, fn, TR_FUNC_FN, args_desc, NULL, ret_desc)
-#define TR_EXPORT_STREAM_TYPED(ns, name, fn, args_desc, yield_desc)            \
+#define TR_EXPORT_STREAM_TYPED(ns, name, fn, args_desc, yield_desc)                                \
   TR__EXPORT(ns, name, fn, TR_FUNC_STREAM, args_desc, yield_desc, NULL)
-#define TR_EXPORT_CONTEXT_TYPED(ns, name, fn, args_desc, yield_desc, ret_desc) \
+#define TR_EXPORT_CONTEXT_TYPED(ns, name, fn, args_desc, yield_desc, ret_desc)                     \
   TR__EXPORT(ns, name, fn, TR_FUNC_CONTEXT, args_desc, yield_desc, ret_desc)
 
 /* Implementation of the macros.  __COUNTER__ is expanded once, as an
  * argument, so the entry and its constructor share one unique suffix even
  * when several exports sit on the same line. */
-#define TR__EXPORT(ns, name, fn, kind, a, y, r)                                \
+#define TR__EXPORT(ns, name, fn, kind, a, y, r)                                                    \
   TR__EXPORT_AT(__COUNTER__, ns, name, fn, kind, a, y, r)
-#define TR__EXPORT_AT(id, ns_, name_, fn_, kind_, a_, y_, r_)                  \
-  static tr_rpc_export_t TR__RPC_CAT(tr__rpc_export_, id) = {                  \
-      .ns = "" ns_ "",                                                         \
-      .name = "" name_ "",                                                     \
-      .fn = (fn_),                                                             \
-      .kind = (kind_),                                                         \
-      .args_desc = (a_),                                                       \
-      .yield_desc = (y_),                                                      \
-      .ret_desc = (r_),                                                        \
-      .file = __FILE__,                                                        \
-      .line = __LINE__};                                                       \
-  __attribute__((constructor)) static void TR__RPC_CAT(tr__rpc_ctor_, id)(void) { \
-    tr__rpc_register(&TR__RPC_CAT(tr__rpc_export_, id));                       \
+#define TR__EXPORT_AT(id, ns_, name_, fn_, kind_, a_, y_, r_)                                      \
+  static tr_rpc_export_t TR__RPC_CAT(tr__rpc_export_, id) = {.ns = "" ns_ "",                      \
+                                                             .name = "" name_ "",                  \
+                                                             .fn = (fn_),                          \
+                                                             .kind = (kind_),                      \
+                                                             .args_desc = (a_),                    \
+                                                             .yield_desc = (y_),                   \
+                                                             .ret_desc = (r_),                     \
+                                                             .file = __FILE__,                     \
+                                                             .line = __LINE__};                    \
+  __attribute__((constructor)) static void TR__RPC_CAT(tr__rpc_ctor_, id)(void) {                  \
+    tr__rpc_register(&TR__RPC_CAT(tr__rpc_export_, id));                                           \
   }
 #define TR__RPC_CAT(a, b) TR__RPC_CAT_(a, b)
 #define TR__RPC_CAT_(a, b) a##b

@@ -128,8 +128,7 @@ int tr_nursery_open(tr_nursery_t **out);
  * Ownership: arg is borrowed by the task until fn returns; opts is not
  * retained (opts->name is).  Threads: a task of the same actor.
  */
-int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg,
-                     const tr_task_opts_t *opts);
+int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_opts_t *opts);
 
 /* Cancels the nursery's scope: every child and the parent's code inside
  * the nursery see -TR_ECANCELED.  Threads: as tr_scope_cancel. */
@@ -215,8 +214,8 @@ int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_
  * whose main task runs fn(arg).  When ref is not NULL, *ref is a reference
  * for the caller to release.  Returns 0, -TR_ECLOSED (closing),
  * -TR_EPERM or -TR_ENOMEM.  Threads: the nursery's task. */
-int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn,
-                           void *arg, tr_actor_t **ref);
+int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
+                           tr_actor_t **ref);
 
 /* Cancels every child (request, bounded wait, then force; see above) and
  * the nursery's own scope.  Returns at once; close does the waiting. */
@@ -243,8 +242,7 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an);
  * Returns root's result, or tr_run's errors.
  * Threads: the process's main thread (any non-worker thread).
  */
-int tr_main(int argc, char **argv, tr_task_fn root, void *arg,
-            const tr_config_t *cfg);
+int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t *cfg);
 
 /*
  * Spawns an actor whose main task runs fn(arg); the actor exits when all of
@@ -253,8 +251,7 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg,
  * available through tr_task_actor_result after the actor exited.
  * Threads: any thread while the runtime runs.
  */
-int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
-                        tr_actor_t **ref);
+int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts, tr_actor_t **ref);
 
 /* The main task's return value of an exited task actor; -TR_EBUSY while it
  * runs, -TR_EINVAL for a behaviour actor. */

@@ -150,10 +150,10 @@ typedef struct tr_test_def {
  * Ownership: the caller's.  Threads: written by tr_test_run on its thread. */
 typedef struct tr_test_report {
   int passed;
-  int rc;                      /* tr_main's result: the body's, or a start-up error */
-  int timed_out;               /* the body exceeded its deadline */
-  unsigned assertions_failed;  /* tr_assert* and tr_check* failures */
-  char registry_addr[32];      /* the TR_REGISTRY_ADDR this test used */
+  int rc;                     /* tr_main's result: the body's, or a start-up error */
+  int timed_out;              /* the body exceeded its deadline */
+  unsigned assertions_failed; /* tr_assert* and tr_check* failures */
+  char registry_addr[32];     /* the TR_REGISTRY_ADDR this test used */
   char message[8192];
 } tr_test_report_t;
 
@@ -184,76 +184,69 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep);
  * leak check holds it to that.
  * Threads: the body runs on runtime workers (it is a task).
  */
-#define TR_TEST(suite, name, ...)                                              \
-  TR__TEST(suite, name, 0, TR_TEST_DEADLINE_NS, ##__VA_ARGS__)
-#define TR_TEST_EXPECT(suite, name, expected_rc, ...)                          \
+#define TR_TEST(suite, name, ...) TR__TEST(suite, name, 0, TR_TEST_DEADLINE_NS, ##__VA_ARGS__)
+#define TR_TEST_EXPECT(suite, name, expected_rc, ...)                                              \
   TR__TEST(suite, name, (expected_rc), TR_TEST_DEADLINE_NS, ##__VA_ARGS__)
-#define TR_TEST_DEADLINE(suite, name, deadline_ns, ...)                        \
+#define TR_TEST_DEADLINE(suite, name, deadline_ns, ...)                                            \
   TR__TEST(suite, name, 0, (deadline_ns), ##__VA_ARGS__)
 
-#define TR__TEST(suite, name, expected_rc, deadline_ns, ...)                   \
-  static int tr__body_##suite##_##name(void);                                  \
-  Test(suite, name, ##__VA_ARGS__) {                                           \
-    tr_test_def_t tr__def_ = {#suite "/" #name, tr__body_##suite##_##name,     \
-                              (expected_rc), (deadline_ns), TR_TEST_WORKERS};  \
-    static tr_test_report_t tr__rep_; /* 8 KiB: off the stack */               \
-    if (tr_test_run(&tr__def_, &tr__rep_) != 0)                                \
-      cr_assert_fail("%s", tr__rep_.message);                                  \
-  }                                                                            \
+#define TR__TEST(suite, name, expected_rc, deadline_ns, ...)                                       \
+  static int tr__body_##suite##_##name(void);                                                      \
+  Test(suite, name, ##__VA_ARGS__) {                                                               \
+    tr_test_def_t tr__def_ = {#suite "/" #name, tr__body_##suite##_##name, (expected_rc),          \
+                              (deadline_ns), TR_TEST_WORKERS};                                     \
+    static tr_test_report_t tr__rep_; /* 8 KiB: off the stack */                                   \
+    if (tr_test_run(&tr__def_, &tr__rep_) != 0)                                                    \
+      cr_assert_fail("%s", tr__rep_.message);                                                      \
+  }                                                                                                \
   static int tr__body_##suite##_##name(void)
 
 /* ---- assertions ------------------------------------------------------------ */
 
-#define tr_assert(cond, ...)                                                   \
-  TR__TRUTH(TR__RETURN, 1, cond, "tr_assert(" #cond ")", __VA_ARGS__)
-#define tr_check(cond, ...)                                                    \
-  TR__TRUTH(TR__RECORD, 0, cond, "tr_check(" #cond ")", __VA_ARGS__)
-#define tr_assert_eq(a, b, ...)                                                \
+#define tr_assert(cond, ...) TR__TRUTH(TR__RETURN, 1, cond, "tr_assert(" #cond ")", __VA_ARGS__)
+#define tr_check(cond, ...) TR__TRUTH(TR__RECORD, 0, cond, "tr_check(" #cond ")", __VA_ARGS__)
+#define tr_assert_eq(a, b, ...)                                                                    \
   TR__EQ(TR__RETURN, 1, a, b, "tr_assert_eq(" #a ", " #b ")", __VA_ARGS__)
-#define tr_check_eq(a, b, ...)                                                 \
+#define tr_check_eq(a, b, ...)                                                                     \
   TR__EQ(TR__RECORD, 0, a, b, "tr_check_eq(" #a ", " #b ")", __VA_ARGS__)
-#define tr_assert_rc(expr, expected, ...)                                      \
-  TR__RC(TR__RETURN, 1, expr, expected,                                        \
-         "tr_assert_rc(" #expr ", " #expected ")", __VA_ARGS__)
-#define tr_check_rc(expr, expected, ...)                                       \
-  TR__RC(TR__RECORD, 0, expr, expected,                                        \
-         "tr_check_rc(" #expr ", " #expected ")", __VA_ARGS__)
-#define tr_assert_str_eq(a, b, ...)                                            \
+#define tr_assert_rc(expr, expected, ...)                                                          \
+  TR__RC(TR__RETURN, 1, expr, expected, "tr_assert_rc(" #expr ", " #expected ")", __VA_ARGS__)
+#define tr_check_rc(expr, expected, ...)                                                           \
+  TR__RC(TR__RECORD, 0, expr, expected, "tr_check_rc(" #expr ", " #expected ")", __VA_ARGS__)
+#define tr_assert_str_eq(a, b, ...)                                                                \
   TR__STR(TR__RETURN, 1, a, b, "tr_assert_str_eq(" #a ", " #b ")", __VA_ARGS__)
-#define tr_check_str_eq(a, b, ...)                                             \
+#define tr_check_str_eq(a, b, ...)                                                                 \
   TR__STR(TR__RECORD, 0, a, b, "tr_check_str_eq(" #a ", " #b ")", __VA_ARGS__)
 
 /* The optional message is pasted after " " so that an absent one is a
  * valid, non-empty format (an empty one trips -Wformat-zero-length). */
 #define TR__RETURN(call) return (call)
 #define TR__RECORD(call) (void)(call)
-#define TR__TRUTH(on_fail, raise, cond, what, ...)                             \
-  do {                                                                         \
-    if (!(cond))                                                               \
-      on_fail(tr__test_fail_truth((raise), __FILE__, __LINE__, __func__, what, \
-                                  " " __VA_ARGS__));                           \
+#define TR__TRUTH(on_fail, raise, cond, what, ...)                                                 \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      on_fail(tr__test_fail_truth((raise), __FILE__, __LINE__, __func__, what, " " __VA_ARGS__));  \
   } while (0)
-#define TR__EQ(on_fail, raise, a, b, what, ...)                                \
-  do {                                                                         \
-    intmax_t tr__a_ = (intmax_t)(a), tr__b_ = (intmax_t)(b);                   \
-    if (tr__a_ != tr__b_)                                                      \
-      on_fail(tr__test_fail_eq((raise), __FILE__, __LINE__, __func__, what,    \
-                               tr__a_, tr__b_, " " __VA_ARGS__));              \
+#define TR__EQ(on_fail, raise, a, b, what, ...)                                                    \
+  do {                                                                                             \
+    intmax_t tr__a_ = (intmax_t)(a), tr__b_ = (intmax_t)(b);                                       \
+    if (tr__a_ != tr__b_)                                                                          \
+      on_fail(tr__test_fail_eq((raise), __FILE__, __LINE__, __func__, what, tr__a_, tr__b_,        \
+                               " " __VA_ARGS__));                                                  \
   } while (0)
-#define TR__RC(on_fail, raise, expr, expected, what, ...)                      \
-  do {                                                                         \
-    int tr__got_ = (expr), tr__want_ = (expected);                             \
-    if (tr__got_ != tr__want_)                                                 \
-      on_fail(tr__test_fail_rc((raise), __FILE__, __LINE__, __func__, what,    \
-                               tr__got_, tr__want_, " " __VA_ARGS__));         \
+#define TR__RC(on_fail, raise, expr, expected, what, ...)                                          \
+  do {                                                                                             \
+    int tr__got_ = (expr), tr__want_ = (expected);                                                 \
+    if (tr__got_ != tr__want_)                                                                     \
+      on_fail(tr__test_fail_rc((raise), __FILE__, __LINE__, __func__, what, tr__got_, tr__want_,   \
+                               " " __VA_ARGS__));                                                  \
   } while (0)
-#define TR__STR(on_fail, raise, a, b, what, ...)                               \
-  do {                                                                         \
-    const char *tr__sa_ = (a), *tr__sb_ = (b);                                 \
-    if (tr__sa_ != tr__sb_ &&                                                  \
-        (!tr__sa_ || !tr__sb_ || strcmp(tr__sa_, tr__sb_) != 0))               \
-      on_fail(tr__test_fail_str((raise), __FILE__, __LINE__, __func__, what,   \
-                                tr__sa_, tr__sb_, " " __VA_ARGS__));           \
+#define TR__STR(on_fail, raise, a, b, what, ...)                                                   \
+  do {                                                                                             \
+    const char *tr__sa_ = (a), *tr__sb_ = (b);                                                     \
+    if (tr__sa_ != tr__sb_ && (!tr__sa_ || !tr__sb_ || strcmp(tr__sa_, tr__sb_) != 0))             \
+      on_fail(tr__test_fail_str((raise), __FILE__, __LINE__, __func__, what, tr__sa_, tr__sb_,     \
+                                " " __VA_ARGS__));                                                 \
   } while (0)
 
 /*
@@ -264,18 +257,16 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep);
  * error alone.
  * Ownership: every string is borrowed for the call.  Threads: any.
  */
-static inline int tr__test_fail_truth(int raise, const char *file, int line,
-                                      const char *func, const char *what,
-                                      const char *fmt, ...) TR__PRINTF(6, 7);
-static inline int tr__test_fail_eq(int raise, const char *file, int line,
-                                   const char *func, const char *what, intmax_t a,
-                                   intmax_t b, const char *fmt, ...) TR__PRINTF(8, 9);
-static inline int tr__test_fail_rc(int raise, const char *file, int line,
-                                   const char *func, const char *what, int got,
-                                   int want, const char *fmt, ...) TR__PRINTF(8, 9);
-static inline int tr__test_fail_str(int raise, const char *file, int line,
-                                    const char *func, const char *what,
-                                    const char *a, const char *b, const char *fmt,
+static inline int tr__test_fail_truth(int raise, const char *file, int line, const char *func,
+                                      const char *what, const char *fmt, ...) TR__PRINTF(6, 7);
+static inline int tr__test_fail_eq(int raise, const char *file, int line, const char *func,
+                                   const char *what, intmax_t a, intmax_t b, const char *fmt, ...)
+    TR__PRINTF(8, 9);
+static inline int tr__test_fail_rc(int raise, const char *file, int line, const char *func,
+                                   const char *what, int got, int want, const char *fmt, ...)
+    TR__PRINTF(8, 9);
+static inline int tr__test_fail_str(int raise, const char *file, int line, const char *func,
+                                    const char *what, const char *a, const char *b, const char *fmt,
                                     ...) TR__PRINTF(8, 9);
 
 /* ---- the slot ------------------------------------------------------------------ */
@@ -299,8 +290,8 @@ __attribute__((weak)) tr__test_slot_t tr__test_slot;
 
 /* Appends a formatted string at *pos in buf (len bytes), never overflowing:
  * *pos saturates at len - 1. */
-static inline void tr__test_vappend(char *buf, size_t len, size_t *pos,
-                                    const char *fmt, va_list ap) {
+static inline void tr__test_vappend(char *buf, size_t len, size_t *pos, const char *fmt,
+                                    va_list ap) {
   if (*pos + 1 >= len)
     return;
   int n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
@@ -309,10 +300,9 @@ static inline void tr__test_vappend(char *buf, size_t len, size_t *pos,
   *pos = (size_t)n >= len - *pos ? len - 1 : *pos + (size_t)n;
 }
 
-static inline void tr__test_append(char *buf, size_t len, size_t *pos,
-                                   const char *fmt, ...) TR__PRINTF(4, 5);
-static inline void tr__test_append(char *buf, size_t len, size_t *pos,
-                                   const char *fmt, ...) {
+static inline void tr__test_append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+    TR__PRINTF(4, 5);
+static inline void tr__test_append(char *buf, size_t len, size_t *pos, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   tr__test_vappend(buf, len, pos, fmt, ap);
@@ -335,9 +325,8 @@ static inline const char *tr__test_rcstr(char *buf, size_t len, int rc) {
 /* The common part of the tr__test_fail_* functions.  err_rc != 0 asks for
  * the current error object to be shown when it carries that code (it is
  * then the failure the rc check saw). */
-static inline int tr__test_vfail(int raise, const char *file, int line,
-                                 const char *func, const char *what,
-                                 const char *detail, int err_rc, const char *fmt,
+static inline int tr__test_vfail(int raise, const char *file, int line, const char *func,
+                                 const char *what, const char *detail, int err_rc, const char *fmt,
                                  va_list ap) {
   /* The headline also becomes the AssertionError's message.  512 bytes on
    * the task's stack: fibers have small stacks, the full report goes to
@@ -358,14 +347,13 @@ static inline int tr__test_vfail(int raise, const char *file, int line,
   if (e && tr_error_code(e) != err_rc)
     e = NULL; /* a stale error from an earlier call */
   if (e)
-    tr__test_append(head, sizeof head, &hp, " [%s: %s]", tr_error_type(e),
-                    tr_error_message(e));
+    tr__test_append(head, sizeof head, &hp, " [%s: %s]", tr_error_type(e), tr_error_message(e));
 
   int empty = 0;
   /* acq_rel CAS, paired with the acquire load in tr__test_slot_text: only
    * the winner writes text, and publishes it with the release store below. */
-  if (__atomic_compare_exchange_n(&tr__test_slot.state, &empty, 1, 0,
-                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+  if (__atomic_compare_exchange_n(&tr__test_slot.state, &empty, 1, 0, __ATOMIC_ACQ_REL,
+                                  __ATOMIC_ACQUIRE)) {
     char *t = tr__test_slot.text;
     size_t len = sizeof tr__test_slot.text, tp = 0;
     tr_actor_t *self = tr_self();
@@ -392,9 +380,8 @@ static inline int tr__test_vfail(int raise, const char *file, int line,
   return tr__fail_at(file, line, func, "AssertionError", "%s", head);
 }
 
-static inline int tr__test_fail_truth(int raise, const char *file, int line,
-                                      const char *func, const char *what,
-                                      const char *fmt, ...) {
+static inline int tr__test_fail_truth(int raise, const char *file, int line, const char *func,
+                                      const char *what, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int rc = tr__test_vfail(raise, file, line, func, what, NULL, 0, fmt, ap);
@@ -402,9 +389,8 @@ static inline int tr__test_fail_truth(int raise, const char *file, int line,
   return rc;
 }
 
-static inline int tr__test_fail_eq(int raise, const char *file, int line,
-                                   const char *func, const char *what, intmax_t a,
-                                   intmax_t b, const char *fmt, ...) {
+static inline int tr__test_fail_eq(int raise, const char *file, int line, const char *func,
+                                   const char *what, intmax_t a, intmax_t b, const char *fmt, ...) {
   char detail[96];
   snprintf(detail, sizeof detail, "%jd != %jd", a, b);
   va_list ap;
@@ -414,28 +400,24 @@ static inline int tr__test_fail_eq(int raise, const char *file, int line,
   return rc;
 }
 
-static inline int tr__test_fail_rc(int raise, const char *file, int line,
-                                   const char *func, const char *what, int got,
-                                   int want, const char *fmt, ...) {
+static inline int tr__test_fail_rc(int raise, const char *file, int line, const char *func,
+                                   const char *what, int got, int want, const char *fmt, ...) {
   char detail[256], g[112], w[112];
-  snprintf(detail, sizeof detail, "got %s, expected %s",
-           tr__test_rcstr(g, sizeof g, got), tr__test_rcstr(w, sizeof w, want));
+  snprintf(detail, sizeof detail, "got %s, expected %s", tr__test_rcstr(g, sizeof g, got),
+           tr__test_rcstr(w, sizeof w, want));
   va_list ap;
   va_start(ap, fmt);
-  int rc = tr__test_vfail(raise, file, line, func, what, detail, got < 0 ? got : 0,
-                          fmt, ap);
+  int rc = tr__test_vfail(raise, file, line, func, what, detail, got < 0 ? got : 0, fmt, ap);
   va_end(ap);
   return rc;
 }
 
-static inline int tr__test_fail_str(int raise, const char *file, int line,
-                                    const char *func, const char *what,
-                                    const char *a, const char *b, const char *fmt,
+static inline int tr__test_fail_str(int raise, const char *file, int line, const char *func,
+                                    const char *what, const char *a, const char *b, const char *fmt,
                                     ...) {
   char detail[256];
-  snprintf(detail, sizeof detail, "%s%s%s != %s%s%s", a ? "\"" : "",
-           a ? a : "NULL", a ? "\"" : "", b ? "\"" : "", b ? b : "NULL",
-           b ? "\"" : "");
+  snprintf(detail, sizeof detail, "%s%s%s != %s%s%s", a ? "\"" : "", a ? a : "NULL", a ? "\"" : "",
+           b ? "\"" : "", b ? b : "NULL", b ? "\"" : "");
   va_list ap;
   va_start(ap, fmt);
   int rc = tr__test_vfail(raise, file, line, func, what, detail, 0, fmt, ap);
@@ -473,13 +455,13 @@ static inline const char *tr__test_slot_text(void) {
 typedef struct tr__test_ctx {
   const tr_test_def_t *def;
   int64_t deadline_ns;
-  int ran;             /* the body was called */
+  int ran; /* the body was called */
   int body_rc;
-  int setup_rc;        /* the deadline scope could not be opened */
+  int setup_rc; /* the deadline scope could not be opened */
   int timed_out;
-  int left_open;       /* the body returned inside a scope or nursery */
-  uint64_t leftover;   /* actors still running when we gave up waiting */
-  char err_type[64];   /* the body's error, when it returned a failure */
+  int left_open;     /* the body returned inside a scope or nursery */
+  uint64_t leftover; /* actors still running when we gave up waiting */
+  char err_type[64]; /* the body's error, when it returned a failure */
   char err[4096];
 } tr__test_ctx_t;
 
@@ -636,16 +618,14 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
   tr_stats_t st;
   tr_stats(&st);
   if (st.actors_live)
-    tr__test_append(msg, len, &mp, "leak: %" PRIu64 " actor(s) still live\n",
-                    st.actors_live);
+    tr__test_append(msg, len, &mp, "leak: %" PRIu64 " actor(s) still live\n", st.actors_live);
   if (st.actors_allocated)
     tr__test_append(msg, len, &mp,
                     "leak: %" PRIu64 " actor object(s) not freed (a tr_actor_t "
                     "reference not released?)\n",
                     st.actors_allocated);
   if (st.msgs_allocated)
-    tr__test_append(msg, len, &mp, "leak: %" PRIu64 " message(s) not freed\n",
-                    st.msgs_allocated);
+    tr__test_append(msg, len, &mp, "leak: %" PRIu64 " message(s) not freed\n", st.msgs_allocated);
 
   /* Child processes: no actor runs in a child process yet, but spawning
    * them is the next step, and a child that outlives its test is a leak
@@ -660,8 +640,7 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
     tr__test_append(msg, len, &mp,
                     "leak: a child process is still running after tr_main returned\n");
   else if (child > 0)
-    tr__test_append(msg, len, &mp,
-                    "leak: child process %d had exited but was never waited for\n",
+    tr__test_append(msg, len, &mp, "leak: child process %d had exited but was never waited for\n",
                     (int)child);
 
   rep->passed = mp == 0;

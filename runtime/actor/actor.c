@@ -111,9 +111,8 @@ int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts
   return tr__actor_spawn(behaviour, state, opts, NULL, ref);
 }
 
-int tr__actor_spawn(tr_behaviour_fn behaviour, void *state,
-                    const tr_spawn_opts_t *opts, struct tr_tasks *tasks,
-                    tr_actor_t **ref) {
+int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
+                    struct tr_tasks *tasks, tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
@@ -187,9 +186,7 @@ static int push(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   return 0;
 }
 
-int tr__actor_push(tr_actor_t *a, tr_msg_t *m) {
-  return push(tr__worker_self(), a, m);
-}
+int tr__actor_push(tr_actor_t *a, tr_msg_t *m) { return push(tr__worker_self(), a, m); }
 
 int tr_send(tr_actor_t *to, tr_msg_t *msg) {
   if (!to || !msg)
@@ -312,8 +309,8 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
   int handled = 0;
   /* EXIT_REQ may also come from another thread (tr__actor_request_cancel):
    * then the actor exits before handling anything more. */
-  int stopping = tr_load_relaxed(&tr__rt.stopping) != 0 ||
-                 (tr_load_acquire(&a->flags) & TR_AF_EXIT_REQ) != 0;
+  int stopping =
+      tr_load_relaxed(&tr__rt.stopping) != 0 || (tr_load_acquire(&a->flags) & TR_AF_EXIT_REQ) != 0;
   w->cur_actor = a;
   while (!stopping && handled < batch) {
     tr_msg_t *m = tr__mbox_pop_sc(&a->mbox);
@@ -385,8 +382,7 @@ int tr_join(tr_actor_t *a, int64_t timeout_ns) {
   while (!(tr_load_seqcst(&a->flags) & TR_AF_DONE)) {
     if (timeout_ns < 0) {
       pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
-    } else if (pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &dl) ==
-               ETIMEDOUT) {
+    } else if (pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &dl) == ETIMEDOUT) {
       if (!(tr_load_seqcst(&a->flags) & TR_AF_DONE))
         rc = -TR_ETIMEDOUT;
       break;

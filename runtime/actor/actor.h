@@ -15,7 +15,7 @@
 #include "runtime/actor/mailbox.h"
 
 /* flags: written by the actor's own worker, read by anyone (atomics). */
-#define TR_AF_EXITED 0x1u  /* no more behaviour calls; mailbox drained */
+#define TR_AF_EXITED 0x1u   /* no more behaviour calls; mailbox drained */
 #define TR_AF_EXIT_REQ 0x2u /* tr_actor_exit called during this turn */
 #define TR_AF_DONE 0x4u     /* exit finished: on_exit has run (tr_join) */
 
@@ -24,10 +24,10 @@
 
 struct tr_actor {
   tr_mbox_t mbox;
-  uint32_t refs;  /* atomic: references, incl. the actor's own while alive */
-  uint32_t qlen;  /* atomic: queued messages; kept only when limit != 0 */
-  uint32_t limit; /* mailbox_limit, 0 = unbounded */
-  uint32_t flags; /* atomic: TR_AF_* */
+  uint32_t refs;    /* atomic: references, incl. the actor's own while alive */
+  uint32_t qlen;    /* atomic: queued messages; kept only when limit != 0 */
+  uint32_t limit;   /* mailbox_limit, 0 = unbounded */
+  uint32_t flags;   /* atomic: TR_AF_* */
   uint32_t joiners; /* atomic: threads in tr_join on this actor */
   uint16_t shard;   /* live-list shard that holds it */
   uint16_t pad_;
@@ -36,16 +36,15 @@ struct tr_actor {
   void *state;
   void (*on_exit)(void *state);
   const char *name;
-  struct tr_actor *sched_next; /* inject-queue link (scheduler) */
+  struct tr_actor *sched_next;            /* inject-queue link (scheduler) */
   struct tr_actor *live_prev, *live_next; /* live list (shard lock) */
-  struct tr_tasks *tasks; /* NULL for a behaviour-only actor */
+  struct tr_tasks *tasks;                 /* NULL for a behaviour-only actor */
 };
 
 /* Spawns an actor; with `tasks`, a task actor (behaviour unused) whose task
  * state the actor then owns.  See tr_spawn. */
-int tr__actor_spawn(tr_behaviour_fn behaviour, void *state,
-                    const tr_spawn_opts_t *opts, struct tr_tasks *tasks,
-                    tr_actor_t **ref);
+int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
+                    struct tr_tasks *tasks, tr_actor_t **ref);
 
 struct tr_worker;
 

@@ -39,9 +39,7 @@ typedef struct tr_mbox {
   } stub;
 } tr_mbox_t;
 
-static inline tr_msg_t *tr__mbox_stub(tr_mbox_t *q) {
-  return (tr_msg_t *)(void *)&q->stub;
-}
+static inline tr_msg_t *tr__mbox_stub(tr_mbox_t *q) { return (tr_msg_t *)(void *)&q->stub; }
 
 /* Starts empty and unscheduled.  Threads: before the mailbox is shared. */
 static inline void tr__mbox_init(tr_mbox_t *q) {
@@ -56,8 +54,7 @@ static inline void tr__mbox_init(tr_mbox_t *q) {
  * owns the right to schedule (or, for an exited actor, to drain) it.
  * Threads: any number of producers concurrently with one consumer.
  */
-static inline int tr__mbox_push_chain_mp(tr_mbox_t *q, tr_msg_t *first,
-                                         tr_msg_t *last) {
+static inline int tr__mbox_push_chain_mp(tr_mbox_t *q, tr_msg_t *first, tr_msg_t *last) {
   /* Not yet visible to anyone: relaxed is enough. */
   tr_store_relaxed(&last->next_, NULL);
   /* Acquire pairs with the release of tr__mbox_mark_empty_sc's CAS, so the
@@ -130,8 +127,7 @@ static inline int tr__mbox_mark_empty_sc(tr_mbox_t *q) {
   tr_msg_t *expect = stub;
   /* Release pairs with the acquire half of the producers' exchange: the
    * producer that finds the bit sees all of this turn's effects. */
-  return tr_cas_acqrel(&q->head, &expect,
-                       (tr_msg_t *)((uintptr_t)stub | TR_MBOX_EMPTY));
+  return tr_cas_acqrel(&q->head, &expect, (tr_msg_t *)((uintptr_t)stub | TR_MBOX_EMPTY));
 }
 
 #endif

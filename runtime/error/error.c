@@ -57,8 +57,7 @@ struct tr_error {
  * only because the fields are not const; nothing ever writes them. */
 static char oom_type[] = "MemoryError";
 static char oom_message[] = "out of memory";
-static tr_error_t oom_error = {
-    .code = -TR_ENOMEM, .type = oom_type, .message = oom_message};
+static tr_error_t oom_error = {.code = -TR_ENOMEM, .type = oom_type, .message = oom_message};
 
 /* ---- allocation ---------------------------------------------------------- */
 
@@ -79,9 +78,7 @@ static bool injected_failure(void) {
 
 static void *xmalloc(size_t n) { return injected_failure() ? NULL : malloc(n); }
 
-static void *xrealloc(void *p, size_t n) {
-  return injected_failure() ? NULL : realloc(p, n);
-}
+static void *xrealloc(void *p, size_t n) { return injected_failure() ? NULL : realloc(p, n); }
 
 static char *xstrdup(const char *s) {
   size_t n = strlen(s) + 1;
@@ -159,8 +156,7 @@ static int negative(int code) {
   return code > 0 ? -code : code;
 }
 
-tr_error_t *tr__error_newv(int code, const char *type, const char *fmt,
-                           va_list ap) {
+tr_error_t *tr__error_newv(int code, const char *type, const char *fmt, va_list ap) {
   TR_ASSERT(code != 0);
   code = negative(code);
   if (type == NULL)
@@ -230,11 +226,9 @@ tr_error_t *tr__error_copy(const tr_error_t *e) {
   c->code = e->code;
   c->height = e->height;
   c->trace_dropped = e->trace_dropped;
-  bool ok = copy_opt(&c->type, e->type) &&
-            copy_opt(&c->boxed_type, e->boxed_type) &&
+  bool ok = copy_opt(&c->type, e->type) && copy_opt(&c->boxed_type, e->boxed_type) &&
             copy_opt(&c->message, e->message) && copy_opt(&c->src, e->src) &&
-            copy_opt(&c->canceller, e->canceller) &&
-            strvec_copy(&c->relay, &e->relay) == 0 &&
+            copy_opt(&c->canceller, e->canceller) && strvec_copy(&c->relay, &e->relay) == 0 &&
             strvec_copy(&c->trace, &e->trace) == 0;
   if (ok && e->nmembers > 0) {
     c->members = xmalloc(e->nmembers * sizeof *c->members);
@@ -318,8 +312,7 @@ int tr__error_trace_append_str(tr_error_t *e, const char *hop) {
   return rc;
 }
 
-int tr__error_trace_append(tr_error_t *e, const char *file, int line,
-                           const char *func) {
+int tr__error_trace_append(tr_error_t *e, const char *file, int line, const char *func) {
   if (e == NULL)
     return -TR_EINVAL;
   if (e == &oom_error)
@@ -367,8 +360,7 @@ int tr__error_box(tr_error_t *e, const char *src_uid) {
 
 int tr__error_group_add(tr_error_t *group, tr_error_t *member) {
   int rc = 0;
-  if (group == NULL || member == NULL || member == group ||
-      group->code != -TR_EGROUP)
+  if (group == NULL || member == NULL || member == group || group->code != -TR_EGROUP)
     rc = -TR_EINVAL;
   else if (group == &oom_error)
     rc = -TR_ENOMEM;
@@ -421,9 +413,7 @@ static void free_thread_slot(void *p) {
   thread_slot_registered = false;
 }
 
-static void make_key(void) {
-  slot_key_ok = pthread_key_create(&slot_key, free_thread_slot) == 0;
-}
+static void make_key(void) { slot_key_ok = pthread_key_create(&slot_key, free_thread_slot) == 0; }
 
 void tr__error_set_slot_hook(tr_error_t **(*hook)(void)) {
   /* Pairs with the acquire load in current_slot. */
@@ -477,12 +467,11 @@ void tr_error_clear(void) { tr__error_put(NULL); }
 /* ---- raising ------------------------------------------------------------- */
 
 /* Builds and records an error raised at file:line func. */
-static void raise_at(int code, const char *type, const char *file, int line,
-                     const char *func, const char *fmt, va_list ap)
-    TR__PRINTF(6, 0);
+static void raise_at(int code, const char *type, const char *file, int line, const char *func,
+                     const char *fmt, va_list ap) TR__PRINTF(6, 0);
 
-static void raise_at(int code, const char *type, const char *file, int line,
-                     const char *func, const char *fmt, va_list ap) {
+static void raise_at(int code, const char *type, const char *file, int line, const char *func,
+                     const char *fmt, va_list ap) {
   tr_error_t *e = tr__error_newv(code, type, fmt, ap);
   if (e != &oom_error && tr__error_trace_append(e, file, line, func) != 0) {
     /* A raise site is the one hop every error must have. */
@@ -492,18 +481,16 @@ static void raise_at(int code, const char *type, const char *file, int line,
   tr__error_put(e);
 }
 
-int tr__fail_at(const char *file, int line, const char *func, const char *type,
-                const char *fmt, ...) {
+int tr__fail_at(const char *file, int line, const char *func, const char *type, const char *fmt,
+                ...) {
   va_list ap;
   va_start(ap, fmt);
-  raise_at(-TR_EAPP, type ? type : tr_errtype(-TR_EAPP), file, line, func, fmt,
-           ap);
+  raise_at(-TR_EAPP, type ? type : tr_errtype(-TR_EAPP), file, line, func, fmt, ap);
   va_end(ap);
   return -TR_EAPP;
 }
 
-int tr__error_set(int code, const char *file, int line, const char *func,
-                  const char *fmt, ...) {
+int tr__error_set(int code, const char *file, int line, const char *func, const char *fmt, ...) {
   if (code == 0)
     return 0;
   code = negative(code);
@@ -527,16 +514,10 @@ int tr__error_trace_here(int rc, const char *file, int line, const char *func) {
 
 int tr_error_code(const tr_error_t *e) { return e ? e->code : 0; }
 const char *tr_error_type(const tr_error_t *e) { return e ? e->type : NULL; }
-const char *tr_error_boxed_type(const tr_error_t *e) {
-  return e ? e->boxed_type : NULL;
-}
-const char *tr_error_message(const tr_error_t *e) {
-  return e ? e->message : NULL;
-}
+const char *tr_error_boxed_type(const tr_error_t *e) { return e ? e->boxed_type : NULL; }
+const char *tr_error_message(const tr_error_t *e) { return e ? e->message : NULL; }
 const char *tr_error_src(const tr_error_t *e) { return e ? e->src : NULL; }
-const char *tr_error_canceller(const tr_error_t *e) {
-  return e ? e->canceller : NULL;
-}
+const char *tr_error_canceller(const tr_error_t *e) { return e ? e->canceller : NULL; }
 
 size_t tr_error_relay_len(const tr_error_t *e) { return e ? e->relay.n : 0; }
 const char *tr_error_relay(const tr_error_t *e, size_t i) {
@@ -600,8 +581,7 @@ static void render(writer_t *w, const tr_error_t *e, int ind) {
     wr(w, "%*strace (most recent call last):\n", ind, "");
     /* Dropped hops were appended last, so they are the outermost. */
     if (e->trace_dropped > 0)
-      wr(w, "%*s[%zu outer hops not recorded]\n", ind + 2, "",
-         e->trace_dropped);
+      wr(w, "%*s[%zu outer hops not recorded]\n", ind + 2, "", e->trace_dropped);
     for (size_t i = e->trace.n; i-- > 0;)
       wr(w, "%*s%s\n", ind + 2, "", e->trace.v[i]);
   }

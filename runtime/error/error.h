@@ -43,10 +43,9 @@
  * allocation failure, the static out-of-memory error.
  * Threads: any thread.
  */
-tr_error_t *tr__error_new(int code, const char *type, const char *fmt, ...)
-    TR__PRINTF(3, 4);
-tr_error_t *tr__error_newv(int code, const char *type, const char *fmt,
-                           va_list ap) TR__PRINTF(3, 0);
+tr_error_t *tr__error_new(int code, const char *type, const char *fmt, ...) TR__PRINTF(3, 4);
+tr_error_t *tr__error_newv(int code, const char *type, const char *fmt, va_list ap)
+    TR__PRINTF(3, 0);
 
 /*
  * An error group (code -TR_EGROUP, type "ExceptionGroup") with no members
@@ -86,8 +85,7 @@ int tr__error_set_boxed_type(tr_error_t *e, const char *type);
 int tr__error_set_canceller(tr_error_t *e, const char *uid);
 int tr__error_relay_append(tr_error_t *e, const char *uid);
 /* Appends "file:line function" (file or func NULL print as "?"). */
-int tr__error_trace_append(tr_error_t *e, const char *file, int line,
-                           const char *func);
+int tr__error_trace_append(tr_error_t *e, const char *file, int line, const char *func);
 /* Appends a hop already rendered as a string, such as one received from a
  * remote actor. */
 int tr__error_trace_append_str(tr_error_t *e, const char *hop);

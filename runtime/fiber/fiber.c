@@ -83,8 +83,7 @@ void tr__fiber_entry(void);
  * tr__fiber_entry (or the ucontext trampoline); never returns.  Not static
  * because the assembly calls it; hidden so that call stays inside the
  * library. */
-__attribute__((noreturn, visibility("hidden"))) void
-tr__fiber_start(tr_fiber_t *f);
+__attribute__((noreturn, visibility("hidden"))) void tr__fiber_start(tr_fiber_t *f);
 
 /* ---- per-thread state -------------------------------------------------- */
 
@@ -103,15 +102,13 @@ static __thread tr_fiber_t *running __attribute__((tls_model("initial-exec")));
 /* Called on the outgoing side just before the stacks change.  `exiting`
  * says the outgoing fiber will never run again, so ASan may free its fake
  * stack (the NULL save slot). */
-static inline void before_switch(tr_fiber_t *from, tr_fiber_t *to,
-                                 int exiting) {
+static inline void before_switch(tr_fiber_t *from, tr_fiber_t *to, int exiting) {
 #if defined(TR_FIBER_ASAN)
   /* A main context's bounds were learnt when it last switched into a
    * fiber (after_switch); a main is never the target before that. */
   const void *bottom = to->stack_lo ? (const void *)to->stack_lo : to->asan_bottom;
   size_t size = to->stack_lo ? to->stack_size : to->asan_size;
-  __sanitizer_start_switch_fiber(exiting ? NULL : &from->asan_fake_stack,
-                                 bottom, size);
+  __sanitizer_start_switch_fiber(exiting ? NULL : &from->asan_fake_stack, bottom, size);
 #else
   (void)from;
   (void)exiting;
@@ -180,8 +177,7 @@ static void plant_first_frame(tr_fiber_t *f) {
   f->uc.uc_stack.ss_size = f->stack_size;
   f->uc.uc_link = NULL;
   uint64_t p = (uint64_t)(uintptr_t)f;
-  makecontext(&f->uc, (void (*)(void))uc_entry, 2, (unsigned)(p >> 32),
-              (unsigned)p);
+  makecontext(&f->uc, (void (*)(void))uc_entry, 2, (unsigned)(p >> 32), (unsigned)p);
   (void)top;
 #elif defined(__x86_64__)
   /* Layout popped by switch_x86_64.S, lowest address first:
@@ -212,8 +208,7 @@ static void plant_first_frame(tr_fiber_t *f) {
 #endif
 }
 
-int tr__fiber_init(tr_fiber_t *f, size_t stack_size, tr_fiber_fn fn,
-                   void *arg) {
+int tr__fiber_init(tr_fiber_t *f, size_t stack_size, tr_fiber_fn fn, void *arg) {
   size_t size = tr__stack_round(stack_size ? stack_size : TR_FIBER_DEFAULT_STACK);
   char *lo;
   if (size == 0 || tr__stack_get(size, &lo) != 0)

@@ -57,22 +57,22 @@ typedef void (*tr_fiber_fn)(void *arg);
  * needed: the struct only holds a saved stack pointer, not the registers.
  */
 typedef struct tr_fiber {
-  void *sp;                 /* saved stack pointer while switched out */
-  struct tr_fiber *caller;  /* the context that last switched into this one */
-  char *stack_lo;           /* lowest usable byte; NULL for a main context */
-  size_t stack_size;        /* usable bytes above the guard page */
+  void *sp;                /* saved stack pointer while switched out */
+  struct tr_fiber *caller; /* the context that last switched into this one */
+  char *stack_lo;          /* lowest usable byte; NULL for a main context */
+  size_t stack_size;       /* usable bytes above the guard page */
   tr_fiber_fn fn;
   void *arg;
-  const char *label;        /* borrowed; printed on stack overflow */
-  int started;              /* fn has been entered */
-  int done;                 /* fn has returned */
+  const char *label; /* borrowed; printed on stack overflow */
+  int started;       /* fn has been entered */
+  int done;          /* fn has returned */
   /* Sanitizer and Valgrind bookkeeping: always present so that the struct
    * has one layout whatever the build, unused in ordinary builds. */
-  void *asan_fake_stack;    /* ASan: this context's fake stack while out */
-  const void *asan_bottom;  /* ASan: a main context's stack bounds, learnt */
-  size_t asan_size;         /*   from the fiber it switched into */
-  void *tsan_fiber;         /* TSan: __tsan_create/get_current_fiber */
-  unsigned valgrind_id;     /* Valgrind: VALGRIND_STACK_REGISTER id */
+  void *asan_fake_stack;   /* ASan: this context's fake stack while out */
+  const void *asan_bottom; /* ASan: a main context's stack bounds, learnt */
+  size_t asan_size;        /*   from the fiber it switched into */
+  void *tsan_fiber;        /* TSan: __tsan_create/get_current_fiber */
+  unsigned valgrind_id;    /* Valgrind: VALGRIND_STACK_REGISTER id */
 #if TR_FIBER_UCONTEXT
   ucontext_t uc;
 #endif
@@ -100,8 +100,7 @@ void tr__fiber_init_main(tr_fiber_t *main);
  * done or if it is never started.  fn and arg are borrowed until fn returns.
  * Threads: any thread.
  */
-int tr__fiber_init(tr_fiber_t *f, size_t stack_size, tr_fiber_fn fn,
-                   void *arg);
+int tr__fiber_init(tr_fiber_t *f, size_t stack_size, tr_fiber_fn fn, void *arg);
 
 /*
  * Saves the current context into `from` and resumes `to`; returns when

@@ -33,10 +33,10 @@ struct bin {
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct bin bins[BINS];      /* under pool_lock */
-static size_t cached;              /* under pool_lock; read relaxed */
-static size_t mapped;              /* atomic */
-static size_t page_size;           /* set once, idempotently */
+static struct bin bins[BINS]; /* under pool_lock */
+static size_t cached;         /* under pool_lock; read relaxed */
+static size_t mapped;         /* atomic */
+static size_t page_size;      /* set once, idempotently */
 
 size_t tr__stack_page_size(void) {
   /* Relaxed is enough: every thread computes the same value, so a racing
@@ -61,22 +61,18 @@ static struct node *node_of(char *lo, size_t size) {
   return (struct node *)(void *)(lo + size - sizeof(struct node));
 }
 
-static char *lo_of(struct node *n, size_t size) {
-  return (char *)n + sizeof(struct node) - size;
-}
+static char *lo_of(struct node *n, size_t size) { return (char *)n + sizeof(struct node) - size; }
 
 static int map_stack(size_t size, char **lo) {
   size_t page = tr__stack_page_size();
   /* MAP_NORESERVE: a stack is mostly never touched; do not charge the
    * whole of it against overcommit.  Nothing is faulted in here. */
   char *base = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                    -1, 0);
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (base == MAP_FAILED)
     return -TR_ENOMEM;
   /* Guard only the first TR_FIBER_GUARDED_MAX stacks (see stack.h). */
-  if (tr_load_relaxed(&mapped) < TR_FIBER_GUARDED_MAX &&
-      mprotect(base, page, PROT_NONE) != 0) {
+  if (tr_load_relaxed(&mapped) < TR_FIBER_GUARDED_MAX && mprotect(base, page, PROT_NONE) != 0) {
     munmap(base, size + page);
     return -TR_ENOMEM;
   }

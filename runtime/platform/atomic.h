@@ -36,12 +36,10 @@
 #define tr_for_relaxed(p, v) __atomic_fetch_or((p), (v), __ATOMIC_RELAXED)
 #define tr_for_seqcst(p, v) __atomic_fetch_or((p), (v), __ATOMIC_SEQ_CST)
 #define tr_fand_seqcst(p, v) __atomic_fetch_and((p), (v), __ATOMIC_SEQ_CST)
-#define tr_cas_acqrel(p, expp, v)                                              \
-  __atomic_compare_exchange_n((p), (expp), (v), 0, __ATOMIC_ACQ_REL,           \
-                              __ATOMIC_ACQUIRE)
-#define tr_cas_seqcst(p, expp, v)                                              \
-  __atomic_compare_exchange_n((p), (expp), (v), 0, __ATOMIC_SEQ_CST,           \
-                              __ATOMIC_SEQ_CST)
+#define tr_cas_acqrel(p, expp, v)                                                                  \
+  __atomic_compare_exchange_n((p), (expp), (v), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+#define tr_cas_seqcst(p, expp, v)                                                                  \
+  __atomic_compare_exchange_n((p), (expp), (v), 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)
 #if defined(TR_TSAN)
 /* GCC refuses standalone fences under TSan (it cannot model them).  A
  * seq_cst read-modify-write is a full barrier on every target we support;

@@ -557,8 +557,7 @@ static int cancel_post(tr_actor_t *a) {
   /* Release pairs with the acquire exchange in cancel_drain: r->actor and
    * r->next are visible to the reactor once it sees r (later pushes are
    * read-modify-writes, so they continue this release sequence). */
-  while (!__atomic_compare_exchange_n(&cs.head, &head, r, 1, __ATOMIC_RELEASE,
-                                      __ATOMIC_RELAXED));
+  while (!__atomic_compare_exchange_n(&cs.head, &head, r, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
   return 0;
 }
 

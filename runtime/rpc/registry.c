@@ -82,8 +82,8 @@ static int malformed(const tr_rpc_export_t *e) {
 }
 
 /* The live export (ns[0..ns_len), func) reachable from first, or NULL. */
-static const tr_rpc_export_t *find_from(const tr_rpc_export_t *first, const char *ns,
-                                        size_t ns_len, const char *func) {
+static const tr_rpc_export_t *find_from(const tr_rpc_export_t *first, const char *ns, size_t ns_len,
+                                        const char *func) {
   for (const tr_rpc_export_t *e = first; e != NULL; e = e->next_)
     if (strcmp(e->name, func) == 0 && ns_equal(ns, ns_len, e->ns))
       return e;
@@ -139,15 +139,15 @@ static void describe_refused(char *buf, size_t len, size_t *used, const tr_rpc_e
   int w;
   if (e->refused_ == REFUSED_DUPLICATE)
     w = snprintf(buf + *used, len - *used,
-                 "%s\"%s.%s\" exported again at %s:%d (first exported at %s:%d)",
-                 *used ? "; " : "", e->ns, e->name, file, e->line,
-                 e->dup_of_->file ? e->dup_of_->file : "?", e->dup_of_->line);
+                 "%s\"%s.%s\" exported again at %s:%d (first exported at %s:%d)", *used ? "; " : "",
+                 e->ns, e->name, file, e->line, e->dup_of_->file ? e->dup_of_->file : "?",
+                 e->dup_of_->line);
   else
     w = snprintf(buf + *used, len - *used,
                  "%smalformed export \"%s.%s\" at %s:%d (needs a namespace, a name without "
                  "dots, a function and a kind)",
-                 *used ? "; " : "", e->ns ? e->ns : "(null)", e->name ? e->name : "(null)",
-                 file, e->line);
+                 *used ? "; " : "", e->ns ? e->ns : "(null)", e->name ? e->name : "(null)", file,
+                 e->line);
   if (w > 0)
     *used = (size_t)w >= len - *used ? len - 1 : *used + (size_t)w;
 }
@@ -220,9 +220,7 @@ static const char *kind_call(int kind) {
 
 /* "%.*s" takes an int precision; a namespace longer than INT_MAX bytes is
  * printed cut short rather than with a negative (meaning: whole) length. */
-static int span_int(size_t len) {
-  return len > INT_MAX ? INT_MAX : (int)len;
-}
+static int span_int(size_t len) { return len > INT_MAX ? INT_MAX : (int)len; }
 
 static int lookup_span(const char *ns, size_t ns_len, const char *func,
                        const tr__rpc_entry_t **out) {
@@ -282,10 +280,9 @@ static int not_exposed(const char *ns, size_t ns_len, const char *const *enabled
 static int check_kind(const tr__rpc_entry_t *e, int expected_kind) {
   if (expected_kind == 0 || expected_kind == e->kind)
     return 0;
-  return TR_ERROR(-TR_EFUNCKIND,
-                  "%s.%s is a %s function but the call expects a %s function; use %s", e->ns,
-                  e->name, tr__rpc_kind_name(e->kind), tr__rpc_kind_name(expected_kind),
-                  kind_call(e->kind));
+  return TR_ERROR(
+      -TR_EFUNCKIND, "%s.%s is a %s function but the call expects a %s function; use %s", e->ns,
+      e->name, tr__rpc_kind_name(e->kind), tr__rpc_kind_name(expected_kind), kind_call(e->kind));
 }
 
 int tr__rpc_check_call(const tr__rpc_entry_t *e, const char *const *enabled, size_t n_enabled,
@@ -298,9 +295,8 @@ int tr__rpc_check_call(const tr__rpc_entry_t *e, const char *const *enabled, siz
 }
 
 /* The common body of the resolvers; the namespace is ns[0..ns_len). */
-static int resolve_span(const char *ns, size_t ns_len, const char *func,
-                        const char *const *enabled, size_t n_enabled, int expected_kind,
-                        const tr__rpc_entry_t **out) {
+static int resolve_span(const char *ns, size_t ns_len, const char *func, const char *const *enabled,
+                        size_t n_enabled, int expected_kind, const tr__rpc_entry_t **out) {
   if (enabled == NULL && n_enabled > 0)
     return TR_ERROR(-TR_EINVAL, "tr__rpc_resolve: NULL enabled list");
   if (!ns_enabled(ns, ns_len, enabled, n_enabled))

@@ -58,8 +58,6 @@ static inline struct tr_actor *tr__runq_steal_mc(tr_runq_t *q) {
 }
 
 /* Approximate number of queued actors (racy snapshot, for heuristics). */
-static inline unsigned tr__runq_size(const tr_runq_t *q) {
-  return ck_ring_size(&q->ring);
-}
+static inline unsigned tr__runq_size(const tr_runq_t *q) { return ck_ring_size(&q->ring); }
 
 #endif

@@ -49,9 +49,7 @@ static __thread tr_worker_t *tls_worker;
 uint32_t tr__fence_word;
 #endif
 
-__attribute__((noinline)) tr_worker_t *tr__worker_self(void) {
-  return tls_worker;
-}
+__attribute__((noinline)) tr_worker_t *tr__worker_self(void) { return tls_worker; }
 
 /* ---- ck_ec operations: futex on Linux -------------------------------- */
 
@@ -60,8 +58,8 @@ static int ec_gettime(const struct ck_ec_ops *ops, struct timespec *out) {
   return clock_gettime(CLOCK_MONOTONIC, out);
 }
 
-static void ec_wait32(const struct ck_ec_wait_state *st, const uint32_t *addr,
-                      uint32_t expected, const struct timespec *deadline) {
+static void ec_wait32(const struct ck_ec_wait_state *st, const uint32_t *addr, uint32_t expected,
+                      const struct timespec *deadline) {
   struct timespec rel, *relp = NULL;
   if (deadline) {
     /* ck_ec hands us an absolute deadline on ec_gettime's clock. */

@@ -67,8 +67,7 @@ void tr__an_child_exited(tr_an_child_t *c) {
     tr_error_t *e = c->error;
     c->error = NULL;
     if (!e)
-      e = tr__error_new(c->result, NULL, "actor %s failed: %s", c->name,
-                        tr_strerror(c->result));
+      e = tr__error_new(c->result, NULL, "actor %s failed: %s", c->name, tr_strerror(c->result));
     (void)tr__error_set_src(e, c->name);
     an->nfail++;
     if (an->nfail == 1) {
@@ -108,14 +107,13 @@ int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_
     return rc;
   }
   an->parent = t;
-  an->grace = (opts && opts->cancel_grace_ns > 0) ? opts->cancel_grace_ns
-                                                  : TR_CANCEL_GRACE_DEFAULT;
+  an->grace = (opts && opts->cancel_grace_ns > 0) ? opts->cancel_grace_ns : TR_CANCEL_GRACE_DEFAULT;
   *out = an;
   return 0;
 }
 
-int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn,
-                           void *arg, tr_actor_t **ref) {
+int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
+                           tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!an || !fn)

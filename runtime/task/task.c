@@ -50,12 +50,12 @@
 struct tr_nursery {
   tr_scope_t scope;
   tr_task_t *parent;
-  uint64_t live;       /* children not yet finished */
+  uint64_t live; /* children not yet finished */
   uint8_t closing;
-  uint8_t waiting;     /* the parent is blocked in close */
+  uint8_t waiting; /* the parent is blocked in close */
   int nfail;
   int first_rc;
-  tr_error_t *errors;  /* the first failure, or a group once there are two */
+  tr_error_t *errors; /* the first failure, or a group once there are two */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -101,9 +101,7 @@ static int chain_cancelled(const tr_scope_t *s, const tr_tasks_t *ts) {
   return ts->stopping;
 }
 
-static int task_cancelled(tr_task_t *t) {
-  return chain_cancelled(t->scope, tasks_of(t));
-}
+static int task_cancelled(tr_task_t *t) { return chain_cancelled(t->scope, tasks_of(t)); }
 
 /* Blocks the running task until something makes it ready again.  With
  * `cancellable`, a cancellation of the task's scopes also wakes it.  The
@@ -199,8 +197,8 @@ static void set_label(char *buf, size_t cap, const char *actor, const char *task
  * touched pages, ~4-8 KiB each) stay with a busy actor until it exits. */
 #define TR_TASK_SPARES 1024
 
-static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg,
-                    const tr_task_opts_t *opts, tr_task_t **out) {
+static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_opts_t *opts,
+                    tr_task_t **out) {
   tr_tasks_t *spares = a->tasks;
   tr_task_t *t;
   if (spares->spare && (!opts || opts->stack_size == 0)) {
@@ -544,8 +542,7 @@ int tr_nursery_open(tr_nursery_t **out) {
   return 0;
 }
 
-int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg,
-                     const tr_task_opts_t *opts) {
+int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_opts_t *opts) {
   tr_task_t *t = current();
   if (!n || !fn)
     return -TR_EINVAL;
@@ -564,17 +561,14 @@ int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg,
   return 0;
 }
 
-int tr_nursery_cancel(tr_nursery_t *n) {
-  return n ? tr_scope_cancel(&n->scope) : -TR_EINVAL;
-}
+int tr_nursery_cancel(tr_nursery_t *n) { return n ? tr_scope_cancel(&n->scope) : -TR_EINVAL; }
 
 /* Records a failed child: the first cancels the nursery's scope. */
 static void nursery_fail(struct tr_nursery *n, tr_task_t *t) {
   tr_error_t *e = t->error;
   t->error = NULL;
   if (!e)
-    e = tr__error_new(t->result, NULL, "task %s failed: %s", t->name,
-                      tr_strerror(t->result));
+    e = tr__error_new(t->result, NULL, "task %s failed: %s", t->name, tr_strerror(t->result));
   n->nfail++;
   if (n->nfail == 1) {
     n->first_rc = t->result;
@@ -741,14 +735,12 @@ static void no_behaviour(void *state, tr_msg_t *m) {
   TR_ASSERT(!"a task actor's behaviour was called");
 }
 
-int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
-                        tr_actor_t **ref) {
+int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts, tr_actor_t **ref) {
   return tr__spawn_task_actor_watched(fn, arg, opts, NULL, NULL, ref);
 }
 
 int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
-                                 struct tr_actor *watcher, tr_an_child_t *rec,
-                                 tr_actor_t **ref) {
+                                 struct tr_actor *watcher, tr_an_child_t *rec, tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!fn)
@@ -837,10 +829,10 @@ static int main_root(void *arg) {
  * of a handler that never blocks.
  */
 static struct {
-  tr_actor_t *root;     /* atomic: the root actor (a reference) or NULL */
-  uint32_t in_handler;  /* atomic: handlers that may be using root */
-  int signo;            /* atomic: the first signal received, 0 = none */
-  uint32_t claimed;     /* atomic: a tr_main owns the dispositions below */
+  tr_actor_t *root;    /* atomic: the root actor (a reference) or NULL */
+  uint32_t in_handler; /* atomic: handlers that may be using root */
+  int signo;           /* atomic: the first signal received, 0 = none */
+  uint32_t claimed;    /* atomic: a tr_main owns the dispositions below */
   struct sigaction old_int, old_term;
 } ms;
 
@@ -924,8 +916,7 @@ static void main_signals_restore(void) {
   (void)sigaction(SIGTERM, &ms.old_term, NULL);
 }
 
-int tr_main(int argc, char **argv, tr_task_fn root, void *arg,
-            const tr_config_t *cfg) {
+int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t *cfg) {
   (void)argc;
   (void)argv;
   if (!root)
@@ -1019,16 +1010,13 @@ void tr__task_wake_blocked(tr_task_t *t) {
     ready_push(tasks_of(t), t);
 }
 
-void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s) {
-  cancel_local(tasks_of(t), s);
-}
+void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s) { cancel_local(tasks_of(t), s); }
 
 void tr__task_wait_until(tr_task_t *t, int64_t deadline) {
   tr_msg_t *m;
   uint64_t timer = 0;
   int armed = 0;
-  if (deadline != TR_NO_DEADLINE &&
-      tr__sys_msg(&m, TR_SYS_WAKE, t->wait_gen + 1, t, 0) == 0) {
+  if (deadline != TR_NO_DEADLINE && tr__sys_msg(&m, TR_SYS_WAKE, t->wait_gen + 1, t, 0) == 0) {
     if (tr__timer_post(deadline, t->actor, m, &timer) == 0) {
       t->refs++;
       armed = 1;

@@ -42,15 +42,15 @@ typedef struct tr_task {
   void *arg;
   int result;
   uint32_t state;
-  uint32_t refs;      /* in-flight wake messages that point at this task */
-  uint64_t wait_gen;  /* bumped at each block: stale wakes are ignored */
-  uint64_t cancel_seen; /* blocking calls that returned -TR_ECANCELED */
-  uint8_t cancellable;  /* the current block ends on cancellation */
-  uint8_t timer_fired;  /* the current sleep's timer delivered */
-  uint8_t has_stack;    /* the fiber has been given its stack */
-  uint8_t needs_reset;  /* a reused task: reset the fiber before running */
-  void *job_result;     /* tr_to_thread: the finished job's result */
-  size_t stack_size;    /* requested; 0 = default */
+  uint32_t refs;          /* in-flight wake messages that point at this task */
+  uint64_t wait_gen;      /* bumped at each block: stale wakes are ignored */
+  uint64_t cancel_seen;   /* blocking calls that returned -TR_ECANCELED */
+  uint8_t cancellable;    /* the current block ends on cancellation */
+  uint8_t timer_fired;    /* the current sleep's timer delivered */
+  uint8_t has_stack;      /* the fiber has been given its stack */
+  uint8_t needs_reset;    /* a reused task: reset the fiber before running */
+  void *job_result;       /* tr_to_thread: the finished job's result */
+  size_t stack_size;      /* requested; 0 = default */
   struct tr_error *error; /* this task's tr_error_last */
   const char *name;
   char label[64];
@@ -59,9 +59,9 @@ typedef struct tr_task {
 typedef struct tr_tasks {
   tr_task_t *ready_head, *ready_tail;
   tr_task_t *all;
-  uint64_t live;      /* tasks not yet done */
-  uint64_t zombies;   /* done tasks kept for in-flight references */
-  uint64_t next_id;   /* scope ids */
+  uint64_t live;    /* tasks not yet done */
+  uint64_t zombies; /* done tasks kept for in-flight references */
+  uint64_t next_id; /* scope ids */
   tr_task_t *main;
   int main_result;
   uint8_t main_done;
@@ -97,8 +97,7 @@ typedef struct tr_an_child {
 /* tr_spawn_task_actor for an actor nursery: the child reports its exit to
  * `watcher` (a reference is taken) through record `rec`. */
 int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
-                                 struct tr_actor *watcher, tr_an_child_t *rec,
-                                 tr_actor_t **ref);
+                                 struct tr_actor *watcher, tr_an_child_t *rec, tr_actor_t **ref);
 
 /* Called by the exiting actor (actor.c): frees its spare task stacks and
  * reports to its actor nursery, if any. */

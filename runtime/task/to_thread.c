@@ -148,9 +148,8 @@ int tr_to_thread(void *(*fn)(void *), void *arg, void **result) {
     return 0;
   }
   t->cancel_seen++;
-  return TR_ERROR(-TR_ECANCELED,
-                  "tr_to_thread: cancelled; the wait was abandoned and the "
-                  "thread call is still running (its result will be dropped)");
+  return TR_ERROR(-TR_ECANCELED, "tr_to_thread: cancelled; the wait was abandoned and the "
+                                 "thread call is still running (its result will be dropped)");
 }
 
 void tr__to_thread_done(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {

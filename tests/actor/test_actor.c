@@ -45,10 +45,10 @@ static void note_fail(int line, const char *what) {
   }
 }
 
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond))                                                               \
-      note_fail(__LINE__, #cond);                                              \
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      note_fail(__LINE__, #cond);                                                                  \
   } while (0)
 
 static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -451,8 +451,7 @@ Test(actor, forward_zero_copy_chain, .timeout = TEST_TIMEOUT) {
   run_ok(4, chain_root, &c, &st);
   cr_assert_eq(c.data_seen, CHAIN_MSGS);
   cr_assert_eq(c.in_order, CHAIN_MSGS, "only %llu in order", (unsigned long long)c.in_order);
-  cr_assert_eq(c.all_ok, CHAIN_MSGS, "%llu messages arrived intact",
-               (unsigned long long)c.all_ok);
+  cr_assert_eq(c.all_ok, CHAIN_MSGS, "%llu messages arrived intact", (unsigned long long)c.all_ok);
   cr_assert_eq(st.msgs_handled, (uint64_t)(CHAIN_MSGS + 1) * CHAIN_N + 1);
   cr_assert_eq(st.dead_letters, 0);
 }
@@ -626,8 +625,7 @@ static void ping_beh(void *state, tr_msg_t *m) {
     c->replies++;
   }
   if (c->replies < PP_ROUNDS) {
-    CHECK(tr_send(c->pong, new_msg(TAG_PING, c->replies * 2, NULL,
-                                   tr_actor_dup(tr_self()))) == 0);
+    CHECK(tr_send(c->pong, new_msg(TAG_PING, c->replies * 2, NULL, tr_actor_dup(tr_self()))) == 0);
   } else {
     CHECK(tr_send_u64(c->pong, TAG_EXIT, 0) == 0);
     CHECK(tr_actor_exit() == 0);
@@ -868,8 +866,8 @@ Test(actor, on_exit_exactly_once, .timeout = TEST_TIMEOUT) {
   tr_stats_t st;
   run_ok(2, ox_root, &c, &st);
   for (int i = 0; i < OX_N; i++) {
-    cr_assert_eq(c.a[i].exits, 1, "actor %d (group %d): on_exit ran %llu times", i,
-                 i % OX_GROUPS, (unsigned long long)c.a[i].exits);
+    cr_assert_eq(c.a[i].exits, 1, "actor %d (group %d): on_exit ran %llu times", i, i % OX_GROUPS,
+                 (unsigned long long)c.a[i].exits);
     cr_assert_eq(c.a[i].on_root_thread, 0, "actor %d: on_exit ran on the root thread", i);
   }
   cr_assert_eq(st.actors_spawned, OX_N);

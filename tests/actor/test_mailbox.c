@@ -131,6 +131,5 @@ Test(mailbox, four_producers_no_loss_in_order, .timeout = 120) {
   }
   cr_assert_null(tr__mbox_pop_sc(&q));
   /* One empty observation for the initial state plus one per mark. */
-  cr_assert_eq(empties, marks + 1, "empties %u marks %lu", empties,
-               (unsigned long)marks);
+  cr_assert_eq(empties, marks + 1, "empties %u marks %lu", empties, (unsigned long)marks);
 }

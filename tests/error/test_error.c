@@ -70,8 +70,7 @@ Test(error, fail_records_type_message_trace, .timeout = 10) {
   cr_assert_eq(tr_error_relay_len(e), 0);
   cr_assert_eq(tr_error_group_count(e), 0);
   cr_assert_eq(tr_error_trace_len(e), 1);
-  cr_assert(hop_is(tr_error_trace(e, 0), raise_line, "inner"), "hop '%s'",
-            tr_error_trace(e, 0));
+  cr_assert(hop_is(tr_error_trace(e, 0), raise_line, "inner"), "hop '%s'", tr_error_trace(e, 0));
   cr_assert_null(tr_error_trace(e, 1));
 }
 
@@ -107,8 +106,7 @@ Test(error, trace_is_bounded, .timeout = 10) {
   cr_assert_eq(tr_error_trace_len(e), TR__ERROR_TRACE_MAX);
   char *s = format_alloc(e);
   char want[64];
-  snprintf(want, sizeof want, "[%d outer hops not recorded]",
-           101 - TR__ERROR_TRACE_MAX);
+  snprintf(want, sizeof want, "[%d outer hops not recorded]", 101 - TR__ERROR_TRACE_MAX);
   cr_assert_not_null(strstr(s, want), "%s", s);
   free(s);
 }
@@ -154,10 +152,8 @@ Test(error, replacement_frees_previous, .timeout = 10) {
   cr_assert_str_eq(tr_error_message(tr_error_last()), "key 99");
   /* The new message may quote the old error: it is freed only after. */
   const tr_error_t *old = tr_error_last();
-  tr_fail("RuntimeError", "wrapped: %s (%s)", tr_error_message(old),
-          tr_error_type(old));
-  cr_assert_str_eq(tr_error_message(tr_error_last()),
-                   "wrapped: key 99 (KeyError)");
+  tr_fail("RuntimeError", "wrapped: %s (%s)", tr_error_message(old), tr_error_type(old));
+  cr_assert_str_eq(tr_error_message(tr_error_last()), "wrapped: key 99 (KeyError)");
   /* Left in the slot on purpose: the main thread's slot is not freed at
    * exit, but it is still reachable (TLS), so LeakSanitizer is silent. */
 }
@@ -248,8 +244,7 @@ Test(error, format_contains_each_part, .timeout = 10) {
                          "b.c:20 caller",
                          "a.c:10 raiser"};
   for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
-    cr_assert_not_null(strstr(s, parts[i]), "missing '%s' in:\n%s", parts[i],
-                       s);
+    cr_assert_not_null(strstr(s, parts[i]), "missing '%s' in:\n%s", parts[i], s);
   /* Python order: the raise site comes last. */
   cr_assert_lt(strstr(s, "b.c:20"), strstr(s, "a.c:10"));
   free(s);
@@ -293,17 +288,11 @@ Test(error, group_nested_formats_and_iterates, .timeout = 10) {
   tr_error_t *a = tr__error_new(-TR_EAPP, "ValueError", "a");
   tr__error_trace_append(a, "t.c", 1, "task_a");
   tr_error_t *inner_g = tr__error_group_new("inner nursery");
-  cr_assert_eq(
-      tr__error_group_add(inner_g, tr__error_new(-TR_EAPP, "KeyError", "k")),
-      0);
-  cr_assert_eq(
-      tr__error_group_add(inner_g, tr__error_new(-TR_EAPP, "TypeError", "t")),
-      0);
+  cr_assert_eq(tr__error_group_add(inner_g, tr__error_new(-TR_EAPP, "KeyError", "k")), 0);
+  cr_assert_eq(tr__error_group_add(inner_g, tr__error_new(-TR_EAPP, "TypeError", "t")), 0);
   cr_assert_eq(tr__error_group_add(g, a), 0);
   cr_assert_eq(tr__error_group_add(g, inner_g), 0);
-  cr_assert_eq(
-      tr__error_group_add(g, tr__error_new(-TR_ETIMEDOUT, NULL, "too slow")),
-      0);
+  cr_assert_eq(tr__error_group_add(g, tr__error_new(-TR_ETIMEDOUT, NULL, "too slow")), 0);
 
   cr_assert_eq(tr_error_code(g), -TR_EGROUP);
   cr_assert_str_eq(tr_error_type(g), "ExceptionGroup");
@@ -328,8 +317,7 @@ Test(error, group_nested_formats_and_iterates, .timeout = 10) {
                          "\n        KeyError: k\n",
                          "\n    TooSlowError: too slow\n"};
   for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
-    cr_assert_not_null(strstr(s, parts[i]), "missing '%s' in:\n%s", parts[i],
-                       s);
+    cr_assert_not_null(strstr(s, parts[i]), "missing '%s' in:\n%s", parts[i], s);
   free(s);
 
   /* The copy is deep and formats the same. */
@@ -351,11 +339,8 @@ Test(error, group_nested_formats_and_iterates, .timeout = 10) {
 Test(error, group_add_rejects_and_takes_ownership, .timeout = 10) {
   tr_error_t *notgroup = tr__error_new(-TR_EAPP, "ValueError", "x");
   /* Member freed even though the add fails (ASan would see a leak). */
-  cr_assert_eq(
-      tr__error_group_add(notgroup, tr__error_new(-TR_EAPP, NULL, "m")),
-      -TR_EINVAL);
-  cr_assert_eq(tr__error_group_add(NULL, tr__error_new(-TR_EAPP, NULL, "m")),
-               -TR_EINVAL);
+  cr_assert_eq(tr__error_group_add(notgroup, tr__error_new(-TR_EAPP, NULL, "m")), -TR_EINVAL);
+  cr_assert_eq(tr__error_group_add(NULL, tr__error_new(-TR_EAPP, NULL, "m")), -TR_EINVAL);
   tr_error_t *g = tr__error_group_new("g");
   cr_assert_eq(tr__error_group_add(g, NULL), -TR_EINVAL);
   cr_assert_eq(tr_error_group_count(g), 0);
@@ -402,8 +387,7 @@ Test(error, threads_have_independent_slots, .timeout = 30) {
   pthread_barrier_init(&barrier, NULL, NTHREADS);
   inner(0);
   for (int i = 0; i < NTHREADS; i++)
-    cr_assert_eq(pthread_create(&t[i], NULL, thread_body, (void *)(intptr_t)i),
-                 0);
+    cr_assert_eq(pthread_create(&t[i], NULL, thread_body, (void *)(intptr_t)i), 0);
   for (int i = 0; i < NTHREADS; i++) {
     void *res;
     pthread_join(t[i], &res);

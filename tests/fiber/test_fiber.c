@@ -90,8 +90,7 @@ Test(fiber, pingpong_million, .timeout = 120) {
   cr_assert(tr__fiber_done(&p.fiber), "fn returned, so the fiber is done");
   tr__fiber_destroy(&p.fiber);
   /* Informational only: timing is never asserted in tests. */
-  cr_log_info("main->fiber->main round trip: %.1f ns",
-              (t1 - t0) / (double)PINGPONG_ROUNDS);
+  cr_log_info("main->fiber->main round trip: %.1f ns", (t1 - t0) / (double)PINGPONG_ROUNDS);
 }
 
 /* ---- first entry, exit, labels, sizes ---------------------------------- */
@@ -238,9 +237,9 @@ Test(fiber, ten_thousand_fibers_reuse_stacks, .timeout = 180) {
 struct bounce {
   pthread_mutex_t lock;
   pthread_cond_t cond;
-  int turn;              /* whose turn to resume the fiber: 0 or 1 */
+  int turn; /* whose turn to resume the fiber: 0 or 1 */
   tr_fiber_t fiber;
-  tr_fiber_t *resumer;   /* main context of the thread resuming it now */
+  tr_fiber_t *resumer; /* main context of the thread resuming it now */
   long tid_seen[HOPS + 1];
   long tid_of[2];
   int hops;
@@ -433,9 +432,7 @@ static void run_overflow(void) {
   tr__fiber_switch(&main, &fiber);
 }
 
-Test(fiber, overflow_aborts, .signal = SIGABRT, .timeout = 30) {
-  run_overflow();
-}
+Test(fiber, overflow_aborts, .signal = SIGABRT, .timeout = 30) { run_overflow(); }
 
 /* The same in a child process whose stderr we read, to check the report. */
 Test(fiber, overflow_report_names_the_fiber, .timeout = 30) {
@@ -460,8 +457,7 @@ Test(fiber, overflow_report_names_the_fiber, .timeout = 30) {
   close(fds[0]);
   int status;
   cr_assert_eq(waitpid(pid, &status, 0), pid);
-  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
-            "status %#x", status);
+  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x", status);
   cr_assert(strstr(out, "tractor: stack overflow in actor root, task main "
                         "(fiber stack 65536 bytes)\n") != NULL,
             "stderr was: %s", out);

@@ -56,10 +56,11 @@ TR_EXPORT_STREAM_TYPED("test.typed", "credits", noop, NULL, &tractor__credit__de
 TR_EXPORT_CONTEXT_TYPED("test.typed", "session", noop, &tractor__start__descriptor,
                         &tractor__yield__descriptor, &tractor__return__descriptor)
 /* Two on one line: the macros must not collide on generated names. */
-TR_EXPORT_FN("test.line", "a", noop) TR_EXPORT_FN("test.line", "b", noop)
+TR_EXPORT_FN("test.line", "a", noop)
+TR_EXPORT_FN("test.line", "b", noop)
 
-/* The duplicate: one of the two stays in force, the other is refused. */
-static const int dup_line_1 = __LINE__ + 1;
+    /* The duplicate: one of the two stays in force, the other is refused. */
+    static const int dup_line_1 = __LINE__ + 1;
 TR_EXPORT_FN("test.dup", "twice", noop)
 static const int dup_line_2 = __LINE__ + 1;
 TR_EXPORT_FN("test.dup", "twice", other)
@@ -73,8 +74,7 @@ static const char *last_msg(void) {
 }
 
 static void assert_msg_has(const char *needle) {
-  cr_assert(strstr(last_msg(), needle) != NULL, "message \"%s\" lacks \"%s\"", last_msg(),
-            needle);
+  cr_assert(strstr(last_msg(), needle) != NULL, "message \"%s\" lacks \"%s\"", last_msg(), needle);
 }
 
 static const tr__rpc_entry_t *find(const char *ns, const char *func) {
@@ -136,8 +136,8 @@ Test(rpc_registry, count_and_iteration_agree, .timeout = 30) {
       dups++;
     /* No (ns, name) appears twice among the exports in force. */
     for (const tr_rpc_export_t *f = tr_rpc_registry_next(e); f; f = tr_rpc_registry_next(f))
-      cr_assert(strcmp(e->ns, f->ns) != 0 || strcmp(e->name, f->name) != 0, "%s.%s twice",
-                e->ns, e->name);
+      cr_assert(strcmp(e->ns, f->ns) != 0 || strcmp(e->name, f->name) != 0, "%s.%s twice", e->ns,
+                e->name);
   }
   cr_assert_eq(n, N_EXPORTS);
   cr_assert_eq(dups, 1);
@@ -172,8 +172,7 @@ Test(rpc_registry, check_call_namespace_exposure, .timeout = 30) {
   assert_msg_has("\"test.calc\", \"test.deep.ns\", \"test.typed\"");
 
   /* An actor that enables nothing exposes nothing. */
-  cr_assert_eq(tr__rpc_check_call(find("test.calc", "add"), NULL, 0, TR_FUNC_FN),
-               -TR_ENOTEXPOSED);
+  cr_assert_eq(tr__rpc_check_call(find("test.calc", "add"), NULL, 0, TR_FUNC_FN), -TR_ENOTEXPOSED);
   assert_msg_has("enabled: none");
 
   cr_assert_eq(tr__rpc_check_call(find("test.calc", "add"), enabled, N_ENABLED, TR_FUNC_FN), 0);
@@ -206,12 +205,10 @@ Test(rpc_registry, resolve_checks_in_tractor_order, .timeout = 30) {
   cr_assert_eq(tr__rpc_resolve("test.ctx.pingpong", enabled, N_ENABLED, TR_FUNC_FN, &e),
                -TR_ENOTEXPOSED);
   cr_assert_null(e);
-  cr_assert_eq(tr__rpc_resolve("nowhere.f", enabled, N_ENABLED, TR_FUNC_FN, &e),
-               -TR_ENOTEXPOSED);
+  cr_assert_eq(tr__rpc_resolve("nowhere.f", enabled, N_ENABLED, TR_FUNC_FN, &e), -TR_ENOTEXPOSED);
   assert_msg_has("\"nowhere\"");
   /* Then existence. */
-  cr_assert_eq(tr__rpc_resolve("test.calc.nope", enabled, N_ENABLED, TR_FUNC_FN, &e),
-               -TR_ENOFUNC);
+  cr_assert_eq(tr__rpc_resolve("test.calc.nope", enabled, N_ENABLED, TR_FUNC_FN, &e), -TR_ENOFUNC);
   assert_msg_has("\"test.calc.nope\"");
   /* Then the kind. */
   cr_assert_eq(tr__rpc_resolve("test.calc.count", enabled, N_ENABLED, TR_FUNC_FN, &e),
@@ -224,16 +221,15 @@ Test(rpc_registry, resolve_checks_in_tractor_order, .timeout = 30) {
   /* The split form behaves the same. */
   cr_assert_eq(tr__rpc_resolve_parts("test.ctx", "nope", enabled, N_ENABLED, 0, &e),
                -TR_ENOTEXPOSED);
-  cr_assert_eq(tr__rpc_resolve_parts("test.calc", "nope", enabled, N_ENABLED, 0, &e),
-               -TR_ENOFUNC);
+  cr_assert_eq(tr__rpc_resolve_parts("test.calc", "nope", enabled, N_ENABLED, 0, &e), -TR_ENOFUNC);
   cr_assert_eq(tr__rpc_resolve_parts("test.calc", "add", enabled, N_ENABLED, TR_FUNC_FN, &e), 0);
   cr_assert_eq(e->fn, add);
 }
 
 Test(rpc_registry, qualified_names_split_at_the_last_dot, .timeout = 30) {
   const tr__rpc_entry_t *e = NULL;
-  cr_assert_eq(tr__rpc_resolve("test.deep.ns.leaf", enabled, N_ENABLED, TR_FUNC_FN, &e), 0,
-               "%s", last_msg());
+  cr_assert_eq(tr__rpc_resolve("test.deep.ns.leaf", enabled, N_ENABLED, TR_FUNC_FN, &e), 0, "%s",
+               last_msg());
   cr_assert_str_eq(e->ns, "test.deep.ns");
   cr_assert_str_eq(e->name, "leaf");
 
@@ -265,7 +261,8 @@ static tr_buf_t *actor_ref_payload(void) {
 }
 
 /* Field 1, length-delimited, length 16, followed by only 3 bytes. */
-static const char garbage[] = "\x0a\x10" "abc";
+static const char garbage[] = "\x0a\x10"
+                              "abc";
 
 Test(rpc_registry, typed_payload_that_decodes_passes, .timeout = 30) {
   const tr__rpc_entry_t *e = find("test.typed", "echo_ref");

@@ -23,12 +23,12 @@
 
 static int fail_line;
 static char fail_what[160];
-#define CHECK(c)                                                               \
-  do {                                                                         \
-    if (!(c) && __atomic_load_n(&fail_line, __ATOMIC_ACQUIRE) == 0) {          \
-      snprintf(fail_what, sizeof fail_what, "%s", #c);                         \
-      __atomic_store_n(&fail_line, __LINE__, __ATOMIC_RELEASE);                \
-    }                                                                          \
+#define CHECK(c)                                                                                   \
+  do {                                                                                             \
+    if (!(c) && __atomic_load_n(&fail_line, __ATOMIC_ACQUIRE) == 0) {                              \
+      snprintf(fail_what, sizeof fail_what, "%s", #c);                                             \
+      __atomic_store_n(&fail_line, __LINE__, __ATOMIC_RELEASE);                                    \
+    }                                                                                              \
   } while (0)
 
 static void assert_no_check_failed(void) {
@@ -41,10 +41,10 @@ static void assert_no_check_failed(void) {
 static int log_ids[LOG_MAX];
 static int log_len;
 /* Set by each callback: what the runtime looked like when it ran. */
-static int saw_runtime;   /* tr_spawn did not fail with -TR_ENORUNTIME */
-static int saw_live;      /* actors_live was not 0 */
-static int saw_unexited;  /* the behaviour actor of a run had not exited */
-static int actor_exited;  /* set by that actor's on_exit */
+static int saw_runtime;  /* tr_spawn did not fail with -TR_ENORUNTIME */
+static int saw_live;     /* actors_live was not 0 */
+static int saw_unexited; /* the behaviour actor of a run had not exited */
+static int actor_exited; /* set by that actor's on_exit */
 
 static void nop(void *state, tr_msg_t *m) {
   (void)state;
@@ -77,8 +77,7 @@ static void log_reset(void) {
 static void assert_log(const int *want, int n) {
   cr_assert_eq(log_len, n, "%d callbacks ran, expected %d", log_len, n);
   for (int i = 0; i < n; i++)
-    cr_assert_eq(log_ids[i], want[i], "callback %d was #%d, expected #%d", i, log_ids[i],
-                 want[i]);
+    cr_assert_eq(log_ids[i], want[i], "callback %d was #%d, expected #%d", i, log_ids[i], want[i]);
   cr_assert_eq(saw_runtime, 0, "a callback ran while the runtime could spawn");
   cr_assert_eq(saw_live, 0, "a callback ran while actors were live");
   cr_assert_eq(saw_unexited, 0, "a callback ran before the run's actor exited");
@@ -200,9 +199,7 @@ Test(lifetime, callback_pushing_callbacks, .timeout = 30) {
 
 static char temp_path[64];
 
-static void remove_temp(void *arg) {
-  unlink((const char *)arg);
-}
+static void remove_temp(void *arg) { unlink((const char *)arg); }
 
 /* Creates the temp file and registers its removal, as a program would for
  * a socket path or a lock file. */

@@ -30,12 +30,12 @@
 
 static int fail_line;
 static char fail_what[160];
-#define CHECK(c)                                                               \
-  do {                                                                         \
-    if (!(c) && __atomic_load_n(&fail_line, __ATOMIC_ACQUIRE) == 0) {          \
-      snprintf(fail_what, sizeof fail_what, "%s", #c);                         \
-      __atomic_store_n(&fail_line, __LINE__, __ATOMIC_RELEASE);                \
-    }                                                                          \
+#define CHECK(c)                                                                                   \
+  do {                                                                                             \
+    if (!(c) && __atomic_load_n(&fail_line, __ATOMIC_ACQUIRE) == 0) {                              \
+      snprintf(fail_what, sizeof fail_what, "%s", #c);                                             \
+      __atomic_store_n(&fail_line, __LINE__, __ATOMIC_RELEASE);                                    \
+    }                                                                                              \
   } while (0)
 
 static void run_main(tr_task_fn root, int expect) {
@@ -43,8 +43,7 @@ static void run_main(tr_task_fn root, int expect) {
   tr_config_t cfg = {.workers = 2};
   int rc = tr_main(0, NULL, root, NULL, &cfg);
   cr_assert_eq(fail_line, 0, "CHECK(%s) failed at line %d", fail_what, fail_line);
-  cr_assert_eq(rc, expect, "tr_main returned %d (%s), expected %d", rc, tr_errname(rc),
-               expect);
+  cr_assert_eq(rc, expect, "tr_main returned %d (%s), expected %d", rc, tr_errname(rc), expect);
   tr_stats_t st;
   tr_stats(&st);
   cr_assert_eq(st.actors_live, 0);
@@ -447,8 +446,8 @@ static int signal_child(int signo, int hard, char *log, size_t logcap) {
 Test(tr_main_signals, sigint_cancels_gracefully, .timeout = 60) {
   char log[4096];
   int status = signal_child(SIGINT, 0, log, sizeof log);
-  cr_assert(WIFEXITED(status), "the child did not exit normally (status %#x); stderr:\n%s",
-            status, log);
+  cr_assert(WIFEXITED(status), "the child did not exit normally (status %#x); stderr:\n%s", status,
+            log);
   cr_assert_neq(WEXITSTATUS(status), 0);
   cr_assert_eq(WEXITSTATUS(status), CHILD_CANCELLED, "exit status %d; stderr:\n%s",
                WEXITSTATUS(status), log);

@@ -34,8 +34,8 @@ static void assert_clean(void) {
 /* ---- next-slot streak and inject fairness (one worker) ----------------- */
 
 struct pp {
-  tr_actor_t *peer;   /* owned */
-  tr_actor_t *third;  /* owned, may be NULL */
+  tr_actor_t *peer;  /* owned */
+  tr_actor_t *third; /* owned, may be NULL */
   uint64_t count;
   int *third_ran;
 };
@@ -180,7 +180,7 @@ Test(fairness, stuck_worker_gives_up_next_slot, .timeout = 60) {
 #define LOOP_N 200000
 
 struct chain_ctx {
-  tr_actor_t *first; /* owned by the producer */
+  tr_actor_t *first;    /* owned by the producer */
   uint64_t sink_count;  /* atomic: written by the sink */
   uint64_t max_backlog; /* producer: max (sent - reached the sink) */
 };
@@ -253,8 +253,7 @@ Test(fairness, long_send_loop_lets_consumers_run, .timeout = 120) {
   tr_config_t cfg = {.workers = 1};
   cr_assert_eq(tr_run(&cfg, loop_root, &l), 0);
   cr_assert_eq(l.x.sink_count, LOOP_N);
-  cr_assert_lt(l.x.max_backlog, 4096, "backlog reached %lu",
-               (unsigned long)l.x.max_backlog);
+  cr_assert_lt(l.x.max_backlog, 4096, "backlog reached %lu", (unsigned long)l.x.max_backlog);
   assert_clean();
 }
 
@@ -266,7 +265,6 @@ Test(fairness, long_send_loop_two_workers, .timeout = 120) {
   /* With two workers the stages may all run on the other worker, where
    * four of them can fall behind one producer (more so under TSan): only
    * require that they ran during the loop, not after it. */
-  cr_assert_lt(l.x.max_backlog, LOOP_N - 1, "backlog reached %lu",
-               (unsigned long)l.x.max_backlog);
+  cr_assert_lt(l.x.max_backlog, LOOP_N - 1, "backlog reached %lu", (unsigned long)l.x.max_backlog);
   assert_clean();
 }

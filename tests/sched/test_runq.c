@@ -49,8 +49,7 @@ static void *thief_main(void *arg) {
       /* A double take would make this 2. */
       __atomic_fetch_add(&taken[i], 1, __ATOMIC_RELAXED);
       t->got++;
-    } else if (__atomic_load_n(t->done, __ATOMIC_ACQUIRE) &&
-               tr__runq_size(t->q) == 0) {
+    } else if (__atomic_load_n(t->done, __ATOMIC_ACQUIRE) && tr__runq_size(t->q) == 0) {
       return NULL;
     }
   }

@@ -51,10 +51,10 @@ static void note_fail(int line, const char *what) {
   }
 }
 
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond))                                                               \
-      note_fail(__LINE__, #cond);                                              \
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      note_fail(__LINE__, #cond);                                                                  \
   } while (0)
 
 static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -452,8 +452,7 @@ Test(sched, shutdown_while_busy, .timeout = TEST_TIMEOUT) {
   int64_t took = now_ns() - c.t_shutdown;
   cr_assert_lt(took, 5LL * 1000000000, "tr_run took %lld ms after tr_shutdown",
                (long long)(took / 1000000));
-  cr_assert_eq(c.spawn_after_rc, -TR_ENORUNTIME, "tr_spawn after shutdown: %d",
-               c.spawn_after_rc);
+  cr_assert_eq(c.spawn_after_rc, -TR_ENORUNTIME, "tr_spawn after shutdown: %d", c.spawn_after_rc);
   cr_assert_eq(c.exits, BUSY_N, "on_exit ran %llu times", (unsigned long long)c.exits);
   for (int i = 0; i < BUSY_N; i++)
     cr_assert_eq(c.a[i].exits, 1, "actor %d: on_exit ran %llu times", i,
@@ -465,9 +464,9 @@ Test(sched, shutdown_while_busy, .timeout = TEST_TIMEOUT) {
    * end as dead letters. */
   cr_assert_eq(c.sends, c.handled);
   cr_assert_eq(c.tokens + c.sends, st.msgs_handled + st.dead_letters,
-               "tokens %llu + sends %llu != handled %llu + dead %llu",
-               (unsigned long long)c.tokens, (unsigned long long)c.sends,
-               (unsigned long long)st.msgs_handled, (unsigned long long)st.dead_letters);
+               "tokens %llu + sends %llu != handled %llu + dead %llu", (unsigned long long)c.tokens,
+               (unsigned long long)c.sends, (unsigned long long)st.msgs_handled,
+               (unsigned long long)st.dead_letters);
   cr_assert_eq(st.dead_letters, (uint64_t)BUSY_N * BUSY_TOKENS, "dead letters %llu",
                (unsigned long long)st.dead_letters);
 }
@@ -486,8 +485,8 @@ struct flood_tx {
   struct flood_ctx *c;
   tr_actor_t *to;
   uint32_t id;
-  uint64_t next;      /* last sequence number sent successfully */
-  tr_msg_t *pending;  /* kept after -TR_EAGAIN (tr_send path) */
+  uint64_t next;     /* last sequence number sent successfully */
+  tr_msg_t *pending; /* kept after -TR_EAGAIN (tr_send path) */
 };
 
 struct flood_ctx {

@@ -24,8 +24,7 @@ int rand_r(unsigned int *seed);
 
 static int called_from_criterion(void *pc) {
   Dl_info info;
-  return dladdr(pc, &info) && info.dli_fname &&
-         strstr(info.dli_fname, "libcriterion") != NULL;
+  return dladdr(pc, &info) && info.dli_fname && strstr(info.dli_fname, "libcriterion") != NULL;
 }
 
 int rand_r(unsigned int *seed) {

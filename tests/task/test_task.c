@@ -105,8 +105,7 @@ TR_TEST(task, first_failure_cancels_siblings, .timeout = 60) {
   const tr_error_t *e = tr_error_last();
   tr_assert(e != NULL);
   tr_assert_str_eq(tr_error_type(e), "ValueError");
-  tr_assert(strstr(tr_error_message(e), "after 10 ms") != NULL, "message: %s",
-            tr_error_message(e));
+  tr_assert(strstr(tr_error_message(e), "after 10 ms") != NULL, "message: %s", tr_error_message(e));
   return 0;
 }
 
@@ -132,9 +131,7 @@ TR_TEST(task, several_failures_make_a_group, .timeout = 60) {
 
 /* Failures that cannot be cancelled away: each child fails immediately,
  * before any sibling could cancel it. */
-static int fail_now(void *arg) {
-  return tr_fail("KeyError", "child %d", (int)(intptr_t)arg);
-}
+static int fail_now(void *arg) { return tr_fail("KeyError", "child %d", (int)(intptr_t)arg); }
 
 static int inner_nursery(void *arg) {
   tr_nursery_t *n;
@@ -400,9 +397,8 @@ static int in_flight, max_in_flight;
 static void *blocking_call(void *arg) {
   int now = __atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
   int seen = __atomic_load_n(&max_in_flight, __ATOMIC_ACQUIRE);
-  while (now > seen &&
-         !__atomic_compare_exchange_n(&max_in_flight, &seen, now, 0, __ATOMIC_ACQ_REL,
-                                      __ATOMIC_ACQUIRE))
+  while (now > seen && !__atomic_compare_exchange_n(&max_in_flight, &seen, now, 0, __ATOMIC_ACQ_REL,
+                                                    __ATOMIC_ACQUIRE))
     ;
   struct timespec ts = {0, (long)(intptr_t)arg * 1000 * 1000};
   nanosleep(&ts, NULL); /* real blocking: the point of tr_to_thread */
@@ -487,10 +483,8 @@ TR_TEST(actor_nursery, one_cancels_all, .timeout = 60) {
   tr_actor_nursery_t *an;
   int64_t t0 = tr_now();
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_actor_nursery_spawn(an, "sleeper1", child_sleeps_long, &cancelled, NULL),
-              0);
-  tr_check_rc(tr_actor_nursery_spawn(an, "sleeper2", child_sleeps_long, &cancelled, NULL),
-              0);
+  tr_check_rc(tr_actor_nursery_spawn(an, "sleeper1", child_sleeps_long, &cancelled, NULL), 0);
+  tr_check_rc(tr_actor_nursery_spawn(an, "sleeper2", child_sleeps_long, &cancelled, NULL), 0);
   tr_check_rc(tr_actor_nursery_spawn(an, "failer", child_fails, (void *)10, NULL), 0);
   tr_check_rc(tr_sleep(10000 * MS), -TR_ECANCELED); /* one cancels all */
   tr_assert_rc(tr_actor_nursery_close(an), -TR_EAPP);

@@ -12,8 +12,7 @@
 
 /* Runs body as the fixture would, with the given deadline (0: default). */
 static int run_body(int (*body)(void), int64_t deadline_ns, tr_test_report_t *rep) {
-  tr_test_def_t def = {.name = "self/test", .body = body, .deadline_ns = deadline_ns,
-                       .workers = 2};
+  tr_test_def_t def = {.name = "self/test", .body = body, .deadline_ns = deadline_ns, .workers = 2};
   return tr_test_run(&def, rep);
 }
 
@@ -67,8 +66,7 @@ Test(testing, assertion_in_nursery_child_is_reported, .timeout = 60) {
   cr_assert(strstr(rep.message, "(and 1 more failed assertions)"), "%s", rep.message);
   /* The body's own -TR_EAPP is that AssertionError: not reported twice. */
   cr_assert(!strstr(rep.message, "the body returned"), "%s", rep.message);
-  cr_assert(strncmp(rep.message, "tractor test self/test failed:\n", 31) == 0, "%s",
-            rep.message);
+  cr_assert(strncmp(rep.message, "tractor test self/test failed:\n", 31) == 0, "%s", rep.message);
 }
 
 /* ---- tr_check off the workers, with the rc's error object ------------------------ */
@@ -116,8 +114,7 @@ Test(testing, rc_check_shows_names_and_error, .timeout = 60) {
                                 "closing s [TooSlowError: fail_after deadline expired]"),
             "%s", rep.message);
   /* Then the error object, formatted as a traceback. */
-  cr_assert(strstr(rep.message, "TooSlowError: fail_after deadline expired\n"), "%s",
-            rep.message);
+  cr_assert(strstr(rep.message, "TooSlowError: fail_after deadline expired\n"), "%s", rep.message);
 }
 
 /* ---- the deadline ------------------------------------------------------------------ */
@@ -130,8 +127,7 @@ Test(testing, deadline_fails_a_hanging_body, .timeout = 60) {
   int64_t el = tr_now() - t0;
   cr_assert(rep.timed_out);
   cr_assert(el >= 50 * MS && el < 5000 * MS, "took %lld ns", (long long)el);
-  cr_assert(strstr(rep.message, "test body exceeded its 0.05 s deadline\n"), "%s",
-            rep.message);
+  cr_assert(strstr(rep.message, "test body exceeded its 0.05 s deadline\n"), "%s", rep.message);
   cr_assert(strstr(rep.message, "the body returned -5 TR_ECANCELED"), "%s", rep.message);
 }
 
@@ -158,8 +154,7 @@ Test(testing, expected_code_is_compared, .timeout = 60) {
   cr_assert_str_eq(rep.message, "");
   def.expect_rc = 0;
   cr_assert_eq(tr_test_run(&def, &rep), -TR_EAPP);
-  cr_assert(strstr(rep.message, "the body returned 5, expected 0 OK\n"),
-            "%s", rep.message);
+  cr_assert(strstr(rep.message, "the body returned 5, expected 0 OK\n"), "%s", rep.message);
 }
 
 /* ---- what the body leaves behind ---------------------------------------------------- */
@@ -180,8 +175,8 @@ Test(testing, actor_left_running_is_ended_and_reported, .timeout = 60) {
   cr_assert_eq(run_body(leaves_an_actor_body, 100 * MS, &rep), -TR_EAPP);
   cr_assert(tr_now() - t0 < 5000 * MS);
   cr_assert(!rep.timed_out);
-  cr_assert(strstr(rep.message, "1 actor(s) still running after the body returned"),
-            "%s", rep.message);
+  cr_assert(strstr(rep.message, "1 actor(s) still running after the body returned"), "%s",
+            rep.message);
   cr_assert(!strstr(rep.message, "leak:"), "%s", rep.message);
 }
 

@@ -139,8 +139,7 @@ int bench_pingpong(uint64_t n, bench_result_t *res) {
   res->secs = secs;
   res->rate = (double)n / secs;
   res->ok = done.value == n;
-  snprintf(res->extra, sizeof res->extra, " round_trips=%llu",
-           (unsigned long long)done.value);
+  snprintf(res->extra, sizeof res->extra, " round_trips=%llu", (unsigned long long)done.value);
   return 0;
 
 fail:

@@ -71,8 +71,7 @@ int bench_task_switch(uint64_t n, bench_result_t *res) {
   res->secs = tb.secs;
   res->rate = (double)tb.count / tb.secs;
   res->ok = tb.count == (n / 2) * 2;
-  snprintf(res->extra, sizeof res->extra, " ns_per_switch=%.1f",
-           tb.secs * 1e9 / (double)tb.count);
+  snprintf(res->extra, sizeof res->extra, " ns_per_switch=%.1f", tb.secs * 1e9 / (double)tb.count);
   return 0;
 }
 
@@ -163,7 +162,6 @@ int bench_cancel_storm(uint64_t n, bench_result_t *res) {
   res->rate = (double)n / tb.secs;
   res->ok = tb.count == n;
   snprintf(res->extra, sizeof res->extra, " cancelled=%llu bytes_per_parked_task=%.0f",
-           (unsigned long long)tb.count,
-           ((double)tb.rc * 1024.0 - (double)before) / (double)n);
+           (unsigned long long)tb.count, ((double)tb.rc * 1024.0 - (double)before) / (double)n);
   return 0;
 }

@@ -214,22 +214,23 @@ static int run_one(const workload_t *w, uint64_t n, int workers) {
    * leaked by a missing tr_actor_release or a lost message. */
   tr_stats(&st);
   if (st.actors_allocated != 0 || st.msgs_allocated != 0) {
-    fprintf(stderr,
-            "tr-bench: %s: leak after tr_run: %" PRIu64 " actors, %" PRIu64 " messages\n",
+    fprintf(stderr, "tr-bench: %s: leak after tr_run: %" PRIu64 " actors, %" PRIu64 " messages\n",
             w->name, st.actors_allocated, st.msgs_allocated);
     failed = 1;
   }
   if (st.dead_letters != 0)
-    fprintf(stderr, "tr-bench: %s: warning: %" PRIu64 " dead letters\n", w->name,
-            st.dead_letters);
+    fprintf(stderr, "tr-bench: %s: warning: %" PRIu64 " dead letters\n", w->name, st.dead_letters);
   if (ctx.res.ok == 0) {
     fprintf(stderr, "tr-bench: %s: correctness check failed:%s\n", w->name, ctx.res.extra);
     failed = 1;
   }
 
-  printf("BENCH %s impl=tractor-c n=%" PRIu64 " secs=%.6f rate=%.1f%s%s workers=%d\n",
-         w->name, ctx.res.n, ctx.res.secs, ctx.res.rate, ctx.res.extra,
-         ctx.res.ok < 0 ? "" : ctx.res.ok ? " ok=1" : " ok=0", ctx.workers);
+  printf("BENCH %s impl=tractor-c n=%" PRIu64 " secs=%.6f rate=%.1f%s%s workers=%d\n", w->name,
+         ctx.res.n, ctx.res.secs, ctx.res.rate, ctx.res.extra,
+         ctx.res.ok < 0 ? ""
+         : ctx.res.ok   ? " ok=1"
+                        : " ok=0",
+         ctx.workers);
   fflush(stdout);
   return failed;
 }
@@ -274,16 +275,15 @@ static int run_isolated(const workload_t *w, uint64_t n, int workers) {
 static void usage(FILE *f) {
   size_t i;
 
-  fprintf(f,
-          "usage: tr-bench WORKLOAD [-n N] [-w WORKERS] [--smoke]\n"
-          "       tr-bench all [-w WORKERS] [--smoke]\n"
-          "  -n N        size (default: the peers' default for WORKLOAD)\n"
-          "  -w WORKERS  worker threads (default 0 = online CPUs; TR_WORKERS overrides)\n"
-          "  --smoke     small sizes, each well under a second (CI, sanitizers)\n"
-          "workloads (default N / smoke N):\n");
+  fprintf(f, "usage: tr-bench WORKLOAD [-n N] [-w WORKERS] [--smoke]\n"
+             "       tr-bench all [-w WORKERS] [--smoke]\n"
+             "  -n N        size (default: the peers' default for WORKLOAD)\n"
+             "  -w WORKERS  worker threads (default 0 = online CPUs; TR_WORKERS overrides)\n"
+             "  --smoke     small sizes, each well under a second (CI, sanitizers)\n"
+             "workloads (default N / smoke N):\n");
   for (i = 0; i < NWORKLOADS; i++)
-    fprintf(f, "  %-11s %10" PRIu64 " / %" PRIu64 "\n", workloads[i].name,
-            workloads[i].n_default, workloads[i].n_smoke);
+    fprintf(f, "  %-11s %10" PRIu64 " / %" PRIu64 "\n", workloads[i].name, workloads[i].n_default,
+            workloads[i].n_smoke);
 }
 
 /* Parses a non-negative decimal integer that fits in max.  Returns 0 or -1. */
