@@ -35,6 +35,7 @@
 
 #include "buf.h"
 #include "errors.h"
+#include "task.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -182,11 +183,56 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
 
 /* ---- Portal, Context, MsgStream ---------------------------------------------
  *
- * Reserved for the calling side of the protocol (tr_portal_run,
- * tr_portal_open_stream_from, tr_portal_open_context, tr_portal_result,
- * tr_portal_cancel_actor, tr_ctx_*, tr_stream_*), added with the dialog
- * engine; see docs/PROTOCOL.md for the dialogs they will speak.
+ * The calling side of the protocol.  Built so far: daemon actors started in
+ * an actor nursery (tr_start_actor) and the run dialog (tr_portal_run).
+ * Still to come: tr_portal_open_stream_from, tr_portal_open_context,
+ * tr_portal_result / tr_run_in_actor, tr_portal_cancel_actor, tr_ctx_*,
+ * tr_stream_*; see docs/PROTOCOL.md for the dialogs they will speak.
  */
+
+/* A handle to an actor that serves RPC (tractor's Portal). */
+typedef struct tr_portal tr_portal_t;
+
+/*
+ * Starts a daemon actor `name` in actor nursery `an`: it serves calls to
+ * the functions of the `n_enable` namespaces in `enable` until it is
+ * cancelled (tractor's start_actor(enable_modules=...)).  Closing the actor
+ * nursery cancels its daemons once its other children have finished, as
+ * tractor does.  Returns 0, or as tr_actor_nursery_spawn.
+ * Ownership: name and the enable strings are copied.  *out is the caller's,
+ * released with tr_portal_release (it may outlive the actor: calls then
+ * return -TR_ECLOSED).
+ * Threads: the task that opened `an`.
+ */
+int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *enable,
+                   size_t n_enable, tr_portal_t **out);
+
+/*
+ * Calls function `qualified` ("ns.func") of the portal's actor with `args`
+ * and waits for its result (the run dialog: Start, StartAck, Return or
+ * Error).  Returns 0 with *result set (NULL for an empty result), or:
+ *   -TR_ENOFUNC / -TR_ENOTEXPOSED  the actor refused the call before
+ *                                  starting any task;
+ *   -TR_EFUNCKIND   the function is a stream or context function (checked
+ *                   here, before anything is sent);
+ *   -TR_EREMOTE     the function failed: tr_error_last is a
+ *                   RemoteActorError whose boxed type, message and trace are
+ *                   the remote error's, with the actor's name as source;
+ *   -TR_ECLOSED     the actor has exited;
+ *   -TR_ECANCELED   the caller was cancelled: the remote task is cancelled
+ *                   too (a Cancel for the call is sent) and its late reply
+ *                   is dropped.
+ * Ownership: args is borrowed (the callee gets a reference); *result is
+ * the caller's (tr_buf_release).
+ * Threads: a task.
+ */
+int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, tr_buf_t **result);
+
+/* The portal's actor (borrowed; valid while the portal is). */
+tr_actor_t *tr_portal_actor(const tr_portal_t *p);
+
+/* Releases the portal.  NULL is a no-op.  Threads: any. */
+void tr_portal_release(tr_portal_t *p);
 
 #ifdef __cplusplus
 }

@@ -145,9 +145,11 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
 
 /* ---- send -------------------------------------------------------------- */
 
-static void dead_letter(tr_worker_t *w, tr_msg_t *m) {
+static void dead_letter(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   if (!(m->flags_ & TR_MSGF_SYS))
     TR_COUNT(w, dead_letters, 1);
+  if (m->body != 0)
+    tr__rpc_bounce(a, m); /* a call to a dead actor gets an answer */
   tr__msg_dispose(w, m);
 }
 
@@ -161,7 +163,7 @@ static void drain_dead(tr_worker_t *w, tr_actor_t *a) {
     while ((m = tr__mbox_pop_sc(&a->mbox))) {
       if (a->limit && !(m->flags_ & TR_MSGF_SYS))
         tr_faa_relaxed(&a->qlen, (uint32_t)-1);
-      dead_letter(w, m);
+      dead_letter(w, a, m);
     }
     if (tr__mbox_mark_empty_sc(&a->mbox))
       return;
@@ -196,7 +198,7 @@ int tr_send(tr_actor_t *to, tr_msg_t *msg) {
   if (TR_UNLIKELY(tr_load_acquire(&to->flags) & TR_AF_EXITED)) {
     if (w && w->cur_msg == msg)
       w->cur_msg = NULL;
-    dead_letter(w, msg);
+    dead_letter(w, to, msg);
     return -TR_ECLOSED;
   }
   if (to->limit) {

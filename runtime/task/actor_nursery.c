@@ -52,6 +52,13 @@ static void request_cancel_all(struct tr_actor_nursery *an) {
   }
 }
 
+static uint64_t daemons_live(const struct tr_actor_nursery *an) {
+  uint64_t n = 0;
+  for (const tr_an_child_t *c = an->children; c; c = c->next)
+    n += c->daemon && !c->exited;
+  return n;
+}
+
 static void force_cancel_all(struct tr_actor_nursery *an) {
   an->forced = 1;
   for (tr_an_child_t *c = an->children; c; c = c->next)
@@ -114,6 +121,11 @@ int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_
 
 int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
                            tr_actor_t **ref) {
+  return tr__actor_nursery_spawn(an, name, fn, arg, 0, ref);
+}
+
+int tr__actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
+                            int daemon, tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!an || !fn)
@@ -127,6 +139,7 @@ int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn 
   if (!c)
     return -TR_ENOMEM;
   c->an = an;
+  c->daemon = (uint8_t)(daemon != 0);
   c->name = name ? name : "child";
   tr_spawn_opts_t o = {.name = c->name};
   tr_actor_t *a;
@@ -172,6 +185,8 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an) {
   while (an->live > 0) {
     if (!an->cancelling && tr__task_cancelled(t))
       request_cancel_all(an); /* the parent is cancelled: so are children */
+    if (!an->cancelling && an->live == daemons_live(an))
+      request_cancel_all(an); /* only daemons left: end them (tractor) */
     an->waiting = 1;
     if (an->cancelling && !an->forced) {
       if (tr_now() >= an->force_at)

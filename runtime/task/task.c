@@ -306,6 +306,10 @@ static void cancel_local(tr_tasks_t *ts, tr_scope_t *s) {
 
 void tr__tasks_dispatch(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {
   tr_tasks_t *ts = a->tasks;
+  if (!(m->flags_ & TR_MSGF_SYS) && m->body != 0) {
+    tr__rpc_dispatch(w, a, m); /* a protocol message: the dialog engine */
+    return;
+  }
   if (!(m->flags_ & TR_MSGF_SYS)) {
     /* An application message: to the first task waiting in tr_recv. */
     tr_task_t *t = ts->recv_head;
@@ -411,6 +415,7 @@ void tr__tasks_free(tr_tasks_t *ts) {
     return;
   TR_ASSERT(ts->live == 0 && ts->zombies == 0);
   tr__error_free(ts->main_error);
+  tr__rpc_actor_free(ts);
   while (ts->spare) {
     tr_task_t *t = ts->spare;
     ts->spare = t->next;
@@ -559,6 +564,26 @@ int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_op
   n->live++;
   ready_push(tasks_of(t), c);
   return 0;
+}
+
+int tr__nursery_spawn_internal(struct tr_nursery *n, tr_task_fn fn, void *arg, const char *name) {
+  if (n->closing)
+    return -TR_ECLOSED;
+  tr_task_opts_t o = {.name = name};
+  tr_task_t *c;
+  int rc = task_new(n->parent->actor, fn, arg, &o, &c);
+  if (rc)
+    return rc;
+  c->nursery = n;
+  c->scope = &n->scope;
+  n->live++;
+  ready_push(tasks_of(c), c);
+  return 0;
+}
+
+tr_task_t *tr__task_of_actor_current(struct tr_actor *a) {
+  tr_task_t *t = current();
+  return t && t->actor == a ? t : NULL;
 }
 
 int tr_nursery_cancel(tr_nursery_t *n) { return n ? tr_scope_cancel(&n->scope) : -TR_EINVAL; }

@@ -78,6 +78,17 @@ typedef struct tr_tasks {
   struct tr_actor *watcher;
   struct tr_an_child *watch_rec;
   struct tr_error *main_error; /* the main task's error, kept at its end */
+  /* RPC (runtime/rpc/dialog.c): what a daemon serves, the nursery its
+   * request tasks run in, requests in progress, and calls this actor's
+   * tasks are waiting on. */
+  char **enable;
+  size_t n_enable;
+  struct tr_nursery *service;
+  struct tr_rpc_req *reqs;
+  struct tr_rpc_call *calls;
+  uint64_t next_cid;
+  tr_msg_t *early_starts; /* Starts that came before the service was up */
+  uint8_t serve_done;     /* the service has ended: refuse new calls */
   /* Finished tasks kept with their stacks for reuse (linked via next). */
   tr_task_t *spare;
   unsigned nspare;
@@ -92,7 +103,28 @@ typedef struct tr_an_child {
   int result;
   struct tr_error *error; /* the child's main task error, if it failed */
   uint8_t exited, cancel_sent;
+  uint8_t daemon; /* serves until cancelled: close cancels it (tractor) */
 } tr_an_child_t;
+
+/* RPC hooks (runtime/rpc/dialog.c): a protocol message (body != 0) for a
+ * task actor, and what an exiting actor still owes. */
+void tr__rpc_dispatch(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
+void tr__rpc_actor_free(tr_tasks_t *ts);
+/* A protocol message that became a dead letter at exited actor `dead`: a
+ * Start is answered with Error(-TR_ECLOSED) so its caller does not wait
+ * forever (actor.c calls it; any thread). */
+void tr__rpc_bounce(struct tr_actor *dead, tr_msg_t *m);
+
+/* Starts fn(arg) as a task in nursery n from the actor's own turn (no
+ * current task needed).  For the RPC service nursery.  Returns 0,
+ * -TR_ECLOSED or -TR_ENOMEM. */
+int tr__nursery_spawn_internal(struct tr_nursery *n, tr_task_fn fn, void *arg, const char *name);
+tr_task_t *tr__task_of_actor_current(struct tr_actor *a);
+
+/* tr_actor_nursery_spawn, with `daemon` marking a child that serves until
+ * cancelled (close cancels it once only daemons are left). */
+int tr__actor_nursery_spawn(struct tr_actor_nursery *an, const char *name, tr_task_fn fn, void *arg,
+                            int daemon, tr_actor_t **ref);
 
 /* tr_spawn_task_actor for an actor nursery: the child reports its exit to
  * `watcher` (a reference is taken) through record `rec`. */

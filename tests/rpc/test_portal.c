@@ -1,0 +1,166 @@
+/*
+ * The run dialog in-process (tractor's Portal.run against start_actor
+ * daemons): results, refusals before any task starts, boxed remote errors,
+ * a dead callee, and cancellation of the caller reaching the remote task.
+ */
+#include <string.h>
+
+#define TR_TEST_WORKERS 2
+#include <tractor/testing.h>
+
+#define MS (1000 * 1000LL)
+
+static int add_one(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  uint64_t v;
+  int rc = tr_buf_to_u64(args, &v);
+  if (rc)
+    return tr_fail("TypeError", "add_one takes a u64");
+  return tr_buf_from_u64(v + 1, result);
+}
+TR_EXPORT_FN("test.math", "add_one", add_one)
+
+static int nothing(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result; /* an empty result */
+  return 0;
+}
+TR_EXPORT_FN("test.math", "nothing", nothing)
+
+static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return tr_fail("ValueError", "bad input %d", 7);
+}
+TR_EXPORT_FN("test.math", "fails", fails)
+
+static int stream_fn(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return 0;
+}
+TR_EXPORT_STREAM("test.math", "counter", stream_fn)
+
+static int remote_cancelled;
+
+static int sleeps(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  int rc = tr_sleep(10000 * MS);
+  if (rc == -TR_ECANCELED)
+    __atomic_store_n(&remote_cancelled, 1, __ATOMIC_RELEASE);
+  return rc;
+}
+TR_EXPORT_FN("test.slow", "sleeps", sleeps)
+
+static const char *const math_ns[] = {"test.math"};
+static const char *const all_ns[] = {"test.math", "test.slow"};
+
+TR_TEST(portal, simple_rpc_and_empty_result, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "mathd", math_ns, 1, &p), 0);
+  for (uint64_t i = 0; p && i < 100; i++) {
+    tr_buf_t *arg, *res = NULL;
+    tr_check_rc(tr_buf_from_u64(i, &arg), 0);
+    tr_check_rc(tr_portal_run(p, "test.math.add_one", arg, &res), 0);
+    uint64_t v = 0;
+    tr_check_rc(tr_buf_to_u64(res, &v), 0);
+    tr_check_eq(v, i + 1);
+    tr_buf_release(arg);
+    tr_buf_release(res);
+  }
+  tr_buf_t *res = (tr_buf_t *)1;
+  if (p)
+    tr_check_rc(tr_portal_run(p, "test.math.nothing", NULL, &res), 0);
+  tr_check(res == NULL, "empty result");
+  /* Closing the nursery cancels the daemon (only daemons are left). */
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(portal, refusals_before_any_task, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "mathd", math_ns, 1, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "test.math.nope", NULL, NULL), -TR_ENOFUNC);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strstr(tr_error_message(e), "nope") != NULL, "names the function");
+    tr_check(e && strcmp(tr_error_type(e), "RemoteActorError") == 0, "boxed");
+    tr_check_rc(tr_portal_run(p, "test.slow.sleeps", NULL, NULL), -TR_ENOTEXPOSED);
+    tr_check_rc(tr_portal_run(p, "test.math.counter", NULL, NULL), -TR_EFUNCKIND);
+    tr_check_rc(tr_portal_run(p, "nodot", NULL, NULL), -TR_EINVAL);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(portal, remote_error_is_boxed, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "mathd", math_ns, 1, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "test.math.fails", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strcmp(tr_error_type(e), "RemoteActorError") == 0, "type");
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ValueError") == 0,
+             "boxed type");
+    tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "mathd") == 0, "source");
+    tr_check(e && strstr(tr_error_message(e), "bad input 7") != NULL, "message");
+    tr_check(e && tr_error_trace_len(e) >= 1, "remote trace");
+    /* The daemon survives its call's failure and keeps serving. */
+    tr_buf_t *arg, *res = NULL;
+    tr_check_rc(tr_buf_from_u64(1, &arg), 0);
+    tr_check_rc(tr_portal_run(p, "test.math.add_one", arg, &res), 0);
+    tr_buf_release(arg);
+    tr_buf_release(res);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(portal, caller_cancel_cancels_remote_task, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  remote_cancelled = 0;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "slowd", all_ns, 2, &p), 0);
+  if (p) {
+    tr_scope_t s;
+    int64_t t0 = tr_now();
+    tr_check_rc(tr_move_on_after(&s, 20 * MS), 0);
+    tr_check_rc(tr_portal_run(p, "test.slow.sleeps", NULL, NULL), -TR_ECANCELED);
+    tr_check_rc(tr_scope_close(&s), 0);
+    tr_check(tr_now() - t0 < 5000 * MS, "returned at the deadline");
+    /* The Cancel reaches the remote task: it reports being cancelled. */
+    for (int i = 0; i < 500 && !__atomic_load_n(&remote_cancelled, __ATOMIC_ACQUIRE); i++)
+      tr_check_rc(tr_sleep(1 * MS), 0);
+    tr_check(__atomic_load_n(&remote_cancelled, __ATOMIC_ACQUIRE), "remote task cancelled");
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(portal, call_to_exited_actor, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "mathd", math_ns, 1, &p), 0);
+  tr_assert_rc(tr_actor_nursery_close(an), 0); /* cancels the daemon */
+  if (p)
+    tr_check_rc(tr_portal_run(p, "test.math.nothing", NULL, NULL), -TR_ECLOSED);
+  tr_portal_release(p);
+  return 0;
+}
