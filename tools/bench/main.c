@@ -166,6 +166,7 @@ static const workload_t workloads[] = {
     {"task_switch", bench_task_switch, 10000000, 20000},
     {"task_spawn", bench_task_spawn, 1000000, 10000},
     {"cancel_storm", bench_cancel_storm, 100000, 1000},
+    {"ctx_stream", bench_ctx_stream, 1000000, 2000},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 

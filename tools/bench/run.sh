@@ -4,7 +4,7 @@
 #
 #   tools/bench/run.sh [path/to/tr-bench] [tr-bench options, e.g. -w 2 or --smoke]
 #
-# Environment: REPS (default 3), ONLY="pingpong ring ..." (default: all nine).
+# Environment: REPS (default 3), ONLY="pingpong ring ..." (default: all ten).
 # stdout: every BENCH line as it arrives, then the table.  A run that fails
 # (non-zero exit or no BENCH line) is reported on stderr, left out of the
 # table, and makes the script exit 1.
@@ -17,7 +17,7 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
 fi
 [ -x "$BIN" ] || { echo "run.sh: no tr-bench at $BIN (build first, or pass its path)" >&2; exit 2; }
 REPS=${REPS:-3}
-ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline task_switch task_spawn cancel_storm"}
+ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline task_switch task_spawn cancel_storm ctx_stream"}
 
 LINES=$(mktemp)
 trap 'rm -f "$LINES"' EXIT
