@@ -228,6 +228,30 @@ int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *
  */
 int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, tr_buf_t **result);
 
+/*
+ * Starts a child actor `name` in `an` that runs one call of function
+ * `qualified` ("ns.func", an FN export) with `args`, then exits
+ * (tractor's run_in_actor: the child enables the function's namespace and
+ * ends once its result is in).  A failure of the call is a failure of the
+ * child for the nursery (one cancels all).  Returns 0, -TR_ENOFUNC,
+ * -TR_EFUNCKIND, or as tr_actor_nursery_spawn.
+ * Ownership: args is borrowed (the child gets a reference); *out as
+ * tr_start_actor.  Threads: the task that opened `an`.
+ */
+int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
+                    const tr_buf_t *args, tr_portal_t **out);
+
+/*
+ * The result of a tr_run_in_actor child: waits (cancellably) until it is
+ * in, then returns 0 with *result (a new reference, NULL for an empty
+ * result), or the child's error as a RemoteActorError (-TR_EREMOTE;
+ * -TR_ECANCELED if the child was cancelled) — the same outcome on every
+ * call, also after the nursery has closed (the result is cached in the
+ * portal).  -TR_EINVAL for a portal from tr_start_actor.
+ * Threads: a task of the actor that owns the nursery.
+ */
+int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
+
 /* The portal's actor (borrowed; valid while the portal is). */
 tr_actor_t *tr_portal_actor(const tr_portal_t *p);
 

@@ -29,7 +29,13 @@
 #include "schema/envelope.h"
 
 struct tr_portal {
-  tr_actor_t *actor; /* a reference */
+  tr_actor_t *actor;    /* a reference */
+  tr_an_child_t *child; /* run_in_actor: its record while the nursery is open */
+  /* run_in_actor results once the nursery has closed (cached). */
+  uint8_t has_result;
+  int result_rc;
+  tr_buf_t *value;
+  tr_error_t *error;
 };
 
 /* A call being served (callee side). */
@@ -474,11 +480,135 @@ oom:
   return -TR_ENOMEM;
 }
 
+/* ---- run_in_actor ---------------------------------------------------------- */
+
+typedef struct run_spec {
+  const tr__rpc_entry_t *entry;
+  tr_buf_t *args; /* a reference */
+} run_spec_t;
+
+/* The child's main task: one call, its result reported with the child's
+ * exit (tasks.c hands main_value to the nursery's record). */
+static int run_main(void *arg) {
+  run_spec_t *spec = arg;
+  tr_buf_t *value = NULL;
+  int rc = tr__rpc_check_payload(spec->entry, TR__RPC_ARGS, spec->args);
+  if (rc == 0)
+    rc = spec->entry->fn(NULL, spec->args, &value);
+  tr_buf_release(spec->args);
+  free(spec);
+  if (rc == 0)
+    tr_self()->tasks->main_value = value;
+  else
+    tr_buf_release(value);
+  return rc;
+}
+
+int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
+                    const tr_buf_t *args, tr_portal_t **out) {
+  if (!out)
+    return -TR_EINVAL;
+  *out = NULL;
+  if (!an || !qualified)
+    return -TR_EINVAL;
+  const tr__rpc_entry_t *e;
+  /* The child enables exactly the function's namespace (tractor's
+   * run_in_actor enables the function's module). */
+  int rc = tr__rpc_resolve(qualified, NULL, 0, TR_FUNC_FN, &e);
+  if (rc == -TR_ENOTEXPOSED) {
+    tr_error_clear();
+    const char *dot = strrchr(qualified, '.');
+    char ns[256];
+    size_t nlen = (size_t)(dot - qualified);
+    if (nlen >= sizeof ns)
+      return -TR_EINVAL;
+    memcpy(ns, qualified, nlen);
+    ns[nlen] = '\0';
+    const char *const enable[] = {ns};
+    rc = tr__rpc_resolve(qualified, enable, 1, TR_FUNC_FN, &e);
+  }
+  if (rc)
+    return rc;
+  tr_portal_t *p = calloc(1, sizeof(*p));
+  run_spec_t *spec = calloc(1, sizeof(*spec));
+  if (!p || !spec) {
+    free(p);
+    free(spec);
+    return -TR_ENOMEM;
+  }
+  spec->entry = e;
+  spec->args = tr_buf_ref((tr_buf_t *)args);
+  tr_an_child_t *c;
+  rc = tr__actor_nursery_spawn_rec(an, name, run_main, spec, 0, &p->actor, &c);
+  if (rc) {
+    tr_buf_release(spec->args);
+    free(spec);
+    free(p);
+    return rc;
+  }
+  p->child = c;
+  c->portal = p;
+  *out = p;
+  return 0;
+}
+
+void tr__portal_take_result(tr_portal_t *p, tr_an_child_t *c) {
+  p->has_result = 1;
+  p->result_rc = c->result;
+  p->value = c->value;
+  c->value = NULL;
+  p->error = c->result_error;
+  c->result_error = NULL;
+  p->child = NULL;
+}
+
+int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
+  if (result)
+    *result = NULL;
+  if (!p)
+    return -TR_EINVAL;
+  tr_an_child_t *c = p->child;
+  if (!c && !p->has_result)
+    return TR_ERROR(-TR_EINVAL, "not a tr_run_in_actor portal");
+  if (c) {
+    tr_actor_t *self = tr_self();
+    tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
+    if (!t)
+      return -TR_EPERM;
+    while (!c->exited) {
+      if (tr__task_cancelled(t)) {
+        t->cancel_seen++;
+        return -TR_ECANCELED;
+      }
+      c->waiter = t;
+      tr__task_block(t, 1);
+      c->waiter = NULL;
+    }
+  }
+  int rc = c ? c->result : p->result_rc;
+  tr_buf_t *value = c ? c->value : p->value;
+  const tr_error_t *err = c ? c->result_error : p->error;
+  if (rc == 0) {
+    if (result)
+      *result = tr_buf_ref(value);
+    return 0;
+  }
+  /* The same error on every call: a fresh boxed copy each time. */
+  tr_error_t *e = err ? tr__error_copy(err) : tr__error_new(rc, NULL, "%s", tr_strerror(rc));
+  tr__error_box(e, tr_actor_name(p->actor));
+  tr__error_put(e);
+  return rc == -TR_ECANCELED ? rc : -TR_EREMOTE;
+}
+
 tr_actor_t *tr_portal_actor(const tr_portal_t *p) { return p ? p->actor : NULL; }
 
 void tr_portal_release(tr_portal_t *p) {
   if (!p)
     return;
+  if (p->child)
+    p->child->portal = NULL; /* the nursery must not hand it a result */
+  tr_buf_release(p->value);
+  tr__error_free(p->error);
   tr_actor_release(p->actor);
   free(p);
 }

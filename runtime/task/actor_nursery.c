@@ -75,6 +75,7 @@ void tr__an_child_exited(tr_an_child_t *c) {
     c->error = NULL;
     if (!e)
       e = tr__error_new(c->result, NULL, "actor %s failed: %s", c->name, tr_strerror(c->result));
+    c->result_error = tr__error_copy(e); /* for tr_portal_result */
     (void)tr__error_set_src(e, c->name);
     an->nfail++;
     if (an->nfail == 1) {
@@ -96,6 +97,8 @@ void tr__an_child_exited(tr_an_child_t *c) {
   c->error = NULL;
   if (an->waiting)
     tr__task_wake_blocked(an->parent);
+  if (c->waiter)
+    tr__task_wake_blocked(c->waiter); /* a task in tr_portal_result */
 }
 
 int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_t *opts) {
@@ -126,6 +129,11 @@ int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn 
 
 int tr__actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
                             int daemon, tr_actor_t **ref) {
+  return tr__actor_nursery_spawn_rec(an, name, fn, arg, daemon, ref, NULL);
+}
+
+int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
+                                int daemon, tr_actor_t **ref, tr_an_child_t **rec) {
   if (ref)
     *ref = NULL;
   if (!an || !fn)
@@ -161,6 +169,8 @@ int tr__actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn
   }
   if (ref)
     *ref = tr_actor_dup(a);
+  if (rec)
+    *rec = c;
   return 0;
 }
 
@@ -213,6 +223,10 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an) {
   while (an->children) {
     tr_an_child_t *c = an->children;
     an->children = c->next;
+    if (c->portal)
+      tr__portal_take_result(c->portal, c);
+    tr_buf_release(c->value);
+    tr__error_free(c->result_error);
     tr_actor_release(c->actor);
     free(c);
   }

@@ -415,6 +415,7 @@ void tr__tasks_free(tr_tasks_t *ts) {
     return;
   TR_ASSERT(ts->live == 0 && ts->zombies == 0);
   tr__error_free(ts->main_error);
+  tr_buf_release(ts->main_value);
   tr__rpc_actor_free(ts);
   while (ts->spare) {
     tr_task_t *t = ts->spare;
@@ -1021,6 +1022,8 @@ void tr__tasks_notify_exit(struct tr_actor *a) {
   c->result = ts->main_done ? ts->main_result : -TR_ECANCELED;
   c->error = ts->main_error;
   ts->main_error = NULL;
+  c->value = ts->main_value;
+  ts->main_value = NULL;
   tr_msg_t *m;
   (void)tr__sys_msg(&m, TR_SYS_CHILD_EXIT, 0, c, 1); /* the parent waits */
   tr_actor_t *watcher = ts->watcher;

@@ -78,6 +78,7 @@ typedef struct tr_tasks {
   struct tr_actor *watcher;
   struct tr_an_child *watch_rec;
   struct tr_error *main_error; /* the main task's error, kept at its end */
+  tr_buf_t *main_value;        /* tr_run_in_actor: the call's result */
   /* RPC (runtime/rpc/dialog.c): what a daemon serves, the nursery its
    * request tasks run in, requests in progress, and calls this actor's
    * tasks are waiting on. */
@@ -104,7 +105,18 @@ typedef struct tr_an_child {
   struct tr_error *error; /* the child's main task error, if it failed */
   uint8_t exited, cancel_sent;
   uint8_t daemon; /* serves until cancelled: close cancels it (tractor) */
+  /* tr_run_in_actor: the main function's result, a copy of its error for
+   * tr_portal_result, the task waiting for it, and the portal to hand the
+   * result to when the nursery closes. */
+  tr_buf_t *value;
+  struct tr_error *result_error;
+  struct tr_task *waiter;
+  struct tr_portal *portal;
 } tr_an_child_t;
+
+/* At actor-nursery close: give a run_in_actor portal its child's result
+ * (dialog.c). */
+void tr__portal_take_result(struct tr_portal *p, tr_an_child_t *c);
 
 /* RPC hooks (runtime/rpc/dialog.c): a protocol message (body != 0) for a
  * task actor, and what an exiting actor still owes. */
@@ -125,6 +137,9 @@ tr_task_t *tr__task_of_actor_current(struct tr_actor *a);
  * cancelled (close cancels it once only daemons are left). */
 int tr__actor_nursery_spawn(struct tr_actor_nursery *an, const char *name, tr_task_fn fn, void *arg,
                             int daemon, tr_actor_t **ref);
+/* The same, also returning the child's record (owned by the nursery). */
+int tr__actor_nursery_spawn_rec(struct tr_actor_nursery *an, const char *name, tr_task_fn fn,
+                                void *arg, int daemon, tr_actor_t **ref, tr_an_child_t **rec);
 
 /* tr_spawn_task_actor for an actor nursery: the child reports its exit to
  * `watcher` (a reference is taken) through record `rec`. */

@@ -164,3 +164,86 @@ TR_TEST(portal, call_to_exited_actor, .timeout = 60) {
   tr_portal_release(p);
   return 0;
 }
+
+/* ---- run_in_actor ------------------------------------------------------------ */
+
+TR_TEST(portal, run_in_actor_result_cached, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *empty = NULL;
+  tr_buf_t *arg;
+  tr_assert_rc(tr_buf_from_u64(41, &arg), 0);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor(an, "adder", "test.math.add_one", arg, &p), 0);
+  tr_check_rc(tr_run_in_actor(an, "empty", "test.math.nothing", NULL, &empty), 0);
+  tr_check_rc(tr_run_in_actor(an, "x", "test.math.counter", NULL, NULL), -TR_EINVAL);
+  tr_portal_t *bad = NULL;
+  tr_check_rc(tr_run_in_actor(an, "x", "test.math.counter", NULL, &bad), -TR_EFUNCKIND);
+  tr_check_rc(tr_run_in_actor(an, "x", "test.math.nope", NULL, &bad), -TR_ENOFUNC);
+  for (int i = 0; p && i < 2; i++) { /* the same result twice */
+    tr_buf_t *res = NULL;
+    uint64_t v = 0;
+    tr_check_rc(tr_portal_result(p, &res), 0);
+    tr_check_rc(tr_buf_to_u64(res, &v), 0);
+    tr_check_eq(v, 42);
+    tr_buf_release(res);
+  }
+  tr_buf_t *res = (tr_buf_t *)1;
+  if (empty)
+    tr_check_rc(tr_portal_result(empty, &res), 0);
+  tr_check(res == NULL, "an empty result is NULL");
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  /* Cached in the portal after the nursery closed. */
+  if (p) {
+    uint64_t v = 0;
+    tr_buf_t *again = NULL;
+    tr_check_rc(tr_portal_result(p, &again), 0);
+    tr_check_rc(tr_buf_to_u64(again, &v), 0);
+    tr_check_eq(v, 42);
+    tr_buf_release(again);
+  }
+  tr_buf_release(arg);
+  tr_portal_release(p);
+  tr_portal_release(empty);
+  return 0;
+}
+
+TR_TEST(portal, run_in_actor_error_rereturned, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor(an, "failer", "test.math.fails", NULL, &p), 0);
+  for (int i = 0; p && i < 3; i++) {
+    tr_check_rc(tr_portal_result(p, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strcmp(tr_error_type(e), "RemoteActorError") == 0, "boxed");
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ValueError") == 0,
+             "boxed type");
+  }
+  /* The child's failure is the nursery's too (one cancels all). */
+  tr_check_rc(tr_actor_nursery_close(an), -TR_EAPP);
+  if (p)
+    tr_check_rc(tr_portal_result(p, NULL), -TR_EREMOTE);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* tractor's test of 25 failing children: every error is collected. */
+TR_TEST(portal, group_of_25_failing_children, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *ps[25] = {0};
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  for (int i = 0; i < 25; i++)
+    tr_check_rc(tr_run_in_actor(an, "failer", "test.math.fails", NULL, &ps[i]), 0);
+  int rc = tr_actor_nursery_close(an);
+  const tr_error_t *g = tr_error_last();
+  /* `fails` reaches no cancellation point, so the cancel requests that
+   * follow the first failure cannot stop the others: all 25 fail. */
+  tr_check_rc(rc, -TR_EGROUP);
+  size_t n = rc == -TR_EGROUP ? tr_error_group_count(g) : 0;
+  tr_check_eq(n, 25);
+  for (size_t i = 0; i < n; i++)
+    tr_check_str_eq(tr_error_type(tr_error_group_get(g, i)), "ValueError");
+  for (int i = 0; i < 25; i++)
+    tr_portal_release(ps[i]);
+  return 0;
+}
