@@ -252,6 +252,18 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
  */
 int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
 
+/*
+ * Cancels the portal's actor (every task of it; shields hold) and waits up
+ * to timeout_ns (< 0: no limit) for the acknowledgement, which for an
+ * in-process child is its exit.  *acked (may be NULL) says whether it came
+ * in time; the nursery escalates to a forced cancel at close if not.
+ * The wait is not interrupted by a cancellation of the caller (it is
+ * already bounded).  Returns 0, -TR_EPERM (not in a task) or -TR_EINVAL
+ * (the portal is not to a child of an actor nursery of this actor).
+ * Threads: a task of the actor that owns the nursery.
+ */
+int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked);
+
 /* The portal's actor (borrowed; valid while the portal is). */
 tr_actor_t *tr_portal_actor(const tr_portal_t *p);
 

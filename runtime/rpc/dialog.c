@@ -460,7 +460,12 @@ int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *
       goto oom;
   spec->enable = copy;
   spec->n_enable = n_enable;
-  int rc = tr__actor_nursery_spawn(an, name, serve_main, spec, 1, &p->actor);
+  tr_an_child_t *c;
+  int rc = tr__actor_nursery_spawn_rec(an, name, serve_main, spec, 1, &p->actor, &c);
+  if (rc == 0) {
+    p->child = c; /* for tr_portal_cancel_actor's wait */
+    c->portal = p;
+  }
   if (rc) {
     for (size_t i = 0; i < n_enable; i++)
       free(copy[i]);
@@ -598,6 +603,39 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
   tr__error_box(e, tr_actor_name(p->actor));
   tr__error_put(e);
   return rc == -TR_ECANCELED ? rc : -TR_EREMOTE;
+}
+
+int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
+  if (acked)
+    *acked = 0;
+  if (!p)
+    return -TR_EINVAL;
+  if (tr_actor_exited(p->actor)) {
+    if (acked)
+      *acked = 1;
+    return 0;
+  }
+  tr_actor_t *self = tr_self();
+  tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
+  if (!t)
+    return -TR_EPERM;
+  tr_an_child_t *c = p->child;
+  if (!c)
+    return TR_ERROR(-TR_EINVAL, "tr_portal_cancel_actor needs a portal to a child of this actor");
+  int rc = tr__actor_request_cancel(p->actor, 0);
+  if (rc && rc != -TR_ECLOSED)
+    return rc;
+  /* The child's exit report is the acknowledgement (in-process, the exit
+   * message plays CancelAck's part; PROTOCOL.md). */
+  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
+  while (!c->exited && tr_now() < deadline) {
+    c->waiter = t;
+    tr__task_wait_until(t, deadline);
+    c->waiter = NULL;
+  }
+  if (acked)
+    *acked = c->exited;
+  return 0;
 }
 
 tr_actor_t *tr_portal_actor(const tr_portal_t *p) { return p ? p->actor : NULL; }
