@@ -77,8 +77,13 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc,
   }
   x->u.error.code = rc < 0 ? -rc : rc;
   x->u.error.cid = cid;
-  x->u.error.boxed_type = dup_str(e ? tr_error_type(e) : tr_errtype(rc));
-  x->u.error.src_type = dup_str(e ? tr_error_type(e) : tr_errtype(rc));
+  /* An error that is already boxed (a remote error this actor re-raises)
+   * keeps its original type and source; this actor joins its relay path
+   * (tractor's relay of RemoteActorError through intermediate actors). */
+  int reboxed = e && tr_error_boxed_type(e) && tr_error_src(e);
+  const char *type = e ? (reboxed ? tr_error_boxed_type(e) : tr_error_type(e)) : tr_errtype(rc);
+  x->u.error.boxed_type = dup_str(type);
+  x->u.error.src_type = dup_str(type);
   x->u.error.message = dup_str(e ? tr_error_message(e) : tr_strerror(rc));
   if (e && tr_error_trace_len(e) > 0) {
     /* The trace travels as one text, a hop per line (PROTOCOL.md). */
@@ -96,7 +101,18 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc,
     }
   }
   x->u.error.has_src = 1;
-  x->u.error.src.name = dup_str(self ? tr_actor_name(self) : "actor");
+  const char *me = self ? tr_actor_name(self) : "actor";
+  x->u.error.src.name = dup_str(reboxed ? tr_error_src(e) : me);
+  if (reboxed) {
+    size_t n = tr_error_relay_len(e);
+    x->u.error.relay = calloc(n + 1, sizeof(tr_uid_t));
+    if (x->u.error.relay) {
+      for (size_t i = 0; i < n; i++)
+        x->u.error.relay[i].name = dup_str(tr_error_relay(e, i));
+      x->u.error.relay[n].name = dup_str(me);
+      x->u.error.n_relay = n + 1;
+    }
+  }
   (void)tr_send(to, m);
 }
 
@@ -317,7 +333,13 @@ static int error_from_reply(const tr_portal_t *p, tr_msg_t *m) {
                : -TR_EREMOTE;
   tr_error_t *e = tr__error_new(rc, "RemoteActorError", "%s", msg);
   tr__error_set_boxed_type(e, boxed);
-  tr__error_set_src(e, tr_actor_name(p->actor));
+  /* The source is where the error was raised (it may have come through
+   * relays); the actors it came through form the relay path. */
+  tr__error_set_src(e, x && x->u.error.has_src && x->u.error.src.name ? x->u.error.src.name
+                                                                      : tr_actor_name(p->actor));
+  for (size_t i = 0; x && i < x->u.error.n_relay; i++)
+    if (x->u.error.relay[i].name)
+      tr__error_relay_append(e, x->u.error.relay[i].name);
   if (x && x->u.error.trace) {
     char *t = x->u.error.trace, *nl;
     while (*t && (nl = strchr(t, '\n'))) {

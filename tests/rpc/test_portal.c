@@ -8,6 +8,8 @@
 #define TR_TEST_WORKERS 2
 #include <tractor/testing.h>
 
+#include "runtime/error/error.h" /* tr__error_take/put: keep an error across a close */
+
 #define MS (1000 * 1000LL)
 
 static int add_one(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
@@ -285,5 +287,50 @@ TR_TEST(portal, cancel_actor_acked_or_not, .timeout = 60) {
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(d);
   tr_portal_release(s);
+  return 0;
+}
+
+/* ---- relay ---------------------------------------------------------------------- */
+
+/* Runs inside actor "middle": starts "leaf" and calls its failing function,
+ * then re-raises what it got (tractor's relayed RemoteActorError). */
+static int relay(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_actor_nursery_t *an;
+  tr_portal_t *leaf = NULL;
+  int rc = tr_actor_nursery_open(&an, NULL);
+  if (rc)
+    return rc;
+  rc = tr_start_actor(an, "leaf", math_ns, 1, &leaf);
+  if (rc == 0)
+    rc = tr_portal_run(leaf, "test.math.fails", NULL, NULL); /* -TR_EREMOTE */
+  tr_error_t *err = tr__error_take();                        /* keep it across the close */
+  tr_actor_nursery_close(an);
+  tr_portal_release(leaf);
+  tr__error_put(err);
+  return rc;
+}
+TR_EXPORT_FN("test.relay", "relay", relay)
+
+TR_TEST(portal, relayed_error_keeps_source, .timeout = 60) {
+  static const char *const relay_ns[] = {"test.relay"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *mid = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "middle", relay_ns, 1, &mid), 0);
+  if (mid) {
+    tr_check_rc(tr_portal_run(mid, "test.relay.relay", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ValueError") == 0,
+             "original type kept");
+    tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "leaf") == 0, "source kept");
+    tr_check(e && tr_error_relay_len(e) == 1, "one relay hop");
+    tr_check(e && tr_error_relay_len(e) == 1 && strcmp(tr_error_relay(e, 0), "middle") == 0,
+             "relayed by middle");
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(mid);
   return 0;
 }
