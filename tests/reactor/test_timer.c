@@ -50,28 +50,8 @@
 
 /* ---- shared helpers --------------------------------------------------- */
 
-static struct {
-  uint64_t count;
-  int line;
-  const char *what;
-} fails;
+#include "tests/support/check.h"
 
-static void note_fail(int line, const char *what) {
-  /* Only the first failure records where; the count is exact.  Readers run
-   * after tr_run has joined every worker, which orders these stores. */
-  if (__atomic_fetch_add(&fails.count, 1, __ATOMIC_RELAXED) == 0) {
-    __atomic_store_n(&fails.line, line, __ATOMIC_RELAXED);
-    __atomic_store_n(&fails.what, what, __ATOMIC_RELAXED);
-  }
-}
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond))                                                                                   \
-      note_fail(__LINE__, #cond);                                                                  \
-  } while (0)
-
-static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static void st(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static void inc(uint64_t *p) { __atomic_fetch_add(p, 1, __ATOMIC_ACQ_REL); }
 
