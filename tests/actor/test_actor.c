@@ -59,11 +59,6 @@ static int wait_at_least(const uint64_t *p, uint64_t v, int64_t timeout_ns) {
   return 1;
 }
 
-static void assert_no_fails(void) {
-  cr_assert_eq(fails.count, 0, "%llu failed CHECKs under tr_run; first at line %d: %s",
-               (unsigned long long)fails.count, fails.line, fails.what ? fails.what : "?");
-}
-
 static void assert_clean(tr_stats_t *st) {
   tr_stats(st);
   cr_assert_eq(st->actors_live, 0, "actors_live = %llu", (unsigned long long)st->actors_live);

@@ -84,11 +84,6 @@ static int wait_no_timers(int64_t timeout_ns) {
   return 1;
 }
 
-static void assert_no_fails(void) {
-  cr_assert_eq(fails.count, 0, "%llu failed CHECKs under tr_run; first at line %d: %s",
-               (unsigned long long)fails.count, fails.line, fails.what ? fails.what : "?");
-}
-
 static void assert_clean(tr_stats_t *s) {
   tr_stats(s);
   cr_assert_eq(s->actors_live, 0, "actors_live = %llu", (unsigned long long)s->actors_live);

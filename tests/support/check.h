@@ -8,6 +8,7 @@
 #ifndef TR_TESTS_SUPPORT_CHECK_H
 #define TR_TESTS_SUPPORT_CHECK_H
 
+#include <criterion/criterion.h>
 #include <stdint.h>
 
 static struct {
@@ -32,5 +33,11 @@ static void note_fail(int line, const char *what) {
   } while (0)
 
 static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+/* After tr_run: fails the test with the first recorded CHECK, if any. */
+static void assert_no_fails(void) {
+  cr_assert_eq(fails.count, 0, "%llu failed CHECKs under tr_run; first at line %d: %s",
+               (unsigned long long)fails.count, fails.line, fails.what ? fails.what : "?");
+}
 
 #endif
