@@ -299,6 +299,8 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
     s->ns = wstr(bx->u.start.ns);
     s->func = wstr(bx->u.start.func);
     wbin(&s->args, m->payload);
+    s->window = (uint32_t)m->u64;
+    s->overrun_error = (m->u64 >> 32) & 1;
     if (bx->u.start.has_caller) {
       wref(&t->ref_a, &bx->u.start.caller);
       s->caller = &t->ref_a;
@@ -590,6 +592,7 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
     if ((rc = dup_opt(&x->u.start.ns, s->ns)) != 0 ||
         (rc = dup_opt(&x->u.start.func, s->func)) != 0 || (rc = rbin(&m->payload, &s->args)) != 0)
       return rc;
+    m->u64 = (uint64_t)s->window | ((uint64_t)(s->overrun_error != 0) << 32);
     if (s->caller != NULL) {
       x->u.start.has_caller = 1;
       if ((rc = rref(&x->u.start.caller, s->caller)) != 0)

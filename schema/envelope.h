@@ -20,8 +20,10 @@
  *   SpawnSpec    -                         u.spawn_spec: name, ns[n_ns],
  *                                          registry[n_registry], bind_addr,
  *                                          log_level
- *   Start        payload = args            u.start: ns, func, caller
- *                                          (has_caller)
+ *   Start        payload = args,           u.start: ns, func, caller
+ *                u64 = window (low 32      (has_caller)
+ *                bits) | overrun_error
+ *                << 32
  *   StartAck     u64 = enum tr_functype    -
  *   Started      payload                   -
  *   Yield        payload                   -

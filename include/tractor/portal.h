@@ -183,11 +183,15 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
 
 /* ---- Portal, Context, MsgStream ---------------------------------------------
  *
- * The calling side of the protocol.  Built so far: daemon actors started in
- * an actor nursery (tr_start_actor) and the run dialog (tr_portal_run).
- * Still to come: tr_portal_open_stream_from, tr_portal_open_context,
- * tr_portal_result / tr_run_in_actor, tr_portal_cancel_actor, tr_ctx_*,
- * tr_stream_*; see docs/PROTOCOL.md for the dialogs they will speak.
+ * The calling side of the protocol (docs/PROTOCOL.md lists every dialog
+ * message by message): daemon actors (tr_start_actor), the run dialog
+ * (tr_portal_run), one-shot children (tr_run_in_actor, tr_portal_result),
+ * streams (tr_portal_open_stream_from), contexts (tr_portal_open_context
+ * and tr_ctx_*), and MsgStreams (tr_stream_*) with credit-based flow
+ * control and local broadcast (tr_stream_subscribe).
+ *
+ * Threads: a context and its stream belong to one actor; every operation
+ * on them runs in a task of that actor (any of its tasks).
  */
 
 /* A handle to an actor that serves RPC (tractor's Portal). */
@@ -254,15 +258,194 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
 
 /*
  * Cancels the portal's actor (every task of it; shields hold) and waits up
- * to timeout_ns (< 0: no limit) for the acknowledgement, which for an
- * in-process child is its exit.  *acked (may be NULL) says whether it came
- * in time; the nursery escalates to a forced cancel at close if not.
- * The wait is not interrupted by a cancellation of the caller (it is
- * already bounded).  Returns 0, -TR_EPERM (not in a task) or -TR_EINVAL
- * (the portal is not to a child of an actor nursery of this actor).
- * Threads: a task of the actor that owns the nursery.
+ * to timeout_ns (< 0: no limit) for the acknowledgement (CancelAck), which
+ * the actor sends as it exits.  Every context the actor serves reports
+ * ContextCancelled to its own caller, naming the calling actor as the
+ * canceller.
+ * *acked (may be NULL) says whether the ack came in time; for a child of
+ * an actor nursery the nursery escalates to a forced cancel at close if
+ * not.  The wait is not interrupted by a cancellation of the caller (it is
+ * already bounded).  Returns 0 or -TR_EPERM (not in a task).
+ * Threads: a task.
  */
 int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked);
+
+/*
+ * A portal to any task actor, from a reference (tractor's get_portal to an
+ * actor found by other means).  Calls through it work as through a
+ * nursery's portal; tr_portal_result is not available and
+ * tr_portal_cancel_actor is the protocol's actor cancel (any actor may
+ * ask; the target need not be a child).  Returns 0, -TR_EINVAL.
+ * Ownership: a is borrowed (the portal takes its own reference); *out is
+ * the caller's (tr_portal_release).  Threads: any.
+ */
+int tr_portal_from_actor(tr_actor_t *a, tr_portal_t **out);
+
+/* ---- contexts and streams ------------------------------------------------- */
+
+typedef struct tr_ctx tr_ctx_t;
+typedef struct tr_stream tr_stream_t;
+
+/* What a sender does when the receiver's window is full. */
+enum {
+  TR_OVERRUN_BLOCK = 0, /* wait for credit (cancellable); the default */
+  TR_OVERRUN_ERROR = 1  /* fail at once with -TR_EOVERRUN (StreamOverrun) */
+};
+
+/* Options of one context or stream dialog; NULL or zeroed = defaults. */
+typedef struct tr_ctx_opts {
+  uint32_t window; /* messages in flight per direction; 0 = 64 */
+  int overrun;     /* TR_OVERRUN_BLOCK or TR_OVERRUN_ERROR, both directions */
+} tr_ctx_opts_t;
+
+/* Default per-direction window (tractor's msg_buffer_size). */
+#define TR_STREAM_WINDOW 64
+
+/*
+ * Calls STREAM function `qualified` and returns the stream of values it
+ * sends (open_stream_from).  Blocks until the callee has accepted the call
+ * (StartAck) or refused it (as tr_portal_run: -TR_ENOFUNC,
+ * -TR_ENOTEXPOSED, -TR_EFUNCKIND for a non-STREAM export, -TR_ECLOSED,
+ * -TR_ECANCELED).  Then tr_stream_recv returns the values in order and
+ * -TR_EEOF once the function has returned; a failure of the function is
+ * returned by tr_stream_recv (-TR_EREMOTE, boxed) after the values that
+ * preceded it.  tr_stream_close before the end cancels the remote task
+ * (Cancel) and absorbs the ContextCancelled it answers.
+ * Ownership: args borrowed; *out is the caller's, ended and freed by
+ * tr_stream_close.  opts may be NULL.
+ * Threads: a task.
+ */
+int tr_portal_open_stream_from(tr_portal_t *p, const char *qualified, const tr_buf_t *args,
+                               const tr_ctx_opts_t *opts, tr_stream_t **out);
+
+/*
+ * Opens a context with CONTEXT function `qualified`: blocks until the
+ * callee calls tr_ctx_started, then returns 0 with *ctx and *first (the
+ * started value, a new reference, NULL if empty).  If the function fails or
+ * returns before started, that outcome is returned (boxed, as
+ * tr_portal_run) and no ctx is made.
+ * The context opens a cancel scope on the calling task (tractor's
+ * open_context block): an Error from the callee cancels it, so the task's
+ * blocking calls inside return -TR_ECANCELED promptly and the context's own
+ * operations return the boxed error.  Leave it with tr_ctx_close, from the
+ * task that opened it, after the scopes opened inside it are closed.
+ * Ownership: args borrowed; *ctx is the caller's until tr_ctx_close;
+ * *first is the caller's.  opts may be NULL.  Threads: a task.
+ */
+int tr_portal_open_context(tr_portal_t *p, const char *qualified, const tr_buf_t *args,
+                           const tr_ctx_opts_t *opts, tr_ctx_t **ctx, tr_buf_t **first);
+
+/*
+ * Callee side: sends the started value (Started) that the caller's
+ * tr_portal_open_context returns.  Once per context: a second call returns
+ * -TR_EBUSY, a call on the caller's side or in a FN/STREAM function
+ * -TR_EPERM; neither sends anything.
+ * Ownership: value borrowed (NULL = empty).
+ */
+int tr_ctx_started(tr_ctx_t *ctx, const tr_buf_t *value);
+
+/*
+ * Opens the context's bidirectional MsgStream, on either side, once
+ * (re-opening is -TR_EBUSY).  In a context it needs the started value to
+ * have been sent or received (-TR_EPERM before).  In a STREAM function it
+ * opens the one-way stream to the caller (no started value needed).
+ * Values the peer sent before this side opened its stream are kept, up to
+ * the window, and delivered first.
+ * Ownership: *out belongs to the context (valid until tr_ctx_close on the
+ * caller's side, until the function returns on the callee's); close it with
+ * tr_stream_close to send Stop.
+ */
+int tr_ctx_open_stream(tr_ctx_t *ctx, tr_stream_t **out);
+
+/*
+ * Cancels the context.  On the caller's side: sends Cancel to the callee
+ * and returns at once; the callee's task is cancelled and answers
+ * ContextCancelled, which tr_ctx_result / tr_ctx_close absorb (they return
+ * 0, and the outcome is still readable from tr_error_last: this side asked
+ * for it).  On the callee's side: cancels the function's own scope; the
+ * caller then sees ContextCancelled with the callee as canceller, and
+ * raises it (-TR_ECTXCANCELED).  Idempotent.  Returns 0.
+ */
+int tr_ctx_cancel(tr_ctx_t *ctx);
+
+/*
+ * Caller side: waits for the context's final outcome, discarding stream
+ * values still arriving (tractor's drain): 0 with *result (a new
+ * reference, NULL if empty) when the function returned; the boxed error
+ * otherwise (-TR_EREMOTE, -TR_ECTXCANCELED with tr_error_canceller set, ...);
+ * 0 for an absorbed ContextCancelled (see tr_ctx_cancel).  The same outcome
+ * on every call.  -TR_ECANCELED if the caller is cancelled while waiting
+ * (the context is not cancelled by that; tr_ctx_close does it).
+ * -TR_EPERM on the callee's side.  result may be NULL.
+ */
+int tr_ctx_result(tr_ctx_t *ctx, tr_buf_t **result);
+
+/*
+ * Caller side: leaves the context (the end of tractor's `async with
+ * open_context`).  Sends Stop if this side's stream is open, then:
+ *  - normally, waits for the outcome as tr_ctx_result and returns it;
+ *  - if the calling task is cancelled (its scopes, or the context's own
+ *    scope by the caller), sends Cancel, waits at most 0.5 s for the
+ *    outcome (shielded), and returns -TR_ECANCELED; the callee's
+ *    ContextCancelled is absorbed.
+ * A remote error that cancelled the context's scope is returned as the
+ * boxed error, never as -TR_ECANCELED.  Closes the context's scope, frees
+ * the context and its stream.  -TR_EPERM on the callee's side (the
+ * callee's context ends when its function returns); -TR_EBUSY (nothing
+ * done) while another task is blocked on the context.
+ * result may be NULL (a returned value is then released).
+ */
+int tr_ctx_close(tr_ctx_t *ctx, tr_buf_t **result);
+
+/* The context's peer actor's name (borrowed, valid with the context). */
+const char *tr_ctx_peer(const tr_ctx_t *ctx);
+
+/*
+ * Sends one value on the stream (Yield).  Costs one credit of this
+ * direction's window; without credit it waits for the receiver to consume
+ * (cancellable: -TR_ECANCELED), or with TR_OVERRUN_ERROR returns
+ * -TR_EOVERRUN at once without sending.  Other errors: -TR_ECLOSED after
+ * tr_stream_close on this side, -TR_EPERM on a subscriber, and the
+ * context's outcome once it has ended (the boxed remote error,
+ * -TR_ECTXCANCELED, or -TR_ECLOSED after a Return).
+ * Ownership: msg is borrowed (the receiver gets a reference; in-process
+ * nothing is copied: do not modify the buffer afterwards).
+ */
+int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg);
+
+/*
+ * Receives the next value: 0 with *msg (a new reference, NULL for an empty
+ * value), or -TR_EEOF once the peer has sent Stop and everything before it
+ * was received, or the context's error (boxed) once it has failed, or
+ * -TR_ECANCELED.  On a subscriber (tr_stream_subscribe): -TR_ELAGGED when
+ * it fell more than the window behind; the error says how many values it
+ * missed and the next call resumes at the oldest value still kept.
+ */
+int tr_stream_recv(tr_stream_t *s, tr_buf_t **msg);
+
+/*
+ * Closes the stream.  A context's stream: sends Stop (the peer's recv
+ * returns -TR_EEOF after the values before it); receiving stays possible,
+ * and the stream is freed with its context.  A stream from
+ * tr_portal_open_stream_from: ends the dialog, cancelling the remote task
+ * if it has not finished (its ContextCancelled is absorbed), and frees the
+ * stream; returns the remote error if the function had failed, else 0.  A
+ * subscriber: frees it.  -TR_EBUSY (nothing done) while another task is
+ * blocked on the stream or it still has subscribers.
+ */
+int tr_stream_close(tr_stream_t *s);
+
+/*
+ * Local broadcast (tractor's MsgStream.subscribe): returns a new receiver
+ * of stream s that gets every value s receives from now on.  Several tasks
+ * of the actor each subscribe and each gets all values; the underlying
+ * stream is consumed as fast as the fastest receiver, so the fastest never
+ * loses a value, and a receiver that falls more than the window behind gets
+ * -TR_ELAGGED once and resumes at the oldest value kept.  After the first
+ * subscription, s itself receives through the broadcast too.
+ * Ownership: *out is the caller's; close it (tr_stream_close) before s.
+ */
+int tr_stream_subscribe(tr_stream_t *s, tr_stream_t **out);
 
 /* The portal's actor (borrowed; valid while the portal is). */
 tr_actor_t *tr_portal_actor(const tr_portal_t *p);

@@ -1,19 +1,30 @@
 /*
- * The dialog engine, first part: daemon actors that serve calls, and the
- * run dialog (docs/PROTOCOL.md): Start -> StartAck(FN) -> Return | Error,
- * with Cancel(cid) when the caller gives up.
+ * The dialog engine (docs/PROTOCOL.md): daemon actors that serve calls,
+ * and every dialog on both sides, with one object per side of a dialog,
+ * the context (struct tr_ctx):
+ *   run              Start -> StartAck(FN) -> Return | Error
+ *   open_stream_from Start -> StartAck(STREAM) -> Yield* -> Stop -> Return
+ *   open_context     Start -> StartAck(CONTEXT) -> Started -> (Yield both
+ *                    ways, Stop each way) -> Return | Error
+ *   cancel           Cancel(cid) -> Error(ContextCancelled) -> CancelAck
+ *   actor cancel     Cancel(whole_actor) -> ... -> CancelAck at exit
+ * with per-direction credit windows (Credit) on streams.
  *
- * It speaks only tr_msg_t envelopes (body, cid, x_, payload, from), never
- * in-process shortcuts, so the TCP transport can carry the same messages
- * unchanged.  Everything runs in the actors' own turns and tasks:
- *   - a Start arriving at a daemon resolves the function (namespace
- *     enabled, function exists; the kind was checked by the caller) and
- *     either answers Error at once or runs the call as a task in the
- *     daemon's service nursery, which answers Return or Error;
- *   - the caller's task waits for the reply of its cid; a cancelled caller
- *     sends Cancel(cid), which cancels the request task's scope.
- * Errors cross boxed: the callee's error object travels as the Error
- * body's fields and becomes a RemoteActorError at the caller.
+ * It speaks only tr_msg_t envelopes (body, cid, u64, x_, payload, from),
+ * never in-process shortcuts, so the TCP transport can carry the same
+ * messages unchanged.  Everything runs in the actors' own turns and tasks,
+ * so a context is only ever touched by one thread at a time:
+ *   - protocol messages reach tr__rpc_dispatch in the actor's turn, which
+ *     updates the context the cid names and wakes the tasks waiting on it;
+ *   - tasks block on a context (stream recv/send, result) until the state
+ *     they need is there, or they are cancelled.
+ * Errors cross boxed: the error object travels as the Error body's fields
+ * and becomes a RemoteActorError (or ContextCancelled) at the caller.
+ *
+ * Dialog ids (cid) are chosen by the caller from one process-wide counter,
+ * so a cid names one dialog in the process and an actor finds a context by
+ * cid alone (an actor may not call itself: that dialog would have both
+ * sides in one actor under one cid).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +39,13 @@
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 
+/* How long leaving a dialog waits for its final message after cancelling
+ * it (tractor's Context.cancel timeout and Portal.cancel_timeout). */
+#define TR_CANCEL_WAIT_NS (500 * 1000 * 1000LL)
+
 struct tr_portal {
   tr_actor_t *actor;    /* a reference */
-  tr_an_child_t *child; /* run_in_actor: its record while the nursery is open */
+  tr_an_child_t *child; /* nursery child: its record while the nursery is open */
   /* run_in_actor results once the nursery has closed (cached). */
   uint8_t has_result;
   int result_rc;
@@ -38,33 +53,154 @@ struct tr_portal {
   tr_error_t *error;
 };
 
-/* A call being served (callee side). */
-typedef struct tr_rpc_req {
-  struct tr_rpc_req *next;
-  const tr__rpc_entry_t *entry;
-  tr_buf_t *args;     /* owned reference */
-  tr_actor_t *caller; /* owned reference */
-  uint64_t cid;
-  tr_scope_t *scope; /* the request task's scope while it runs */
-  uint8_t cancel_requested;
-} tr_rpc_req_t;
+enum { SIDE_CALLER = 1, SIDE_CALLEE = 2 };
+/* A caller-side record that only waits for an actor cancel's CancelAck. */
+enum { KIND_ACTOR_CANCEL = 0 };
 
-/* A call this actor's task waits on (caller side). */
-typedef struct tr_rpc_call {
-  struct tr_rpc_call *next;
-  uint64_t cid;
+/* A task blocked on a context (a node on the task's stack). */
+typedef struct tr_waiter {
+  struct tr_waiter *next;
   tr_task_t *task;
-  tr_msg_t *reply; /* Return or Error, once it has arrived */
-} tr_rpc_call_t;
+} tr_waiter_t;
+
+struct tr_bcast;
+
+struct tr_stream {
+  struct tr_ctx *ctx;
+  struct tr_bcast *bc; /* set once subscribed (on the source and subscribers) */
+  uint64_t seq;        /* broadcast: index of the next value to read */
+  struct tr_stream *bnext;
+  uint8_t is_sub;
+};
+
+/* Local broadcast of one stream (tr_stream_subscribe): the last `cap`
+ * values, each read by every receiver at its own position. */
+typedef struct tr_bcast {
+  tr_stream_t *src;   /* the context's stream */
+  tr_buf_t **ring;    /* cap slots; value i at ring[i % cap] */
+  uint64_t cap, head; /* head: index of the next value to arrive */
+  tr_stream_t *subs;  /* subscribers (not the source) */
+  uint8_t pulling;    /* a receiver is waiting on the source */
+  uint8_t ended;      /* the source's end is known: end_rc, end_err */
+  int end_rc;
+  tr_error_t *end_err;
+} tr_bcast_t;
+
+struct tr_ctx {
+  struct tr_ctx *next; /* the actor's dialogs */
+  tr_actor_t *actor;   /* the actor this side lives in (not a reference) */
+  tr_actor_t *peer;    /* a reference */
+  uint64_t cid;
+  uint8_t side, kind;
+  uint8_t acked;         /* caller: StartAck in */
+  uint8_t started;       /* Started sent (callee) or received (caller) */
+  uint8_t opened;        /* this side opened its stream */
+  uint8_t tx_stop;       /* this side sent Stop */
+  uint8_t rx_stop;       /* the peer's Stop arrived */
+  uint8_t cancel_called; /* this side asked to cancel (caller: Cancel sent) */
+  uint8_t cancel_req;    /* callee: the caller sent Cancel(cid) */
+  uint8_t self_cancel;   /* callee: the function cancelled its own context */
+  uint8_t done;          /* caller: final message in; callee: task finished */
+  uint8_t overrun_error;
+  uint8_t has_scope;  /* caller of a context: scope is open */
+  uint8_t has_out;    /* caller: the outcome below is computed */
+  uint8_t kind_wrong; /* caller: StartAck named another kind */
+  uint32_t window, credit, unacked, rx_len;
+  tr_msg_t *rx_head, *rx_tail; /* Yields not yet received */
+  tr_msg_t *first;             /* caller: the Started message */
+  tr_msg_t *final;             /* caller: the Return or Error message */
+  int out_rc;                  /* caller: the outcome of `final` */
+  tr_error_t *out_err;
+  tr_waiter_t *waiters;
+  unsigned users;  /* tasks inside an operation that may block */
+  tr_task_t *task; /* caller: the opener; callee: the function's task */
+  tr_scope_t *task_scope;
+  const tr__rpc_entry_t *entry; /* may be NULL on the caller's side */
+  tr_buf_t *args;               /* callee: owned reference */
+  tr_stream_t stream;
+  tr_scope_t scope; /* caller of a context: the context block's scope */
+};
+
+/* Per-actor RPC state beyond tr_tasks_t's fields: who asked to cancel the
+ * whole actor, and where its CancelAck goes. */
+typedef struct tr_cancel_ack {
+  struct tr_cancel_ack *next;
+  tr_actor_t *to; /* a reference */
+  uint64_t cid;
+} tr_cancel_ack_t;
+
+static uint64_t g_next_cid;
+
+static uint64_t new_cid(void) { return __atomic_add_fetch(&g_next_cid, 1, __ATOMIC_RELAXED); }
 
 static char *dup_str(const char *s) { return s ? strdup(s) : NULL; }
 
-/* ---- replies ------------------------------------------------------------ */
+/* An in-process actor's uid: its name, and its id in the uuid's first
+ * eight bytes (the transport fills in the process part). */
+static void uid_set(tr_uid_t *u, const tr_actor_t *a) {
+  memset(u, 0, sizeof(*u));
+  u->name = dup_str(tr_actor_name(a));
+  uint64_t id = tr_actor_id(a);
+  for (int i = 0; i < 8; i++)
+    u->uuid[i] = (uint8_t)(id >> (8 * i));
+}
 
-/* Sends Error(cid) built from error object e (may be NULL) and code rc to
- * `to`.  Best effort: the caller may be gone. */
-static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc,
-                       const tr_error_t *e) {
+static int uid_is(const tr_uid_t *u, const tr_actor_t *a) {
+  uint64_t id = 0;
+  for (int i = 0; i < 8; i++)
+    id |= (uint64_t)u->uuid[i] << (8 * i);
+  return id == tr_actor_id(a);
+}
+
+static tr_task_t *current_task(void) {
+  tr_actor_t *self = tr_self();
+  return self ? tr__task_of_actor_current(self) : NULL;
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+static int send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, tr_buf_t *payload) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0) {
+    tr_buf_release(payload);
+    return -TR_ENOMEM;
+  }
+  m->body = (uint16_t)body;
+  m->cid = cid;
+  m->u64 = u64;
+  m->payload = payload;
+  return tr_send(to, m);
+}
+
+/* Sends Cancel or CancelAck; Cancel carries the sender (only the dialog's
+ * caller may cancel it). */
+static int send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole,
+                       int acked) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0)
+    return -TR_ENOMEM;
+  m->body = (uint16_t)body;
+  m->cid = cid;
+  m->u64 = cid;
+  struct tr_envx *x = tr__envx_get(m);
+  if (!x) {
+    tr_msg_free(m);
+    return -TR_ENOMEM;
+  }
+  x->u.cancel.whole_actor = (uint8_t)(whole != 0);
+  x->u.cancel.acknowledged = (uint8_t)(acked != 0);
+  if (body == TR_BODY_CANCEL && self)
+    m->from = tr_actor_dup(self);
+  return tr_send(to, m);
+}
+
+/*
+ * Sends Error(cid) built from error object e (may be NULL) and code rc to
+ * `to`.  With `canceller` (ContextCancelled), the canceller's uid travels
+ * too.  Best effort: the caller may be gone.
+ */
+static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
+                       const tr_actor_t *canceller) {
   tr_msg_t *m;
   if (tr_msg_new(&m) != 0)
     return;
@@ -101,76 +237,220 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc,
     }
   }
   x->u.error.has_src = 1;
-  const char *me = self ? tr_actor_name(self) : "actor";
-  x->u.error.src.name = dup_str(reboxed ? tr_error_src(e) : me);
   if (reboxed) {
+    x->u.error.src.name = dup_str(tr_error_src(e));
     size_t n = tr_error_relay_len(e);
     x->u.error.relay = calloc(n + 1, sizeof(tr_uid_t));
     if (x->u.error.relay) {
       for (size_t i = 0; i < n; i++)
         x->u.error.relay[i].name = dup_str(tr_error_relay(e, i));
-      x->u.error.relay[n].name = dup_str(me);
+      if (self)
+        uid_set(&x->u.error.relay[n], self);
       x->u.error.n_relay = n + 1;
     }
+  } else if (self) {
+    uid_set(&x->u.error.src, self);
+  } else {
+    x->u.error.src.name = dup_str("actor");
+  }
+  if (canceller) {
+    x->u.error.has_canceller = 1;
+    uid_set(&x->u.error.canceller, canceller);
   }
   (void)tr_send(to, m);
 }
 
-static void send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, tr_buf_t *payload) {
-  tr_msg_t *m;
-  if (tr_msg_new(&m) != 0) {
-    tr_buf_release(payload);
-    return;
-  }
-  m->body = (uint16_t)body;
-  m->cid = cid;
-  m->u64 = u64;
-  m->payload = payload;
-  (void)tr_send(to, m);
+/* ---- contexts: common ------------------------------------------------------- */
+
+static tr_ctx_t *find_ctx(tr_tasks_t *ts, uint64_t cid) {
+  tr_ctx_t **pp = &ts->dialogs;
+  for (tr_ctx_t *c = *pp; c; pp = &c->next, c = c->next)
+    if (c->cid == cid) {
+      if (pp != &ts->dialogs) { /* move to front: the busy dialog is found first */
+        *pp = c->next;
+        c->next = ts->dialogs;
+        ts->dialogs = c;
+      }
+      return c;
+    }
+  return NULL;
 }
 
-/* ---- callee side ----------------------------------------------------------- */
-
-static void req_free(tr_rpc_req_t *r) {
-  tr_buf_release(r->args);
-  tr_actor_release(r->caller);
-  free(r);
+static void ctx_link(tr_tasks_t *ts, tr_ctx_t *c) {
+  c->next = ts->dialogs;
+  ts->dialogs = c;
 }
 
-static void req_unlink(tr_tasks_t *ts, tr_rpc_req_t *r) {
-  for (tr_rpc_req_t **pp = &ts->reqs; *pp; pp = &(*pp)->next)
-    if (*pp == r) {
-      *pp = r->next;
+static void ctx_unlink(tr_tasks_t *ts, tr_ctx_t *c) {
+  for (tr_ctx_t **pp = &ts->dialogs; *pp; pp = &(*pp)->next)
+    if (*pp == c) {
+      *pp = c->next;
       return;
     }
 }
 
+static void ctx_init(tr_ctx_t *c, tr_actor_t *self, int side, int kind, uint64_t cid,
+                     const tr_ctx_opts_t *opts) {
+  memset(c, 0, sizeof(*c));
+  c->actor = self;
+  c->side = (uint8_t)side;
+  c->kind = (uint8_t)kind;
+  c->cid = cid;
+  c->window = opts && opts->window ? opts->window : TR_STREAM_WINDOW;
+  c->credit = c->window;
+  c->overrun_error = opts && opts->overrun == TR_OVERRUN_ERROR;
+  c->stream.ctx = c;
+}
+
+static void ctx_notify(tr_ctx_t *c) {
+  for (tr_waiter_t *w = c->waiters; w; w = w->next)
+    tr__task_wake_blocked(w->task);
+}
+
+static void waiter_unlink(tr_ctx_t *c, tr_waiter_t *w) {
+  for (tr_waiter_t **pp = &c->waiters; *pp; pp = &(*pp)->next)
+    if (*pp == w) {
+      *pp = w->next;
+      return;
+    }
+}
+
+/* Blocks the running task until the context changes or the task is
+ * cancelled: returns 0 to re-check, or -TR_ECANCELED. */
+static int ctx_wait(tr_ctx_t *c, tr_task_t *t) {
+  if (tr__task_cancelled(t)) {
+    t->cancel_seen++;
+    return -TR_ECANCELED;
+  }
+  tr_waiter_t w = {c->waiters, t};
+  c->waiters = &w;
+  tr__task_block(t, 1);
+  waiter_unlink(c, &w);
+  return 0;
+}
+
+/* The same, not cancellable and bounded by an absolute deadline. */
+static void ctx_wait_until(tr_ctx_t *c, tr_task_t *t, int64_t deadline) {
+  tr_waiter_t w = {c->waiters, t};
+  c->waiters = &w;
+  tr__task_wait_until(t, deadline);
+  waiter_unlink(c, &w);
+}
+
+/* Drops the values not yet received, returning their credit so that a
+ * sender blocked on the window can go on to its end. */
+static void ctx_discard_rx(tr_ctx_t *c) {
+  uint32_t n = 0;
+  while (c->rx_head) {
+    tr_msg_t *m = c->rx_head;
+    c->rx_head = m->next_;
+    tr_msg_free(m);
+    n++;
+  }
+  c->rx_tail = NULL;
+  c->rx_len = 0;
+  if (n && !c->done && c->peer)
+    (void)send_body(c->peer, TR_BODY_CREDIT, c->cid, n, NULL);
+}
+
+static void ctx_free(tr_ctx_t *c) {
+  ctx_discard_rx(c);
+  tr_msg_free(c->first);
+  tr_msg_free(c->final);
+  tr__error_free(c->out_err);
+  tr_buf_release(c->args);
+  tr_actor_release(c->peer);
+  free(c);
+}
+
+/* Splits "ns.func" into ns (a caller buffer) and returns func, or NULL. */
+static const char *split_name(const char *qualified, char *ns, size_t cap) {
+  const char *dot = qualified ? strrchr(qualified, '.') : NULL;
+  if (!dot || dot == qualified || !dot[1] || (size_t)(dot - qualified) >= cap)
+    return NULL;
+  memcpy(ns, qualified, (size_t)(dot - qualified));
+  ns[dot - qualified] = '\0';
+  return dot + 1;
+}
+
+/* ---- callee side ------------------------------------------------------------ */
+
+/* Why the function's scope was cancelled, for its ContextCancelled: the
+ * canceller and a phrase (PROTOCOL.md 8.3), or NULL when it was not. */
+static const tr_actor_t *cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why) {
+  if (c->self_cancel) {
+    *why = "by itself";
+    return c->actor;
+  }
+  if (c->cancel_req) {
+    *why = "by its caller-side peer";
+    return c->peer;
+  }
+  if (ts->cancel_by) {
+    *why =
+        tr_actor_id(ts->cancel_by) == tr_actor_id(c->peer) ? "by its caller" : "by a remote peer";
+    return ts->cancel_by;
+  }
+  if (ts->stopping) {
+    *why = "because its actor was cancelled";
+    return c->actor;
+  }
+  return NULL;
+}
+
 /* The task that runs one call and answers it. */
 static int serve_request(void *arg) {
-  tr_rpc_req_t *r = arg;
+  tr_ctx_t *c = arg;
   tr_actor_t *self = tr_self();
   tr_tasks_t *ts = self->tasks;
   tr_scope_t s;
-  int rc = tr_scope_open(&s, TR_NO_DEADLINE, 0);
   tr_buf_t *result = NULL;
+  c->task = tr__task_of_actor_current(self);
+  int rc = tr_scope_open(&s, TR_NO_DEADLINE, 0);
   if (rc == 0) {
-    r->scope = &s;
-    if (r->cancel_requested)
+    c->task_scope = &s;
+    if (c->cancel_req)
       tr_scope_cancel(&s);
-    rc = tr__rpc_check_payload(r->entry, TR__RPC_ARGS, r->args);
+    rc = tr__rpc_check_payload(c->entry, TR__RPC_ARGS, c->args);
     if (rc == 0)
-      rc = r->entry->fn(NULL, r->args, &result);
-    r->scope = NULL;
+      rc = c->entry->fn(c, c->args, &result);
+    if (rc == 0)
+      rc = tr__rpc_check_payload(c->entry, TR__RPC_RETURN, result);
+    c->task_scope = NULL;
     tr_scope_close(&s);
   }
+  const char *why = NULL;
+  const tr_actor_t *canceller = rc == -TR_ECANCELED ? cancel_cause(c, ts, &why) : NULL;
   if (rc == 0) {
-    send_body(r->caller, TR_BODY_RETURN, r->cid, 0, result);
+    if ((c->kind == TR_FUNC_STREAM || c->opened) && !c->tx_stop) {
+      c->tx_stop = 1;
+      (void)send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
+    }
+    (void)send_body(c->peer, TR_BODY_RETURN, c->cid, 0, result);
+  } else if (canceller) {
+    tr_buf_release(result);
+    tr_error_t *e = tr__error_new(
+        -TR_ECTXCANCELED, "ContextCancelled", "%s task %s in actor %s was cancelled %s",
+        tr__rpc_kind_name(c->kind), c->entry->name, tr_actor_name(self), why);
+    tr__error_set_canceller(e, tr_actor_name(canceller));
+    send_error(self, c->peer, c->cid, -TR_ECTXCANCELED, e, canceller);
+    tr__error_free(e);
   } else {
     tr_buf_release(result);
-    send_error(self, r->caller, r->cid, rc, tr_error_last());
+    send_error(self, c->peer, c->cid, rc, tr_error_last(), NULL);
   }
-  req_unlink(ts, r);
-  req_free(r);
+  if (c->cancel_req)
+    (void)send_cancel(self, c->peer, TR_BODY_CANCEL_ACK, c->cid, 0, 1);
+  /* Other tasks of this actor may be inside an operation on the context
+   * (a publisher sending to a subscriber): they see `done` and leave. */
+  c->done = 1;
+  tr_task_t *t = c->task;
+  while (c->users) {
+    ctx_notify(c);
+    ctx_wait_until(c, t, TR_NO_DEADLINE);
+  }
+  ctx_unlink(ts, c);
+  ctx_free(c);
   /* The call's failure went to its caller: the daemon keeps serving. */
   return 0;
 }
@@ -183,7 +463,7 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   struct tr_envx *x = m->x_;
   if (!caller)
     return 0; /* nobody to answer: a malformed call (in-process senders set from) */
-  if (!ts->service && !ts->serve_done) {
+  if (!ts->service && !ts->serve_done && !ts->stopping) {
     /* The daemon's main task has not opened its service nursery yet (the
      * call raced its first turn): keep the call, in order, until it has. */
     m->next_ = NULL;
@@ -195,7 +475,9 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   }
   const tr__rpc_entry_t *e = NULL;
   int rc;
-  if (!ts->service)
+  if (ts->stopping)
+    rc = TR_ERROR(-TR_ECANCELED, "actor %s is being cancelled", tr_actor_name(a));
+  else if (!ts->service)
     rc = TR_ERROR(-TR_ECLOSED, "actor %s does not serve calls", tr_actor_name(a));
   else if (!x || !x->u.start.ns || !x->u.start.func)
     rc = TR_ERROR(-TR_EPROTO, "Start without a function name");
@@ -205,30 +487,30 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   if (rc) {
     /* Refused before any task starts (tractor's ModuleNotExposed etc.). */
     tr_error_t *err = tr__error_take();
-    send_error(a, caller, m->cid, rc, err);
+    send_error(a, caller, m->cid, rc, err, NULL);
     tr__error_free(err);
     return 0;
   }
-  tr_rpc_req_t *r = calloc(1, sizeof(*r));
-  if (!r) {
-    send_error(a, caller, m->cid, -TR_ENOMEM, NULL);
+  tr_ctx_t *c = malloc(sizeof(*c));
+  if (!c) {
+    send_error(a, caller, m->cid, -TR_ENOMEM, NULL, NULL);
     return 0;
   }
-  r->entry = e;
-  r->args = m->payload;
+  tr_ctx_opts_t opts = {.window = (uint32_t)m->u64, .overrun = (int)((m->u64 >> 32) & 1)};
+  ctx_init(c, a, SIDE_CALLEE, e->kind, m->cid, &opts);
+  c->entry = e;
+  c->args = m->payload;
   m->payload = NULL;
-  r->caller = m->from;
+  c->peer = m->from;
   m->from = NULL;
-  r->cid = m->cid;
-  rc = tr__nursery_spawn_internal(ts->service, serve_request, r, e->name);
+  rc = tr__nursery_spawn_internal(ts->service, serve_request, c, e->name);
   if (rc) {
-    send_error(a, r->caller, r->cid, rc, NULL);
-    req_free(r);
+    send_error(a, c->peer, c->cid, rc, NULL, NULL);
+    ctx_free(c);
     return 0;
   }
-  r->next = ts->reqs;
-  ts->reqs = r;
-  send_body(r->caller, TR_BODY_START_ACK, r->cid, (uint64_t)e->kind, NULL);
+  ctx_link(ts, c);
+  (void)send_body(c->peer, TR_BODY_START_ACK, c->cid, (uint64_t)e->kind, NULL);
   return 0;
 }
 
@@ -245,98 +527,91 @@ static void run_early_starts(tr_worker_t *w, tr_actor_t *a) {
   }
 }
 
-static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
-  for (tr_rpc_req_t *r = a->tasks->reqs; r; r = r->next) {
-    if (r->cid == m->u64 && tr_actor_id(r->caller) == tr_actor_id(m->from)) {
-      r->cancel_requested = 1;
-      if (r->scope)
-        tr_scope_cancel(r->scope);
-    }
-  }
-}
-
-/* ---- caller side ------------------------------------------------------------ */
-
-static tr_rpc_call_t *find_call(tr_tasks_t *ts, uint64_t cid) {
-  for (tr_rpc_call_t *c = ts->calls; c; c = c->next)
-    if (c->cid == cid)
-      return c;
-  return NULL;
-}
-
-static void call_unlink(tr_tasks_t *ts, tr_rpc_call_t *c) {
-  for (tr_rpc_call_t **pp = &ts->calls; *pp; pp = &(*pp)->next)
-    if (*pp == c) {
-      *pp = c->next;
-      return;
-    }
-}
-
-void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
+/* Cancel(whole_actor) from R: every task of the actor is cancelled (shields
+ * hold), each served dialog reports ContextCancelled naming R, and R gets
+ * CancelAck when the actor exits. */
+static void on_cancel_actor(tr_actor_t *a, tr_msg_t *m) {
   tr_tasks_t *ts = a->tasks;
-  switch (m->body) {
-  case TR_BODY_START:
-    if (on_start(a, m))
-      return;
-    break;
-  case TR_BODY_CANCEL:
-    if (m->from)
-      on_cancel(a, m);
-    break;
-  case TR_BODY_RETURN:
-  case TR_BODY_ERROR: {
-    tr_rpc_call_t *c = find_call(ts, m->cid);
-    if (c && !c->reply) {
-      c->reply = m;
-      tr__task_wake_blocked(c->task);
-      return; /* the waiting task takes the message */
-    }
-    break; /* a late reply to an abandoned call */
+  tr_cancel_ack_t *k = malloc(sizeof(*k));
+  if (k) {
+    k->to = tr_actor_dup(m->from);
+    k->cid = m->cid;
+    k->next = ts->cancel_acks;
+    ts->cancel_acks = k;
   }
-  default:
-    break; /* StartAck (the kind was checked before sending) and others */
-  }
-  tr__msg_dispose(w, m);
+  if (!ts->cancel_by)
+    ts->cancel_by = tr_actor_dup(m->from);
+  tr__tasks_stop(a);
 }
 
-void tr__rpc_bounce(tr_actor_t *dead, tr_msg_t *m) {
-  if (m->body == TR_BODY_START && m->from)
-    send_error(dead, m->from, m->cid, -TR_ECLOSED, NULL);
-}
-
-void tr__rpc_actor_free(tr_tasks_t *ts) {
-  while (ts->early_starts) { /* never served: tell the callers */
-    tr_msg_t *m = ts->early_starts;
-    ts->early_starts = m->next_;
-    if (m->from)
-      send_error(NULL, m->from, m->cid, -TR_ECLOSED, NULL);
-    tr_msg_free(m);
+static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
+  struct tr_envx *x = m->x_;
+  if (x && x->u.cancel.whole_actor) {
+    on_cancel_actor(a, m);
+    return;
   }
-  for (size_t i = 0; i < ts->n_enable; i++)
-    free(ts->enable[i]);
-  free(ts->enable);
-  ts->enable = NULL;
-  ts->n_enable = 0;
-  TR_ASSERT(ts->reqs == NULL && ts->calls == NULL);
+  tr_ctx_t *c = find_ctx(a->tasks, m->u64);
+  /* Only the dialog's caller may cancel it. */
+  if (!c || c->side != SIDE_CALLEE || tr_actor_id(c->peer) != tr_actor_id(m->from)) {
+    (void)send_cancel(a, m->from, TR_BODY_CANCEL_ACK, m->u64, 0, 0);
+    return;
+  }
+  c->cancel_req = 1;
+  if (c->task_scope)
+    tr__task_cancel_scope_local(c->task, c->task_scope);
+  ctx_notify(c);
 }
 
-/* Turns an Error reply into this task's error object and return code. */
-static int error_from_reply(const tr_portal_t *p, tr_msg_t *m) {
+/* ---- caller side: receiving ------------------------------------------------- */
+
+static int is_absorbed(const tr_ctx_t *c, const struct tr_envx *x) {
+  /* PROTOCOL.md 8.3 (a): this side asked, the error comes from its direct
+   * peer, and it names this side as the canceller. */
+  return c->cancel_called && x->u.error.has_src && uid_is(&x->u.error.src, c->peer) &&
+         x->u.error.has_canceller && uid_is(&x->u.error.canceller, c->actor);
+}
+
+/* Turns the final message into the outcome (once): out_rc, out_err. */
+static void ctx_outcome(tr_ctx_t *c) {
+  if (c->has_out)
+    return;
+  c->has_out = 1;
+  tr_msg_t *m = c->final;
+  if (!m) {
+    c->out_rc = -TR_ECLOSED;
+    c->out_err = tr__error_new(-TR_ECLOSED, NULL, "actor %s exited during the dialog",
+                               tr_actor_name(c->peer));
+    return;
+  }
+  if (m->body == TR_BODY_RETURN) {
+    c->out_rc = 0;
+    return;
+  }
   struct tr_envx *x = m->x_;
   int code = x ? -(int)x->u.error.code : -TR_EREMOTE;
   const char *boxed = x && x->u.error.boxed_type ? x->u.error.boxed_type : "Error";
   const char *msg = x && x->u.error.message ? x->u.error.message : "";
-  /* Refusals keep their own code; failures of the function are boxed. */
-  int rc = (code == -TR_ENOFUNC || code == -TR_ENOTEXPOSED || code == -TR_EFUNCKIND ||
-            code == -TR_ECLOSED || code == -TR_EPROTO || code == -TR_EMSGTYPE)
-               ? code
-               : -TR_EREMOTE;
-  tr_error_t *e = tr__error_new(rc, "RemoteActorError", "%s", msg);
+  int rc;
+  tr_error_t *e;
+  if (code == -TR_ECTXCANCELED) {
+    rc = is_absorbed(c, x) ? 0 : -TR_ECTXCANCELED;
+    e = tr__error_new(-TR_ECTXCANCELED, "ContextCancelled", "%s", msg);
+    if (x->u.error.has_canceller && x->u.error.canceller.name)
+      tr__error_set_canceller(e, x->u.error.canceller.name);
+  } else {
+    /* Refusals keep their own code; failures of the function are boxed. */
+    rc =
+        (code == -TR_ENOFUNC || code == -TR_ENOTEXPOSED || code == -TR_EFUNCKIND ||
+         code == -TR_ECLOSED || code == -TR_EPROTO || code == -TR_EMSGTYPE || code == -TR_ECANCELED)
+            ? code
+            : -TR_EREMOTE;
+    e = tr__error_new(rc, "RemoteActorError", "%s", msg);
+  }
   tr__error_set_boxed_type(e, boxed);
   /* The source is where the error was raised (it may have come through
    * relays); the actors it came through form the relay path. */
   tr__error_set_src(e, x && x->u.error.has_src && x->u.error.src.name ? x->u.error.src.name
-                                                                      : tr_actor_name(p->actor));
+                                                                      : tr_actor_name(c->peer));
   for (size_t i = 0; x && i < x->u.error.n_relay; i++)
     if (x->u.error.relay[i].name)
       tr__error_relay_append(e, x->u.error.relay[i].name);
@@ -348,93 +623,771 @@ static int error_from_reply(const tr_portal_t *p, tr_msg_t *m) {
       t = nl + 1;
     }
   }
-  tr__error_put(e);
-  return rc;
+  c->out_rc = rc;
+  c->out_err = e;
 }
 
-int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, tr_buf_t **result) {
-  if (result)
-    *result = NULL;
+/* Returns the outcome to the running task: rc, with tr_error_last set to a
+ * copy of the error (an absorbed ContextCancelled included). */
+static int ctx_put_outcome(tr_ctx_t *c) {
+  ctx_outcome(c);
+  if (c->out_err)
+    tr__error_put(tr__error_copy(c->out_err));
+  else
+    tr_error_clear();
+  return c->out_rc;
+}
+
+/* The final message arrived (or the peer is gone, m == NULL). */
+static void ctx_finish(tr_ctx_t *c, tr_msg_t *m) {
+  c->done = 1;
+  c->final = m;
+  /* A remote error cancels the context block's scope (PROTOCOL.md 6.3),
+   * unless it is the ContextCancelled this side asked for. */
+  if (c->has_scope && (!m || m->body == TR_BODY_ERROR)) {
+    ctx_outcome(c);
+    if (c->out_rc != 0)
+      tr__task_cancel_scope_local(c->task, &c->scope);
+  }
+  ctx_notify(c);
+}
+
+static void on_yield(tr_ctx_t *c, tr_msg_t *m) {
+  if (c->rx_len >= c->window) {
+    /* The peer ignored the window: the dialog fails (PROTOCOL.md 7). */
+    tr_msg_free(m);
+    if (c->side == SIDE_CALLEE) {
+      send_error(c->actor, c->peer, c->cid, -TR_EOVERRUN, NULL, NULL);
+      c->cancel_req = 1;
+      if (c->task_scope)
+        tr__task_cancel_scope_local(c->task, c->task_scope);
+    } else if (!c->done) {
+      (void)send_cancel(c->actor, c->peer, TR_BODY_CANCEL, c->cid, 0, 0);
+      c->cancel_called = 1;
+      c->has_out = 1;
+      c->done = 1;
+      c->out_rc = TR_ERROR(-TR_EOVERRUN, "StreamOverrun: actor %s sent beyond the window of %u",
+                           tr_actor_name(c->peer), c->window);
+      c->out_err = tr__error_take();
+    }
+    ctx_notify(c);
+    return;
+  }
+  m->next_ = NULL;
+  if (c->rx_tail)
+    c->rx_tail->next_ = m;
+  else
+    c->rx_head = m;
+  c->rx_tail = m;
+  c->rx_len++;
+  if (c->waiters)
+    ctx_notify(c);
+}
+
+void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
+  tr_tasks_t *ts = a->tasks;
+  tr_ctx_t *c;
+  switch (m->body) {
+  case TR_BODY_START:
+    if (on_start(a, m))
+      return;
+    break;
+  case TR_BODY_CANCEL:
+    if (m->from)
+      on_cancel(a, m);
+    break;
+  case TR_BODY_YIELD:
+    if ((c = find_ctx(ts, m->cid)) && !c->done && !c->rx_stop) {
+      on_yield(c, m);
+      return;
+    }
+    break;
+  case TR_BODY_CREDIT:
+    if ((c = find_ctx(ts, m->cid))) {
+      c->credit += (uint32_t)m->u64;
+      ctx_notify(c);
+    }
+    break;
+  case TR_BODY_STOP:
+    if ((c = find_ctx(ts, m->cid))) {
+      c->rx_stop = 1;
+      ctx_notify(c);
+    }
+    break;
+  case TR_BODY_START_ACK:
+    if ((c = find_ctx(ts, m->cid)) && c->side == SIDE_CALLER) {
+      c->acked = 1;
+      c->kind_wrong = m->u64 != c->kind;
+      if (c->kind != TR_FUNC_FN)
+        ctx_notify(c);
+    }
+    break;
+  case TR_BODY_STARTED:
+    if ((c = find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && !c->started && !c->done) {
+      c->started = 1;
+      c->first = m;
+      ctx_notify(c);
+      return;
+    }
+    break;
+  case TR_BODY_RETURN:
+  case TR_BODY_ERROR:
+    if ((c = find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && !c->done) {
+      ctx_finish(c, m);
+      return;
+    }
+    break; /* a late reply to an abandoned call */
+  case TR_BODY_CANCEL_ACK:
+    if ((c = find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && c->kind == KIND_ACTOR_CANCEL) {
+      c->done = 1;
+      ctx_notify(c);
+    }
+    break;
+  default:
+    break;
+  }
+  tr__msg_dispose(w, m);
+}
+
+void tr__rpc_bounce(tr_actor_t *dead, tr_msg_t *m) {
+  if (!m->from)
+    return;
+  if (m->body == TR_BODY_START)
+    send_error(dead, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
+  else if (m->body == TR_BODY_CANCEL && m->x_ && m->x_->u.cancel.whole_actor)
+    (void)send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1); /* gone: done */
+}
+
+void tr__rpc_actor_exit(tr_actor_t *a) {
+  tr_tasks_t *ts = a->tasks;
+  while (ts->cancel_acks) {
+    tr_cancel_ack_t *k = ts->cancel_acks;
+    ts->cancel_acks = k->next;
+    (void)send_cancel(NULL, k->to, TR_BODY_CANCEL_ACK, k->cid, 1, 1);
+    tr_actor_release(k->to);
+    free(k);
+  }
+  tr_actor_release(ts->cancel_by);
+  ts->cancel_by = NULL;
+}
+
+void tr__rpc_actor_free(tr_tasks_t *ts) {
+  while (ts->early_starts) { /* never served: tell the callers */
+    tr_msg_t *m = ts->early_starts;
+    ts->early_starts = m->next_;
+    if (m->from)
+      send_error(NULL, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
+    tr_msg_free(m);
+  }
+  for (size_t i = 0; i < ts->n_enable; i++)
+    free(ts->enable[i]);
+  free(ts->enable);
+  ts->enable = NULL;
+  ts->n_enable = 0;
+  TR_ASSERT(ts->dialogs == NULL && ts->cancel_acks == NULL);
+}
+
+/* ---- caller side: calls ---------------------------------------------------- */
+
+/*
+ * Starts a dialog of `kind` with the portal's actor: checks the kind
+ * against the local table, sends Start, and links c (initialised here).
+ * Returns 0 or a code (nothing linked).
+ */
+static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *args, int kind,
+                      const tr_ctx_opts_t *opts, tr_ctx_t *c, tr_task_t **tout) {
   if (!p || !qualified)
     return -TR_EINVAL;
   tr_actor_t *self = tr_self();
   tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
   if (!t)
     return -TR_EPERM;
-  const char *dot = strrchr(qualified, '.');
-  if (!dot || dot == qualified || !dot[1])
+  if (p->actor == self)
+    return TR_ERROR(-TR_EINVAL, "an actor cannot call itself through a portal");
+  char ns[256];
+  const char *func = split_name(qualified, ns, sizeof ns);
+  if (!func)
     return TR_ERROR(-TR_EINVAL, "'%s' is not a qualified name ns.func", qualified);
   /* The kind is checked here, before anything is sent: every actor runs
    * this executable, so the local table is the callee's (PROTOCOL.md). */
-  const tr__rpc_entry_t *e;
-  char ns[256];
-  size_t nlen = (size_t)(dot - qualified);
-  if (nlen >= sizeof ns)
-    return TR_ERROR(-TR_EINVAL, "namespace too long in '%s'", qualified);
-  memcpy(ns, qualified, nlen);
-  ns[nlen] = '\0';
-  if (tr__rpc_lookup(ns, dot + 1, &e) == 0 && e->kind != TR_FUNC_FN)
+  const tr__rpc_entry_t *e = NULL;
+  static const char *const portal_call[] = {"", "run", "open_stream_from", "open_context"};
+  if (tr__rpc_lookup(ns, func, &e) == 0 && e->kind != kind)
     return TR_ERROR(-TR_EFUNCKIND, "%s is a %s function; use tr_portal_%s", qualified,
-                    tr__rpc_kind_name(e->kind),
-                    e->kind == TR_FUNC_STREAM ? "open_stream_from" : "open_context");
+                    tr__rpc_kind_name(e->kind), portal_call[e->kind]);
   tr_error_clear();
-
-  tr_tasks_t *ts = self->tasks;
+  ctx_init(c, self, SIDE_CALLER, kind, new_cid(), opts);
+  c->entry = e;
+  c->task = t;
   tr_msg_t *m;
   int rc = tr_msg_new(&m);
   if (rc)
     return rc;
   m->body = TR_BODY_START;
-  m->cid = ++ts->next_cid;
+  m->cid = c->cid;
+  m->u64 = (uint64_t)(opts ? opts->window : 0) | ((uint64_t)c->overrun_error << 32);
   struct tr_envx *x = tr__envx_get(m);
-  if (!x || !(x->u.start.ns = strdup(ns)) || !(x->u.start.func = strdup(dot + 1))) {
+  if (!x || !(x->u.start.ns = strdup(ns)) || !(x->u.start.func = strdup(func))) {
     tr_msg_free(m);
     return -TR_ENOMEM;
   }
   m->payload = tr_buf_ref((tr_buf_t *)args);
   m->from = tr_actor_dup(self);
-  tr_rpc_call_t call = {.cid = m->cid, .task = t};
-  call.next = ts->calls;
-  ts->calls = &call;
+  c->peer = tr_actor_dup(p->actor);
+  ctx_link(self->tasks, c);
   rc = tr_send(p->actor, m);
   if (rc) {
-    call_unlink(ts, &call);
+    ctx_unlink(self->tasks, c);
+    tr_actor_release(c->peer);
+    c->peer = NULL;
     return TR_ERROR(rc, "actor %s has exited", tr_actor_name(p->actor));
   }
-  while (!call.reply) {
-    if (tr__task_cancelled(t)) {
-      /* Tell the callee; its late reply finds no call and is dropped. */
-      tr_msg_t *c;
-      if (tr_msg_new(&c) == 0) {
-        c->body = TR_BODY_CANCEL;
-        c->cid = call.cid;
-        c->u64 = call.cid;
-        c->from = tr_actor_dup(self);
-        (void)tr_send(p->actor, c);
-      }
-      call_unlink(ts, &call);
-      t->cancel_seen++;
-      return -TR_ECANCELED;
-    }
-    if (tr_actor_exited(p->actor) && !call.reply) {
-      call_unlink(ts, &call);
-      return TR_ERROR(-TR_ECLOSED, "actor %s exited during the call", tr_actor_name(p->actor));
-    }
-    tr__task_block(t, 1);
+  *tout = t;
+  return 0;
+}
+
+/* Sends Cancel once for a caller-side dialog. */
+static void ctx_send_cancel(tr_ctx_t *c) {
+  if (c->cancel_called || c->done)
+    return;
+  c->cancel_called = 1;
+  (void)send_cancel(c->actor, c->peer, TR_BODY_CANCEL, c->cid, 0, 0);
+}
+
+/* Leaving a dialog that is not over: cancel it and wait (shielded,
+ * bounded) for its final message, dropping stream values. */
+static void ctx_cancel_and_drain(tr_ctx_t *c, tr_task_t *t) {
+  ctx_send_cancel(c);
+  int64_t deadline = tr_now() + TR_CANCEL_WAIT_NS;
+  while (!c->done && tr_now() < deadline) {
+    ctx_discard_rx(c);
+    ctx_wait_until(c, t, deadline);
   }
-  call_unlink(ts, &call);
-  tr_msg_t *reply = call.reply;
-  if (reply->body == TR_BODY_RETURN) {
+  ctx_discard_rx(c);
+}
+
+/* Waits (cancellably) for a caller-side condition: StartAck, Started or the
+ * final message.  Returns 0 when `*flag` is set or the dialog is done. */
+static int wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag) {
+  /* No need to watch the peer's exit: a callee answers every Start it
+   * accepted before it exits, and a Start that reaches an exited actor is
+   * answered by tr__rpc_bounce. */
+  while (!*flag && !c->done) {
+    int rc = ctx_wait(c, t);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, tr_buf_t **result) {
+  if (result)
+    *result = NULL;
+  tr_ctx_t c;
+  tr_task_t *t;
+  int rc = call_start(p, qualified, args, TR_FUNC_FN, NULL, &c, &t);
+  if (rc)
+    return rc;
+  rc = wait_for(&c, t, &c.done);
+  if (rc) {
+    /* Cancelled: tell the callee; its late reply finds no dialog. */
+    ctx_send_cancel(&c);
+    ctx_unlink(c.actor->tasks, &c);
+    tr_actor_release(c.peer);
+    return rc;
+  }
+  ctx_unlink(c.actor->tasks, &c);
+  if (c.final && c.final->body == TR_BODY_RETURN) {
     if (result) {
-      *result = reply->payload;
-      reply->payload = NULL;
+      *result = c.final->payload;
+      c.final->payload = NULL;
     }
     rc = 0;
   } else {
-    rc = error_from_reply(p, reply);
+    rc = ctx_put_outcome(&c);
+    tr__error_free(c.out_err);
   }
-  tr_msg_free(reply);
+  tr_msg_free(c.final);
+  tr_actor_release(c.peer);
   return rc;
+}
+
+/* Opens a STREAM or CONTEXT dialog and waits for StartAck (and for a
+ * context, Started).  On failure returns the code with nothing left. */
+static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *args, int kind,
+                       const tr_ctx_opts_t *opts, tr_ctx_t **out) {
+  tr_ctx_t *c = calloc(1, sizeof(*c));
+  if (!c)
+    return -TR_ENOMEM;
+  tr_task_t *t;
+  int rc = call_start(p, qualified, args, kind, opts, c, &t);
+  if (rc) {
+    free(c);
+    return rc;
+  }
+  rc = wait_for(c, t, kind == TR_FUNC_CONTEXT ? &c->started : &c->acked);
+  if (rc == 0 && c->kind_wrong) {
+    ctx_cancel_and_drain(c, t);
+    rc = TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a %s function", qualified,
+                  tr__rpc_kind_name(kind));
+  } else if (rc == 0 && c->done) {
+    rc = ctx_put_outcome(c);
+    if (rc == 0) /* a context function that returned without started */
+      rc = TR_ERROR(-TR_EPROTO, "%s returned before calling tr_ctx_started", qualified);
+  } else if (rc) {
+    ctx_cancel_and_drain(c, t);
+  }
+  if (rc) {
+    ctx_unlink(c->actor->tasks, c);
+    ctx_free(c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+int tr_portal_open_stream_from(tr_portal_t *p, const char *qualified, const tr_buf_t *args,
+                               const tr_ctx_opts_t *opts, tr_stream_t **out) {
+  if (!out)
+    return -TR_EINVAL;
+  *out = NULL;
+  tr_ctx_t *c;
+  int rc = open_dialog(p, qualified, args, TR_FUNC_STREAM, opts, &c);
+  if (rc)
+    return rc;
+  c->opened = 1;
+  *out = &c->stream;
+  return 0;
+}
+
+int tr_portal_open_context(tr_portal_t *p, const char *qualified, const tr_buf_t *args,
+                           const tr_ctx_opts_t *opts, tr_ctx_t **ctx, tr_buf_t **first) {
+  if (first)
+    *first = NULL;
+  if (!ctx)
+    return -TR_EINVAL;
+  *ctx = NULL;
+  tr_ctx_t *c;
+  int rc = open_dialog(p, qualified, args, TR_FUNC_CONTEXT, opts, &c);
+  if (rc)
+    return rc;
+  rc = tr_scope_open(&c->scope, TR_NO_DEADLINE, 0);
+  if (rc) {
+    ctx_cancel_and_drain(c, c->task);
+    ctx_unlink(c->actor->tasks, c);
+    ctx_free(c);
+    return rc;
+  }
+  c->has_scope = 1;
+  if (c->done) { /* the callee failed right after started */
+    ctx_outcome(c);
+    if (c->out_rc)
+      tr__task_cancel_scope_local(c->task, &c->scope);
+  }
+  if (first && c->first) {
+    *first = c->first->payload;
+    c->first->payload = NULL;
+  }
+  *ctx = c;
+  return 0;
+}
+
+static void bcast_free(tr_bcast_t *bc) {
+  if (!bc)
+    return;
+  for (uint64_t i = bc->head > bc->cap ? bc->head - bc->cap : 0; i < bc->head; i++)
+    tr_buf_release(bc->ring[i % bc->cap]);
+  tr__error_free(bc->end_err);
+  free(bc->ring);
+  free(bc);
+}
+
+/* ---- context operations ----------------------------------------------------- */
+
+int tr_ctx_started(tr_ctx_t *c, const tr_buf_t *value) {
+  if (!c)
+    return -TR_EINVAL;
+  if (c->side != SIDE_CALLEE || c->kind != TR_FUNC_CONTEXT)
+    return TR_ERROR(-TR_EPERM, "tr_ctx_started is for the callee of a context");
+  if (c->started)
+    return TR_ERROR(-TR_EBUSY, "tr_ctx_started called twice");
+  c->started = 1;
+  return send_body(c->peer, TR_BODY_STARTED, c->cid, 0, tr_buf_ref((tr_buf_t *)value));
+}
+
+int tr_ctx_open_stream(tr_ctx_t *c, tr_stream_t **out) {
+  if (out)
+    *out = NULL;
+  if (!c || !out)
+    return -TR_EINVAL;
+  if (c->kind == TR_FUNC_FN || (c->kind == TR_FUNC_STREAM && c->side == SIDE_CALLER))
+    return TR_ERROR(-TR_EPERM, "a %s dialog has no stream to open here",
+                    tr__rpc_kind_name(c->kind));
+  if (c->kind == TR_FUNC_CONTEXT && !c->started)
+    return TR_ERROR(-TR_EPERM, "tr_ctx_open_stream before the context was started");
+  if (c->opened)
+    return TR_ERROR(-TR_EBUSY, "the context's stream was already opened (streams are one-shot)");
+  c->opened = 1;
+  *out = &c->stream;
+  return 0;
+}
+
+int tr_ctx_cancel(tr_ctx_t *c) {
+  if (!c)
+    return -TR_EINVAL;
+  if (c->side == SIDE_CALLER) {
+    ctx_send_cancel(c);
+    return 0;
+  }
+  c->self_cancel = 1;
+  if (c->task_scope)
+    tr__task_cancel_scope_local(c->task, c->task_scope);
+  return 0;
+}
+
+const char *tr_ctx_peer(const tr_ctx_t *c) { return c ? tr_actor_name(c->peer) : NULL; }
+
+int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
+  if (result)
+    *result = NULL;
+  if (!c)
+    return -TR_EINVAL;
+  if (c->side != SIDE_CALLER)
+    return TR_ERROR(-TR_EPERM, "tr_ctx_result is for the caller of a context");
+  tr_task_t *t = current_task();
+  if (!t)
+    return -TR_EPERM;
+  c->users++;
+  int rc = 0;
+  while (!c->done && rc == 0) {
+    ctx_discard_rx(c); /* tractor's drain_to_final_msg */
+    rc = wait_for(c, t, &c->done);
+  }
+  c->users--;
+  if (rc)
+    return rc;
+  ctx_discard_rx(c);
+  rc = ctx_put_outcome(c);
+  if (rc == 0 && result && c->final && c->final->body == TR_BODY_RETURN)
+    *result = tr_buf_ref(c->final->payload);
+  return rc;
+}
+
+/* Detaches the context's scope from the task's chain, wherever it is. */
+static void ctx_close_scope(tr_ctx_t *c) {
+  if (c->has_scope) {
+    tr__scope_detach(&c->scope);
+    c->has_scope = 0;
+  }
+}
+
+int tr_ctx_close(tr_ctx_t *c, tr_buf_t **result) {
+  if (result)
+    *result = NULL;
+  if (!c)
+    return -TR_EINVAL;
+  if (c->side != SIDE_CALLER || c->kind != TR_FUNC_CONTEXT)
+    return TR_ERROR(-TR_EPERM, "tr_ctx_close is for the caller of a context");
+  tr_task_t *t = current_task();
+  if (!t || t != c->task)
+    return TR_ERROR(-TR_EPERM, "tr_ctx_close must run in the task that opened the context");
+  if (c->users || c->waiters || (c->stream.bc && c->stream.bc->subs))
+    return TR_ERROR(-TR_EBUSY, "the context is in use by another task");
+  if (c->opened && !c->tx_stop && !c->done) {
+    c->tx_stop = 1;
+    (void)send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
+  }
+  int rc = 0;
+  if (!c->done && !tr__task_cancelled(t))
+    rc = tr_ctx_result(c, NULL);
+  if (!c->done) {
+    /* Leaving because this task is cancelled: cancel the callee and give
+     * it a bounded time to answer (PROTOCOL.md 6.3). */
+    ctx_cancel_and_drain(c, t);
+    if (rc != -TR_ECANCELED)
+      t->cancel_seen++;
+    rc = -TR_ECANCELED;
+    if (c->done) {
+      ctx_outcome(c); /* a real failure beats the local cancellation */
+      if (c->out_rc != 0 && c->out_rc != -TR_ECTXCANCELED)
+        rc = ctx_put_outcome(c);
+    }
+  } else {
+    ctx_outcome(c);
+    if (c->out_rc != 0) {
+      rc = ctx_put_outcome(c); /* the remote error, never -TR_ECANCELED */
+    } else if (tr__task_cancelled(t)) {
+      /* Cancelled from outside: the context's own scope is only ever
+       * cancelled by a remote error, handled above. */
+      t->cancel_seen++;
+      rc = -TR_ECANCELED;
+    } else {
+      rc = ctx_put_outcome(c);
+      if (result && c->final && c->final->body == TR_BODY_RETURN)
+        *result = tr_buf_ref(c->final->payload);
+    }
+  }
+  ctx_close_scope(c);
+  bcast_free(c->stream.bc);
+  ctx_unlink(c->actor->tasks, c);
+  ctx_free(c);
+  return rc;
+}
+
+/* ---- streams ---------------------------------------------------------------- */
+
+int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
+  if (!s)
+    return -TR_EINVAL;
+  if (s->is_sub)
+    return TR_ERROR(-TR_EPERM, "a subscriber cannot send");
+  tr_ctx_t *c = s->ctx;
+  tr_task_t *t = current_task();
+  if (!t)
+    return -TR_EPERM;
+  if (c->tx_stop)
+    return TR_ERROR(-TR_ECLOSED, "the stream was closed on this side");
+  if (c->side == SIDE_CALLER && c->kind == TR_FUNC_STREAM)
+    return TR_ERROR(-TR_EPERM, "a stream from open_stream_from is receive-only");
+  if (tr__task_cancelled(t)) {
+    t->cancel_seen++;
+    return -TR_ECANCELED;
+  }
+  int rc = 0;
+  c->users++;
+  for (;;) {
+    if (c->done) {
+      if (c->side == SIDE_CALLER) {
+        rc = ctx_put_outcome(c);
+        if (rc == 0)
+          rc = c->cancel_called ? -TR_ECTXCANCELED : -TR_ECLOSED;
+      } else {
+        rc = -TR_ECLOSED;
+      }
+      break;
+    }
+    if (c->side == SIDE_CALLEE && c->cancel_req && t != c->task) {
+      rc = TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
+      break;
+    }
+    if (c->credit > 0)
+      break;
+    if (c->overrun_error) {
+      rc = TR_ERROR(-TR_EOVERRUN,
+                    "StreamOverrun: actor %s has not consumed the window of %u messages",
+                    tr_actor_name(c->peer), c->window);
+      break;
+    }
+    if ((rc = ctx_wait(c, t)) != 0)
+      break;
+  }
+  c->users--;
+  if (c->done && c->side == SIDE_CALLEE)
+    ctx_notify(c); /* the function's task waits for users to leave */
+  if (rc)
+    return rc;
+  c->credit--;
+  rc = send_body(c->peer, TR_BODY_YIELD, c->cid, 0, tr_buf_ref((tr_buf_t *)msg));
+  return rc ? TR_ERROR(-TR_ECLOSED, "actor %s has exited", tr_actor_name(c->peer)) : 0;
+}
+
+/* Takes the next received value of the context, returning credit as the
+ * application consumes (half a window at a time). */
+static tr_buf_t *rx_pop(tr_ctx_t *c) {
+  tr_msg_t *m = c->rx_head;
+  c->rx_head = m->next_;
+  if (!c->rx_head)
+    c->rx_tail = NULL;
+  c->rx_len--;
+  tr_buf_t *v = m->payload;
+  m->payload = NULL;
+  tr_msg_free(m);
+  if (++c->unacked >= (c->window + 1) / 2 && !c->done) {
+    (void)send_body(c->peer, TR_BODY_CREDIT, c->cid, c->unacked, NULL);
+    c->unacked = 0;
+  }
+  return v;
+}
+
+/* Receives from the context itself (not through a broadcast). */
+static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
+  int rc = 0;
+  c->users++;
+  for (;;) {
+    if (c->rx_head) {
+      tr_buf_t *v = rx_pop(c);
+      rc = c->entry ? tr__rpc_check_payload(c->entry, TR__RPC_YIELD, v) : 0;
+      if (rc)
+        tr_buf_release(v);
+      else
+        *msg = v;
+      break;
+    }
+    if (c->rx_stop) {
+      rc = -TR_EEOF;
+      break;
+    }
+    if (c->done) {
+      if (c->side == SIDE_CALLER) {
+        rc = ctx_put_outcome(c);
+        if (rc == 0)
+          rc = c->cancel_called && c->final && c->final->body == TR_BODY_ERROR ? -TR_ECTXCANCELED
+                                                                               : -TR_EEOF;
+      } else {
+        rc = -TR_ECLOSED;
+      }
+      break;
+    }
+    if (c->side == SIDE_CALLEE && c->cancel_req && t != c->task) {
+      rc = TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
+      break;
+    }
+    if ((rc = ctx_wait(c, t)) != 0)
+      break;
+  }
+  c->users--;
+  if (c->done && c->side == SIDE_CALLEE)
+    ctx_notify(c);
+  return rc;
+}
+
+/* Broadcast receive: read at s->seq, pulling from the source when this
+ * receiver is the furthest ahead. */
+static int bcast_recv(tr_stream_t *s, tr_task_t *t, tr_buf_t **msg) {
+  tr_bcast_t *bc = s->bc;
+  tr_ctx_t *c = bc->src->ctx;
+  for (;;) {
+    if (s->seq < bc->head) {
+      uint64_t oldest = bc->head > bc->cap ? bc->head - bc->cap : 0;
+      if (s->seq < oldest) {
+        uint64_t missed = oldest - s->seq;
+        s->seq = oldest;
+        return TR_ERROR(-TR_ELAGGED, "subscriber lagged: %llu values skipped",
+                        (unsigned long long)missed);
+      }
+      *msg = tr_buf_ref(bc->ring[s->seq % bc->cap]);
+      s->seq++;
+      return 0;
+    }
+    if (bc->ended) {
+      if (bc->end_err)
+        tr__error_put(tr__error_copy(bc->end_err));
+      return bc->end_rc;
+    }
+    if (bc->pulling) {
+      c->users++;
+      int rc = ctx_wait(c, t);
+      c->users--;
+      if (rc)
+        return rc;
+      continue;
+    }
+    bc->pulling = 1;
+    tr_buf_t *v = NULL;
+    int rc = ctx_recv(c, t, &v);
+    bc->pulling = 0;
+    ctx_notify(c); /* the others: a new value, or the end, or a free pull */
+    if (rc == -TR_ECANCELED)
+      return rc; /* this receiver's cancellation, not the stream's end */
+    if (rc) {
+      bc->ended = 1;
+      bc->end_rc = rc;
+      bc->end_err = tr__error_copy(tr_error_last());
+      continue;
+    }
+    if (bc->head >= bc->cap)
+      tr_buf_release(bc->ring[bc->head % bc->cap]);
+    bc->ring[bc->head % bc->cap] = v;
+    bc->head++;
+  }
+}
+
+int tr_stream_recv(tr_stream_t *s, tr_buf_t **msg) {
+  if (msg)
+    *msg = NULL;
+  if (!s || !msg)
+    return -TR_EINVAL;
+  tr_task_t *t = current_task();
+  if (!t)
+    return -TR_EPERM;
+  if (s->bc)
+    return bcast_recv(s, t, msg);
+  return ctx_recv(s->ctx, t, msg);
+}
+
+int tr_stream_subscribe(tr_stream_t *s, tr_stream_t **out) {
+  if (out)
+    *out = NULL;
+  if (!s || !out)
+    return -TR_EINVAL;
+  if (s->is_sub)
+    s = s->bc->src;
+  tr_bcast_t *bc = s->bc;
+  if (!bc) {
+    bc = calloc(1, sizeof(*bc));
+    if (!bc)
+      return -TR_ENOMEM;
+    bc->cap = s->ctx->window;
+    bc->ring = calloc(bc->cap, sizeof(tr_buf_t *));
+    if (!bc->ring) {
+      free(bc);
+      return -TR_ENOMEM;
+    }
+    bc->src = s;
+    s->bc = bc;
+  }
+  tr_stream_t *sub = calloc(1, sizeof(*sub));
+  if (!sub)
+    return -TR_ENOMEM;
+  sub->ctx = s->ctx;
+  sub->bc = bc;
+  sub->is_sub = 1;
+  sub->seq = bc->head; /* values from now on (tractor) */
+  sub->bnext = bc->subs;
+  bc->subs = sub;
+  *out = sub;
+  return 0;
+}
+
+int tr_stream_close(tr_stream_t *s) {
+  if (!s)
+    return -TR_EINVAL;
+  tr_ctx_t *c = s->ctx;
+  if (s->is_sub) {
+    for (tr_stream_t **pp = &s->bc->subs; *pp; pp = &(*pp)->bnext)
+      if (*pp == s) {
+        *pp = s->bnext;
+        break;
+      }
+    free(s);
+    return 0;
+  }
+  tr_task_t *t = current_task();
+  if (!t)
+    return -TR_EPERM;
+  if (c->side == SIDE_CALLER && c->kind == TR_FUNC_STREAM) {
+    /* Leaving open_stream_from: the dialog ends here. */
+    if (c->users || c->waiters || (s->bc && s->bc->subs))
+      return TR_ERROR(-TR_EBUSY, "the stream is in use by another task");
+    if (!c->done)
+      ctx_cancel_and_drain(c, t);
+    int rc = 0;
+    if (c->done) {
+      rc = ctx_put_outcome(c);
+      if (rc == 0)
+        tr_error_clear();
+    }
+    bcast_free(s->bc);
+    ctx_unlink(c->actor->tasks, c);
+    ctx_free(c);
+    return rc;
+  }
+  if (!c->tx_stop && !c->done) {
+    c->tx_stop = 1;
+    (void)send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
+  }
+  c->tx_stop = 1;
+  return 0;
 }
 
 /* ---- daemons ----------------------------------------------------------------- */
@@ -638,25 +1591,43 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
     return 0;
   }
   tr_actor_t *self = tr_self();
-  tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
+  tr_task_t *t = current_task();
   if (!t)
     return -TR_EPERM;
-  tr_an_child_t *c = p->child;
-  if (!c)
-    return TR_ERROR(-TR_EINVAL, "tr_portal_cancel_actor needs a portal to a child of this actor");
-  int rc = tr__actor_request_cancel(p->actor, 0);
-  if (rc && rc != -TR_ECLOSED)
+  if (p->actor == self)
+    return TR_ERROR(-TR_EINVAL, "use tr_actor_cancel_soon to cancel the own actor");
+  /* Cancel(whole_actor) and a bounded wait for its CancelAck, which the
+   * actor sends as it exits (PROTOCOL.md 8.2). */
+  tr_ctx_t c;
+  ctx_init(&c, self, SIDE_CALLER, KIND_ACTOR_CANCEL, new_cid(), NULL);
+  c.task = t;
+  ctx_link(self->tasks, &c);
+  int rc = send_cancel(self, p->actor, TR_BODY_CANCEL, c.cid, 1, 0);
+  if (rc == -TR_ECLOSED)
+    c.done = 1; /* it has exited meanwhile: nothing left to cancel */
+  else if (rc) {
+    ctx_unlink(self->tasks, &c);
     return rc;
-  /* The child's exit report is the acknowledgement (in-process, the exit
-   * message plays CancelAck's part; PROTOCOL.md). */
-  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
-  while (!c->exited && tr_now() < deadline) {
-    c->waiter = t;
-    tr__task_wait_until(t, deadline);
-    c->waiter = NULL;
   }
+  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
+  while (!c.done && tr_now() < deadline)
+    ctx_wait_until(&c, t, deadline);
+  ctx_unlink(self->tasks, &c);
   if (acked)
-    *acked = c->exited;
+    *acked = c.done;
+  return 0;
+}
+
+int tr_portal_from_actor(tr_actor_t *a, tr_portal_t **out) {
+  if (out)
+    *out = NULL;
+  if (!a || !out)
+    return -TR_EINVAL;
+  tr_portal_t *p = calloc(1, sizeof(*p));
+  if (!p)
+    return -TR_ENOMEM;
+  p->actor = tr_actor_dup(a);
+  *out = p;
   return 0;
 }
 

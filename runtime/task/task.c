@@ -1007,6 +1007,7 @@ void tr__tasks_notify_exit(struct tr_actor *a) {
   tr_tasks_t *ts = a->tasks;
   if (!ts)
     return;
+  tr__rpc_actor_exit(a);
   /* Spare stacks go back to the pool now, on a worker, not whenever the
    * last reference to the actor happens to be dropped. */
   while (ts->spare) {
@@ -1039,6 +1040,25 @@ void tr__task_wake_blocked(tr_task_t *t) {
 }
 
 void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s) { cancel_local(tasks_of(t), s); }
+
+void tr__scope_detach(tr_scope_t *s) {
+  tr_task_t *t = s->task_;
+  if (!s->open_)
+    return;
+  if (t->scope == s) {
+    (void)tr_scope_close(s);
+    return;
+  }
+  for (tr_scope_t **pp = &t->scope; *pp; pp = &(*pp)->parent_)
+    if (*pp == s) {
+      *pp = s->parent_;
+      break;
+    }
+  if (s->timer_)
+    (void)tr_timer_cancel(s->timer_);
+  s->timer_ = 0;
+  s->open_ = 0;
+}
 
 void tr__task_wait_until(tr_task_t *t, int64_t deadline) {
   tr_msg_t *m;

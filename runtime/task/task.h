@@ -85,11 +85,11 @@ typedef struct tr_tasks {
   char **enable;
   size_t n_enable;
   struct tr_nursery *service;
-  struct tr_rpc_req *reqs;
-  struct tr_rpc_call *calls;
-  uint64_t next_cid;
-  tr_msg_t *early_starts; /* Starts that came before the service was up */
-  uint8_t serve_done;     /* the service has ended: refuse new calls */
+  struct tr_ctx *dialogs;            /* both sides, by cid (most recent first) */
+  struct tr_cancel_ack *cancel_acks; /* actor cancels to acknowledge at exit */
+  struct tr_actor *cancel_by;        /* the first actor that asked (a reference) */
+  tr_msg_t *early_starts;            /* Starts that came before the service was up */
+  uint8_t serve_done;                /* the service has ended: refuse new calls */
   /* Finished tasks kept with their stacks for reuse (linked via next). */
   tr_task_t *spare;
   unsigned nspare;
@@ -122,6 +122,8 @@ void tr__portal_take_result(struct tr_portal *p, tr_an_child_t *c);
  * task actor, and what an exiting actor still owes. */
 void tr__rpc_dispatch(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
 void tr__rpc_actor_free(tr_tasks_t *ts);
+/* The actor is exiting: acknowledge the actor cancels it received. */
+void tr__rpc_actor_exit(struct tr_actor *a);
 /* A protocol message that became a dead letter at exited actor `dead`: a
  * Start is answered with Error(-TR_ECLOSED) so its caller does not wait
  * forever (actor.c calls it; any thread). */
@@ -158,6 +160,9 @@ void tr__an_child_exited(tr_an_child_t *c);
 void tr__task_wait_until(tr_task_t *t, int64_t deadline);
 void tr__task_wake_blocked(tr_task_t *t);
 void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s);
+/* Closes scope s of the running task even when it is not the innermost
+ * (a context's scope left out of order): it is unlinked from the chain. */
+void tr__scope_detach(tr_scope_t *s);
 
 /* Allocates a system message (flags_ TR_MSGF_SYS) with the given tag,
  * u64 and ptr.  Returns 0 or -TR_ENOMEM; with must != 0 it retries until

@@ -134,6 +134,7 @@ static tr_msg_t *mk_start(uint64_t cid, const char *args) {
   set_uid(&x->dst, "callee", 2, "tcp://127.0.0.1:2");
   x->u.start.ns = strdup("mod.sub");
   x->u.start.func = strdup("compute");
+  m->u64 = 32 | (1ULL << 32); /* window 32, overrun_error */
   set_payload(m, args);
   return m;
 }
@@ -143,6 +144,7 @@ static void assert_start(const tr_msg_t *d, uint64_t cid, const char *args) {
   cr_assert_eq(d->cid, cid);
   cr_assert_str_eq(d->x_->u.start.ns, "mod.sub");
   cr_assert_str_eq(d->x_->u.start.func, "compute");
+  cr_assert_eq(d->u64, 32 | (1ULL << 32), "window and overrun_error survive");
   cr_assert_str_eq(d->x_->src.name, "caller");
   cr_assert_str_eq(d->x_->dst.name, "callee");
   assert_payload(d, args);
