@@ -6,6 +6,7 @@
 #include "buf.h"
 #include "errors.h"
 #include "portal.h"
+#include "pubsub.h"
 #include "task.h"
 #include "time.h"
 #include "version.h"

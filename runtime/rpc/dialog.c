@@ -326,6 +326,14 @@ static int ctx_wait(tr_ctx_t *c, tr_task_t *t) {
   c->waiters = &w;
   tr__task_block(t, 1);
   waiter_unlink(c, &w);
+  /* Woken by the cancellation, or cancelled while the wake was pending:
+   * the operation does not happen (nothing sent, nothing taken).  Unless
+   * the dialog has ended meanwhile: its outcome (a remote error that
+   * cancelled the context's scope, say) is what the operation returns. */
+  if (!c->done && tr__task_cancelled(t)) {
+    t->cancel_seen++;
+    return -TR_ECANCELED;
+  }
   return 0;
 }
 
@@ -600,11 +608,11 @@ static void ctx_outcome(tr_ctx_t *c) {
       tr__error_set_canceller(e, x->u.error.canceller.name);
   } else {
     /* Refusals keep their own code; failures of the function are boxed. */
-    rc =
-        (code == -TR_ENOFUNC || code == -TR_ENOTEXPOSED || code == -TR_EFUNCKIND ||
-         code == -TR_ECLOSED || code == -TR_EPROTO || code == -TR_EMSGTYPE || code == -TR_ECANCELED)
-            ? code
-            : -TR_EREMOTE;
+    rc = (code == -TR_ENOFUNC || code == -TR_ENOTEXPOSED || code == -TR_EFUNCKIND ||
+          code == -TR_ECLOSED || code == -TR_EPROTO || code == -TR_EMSGTYPE ||
+          code == -TR_ECANCELED || code == -TR_EOVERRUN)
+             ? code
+             : -TR_EREMOTE;
     e = tr__error_new(rc, "RemoteActorError", "%s", msg);
   }
   tr__error_set_boxed_type(e, boxed);
@@ -925,12 +933,13 @@ static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *ar
     free(c);
     return rc;
   }
-  rc = wait_for(c, t, kind == TR_FUNC_CONTEXT ? &c->started : &c->acked);
+  const uint8_t *flag = kind == TR_FUNC_CONTEXT ? &c->started : &c->acked;
+  rc = wait_for(c, t, flag);
   if (rc == 0 && c->kind_wrong) {
     ctx_cancel_and_drain(c, t);
     rc = TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a %s function", qualified,
                   tr__rpc_kind_name(kind));
-  } else if (rc == 0 && c->done) {
+  } else if (rc == 0 && !*flag) { /* refused, or failed before started */
     rc = ctx_put_outcome(c);
     if (rc == 0) /* a context function that returned without started */
       rc = TR_ERROR(-TR_EPROTO, "%s returned before calling tr_ctx_started", qualified);
