@@ -293,7 +293,7 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
 
   /* Serve until the feeder ends or this subscriber's caller leaves. */
   rc = 0;
-  while (!pub->ended && !sub->gone) {
+  while (!pub->ended) { /* a caller that leaves cancels this task */
     if (tr__task_cancelled(t)) {
       t->cancel_seen++;
       rc = -TR_ECANCELED;
@@ -317,8 +317,6 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
     rc = pub->rc;
     if (rc && pub->err)
       tr__error_put(tr__error_copy(pub->err));
-  } else if (sub->gone && rc == 0) {
-    rc = TR_ERROR(-TR_ECLOSED, "subscriber left");
   }
   free_strs(sub->topics, sub->n);
   free(sub);
