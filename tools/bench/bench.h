@@ -56,7 +56,8 @@ int bench_pipeline(uint64_t n, bench_result_t *res);
 int bench_task_switch(uint64_t n, bench_result_t *res);
 int bench_task_spawn(uint64_t n, bench_result_t *res);
 int bench_cancel_storm(uint64_t n, bench_result_t *res);
-int bench_ctx_stream(uint64_t n, bench_result_t *res);
+int bench_ctx_stream(uint64_t n, bench_result_t *res);        /* mode=rpc */
+int bench_ctx_stream_stream(uint64_t n, bench_result_t *res); /* mode=stream */
 
 /* ---- helpers (main.c) --------------------------------------------------- */
 

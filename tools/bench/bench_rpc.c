@@ -1,8 +1,11 @@
 /*
- * ctx_stream (issue 4), the part that exists so far: mode=rpc, sequential
- * in-process round trips through tr_portal_run to a daemon actor
- * (Start -> StartAck -> Return per call).  mode=stream (one-way messages
- * through an open_context stream) comes with contexts and streams.
+ * ctx_stream (issue 4), in-process, two BENCH lines:
+ *  - mode=stream: one-way messages/s through the bidirectional stream of
+ *    an open_context dialog (Yield under the credit window, Credit back),
+ *    from the caller's task to a daemon's context task that counts them;
+ *    timed from the first send to the context's final Return;
+ *  - mode=rpc: sequential round trips through tr_portal_run to a daemon
+ *    actor (Start -> StartAck -> Return per call).
  */
 #include <stdio.h>
 
@@ -47,16 +50,91 @@ static int rpc_main(void *arg) {
   return rc ? rc : crc;
 }
 
-int bench_ctx_stream(uint64_t n, bench_result_t *res) {
-  rpc_bench_t rb = {.n = n};
+/* The daemon's side of mode=stream: count until the caller's Stop. */
+static int sink(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  tr_stream_t *s;
+  int rc = tr_ctx_started(ctx, NULL);
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  uint64_t count = 0;
+  tr_buf_t *v;
+  while (rc == 0 && (rc = tr_stream_recv(s, &v)) == 0) {
+    count++;
+    tr_buf_release(v);
+  }
+  if (rc != -TR_EEOF)
+    return rc;
+  return tr_buf_from_u64(count, result);
+}
+TR_EXPORT_CONTEXT("bench", "sink", sink)
+
+static int stream_main(void *arg) {
+  rpc_bench_t *rb = arg;
+  static const char *const ns[] = {"bench"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_ctx_t *ctx = NULL;
+  tr_stream_t *s = NULL;
+  tr_buf_t *msg = NULL, *res = NULL;
+  int rc = tr_actor_nursery_open(&an, NULL);
+  if (rc)
+    return rc;
+  rc = tr_start_actor(an, "sinkd", ns, 1, &p);
+  if (rc == 0)
+    rc = tr_buf_new(64, &msg); /* 64-byte messages, as tcp_stream */
+  if (rc == 0)
+    rc = tr_portal_open_context(p, "bench.sink", NULL, NULL, &ctx, NULL);
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  double t0 = bench_now();
+  for (uint64_t i = 0; rc == 0 && i < rb->n; i++)
+    rc = tr_stream_send(s, msg);
+  if (s)
+    tr_stream_close(s);
+  if (ctx) {
+    int crc = tr_ctx_close(ctx, &res);
+    rc = rc ? rc : crc;
+  }
+  rb->secs = bench_now() - t0;
+  uint64_t got = 0;
+  if (rc == 0 && tr_buf_to_u64(res, &got) == 0)
+    rb->ok = got;
+  tr_buf_release(res);
+  tr_buf_release(msg);
+  int crc = tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  return rc ? rc : crc;
+}
+
+static int run_mode(tr_task_fn fn, rpc_bench_t *rb) {
   tr_actor_t *a;
   tr_spawn_opts_t o = {.name = "bench"};
-  int rc = tr_spawn_task_actor(rpc_main, &rb, &o, &a);
+  int rc = tr_spawn_task_actor(fn, rb, &o, &a);
   if (rc)
-    return bench_fail("tr_spawn_task_actor", rc);
+    return rc;
   tr_join(a, -1);
   rc = tr_task_actor_result(a);
   tr_actor_release(a);
+  return rc;
+}
+
+int bench_ctx_stream_stream(uint64_t n, bench_result_t *res) {
+  rpc_bench_t rb = {.n = n};
+  int rc = run_mode(stream_main, &rb);
+  if (rc)
+    return bench_fail("ctx_stream mode=stream", rc);
+  res->n = n;
+  res->secs = rb.secs;
+  res->rate = (double)n / rb.secs;
+  res->ok = rb.ok == n; /* the far side counted every message */
+  snprintf(res->extra, sizeof res->extra, " mode=stream window=%d", TR_STREAM_WINDOW);
+  return 0;
+}
+
+int bench_ctx_stream(uint64_t n, bench_result_t *res) {
+  rpc_bench_t rb = {.n = n};
+  int rc = run_mode(rpc_main, &rb);
   if (rc)
     return bench_fail("rpc round trips", rc);
   res->n = n;
