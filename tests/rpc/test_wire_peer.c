@@ -1,0 +1,173 @@
+/*
+ * The dialog engine against a foreign peer: a behaviour actor that speaks
+ * the protocol's envelopes by hand and ignores the credit window, as a
+ * peer built from other code could.  PROTOCOL.md section 7, enforcement:
+ * a Yield beyond the receiver's window is not delivered and the dialog
+ * fails with StreamOverrun, on the caller's and on the callee's side.
+ */
+#include <string.h>
+
+#define TR_TEST_WORKERS 2
+#include <tractor/testing.h>
+
+#include "schema/envelope.h"
+
+#define MS (1000 * 1000LL)
+
+typedef struct fake {
+  int mode;         /* 0: a callee that floods; 1: a caller that floods */
+  uint64_t cid;     /* the dialog */
+  int sent;         /* all Yields are sent */
+  int got_cancel;   /* mode 0: the caller sent Cancel(cid) */
+  int got_overrun;  /* mode 1: the callee answered Error(StreamOverrun) */
+  tr_actor_t *peer; /* mode 1: the callee to flood */
+} fake_t;
+
+static void send_raw(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, uint64_t value) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0)
+    return;
+  m->body = (uint16_t)body;
+  m->cid = cid;
+  m->u64 = u64;
+  if (body == TR_BODY_YIELD)
+    tr_buf_from_u64(value, &m->payload);
+  if (body == TR_BODY_START) {
+    struct tr_envx *x = tr__envx_get(m);
+    x->u.start.ns = strdup("twire.ctx");
+    x->u.start.func = strdup("sink");
+    m->from = tr_actor_dup(tr_self());
+  }
+  tr_send(to, m);
+}
+
+/* Window 2, three Yields: the third is beyond the window. */
+static void fake_peer(void *state, tr_msg_t *m) {
+  fake_t *f = state;
+  switch (m->body) {
+  case TR_BODY_START: /* mode 0: accept and flood */
+    f->cid = m->cid;
+    send_raw(m->from, TR_BODY_START_ACK, m->cid, TR_FUNC_STREAM, 0);
+    for (uint64_t i = 0; i < 3; i++)
+      send_raw(m->from, TR_BODY_YIELD, m->cid, 0, i);
+    __atomic_store_n(&f->sent, 1, __ATOMIC_RELEASE);
+    break;
+  case TR_BODY_CANCEL:
+    if (m->u64 == f->cid)
+      __atomic_store_n(&f->got_cancel, 1, __ATOMIC_RELEASE);
+    break;
+  case TR_BODY_STARTED: /* mode 1: the callee started: flood it */
+    for (uint64_t i = 0; i < 3; i++)
+      send_raw(f->peer, TR_BODY_YIELD, f->cid, 0, i);
+    __atomic_store_n(&f->sent, 1, __ATOMIC_RELEASE);
+    break;
+  case TR_BODY_ERROR:
+    if (m->x_ && m->x_->u.error.code == TR_EOVERRUN && m->cid == f->cid)
+      __atomic_store_n(&f->got_overrun, 1, __ATOMIC_RELEASE);
+    break;
+  default:
+    if (m->body == 0 && m->tag == 1) { /* mode 1: the test says go */
+      f->cid = m->u64;
+      send_raw(f->peer, TR_BODY_START, f->cid, 2, 0);
+    } else if (m->body == 0 && m->tag == 2) {
+      tr_actor_release(f->peer);
+      f->peer = NULL;
+      tr_actor_exit();
+    }
+    break;
+  }
+}
+
+/* Polls a flag (bounded), then sleeps once more so that every message the
+ * fake sent before setting it has been handled by this actor's turn (the
+ * sleep's wake-up is queued behind them). */
+static int wait_flag(int *flag) {
+  int64_t until = tr_now() + 5000 * MS;
+  while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE) && tr_now() < until)
+    tr_sleep(1 * MS);
+  tr_sleep(1 * MS);
+  return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+}
+
+TR_TEST(wire_peer, caller_refuses_yields_beyond_window, .timeout = 60) {
+  static fake_t f;
+  memset(&f, 0, sizeof f);
+  tr_actor_t *a;
+  tr_spawn_opts_t o = {.name = "foreign"};
+  tr_assert_rc(tr_spawn(fake_peer, &f, &o, &a), 0);
+  tr_portal_t *p;
+  tr_assert_rc(tr_portal_from_actor(a, &p), 0);
+  tr_ctx_opts_t opts = {.window = 2};
+  tr_stream_t *s = NULL;
+  tr_check_rc(tr_portal_open_stream_from(p, "twire.stream.flood", NULL, &opts, &s), 0);
+  if (s) {
+    tr_check(wait_flag(&f.sent), "the fake sent its three values");
+    tr_check(wait_flag(&f.got_cancel), "the caller cancelled the dialog");
+    /* The values within the window are delivered, then the error (as an
+     * Error after values, PROTOCOL.md 6.2). */
+    for (uint64_t i = 0; i < 2; i++) {
+      tr_buf_t *v = NULL;
+      uint64_t got = 99;
+      tr_check_rc(tr_stream_recv(s, &v), 0);
+      tr_check_rc(tr_buf_to_u64(v, &got), 0);
+      tr_check_eq(got, i);
+      tr_buf_release(v);
+    }
+    tr_buf_t *v = NULL;
+    tr_check_rc(tr_stream_recv(s, &v), -TR_EOVERRUN, "the overrun ends the stream");
+    const tr_error_t *e = tr_error_last();
+    const char *msg = e ? tr_error_message(e) : NULL;
+    tr_check(msg && strstr(msg, "StreamOverrun") != NULL, "message: %s", msg ? msg : "(none)");
+    tr_check_rc(tr_stream_close(s), -TR_EOVERRUN);
+  }
+  tr_portal_release(p);
+  tr_send_u64(a, 2, 0);
+  tr_actor_release(a);
+  return 0;
+}
+
+static int sink_started;
+
+/* A context that starts, opens its stream, and never reads. */
+static int sink(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  tr_stream_t *s;
+  int rc = tr_ctx_started(ctx, NULL);
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  __atomic_store_n(&sink_started, 1, __ATOMIC_RELEASE);
+  if (rc == 0)
+    rc = tr_sleep_until(TR_NO_DEADLINE);
+  return rc; /* -TR_ECANCELED: the overrun cancelled it */
+}
+TR_EXPORT_CONTEXT("twire.ctx", "sink", sink)
+
+TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
+  static const char *const ns[] = {"twire.ctx"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "sinkd", ns, 1, &p), 0);
+  static fake_t f;
+  memset(&f, 0, sizeof f);
+  f.mode = 1;
+  tr_actor_t *a = NULL;
+  tr_spawn_opts_t o = {.name = "foreign"};
+  if (p) {
+    f.peer = tr_actor_dup(tr_portal_actor(p));
+    tr_check_rc(tr_spawn(fake_peer, &f, &o, &a), 0);
+  }
+  if (a) {
+    tr_send_u64(a, 1, 1000000007ULL); /* a cid no counter of ours reaches soon */
+    tr_check(wait_flag(&f.sent), "the fake flooded the context");
+    tr_check(wait_flag(&f.got_overrun), "the callee answered StreamOverrun");
+    tr_send_u64(a, 2, 0);
+    tr_actor_release(a);
+  } else {
+    tr_actor_release(f.peer);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
