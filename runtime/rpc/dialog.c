@@ -1226,10 +1226,30 @@ static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
     if (c->rx_head) {
       tr_buf_t *v = rx_pop(c);
       rc = c->entry ? tr__rpc_check_payload(c->entry, TR__RPC_YIELD, v) : 0;
-      if (rc)
-        tr_buf_release(v);
-      else
+      if (rc == 0) {
         *msg = v;
+        break;
+      }
+      tr_buf_release(v);
+      if (c->side == SIDE_CALLER) {
+        /* A value of the wrong type ends the dialog: the caller fails
+         * with MsgTypeError and cancels the callee (PROTOCOL.md 6.2). */
+        ctx_send_cancel(c);
+        c->done = c->has_out = 1;
+        c->out_rc = rc;
+        tr__error_free(c->out_err);
+        c->out_err = tr__error_copy(tr_error_last());
+        ctx_discard_rx(c);
+      }
+      break;
+    }
+    if (c->done && c->side == SIDE_CALLER) {
+      /* A failure (remote, or found here) is returned even after a Stop. */
+      rc = ctx_put_outcome(c);
+      if (rc == 0)
+        rc = c->cancel_called && !c->rx_stop && c->final && c->final->body == TR_BODY_ERROR
+                 ? -TR_ECTXCANCELED
+                 : -TR_EEOF;
       break;
     }
     if (c->rx_stop) {
@@ -1237,14 +1257,7 @@ static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
       break;
     }
     if (c->done) {
-      if (c->side == SIDE_CALLER) {
-        rc = ctx_put_outcome(c);
-        if (rc == 0)
-          rc = c->cancel_called && c->final && c->final->body == TR_BODY_ERROR ? -TR_ECTXCANCELED
-                                                                               : -TR_EEOF;
-      } else {
-        rc = -TR_ECLOSED;
-      }
+      { rc = -TR_ECLOSED; }
       break;
     }
     if (c->side == SIDE_CALLEE && c->cancel_req && t != c->task) {

@@ -1070,3 +1070,76 @@ TR_TEST(context, fanin_pipeline_3, .timeout = 60) {
     tr_portal_release(ps[i]);
   return 0;
 }
+
+/* ---- typed payloads end to end ---------------------------------------------------- */
+
+#include "schema/tractor.pb-c.h" /* a message type to declare payloads with */
+
+/* Bytes that do not decode as a tractor.ActorRef (a truncated field). */
+static const char not_a_ref[] = "\x0a\x7f";
+
+static int typed_echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  *result = tr_buf_ref((tr_buf_t *)args);
+  return 0;
+}
+TR_EXPORT_FN_TYPED("tctx.typed", "echo", typed_echo, &tractor__actor_ref__descriptor,
+                   &tractor__actor_ref__descriptor)
+
+/* Yields one value that is not the declared type. */
+static int typed_bad_yield(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  tr_stream_t *s;
+  tr_buf_t *b;
+  int rc = tr_ctx_open_stream(ctx, &s);
+  if (rc == 0 && (rc = tr_buf_from(not_a_ref, sizeof not_a_ref - 1, &b)) == 0) {
+    rc = tr_stream_send(s, b);
+    tr_buf_release(b);
+  }
+  return rc;
+}
+TR_EXPORT_STREAM_TYPED("tctx.typed", "bad_yield", typed_bad_yield, NULL,
+                       &tractor__actor_ref__descriptor)
+
+/* tractor: test_pldrx_limiting.py (MsgTypeError for a payload that does
+ * not decode as the declared type), through real dialogs. */
+TR_TEST(context, typed_payloads_refused_with_msgtype, .timeout = 60) {
+  static const char *const typed_ns[] = {"tctx.typed"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "typed", typed_ns, 1, &p), 0);
+  if (p) {
+    tr_buf_t *bad, *res = NULL;
+    tr_assert_rc(tr_buf_from(not_a_ref, sizeof not_a_ref - 1, &bad), 0);
+    tr_check_rc(tr_portal_run(p, "tctx.typed.echo", bad, &res), -TR_EMSGTYPE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strstr(tr_error_message(e), "tractor.ActorRef") != NULL, "names the type");
+    tr_check(src_is("typed"), "refused by the callee");
+    tr_buf_release(res);
+    tr_buf_release(bad);
+    /* A well-typed call goes through. */
+    Tractor__ActorRef ref = TRACTOR__ACTOR_REF__INIT;
+    ref.name = "x";
+    tr_buf_t *good;
+    tr_assert_rc(tr_buf_pack(&ref.base, &good), 0);
+    tr_check_rc(tr_portal_run(p, "tctx.typed.echo", good, &res), 0);
+    tr_buf_release(res);
+    tr_buf_release(good);
+    /* A streamed value of the wrong type fails the stream at the caller. */
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_portal_open_stream_from(p, "tctx.typed.bad_yield", NULL, NULL, &s), 0);
+    if (s) {
+      tr_buf_t *v = NULL;
+      tr_check_rc(tr_stream_recv(s, &v), -TR_EMSGTYPE);
+      e = tr_error_last();
+      tr_check(e && strstr(tr_error_message(e), "tractor.ActorRef") != NULL, "names the type");
+      tr_check_rc(tr_stream_recv(s, &v), -TR_EMSGTYPE, "the dialog has ended");
+      tr_check_rc(tr_stream_close(s), -TR_EMSGTYPE);
+    }
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
