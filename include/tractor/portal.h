@@ -294,12 +294,14 @@ enum {
 
 /* Options of one context or stream dialog; NULL or zeroed = defaults. */
 typedef struct tr_ctx_opts {
-  uint32_t window; /* messages in flight per direction; 0 = 64 */
+  uint32_t window; /* messages in flight per direction; 0 = 64, capped at 65536 */
   int overrun;     /* TR_OVERRUN_BLOCK or TR_OVERRUN_ERROR, both directions */
 } tr_ctx_opts_t;
 
 /* Default per-direction window (tractor's msg_buffer_size). */
 #define TR_STREAM_WINDOW 64
+/* The largest window; a larger request is capped to it. */
+#define TR_STREAM_WINDOW_MAX 65536
 
 /*
  * Calls STREAM function `qualified` and returns the stream of values it

@@ -71,6 +71,7 @@ struct tr_stream {
   uint64_t seq;        /* broadcast: index of the next value to read */
   struct tr_stream *bnext;
   uint8_t is_sub;
+  uint8_t busy; /* a subscriber: a task waits in tr_stream_recv on it */
 };
 
 /* Local broadcast of one stream (tr_stream_subscribe): the last `cap`
@@ -297,6 +298,8 @@ static void ctx_init(tr_ctx_t *c, tr_actor_t *self, int side, int kind, uint64_t
   c->kind = (uint8_t)kind;
   c->cid = cid;
   c->window = opts && opts->window ? opts->window : TR_STREAM_WINDOW;
+  if (c->window > TR_STREAM_WINDOW_MAX) /* a Start from outside chooses it */
+    c->window = TR_STREAM_WINDOW_MAX;
   c->credit = c->window;
   c->overrun_error = opts && opts->overrun == TR_OVERRUN_ERROR;
   c->stream.ctx = c;
@@ -313,6 +316,18 @@ static void waiter_unlink(tr_ctx_t *c, tr_waiter_t *w) {
       *pp = w->next;
       return;
     }
+}
+
+/* A task enters / leaves an operation that may block on the context.  A
+ * callee's function task waits, as it ends, until every other task has
+ * left (they see `done` and return), so each leave may be the one it
+ * waits for. */
+static void ctx_enter(tr_ctx_t *c) { c->users++; }
+
+static void ctx_leave(tr_ctx_t *c) {
+  c->users--;
+  if (c->done && c->side == SIDE_CALLEE)
+    ctx_notify(c);
 }
 
 /* Blocks the running task until the context changes or the task is
@@ -712,7 +727,9 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     break;
   case TR_BODY_CREDIT:
     if ((c = find_ctx(ts, m->cid))) {
-      c->credit += (uint32_t)m->u64;
+      /* Never more than a window: a peer's excess credit (a foreign
+       * peer's bug) must not let this side flood it. */
+      c->credit = (uint32_t)(c->credit + m->u64 > c->window ? c->window : c->credit + m->u64);
       ctx_notify(c);
     }
     break;
@@ -1066,13 +1083,13 @@ int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
   tr_task_t *t = current_task();
   if (!t)
     return -TR_EPERM;
-  c->users++;
+  ctx_enter(c);
   int rc = 0;
   while (!c->done && rc == 0) {
     ctx_discard_rx(c); /* tractor's drain_to_final_msg */
     rc = wait_for(c, t, &c->done);
   }
-  c->users--;
+  ctx_leave(c);
   if (rc)
     return rc;
   ctx_discard_rx(c);
@@ -1163,7 +1180,7 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
     return -TR_ECANCELED;
   }
   int rc = 0;
-  c->users++;
+  ctx_enter(c);
   for (;;) {
     if (c->done) {
       if (c->side == SIDE_CALLER) {
@@ -1190,9 +1207,7 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
     if ((rc = ctx_wait(c, t)) != 0)
       break;
   }
-  c->users--;
-  if (c->done && c->side == SIDE_CALLEE)
-    ctx_notify(c); /* the function's task waits for users to leave */
+  ctx_leave(c);
   if (rc)
     return rc;
   c->credit--;
@@ -1221,8 +1236,16 @@ static tr_buf_t *rx_pop(tr_ctx_t *c) {
 /* Receives from the context itself (not through a broadcast). */
 static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
   int rc = 0;
-  c->users++;
+  ctx_enter(c);
   for (;;) {
+    /* A cancellation point even when a value is waiting (trio's
+     * receive), unless the dialog has ended: its outcome (a remote error
+     * that cancelled the context's scope) is what the caller gets. */
+    if (!c->done && tr__task_cancelled(t)) {
+      t->cancel_seen++;
+      rc = -TR_ECANCELED;
+      break;
+    }
     if (c->rx_head) {
       tr_buf_t *v = rx_pop(c);
       rc = c->entry ? tr__rpc_check_payload(c->entry, TR__RPC_YIELD, v) : 0;
@@ -1267,9 +1290,7 @@ static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
     if ((rc = ctx_wait(c, t)) != 0)
       break;
   }
-  c->users--;
-  if (c->done && c->side == SIDE_CALLEE)
-    ctx_notify(c);
+  ctx_leave(c);
   return rc;
 }
 
@@ -1297,16 +1318,20 @@ static int bcast_recv(tr_stream_t *s, tr_task_t *t, tr_buf_t **msg) {
       return bc->end_rc;
     }
     if (bc->pulling) {
-      c->users++;
+      ctx_enter(c);
+      s->busy = 1;
       int rc = ctx_wait(c, t);
-      c->users--;
+      s->busy = 0;
+      ctx_leave(c);
       if (rc)
         return rc;
       continue;
     }
     bc->pulling = 1;
+    s->busy = 1;
     tr_buf_t *v = NULL;
     int rc = ctx_recv(c, t, &v);
+    s->busy = 0;
     bc->pulling = 0;
     ctx_notify(c); /* the others: a new value, or the end, or a free pull */
     if (rc == -TR_ECANCELED)
@@ -1376,6 +1401,8 @@ int tr_stream_close(tr_stream_t *s) {
     return -TR_EINVAL;
   tr_ctx_t *c = s->ctx;
   if (s->is_sub) {
+    if (s->busy)
+      return TR_ERROR(-TR_EBUSY, "a task is receiving on this subscriber");
     for (tr_stream_t **pp = &s->bc->subs; *pp; pp = &(*pp)->bnext)
       if (*pp == s) {
         *pp = s->bnext;

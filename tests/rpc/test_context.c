@@ -1143,3 +1143,39 @@ TR_TEST(context, typed_payloads_refused_with_msgtype, .timeout = 60) {
   tr_portal_release(p);
   return 0;
 }
+
+/* tr_stream_recv is a cancellation point even with values waiting (trio's
+ * receive checkpoints): in a cancelled scope it returns -TR_ECANCELED, and
+ * leaving the stream there still ends the dialog cleanly. */
+TR_TEST(context, recv_is_a_cancellation_point, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "streamer", all_ns, N_ALL, &p), 0);
+  tr_scope_t sc;
+  tr_assert_rc(tr_scope_open(&sc, TR_NO_DEADLINE, 0), 0);
+  tr_stream_t *s = NULL;
+  tr_buf_t *args;
+  tr_assert_rc(range_args(0, 1000, &args), 0);
+  if (p)
+    tr_check_rc(tr_portal_open_stream_from(p, "tctx.stream.range", args, NULL, &s), 0);
+  tr_buf_release(args);
+  if (s) {
+    tr_buf_t *v = NULL;
+    tr_check_rc(tr_stream_recv(s, &v), 0);
+    tr_buf_release(v);
+    /* Values keep arriving (the window is 64, the stream 1000). */
+    tr_check_rc(tr_scope_cancel(&sc), 0);
+    for (int i = 0; i < 3; i++) {
+      v = NULL;
+      tr_check_rc(tr_stream_recv(s, &v), -TR_ECANCELED, "recv %d in a cancelled scope", i);
+      tr_check(v == NULL);
+    }
+    tr_check_rc(tr_stream_close(s), 0);
+  }
+  tr_check_rc(tr_scope_close(&sc), 0);
+  tr_check(tr_scope_cancelled_caught(&sc), "the scope caught its cancellation");
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}

@@ -15,12 +15,15 @@
 #define MS (1000 * 1000LL)
 
 typedef struct fake {
-  int mode;         /* 0: a callee that floods; 1: a caller that floods */
-  uint64_t cid;     /* the dialog */
-  int sent;         /* all Yields are sent */
-  int got_cancel;   /* mode 0: the caller sent Cancel(cid) */
-  int got_overrun;  /* mode 1: the callee answered Error(StreamOverrun) */
-  tr_actor_t *peer; /* mode 1: the callee to flood */
+  int mode;           /* 0: a callee that floods; 1: a caller that floods;
+                         2: a context callee that grants too much credit */
+  uint64_t start_u64; /* mode 1: Start's window and overrun field */
+  uint64_t n;         /* modes 0 and 1: Yields to send */
+  uint64_t cid;       /* the dialog */
+  int sent;           /* all Yields are sent */
+  int got_cancel;     /* mode 0: the caller sent Cancel(cid) */
+  int got_overrun;    /* mode 1: the callee answered Error(StreamOverrun) */
+  tr_actor_t *peer;   /* mode 1: the callee to flood */
 } fake_t;
 
 static void send_raw(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, uint64_t value) {
@@ -41,23 +44,32 @@ static void send_raw(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, uint6
   tr_send(to, m);
 }
 
-/* Window 2, three Yields: the third is beyond the window. */
 static void fake_peer(void *state, tr_msg_t *m) {
   fake_t *f = state;
   switch (m->body) {
-  case TR_BODY_START: /* mode 0: accept and flood */
+  case TR_BODY_START:
     f->cid = m->cid;
+    if (f->mode == 2) { /* accept a context, start it, grant 10^6 credits */
+      send_raw(m->from, TR_BODY_START_ACK, m->cid, TR_FUNC_CONTEXT, 0);
+      send_raw(m->from, TR_BODY_CREDIT, m->cid, 1000000, 0);
+      send_raw(m->from, TR_BODY_STARTED, m->cid, 0, 0);
+      break;
+    }
+    /* mode 0: accept a stream and flood it */
     send_raw(m->from, TR_BODY_START_ACK, m->cid, TR_FUNC_STREAM, 0);
-    for (uint64_t i = 0; i < 3; i++)
+    for (uint64_t i = 0; i < f->n; i++)
       send_raw(m->from, TR_BODY_YIELD, m->cid, 0, i);
     __atomic_store_n(&f->sent, 1, __ATOMIC_RELEASE);
     break;
   case TR_BODY_CANCEL:
-    if (m->u64 == f->cid)
+    if (m->u64 == f->cid) {
       __atomic_store_n(&f->got_cancel, 1, __ATOMIC_RELEASE);
+      if (f->mode == 2)
+        send_raw(m->from, TR_BODY_RETURN, m->cid, 0, 0); /* the dialog ends */
+    }
     break;
   case TR_BODY_STARTED: /* mode 1: the callee started: flood it */
-    for (uint64_t i = 0; i < 3; i++)
+    for (uint64_t i = 0; i < f->n; i++)
       send_raw(f->peer, TR_BODY_YIELD, f->cid, 0, i);
     __atomic_store_n(&f->sent, 1, __ATOMIC_RELEASE);
     break;
@@ -68,7 +80,7 @@ static void fake_peer(void *state, tr_msg_t *m) {
   default:
     if (m->body == 0 && m->tag == 1) { /* mode 1: the test says go */
       f->cid = m->u64;
-      send_raw(f->peer, TR_BODY_START, f->cid, 2, 0);
+      send_raw(f->peer, TR_BODY_START, f->cid, f->start_u64, 0);
     } else if (m->body == 0 && m->tag == 2) {
       tr_actor_release(f->peer);
       f->peer = NULL;
@@ -92,6 +104,7 @@ static int wait_flag(int *flag) {
 TR_TEST(wire_peer, caller_refuses_yields_beyond_window, .timeout = 60) {
   static fake_t f;
   memset(&f, 0, sizeof f);
+  f.n = 3; /* window 2: the third is beyond it */
   tr_actor_t *a;
   tr_spawn_opts_t o = {.name = "foreign"};
   tr_assert_rc(tr_spawn(fake_peer, &f, &o, &a), 0);
@@ -143,7 +156,10 @@ static int sink(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_CONTEXT("twire.ctx", "sink", sink)
 
-TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
+/* A foreign caller opens a context on sinkd with Start's u64 = start_u64
+ * and floods it with n Yields once started; returns whether sinkd
+ * answered StreamOverrun. */
+static int flood_callee(uint64_t start_u64, uint64_t n) {
   static const char *const ns[] = {"twire.ctx"};
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
@@ -152,6 +168,9 @@ TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
   static fake_t f;
   memset(&f, 0, sizeof f);
   f.mode = 1;
+  f.start_u64 = start_u64;
+  f.n = n;
+  int overrun = 0;
   tr_actor_t *a = NULL;
   tr_spawn_opts_t o = {.name = "foreign"};
   if (p) {
@@ -161,7 +180,7 @@ TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
   if (a) {
     tr_send_u64(a, 1, 1000000007ULL); /* a cid no counter of ours reaches soon */
     tr_check(wait_flag(&f.sent), "the fake flooded the context");
-    tr_check(wait_flag(&f.got_overrun), "the callee answered StreamOverrun");
+    overrun = wait_flag(&f.got_overrun);
     tr_send_u64(a, 2, 0);
     tr_actor_release(a);
   } else {
@@ -169,5 +188,52 @@ TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
   }
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
+  return overrun;
+}
+
+TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
+  tr_check(flood_callee(2, 3), "window 2, three Yields: StreamOverrun");
+  return 0;
+}
+
+/* A Start asking for a window of 2^32 - 1 gets TR_STREAM_WINDOW_MAX: the
+ * callee buffers no more than that for a peer that floods it. */
+TR_TEST(wire_peer, callee_caps_the_window_a_caller_asks_for, .timeout = 60) {
+  tr_check(flood_callee(UINT32_MAX, TR_STREAM_WINDOW_MAX + 1), "the capped window overflowed");
+  return 0;
+}
+
+/* Credit beyond the window from a foreign callee is capped: the caller
+ * still sends no more than a window ahead (here in error mode, so the
+ * third send fails at once instead of blocking). */
+TR_TEST(wire_peer, excess_credit_is_capped_at_the_window, .timeout = 60) {
+  static fake_t f;
+  memset(&f, 0, sizeof f);
+  f.mode = 2;
+  tr_actor_t *a;
+  tr_spawn_opts_t o = {.name = "foreign"};
+  tr_assert_rc(tr_spawn(fake_peer, &f, &o, &a), 0);
+  tr_portal_t *p;
+  tr_assert_rc(tr_portal_from_actor(a, &p), 0);
+  tr_ctx_opts_t opts = {.window = 2, .overrun = TR_OVERRUN_ERROR};
+  tr_ctx_t *ctx = NULL;
+  /* Started comes after the Credit, so the Credit has been handled. */
+  tr_check_rc(tr_portal_open_context(p, "twire.ctx.generous", NULL, &opts, &ctx, NULL), 0);
+  if (ctx) {
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_ctx_open_stream(ctx, &s), 0);
+    tr_buf_t *b;
+    tr_assert_rc(tr_buf_from_u64(1, &b), 0);
+    for (int i = 0; s && i < 2; i++)
+      tr_check_rc(tr_stream_send(s, b), 0, "send %d of the window", i);
+    if (s)
+      tr_check_rc(tr_stream_send(s, b), -TR_EOVERRUN, "a third send is beyond the window");
+    tr_buf_release(b);
+    tr_check_rc(tr_ctx_cancel(ctx), 0);
+    tr_check_rc(tr_ctx_close(ctx, NULL), 0); /* the fake answers Return */
+  }
+  tr_portal_release(p);
+  tr_send_u64(a, 2, 0);
+  tr_actor_release(a);
   return 0;
 }
