@@ -37,7 +37,7 @@ for w in $ONLY; do
 done
 
 echo "# tr-bench medians of $REPS runs each: $BIN $*"
-# One row per workload: median rate and secs, the rate's min..max, how many
+# One row per workload (and mode): median rate and secs, the rate's min..max, how many
 # runs passed their check, and the median bytes per actor where reported.
 awk '
 function median(list,   a, k, i, j, t) {
@@ -52,6 +52,8 @@ function median(list,   a, k, i, j, t) {
 }
 {
   w = $2
+  # A workload with several modes (ctx_stream) gets a row per mode.
+  for (f = 3; f <= NF; f++) if ($f ~ /^mode=/) w = w "/" substr($f, 6)
   if (!(w in runs)) order[++nw] = w
   runs[w]++
   for (f = 3; f <= NF; f++) {
@@ -65,14 +67,14 @@ function median(list,   a, k, i, j, t) {
   }
 }
 END {
-  printf "%-11s %10s %4s %3s %14s %25s %10s %5s %s\n", "workload", "n", "runs", "w",
+  printf "%-17s %10s %4s %3s %14s %25s %10s %5s %s\n", "workload", "n", "runs", "w",
          "median rate", "min..max rate", "med secs", "ok", "extra"
   for (i = 1; i <= nw; i++) {
     w = order[i]
     mr = median(rate[w]); rlo = lo; rhi = hi
     ms = median(secs[w])
     extra = (w in bpa) ? sprintf("bytes_per_actor=%.1f", median(bpa[w])) : ""
-    printf "%-11s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", w, n[w], runs[w],
+    printf "%-17s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", w, n[w], runs[w],
            workers[w], mr, rlo, rhi, ms, oks[w], runs[w], extra
   }
 }' "$LINES"
