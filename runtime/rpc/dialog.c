@@ -743,7 +743,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     if ((c = find_ctx(ts, m->cid)) && c->side == SIDE_CALLER) {
       c->acked = 1;
       c->kind_wrong = m->u64 != c->kind;
-      if (c->kind != TR_FUNC_FN)
+      if (c->kind != TR_FUNC_FN || c->kind_wrong) /* a run waits only for these */
         ctx_notify(c);
     }
     break;
@@ -897,7 +897,7 @@ static int wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag) {
   /* No need to watch the peer's exit: a callee answers every Start it
    * accepted before it exits, and a Start that reaches an exited actor is
    * answered by tr__rpc_bounce. */
-  while (!*flag && !c->done) {
+  while (!*flag && !c->done && !c->kind_wrong) {
     int rc = ctx_wait(c, t);
     if (rc)
       return rc;
@@ -914,6 +914,15 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
   if (rc)
     return rc;
   rc = wait_for(&c, t, &c.done);
+  if (rc == 0 && c.kind_wrong && !c.done) {
+    /* A peer built from other code answered with another kind
+     * (PROTOCOL.md section 5): end the dialog, fail the call. */
+    ctx_cancel_and_drain(&c, t);
+    ctx_unlink(c.actor->tasks, &c);
+    tr_msg_free(c.final);
+    tr_actor_release(c.peer);
+    return TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a fn function", qualified);
+  }
   if (rc) {
     /* Cancelled: tell the callee; its late reply finds no dialog. */
     ctx_send_cancel(&c);
@@ -950,9 +959,13 @@ static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *ar
     free(c);
     return rc;
   }
+  /* StartAck first (its kind is checked before anything else is waited
+   * for), then, for a context, Started. */
   const uint8_t *flag = kind == TR_FUNC_CONTEXT ? &c->started : &c->acked;
-  rc = wait_for(c, t, flag);
-  if (rc == 0 && c->kind_wrong) {
+  rc = wait_for(c, t, &c->acked);
+  if (rc == 0 && c->acked && !c->kind_wrong && kind == TR_FUNC_CONTEXT)
+    rc = wait_for(c, t, flag);
+  if (rc == 0 && c->acked && c->kind_wrong) {
     ctx_cancel_and_drain(c, t);
     rc = TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a %s function", qualified,
                   tr__rpc_kind_name(kind));

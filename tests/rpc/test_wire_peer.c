@@ -237,3 +237,33 @@ TR_TEST(wire_peer, excess_credit_is_capped_at_the_window, .timeout = 60) {
   tr_actor_release(a);
   return 0;
 }
+
+/* PROTOCOL.md section 5: a peer built from other code whose StartAck names
+ * another kind than the call expects.  The caller cancels the dialog,
+ * waits (bounded) for it to end, and fails with -TR_EFUNCKIND. */
+TR_TEST(wire_peer, startack_of_another_kind_is_funckind, .timeout = 60) {
+  static fake_t f;
+  memset(&f, 0, sizeof f); /* mode 0: StartAck(STREAM) to any Start */
+  tr_actor_t *a;
+  tr_spawn_opts_t o = {.name = "foreign"};
+  tr_assert_rc(tr_spawn(fake_peer, &f, &o, &a), 0);
+  tr_portal_t *p;
+  tr_assert_rc(tr_portal_from_actor(a, &p), 0);
+  tr_ctx_t *ctx = NULL;
+  tr_buf_t *first = NULL;
+  /* Not exported here, so the caller cannot check the kind before sending. */
+  tr_check_rc(tr_portal_open_context(p, "twire.elsewhere.session", NULL, NULL, &ctx, &first),
+              -TR_EFUNCKIND);
+  tr_check(ctx == NULL && first == NULL, "nothing is handed out");
+  tr_check(wait_flag(&f.got_cancel), "the caller cancelled the dialog");
+  /* The same through the run dialog. */
+  __atomic_store_n(&f.got_cancel, 0, __ATOMIC_RELEASE);
+  tr_buf_t *res = NULL;
+  tr_check_rc(tr_portal_run(p, "twire.elsewhere.call", NULL, &res), -TR_EFUNCKIND);
+  tr_check(res == NULL);
+  tr_check(wait_flag(&f.got_cancel), "the caller cancelled the run dialog");
+  tr_portal_release(p);
+  tr_send_u64(a, 2, 0);
+  tr_actor_release(a);
+  return 0;
+}
