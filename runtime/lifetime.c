@@ -20,6 +20,7 @@
 
 #include <tractor/actor.h>
 
+#include "runtime/error/error.h"
 #include "runtime/runtime.h"
 
 typedef struct lt_entry {
@@ -35,10 +36,10 @@ static lt_entry_t *lt_head; /* under lt_lock; newest first */
 
 int tr_lifetime_push(void (*fn)(void *arg), void *arg) {
   if (!fn)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   lt_entry_t *e = malloc(sizeof(*e));
   if (!e)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   e->fn = fn;
   e->arg = arg;
   pthread_mutex_lock(&lt_lock);

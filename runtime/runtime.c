@@ -7,6 +7,7 @@
 
 #include <tractor/actor.h>
 
+#include "runtime/error/error.h"
 #include "runtime/fiber/fiber.h"
 #include "runtime/platform/assert.h"
 #include "runtime/runtime.h"
@@ -86,7 +87,7 @@ void tr_stats(tr_stats_t *out) {
 
 int tr_shutdown(void) {
   if (!tr_load_acquire(&tr__rt_running))
-    return -TR_ENORUNTIME;
+    return TR_ERROR(-TR_ENORUNTIME, "tr_shutdown: no runtime is running");
   /* Set before walking the lists: see live_insert in actor/actor.c. */
   if (tr_xchg_seqcst(&tr__rt.stopping, 1) == 0)
     tr__actor_kill_all();
@@ -107,7 +108,7 @@ static int rt_init(const tr_config_t *cfg) {
   pthread_condattr_destroy(&ca);
   tr__rt.shards = aligned_alloc(TR_CACHELINE, sizeof(tr_shard_t) * (size_t)(n + 1));
   if (!tr__rt.shards)
-    return -TR_ENOMEM;
+    return TR_ERROR(-TR_ENOMEM, "tr_run: no memory for the runtime's shards");
   for (int i = 0; i <= n; i++) {
     memset(&tr__rt.shards[i], 0, sizeof(tr_shard_t));
     pthread_mutex_init(&tr__rt.shards[i].lock, NULL);
@@ -146,10 +147,11 @@ static void rt_fini(void) {
 
 int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {
   if (!root)
-    return -TR_EINVAL;
+    return TR_ERROR(-TR_EINVAL, "tr_run: no root function");
   uint32_t zero = 0;
   if (!tr_cas_seqcst(&rt_claimed, &zero, 1))
-    return -TR_EBUSY;
+    return TR_ERROR(-TR_EBUSY, "a runtime is already running in this process: one root actor "
+                               "per process (tractor), and tr_run / tr_main do not nest");
   int rc = rt_init(cfg);
   if (rc != 0) {
     tr_store_release(&rt_claimed, 0);

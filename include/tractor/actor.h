@@ -267,7 +267,9 @@ int tr_lifetime_push(void (*fn)(void *arg), void *arg);
  * Threads: any thread, behaviours and tasks included, and
  * async-signal-safe: callable from a signal handler or from a function a
  * debugger calls in a stopped process (no locks, no allocation, no stdio:
- * atomics and one write(2)).
+ * atomics and one write(2)).  For that reason it is the one call that
+ * records no error object when it fails (errors.h): the code alone says
+ * why, and tr_error_last is left as it was.
  */
 int tr_actor_cancel_soon(tr_actor_t *a);
 

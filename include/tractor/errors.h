@@ -89,8 +89,13 @@ const char *tr_errtype(int rc);
  *  - code: the -TR_E* the failing call returned;
  *  - type: the exception name, such as "ValueError"; the tractor name of
  *    the code (tr_errtype) when none was given;
- *  - boxed type: for an error raised in another actor, the original type
- *    while type says "RemoteActorError" (NULL when not boxed);
+ *  - boxed type: for an error raised in another actor, the type the last
+ *    actor it came through raised (tractor's boxed_type): the original
+ *    type when it crossed one hop, "RemoteActorError" (or
+ *    "ContextCancelled") when an intermediate actor relayed it; while
+ *    type says "RemoteActorError" (NULL when not boxed);
+ *  - source type: the type where the error was first raised, whatever
+ *    the relays (tractor's src_type; NULL when not boxed);
  *  - message, source actor uid, relay path (the uids of the actors that
  *    passed the error on after its source), canceller uid (for
  *    ContextCancelled);
@@ -129,6 +134,40 @@ const tr_error_t *tr_error_last(void);
 void tr_error_clear(void);
 
 /*
+ * Keeping an error beyond cleanup, and raising it again (Python's
+ * `except E as e: ...; raise e`).  Cleanup calls (tr_ctx_close,
+ * tr_nursery_close, ...) may record errors of their own, replacing
+ * tr_error_last(); take the error first, clean up, then re-raise it:
+ *
+ *     int rc = tr_portal_run(p, "ns.fn", NULL, NULL);
+ *     tr_error_t *err = rc ? tr_error_take() : NULL;
+ *     tr_actor_nursery_close(an);
+ *     if (err)
+ *       return tr_error_raise(err);   // rc, with source, relay, canceller
+ *
+ * tr_error_take() removes the calling task's last error from its slot and
+ * returns it (NULL when there is none); tr_error_copy(e) returns a deep
+ * copy of any error (NULL for NULL).  tr_error_raise(e) makes e the calling
+ * task's last error, with the call site appended to its trace, and
+ * evaluates to its code, so `return tr_error_raise(e);` fails the current
+ * function with the original error (source, relay path, canceller, group
+ * members and all).  A NULL e records -TR_EINVAL.
+ * Ownership: tr_error_take and tr_error_copy give the caller an owned
+ * error, which it either passes to tr_error_raise (which takes it) or
+ * frees with tr_error_free (NULL is a no-op).  Under memory exhaustion
+ * the copy may be a shared static MemoryError; tr_error_free and
+ * tr_error_raise handle it as any other.
+ * Threads: as tr_error_last; an owned error may be handed to another task
+ * (with the usual happens-before) and raised there.
+ */
+tr_error_t *tr_error_take(void);
+tr_error_t *tr_error_copy(const tr_error_t *e);
+void tr_error_free(tr_error_t *e);
+#define tr_error_raise(e) tr__error_raise_at((e), __FILE__, __LINE__, __func__)
+
+int tr__error_raise_at(tr_error_t *e, const char *file, int line, const char *func);
+
+/*
  * Accessors.  Each returns NULL (strings) or 0 (numbers) when e is NULL,
  * and NULL when the field is unset (type and message are always set;
  * message may be "").
@@ -137,6 +176,7 @@ void tr_error_clear(void);
 int tr_error_code(const tr_error_t *e);
 const char *tr_error_type(const tr_error_t *e);
 const char *tr_error_boxed_type(const tr_error_t *e);
+const char *tr_error_src_type(const tr_error_t *e);
 const char *tr_error_message(const tr_error_t *e);
 const char *tr_error_src(const tr_error_t *e);
 const char *tr_error_canceller(const tr_error_t *e);

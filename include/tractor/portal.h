@@ -190,9 +190,36 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
  * and tr_ctx_*), and MsgStreams (tr_stream_*) with credit-based flow
  * control and local broadcast (tr_stream_subscribe).
  *
+ * Cancelled callers.  Every call that opens a dialog (tr_portal_run,
+ * tr_portal_open_stream_from, tr_portal_open_context, tr_run_in_actor,
+ * tr_start_actor) checks the calling task's cancellation first: in a
+ * cancelled scope it returns -TR_ECANCELED at once, with tr_error_last
+ * saying so, and sends nothing (the remote function never runs).  Leaving
+ * a dialog that is not over while cancelled (a cancelled open, an early
+ * tr_stream_close, tr_ctx_close of a cancelled task) sends Cancel and
+ * waits for the callee's answer at most TR_CTX_CANCEL_TIMEOUT_NS (0.5 s,
+ * tractor's Context.cancel timeout), shielded; no dialog's teardown blocks
+ * longer than that.
+ *
  * Threads: a context and its stream belong to one actor; every operation
- * on them runs in a task of that actor (any of its tasks).
+ * on them runs in a task of that actor.  On the caller's side:
+ *   - tr_ctx_close only from the task that opened the context; it is
+ *     refused (-TR_EBUSY, nothing done, nothing freed) while another task
+ *     is inside an operation on the context (a receive, a send,
+ *     tr_ctx_result, a subscriber), and while it runs, operations that
+ *     other tasks start on the context are refused with -TR_EBUSY;
+ *   - every other operation (tr_stream_send/recv/subscribe/close,
+ *     tr_ctx_result, tr_ctx_cancel, tr_ctx_cancel_wait, the accessors)
+ *     from any task of the actor, several at once (each blocked task is
+ *     woken by what concerns it).
+ * On the callee's side the context lives until the function returns; the
+ * function and the tasks it starts may use it, and operations of other
+ * tasks still blocked on it when it returns end with -TR_ECLOSED.
  */
+
+/* How long leaving a dialog that is not over waits for the callee's answer
+ * to its Cancel (tractor's Context.cancel and Portal.cancel_timeout). */
+#define TR_CTX_CANCEL_TIMEOUT_NS (500 * 1000 * 1000LL)
 
 /* A handle to an actor that serves RPC (tractor's Portal). */
 typedef struct tr_portal tr_portal_t;
@@ -223,9 +250,10 @@ int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *
  *                   RemoteActorError whose boxed type, message and trace are
  *                   the remote error's, with the actor's name as source;
  *   -TR_ECLOSED     the actor has exited;
- *   -TR_ECANCELED   the caller was cancelled: the remote task is cancelled
- *                   too (a Cancel for the call is sent) and its late reply
- *                   is dropped.
+ *   -TR_ECANCELED   the caller is cancelled: before the call, nothing is
+ *                   sent; while waiting, the remote task is cancelled too
+ *                   (a Cancel for the call is sent, without waiting) and
+ *                   its late reply is dropped.
  * Ownership: args is borrowed (the callee gets a reference); *result is
  * the caller's (tr_buf_release).
  * Threads: a task.
@@ -238,7 +266,8 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * (tractor's run_in_actor: the child enables the function's namespace and
  * ends once its result is in).  A failure of the call is a failure of the
  * child for the nursery (one cancels all).  Returns 0, -TR_ENOFUNC,
- * -TR_EFUNCKIND, or as tr_actor_nursery_spawn.
+ * -TR_EFUNCKIND, or as tr_actor_nursery_spawn (-TR_ECANCELED in a
+ * cancelled scope: no child is started).
  * Ownership: args is borrowed (the child gets a reference); *out as
  * tr_start_actor.  Threads: the task that opened `an`.
  */
@@ -248,10 +277,12 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
 /*
  * The result of a tr_run_in_actor child: waits (cancellably) until it is
  * in, then returns 0 with *result (a new reference, NULL for an empty
- * result), or the child's error as a RemoteActorError (-TR_EREMOTE;
- * -TR_ECANCELED if the child was cancelled) — the same outcome on every
- * call, also after the nursery has closed (the result is cached in the
- * portal).  -TR_EINVAL for a portal from tr_start_actor.
+ * result), or the child's error as a RemoteActorError (-TR_EREMOTE, the
+ * child's name as source, its error's type as boxed type: exactly the
+ * error tr_actor_nursery_close returns for that child), or -TR_ECANCELED
+ * if the child was cancelled before its result was in: the same outcome
+ * on every call, also after the nursery has closed (the result is cached
+ * in the portal).  -TR_EINVAL for a portal from tr_start_actor.
  * Threads: a task of the actor that owns the nursery.
  */
 int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
@@ -308,11 +339,14 @@ typedef struct tr_ctx_opts {
  * sends (open_stream_from).  Blocks until the callee has accepted the call
  * (StartAck) or refused it (as tr_portal_run: -TR_ENOFUNC,
  * -TR_ENOTEXPOSED, -TR_EFUNCKIND for a non-STREAM export, -TR_ECLOSED,
- * -TR_ECANCELED).  Then tr_stream_recv returns the values in order and
+ * -TR_ECANCELED: in a cancelled scope at once with nothing sent; when
+ * cancelled while waiting, after the bounded teardown described above).
+ * Then tr_stream_recv returns the values in order and
  * -TR_EEOF once the function has returned; a failure of the function is
  * returned by tr_stream_recv (-TR_EREMOTE, boxed) after the values that
  * preceded it.  tr_stream_close before the end cancels the remote task
- * (Cancel) and absorbs the ContextCancelled it answers.
+ * (Cancel), waits at most TR_CTX_CANCEL_TIMEOUT_NS for its answer and
+ * absorbs the ContextCancelled it gives.
  * Ownership: args borrowed; *out is the caller's, ended and freed by
  * tr_stream_close.  opts may be NULL.
  * Threads: a task.
@@ -325,7 +359,9 @@ int tr_portal_open_stream_from(tr_portal_t *p, const char *qualified, const tr_b
  * callee calls tr_ctx_started, then returns 0 with *ctx and *first (the
  * started value, a new reference, NULL if empty).  If the function fails or
  * returns before started, that outcome is returned (boxed, as
- * tr_portal_run) and no ctx is made.
+ * tr_portal_run) and no ctx is made.  -TR_ECANCELED in a cancelled scope
+ * (nothing sent), or when the caller is cancelled while waiting for
+ * started (the callee is cancelled, with the bounded teardown above).
  * The context opens a cancel scope on the calling task (tractor's
  * open_context block): an Error from the callee cancels it, so the task's
  * blocking calls inside return -TR_ECANCELED promptly and the context's own
@@ -352,7 +388,11 @@ int tr_ctx_started(tr_ctx_t *ctx, const tr_buf_t *value);
  * have been sent or received (-TR_EPERM before).  In a STREAM function it
  * opens the one-way stream to the caller (no started value needed).
  * Values the peer sent before this side opened its stream are kept, up to
- * the window, and delivered first.
+ * the window, and delivered first.  On the caller's side after
+ * tr_ctx_cancel (before or after the callee answered) it returns
+ * -TR_ECTXCANCELED, every time, with a ContextCancelled naming this actor
+ * as the canceller (tractor: "stream opened after Context.cancel()");
+ * tr_ctx_close still absorbs that cancellation and returns 0.
  * Ownership: *out belongs to the context (valid until tr_ctx_close on the
  * caller's side, until the function returns on the callee's); close it with
  * tr_stream_close to send Stop.
@@ -367,8 +407,47 @@ int tr_ctx_open_stream(tr_ctx_t *ctx, tr_stream_t **out);
  * for it).  On the callee's side: cancels the function's own scope; the
  * caller then sees ContextCancelled with the callee as canceller, and
  * raises it (-TR_ECTXCANCELED).  Idempotent.  Returns 0.
+ * After it, on the caller's side, the stream is over: tr_stream_send,
+ * tr_stream_recv and tr_ctx_open_stream return -TR_ECTXCANCELED (or the
+ * callee's real failure, if one arrived), PROTOCOL.md 8.3 (a).
  */
 int tr_ctx_cancel(tr_ctx_t *ctx);
+
+/*
+ * tractor's Context.cancel_called: 1 once cancellation of the context was
+ * asked for.  Caller side: by this side (tr_ctx_cancel, tr_ctx_cancel_wait,
+ * or leaving it while cancelled).  Callee side: by the function itself
+ * (tr_ctx_cancel), by its caller (Cancel), or by a cancel of the callee's
+ * actor.  0 otherwise, and for NULL.
+ * Threads: a task of the context's actor.
+ */
+int tr_ctx_cancel_called(const tr_ctx_t *ctx);
+
+/*
+ * tractor's Context.cancel_acknowledged: 1 on the caller's side once the
+ * callee answered this side's cancel with a ContextCancelled naming this
+ * actor as the canceller (the answer tr_ctx_close absorbs).  0 before,
+ * when the callee's Return or another error won the race, on the callee's
+ * side, and for NULL.
+ * Threads: a task of the context's actor.
+ */
+int tr_ctx_cancel_acked(const tr_ctx_t *ctx);
+
+/*
+ * Caller side: cancels the context (as tr_ctx_cancel, once) and waits for
+ * the callee's answer, at most timeout_ns (< 0: no limit), without taking
+ * the outcome (tractor's `await ctx.cancel(timeout)`): tr_ctx_result and
+ * tr_ctx_close still return it later.  Stream values still arriving are
+ * dropped.  The wait is shielded (a cancelled caller still leaves in
+ * bounded time; pass TR_CTX_CANCEL_TIMEOUT_NS for tractor's default).
+ * Returns 0 once the callee's final message is in (tr_ctx_cancel_acked
+ * says whether it was the acknowledgement or an outcome that came first),
+ * -TR_ETIMEDOUT if it did not arrive in time, -TR_EPERM on the callee's
+ * side or outside a task of the context's actor, -TR_EBUSY while
+ * tr_ctx_close runs.
+ * Threads: a task of the context's actor.
+ */
+int tr_ctx_cancel_wait(tr_ctx_t *ctx, int64_t timeout_ns);
 
 /*
  * Caller side: waits for the context's final outcome, discarding stream
@@ -387,9 +466,9 @@ int tr_ctx_result(tr_ctx_t *ctx, tr_buf_t **result);
  * open_context`).  Sends Stop if this side's stream is open, then:
  *  - normally, waits for the outcome as tr_ctx_result and returns it;
  *  - if the calling task is cancelled (its scopes, or the context's own
- *    scope by the caller), sends Cancel, waits at most 0.5 s for the
- *    outcome (shielded), and returns -TR_ECANCELED; the callee's
- *    ContextCancelled is absorbed.
+ *    scope by the caller), sends Cancel, waits at most
+ *    TR_CTX_CANCEL_TIMEOUT_NS (0.5 s) for the outcome (shielded), and
+ *    returns -TR_ECANCELED; the callee's ContextCancelled is absorbed.
  * A remote error that cancelled the context's scope is returned as the
  * boxed error, never as -TR_ECANCELED.  Closes the context's scope, frees
  * the context and its stream.  -TR_EPERM on the callee's side (the

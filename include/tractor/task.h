@@ -191,6 +191,13 @@ int tr_to_thread(void *(*fn)(void *), void *arg, void **result);
  * other child cancelled (and the parent's code inside the actor nursery);
  * close returns that failure, or -TR_EGROUP with all of them.
  *
+ * A child's failure has one shape wherever it is seen (close, its group
+ * members, tr_portal_result): tractor's RemoteActorError, code
+ * -TR_EREMOTE, type "RemoteActorError", the child's name as source and
+ * its own error's type as boxed type (a ContextCancelled keeps its code
+ * and type; an error the child relayed from another actor gains the child
+ * as a relay hop instead).  A child that was cancelled has not failed.
+ *
  * Cancelling a child is a request (its tasks are cancelled; shields hold)
  * followed by a bounded wait for it to exit (its exit is the
  * acknowledgement); a child still running after the grace period is
@@ -213,6 +220,7 @@ int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_
 /* Starts a child actor named `name` (borrowed: must outlive the child)
  * whose main task runs fn(arg).  When ref is not NULL, *ref is a reference
  * for the caller to release.  Returns 0, -TR_ECLOSED (closing),
+ * -TR_ECANCELED (the calling task is cancelled: nothing is started),
  * -TR_EPERM or -TR_ENOMEM.  Threads: the nursery's task. */
 int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
                            tr_actor_t **ref);
@@ -222,9 +230,10 @@ int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn 
 int tr_actor_nursery_cancel(tr_actor_nursery_t *an);
 
 /* Waits until every child has exited, escalating cancellation when the
- * parent is cancelled or a child failed.  Returns 0, the single failure,
- * -TR_EGROUP, or -TR_ECANCELED (the parent was cancelled, no child
- * failed).  Threads: the task that opened it. */
+ * parent is cancelled or a child failed.  Returns 0, the single failure
+ * (boxed, see above: -TR_EREMOTE), -TR_EGROUP (members boxed), or
+ * -TR_ECANCELED (the parent was cancelled, no child failed).
+ * Threads: the task that opened it. */
 int tr_actor_nursery_close(tr_actor_nursery_t *an);
 
 /* ---- running a program ---------------------------------------------------- */

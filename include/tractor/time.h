@@ -69,7 +69,10 @@ int tr_send_after(tr_actor_t *to, tr_msg_t *msg, int64_t delay_ns, uint64_t *tim
  * reference to the actor released.  Returns 0 when the timer was pending
  * and is now cancelled, so its message will never be delivered, or
  * -TR_ENOTFOUND when it has already fired (its message is on its way or
- * delivered), was cancelled before, or never existed.
+ * delivered), was cancelled before, or never existed.  -TR_ENOTFOUND is an
+ * answer, not a failure: no error object is recorded (tr_error_last keeps
+ * whatever error is propagating while a scope's deadline timer is taken
+ * back).
  * Threads: any thread, also when no runtime is running (then
  * -TR_ENOTFOUND).  Cost: O(log n).
  */

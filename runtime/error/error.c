@@ -42,6 +42,9 @@ struct tr_error {
   unsigned height;
   char *type;
   char *boxed_type;
+  /* The type where the error was first raised, kept across relays
+   * (tractor's src_type); NULL until boxed. */
+  char *src_type;
   char *message;
   char *src;
   char *canceller;
@@ -196,6 +199,7 @@ void tr__error_free(tr_error_t *e) {
     return;
   free(e->type);
   free(e->boxed_type);
+  free(e->src_type);
   free(e->message);
   free(e->src);
   free(e->canceller);
@@ -227,9 +231,9 @@ tr_error_t *tr__error_copy(const tr_error_t *e) {
   c->height = e->height;
   c->trace_dropped = e->trace_dropped;
   bool ok = copy_opt(&c->type, e->type) && copy_opt(&c->boxed_type, e->boxed_type) &&
-            copy_opt(&c->message, e->message) && copy_opt(&c->src, e->src) &&
-            copy_opt(&c->canceller, e->canceller) && strvec_copy(&c->relay, &e->relay) == 0 &&
-            strvec_copy(&c->trace, &e->trace) == 0;
+            copy_opt(&c->src_type, e->src_type) && copy_opt(&c->message, e->message) &&
+            copy_opt(&c->src, e->src) && copy_opt(&c->canceller, e->canceller) &&
+            strvec_copy(&c->relay, &e->relay) == 0 && strvec_copy(&c->trace, &e->trace) == 0;
   if (ok && e->nmembers > 0) {
     c->members = xmalloc(e->nmembers * sizeof *c->members);
     ok = c->members != NULL;
@@ -274,6 +278,10 @@ int tr__error_set_src(tr_error_t *e, const char *uid) {
 
 int tr__error_set_boxed_type(tr_error_t *e, const char *type) {
   return set_field(e, e ? &e->boxed_type : NULL, type);
+}
+
+int tr__error_set_src_type(tr_error_t *e, const char *type) {
+  return set_field(e, e ? &e->src_type : NULL, type);
 }
 
 int tr__error_set_canceller(tr_error_t *e, const char *uid) {
@@ -335,26 +343,52 @@ int tr__error_box(tr_error_t *e, const char *src_uid) {
     return -TR_EINVAL;
   if (e == &oom_error)
     return -TR_ENOMEM;
-  if (e->src != NULL)
-    return tr__error_relay_append(e, src_uid);
-  if (e->code == -TR_ECTXCANCELED)
-    return tr__error_set_src(e, src_uid);
+  if (e->src != NULL) {
+    /* A relay: this hop re-raises what it received, so the type the next
+     * actor boxes is this hop's own (RemoteActorError, or ContextCancelled);
+     * the source type stays (tractor's boxed_type vs src_type).  Allocate
+     * first so that a failure leaves e as it was. */
+    char *src_type = e->src_type ? NULL : (e->boxed_type ? xstrdup(e->boxed_type) : NULL);
+    char *boxed = xstrdup(e->type);
+    if (boxed == NULL || (e->src_type == NULL && e->boxed_type != NULL && src_type == NULL) ||
+        tr__error_relay_append(e, src_uid) != 0) {
+      free(src_type);
+      free(boxed);
+      return -TR_ENOMEM;
+    }
+    if (src_type != NULL)
+      e->src_type = src_type;
+    free(e->boxed_type);
+    e->boxed_type = boxed;
+    return 0;
+  }
   /* Allocate everything first so a failure leaves e as it was. */
+  int ctxc = e->code == -TR_ECTXCANCELED;
   char *src = xstrdup(src_uid);
-  char *type = xstrdup(tr_errtype(-TR_EREMOTE));
-  if (src == NULL || type == NULL) {
+  char *type = ctxc ? NULL : xstrdup(tr_errtype(-TR_EREMOTE));
+  const char *orig = e->boxed_type ? e->boxed_type : e->type;
+  char *src_type = e->src_type ? NULL : xstrdup(orig);
+  char *boxed = e->boxed_type ? NULL : xstrdup(orig);
+  if (src == NULL || (!ctxc && type == NULL) || (!e->src_type && src_type == NULL) ||
+      (!e->boxed_type && boxed == NULL)) {
     free(src);
     free(type);
+    free(src_type);
+    free(boxed);
     return -TR_ENOMEM;
   }
-  if (e->boxed_type == NULL) {
-    e->boxed_type = e->type;
-  } else {
+  if (boxed != NULL)
+    e->boxed_type = boxed;
+  if (src_type != NULL)
+    e->src_type = src_type;
+  if (!ctxc) {
+    /* ContextCancelled keeps its code and type: in tractor it is itself a
+     * RemoteActorError. */
     free(e->type);
+    e->type = type;
+    e->code = -TR_EREMOTE;
   }
-  e->type = type;
   e->src = src;
-  e->code = -TR_EREMOTE;
   return 0;
 }
 
@@ -464,6 +498,25 @@ const tr_error_t *tr_error_last(void) { return *current_slot(false); }
 
 void tr_error_clear(void) { tr__error_put(NULL); }
 
+/* ---- keeping and re-raising (the public side of take/put/copy) ------------ */
+
+tr_error_t *tr_error_take(void) { return tr__error_take(); }
+
+tr_error_t *tr_error_copy(const tr_error_t *e) { return tr__error_copy(e); }
+
+void tr_error_free(tr_error_t *e) { tr__error_free(e); }
+
+int tr__error_raise_at(tr_error_t *e, const char *file, int line, const char *func) {
+  if (e == NULL)
+    return tr__error_set(-TR_EINVAL, file, line, func, "tr_error_raise: no error to raise");
+  int code = e->code;
+  /* The re-raise site is one more hop on the way up; a full trace or a
+   * failed allocation only leaves it out (the error is still true). */
+  (void)tr__error_trace_append(e, file, line, func);
+  tr__error_put(e);
+  return code;
+}
+
 /* ---- raising ------------------------------------------------------------- */
 
 /* Builds and records an error raised at file:line func. */
@@ -515,6 +568,7 @@ int tr__error_trace_here(int rc, const char *file, int line, const char *func) {
 int tr_error_code(const tr_error_t *e) { return e ? e->code : 0; }
 const char *tr_error_type(const tr_error_t *e) { return e ? e->type : NULL; }
 const char *tr_error_boxed_type(const tr_error_t *e) { return e ? e->boxed_type : NULL; }
+const char *tr_error_src_type(const tr_error_t *e) { return e ? e->src_type : NULL; }
 const char *tr_error_message(const tr_error_t *e) { return e ? e->message : NULL; }
 const char *tr_error_src(const tr_error_t *e) { return e ? e->src : NULL; }
 const char *tr_error_canceller(const tr_error_t *e) { return e ? e->canceller : NULL; }
@@ -566,6 +620,8 @@ static void render(writer_t *w, const tr_error_t *e, int ind) {
   ind += 2;
   if (e->boxed_type)
     wr(w, "%*sboxed type: %s\n", ind, "", e->boxed_type);
+  if (e->src_type && (!e->boxed_type || strcmp(e->src_type, e->boxed_type) != 0))
+    wr(w, "%*ssource type: %s\n", ind, "", e->src_type);
   wr(w, "%*scode: %s (%d)\n", ind, "", tr_errname(e->code), e->code);
   if (e->src)
     wr(w, "%*ssource: %s\n", ind, "", e->src);

@@ -82,6 +82,7 @@ int tr__error_is_oom(const tr_error_t *e);
  */
 int tr__error_set_src(tr_error_t *e, const char *uid);
 int tr__error_set_boxed_type(tr_error_t *e, const char *type);
+int tr__error_set_src_type(tr_error_t *e, const char *type);
 int tr__error_set_canceller(tr_error_t *e, const char *uid);
 int tr__error_relay_append(tr_error_t *e, const char *uid);
 /* Appends "file:line function" (file or func NULL print as "?"). */
@@ -92,14 +93,15 @@ int tr__error_trace_append_str(tr_error_t *e, const char *hop);
 
 /*
  * Boxes e as the error a caller in another actor sees, tractor's
- * RemoteActorError: the first time (no boxed type yet), the original type
- * becomes the boxed type, type becomes "RemoteActorError", code -TR_EREMOTE
- * and src is set to src_uid.  An error that is already boxed keeps its
- * type, boxed type and source; src_uid is appended to its relay path
- * instead, as tractor does when an error is re-raised through an
- * intermediate actor.  ContextCancelled keeps its code and type (in
- * tractor it is itself a RemoteActorError) and only gains src (or a relay
- * hop); set its canceller with tr__error_set_canceller.
+ * RemoteActorError: the first time (no source yet), the original type
+ * becomes the boxed type and the source type, type becomes
+ * "RemoteActorError", code -TR_EREMOTE and src is set to src_uid.  An
+ * error that already has a source is being relayed: src_uid is appended
+ * to its relay path, its boxed type becomes the type this hop re-raises
+ * (its current type: "RemoteActorError" or "ContextCancelled"), and its
+ * source and source type stay, as tractor's boxed_type / src_type.
+ * ContextCancelled keeps its code and type (in tractor it is itself a
+ * RemoteActorError); set its canceller with tr__error_set_canceller.
  * Returns 0, -TR_EINVAL or -TR_ENOMEM (e then is unchanged).
  * Ownership: borrows src_uid.  Threads: the owner's.
  */
@@ -142,6 +144,17 @@ void tr__error_put(tr_error_t *e);
  * whose error went to the thread slot will not find it through the hook).
  */
 void tr__error_set_slot_hook(tr_error_t **(*hook)(void));
+
+/*
+ * The library's common refusals, recorded (TR_ERROR) as the calling
+ * task's error, naming the refusing function, and evaluating to the code:
+ * `return TR__EINVAL_NULL();` in a public function whose required pointer
+ * argument is NULL, TR__EPERM_NOTASK() for a task-only call made outside a
+ * task, TR__ENOMEM() when an allocation failed.
+ */
+#define TR__EINVAL_NULL() TR_ERROR(-TR_EINVAL, "%s: a required argument is NULL", __func__)
+#define TR__EPERM_NOTASK() TR_ERROR(-TR_EPERM, "%s must be called from a task", __func__)
+#define TR__ENOMEM() TR_ERROR(-TR_ENOMEM, "%s: out of memory", __func__)
 
 /*
  * Testing aid: on the calling thread, makes every allocation of this

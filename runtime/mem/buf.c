@@ -18,6 +18,8 @@
 
 #include "tractor/errors.h"
 
+#include "runtime/error/error.h"
+
 struct tr_buf {
   uint32_t refs;
   size_t len;
@@ -28,13 +30,13 @@ struct tr_buf {
 int tr_buf_new(size_t len, tr_buf_t **out) {
   tr_buf_t *b;
   if (out == NULL)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   if (len > SIZE_MAX - sizeof *b)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   b = malloc(sizeof *b + len);
   if (b == NULL)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   /* Not yet shared: a plain store is enough, and the hand-off to another
    * thread (a queue push) publishes it. */
   b->refs = 1;
@@ -48,7 +50,7 @@ int tr_buf_from(const void *data, size_t len, tr_buf_t **out) {
   if (out != NULL)
     *out = NULL;
   if (data == NULL && len != 0)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   rc = tr_buf_new(len, out);
   if (rc == 0 && len != 0)
     memcpy((*out)->data, data, len);
@@ -59,7 +61,7 @@ int tr_buf_from_str(const char *s, tr_buf_t **out) {
   if (s == NULL) {
     if (out != NULL)
       *out = NULL;
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   }
   return tr_buf_from(s, strlen(s), out);
 }
@@ -74,9 +76,9 @@ int tr_buf_from_u64(uint64_t v, tr_buf_t **out) {
 int tr_buf_to_u64(const tr_buf_t *b, uint64_t *out) {
   uint64_t v = 0;
   if (out == NULL)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (b == NULL || b->len != 8)
-    return -TR_EMSGTYPE;
+    return TR_ERROR(-TR_EMSGTYPE, "tr_buf_to_u64: a %zu-byte value is not a u64", b ? b->len : 0);
   for (int i = 7; i >= 0; i--)
     v = v << 8 | b->data[i];
   *out = v;
@@ -115,10 +117,10 @@ int tr_buf_pack(const struct ProtobufCMessage *msg, tr_buf_t **out) {
   size_t n;
   int rc;
   if (out == NULL)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   if (msg == NULL)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   n = protobuf_c_message_get_packed_size(msg);
   rc = tr_buf_new(n, &b);
   if (rc != 0)
@@ -132,14 +134,17 @@ int tr_buf_unpack(const tr_buf_t *b, const struct ProtobufCMessageDescriptor *de
                   struct ProtobufCMessage **out) {
   static const uint8_t empty[1];
   if (out == NULL)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   if (desc == NULL)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   /* A NULL buffer is the empty message: valid protobuf for any type whose
    * fields are all optional, as in proto3. */
   *out = protobuf_c_message_unpack(desc, NULL, tr_buf_len(b), b != NULL ? b->data : empty);
   /* protobuf-c returns NULL for a failed allocation as well; both mean the
    * caller did not get its message, and the header promises one code. */
-  return *out == NULL ? -TR_EMSGTYPE : 0;
+  if (*out == NULL)
+    return TR_ERROR(-TR_EMSGTYPE, "%zu bytes do not decode as %s (or out of memory)",
+                    b ? b->len : 0, desc->name);
+  return 0;
 }

@@ -16,6 +16,7 @@
 
 #include <tractor/actor.h>
 
+#include "runtime/error/error.h"
 #include "runtime/runtime.h"
 #include "schema/envelope.h"
 
@@ -54,7 +55,7 @@ static void depot_put(tr_msg_t *mag) {
 
 int tr_msg_new(tr_msg_t **out) {
   if (!out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_worker_t *w = tr__worker_self();
   tr_msg_t *m = NULL;
   if (w) {
@@ -74,7 +75,7 @@ int tr_msg_new(tr_msg_t **out) {
   }
   if (!m && !(m = malloc(sizeof(*m)))) {
     *out = NULL;
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   }
   memset(m, 0, sizeof(*m));
   TR_COUNT(w, msgs_new, 1);

@@ -86,6 +86,7 @@
 
 #include <tractor/time.h>
 
+#include "runtime/error/error.h"
 #include "runtime/actor/actor.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
@@ -370,10 +371,10 @@ int tr__timer_post(int64_t deadline_ns_abs, tr_actor_t *to, tr_msg_t *msg, uint6
   if (timer_id)
     *timer_id = 0;
   if (!to || !msg)
-    return -TR_EINVAL;
+    return TR_ERROR(-TR_EINVAL, "a timer needs an actor and a message");
   tr_timer_t *t = malloc(sizeof(*t));
   if (!t)
-    return -TR_ENOMEM;
+    return TR_ERROR(-TR_ENOMEM, "no memory for a timer");
   t->deadline = deadline_ns_abs;
   t->msg = msg;
   t->next = NULL;
@@ -392,7 +393,9 @@ int tr__timer_post(int64_t deadline_ns_abs, tr_actor_t *to, tr_msg_t *msg, uint6
   if (rc != 0) {
     pthread_mutex_unlock(&rx.lock);
     free(t);
-    return rc;
+    return TR_ERROR(rc, "timer not armed: %s",
+                    rc == -TR_ENORUNTIME ? "no runtime is running (or it is stopping)"
+                                         : "no memory for the timer heap");
   }
   /* Taken before the entry becomes visible: the reactor may fire it and
    * release this reference the moment the lock is dropped.  (Not before

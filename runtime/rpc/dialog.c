@@ -39,10 +39,6 @@
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 
-/* How long leaving a dialog waits for its final message after cancelling
- * it (tractor's Context.cancel timeout and Portal.cancel_timeout). */
-#define TR_CANCEL_WAIT_NS (500 * 1000 * 1000LL)
-
 struct tr_portal {
   tr_actor_t *actor;    /* a reference */
   tr_an_child_t *child; /* nursery child: its record while the nursery is open */
@@ -106,6 +102,7 @@ struct tr_ctx {
   uint8_t has_scope;  /* caller of a context: scope is open */
   uint8_t has_out;    /* caller: the outcome below is computed */
   uint8_t kind_wrong; /* caller: StartAck named another kind */
+  uint8_t closing;    /* caller: tr_ctx_close runs; other tasks keep out */
   uint32_t window, credit, unacked, rx_len;
   tr_msg_t *rx_head, *rx_tail; /* Yields not yet received */
   tr_msg_t *first;             /* caller: the Started message */
@@ -218,9 +215,13 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, c
    * keeps its original type and source; this actor joins its relay path
    * (tractor's relay of RemoteActorError through intermediate actors). */
   int reboxed = e && tr_error_boxed_type(e) && tr_error_src(e);
-  const char *type = e ? (reboxed ? tr_error_boxed_type(e) : tr_error_type(e)) : tr_errtype(rc);
+  /* The boxed type is what this actor raises (for a relay: the
+   * RemoteActorError or ContextCancelled it received); the source type is
+   * where the error began (tractor's boxed_type and src_type). */
+  const char *type = e ? tr_error_type(e) : tr_errtype(rc);
+  const char *src_type = reboxed && tr_error_src_type(e) ? tr_error_src_type(e) : type;
   x->u.error.boxed_type = dup_str(type);
-  x->u.error.src_type = dup_str(type);
+  x->u.error.src_type = dup_str(src_type);
   x->u.error.message = dup_str(e ? tr_error_message(e) : tr_strerror(rc));
   if (e && tr_error_trace_len(e) > 0) {
     /* The trace travels as one text, a hop per line (PROTOCOL.md). */
@@ -257,6 +258,11 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, c
   if (canceller) {
     x->u.error.has_canceller = 1;
     uid_set(&x->u.error.canceller, canceller);
+  } else if (e && tr_error_canceller(e)) {
+    /* A ContextCancelled re-raised here keeps the actor that cancelled it
+     * (tractor's pack_error keeps the whole record). */
+    x->u.error.has_canceller = 1;
+    x->u.error.canceller.name = dup_str(tr_error_canceller(e));
   }
   (void)tr_send(to, m);
 }
@@ -333,10 +339,8 @@ static void ctx_leave(tr_ctx_t *c) {
 /* Blocks the running task until the context changes or the task is
  * cancelled: returns 0 to re-check, or -TR_ECANCELED. */
 static int ctx_wait(tr_ctx_t *c, tr_task_t *t) {
-  if (tr__task_cancelled(t)) {
-    t->cancel_seen++;
-    return -TR_ECANCELED;
-  }
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s", "");
   tr_waiter_t w = {c->waiters, t};
   c->waiters = &w;
   tr__task_block(t, 1);
@@ -345,10 +349,8 @@ static int ctx_wait(tr_ctx_t *c, tr_task_t *t) {
    * the operation does not happen (nothing sent, nothing taken).  Unless
    * the dialog has ended meanwhile: its outcome (a remote error that
    * cancelled the context's scope, say) is what the operation returns. */
-  if (!c->done && tr__task_cancelled(t)) {
-    t->cancel_seen++;
-    return -TR_ECANCELED;
-  }
+  if (!c->done && tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s", "");
   return 0;
 }
 
@@ -631,6 +633,7 @@ static void ctx_outcome(tr_ctx_t *c) {
     e = tr__error_new(rc, "RemoteActorError", "%s", msg);
   }
   tr__error_set_boxed_type(e, boxed);
+  tr__error_set_src_type(e, x && x->u.error.src_type ? x->u.error.src_type : boxed);
   /* The source is where the error was raised (it may have come through
    * relays); the actors it came through form the relay path. */
   tr__error_set_src(e, x && x->u.error.has_src && x->u.error.src.name ? x->u.error.src.name
@@ -659,6 +662,38 @@ static int ctx_put_outcome(tr_ctx_t *c) {
   else
     tr_error_clear();
   return c->out_rc;
+}
+
+/* The caller's side of a context after this side asked to cancel it: its
+ * stream is over (PROTOCOL.md 8.3 (a), tractor's "stream opened after
+ * Context.cancel()").  Returns the real failure if one came in meanwhile,
+ * else ContextCancelled naming this side as the canceller; the context's
+ * close still absorbs it. */
+static int ctx_cancelled_here(tr_ctx_t *c, const char *op) {
+  if (c->done) {
+    ctx_outcome(c);
+    if (c->out_rc != 0)
+      return ctx_put_outcome(c);
+  }
+  int rc = TR_ERROR(-TR_ECTXCANCELED,
+                    "%s after tr_ctx_cancel: the context with actor %s was "
+                    "cancelled by this side",
+                    op, tr_actor_name(c->peer));
+  tr_error_t *e = tr__error_take();
+  tr__error_set_canceller(e, tr_actor_name(c->actor));
+  tr__error_set_src(e, tr_actor_name(c->peer));
+  tr__error_put(e);
+  return rc;
+}
+
+/* Refuses an operation of another task while the opener closes the
+ * context (tr_ctx_close frees it once its own waits are over). */
+static int ctx_refuse_closing(const tr_ctx_t *c) {
+  return c->closing ? TR_ERROR(-TR_EBUSY,
+                               "the context with actor %s is being closed by the task "
+                               "that opened it",
+                               tr_actor_name(c->peer))
+                    : 0;
 }
 
 /* The final message arrived (or the peer is gone, m == NULL). */
@@ -822,13 +857,18 @@ void tr__rpc_actor_free(tr_tasks_t *ts) {
 static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *args, int kind,
                       const tr_ctx_opts_t *opts, tr_ctx_t *c, tr_task_t **tout) {
   if (!p || !qualified)
-    return -TR_EINVAL;
+    return TR_ERROR(-TR_EINVAL, "a portal call needs a portal and a function name");
   tr_actor_t *self = tr_self();
   tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (p->actor == self)
     return TR_ERROR(-TR_EINVAL, "an actor cannot call itself through a portal");
+  /* trio's rule: a call in a cancelled scope fails before doing anything,
+   * so no Start is sent and the remote function never runs. */
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s was not called: the calling task is cancelled",
+                                   qualified);
   char ns[256];
   const char *func = split_name(qualified, ns, sizeof ns);
   if (!func)
@@ -847,14 +887,14 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   tr_msg_t *m;
   int rc = tr_msg_new(&m);
   if (rc)
-    return rc;
+    return TR__ENOMEM();
   m->body = TR_BODY_START;
   m->cid = c->cid;
   m->u64 = (uint64_t)(opts ? opts->window : 0) | ((uint64_t)c->overrun_error << 32);
   struct tr_envx *x = tr__envx_get(m);
   if (!x || !(x->u.start.ns = strdup(ns)) || !(x->u.start.func = strdup(func))) {
     tr_msg_free(m);
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   }
   m->payload = tr_buf_ref((tr_buf_t *)args);
   m->from = tr_actor_dup(self);
@@ -883,7 +923,7 @@ static void ctx_send_cancel(tr_ctx_t *c) {
  * bounded) for its final message, dropping stream values. */
 static void ctx_cancel_and_drain(tr_ctx_t *c, tr_task_t *t) {
   ctx_send_cancel(c);
-  int64_t deadline = tr_now() + TR_CANCEL_WAIT_NS;
+  int64_t deadline = tr_now() + TR_CTX_CANCEL_TIMEOUT_NS;
   while (!c->done && tr_now() < deadline) {
     ctx_discard_rx(c);
     ctx_wait_until(c, t, deadline);
@@ -952,7 +992,7 @@ static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *ar
                        const tr_ctx_opts_t *opts, tr_ctx_t **out) {
   tr_ctx_t *c = calloc(1, sizeof(*c));
   if (!c)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   tr_task_t *t;
   int rc = call_start(p, qualified, args, kind, opts, c, &t);
   if (rc) {
@@ -988,7 +1028,7 @@ static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *ar
 int tr_portal_open_stream_from(tr_portal_t *p, const char *qualified, const tr_buf_t *args,
                                const tr_ctx_opts_t *opts, tr_stream_t **out) {
   if (!out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   tr_ctx_t *c;
   int rc = open_dialog(p, qualified, args, TR_FUNC_STREAM, opts, &c);
@@ -1004,7 +1044,7 @@ int tr_portal_open_context(tr_portal_t *p, const char *qualified, const tr_buf_t
   if (first)
     *first = NULL;
   if (!ctx)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *ctx = NULL;
   tr_ctx_t *c;
   int rc = open_dialog(p, qualified, args, TR_FUNC_CONTEXT, opts, &c);
@@ -1045,25 +1085,31 @@ static void bcast_free(tr_bcast_t *bc) {
 
 int tr_ctx_started(tr_ctx_t *c, const tr_buf_t *value) {
   if (!c)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (c->side != SIDE_CALLEE || c->kind != TR_FUNC_CONTEXT)
     return TR_ERROR(-TR_EPERM, "tr_ctx_started is for the callee of a context");
   if (c->started)
     return TR_ERROR(-TR_EBUSY, "tr_ctx_started called twice");
   c->started = 1;
-  return send_body(c->peer, TR_BODY_STARTED, c->cid, 0, tr_buf_ref((tr_buf_t *)value));
+  int rc = send_body(c->peer, TR_BODY_STARTED, c->cid, 0, tr_buf_ref((tr_buf_t *)value));
+  return rc ? TR_ERROR(rc, "tr_ctx_started: the caller %s is gone", tr_actor_name(c->peer)) : 0;
 }
 
 int tr_ctx_open_stream(tr_ctx_t *c, tr_stream_t **out) {
   if (out)
     *out = NULL;
   if (!c || !out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (c->kind == TR_FUNC_FN || (c->kind == TR_FUNC_STREAM && c->side == SIDE_CALLER))
     return TR_ERROR(-TR_EPERM, "a %s dialog has no stream to open here",
                     tr__rpc_kind_name(c->kind));
   if (c->kind == TR_FUNC_CONTEXT && !c->started)
     return TR_ERROR(-TR_EPERM, "tr_ctx_open_stream before the context was started");
+  int rc = ctx_refuse_closing(c);
+  if (rc)
+    return rc;
+  if (c->side == SIDE_CALLER && c->cancel_called)
+    return ctx_cancelled_here(c, "tr_ctx_open_stream");
   if (c->opened)
     return TR_ERROR(-TR_EBUSY, "the context's stream was already opened (streams are one-shot)");
   c->opened = 1;
@@ -1073,7 +1119,7 @@ int tr_ctx_open_stream(tr_ctx_t *c, tr_stream_t **out) {
 
 int tr_ctx_cancel(tr_ctx_t *c) {
   if (!c)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (c->side == SIDE_CALLER) {
     ctx_send_cancel(c);
     return 0;
@@ -1084,20 +1130,68 @@ int tr_ctx_cancel(tr_ctx_t *c) {
   return 0;
 }
 
+int tr_ctx_cancel_called(const tr_ctx_t *c) {
+  if (!c)
+    return 0;
+  if (c->side == SIDE_CALLER)
+    return c->cancel_called;
+  const char *why;
+  return cancel_cause((tr_ctx_t *)c, c->actor->tasks, &why) != NULL;
+}
+
+int tr_ctx_cancel_acked(const tr_ctx_t *c) {
+  if (!c || c->side != SIDE_CALLER || !c->cancel_called || !c->done || !c->final ||
+      c->final->body != TR_BODY_ERROR || !c->final->x_)
+    return 0;
+  return c->final->x_->u.error.code == TR_ECTXCANCELED && is_absorbed(c, c->final->x_);
+}
+
+int tr_ctx_cancel_wait(tr_ctx_t *c, int64_t timeout_ns) {
+  if (!c)
+    return TR_ERROR(-TR_EINVAL, "tr_ctx_cancel_wait: no context");
+  if (c->side != SIDE_CALLER || c->kind != TR_FUNC_CONTEXT)
+    return TR_ERROR(-TR_EPERM, "tr_ctx_cancel_wait is for the caller of a context");
+  tr_task_t *t = current_task();
+  if (!t || t->actor != c->actor)
+    return TR_ERROR(-TR_EPERM, "tr_ctx_cancel_wait runs in a task of the context's actor");
+  int rc = ctx_refuse_closing(c);
+  if (rc)
+    return rc;
+  ctx_send_cancel(c);
+  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
+  /* Shielded and bounded, as tractor's Context.cancel(timeout): the wait
+   * is part of leaving, and a cancelled caller still leaves in time.  Values
+   * still arriving are dropped: the stream ended with the cancel. */
+  ctx_enter(c);
+  while (!c->done && tr_now() < deadline) {
+    ctx_discard_rx(c);
+    ctx_wait_until(c, t, deadline);
+  }
+  ctx_leave(c);
+  ctx_discard_rx(c);
+  if (!c->done)
+    return TR_ERROR(-TR_ETIMEDOUT, "actor %s did not answer the context's cancel within %lld ns",
+                    tr_actor_name(c->peer), (long long)timeout_ns);
+  tr_error_clear();
+  return 0;
+}
+
 const char *tr_ctx_peer(const tr_ctx_t *c) { return c ? tr_actor_name(c->peer) : NULL; }
 
 int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
   if (result)
     *result = NULL;
   if (!c)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (c->side != SIDE_CALLER)
     return TR_ERROR(-TR_EPERM, "tr_ctx_result is for the caller of a context");
   tr_task_t *t = current_task();
   if (!t)
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM, "tr_ctx_result runs in a task");
+  int rc = c->task == t ? 0 : ctx_refuse_closing(c);
+  if (rc)
+    return rc;
   ctx_enter(c);
-  int rc = 0;
   while (!c->done && rc == 0) {
     ctx_discard_rx(c); /* tractor's drain_to_final_msg */
     rc = wait_for(c, t, &c->done);
@@ -1124,14 +1218,20 @@ int tr_ctx_close(tr_ctx_t *c, tr_buf_t **result) {
   if (result)
     *result = NULL;
   if (!c)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (c->side != SIDE_CALLER || c->kind != TR_FUNC_CONTEXT)
     return TR_ERROR(-TR_EPERM, "tr_ctx_close is for the caller of a context");
   tr_task_t *t = current_task();
   if (!t || t != c->task)
     return TR_ERROR(-TR_EPERM, "tr_ctx_close must run in the task that opened the context");
   if (c->users || c->waiters || (c->stream.bc && c->stream.bc->subs))
-    return TR_ERROR(-TR_EBUSY, "the context is in use by another task");
+    return TR_ERROR(-TR_EBUSY,
+                    "the context with actor %s is in use by another task (a receive, "
+                    "send, result or subscriber); close it once they are done",
+                    tr_actor_name(c->peer));
+  /* From here on other tasks are refused (ctx_refuse_closing): the waits
+   * below may let them run, and the context is freed at the end. */
+  c->closing = 1;
   if (c->opened && !c->tx_stop && !c->done) {
     c->tx_stop = 1;
     (void)send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
@@ -1143,9 +1243,11 @@ int tr_ctx_close(tr_ctx_t *c, tr_buf_t **result) {
     /* Leaving because this task is cancelled: cancel the callee and give
      * it a bounded time to answer (PROTOCOL.md 6.3). */
     ctx_cancel_and_drain(c, t);
-    if (rc != -TR_ECANCELED)
-      t->cancel_seen++;
-    rc = -TR_ECANCELED;
+    if (rc != -TR_ECANCELED) /* else tr_ctx_result observed it already */
+      rc = tr__task_observe_cancel(t,
+                                   "left the context with actor %s cancelled: the task is "
+                                   "cancelled (so is the callee)",
+                                   tr_actor_name(c->peer));
     if (c->done) {
       ctx_outcome(c); /* a real failure beats the local cancellation */
       if (c->out_rc != 0 && c->out_rc != -TR_ECTXCANCELED)
@@ -1158,8 +1260,8 @@ int tr_ctx_close(tr_ctx_t *c, tr_buf_t **result) {
     } else if (tr__task_cancelled(t)) {
       /* Cancelled from outside: the context's own scope is only ever
        * cancelled by a remote error, handled above. */
-      t->cancel_seen++;
-      rc = -TR_ECANCELED;
+      rc = tr__task_observe_cancel(t, "left the context with actor %s: the task is cancelled",
+                                   tr_actor_name(c->peer));
     } else {
       rc = ctx_put_outcome(c);
       if (result && c->final && c->final->body == TR_BODY_RETURN)
@@ -1177,21 +1279,26 @@ int tr_ctx_close(tr_ctx_t *c, tr_buf_t **result) {
 
 int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
   if (!s)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (s->is_sub)
     return TR_ERROR(-TR_EPERM, "a subscriber cannot send");
   tr_ctx_t *c = s->ctx;
   tr_task_t *t = current_task();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (c->tx_stop)
     return TR_ERROR(-TR_ECLOSED, "the stream was closed on this side");
   if (c->side == SIDE_CALLER && c->kind == TR_FUNC_STREAM)
     return TR_ERROR(-TR_EPERM, "a stream from open_stream_from is receive-only");
-  if (tr__task_cancelled(t)) {
-    t->cancel_seen++;
-    return -TR_ECANCELED;
+  if (c->side == SIDE_CALLER) {
+    int rc = ctx_refuse_closing(c);
+    if (rc)
+      return rc;
+    if (c->cancel_called)
+      return ctx_cancelled_here(c, "tr_stream_send");
   }
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s", "");
   int rc = 0;
   ctx_enter(c);
   for (;;) {
@@ -1251,12 +1358,15 @@ static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
   int rc = 0;
   ctx_enter(c);
   for (;;) {
+    if (c->side == SIDE_CALLER && c->kind == TR_FUNC_CONTEXT && c->cancel_called) {
+      rc = ctx_cancelled_here(c, "tr_stream_recv");
+      break;
+    }
     /* A cancellation point even when a value is waiting (trio's
      * receive), unless the dialog has ended: its outcome (a remote error
      * that cancelled the context's scope) is what the caller gets. */
     if (!c->done && tr__task_cancelled(t)) {
-      t->cancel_seen++;
-      rc = -TR_ECANCELED;
+      rc = tr__task_observe_cancel(t, "%s", "");
       break;
     }
     if (c->rx_head) {
@@ -1366,10 +1476,13 @@ int tr_stream_recv(tr_stream_t *s, tr_buf_t **msg) {
   if (msg)
     *msg = NULL;
   if (!s || !msg)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_task_t *t = current_task();
   if (!t)
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM, "tr_stream_recv runs in a task");
+  int rc = s->ctx->side == SIDE_CALLER ? ctx_refuse_closing(s->ctx) : 0;
+  if (rc)
+    return rc;
   if (s->bc)
     return bcast_recv(s, t, msg);
   return ctx_recv(s->ctx, t, msg);
@@ -1379,26 +1492,29 @@ int tr_stream_subscribe(tr_stream_t *s, tr_stream_t **out) {
   if (out)
     *out = NULL;
   if (!s || !out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (s->is_sub)
     s = s->bc->src;
+  int rc = s->ctx->side == SIDE_CALLER ? ctx_refuse_closing(s->ctx) : 0;
+  if (rc)
+    return rc;
   tr_bcast_t *bc = s->bc;
   if (!bc) {
     bc = calloc(1, sizeof(*bc));
     if (!bc)
-      return -TR_ENOMEM;
+      return TR__ENOMEM();
     bc->cap = s->ctx->window;
     bc->ring = calloc(bc->cap, sizeof(tr_buf_t *));
     if (!bc->ring) {
       free(bc);
-      return -TR_ENOMEM;
+      return TR__ENOMEM();
     }
     bc->src = s;
     s->bc = bc;
   }
   tr_stream_t *sub = calloc(1, sizeof(*sub));
   if (!sub)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   sub->ctx = s->ctx;
   sub->bc = bc;
   sub->is_sub = 1;
@@ -1411,7 +1527,7 @@ int tr_stream_subscribe(tr_stream_t *s, tr_stream_t **out) {
 
 int tr_stream_close(tr_stream_t *s) {
   if (!s)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_ctx_t *c = s->ctx;
   if (s->is_sub) {
     if (s->busy)
@@ -1426,7 +1542,7 @@ int tr_stream_close(tr_stream_t *s) {
   }
   tr_task_t *t = current_task();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (c->side == SIDE_CALLER && c->kind == TR_FUNC_STREAM) {
     /* Leaving open_stream_from: the dialog ends here. */
     if (c->users || c->waiters || (s->bc && s->bc->subs))
@@ -1485,7 +1601,7 @@ static int serve_main(void *arg) {
 int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *enable,
                    size_t n_enable, tr_portal_t **out) {
   if (!out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   tr_portal_t *p = calloc(1, sizeof(*p));
   serve_spec_t *spec = calloc(1, sizeof(*spec));
@@ -1519,7 +1635,7 @@ oom:
   free(copy);
   free(spec);
   free(p);
-  return -TR_ENOMEM;
+  return TR__ENOMEM();
 }
 
 /* ---- run_in_actor ---------------------------------------------------------- */
@@ -1549,10 +1665,10 @@ static int run_main(void *arg) {
 int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
                     const tr_buf_t *args, tr_portal_t **out) {
   if (!out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   if (!an || !qualified)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   const tr__rpc_entry_t *e;
   /* The child enables exactly the function's namespace (tractor's
    * run_in_actor enables the function's module). */
@@ -1563,7 +1679,7 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
     char ns[256];
     size_t nlen = (size_t)(dot - qualified);
     if (nlen >= sizeof ns)
-      return -TR_EINVAL;
+      return TR_ERROR(-TR_EINVAL, "namespace of '%s' is longer than 255 bytes", qualified);
     memcpy(ns, qualified, nlen);
     ns[nlen] = '\0';
     const char *const enable[] = {ns};
@@ -1576,7 +1692,7 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
   if (!p || !spec) {
     free(p);
     free(spec);
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   }
   spec->entry = e;
   spec->args = tr_buf_ref((tr_buf_t *)args);
@@ -1608,7 +1724,7 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
   if (result)
     *result = NULL;
   if (!p)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_an_child_t *c = p->child;
   if (!c && !p->has_result)
     return TR_ERROR(-TR_EINVAL, "not a tr_run_in_actor portal");
@@ -1616,12 +1732,10 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
     tr_actor_t *self = tr_self();
     tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
     if (!t)
-      return -TR_EPERM;
+      return TR__EPERM_NOTASK();
     while (!c->exited) {
-      if (tr__task_cancelled(t)) {
-        t->cancel_seen++;
-        return -TR_ECANCELED;
-      }
+      if (tr__task_cancelled(t))
+        return tr__task_observe_cancel(t, "%s", "");
       c->waiter = t;
       tr__task_block(t, 1);
       c->waiter = NULL;
@@ -1635,18 +1749,21 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
       *result = tr_buf_ref(value);
     return 0;
   }
-  /* The same error on every call: a fresh boxed copy each time. */
-  tr_error_t *e = err ? tr__error_copy(err) : tr__error_new(rc, NULL, "%s", tr_strerror(rc));
-  tr__error_box(e, tr_actor_name(p->actor));
-  tr__error_put(e);
-  return rc == -TR_ECANCELED ? rc : -TR_EREMOTE;
+  if (rc == -TR_ECANCELED || !err)
+    return TR_ERROR(rc, "actor %s ended without a result: %s", tr_actor_name(p->actor),
+                    rc == -TR_ECANCELED ? "it was cancelled" : tr_strerror(rc));
+  /* The same error on every call, boxed by the nursery as it saw the
+   * child exit (the shape tr_actor_nursery_close returns): a fresh copy
+   * each time. */
+  tr__error_put(tr__error_copy(err));
+  return tr_error_code(err);
 }
 
 int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
   if (acked)
     *acked = 0;
   if (!p)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (tr_actor_exited(p->actor)) {
     if (acked)
       *acked = 1;
@@ -1655,7 +1772,7 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
   tr_actor_t *self = tr_self();
   tr_task_t *t = current_task();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (p->actor == self)
     return TR_ERROR(-TR_EINVAL, "use tr_actor_cancel_soon to cancel the own actor");
   /* Cancel(whole_actor) and a bounded wait for its CancelAck, which the
@@ -1669,7 +1786,8 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
     c.done = 1; /* it has exited meanwhile: nothing left to cancel */
   else if (rc) {
     ctx_unlink(self->tasks, &c);
-    return rc;
+    return TR_ERROR(rc, "tr_portal_cancel_actor: the cancel request to %s was not sent",
+                    tr_actor_name(p->actor));
   }
   int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
   while (!c.done && tr_now() < deadline)
@@ -1684,10 +1802,10 @@ int tr_portal_from_actor(tr_actor_t *a, tr_portal_t **out) {
   if (out)
     *out = NULL;
   if (!a || !out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_portal_t *p = calloc(1, sizeof(*p));
   if (!p)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   p->actor = tr_actor_dup(a);
   *out = p;
   return 0;

@@ -60,14 +60,14 @@ static size_t get16(const uint8_t *p) { return (size_t)p[0] | ((size_t)p[1] << 8
 /* Reads a u16-prefixed string at *pos into a new C string. */
 static int read_str(const uint8_t *d, size_t len, size_t *pos, char **out) {
   if (len - *pos < 2)
-    return -TR_EPROTO;
+    return TR_ERROR(-TR_EPROTO, "pub/sub value: topic length cut short");
   size_t n = get16(d + *pos);
   *pos += 2;
   if (len - *pos < n)
-    return -TR_EPROTO;
+    return TR_ERROR(-TR_EPROTO, "pub/sub value: topic longer than the value");
   *out = malloc(n + 1);
   if (!*out)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   memcpy(*out, d + *pos, n);
   (*out)[n] = '\0';
   *pos += n;
@@ -165,17 +165,15 @@ static int sub_wants(const pub_sub_t *sub, const char *topic) {
 
 int tr_pub_send(tr_pub_t *pub, const char *topic, const tr_buf_t *payload) {
   if (!pub || !topic)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   size_t tlen = strlen(topic), plen = tr_buf_len(payload);
   if (tlen > 0xffff)
     return TR_ERROR(-TR_EINVAL, "topic longer than 65535 bytes");
   tr_task_t *t = tr__task_of_actor_current(tr_self());
   if (!t)
-    return -TR_EPERM;
-  if (tr__task_cancelled(t)) {
-    t->cancel_seen++;
-    return -TR_ECANCELED;
-  }
+    return TR__EPERM_NOTASK();
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s", "");
   tr_buf_t *b = NULL;
   int rc = 0;
   for (pub_sub_t *sub = pub->subs; sub; sub = sub->next) {
@@ -364,7 +362,7 @@ int tr_pub_recv(tr_stream_t *s, char *topic, size_t cap, tr_buf_t **payload) {
   if (payload)
     *payload = NULL;
   if (!payload || (cap && !topic))
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_buf_t *v;
   int rc = tr_stream_recv(s, &v);
   if (rc)

@@ -75,11 +75,15 @@ void tr__an_child_exited(tr_an_child_t *c) {
     c->error = NULL;
     if (!e)
       e = tr__error_new(c->result, NULL, "actor %s failed: %s", c->name, tr_strerror(c->result));
+    /* One shape for a child's failure wherever it is seen (the nursery's
+     * close, tr_portal_result): boxed as tractor's RemoteActorError, the
+     * child as its source (or, for an error the child relayed, one more
+     * relay hop). */
+    (void)tr__error_box(e, c->name);
     c->result_error = tr__error_copy(e); /* for tr_portal_result */
-    (void)tr__error_set_src(e, c->name);
     an->nfail++;
     if (an->nfail == 1) {
-      an->first_rc = c->result;
+      an->first_rc = tr_error_code(e);
       an->errors = e;
       /* One cancels all: the other children and the parent's code. */
       request_cancel_all(an);
@@ -140,9 +144,14 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
     return -TR_EINVAL;
   tr_task_t *t = tr__task_current();
   if (!t || t != an->parent)
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM, "an actor nursery spawns from the task that opened it");
   if (an->closing)
-    return -TR_ECLOSED;
+    return TR_ERROR(-TR_ECLOSED, "the actor nursery is closing");
+  /* trio's rule, as tractor's start_actor / run_in_actor: in a cancelled
+   * scope nothing is started. */
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "actor %s was not started: the calling task is cancelled",
+                                   name ? name : "child");
   tr_an_child_t *c = calloc(1, sizeof(*c));
   if (!c)
     return -TR_ENOMEM;

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,10 +116,22 @@ static void block(tr_task_t *t, int cancellable) {
   /* Resumed by tr__tasks_run, perhaps on another worker: re-read TLS. */
 }
 
-static int observed_cancel(tr_task_t *t) {
+int tr__task_observe_cancel_at(tr_task_t *t, const char *file, int line, const char *func,
+                               const char *fmt, ...) {
   t->cancel_seen++;
-  return -TR_ECANCELED;
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (msg[0] == '\0') {
+    snprintf(msg, sizeof msg, "task %s of actor %s was cancelled (a cancel scope around it was)",
+             t->name ? t->name : "?", tr_actor_name(t->actor));
+  }
+  return tr__error_set(-TR_ECANCELED, file, line, func, "%s", msg);
 }
+
+#define observed_cancel(t) tr__task_observe_cancel((t), "%s", "")
 
 /* Re-checks every blocked, cancellable task of the actor after a cancel. */
 static void wake_cancelled(tr_tasks_t *ts) {

@@ -202,6 +202,19 @@ void tr__task_wake_if(tr_task_t *t, uint64_t gen);
 void tr__task_unref(tr_task_t *t);
 int tr__task_cancelled(tr_task_t *t);
 
+/*
+ * A blocking call of task t observed its cancellation: counts it (for
+ * tr_scope_cancelled_caught) and records -TR_ECANCELED as the task's error,
+ * with the printf-style message (empty: "task X of actor Y was cancelled")
+ * and the call site as its trace hop.  Evaluates to -TR_ECANCELED, so that
+ * `return tr__task_observe_cancel(t, NULL);` is every cancellation point's
+ * way out.  Threads: task t, running.
+ */
+#define tr__task_observe_cancel(t, ...)                                                            \
+  tr__task_observe_cancel_at((t), __FILE__, __LINE__, __func__, __VA_ARGS__)
+int tr__task_observe_cancel_at(tr_task_t *t, const char *file, int line, const char *func,
+                               const char *fmt, ...) TR__PRINTF(5, 6);
+
 /* Routes tr_error_last to the running task (installed at runtime start). */
 void tr__tasks_install_error_hook(void);
 

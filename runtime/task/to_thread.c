@@ -117,16 +117,14 @@ static int pool_submit(job_t *j) {
 int tr_to_thread(void *(*fn)(void *), void *arg, void **result) {
   tr_task_t *t = tr__task_current();
   if (!fn)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (!t)
-    return -TR_EPERM;
-  if (tr__task_cancelled(t)) {
-    t->cancel_seen++;
-    return -TR_ECANCELED;
-  }
+    return TR__EPERM_NOTASK();
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s", "");
   job_t *j = calloc(1, sizeof(*j));
   if (!j)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   j->fn = fn;
   j->arg = arg;
   j->task = t;

@@ -182,6 +182,7 @@ Test(error, boxed_type, .timeout = 10) {
   cr_assert_eq(tr_error_code(e), -TR_EREMOTE);
   cr_assert_str_eq(tr_error_type(e), "RemoteActorError");
   cr_assert_str_eq(tr_error_boxed_type(e), "ValueError");
+  cr_assert_str_eq(tr_error_src_type(e), "ValueError");
   cr_assert_str_eq(tr_error_src(e), "('worker', 'a1')");
   cr_assert_str_eq(tr_error_message(e), "no good");
   cr_assert_eq(tr_error_relay_len(e), 0);
@@ -197,10 +198,13 @@ Test(error, relay_path_appends, .timeout = 10) {
   cr_assert_str_eq(tr_error_relay(e, 0), "hop1");
   cr_assert_str_eq(tr_error_relay(e, 1), "hop2");
   cr_assert_null(tr_error_relay(e, 2));
-  /* Re-boxing keeps the original source and types. */
+  /* Re-boxing (a relay) keeps the original source and source type; the
+   * boxed type is what the relaying hop raised (tractor's boxed_type vs
+   * src_type). */
   cr_assert_str_eq(tr_error_src(e), "src");
   cr_assert_str_eq(tr_error_type(e), "RemoteActorError");
-  cr_assert_str_eq(tr_error_boxed_type(e), "ValueError");
+  cr_assert_str_eq(tr_error_boxed_type(e), "RemoteActorError");
+  cr_assert_str_eq(tr_error_src_type(e), "ValueError");
   cr_assert_eq(tr__error_relay_append(e, NULL), -TR_EINVAL);
   tr__error_free(e);
 }
@@ -213,7 +217,8 @@ Test(error, canceller, .timeout = 10) {
   /* ContextCancelled is itself the remote error type: not re-typed. */
   cr_assert_eq(tr_error_code(e), -TR_ECTXCANCELED);
   cr_assert_str_eq(tr_error_type(e), "ContextCancelled");
-  cr_assert_null(tr_error_boxed_type(e));
+  cr_assert_str_eq(tr_error_boxed_type(e), "ContextCancelled");
+  cr_assert_str_eq(tr_error_src_type(e), "ContextCancelled");
   cr_assert_str_eq(tr_error_src(e), "child-uid");
   cr_assert_str_eq(tr_error_canceller(e), "root-uid");
   cr_assert_eq(tr__error_set_canceller(e, "other"), 0);
@@ -515,4 +520,44 @@ Test(error, out_of_memory_falls_back, .timeout = 30) {
   cr_assert_eq(tr_fail("ValueError", "x"), -TR_EAPP);
   tr__error_inject_oom(-1);
   cr_assert(tr__error_is_oom(tr_error_last()));
+}
+
+/* The public keep-and-re-raise API (errors.h): take, copy, raise, free. */
+static int raise_kept(tr_error_t *e) { return tr_error_raise(e); }
+
+Test(error, take_copy_raise_public, .timeout = 10) {
+  tr_error_clear();
+  cr_assert_eq(tr_fail("ValueError", "kept %d", 1), -TR_EAPP);
+  tr_error_t *e = tr_error_take();
+  cr_assert_not_null(e);
+  cr_assert_null(tr_error_last(), "take empties the slot");
+  cr_assert_eq(tr__error_set_canceller(e, "someone"), 0);
+  cr_assert_eq(tr__error_box(e, "src-actor"), 0);
+
+  tr_error_t *c = tr_error_copy(e);
+  cr_assert_not_null(c);
+  cr_assert_neq(c, e);
+  cr_assert_str_eq(tr_error_type(c), "RemoteActorError");
+  cr_assert_str_eq(tr_error_src_type(c), "ValueError");
+  cr_assert_str_eq(tr_error_canceller(c), "someone");
+  cr_assert_str_eq(tr_error_message(c), "kept 1");
+  tr_error_free(c);
+  tr_error_free(NULL);
+  cr_assert_null(tr_error_copy(NULL));
+
+  /* Cleanup records errors of its own... */
+  cr_assert_eq(TR_ERROR(-TR_ECLOSED, "cleanup"), -TR_ECLOSED);
+  size_t hops = tr_error_trace_len(e);
+  /* ...and the kept error comes back whole, the re-raise site a new hop. */
+  cr_assert_eq(raise_kept(e), -TR_EREMOTE);
+  const tr_error_t *last = tr_error_last();
+  cr_assert_eq(last, e);
+  cr_assert_str_eq(tr_error_src(last), "src-actor");
+  cr_assert_str_eq(tr_error_canceller(last), "someone");
+  cr_assert_eq(tr_error_trace_len(last), hops + 1);
+  cr_assert_not_null(strstr(tr_error_trace(last, hops), "raise_kept"));
+
+  cr_assert_eq(tr_error_raise(NULL), -TR_EINVAL);
+  cr_assert_eq(tr_error_code(tr_error_last()), -TR_EINVAL);
+  tr_error_clear();
 }

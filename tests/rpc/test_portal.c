@@ -8,8 +8,6 @@
 #define TR_TEST_WORKERS 2
 #include <tractor/testing.h>
 
-#include "runtime/error/error.h" /* tr__error_take/put: keep an error across a close */
-
 #define MS (1000 * 1000LL)
 
 static int add_one(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
@@ -214,15 +212,31 @@ TR_TEST(portal, run_in_actor_error_rereturned, .timeout = 60) {
   tr_portal_t *p = NULL;
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_run_in_actor(an, "failer", "test.math.fails", NULL, &p), 0);
+  tr_error_t *from_portal = NULL;
   for (int i = 0; p && i < 3; i++) {
     tr_check_rc(tr_portal_result(p, NULL), -TR_EREMOTE);
     const tr_error_t *e = tr_error_last();
     tr_check(e && strcmp(tr_error_type(e), "RemoteActorError") == 0, "boxed");
     tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ValueError") == 0,
              "boxed type");
+    if (i == 0)
+      from_portal = tr_error_copy(e);
   }
-  /* The child's failure is the nursery's too (one cancels all). */
-  tr_check_rc(tr_actor_nursery_close(an), -TR_EAPP);
+  /* The child's failure is the nursery's too (one cancels all), in the
+   * same shape: one failure, one error (tractor boxes both). */
+  tr_check_rc(tr_actor_nursery_close(an), -TR_EREMOTE);
+  const tr_error_t *from_close = tr_error_last();
+  tr_check(from_portal && from_close, "both errors");
+  if (from_portal && from_close) {
+    tr_check_eq(tr_error_code(from_close), tr_error_code(from_portal));
+    tr_check_str_eq(tr_error_type(from_close), tr_error_type(from_portal));
+    tr_check_str_eq(tr_error_boxed_type(from_close), tr_error_boxed_type(from_portal));
+    tr_check_str_eq(tr_error_src(from_close), "failer");
+    tr_check_str_eq(tr_error_src(from_portal), "failer");
+    tr_check_str_eq(tr_error_message(from_close), tr_error_message(from_portal));
+    tr_check_eq(tr_error_relay_len(from_close), tr_error_relay_len(from_portal));
+  }
+  tr_error_free(from_portal);
   if (p)
     tr_check_rc(tr_portal_result(p, NULL), -TR_EREMOTE);
   tr_portal_release(p);
@@ -243,8 +257,11 @@ TR_TEST(portal, group_of_25_failing_children, .timeout = 60) {
   tr_check_rc(rc, -TR_EGROUP);
   size_t n = rc == -TR_EGROUP ? tr_error_group_count(g) : 0;
   tr_check_eq(n, 25);
-  for (size_t i = 0; i < n; i++)
-    tr_check_str_eq(tr_error_type(tr_error_group_get(g, i)), "ValueError");
+  for (size_t i = 0; i < n; i++) {
+    tr_check_str_eq(tr_error_type(tr_error_group_get(g, i)), "RemoteActorError");
+    tr_check_str_eq(tr_error_boxed_type(tr_error_group_get(g, i)), "ValueError");
+    tr_check_str_eq(tr_error_src(tr_error_group_get(g, i)), "failer");
+  }
   for (int i = 0; i < 25; i++)
     tr_portal_release(ps[i]);
   return 0;
@@ -306,11 +323,10 @@ static int relay(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   rc = tr_start_actor(an, "leaf", math_ns, 1, &leaf);
   if (rc == 0)
     rc = tr_portal_run(leaf, "test.math.fails", NULL, NULL); /* -TR_EREMOTE */
-  tr_error_t *err = tr__error_take();                        /* keep it across the close */
+  tr_error_t *err = rc ? tr_error_take() : NULL;             /* keep it across the close */
   tr_actor_nursery_close(an);
   tr_portal_release(leaf);
-  tr__error_put(err);
-  return rc;
+  return err ? tr_error_raise(err) : rc;
 }
 TR_EXPORT_FN("test.relay", "relay", relay)
 
@@ -323,8 +339,12 @@ TR_TEST(portal, relayed_error_keeps_source, .timeout = 60) {
   if (mid) {
     tr_check_rc(tr_portal_run(mid, "test.relay.relay", NULL, NULL), -TR_EREMOTE);
     const tr_error_t *e = tr_error_last();
-    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ValueError") == 0,
-             "original type kept");
+    /* tractor: boxed_type is what the last hop raised, src_type the
+     * original. */
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "RemoteActorError") == 0,
+             "boxed type is the relaying hop's");
+    tr_check(e && tr_error_src_type(e) && strcmp(tr_error_src_type(e), "ValueError") == 0,
+             "original type kept as the source type");
     tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "leaf") == 0, "source kept");
     tr_check(e && tr_error_relay_len(e) == 1, "one relay hop");
     tr_check(e && tr_error_relay_len(e) == 1 && strcmp(tr_error_relay(e, 0), "middle") == 0,

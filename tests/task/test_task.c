@@ -487,12 +487,15 @@ TR_TEST(actor_nursery, one_cancels_all, .timeout = 60) {
   tr_check_rc(tr_actor_nursery_spawn(an, "sleeper2", child_sleeps_long, &cancelled, NULL), 0);
   tr_check_rc(tr_actor_nursery_spawn(an, "failer", child_fails, (void *)10, NULL), 0);
   tr_check_rc(tr_sleep(10000 * MS), -TR_ECANCELED); /* one cancels all */
-  tr_assert_rc(tr_actor_nursery_close(an), -TR_EAPP);
+  /* The child's failure boxed, as tractor's RemoteActorError (and as
+   * tr_portal_result gives it). */
+  tr_assert_rc(tr_actor_nursery_close(an), -TR_EREMOTE);
   tr_assert_eq(__atomic_load_n(&cancelled, __ATOMIC_RELAXED), 2);
   tr_assert(tr_now() - t0 < 5000 * MS);
   const tr_error_t *e = tr_error_last();
   tr_assert(e != NULL);
-  tr_assert_str_eq(tr_error_type(e), "ValueError");
+  tr_assert_str_eq(tr_error_type(e), "RemoteActorError");
+  tr_assert_str_eq(tr_error_boxed_type(e), "ValueError");
   tr_assert_str_eq(tr_error_src(e), "failer");
   return 0;
 }
@@ -504,9 +507,16 @@ TR_TEST(actor_nursery, failures_are_grouped, .timeout = 60) {
   tr_check_rc(tr_actor_nursery_spawn(an, "f2", child_fails, (void *)0, NULL), 0);
   int rc = tr_actor_nursery_close(an);
   /* Both fail at once (no sleep), or the second is cancelled first. */
-  tr_assert(rc == -TR_EGROUP || rc == -TR_EAPP, "rc %d %s", rc, tr_errname(rc));
-  if (rc == -TR_EGROUP)
-    tr_assert_eq(tr_error_group_count(tr_error_last()), 2);
+  tr_assert(rc == -TR_EGROUP || rc == -TR_EREMOTE, "rc %d %s", rc, tr_errname(rc));
+  if (rc == -TR_EGROUP) {
+    const tr_error_t *g = tr_error_last();
+    tr_assert_eq(tr_error_group_count(g), 2);
+    /* Members have the boxed shape too. */
+    for (size_t i = 0; i < tr_error_group_count(g); i++) {
+      tr_assert_eq(tr_error_code(tr_error_group_get(g, i)), -TR_EREMOTE);
+      tr_assert_str_eq(tr_error_boxed_type(tr_error_group_get(g, i)), "ValueError");
+    }
+  }
   return 0;
 }
 
