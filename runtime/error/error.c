@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,22 @@ struct tr_error {
 static char oom_type[] = "MemoryError";
 static char oom_message[] = "out of memory";
 static tr_error_t oom_error = {.code = -TR_ENOMEM, .type = oom_type, .message = oom_message};
+
+/* One shared, immutable error per code, for refusals on hot paths that
+ * must not allocate (tr__error_quick): the code's type and description,
+ * no trace.  The casts drop const from static strings nothing writes. */
+static tr_error_t quick_errors[TR_ERRNO_MAX_] = {
+#define TR__QUICK(name_, val_, type_, desc_)                                                       \
+  [val_] = {.code = -(val_), .type = (char *)(type_), .message = (char *)(desc_)},
+    TR_ERRNO_MAP(TR__QUICK)
+#undef TR__QUICK
+};
+
+/* The shared errors (out-of-memory and quick) are never freed or changed. */
+static bool is_static(const tr_error_t *e) {
+  uintptr_t p = (uintptr_t)e, lo = (uintptr_t)&quick_errors[0];
+  return e == &oom_error || (p >= lo && p < (uintptr_t)&quick_errors[TR_ERRNO_MAX_]);
+}
 
 /* ---- allocation ---------------------------------------------------------- */
 
@@ -195,7 +212,7 @@ tr_error_t *tr__error_group_new(const char *fmt, ...) {
 }
 
 void tr__error_free(tr_error_t *e) {
-  if (e == NULL || e == &oom_error)
+  if (e == NULL || is_static(e))
     return;
   free(e->type);
   free(e->boxed_type);
@@ -221,8 +238,8 @@ static bool copy_opt(char **dst, const char *src) {
 tr_error_t *tr__error_copy(const tr_error_t *e) {
   if (e == NULL)
     return NULL;
-  if (e == &oom_error)
-    return &oom_error;
+  if (is_static(e))
+    return (tr_error_t *)e; /* shared and immutable: the copy is itself */
   tr_error_t *c = xmalloc(sizeof *c);
   if (c == NULL)
     return &oom_error;
@@ -262,7 +279,7 @@ tr_error_t *tr__error_copy(const tr_error_t *e) {
 static int set_field(tr_error_t *e, char **field, const char *s) {
   if (e == NULL)
     return -TR_EINVAL;
-  if (e == &oom_error)
+  if (is_static(e))
     return -TR_ENOMEM;
   char *d = NULL;
   if (s != NULL && (d = xstrdup(s)) == NULL)
@@ -291,7 +308,7 @@ int tr__error_set_canceller(tr_error_t *e, const char *uid) {
 static int push_copy(tr_error_t *e, strvec_t *sv, const char *s) {
   if (e == NULL || s == NULL)
     return -TR_EINVAL;
-  if (e == &oom_error)
+  if (is_static(e))
     return -TR_ENOMEM;
   char *d = xstrdup(s);
   if (d == NULL || strvec_push(sv, d) != 0) {
@@ -308,7 +325,7 @@ int tr__error_relay_append(tr_error_t *e, const char *uid) {
 int tr__error_trace_append_str(tr_error_t *e, const char *hop) {
   if (e == NULL || hop == NULL)
     return -TR_EINVAL;
-  if (e == &oom_error)
+  if (is_static(e))
     return -TR_ENOMEM;
   if (e->trace.n >= TR__ERROR_TRACE_MAX) {
     e->trace_dropped++;
@@ -323,7 +340,7 @@ int tr__error_trace_append_str(tr_error_t *e, const char *hop) {
 int tr__error_trace_append(tr_error_t *e, const char *file, int line, const char *func) {
   if (e == NULL)
     return -TR_EINVAL;
-  if (e == &oom_error)
+  if (is_static(e))
     return -TR_ENOMEM;
   if (e->trace.n >= TR__ERROR_TRACE_MAX) {
     e->trace_dropped++;
@@ -341,7 +358,7 @@ int tr__error_trace_append(tr_error_t *e, const char *file, int line, const char
 int tr__error_box(tr_error_t *e, const char *src_uid) {
   if (e == NULL || src_uid == NULL)
     return -TR_EINVAL;
-  if (e == &oom_error)
+  if (is_static(e))
     return -TR_ENOMEM;
   if (e->src != NULL) {
     /* A relay: this hop re-raises what it received, so the type the next
@@ -396,7 +413,7 @@ int tr__error_group_add(tr_error_t *group, tr_error_t *member) {
   int rc = 0;
   if (group == NULL || member == NULL || member == group || group->code != -TR_EGROUP)
     rc = -TR_EINVAL;
-  else if (group == &oom_error)
+  else if (is_static(group))
     rc = -TR_ENOMEM;
   else if (member->height + 1 > TR__ERROR_GROUP_DEPTH_MAX)
     rc = -TR_EINVAL;
@@ -496,6 +513,14 @@ void tr__error_put(tr_error_t *e) {
 
 const tr_error_t *tr_error_last(void) { return *current_slot(false); }
 
+int tr__error_quick(int code) {
+  code = negative(code);
+  if (code == 0 || -code >= TR_ERRNO_MAX_)
+    return code;
+  tr__error_put(&quick_errors[-code]);
+  return code;
+}
+
 void tr_error_clear(void) { tr__error_put(NULL); }
 
 /* ---- keeping and re-raising (the public side of take/put/copy) ------------ */
@@ -558,7 +583,7 @@ int tr__error_trace_here(int rc, const char *file, int line, const char *func) {
   if (rc >= 0)
     return rc;
   tr_error_t *e = *current_slot(false);
-  if (e != NULL && e != &oom_error && e->code == rc)
+  if (e != NULL && !is_static(e) && e->code == rc)
     (void)tr__error_trace_append(e, file, line, func);
   return rc;
 }

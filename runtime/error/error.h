@@ -69,15 +69,15 @@ tr_error_t *tr__error_copy(const tr_error_t *e);
  */
 void tr__error_free(tr_error_t *e);
 
-/* 1 when e is the shared static out-of-memory error, which the mutators
- * below refuse to change. */
+/* 1 when e is the shared static out-of-memory error.  The mutators below
+ * refuse to change it, and the other shared errors of tr__error_quick. */
 int tr__error_is_oom(const tr_error_t *e);
 
 /*
  * Mutators.  Each copies its string argument (NULL clears the field where
  * that makes sense) and returns 0, -TR_EINVAL (NULL e, or NULL where a
  * string is required) or -TR_ENOMEM (e is unchanged; also returned for the
- * static out-of-memory error).
+ * shared static errors: out-of-memory, tr__error_quick's).
  * Ownership: borrows the arguments.  Threads: the owner's.
  */
 int tr__error_set_src(tr_error_t *e, const char *uid);
@@ -144,6 +144,18 @@ void tr__error_put(tr_error_t *e);
  * whose error went to the thread slot will not find it through the hook).
  */
 void tr__error_set_slot_hook(tr_error_t **(*hook)(void));
+
+/*
+ * Records, without allocating, a shared immutable error for code (its
+ * tractor type and tr_strerror description, no trace) as the current
+ * task's error, and returns code (made negative).  For refusals on paths
+ * that run in tight loops or must not allocate (tr_send's back-pressure
+ * and dead letters), where TR_ERROR's message and trace would cost an
+ * allocation per failed call.  Mutators refuse the shared errors;
+ * freeing and copying them is free (a copy is the same object).
+ * Threads: as tr_error_last.
+ */
+int tr__error_quick(int code);
 
 /*
  * The library's common refusals, recorded (TR_ERROR) as the calling

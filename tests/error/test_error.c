@@ -561,3 +561,28 @@ Test(error, take_copy_raise_public, .timeout = 10) {
   cr_assert_eq(tr_error_code(tr_error_last()), -TR_EINVAL);
   tr_error_clear();
 }
+
+/* tr__error_quick: a shared error per code, recorded without allocating. */
+Test(error, quick_errors_are_shared_and_immutable, .timeout = 10) {
+  tr__error_inject_oom(0); /* every allocation of this module fails */
+  cr_assert_eq(tr__error_quick(TR_EAGAIN), -TR_EAGAIN);
+  tr__error_inject_oom(-1);
+  const tr_error_t *e = tr_error_last();
+  cr_assert_not_null(e);
+  cr_assert_eq(tr_error_code(e), -TR_EAGAIN);
+  cr_assert_str_eq(tr_error_type(e), tr_errtype(-TR_EAGAIN));
+  cr_assert_str_eq(tr_error_message(e), tr_strerror(-TR_EAGAIN));
+  cr_assert_eq(tr_error_trace_len(e), 0);
+  cr_assert_eq(tr__error_is_oom(e), 0);
+  tr_error_t *mut = (tr_error_t *)e;
+  cr_assert_eq(tr__error_set_src(mut, "x"), -TR_ENOMEM, "mutators refuse shared errors");
+  cr_assert_null(tr_error_src(e));
+  cr_assert_eq(tr_error_copy(e), e, "a copy is the shared error itself");
+  tr_error_free(mut); /* a no-op */
+  cr_assert_eq(tr__error_quick(-TR_EAGAIN), -TR_EAGAIN);
+  cr_assert_eq(tr_error_last(), e, "one object per code");
+  cr_assert_eq(tr__error_quick(-TR_ECLOSED), -TR_ECLOSED);
+  cr_assert_eq(tr_error_code(tr_error_last()), -TR_ECLOSED);
+  tr_error_clear();
+  cr_assert_null(tr_error_last());
+}
