@@ -17,6 +17,10 @@
  *     -TR_ECANCELED at once, also on every later call, so cleanup runs but
  *     cannot block (libdill's rule).  A shielded scope is not affected by
  *     the cancellation of scopes outside it.
+ *   - tr_nursery_start (trio's nursery.start) starts a task and waits until
+ *     it reports, with tr_task_started, that it is ready.
+ *   - A channel (tr_chan_*, trio's memory channel) hands values between
+ *     the tasks of one actor, bounded, with EOF on close.
  *
  * C has no `async with`: every open has a close, in LIFO order, on the
  * same task.  Scopes live in the caller's memory (usually its stack).
@@ -130,6 +134,53 @@ int tr_nursery_open(tr_nursery_t **out);
  */
 int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_opts_t *opts);
 
+/*
+ * trio's nursery.start: starts fn(arg) as a new task of the current actor
+ * and waits until it calls tr_task_started(value) (trio's
+ * task_status.started), then returns 0 with *value set to that value
+ * (value may be NULL to drop it).  The task then goes on running in
+ * nursery n, as if started with tr_nursery_spawn.
+ *
+ * Until it calls tr_task_started the new task runs under the caller, not
+ * under n (trio runs it in a nursery of its own inside start): it is
+ * cancelled with the caller's scopes, n's cancellation does not reach it,
+ * and its failure is the caller's, not n's (n's other children are not
+ * cancelled by it).  n waits for it from the start (its close does not
+ * return before the task has ended), as trio's pending starts.
+ *
+ * Returns 0; the task's own failure when it failed before calling
+ * tr_task_started (its error object becomes the caller's tr_error_last);
+ * -TR_ECANCELED when the caller is cancelled before the task started:
+ * the wait, like tr_nursery_close's, is not interrupted, the cancellation
+ * reaches the task instead, and tr_nursery_start returns once the task
+ * has ended (a task that calls tr_task_started after that gets
+ * -TR_ECANCELED there and is not moved, as trio's started() in a
+ * cancelled start); -TR_EAPP with type "RuntimeError" when the task
+ * returned without calling tr_task_started (trio's "child exited without
+ * calling task_status.started()"); -TR_ECLOSED (n is closing or closed),
+ * -TR_EPERM (not a task of n's actor), -TR_EINVAL or -TR_ENOMEM.  On any
+ * failure *value is NULL.
+ * Ownership: as tr_nursery_spawn; the started value passes to the caller.
+ * Threads: a task of n's actor.
+ */
+int tr_nursery_start(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_opts_t *opts,
+                     void **value);
+
+/*
+ * Called by a task started with tr_nursery_start: hands value to the
+ * waiting tr_nursery_start and moves the task into its nursery.  A task
+ * function cannot take a task_status argument in C, so this applies to
+ * the current task's pending start.  Returns 0 (the value is delivered);
+ * -TR_ECANCELED when the caller of tr_nursery_start has been cancelled
+ * (the value is not delivered and stays the task's; the task is
+ * cancelled too and should return); -TR_EINVAL when no tr_nursery_start
+ * waits for this task (it was spawned, or started was already called);
+ * -TR_EPERM outside a task.  Never blocks.
+ * Ownership: on 0, value passes to the caller of tr_nursery_start.
+ * Threads: the started task.
+ */
+int tr_task_started(void *value);
+
 /* Cancels the nursery's scope: every child and the parent's code inside
  * the nursery see -TR_ECANCELED.  Threads: as tr_scope_cancel. */
 int tr_nursery_cancel(tr_nursery_t *n);
@@ -181,6 +232,115 @@ int tr_recv(tr_msg_t **out);
  * wait: keep it valid).  Threads: a task.
  */
 int tr_to_thread(void *(*fn)(void *), void *arg, void **result);
+
+/* ---- channels between tasks ------------------------------------------------ */
+
+/*
+ * A bounded channel between the tasks of one actor (trio's memory
+ * channel): tr_chan_send blocks while the buffer holds `capacity` items,
+ * tr_chan_recv blocks while it is empty, and both are cancellation points.
+ * Capacity 0 (trio's default) is a rendezvous: a send completes only when
+ * a receiver takes the item.  TR_CHAN_UNBOUNDED never blocks senders (the
+ * buffer grows as needed).  Items are handed over in FIFO order, and
+ * blocked senders and receivers are served in the order they blocked.
+ *
+ * One object serves both ends (C has no clones to count): tr_chan_close
+ * ends it for everybody.  Receivers then drain what is buffered and get
+ * -TR_EEOF (trio's EndOfChannel); senders, blocked or not, get
+ * -TR_ECLOSED.
+ *
+ * Items are void pointers (NULL is a valid item); the channel never looks
+ * at them.  Ownership of an item passes from the sender to the receiver
+ * when tr_chan_send returns 0; a send that fails leaves it the sender's.
+ * Items still buffered when the channel is freed are dropped, not freed:
+ * drain a channel (close, then receive until -TR_EEOF) when they own
+ * memory.
+ *
+ * A channel belongs to the actor of the task that created it and only its
+ * tasks may use it (a channel between actors is a tr_send or a context
+ * stream): a call from elsewhere is refused with -TR_EPERM.  No lock is
+ * taken, no message is sent: a hand-off is a direct switch between two
+ * tasks of the same actor.
+ *
+ *     static int producer(void *arg) {
+ *         tr_chan_t *ch = arg;
+ *         for (intptr_t i = 1; i <= 3; i++)
+ *             if (tr_chan_send(ch, (void *)i) != 0)
+ *                 break;
+ *         return tr_chan_close(ch);         // the consumer gets -TR_EEOF
+ *     }
+ *
+ *     tr_chan_t *ch;
+ *     tr_nursery_t *n;
+ *     void *item;
+ *     tr_chan_new(&ch, 0);                  // rendezvous, as trio's default
+ *     tr_nursery_open(&n);
+ *     tr_nursery_spawn(n, producer, ch, NULL);
+ *     while (tr_chan_recv(ch, &item) == 0)
+ *         printf("%ld\n", (long)(intptr_t)item);
+ *     tr_nursery_close(n);
+ *     tr_chan_free(ch);
+ */
+typedef struct tr_chan tr_chan_t;
+
+/* Capacity for a channel whose senders never block. */
+#define TR_CHAN_UNBOUNDED SIZE_MAX
+
+/*
+ * Creates a channel for the tasks of the current actor that buffers up to
+ * `capacity` items (0: rendezvous).  Returns 0, -TR_EPERM (not in a task)
+ * or -TR_ENOMEM.
+ * Ownership: *out is the caller's, freed with tr_chan_free.
+ * Threads: a task.
+ */
+int tr_chan_new(tr_chan_t **out, size_t capacity);
+
+/*
+ * Sends item: hands it to the first waiting receiver, or buffers it, or
+ * blocks until one of those is possible.  Returns 0 (without yielding
+ * when it did not have to wait), -TR_ECANCELED (the item was not sent),
+ * -TR_ECLOSED (the channel is closed, also when it closes while this
+ * waits), -TR_EPERM (not a task of the channel's actor) or -TR_ENOMEM
+ * (an unbounded buffer could not grow); every failure leaves an error
+ * object.
+ * Ownership: on 0, item passes to the receiver; otherwise it stays the
+ * caller's.  Threads: a task of the channel's actor.
+ */
+int tr_chan_send(tr_chan_t *ch, void *item);
+
+/*
+ * Receives the next item into *item, blocking while none is buffered and
+ * no sender waits.  Returns 0, -TR_EEOF once the channel is closed and
+ * drained, -TR_ECANCELED (nothing was taken), -TR_EPERM; every failure
+ * leaves an error object and sets *item to NULL.
+ * Ownership: on 0, *item is the caller's.
+ * Threads: a task of the channel's actor.
+ */
+int tr_chan_recv(tr_chan_t *ch, void **item);
+
+/* trio's send_nowait / receive_nowait: as above but never block, and not
+ * cancellation points.  -TR_EAGAIN (trio's WouldBlock) instead of
+ * waiting. */
+int tr_chan_send_nowait(tr_chan_t *ch, void *item);
+int tr_chan_recv_nowait(tr_chan_t *ch, void **item);
+
+/*
+ * Closes the channel: later sends get -TR_ECLOSED, receives get the items
+ * still buffered and then -TR_EEOF; tasks blocked on it are woken with
+ * those results.  Idempotent; never blocks.  Returns 0 or -TR_EPERM.
+ * Threads: a task of the channel's actor.
+ */
+int tr_chan_close(tr_chan_t *ch);
+
+/*
+ * Frees the channel.  Refused with -TR_EBUSY while a task is inside a
+ * blocking call on it (blocked, or woken and not yet returned): close it
+ * and let those tasks finish (a nursery close) first.  Returns 0,
+ * -TR_EBUSY or -TR_EPERM; NULL is a no-op.
+ * Ownership: buffered items are dropped (see above).
+ * Threads: a task of the channel's actor.
+ */
+int tr_chan_free(tr_chan_t *ch);
 
 /* ---- actor nurseries ------------------------------------------------------- */
 

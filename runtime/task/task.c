@@ -245,6 +245,7 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
 }
 
 static void nursery_child_done(struct tr_nursery *n, tr_task_t *t);
+static void start_child_done(tr_tasks_t *ts, tr_task_t *t);
 
 /* The task's fn returned: unlink it, report to its nursery, free it (or
  * keep it as a zombie while wake messages still point at it). */
@@ -271,7 +272,9 @@ static void task_finished(tr_tasks_t *ts, tr_task_t *t) {
       t->error = NULL;
     }
   }
-  if (t->nursery)
+  if (t->start)
+    start_child_done(ts, t);
+  else if (t->nursery)
     nursery_child_done(t->nursery, t);
   if (t->refs == 0 && keep) {
     tr__error_free(t->error);
@@ -623,11 +626,136 @@ static void nursery_fail(struct tr_nursery *n, tr_task_t *t) {
   }
 }
 
+static void nursery_live_done(struct tr_nursery *n);
+
 static void nursery_child_done(struct tr_nursery *n, tr_task_t *t) {
   if (t->result < 0 && t->result != -TR_ECANCELED)
     nursery_fail(n, t);
+  nursery_live_done(n);
+}
+
+/*
+ * tr_nursery_start.  Until the new task calls tr_task_started it belongs
+ * to the caller, as in trio, where start runs it in a nursery of its own:
+ * its scope chain ends in the caller's innermost scope (`base`, stable
+ * while the caller waits) instead of the target nursery's, and its end is
+ * reported to this record, not to the target.  The target counts it in
+ * `live` from the start (trio's pending starts keep a nursery open).
+ * tr_task_started moves it: the link of its chain that pointed at base is
+ * pointed at the target's scope, which carries along every scope and
+ * nursery the task opened meanwhile.  The record lives on the caller's
+ * stack, which is safe because the caller waits until the task has either
+ * moved or ended.
+ */
+typedef struct tr_start {
+  tr_task_t *caller;
+  struct tr_nursery *target;
+  tr_scope_t *base;
+  void *value;
+  int result;        /* the task's result, when it ended unmoved */
+  tr_error_t *error; /* ... and its error object */
+  uint8_t started;   /* tr_task_started was called */
+  uint8_t moved;     /* ... and moved the task into the target */
+  uint8_t ended;     /* the task ended without moving */
+} tr_start_t;
+
+static void nursery_live_done(struct tr_nursery *n) {
   if (--n->live == 0 && n->waiting)
     ready_push(tasks_of(n->parent), n->parent);
+}
+
+static void start_child_done(tr_tasks_t *ts, tr_task_t *t) {
+  tr_start_t *st = t->start;
+  t->start = NULL;
+  st->ended = 1;
+  st->result = t->result;
+  st->error = t->error; /* the caller's failure now, if any */
+  t->error = NULL;
+  nursery_live_done(st->target);
+  if (st->caller->state == TR_TASK_BLOCKED)
+    ready_push(ts, st->caller);
+}
+
+int tr_nursery_start(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_opts_t *opts,
+                     void **value) {
+  tr_task_t *t = current();
+  if (value)
+    *value = NULL;
+  if (!n || !fn)
+    return TR_ERROR(-TR_EINVAL, "tr_nursery_start: no nursery or no function");
+  if (!t || t->actor != n->parent->actor)
+    return TR_ERROR(-TR_EPERM, "tr_nursery_start: not a task of the nursery's actor");
+  if (n->closing)
+    return TR_ERROR(-TR_ECLOSED, "tr_nursery_start: the nursery is closing");
+  if (task_cancelled(t)) {
+    t->cancel_seen++;
+    return TR_ERROR(-TR_ECANCELED, "tr_nursery_start cancelled");
+  }
+  tr_task_t *c;
+  int rc = task_new(t->actor, fn, arg, opts, &c);
+  if (rc)
+    return TR_ERROR(rc, "tr_nursery_start: no memory for the task");
+  tr_start_t st = {.caller = t, .target = n, .base = t->scope};
+  const char *name = c->name; /* c is gone once it has ended */
+  c->start = &st;
+  c->scope = t->scope; /* runs under the caller until it has started */
+  n->live++;
+  ready_push(tasks_of(t), c);
+  while (!st.moved && !st.ended)
+    block(t, 0); /* as nursery close: cancellation reaches the task */
+  if (st.moved) {
+    if (value)
+      *value = st.value;
+    return 0;
+  }
+  if (st.result < 0 && st.result != -TR_ECANCELED) {
+    if (!st.error)
+      st.error = tr__error_new(st.result, NULL, "task %s failed before it started: %s", name,
+                               tr_strerror(st.result));
+    tr__error_put(st.error); /* the task's failure is the caller's */
+    return TR_TRACE(st.result);
+  }
+  tr__error_free(st.error);
+  if (task_cancelled(t)) {
+    t->cancel_seen++;
+    return TR_ERROR(-TR_ECANCELED, "tr_nursery_start cancelled before the task started");
+  }
+  return tr_fail("RuntimeError", "child exited without calling tr_task_started()");
+}
+
+int tr_task_started(void *value) {
+  tr_task_t *t = current();
+  if (!t)
+    return TR_ERROR(-TR_EPERM, "tr_task_started: not in a task");
+  tr_start_t *st = t->start;
+  if (!st || st->started)
+    return TR_ERROR(-TR_EINVAL, "tr_task_started: no tr_nursery_start waits for this task");
+  st->started = 1;
+  tr_tasks_t *ts = tasks_of(t);
+  if (chain_cancelled(st->base, ts)) {
+    /* trio's started() in a cancelled start: the task stays with the
+     * caller, which returns -TR_ECANCELED once the task has ended. */
+    t->cancel_seen++;
+    return TR_ERROR(-TR_ECANCELED, "tr_task_started: the caller of tr_nursery_start was "
+                                   "cancelled; the value was not delivered");
+  }
+  tr_scope_t **pp = &t->scope;
+  while (*pp != st->base) {
+    TR_ASSERT(*pp && (*pp)->task_ == t);
+    pp = &(*pp)->parent_;
+  }
+  *pp = &st->target->scope;
+  t->start = NULL;
+  t->nursery = st->target;
+  st->value = value;
+  st->moved = 1;
+  if (st->caller->state == TR_TASK_BLOCKED)
+    ready_push(ts, st->caller);
+  /* Moved under a cancelled nursery: tasks this one started meanwhile may
+   * be blocked and must see it now, as after any cancel. */
+  if (chain_cancelled(&st->target->scope, ts))
+    wake_cancelled(ts);
+  return 0;
 }
 
 int tr_nursery_close(tr_nursery_t *n) {

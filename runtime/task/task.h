@@ -15,6 +15,7 @@ struct tr_actor;
 struct tr_worker;
 struct tr_error;
 struct tr_nursery;
+struct tr_start;
 
 /* System message tags (tr_msg_t.tag with flags_ & TR_MSGF_SYS); tag 0 is
  * the shutdown wake-up handled by the scheduler itself. */
@@ -37,7 +38,8 @@ typedef struct tr_task {
   struct tr_task *ready_next;
   struct tr_task *prev, *next; /* the actor's live tasks */
   tr_scope_t *scope;           /* innermost open scope (chain via parent_) */
-  struct tr_nursery *nursery;  /* NULL for the main task */
+  struct tr_nursery *nursery;  /* NULL for the main task and a pending start */
+  struct tr_start *start;      /* tr_nursery_start waiting for this task */
   tr_task_fn fn;
   void *arg;
   int result;

@@ -1,8 +1,11 @@
 /*
  * Task workloads (issue 3), run inside one task actor each:
  *
- *   task_switch   two tasks of one actor take turns through tr_checkpoint;
- *                 rate = task-to-task switches per second.
+ *   task_switch   two tasks of one actor play ping-pong through two
+ *                 rendezvous channels (tr_chan_*, capacity 0): every
+ *                 hand-off wakes the other task and blocks this one, so
+ *                 rate = task-to-task switches (= items handed over) per
+ *                 second.
  *   task_spawn    spawn + join of N tasks that return at once, in nursery
  *                 rounds of 1000; rate = tasks per second.
  *   cancel_storm  a nursery of N sleeping tasks is cancelled; secs = from
@@ -37,29 +40,69 @@ static int run_in_task_actor(tr_task_fn fn, task_bench_t *tb) {
 
 /* ---- task_switch ---------------------------------------------------------- */
 
-static int switcher(void *arg) {
-  task_bench_t *tb = arg;
+typedef struct switch_ctx {
+  task_bench_t *tb;
+  tr_chan_t *ping, *pong; /* rendezvous channels, one per direction */
+  uint64_t bad;           /* values that came back wrong */
+} switch_ctx_t;
+
+/* Sends 0, 1, 2, ... and waits for each to come back: two hand-offs, two
+ * switches, per round.  Closing the channel ends the other side. */
+static int pinger(void *arg) {
+  switch_ctx_t *c = arg;
+  task_bench_t *tb = c->tb;
+  void *item;
+  int rc = 0;
   for (uint64_t i = 0; i < tb->n / 2; i++) {
-    int rc = tr_checkpoint();
-    if (rc != 0)
-      return rc;
-    tb->count++; /* tasks of one actor never run at once */
+    if ((rc = tr_chan_send(c->ping, (void *)(uintptr_t)i)) != 0 ||
+        (rc = tr_chan_recv(c->pong, &item)) != 0)
+      break;
+    if ((uintptr_t)item != i)
+      c->bad++;
+    tb->count += 2; /* tasks of one actor never run at once */
   }
-  return 0;
+  int crc = tr_chan_close(c->ping);
+  return rc ? rc : crc;
+}
+
+/* Sends back whatever it receives, until the pinger closes. */
+static int ponger(void *arg) {
+  switch_ctx_t *c = arg;
+  void *item;
+  int rc;
+  while ((rc = tr_chan_recv(c->ping, &item)) == 0)
+    if ((rc = tr_chan_send(c->pong, item)) != 0)
+      return rc;
+  return rc == -TR_EEOF ? 0 : rc;
 }
 
 static int switch_main(void *arg) {
   task_bench_t *tb = arg;
+  switch_ctx_t c = {.tb = tb};
   tr_nursery_t *n;
-  int rc = tr_nursery_open(&n);
-  if (rc)
+  int rc = tr_chan_new(&c.ping, 0);
+  if (rc == 0)
+    rc = tr_chan_new(&c.pong, 0);
+  if (rc == 0)
+    rc = tr_nursery_open(&n);
+  if (rc) {
+    (void)tr_chan_free(c.ping); /* NULL, or not yet used: frees */
+    (void)tr_chan_free(c.pong);
     return rc;
+  }
   double t0 = bench_now();
-  tr_nursery_spawn(n, switcher, tb, NULL);
-  tr_nursery_spawn(n, switcher, tb, NULL);
-  rc = tr_nursery_close(n);
+  /* The ponger first, so that it already waits when the first ping comes. */
+  if ((rc = tr_nursery_spawn(n, ponger, &c, NULL)) == 0)
+    rc = tr_nursery_spawn(n, pinger, &c, NULL);
+  if (rc)
+    (void)tr_chan_close(c.ping); /* the ponger, if it started, ends */
+  int crc = tr_nursery_close(n);
   tb->secs = bench_now() - t0;
-  return rc;
+  (void)tr_chan_free(c.ping); /* every task is done: nobody waits on them */
+  (void)tr_chan_free(c.pong);
+  if (rc == 0 && crc == 0 && c.bad != 0)
+    tb->count = 0; /* a value came back wrong: the check fails */
+  return rc ? rc : crc;
 }
 
 int bench_task_switch(uint64_t n, bench_result_t *res) {
