@@ -169,10 +169,7 @@ static tr_task_t *owner_task(const tr_chan_t *ch, const char *what) {
   return t;
 }
 
-static int cancelled(tr_task_t *t, const char *what) {
-  t->cancel_seen++; /* a blocking call observed the cancellation */
-  return TR_ERROR(-TR_ECANCELED, "%s cancelled", what);
-}
+#define cancelled(t, what) tr__task_observe_cancel((t), "%s cancelled", (what))
 
 /* Without waiting: hands item to a blocked receiver or buffers it.
  * Returns 0, -TR_EAGAIN, -TR_ECLOSED or -TR_ENOMEM (no error object). */
