@@ -224,7 +224,9 @@ typedef struct tr_stats {
  * Snapshot of the runtime's counters; after tr_run has returned, the
  * figures of the run that ended.  Counters are summed from per-worker
  * slots without stopping the world, so a snapshot taken while actors run is
- * approximate.
+ * approximate; but an actor is counted as exited (actors_live,
+ * actors_exited) before tr_join or tr_actor_nursery_close can return for
+ * it, so a leak check right after either sees it gone.
  * Threads: any thread.
  */
 void tr_stats(tr_stats_t *out);

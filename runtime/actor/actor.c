@@ -254,14 +254,20 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   live_remove(a);
   if (a->on_exit)
     a->on_exit(a->state);
-  tr__tasks_notify_exit(a); /* an actor-nursery child tells its parent */
+  /* The counters move before anyone hears of the exit: the report to an
+   * actor nursery below and TR_AF_DONE both come after, so tr_stats read
+   * after tr_actor_nursery_close or tr_join returned sees this actor gone
+   * (the message push and the flag are releases the reader acquires).
+   * live cannot reach 0 here while a parent waits for the report: the
+   * parent is itself live. */
   TR_COUNT(w, exited, 1);
+  uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
+  tr__tasks_notify_exit(a); /* an actor-nursery child tells its parent */
   /* tr_join returns on DONE, so a joiner may free what on_exit used.
    * seq_cst pairs with tr_join's increment of joiners (Dekker): either we
    * see the joiner and broadcast, or it sees TR_AF_DONE. */
   tr_for_seqcst(&a->flags, TR_AF_DONE);
   int joined = tr_load_seqcst(&a->joiners) != 0;
-  uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
   if (joined || live_before == 1)
     tr__rt_broadcast();
   tr_actor_release(a); /* the actor's own reference */
