@@ -89,8 +89,10 @@ typedef void (*tr_behaviour_fn)(void *state, tr_msg_t *msg);
 void tr_msg_take(tr_msg_t *msg);
 
 typedef struct tr_spawn_opts {
-  /* Name for logs and diagnostics.  Borrowed: must outlive the actor
-   * (normally a string literal).  NULL means "actor". */
+  /* Name for errors and diagnostics.  Copied: the caller's string may
+   * be freed or reused once tr_spawn has returned (as every name handed
+   * to the runtime: task, child and daemon names too).  NULL means
+   * "actor". */
   const char *name;
   /* 0 = unbounded.  Otherwise tr_send returns -TR_EAGAIN while this many
    * messages are queued and not yet handled. */
@@ -107,7 +109,7 @@ typedef struct tr_spawn_opts {
  * Ownership: state is borrowed by the actor until on_exit (if any) is
  * called.  When ref is not NULL, *ref holds one reference the caller must
  * release with tr_actor_release; pass NULL when no reference is wanted.
- * opts may be NULL (defaults) and is not retained (but opts->name is).
+ * opts may be NULL (defaults) and is not retained (opts->name is copied).
  * Threads: any thread while tr_run is running.
  */
 int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts, tr_actor_t **ref);
@@ -132,9 +134,15 @@ int tr_send(tr_actor_t *to, tr_msg_t *msg);
 int tr_send_u64(tr_actor_t *to, uint32_t tag, uint64_t v);
 
 /*
- * The actor whose behaviour is running on this thread, or NULL.
- * Ownership: borrowed; valid until the behaviour returns.  Use
- * tr_actor_dup to keep it.
+ * The actor running on this thread: the one whose behaviour is being
+ * called, or whose task is running (any task actor: tr_main's root, actor
+ * nursery children, daemons, tr_spawn_task_actor's).  NULL elsewhere:
+ * tr_run's root function, on_exit callbacks, tr_to_thread functions and
+ * other threads.
+ * Ownership: borrowed; valid until the behaviour returns, or for as long
+ * as the task runs (an actor outlives its tasks).  Use tr_actor_dup to
+ * keep it.
+ * Threads: any.
  */
 tr_actor_t *tr_self(void);
 
@@ -153,7 +161,8 @@ tr_actor_t *tr_actor_dup(tr_actor_t *a);
  * reference.  NULL is a no-op.  Threads: any thread. */
 void tr_actor_release(tr_actor_t *a);
 
-/* The name given at spawn.  Ownership: borrowed (see tr_spawn_opts_t). */
+/* The name given at spawn (the runtime's copy).  Ownership: borrowed,
+ * valid as long as the caller holds its reference to a. */
 const char *tr_actor_name(const tr_actor_t *a);
 
 /* A process-unique id (never reused while the runtime runs). */

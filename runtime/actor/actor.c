@@ -117,7 +117,12 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
     *ref = NULL;
   if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
     return -TR_ENORUNTIME;
-  tr_actor_t *a = malloc(sizeof(*a));
+  /* The name is copied right behind the actor, in the same allocation: it
+   * lives exactly as long as the actor's memory (its last reference), and
+   * an unnamed actor costs nothing more. */
+  const char *name = opts ? opts->name : NULL;
+  size_t name_len = name ? strlen(name) + 1 : 0;
+  tr_actor_t *a = malloc(sizeof(*a) + name_len);
   if (!a)
     return -TR_ENOMEM;
   memset(a, 0, sizeof(*a));
@@ -125,7 +130,7 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
   a->refs = ref ? 2 : 1; /* the actor's own, plus the caller's */
   a->behaviour = behaviour;
   a->state = state;
-  a->name = (opts && opts->name) ? opts->name : "actor";
+  a->name = name ? memcpy(a + 1, name, name_len) : "actor";
   a->limit = opts ? opts->mailbox_limit : 0;
   a->on_exit = opts ? opts->on_exit : NULL;
   a->tasks = tasks;

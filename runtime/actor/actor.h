@@ -35,7 +35,7 @@ struct tr_actor {
   tr_behaviour_fn behaviour;
   void *state;
   void (*on_exit)(void *state);
-  const char *name;
+  const char *name;                       /* a copy, stored right after the struct (or "actor") */
   struct tr_actor *sched_next;            /* inject-queue link (scheduler) */
   struct tr_actor *live_prev, *live_next; /* live list (shard lock) */
   struct tr_tasks *tasks;                 /* NULL for a behaviour-only actor */

@@ -74,9 +74,10 @@ void tr__an_child_exited(tr_an_child_t *c) {
     tr_error_t *e = c->error;
     c->error = NULL;
     if (!e)
-      e = tr__error_new(c->result, NULL, "actor %s failed: %s", c->name, tr_strerror(c->result));
+      e = tr__error_new(c->result, NULL, "actor %s failed: %s", tr_actor_name(c->actor),
+                        tr_strerror(c->result));
     c->result_error = tr__error_copy(e); /* for tr_portal_result */
-    (void)tr__error_set_src(e, c->name);
+    (void)tr__error_set_src(e, tr_actor_name(c->actor));
     an->nfail++;
     if (an->nfail == 1) {
       an->first_rc = c->result;
@@ -148,8 +149,8 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
     return -TR_ENOMEM;
   c->an = an;
   c->daemon = (uint8_t)(daemon != 0);
-  c->name = name ? name : "child";
-  tr_spawn_opts_t o = {.name = c->name};
+  /* The actor keeps its own copy of the name (c reads it from there). */
+  tr_spawn_opts_t o = {.name = name ? name : "child"};
   tr_actor_t *a;
   /* Spawned with its main task ready; the watch is set before its first
    * turn can run: tr_spawn_task_actor schedules it through a message,

@@ -175,8 +175,16 @@ static void task_entry(void *arg) {
   t->result = t->fn(t->arg);
 }
 
+/* Frees the task's copy of its name when it is not inline. */
+static void task_name_free(tr_task_t *t) {
+  if (t->name != t->name_buf)
+    free((char *)t->name);
+  t->name = NULL;
+}
+
 static void task_free(tr_task_t *t) {
   tr__error_free(t->error);
+  task_name_free(t);
   free(t);
 }
 
@@ -199,6 +207,17 @@ static void set_label(char *buf, size_t cap, const char *actor, const char *task
 
 static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_opts_t *opts,
                     tr_task_t **out) {
+  /* The name is copied (names are never borrowed): into the task itself
+   * when it fits, the usual case, which costs a strlen and a memcpy;
+   * longer names cost a malloc. */
+  const char *name = (opts && opts->name) ? opts->name : "task";
+  size_t name_len = strlen(name) + 1;
+  char *long_name = NULL;
+  if (name_len > sizeof(((tr_task_t *)0)->name_buf)) {
+    if (!(long_name = malloc(name_len)))
+      return -TR_ENOMEM;
+    memcpy(long_name, name, name_len);
+  }
   tr_tasks_t *spares = a->tasks;
   tr_task_t *t;
   if (spares->spare && (!opts || opts->stack_size == 0)) {
@@ -211,6 +230,7 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
     t->has_stack = 1;
     t->needs_reset = 1;
   } else if (!(t = calloc(1, sizeof(*t)))) {
+    free(long_name);
     return -TR_ENOMEM;
   }
   /* The stack is taken at the first switch into the task (tasks_run), so
@@ -219,7 +239,12 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
   t->actor = a;
   t->fn = fn;
   t->arg = arg;
-  t->name = (opts && opts->name) ? opts->name : "task";
+  if (long_name) {
+    t->name = long_name;
+  } else {
+    memcpy(t->name_buf, name, name_len);
+    t->name = t->name_buf;
+  }
   set_label(t->label, sizeof(t->label), a->name, t->name);
   tr_tasks_t *ts = a->tasks;
   t->next = ts->all;
@@ -263,6 +288,7 @@ static void task_finished(tr_tasks_t *ts, tr_task_t *t) {
   if (t->refs == 0 && keep) {
     tr__error_free(t->error);
     t->error = NULL;
+    task_name_free(t);
     t->next = ts->spare;
     ts->spare = t;
     ts->nspare++;

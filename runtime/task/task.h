@@ -52,8 +52,13 @@ typedef struct tr_task {
   void *job_result;       /* tr_to_thread: the finished job's result */
   size_t stack_size;      /* requested; 0 = default */
   struct tr_error *error; /* this task's tr_error_last */
-  const char *name;
+  const char *name;       /* a copy: name_buf, or malloc'd when longer */
+  char name_buf[32];
   char label[64];
+  /* What the task waits for while TR_TASK_BLOCKED: the blocking call's
+   * name (a string literal), for the hang report (runtime/hang.c).  Set by
+   * the caller of block(), cleared when the task resumes. */
+  const char *blocked_on;
 } tr_task_t;
 
 typedef struct tr_tasks {
@@ -99,9 +104,8 @@ typedef struct tr_tasks {
 /* An actor-nursery child as the parent sees it (actor_nursery.c). */
 typedef struct tr_an_child {
   struct tr_an_child *next;
-  struct tr_actor *actor; /* a reference */
+  struct tr_actor *actor; /* a reference; its name is the child's */
   struct tr_actor_nursery *an;
-  const char *name;
   int result;
   struct tr_error *error; /* the child's main task error, if it failed */
   uint8_t exited, cancel_sent;
