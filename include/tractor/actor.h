@@ -20,7 +20,12 @@
  *
  * tr_run returns only after the root function has returned and every actor
  * has exited (a nursery around the whole program), then joins every worker
- * thread and frees everything the runtime owns.
+ * thread and frees everything the runtime owns.  An actor forgotten there
+ * (never told to exit) would hang the program silently; instead, a few
+ * seconds after the root returned, tr_run prints to stderr which actors it
+ * is still waiting for and what they are blocked on (see
+ * tr_config_t.hang_report_ns).  That report is the only thing the library
+ * prints, besides fatal errors and tr_main's note of a signal.
  */
 #ifndef TRACTOR_ACTOR_H
 #define TRACTOR_ACTOR_H
@@ -191,14 +196,23 @@ typedef struct tr_config {
   int workers;
   /* Messages an actor handles per turn before yielding its worker; 0 = 64. */
   int batch;
+  /* The hang report: once the root has returned (tr_run's root function,
+   * tr_main's root task), if tr_run is still waiting for actors after this
+   * many nanoseconds, it prints once to stderr which actors are alive
+   * (name, kind, mailbox depth, what each task is blocked on) and keeps
+   * waiting.  0 = 5 s; < 0 = never.  The environment variable
+   * TR_HANG_REPORT_MS, when set to an integer, overrides it (milliseconds;
+   * 0 or less = never). */
+  int64_t hang_report_ns;
 } tr_config_t;
 
 typedef int (*tr_root_fn)(void *arg);
 
 /*
  * Starts the runtime, calls root(arg) on the calling thread, waits until
- * root has returned and every actor has exited, then stops and joins the
- * workers and frees every actor and pooled message.  Returns root's result,
+ * root has returned and every actor has exited (printing the hang report
+ * once if that takes hang_report_ns), then stops and joins the workers and
+ * frees every actor and pooled message.  Returns root's result,
  * or -TR_EBUSY (a runtime is already running in this process), -TR_EINVAL
  * or -TR_ENOMEM when the runtime cannot start (root is then not called).
  * Ownership: cfg may be NULL (defaults) and is not retained.

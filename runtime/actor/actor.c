@@ -134,6 +134,7 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
   a->limit = opts ? opts->mailbox_limit : 0;
   a->on_exit = opts ? opts->on_exit : NULL;
   a->tasks = tasks;
+  a->kind = tasks ? TR_AK_TASK : TR_AK_BEHAVIOUR; /* not shared yet: no atomic needed */
   tr_worker_t *w = tr__worker_self();
   tr_faa_relaxed(&tr__rt.live, 1); /* before it can exit and decrement */
   int rc = live_insert(w, a);
@@ -153,6 +154,8 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
 static void dead_letter(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   if (!(m->flags_ & TR_MSGF_SYS))
     TR_COUNT(w, dead_letters, 1);
+  else if (m->tag == TR_SYS_DESCRIBE)
+    tr__hang_drop(m); /* the report's request: give its slot back */
   if (m->body != 0)
     tr__rpc_bounce(a, m); /* a call to a dead actor gets an answer */
   tr__msg_dispose(w, m);
@@ -296,6 +299,10 @@ static void task_actor_run(tr_worker_t *w, tr_actor_t *a) {
       tr__msg_dispose(w, m); /* a shutdown wake-up: handled above */
       continue;
     }
+    if (m->flags_ & TR_MSGF_SYS && m->tag == TR_SYS_DESCRIBE) {
+      tr__hang_answer(w, a, m); /* no task runs now: their states are settled */
+      continue;
+    }
     if (a->limit && !(m->flags_ & TR_MSGF_SYS))
       tr_faa_relaxed(&a->qlen, (uint32_t)-1); /* reserved by tr_send */
     handled++;
@@ -330,7 +337,10 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
     if (!m)
       break;
     if (TR_UNLIKELY(m->flags_ & TR_MSGF_SYS)) {
-      tr__msg_dispose(w, m); /* a wake-up: its only job was scheduling us */
+      if (m->tag == TR_SYS_DESCRIBE)
+        tr__hang_answer(w, a, m);
+      else
+        tr__msg_dispose(w, m); /* a wake-up: its only job was scheduling us */
       continue;
     }
     if (a->limit)

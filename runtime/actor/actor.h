@@ -22,6 +22,22 @@
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
 
+/* A system message (TR_MSGF_SYS) the actor layer answers itself, for both
+ * kinds of actor, before the task layer sees any message: a request of the
+ * hang report (runtime/hang.c), ptr = its slot.  The task layer's tags
+ * (runtime/task/task.h) stay below it. */
+#define TR_SYS_DESCRIBE 0x100u
+
+/* What kind of actor it is, for diagnostics (the hang report). */
+enum {
+  TR_AK_BEHAVIOUR = 0, /* tr_spawn */
+  TR_AK_TASK,          /* tr_spawn_task_actor */
+  TR_AK_ROOT,          /* tr_main's root actor */
+  TR_AK_CHILD,         /* tr_actor_nursery_spawn */
+  TR_AK_DAEMON,        /* tr_start_actor */
+  TR_AK_RUN_IN_ACTOR,  /* tr_run_in_actor */
+};
+
 struct tr_actor {
   tr_mbox_t mbox;
   uint32_t refs;    /* atomic: references, incl. the actor's own while alive */
@@ -30,7 +46,8 @@ struct tr_actor {
   uint32_t flags;   /* atomic: TR_AF_* */
   uint32_t joiners; /* atomic: threads in tr_join on this actor */
   uint16_t shard;   /* live-list shard that holds it */
-  uint16_t pad_;
+  uint8_t kind;     /* atomic (relaxed): TR_AK_*, for diagnostics only */
+  uint8_t pad_;
   uint64_t id;
   tr_behaviour_fn behaviour;
   void *state;
@@ -57,6 +74,11 @@ void tr__actor_run(struct tr_worker *w, struct tr_actor *a);
  * job.  Returns 0 or -TR_ECLOSED (msg dead-lettered).  Used by tr_send and
  * by the runtime's own wake-ups. */
 int tr__actor_push(struct tr_actor *a, tr_msg_t *msg);
+
+/* Sets a's kind (TR_AK_*) for diagnostics.  Threads: any. */
+static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {
+  tr_store_relaxed(&a->kind, (uint8_t)kind); /* read by the hang report only */
+}
 
 /* Makes every live actor exit at its next turn, waking idle ones with a
  * system message.  Call after setting the runtime's stopping flag.

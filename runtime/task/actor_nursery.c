@@ -161,6 +161,7 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
     return rc;
   }
   c->actor = a;
+  tr__actor_set_kind(a, daemon ? TR_AK_DAEMON : TR_AK_CHILD);
   c->next = an->children;
   an->children = c;
   an->live++;
@@ -200,13 +201,16 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an) {
       request_cancel_all(an); /* only daemons left: end them (tractor) */
     an->waiting = 1;
     if (an->cancelling && !an->forced) {
-      if (tr_now() >= an->force_at)
+      if (tr_now() >= an->force_at) {
         force_cancel_all(an);
-      else
+      } else {
+        t->blocked_on = "tr_actor_nursery_close (children being cancelled)";
         tr__task_wait_until(t, an->force_at);
+      }
     } else {
       /* Cancellable until the children are being cancelled, so that a
        * cancel of the parent is noticed here; then only exits wake us. */
+      t->blocked_on = "tr_actor_nursery_close";
       tr__task_block(t, !an->cancelling);
     }
     an->waiting = 0;

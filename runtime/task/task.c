@@ -105,7 +105,8 @@ static int task_cancelled(tr_task_t *t) { return chain_cancelled(t->scope, tasks
 
 /* Blocks the running task until something makes it ready again.  With
  * `cancellable`, a cancellation of the task's scopes also wakes it.  The
- * task may come back on another worker thread. */
+ * task may come back on another worker thread.  The caller names what it
+ * waits for in t->blocked_on first (the hang report shows it). */
 static void block(tr_task_t *t, int cancellable) {
   t->state = TR_TASK_BLOCKED;
   t->cancellable = (uint8_t)cancellable;
@@ -113,6 +114,7 @@ static void block(tr_task_t *t, int cancellable) {
   tr_worker_t *w = tr__worker_self();
   tr__fiber_switch(&t->fiber, &w->main);
   /* Resumed by tr__tasks_run, perhaps on another worker: re-read TLS. */
+  t->blocked_on = NULL;
 }
 
 static int observed_cancel(tr_task_t *t) {
@@ -652,6 +654,7 @@ int tr_nursery_close(tr_nursery_t *n) {
   n->closing = 1;
   while (n->live > 0) {
     n->waiting = 1;
+    t->blocked_on = "tr_nursery_close";
     block(t, 0); /* no child outlives the nursery: not cancellable */
     n->waiting = 0;
   }
@@ -710,6 +713,7 @@ int tr_sleep_until(int64_t deadline) {
   }
   t->refs++;
   t->timer_fired = 0;
+  t->blocked_on = "tr_sleep";
   block(t, 1);
   if (t->timer_fired)
     return 0;
@@ -753,6 +757,7 @@ int tr_recv(tr_msg_t **out) {
     else
       ts->recv_head = t;
     ts->recv_tail = t;
+    t->blocked_on = "tr_recv";
     block(t, 1);
     /* Woken by a message (dispatch dequeued us) or by a cancellation (we
      * may still be queued: leave the queue). */
@@ -850,14 +855,25 @@ struct main_ctx {
   int result;
 };
 
+/* The root actor's main task: the user's root, after which the hang
+ * report's delay starts (the root actor itself may then still be alive,
+ * for an abandoned tr_to_thread call, say). */
+static int main_task(void *arg) {
+  struct main_ctx *c = arg;
+  int rc = c->fn(c->arg);
+  tr__rt_root_returned();
+  return rc;
+}
+
 static int main_root(void *arg) {
   struct main_ctx *c = arg;
   tr_spawn_opts_t o = {.name = "root"};
   tr_actor_t *a;
-  int rc = tr_spawn_task_actor(c->fn, c->arg, &o, &a);
+  int rc = tr_spawn_task_actor(main_task, c, &o, &a);
   if (rc)
     return rc;
-  tr_join(a, -1);
+  tr__actor_set_kind(a, TR_AK_ROOT);
+  tr__rt_wait_end(a); /* tr_join, with the hang report */
   c->result = tr_task_actor_result(a);
   tr_actor_release(a);
   return 0;
