@@ -26,6 +26,10 @@
 #include "runtime/runtime.h"
 #include "runtime/task/task.h"
 
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(struct tr_actor) == 112, "an actor and a short name fit 128 bytes");
+#endif
+
 /* ---- references ------------------------------------------------------ */
 
 tr_actor_t *tr_actor_dup(tr_actor_t *a) {
@@ -52,7 +56,7 @@ void tr_actor_release(tr_actor_t *a) {
     actor_free(a);
 }
 
-const char *tr_actor_name(const tr_actor_t *a) { return a ? a->name : NULL; }
+const char *tr_actor_name(const tr_actor_t *a) { return a ? (a->named ? a->name : "actor") : NULL; }
 uint64_t tr_actor_id(const tr_actor_t *a) { return a ? a->id : 0; }
 
 int tr_actor_exited(const tr_actor_t *a) {
@@ -117,9 +121,8 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
     *ref = NULL;
   if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
     return -TR_ENORUNTIME;
-  /* The name is copied right behind the actor, in the same allocation: it
-   * lives exactly as long as the actor's memory (its last reference), and
-   * an unnamed actor costs nothing more. */
+  /* The name is copied into the actor's own allocation: it lives exactly
+   * as long as the actor's memory (its last reference). */
   const char *name = opts ? opts->name : NULL;
   size_t name_len = name ? strlen(name) + 1 : 0;
   tr_actor_t *a = malloc(sizeof(*a) + name_len);
@@ -130,7 +133,10 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
   a->refs = ref ? 2 : 1; /* the actor's own, plus the caller's */
   a->behaviour = behaviour;
   a->state = state;
-  a->name = name ? memcpy(a + 1, name, name_len) : "actor";
+  if (name) {
+    memcpy(a->name, name, name_len);
+    a->named = 1;
+  }
   a->limit = opts ? opts->mailbox_limit : 0;
   a->on_exit = opts ? opts->on_exit : NULL;
   a->tasks = tasks;

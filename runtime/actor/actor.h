@@ -1,9 +1,10 @@
 /*
  * Internal view of an actor.  The public handle is the opaque tr_actor_t.
  *
- * Layout, about 120 bytes (128 with malloc's header), so a million idle
- * actors cost ~128 MB: the mailbox first (producers touch `mbox.head`,
- * `refs` and `qlen`), then what only the running worker reads.
+ * Layout, 112 bytes plus the name (128 with malloc's header for names of
+ * up to 7 bytes), so a million idle actors cost ~128 MB: the mailbox first
+ * (producers touch `mbox.head`, `refs` and `qlen`), then what only the
+ * running worker reads.
  */
 #ifndef TR_ACTOR_ACTOR_H
 #define TR_ACTOR_ACTOR_H
@@ -47,15 +48,18 @@ struct tr_actor {
   uint32_t joiners; /* atomic: threads in tr_join on this actor */
   uint16_t shard;   /* live-list shard that holds it */
   uint8_t kind;     /* atomic (relaxed): TR_AK_*, for diagnostics only */
-  uint8_t pad_;
+  uint8_t named;    /* name[] holds a copy of the spawn name */
   uint64_t id;
   tr_behaviour_fn behaviour;
   void *state;
   void (*on_exit)(void *state);
-  const char *name;                       /* a copy, stored right after the struct (or "actor") */
   struct tr_actor *sched_next;            /* inject-queue link (scheduler) */
   struct tr_actor *live_prev, *live_next; /* live list (shard lock) */
   struct tr_tasks *tasks;                 /* NULL for a behaviour-only actor */
+  /* The spawn name, copied into the actor's own allocation (when named):
+   * the 112-byte struct and a name of up to 7 bytes still fit malloc's
+   * 128-byte chunk, so a short name costs no memory. */
+  char name[];
 };
 
 /* Spawns an actor; with `tasks`, a task actor (behaviour unused) whose task

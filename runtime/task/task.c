@@ -177,11 +177,13 @@ static void task_entry(void *arg) {
   t->result = t->fn(t->arg);
 }
 
-/* Frees the task's copy of its name when it is not inline. */
+/* Frees the task's copy of its name when it has one of its own (a name
+ * too long to stay whole in the label). */
 static void task_name_free(tr_task_t *t) {
-  if (t->name != t->name_buf)
+  if (t->name_owned)
     free((char *)t->name);
   t->name = NULL;
+  t->name_owned = 0;
 }
 
 static void task_free(tr_task_t *t) {
@@ -190,15 +192,24 @@ static void task_free(tr_task_t *t) {
   free(t);
 }
 
-/* "actor A, task T", truncated to fit: what a stack overflow reports.
+/* Writes "actor A, task T", truncated to fit: what a stack overflow
+ * reports.  Returns where T starts in buf when it fits whole, else NULL.
  * By hand rather than snprintf, which cost a quarter of a task spawn. */
-static void set_label(char *buf, size_t cap, const char *actor, const char *task) {
+static const char *set_label(char *buf, size_t cap, const char *actor, const char *task) {
   const char *parts[4] = {"actor ", actor, ", task ", task};
-  size_t n = 0;
-  for (int i = 0; i < 4; i++)
-    for (const char *p = parts[i]; *p && n + 1 < cap; p++)
+  size_t n = 0, task_at = 0;
+  for (int i = 0; i < 4; i++) {
+    const char *p = parts[i];
+    task_at = n;
+    for (; *p && n + 1 < cap; p++)
       buf[n++] = *p;
+    if (*p) {
+      buf[n] = '\0';
+      return NULL; /* cut short */
+    }
+  }
   buf[n] = '\0';
+  return buf + task_at;
 }
 
 /* Finished tasks an actor keeps, stack and all, for its next spawns: a
@@ -209,19 +220,9 @@ static void set_label(char *buf, size_t cap, const char *actor, const char *task
 
 static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_opts_t *opts,
                     tr_task_t **out) {
-  /* The name is copied (names are never borrowed): into the task itself
-   * when it fits, the usual case, which costs a strlen and a memcpy;
-   * longer names cost a malloc. */
-  const char *name = (opts && opts->name) ? opts->name : "task";
-  size_t name_len = strlen(name) + 1;
-  char *long_name = NULL;
-  if (name_len > sizeof(((tr_task_t *)0)->name_buf)) {
-    if (!(long_name = malloc(name_len)))
-      return -TR_ENOMEM;
-    memcpy(long_name, name, name_len);
-  }
   tr_tasks_t *spares = a->tasks;
   tr_task_t *t;
+  int reused = 0;
   if (spares->spare && (!opts || opts->stack_size == 0)) {
     t = spares->spare;
     spares->spare = t->next;
@@ -231,9 +232,27 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
     t->fiber = fiber;
     t->has_stack = 1;
     t->needs_reset = 1;
+    reused = 1;
   } else if (!(t = calloc(1, sizeof(*t)))) {
-    free(long_name);
     return -TR_ENOMEM;
+  }
+  /* The name is copied (names are never borrowed).  The label holds it
+   * whole in the usual case, and the name then points there at no cost;
+   * only a name the label cuts short gets a copy of its own. */
+  const char *name = (opts && opts->name) ? opts->name : "task";
+  t->name = set_label(t->label, sizeof(t->label), a->named ? a->name : "actor", name);
+  if (TR_UNLIKELY(!t->name)) {
+    if (!(t->name = strdup(name))) {
+      if (reused) { /* give it back as it was */
+        t->next = spares->spare;
+        spares->spare = t;
+        spares->nspare++;
+      } else {
+        free(t);
+      }
+      return -TR_ENOMEM;
+    }
+    t->name_owned = 1;
   }
   /* The stack is taken at the first switch into the task (tasks_run), so
    * a nursery that spawns many short tasks holds few stacks at a time. */
@@ -241,13 +260,6 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
   t->actor = a;
   t->fn = fn;
   t->arg = arg;
-  if (long_name) {
-    t->name = long_name;
-  } else {
-    memcpy(t->name_buf, name, name_len);
-    t->name = t->name_buf;
-  }
-  set_label(t->label, sizeof(t->label), a->name, t->name);
   tr_tasks_t *ts = a->tasks;
   t->next = ts->all;
   if (ts->all)

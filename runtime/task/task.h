@@ -49,12 +49,12 @@ typedef struct tr_task {
   uint8_t timer_fired;    /* the current sleep's timer delivered */
   uint8_t has_stack;      /* the fiber has been given its stack */
   uint8_t needs_reset;    /* a reused task: reset the fiber before running */
+  uint8_t name_owned;     /* name is a malloc'd copy (too long for label) */
   void *job_result;       /* tr_to_thread: the finished job's result */
   size_t stack_size;      /* requested; 0 = default */
   struct tr_error *error; /* this task's tr_error_last */
-  const char *name;       /* a copy: name_buf, or malloc'd when longer */
-  char name_buf[32];
-  char label[64];
+  const char *name;       /* a copy: inside label, or malloc'd (name_owned) */
+  char label[64];         /* "actor A, task T" */
   /* What the task waits for while TR_TASK_BLOCKED: the blocking call's
    * name (a string literal), for the hang report (runtime/hang.c).  Set by
    * the caller of block(), cleared when the task resumes. */
