@@ -91,6 +91,9 @@ static int count_of(const char *hay, const char *needle) {
 
 /* ---- the forgotten actors ------------------------------------------------------ */
 
+/* The report delays below (a few hundred ms) leave the forgotten actors
+ * ample time to reach their blocking calls before the report, also under
+ * the sanitizers on a loaded machine. */
 static struct scenario {
   int64_t delay_ns;    /* the run's report delay: the reader waits 3 of them */
   tr_actor_t *idle;    /* a behaviour, waiting for mail */
@@ -189,7 +192,7 @@ static void check_report(const char *out) {
  * names each, once, and tr_run keeps waiting until they are released. */
 Test(hang, report_names_forgotten_actors_once, .timeout = 120) {
   memset(&sc, 0, sizeof sc);
-  sc.delay_ns = 50 * MS;
+  sc.delay_ns = 250 * MS;
   unsetenv("TR_HANG_REPORT_MS");
   tr_config_t cfg = {.workers = 2, .hang_report_ns = sc.delay_ns};
   capture_begin();
@@ -208,8 +211,8 @@ Test(hang, report_names_forgotten_actors_once, .timeout = 120) {
  * a report that the configuration turned off. */
 Test(hang, env_sets_the_delay, .timeout = 120) {
   memset(&sc, 0, sizeof sc);
-  sc.delay_ns = 40 * MS;
-  setenv("TR_HANG_REPORT_MS", "40", 1);
+  sc.delay_ns = 200 * MS;
+  setenv("TR_HANG_REPORT_MS", "200", 1);
   tr_config_t cfg = {.workers = 2, .hang_report_ns = -1};
   capture_begin();
   int rc = tr_run(&cfg, forgetful_root, NULL);
@@ -228,7 +231,7 @@ static int forgetful_root_task(void *arg) {
 
 Test(hang, tr_main_reports_after_the_root_task, .timeout = 120) {
   memset(&sc, 0, sizeof sc);
-  sc.delay_ns = 50 * MS;
+  sc.delay_ns = 250 * MS;
   unsetenv("TR_HANG_REPORT_MS");
   tr_config_t cfg = {.workers = 2, .hang_report_ns = sc.delay_ns};
   capture_begin();
