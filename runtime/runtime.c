@@ -1,11 +1,14 @@
 /*
  * tr_run: start, run the root function, wait for every actor, stop.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <tractor/actor.h>
+#include <tractor/time.h>
 
 #include "runtime/error/error.h"
 #include "runtime/fiber/fiber.h"
@@ -27,6 +30,56 @@ void tr__rt_broadcast(void) {
   pthread_mutex_unlock(&tr__rt.wait_lock);
 }
 
+void tr__rt_root_returned(void) {
+  int64_t none = 0;
+  /* Release pairs with the acquire in hang_due; the CAS keeps the first
+   * call's time (tr_main's root task comes before tr_run's own call). */
+  if (tr_cas_acqrel(&tr__rt.root_done, &none, tr_now()))
+    tr__rt_broadcast(); /* a waiter in tr__rt_wait_end recomputes its deadline */
+}
+
+/* When the hang report is due on tr_now's clock, or INT64_MAX when it is
+ * not (the root has not returned, the report is off or already printed).
+ * Called with wait_lock held. */
+static int64_t hang_due(void) {
+  int64_t done = tr_load_acquire(&tr__rt.root_done);
+  if (done == 0 || tr__rt.hang_ns < 0 || tr__rt.hang_reported)
+    return INT64_MAX;
+  return tr__rt.hang_ns > INT64_MAX - done ? INT64_MAX : done + tr__rt.hang_ns;
+}
+
+void tr__rt_wait_end(tr_actor_t *a) {
+  /* As in tr_join: a counted joiner makes the exiting actor broadcast
+   * (seq_cst, Dekker with actor_finish_exit's TR_AF_DONE then joiners). */
+  if (a)
+    tr_faa_seqcst(&a->joiners, 1);
+  pthread_mutex_lock(&tr__rt.wait_lock);
+  for (;;) {
+    if (a ? (tr_load_seqcst(&a->flags) & TR_AF_DONE) != 0 : tr_load_acquire(&tr__rt.live) == 0)
+      break;
+    int64_t due = hang_due();
+    if (due == INT64_MAX) {
+      pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
+      continue;
+    }
+    int64_t now = tr_now();
+    if (now >= due) {
+      /* Only this thread prints, and only once.  The report waits on the
+       * same condition variable for the actors' answers: unlock. */
+      tr__rt.hang_reported = 1;
+      pthread_mutex_unlock(&tr__rt.wait_lock);
+      tr__hang_report(now - tr_load_acquire(&tr__rt.root_done));
+      pthread_mutex_lock(&tr__rt.wait_lock);
+      continue;
+    }
+    struct timespec ts = {.tv_sec = due / 1000000000LL, .tv_nsec = due % 1000000000LL};
+    (void)pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &ts);
+  }
+  pthread_mutex_unlock(&tr__rt.wait_lock);
+  if (a)
+    tr_faa_seqcst(&a->joiners, (uint32_t)-1);
+}
+
 static int config_workers(const tr_config_t *cfg) {
   int n = cfg ? cfg->workers : 0;
   const char *env = getenv("TR_WORKERS");
@@ -41,6 +94,23 @@ static int config_workers(const tr_config_t *cfg) {
     n = c > 0 ? (int)c : 1;
   }
   return n > TR_MAX_WORKERS ? TR_MAX_WORKERS : n;
+}
+
+/* tr_config_t.hang_report_ns, unless TR_HANG_REPORT_MS is an integer:
+ * then that many milliseconds, or never for 0 or less.  0 = the default;
+ * < 0 = never (returned as -1). */
+static int64_t config_hang(const tr_config_t *cfg) {
+  int64_t ns = cfg ? cfg->hang_report_ns : 0;
+  const char *env = getenv("TR_HANG_REPORT_MS");
+  if (env && *env) {
+    char *end;
+    long long v = strtoll(env, &end, 10);
+    if (*end == '\0')
+      ns = v > 0 ? (v > INT64_MAX / 1000000 ? INT64_MAX : v * 1000000) : -1;
+  }
+  if (ns == 0)
+    ns = TR_HANG_REPORT_DEFAULT_NS;
+  return ns < 0 ? -1 : ns;
 }
 
 static void sum_counters(tr_counters_t *t, const tr_counters_t *c) {
@@ -97,6 +167,7 @@ int tr_shutdown(void) {
 static int rt_init(const tr_config_t *cfg) {
   memset(&tr__rt, 0, sizeof(tr__rt));
   tr__rt.batch = (cfg && cfg->batch > 0) ? cfg->batch : TR_DEFAULT_BATCH;
+  tr__rt.hang_ns = config_hang(cfg);
   int n = config_workers(cfg);
   pthread_mutex_init(&tr__rt.inject_lock, NULL);
   pthread_mutex_init(&tr__rt.wait_lock, NULL);
@@ -159,11 +230,10 @@ int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {
   }
   int result = root(arg);
 
-  /* Structured end: the root's actors are its children; wait for all. */
-  pthread_mutex_lock(&tr__rt.wait_lock);
-  while (tr_load_acquire(&tr__rt.live) != 0)
-    pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
-  pthread_mutex_unlock(&tr__rt.wait_lock);
+  /* Structured end: the root's actors are its children; wait for all
+   * (and say which ones, if that takes long: a forgotten actor). */
+  tr__rt_root_returned();
+  tr__rt_wait_end(NULL);
 
   /* Pending timers hold actor references and messages: drop them while
    * the workers still run (a timer's release may free an actor). */

@@ -102,6 +102,12 @@ typedef struct tr_rt {
   uint32_t stopping; /* atomic: tr_shutdown was called */
   uint32_t quit;     /* atomic: workers exit (set by tr_run at the end) */
   uint64_t live;     /* atomic: spawned and not yet exited */
+  /* The hang report (hang.c): its delay after the root returned (< 0:
+   * never), when the root returned (tr_now clock; atomic, 0 = not yet),
+   * and whether it has been printed (set by tr_run's thread only). */
+  int64_t hang_ns;
+  int64_t root_done;
+  int hang_reported;
   /* tr_join and tr_run wait here; exiting actors broadcast. */
   pthread_mutex_t wait_lock;
   pthread_cond_t wait_cv;
@@ -176,6 +182,32 @@ void tr__reactor_stop(void);
 
 /* Wakes tr_join/tr_run waiters. */
 void tr__rt_broadcast(void);
+
+/* The hang report's delay when neither tr_config_t.hang_report_ns nor
+ * TR_HANG_REPORT_MS says otherwise. */
+#define TR_HANG_REPORT_DEFAULT_NS (5 * 1000000000LL)
+
+/* The root function has returned (tr_run's, or tr_main's root task): the
+ * hang report's delay starts now.  Only the first call counts.
+ * Threads: any. */
+void tr__rt_root_returned(void);
+
+/* Waits, on tr_run's thread, until actor a has finished its exit
+ * (TR_AF_DONE), or with a == NULL until no actor is live.  Once the root
+ * has returned and the wait has lasted the hang report's delay, prints the
+ * report (once per run) and keeps waiting.  Threads: tr_run's. */
+void tr__rt_wait_end(struct tr_actor *a);
+
+/* The hang report (hang.c).  tr__hang_report prints, to stderr, every
+ * live actor with its kind, mailbox depth and what each of its tasks is
+ * blocked on; `since_ns` is how long ago the root returned.  Threads:
+ * tr_run's, not holding wait_lock. */
+void tr__hang_report(int64_t since_ns);
+/* An actor's worker answers a TR_SYS_DESCRIBE request m (taking it), in
+ * the actor's turn with no task running; tr__hang_drop releases one that
+ * was never answered (a dead letter).  Threads: a's worker / any. */
+void tr__hang_answer(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m);
+void tr__hang_drop(tr_msg_t *m);
 
 /* Runs the lifetime stack (lifetime.c) until it is empty, newest callback
  * first, including callbacks pushed by callbacks.  Called by tr_run at its

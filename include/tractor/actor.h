@@ -20,7 +20,12 @@
  *
  * tr_run returns only after the root function has returned and every actor
  * has exited (a nursery around the whole program), then joins every worker
- * thread and frees everything the runtime owns.
+ * thread and frees everything the runtime owns.  An actor forgotten there
+ * (never told to exit) would hang the program silently; instead, a few
+ * seconds after the root returned, tr_run prints to stderr which actors it
+ * is still waiting for and what they are blocked on (see
+ * tr_config_t.hang_report_ns).  That report is the only thing the library
+ * prints, besides fatal errors and tr_main's note of a signal.
  */
 #ifndef TRACTOR_ACTOR_H
 #define TRACTOR_ACTOR_H
@@ -89,8 +94,10 @@ typedef void (*tr_behaviour_fn)(void *state, tr_msg_t *msg);
 void tr_msg_take(tr_msg_t *msg);
 
 typedef struct tr_spawn_opts {
-  /* Name for logs and diagnostics.  Borrowed: must outlive the actor
-   * (normally a string literal).  NULL means "actor". */
+  /* Name for errors and diagnostics.  Copied: the caller's string may
+   * be freed or reused once tr_spawn has returned (as every name handed
+   * to the runtime: task, child and daemon names too).  NULL means
+   * "actor". */
   const char *name;
   /* 0 = unbounded.  Otherwise tr_send returns -TR_EAGAIN while this many
    * messages are queued and not yet handled. */
@@ -107,7 +114,7 @@ typedef struct tr_spawn_opts {
  * Ownership: state is borrowed by the actor until on_exit (if any) is
  * called.  When ref is not NULL, *ref holds one reference the caller must
  * release with tr_actor_release; pass NULL when no reference is wanted.
- * opts may be NULL (defaults) and is not retained (but opts->name is).
+ * opts may be NULL (defaults) and is not retained (opts->name is copied).
  * Threads: any thread while tr_run is running.
  */
 int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts, tr_actor_t **ref);
@@ -132,9 +139,15 @@ int tr_send(tr_actor_t *to, tr_msg_t *msg);
 int tr_send_u64(tr_actor_t *to, uint32_t tag, uint64_t v);
 
 /*
- * The actor whose behaviour is running on this thread, or NULL.
- * Ownership: borrowed; valid until the behaviour returns.  Use
- * tr_actor_dup to keep it.
+ * The actor running on this thread: the one whose behaviour is being
+ * called, or whose task is running (any task actor: tr_main's root, actor
+ * nursery children, daemons, tr_spawn_task_actor's).  NULL elsewhere:
+ * tr_run's root function, on_exit callbacks, tr_to_thread functions and
+ * other threads.
+ * Ownership: borrowed; valid until the behaviour returns, or for as long
+ * as the task runs (an actor outlives its tasks).  Use tr_actor_dup to
+ * keep it.
+ * Threads: any.
  */
 tr_actor_t *tr_self(void);
 
@@ -153,7 +166,8 @@ tr_actor_t *tr_actor_dup(tr_actor_t *a);
  * reference.  NULL is a no-op.  Threads: any thread. */
 void tr_actor_release(tr_actor_t *a);
 
-/* The name given at spawn.  Ownership: borrowed (see tr_spawn_opts_t). */
+/* The name given at spawn (the runtime's copy).  Ownership: borrowed,
+ * valid as long as the caller holds its reference to a. */
 const char *tr_actor_name(const tr_actor_t *a);
 
 /* A process-unique id (never reused while the runtime runs). */
@@ -182,14 +196,23 @@ typedef struct tr_config {
   int workers;
   /* Messages an actor handles per turn before yielding its worker; 0 = 64. */
   int batch;
+  /* The hang report: once the root has returned (tr_run's root function,
+   * tr_main's root task), if tr_run is still waiting for actors after this
+   * many nanoseconds, it prints once to stderr which actors are alive
+   * (name, kind, mailbox depth, what each task is blocked on) and keeps
+   * waiting.  0 = 5 s; < 0 = never.  The environment variable
+   * TR_HANG_REPORT_MS, when set to an integer, overrides it (milliseconds;
+   * 0 or less = never). */
+  int64_t hang_report_ns;
 } tr_config_t;
 
 typedef int (*tr_root_fn)(void *arg);
 
 /*
  * Starts the runtime, calls root(arg) on the calling thread, waits until
- * root has returned and every actor has exited, then stops and joins the
- * workers and frees every actor and pooled message.  Returns root's result,
+ * root has returned and every actor has exited (printing the hang report
+ * once if that takes hang_report_ns), then stops and joins the workers and
+ * frees every actor and pooled message.  Returns root's result,
  * or -TR_EBUSY (a runtime is already running in this process), -TR_EINVAL
  * or -TR_ENOMEM when the runtime cannot start (root is then not called).
  * Ownership: cfg may be NULL (defaults) and is not retained.
@@ -224,7 +247,9 @@ typedef struct tr_stats {
  * Snapshot of the runtime's counters; after tr_run has returned, the
  * figures of the run that ended.  Counters are summed from per-worker
  * slots without stopping the world, so a snapshot taken while actors run is
- * approximate.
+ * approximate; but an actor is counted as exited (actors_live,
+ * actors_exited) before tr_join or tr_actor_nursery_close can return for
+ * it, so a leak check right after either sees it gone.
  * Threads: any thread.
  */
 void tr_stats(tr_stats_t *out);

@@ -268,8 +268,9 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * child for the nursery (one cancels all).  Returns 0, -TR_ENOFUNC,
  * -TR_EFUNCKIND, or as tr_actor_nursery_spawn (-TR_ECANCELED in a
  * cancelled scope: no child is started).
- * Ownership: args is borrowed (the child gets a reference); *out as
- * tr_start_actor.  Threads: the task that opened `an`.
+ * Ownership: name is copied; args is borrowed (the child gets a
+ * reference); *out as tr_start_actor.  Threads: the task that opened
+ * `an`.
  */
 int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
                     const tr_buf_t *args, tr_portal_t **out);

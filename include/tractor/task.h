@@ -109,7 +109,7 @@ int tr_fail_after(tr_scope_t *s, int64_t ns);
 typedef struct tr_nursery tr_nursery_t;
 
 typedef struct tr_task_opts {
-  const char *name;  /* for diagnostics; borrowed, must outlive the task */
+  const char *name;  /* for errors and diagnostics; copied (NULL: "task") */
   size_t stack_size; /* 0: the runtime default (64 KiB) */
 } tr_task_opts_t;
 
@@ -130,7 +130,7 @@ int tr_nursery_open(tr_nursery_t **out);
  * Returns 0, -TR_ECLOSED (the nursery is closing or closed), -TR_EPERM
  * (not a task of the nursery's actor) or -TR_ENOMEM.
  * Ownership: arg is borrowed by the task until fn returns; opts is not
- * retained (opts->name is).  Threads: a task of the same actor.
+ * retained (opts->name is copied).  Threads: a task of the same actor.
  */
 int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_opts_t *opts);
 
@@ -377,11 +377,11 @@ typedef struct tr_actor_nursery_opts {
  * Ownership: freed by tr_actor_nursery_close (exactly once, same task). */
 int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_t *opts);
 
-/* Starts a child actor named `name` (borrowed: must outlive the child)
- * whose main task runs fn(arg).  When ref is not NULL, *ref is a reference
- * for the caller to release.  Returns 0, -TR_ECLOSED (closing),
- * -TR_ECANCELED (the calling task is cancelled: nothing is started),
- * -TR_EPERM or -TR_ENOMEM.  Threads: the nursery's task. */
+/* Starts a child actor named `name` (NULL: "child") whose main task runs
+ * fn(arg).  Returns 0, -TR_ECLOSED (closing), -TR_ECANCELED (the calling
+ * task is cancelled: nothing is started), -TR_EPERM or -TR_ENOMEM.
+ * Ownership: name is copied; when ref is not NULL, *ref is a reference
+ * for the caller to release.  Threads: the nursery's task. */
 int tr_actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
                            tr_actor_t **ref);
 

@@ -26,6 +26,10 @@
 #include "runtime/runtime.h"
 #include "runtime/task/task.h"
 
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(struct tr_actor) == 112, "an actor and a short name fit 128 bytes");
+#endif
+
 /* ---- references ------------------------------------------------------ */
 
 tr_actor_t *tr_actor_dup(tr_actor_t *a) {
@@ -52,7 +56,7 @@ void tr_actor_release(tr_actor_t *a) {
     actor_free(a);
 }
 
-const char *tr_actor_name(const tr_actor_t *a) { return a ? a->name : NULL; }
+const char *tr_actor_name(const tr_actor_t *a) { return a ? (a->named ? a->name : "actor") : NULL; }
 uint64_t tr_actor_id(const tr_actor_t *a) { return a ? a->id : 0; }
 
 int tr_actor_exited(const tr_actor_t *a) {
@@ -117,7 +121,11 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
     *ref = NULL;
   if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
     return -TR_ENORUNTIME;
-  tr_actor_t *a = malloc(sizeof(*a));
+  /* The name is copied into the actor's own allocation: it lives exactly
+   * as long as the actor's memory (its last reference). */
+  const char *name = opts ? opts->name : NULL;
+  size_t name_len = name ? strlen(name) + 1 : 0;
+  tr_actor_t *a = malloc(sizeof(*a) + name_len);
   if (!a)
     return -TR_ENOMEM;
   memset(a, 0, sizeof(*a));
@@ -125,10 +133,14 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
   a->refs = ref ? 2 : 1; /* the actor's own, plus the caller's */
   a->behaviour = behaviour;
   a->state = state;
-  a->name = (opts && opts->name) ? opts->name : "actor";
+  if (name) {
+    memcpy(a->name, name, name_len);
+    a->named = 1;
+  }
   a->limit = opts ? opts->mailbox_limit : 0;
   a->on_exit = opts ? opts->on_exit : NULL;
   a->tasks = tasks;
+  a->kind = tasks ? TR_AK_TASK : TR_AK_BEHAVIOUR; /* not shared yet: no atomic needed */
   tr_worker_t *w = tr__worker_self();
   tr_faa_relaxed(&tr__rt.live, 1); /* before it can exit and decrement */
   int rc = live_insert(w, a);
@@ -148,6 +160,8 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
 static void dead_letter(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   if (!(m->flags_ & TR_MSGF_SYS))
     TR_COUNT(w, dead_letters, 1);
+  else if (m->tag == TR_SYS_DESCRIBE)
+    tr__hang_drop(m); /* the report's request: give its slot back */
   if (m->body != 0)
     tr__rpc_bounce(a, m); /* a call to a dead actor gets an answer */
   tr__msg_dispose(w, m);
@@ -254,14 +268,20 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   live_remove(a);
   if (a->on_exit)
     a->on_exit(a->state);
-  tr__tasks_notify_exit(a); /* an actor-nursery child tells its parent */
+  /* The counters move before anyone hears of the exit: the report to an
+   * actor nursery below and TR_AF_DONE both come after, so tr_stats read
+   * after tr_actor_nursery_close or tr_join returned sees this actor gone
+   * (the message push and the flag are releases the reader acquires).
+   * live cannot reach 0 here while a parent waits for the report: the
+   * parent is itself live. */
   TR_COUNT(w, exited, 1);
+  uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
+  tr__tasks_notify_exit(a); /* an actor-nursery child tells its parent */
   /* tr_join returns on DONE, so a joiner may free what on_exit used.
    * seq_cst pairs with tr_join's increment of joiners (Dekker): either we
    * see the joiner and broadcast, or it sees TR_AF_DONE. */
   tr_for_seqcst(&a->flags, TR_AF_DONE);
   int joined = tr_load_seqcst(&a->joiners) != 0;
-  uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
   if (joined || live_before == 1)
     tr__rt_broadcast();
   tr_actor_release(a); /* the actor's own reference */
@@ -283,6 +303,10 @@ static void task_actor_run(tr_worker_t *w, tr_actor_t *a) {
       break;
     if (m->flags_ & TR_MSGF_SYS && m->tag == 0) {
       tr__msg_dispose(w, m); /* a shutdown wake-up: handled above */
+      continue;
+    }
+    if (m->flags_ & TR_MSGF_SYS && m->tag == TR_SYS_DESCRIBE) {
+      tr__hang_answer(w, a, m); /* no task runs now: their states are settled */
       continue;
     }
     if (a->limit && !(m->flags_ & TR_MSGF_SYS))
@@ -319,7 +343,10 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
     if (!m)
       break;
     if (TR_UNLIKELY(m->flags_ & TR_MSGF_SYS)) {
-      tr__msg_dispose(w, m); /* a wake-up: its only job was scheduling us */
+      if (m->tag == TR_SYS_DESCRIBE)
+        tr__hang_answer(w, a, m);
+      else
+        tr__msg_dispose(w, m); /* a wake-up: its only job was scheduling us */
       continue;
     }
     if (a->limit)

@@ -1,9 +1,10 @@
 /*
  * Internal view of an actor.  The public handle is the opaque tr_actor_t.
  *
- * Layout, about 120 bytes (128 with malloc's header), so a million idle
- * actors cost ~128 MB: the mailbox first (producers touch `mbox.head`,
- * `refs` and `qlen`), then what only the running worker reads.
+ * Layout, 112 bytes plus the name (128 with malloc's header for names of
+ * up to 7 bytes), so a million idle actors cost ~128 MB: the mailbox first
+ * (producers touch `mbox.head`, `refs` and `qlen`), then what only the
+ * running worker reads.
  */
 #ifndef TR_ACTOR_ACTOR_H
 #define TR_ACTOR_ACTOR_H
@@ -22,6 +23,22 @@
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
 
+/* A system message (TR_MSGF_SYS) the actor layer answers itself, for both
+ * kinds of actor, before the task layer sees any message: a request of the
+ * hang report (runtime/hang.c), ptr = its slot.  The task layer's tags
+ * (runtime/task/task.h) stay below it. */
+#define TR_SYS_DESCRIBE 0x100u
+
+/* What kind of actor it is, for diagnostics (the hang report). */
+enum {
+  TR_AK_BEHAVIOUR = 0, /* tr_spawn */
+  TR_AK_TASK,          /* tr_spawn_task_actor */
+  TR_AK_ROOT,          /* tr_main's root actor */
+  TR_AK_CHILD,         /* tr_actor_nursery_spawn */
+  TR_AK_DAEMON,        /* tr_start_actor */
+  TR_AK_RUN_IN_ACTOR,  /* tr_run_in_actor */
+};
+
 struct tr_actor {
   tr_mbox_t mbox;
   uint32_t refs;    /* atomic: references, incl. the actor's own while alive */
@@ -30,15 +47,19 @@ struct tr_actor {
   uint32_t flags;   /* atomic: TR_AF_* */
   uint32_t joiners; /* atomic: threads in tr_join on this actor */
   uint16_t shard;   /* live-list shard that holds it */
-  uint16_t pad_;
+  uint8_t kind;     /* atomic (relaxed): TR_AK_*, for diagnostics only */
+  uint8_t named;    /* name[] holds a copy of the spawn name */
   uint64_t id;
   tr_behaviour_fn behaviour;
   void *state;
   void (*on_exit)(void *state);
-  const char *name;
   struct tr_actor *sched_next;            /* inject-queue link (scheduler) */
   struct tr_actor *live_prev, *live_next; /* live list (shard lock) */
   struct tr_tasks *tasks;                 /* NULL for a behaviour-only actor */
+  /* The spawn name, copied into the actor's own allocation (when named):
+   * the 112-byte struct and a name of up to 7 bytes still fit malloc's
+   * 128-byte chunk, so a short name costs no memory. */
+  char name[];
 };
 
 /* Spawns an actor; with `tasks`, a task actor (behaviour unused) whose task
@@ -57,6 +78,11 @@ void tr__actor_run(struct tr_worker *w, struct tr_actor *a);
  * job.  Returns 0 or -TR_ECLOSED (msg dead-lettered).  Used by tr_send and
  * by the runtime's own wake-ups. */
 int tr__actor_push(struct tr_actor *a, tr_msg_t *msg);
+
+/* Sets a's kind (TR_AK_*) for diagnostics.  Threads: any. */
+static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {
+  tr_store_relaxed(&a->kind, (uint8_t)kind); /* read by the hang report only */
+}
 
 /* Makes every live actor exit at its next turn, waking idle ones with a
  * system message.  Call after setting the runtime's stopping flag.

@@ -337,12 +337,14 @@ static void ctx_leave(tr_ctx_t *c) {
 }
 
 /* Blocks the running task until the context changes or the task is
- * cancelled: returns 0 to re-check, or -TR_ECANCELED. */
-static int ctx_wait(tr_ctx_t *c, tr_task_t *t) {
+ * cancelled: returns 0 to re-check, or -TR_ECANCELED.  `what` names the
+ * wait for the hang report (a string literal). */
+static int ctx_wait(tr_ctx_t *c, tr_task_t *t, const char *what) {
   if (tr__task_cancelled(t))
     return tr__task_observe_cancel(t, "%s", "");
   tr_waiter_t w = {c->waiters, t};
   c->waiters = &w;
+  t->blocked_on = what;
   tr__task_block(t, 1);
   waiter_unlink(c, &w);
   /* Woken by the cancellation, or cancelled while the wake was pending:
@@ -355,9 +357,10 @@ static int ctx_wait(tr_ctx_t *c, tr_task_t *t) {
 }
 
 /* The same, not cancellable and bounded by an absolute deadline. */
-static void ctx_wait_until(tr_ctx_t *c, tr_task_t *t, int64_t deadline) {
+static void ctx_wait_until(tr_ctx_t *c, tr_task_t *t, int64_t deadline, const char *what) {
   tr_waiter_t w = {c->waiters, t};
   c->waiters = &w;
+  t->blocked_on = what;
   tr__task_wait_until(t, deadline);
   waiter_unlink(c, &w);
 }
@@ -472,7 +475,8 @@ static int serve_request(void *arg) {
   tr_task_t *t = c->task;
   while (c->users) {
     ctx_notify(c);
-    ctx_wait_until(c, t, TR_NO_DEADLINE);
+    ctx_wait_until(c, t, TR_NO_DEADLINE,
+                   "the end of its RPC call (other tasks still use the context)");
   }
   ctx_unlink(ts, c);
   ctx_free(c);
@@ -926,19 +930,19 @@ static void ctx_cancel_and_drain(tr_ctx_t *c, tr_task_t *t) {
   int64_t deadline = tr_now() + TR_CTX_CANCEL_TIMEOUT_NS;
   while (!c->done && tr_now() < deadline) {
     ctx_discard_rx(c);
-    ctx_wait_until(c, t, deadline);
+    ctx_wait_until(c, t, deadline, "a dialog's cancel (waiting for the callee's answer)");
   }
   ctx_discard_rx(c);
 }
 
 /* Waits (cancellably) for a caller-side condition: StartAck, Started or the
  * final message.  Returns 0 when `*flag` is set or the dialog is done. */
-static int wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag) {
+static int wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag, const char *what) {
   /* No need to watch the peer's exit: a callee answers every Start it
    * accepted before it exits, and a Start that reaches an exited actor is
    * answered by tr__rpc_bounce. */
   while (!*flag && !c->done && !c->kind_wrong) {
-    int rc = ctx_wait(c, t);
+    int rc = ctx_wait(c, t, what);
     if (rc)
       return rc;
   }
@@ -953,7 +957,7 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
   int rc = call_start(p, qualified, args, TR_FUNC_FN, NULL, &c, &t);
   if (rc)
     return rc;
-  rc = wait_for(&c, t, &c.done);
+  rc = wait_for(&c, t, &c.done, "tr_portal_run");
   if (rc == 0 && c.kind_wrong && !c.done) {
     /* A peer built from other code answered with another kind
      * (PROTOCOL.md section 5): end the dialog, fail the call. */
@@ -1002,9 +1006,11 @@ static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *ar
   /* StartAck first (its kind is checked before anything else is waited
    * for), then, for a context, Started. */
   const uint8_t *flag = kind == TR_FUNC_CONTEXT ? &c->started : &c->acked;
-  rc = wait_for(c, t, &c->acked);
+  const char *what =
+      kind == TR_FUNC_CONTEXT ? "tr_portal_open_context" : "tr_portal_open_stream_from";
+  rc = wait_for(c, t, &c->acked, what);
   if (rc == 0 && c->acked && !c->kind_wrong && kind == TR_FUNC_CONTEXT)
-    rc = wait_for(c, t, flag);
+    rc = wait_for(c, t, flag, what);
   if (rc == 0 && c->acked && c->kind_wrong) {
     ctx_cancel_and_drain(c, t);
     rc = TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a %s function", qualified,
@@ -1165,7 +1171,7 @@ int tr_ctx_cancel_wait(tr_ctx_t *c, int64_t timeout_ns) {
   ctx_enter(c);
   while (!c->done && tr_now() < deadline) {
     ctx_discard_rx(c);
-    ctx_wait_until(c, t, deadline);
+    ctx_wait_until(c, t, deadline, "tr_ctx_cancel_wait");
   }
   ctx_leave(c);
   ctx_discard_rx(c);
@@ -1194,7 +1200,7 @@ int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
   ctx_enter(c);
   while (!c->done && rc == 0) {
     ctx_discard_rx(c); /* tractor's drain_to_final_msg */
-    rc = wait_for(c, t, &c->done);
+    rc = wait_for(c, t, &c->done, "tr_ctx_result");
   }
   ctx_leave(c);
   if (rc)
@@ -1324,7 +1330,7 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
                     tr_actor_name(c->peer), c->window);
       break;
     }
-    if ((rc = ctx_wait(c, t)) != 0)
+    if ((rc = ctx_wait(c, t, "tr_stream_send (out of credit: the receiver is behind)")) != 0)
       break;
   }
   ctx_leave(c);
@@ -1410,7 +1416,7 @@ static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
       rc = TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
       break;
     }
-    if ((rc = ctx_wait(c, t)) != 0)
+    if ((rc = ctx_wait(c, t, "tr_stream_recv")) != 0)
       break;
   }
   ctx_leave(c);
@@ -1443,7 +1449,7 @@ static int bcast_recv(tr_stream_t *s, tr_task_t *t, tr_buf_t **msg) {
     if (bc->pulling) {
       ctx_enter(c);
       s->busy = 1;
-      int rc = ctx_wait(c, t);
+      int rc = ctx_wait(c, t, "tr_stream_recv (a subscription)");
       s->busy = 0;
       ctx_leave(c);
       if (rc)
@@ -1704,6 +1710,7 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
     free(p);
     return rc;
   }
+  tr__actor_set_kind(p->actor, TR_AK_RUN_IN_ACTOR);
   p->child = c;
   c->portal = p;
   *out = p;
@@ -1737,6 +1744,7 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
       if (tr__task_cancelled(t))
         return tr__task_observe_cancel(t, "%s", "");
       c->waiter = t;
+      t->blocked_on = "tr_portal_result";
       tr__task_block(t, 1);
       c->waiter = NULL;
     }
@@ -1791,7 +1799,7 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
   }
   int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
   while (!c.done && tr_now() < deadline)
-    ctx_wait_until(&c, t, deadline);
+    ctx_wait_until(&c, t, deadline, "tr_portal_cancel_actor");
   ctx_unlink(self->tasks, &c);
   if (acked)
     *acked = c.done;

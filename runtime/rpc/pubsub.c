@@ -297,10 +297,12 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
       rc = -TR_ECANCELED;
       break;
     }
+    t->blocked_on = "serving a pub/sub subscriber (until its feeder ends)";
     tr__task_block(t, 1);
   }
   while (sub->busy) { /* the feeder is inside a send to this stream */
     sub->waiting = 1;
+    t->blocked_on = "a pub/sub feeder's send to this subscriber";
     tr__task_wait_until(t, TR_NO_DEADLINE);
   }
   for (pub_sub_t **pp = &pub->subs; *pp; pp = &(*pp)->next)

@@ -74,12 +74,13 @@ void tr__an_child_exited(tr_an_child_t *c) {
     tr_error_t *e = c->error;
     c->error = NULL;
     if (!e)
-      e = tr__error_new(c->result, NULL, "actor %s failed: %s", c->name, tr_strerror(c->result));
+      e = tr__error_new(c->result, NULL, "actor %s failed: %s", tr_actor_name(c->actor),
+                        tr_strerror(c->result));
     /* One shape for a child's failure wherever it is seen (the nursery's
      * close, tr_portal_result): boxed as tractor's RemoteActorError, the
      * child as its source (or, for an error the child relayed, one more
      * relay hop). */
-    (void)tr__error_box(e, c->name);
+    (void)tr__error_box(e, tr_actor_name(c->actor));
     c->result_error = tr__error_copy(e); /* for tr_portal_result */
     an->nfail++;
     if (an->nfail == 1) {
@@ -157,8 +158,8 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
     return -TR_ENOMEM;
   c->an = an;
   c->daemon = (uint8_t)(daemon != 0);
-  c->name = name ? name : "child";
-  tr_spawn_opts_t o = {.name = c->name};
+  /* The actor keeps its own copy of the name (c reads it from there). */
+  tr_spawn_opts_t o = {.name = name ? name : "child"};
   tr_actor_t *a;
   /* Spawned with its main task ready; the watch is set before its first
    * turn can run: tr_spawn_task_actor schedules it through a message,
@@ -169,6 +170,7 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
     return rc;
   }
   c->actor = a;
+  tr__actor_set_kind(a, daemon ? TR_AK_DAEMON : TR_AK_CHILD);
   c->next = an->children;
   an->children = c;
   an->live++;
@@ -208,13 +210,16 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an) {
       request_cancel_all(an); /* only daemons left: end them (tractor) */
     an->waiting = 1;
     if (an->cancelling && !an->forced) {
-      if (tr_now() >= an->force_at)
+      if (tr_now() >= an->force_at) {
         force_cancel_all(an);
-      else
+      } else {
+        t->blocked_on = "tr_actor_nursery_close (children being cancelled)";
         tr__task_wait_until(t, an->force_at);
+      }
     } else {
       /* Cancellable until the children are being cancelled, so that a
        * cancel of the parent is noticed here; then only exits wake us. */
+      t->blocked_on = "tr_actor_nursery_close";
       tr__task_block(t, !an->cancelling);
     }
     an->waiting = 0;

@@ -218,6 +218,7 @@ static int wait_on(tr_chan_t *ch, waitq_t *q, chan_waiter_t *w, tr_task_t *t) {
   w->done = 0;
   wq_push(q, w);
   ch->users++;
+  t->blocked_on = q == &ch->senders ? "tr_chan_send (the channel is full)" : "tr_chan_recv";
   tr__task_block(t, 1);
   ch->users--;
   if (w->linked)

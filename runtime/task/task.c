@@ -106,7 +106,8 @@ static int task_cancelled(tr_task_t *t) { return chain_cancelled(t->scope, tasks
 
 /* Blocks the running task until something makes it ready again.  With
  * `cancellable`, a cancellation of the task's scopes also wakes it.  The
- * task may come back on another worker thread. */
+ * task may come back on another worker thread.  The caller names what it
+ * waits for in t->blocked_on first (the hang report shows it). */
 static void block(tr_task_t *t, int cancellable) {
   t->state = TR_TASK_BLOCKED;
   t->cancellable = (uint8_t)cancellable;
@@ -114,6 +115,7 @@ static void block(tr_task_t *t, int cancellable) {
   tr_worker_t *w = tr__worker_self();
   tr__fiber_switch(&t->fiber, &w->main);
   /* Resumed by tr__tasks_run, perhaps on another worker: re-read TLS. */
+  t->blocked_on = NULL;
 }
 
 int tr__task_observe_cancel_at(tr_task_t *t, const char *file, int line, const char *func,
@@ -188,20 +190,39 @@ static void task_entry(void *arg) {
   t->result = t->fn(t->arg);
 }
 
+/* Frees the task's copy of its name when it has one of its own (a name
+ * too long to stay whole in the label). */
+static void task_name_free(tr_task_t *t) {
+  if (t->name_owned)
+    free((char *)t->name);
+  t->name = NULL;
+  t->name_owned = 0;
+}
+
 static void task_free(tr_task_t *t) {
   tr__error_free(t->error);
+  task_name_free(t);
   free(t);
 }
 
-/* "actor A, task T", truncated to fit: what a stack overflow reports.
+/* Writes "actor A, task T", truncated to fit: what a stack overflow
+ * reports.  Returns where T starts in buf when it fits whole, else NULL.
  * By hand rather than snprintf, which cost a quarter of a task spawn. */
-static void set_label(char *buf, size_t cap, const char *actor, const char *task) {
+static const char *set_label(char *buf, size_t cap, const char *actor, const char *task) {
   const char *parts[4] = {"actor ", actor, ", task ", task};
-  size_t n = 0;
-  for (int i = 0; i < 4; i++)
-    for (const char *p = parts[i]; *p && n + 1 < cap; p++)
+  size_t n = 0, task_at = 0;
+  for (int i = 0; i < 4; i++) {
+    const char *p = parts[i];
+    task_at = n;
+    for (; *p && n + 1 < cap; p++)
       buf[n++] = *p;
+    if (*p) {
+      buf[n] = '\0';
+      return NULL; /* cut short */
+    }
+  }
   buf[n] = '\0';
+  return buf + task_at;
 }
 
 /* Finished tasks an actor keeps, stack and all, for its next spawns: a
@@ -214,6 +235,7 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
                     tr_task_t **out) {
   tr_tasks_t *spares = a->tasks;
   tr_task_t *t;
+  int reused = 0;
   if (spares->spare && (!opts || opts->stack_size == 0)) {
     t = spares->spare;
     spares->spare = t->next;
@@ -223,8 +245,27 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
     t->fiber = fiber;
     t->has_stack = 1;
     t->needs_reset = 1;
+    reused = 1;
   } else if (!(t = calloc(1, sizeof(*t)))) {
     return -TR_ENOMEM;
+  }
+  /* The name is copied (names are never borrowed).  The label holds it
+   * whole in the usual case, and the name then points there at no cost;
+   * only a name the label cuts short gets a copy of its own. */
+  const char *name = (opts && opts->name) ? opts->name : "task";
+  t->name = set_label(t->label, sizeof(t->label), a->named ? a->name : "actor", name);
+  if (TR_UNLIKELY(!t->name)) {
+    if (!(t->name = strdup(name))) {
+      if (reused) { /* give it back as it was */
+        t->next = spares->spare;
+        spares->spare = t;
+        spares->nspare++;
+      } else {
+        free(t);
+      }
+      return -TR_ENOMEM;
+    }
+    t->name_owned = 1;
   }
   /* The stack is taken at the first switch into the task (tasks_run), so
    * a nursery that spawns many short tasks holds few stacks at a time. */
@@ -232,8 +273,6 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
   t->actor = a;
   t->fn = fn;
   t->arg = arg;
-  t->name = (opts && opts->name) ? opts->name : "task";
-  set_label(t->label, sizeof(t->label), a->name, t->name);
   tr_tasks_t *ts = a->tasks;
   t->next = ts->all;
   if (ts->all)
@@ -279,6 +318,7 @@ static void task_finished(tr_tasks_t *ts, tr_task_t *t) {
   if (t->refs == 0 && keep) {
     tr__error_free(t->error);
     t->error = NULL;
+    task_name_free(t);
     t->next = ts->spare;
     ts->spare = t;
     ts->nspare++;
@@ -701,8 +741,10 @@ int tr_nursery_start(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_op
   c->scope = t->scope; /* runs under the caller until it has started */
   n->live++;
   ready_push(tasks_of(t), c);
-  while (!st.moved && !st.ended)
+  while (!st.moved && !st.ended) {
+    t->blocked_on = "tr_nursery_start (until the new task calls tr_task_started)";
     block(t, 0); /* as nursery close: cancellation reaches the task */
+  }
   if (st.moved) {
     if (value)
       *value = st.value;
@@ -767,6 +809,7 @@ int tr_nursery_close(tr_nursery_t *n) {
   n->closing = 1;
   while (n->live > 0) {
     n->waiting = 1;
+    t->blocked_on = "tr_nursery_close";
     block(t, 0); /* no child outlives the nursery: not cancellable */
     n->waiting = 0;
   }
@@ -825,6 +868,7 @@ int tr_sleep_until(int64_t deadline) {
   }
   t->refs++;
   t->timer_fired = 0;
+  t->blocked_on = "tr_sleep";
   block(t, 1);
   if (t->timer_fired)
     return 0;
@@ -868,6 +912,7 @@ int tr_recv(tr_msg_t **out) {
     else
       ts->recv_head = t;
     ts->recv_tail = t;
+    t->blocked_on = "tr_recv";
     block(t, 1);
     /* Woken by a message (dispatch dequeued us) or by a cancellation (we
      * may still be queued: leave the queue). */
@@ -965,14 +1010,25 @@ struct main_ctx {
   int result;
 };
 
+/* The root actor's main task: the user's root, after which the hang
+ * report's delay starts (the root actor itself may then still be alive,
+ * for an abandoned tr_to_thread call, say). */
+static int main_task(void *arg) {
+  struct main_ctx *c = arg;
+  int rc = c->fn(c->arg);
+  tr__rt_root_returned();
+  return rc;
+}
+
 static int main_root(void *arg) {
   struct main_ctx *c = arg;
   tr_spawn_opts_t o = {.name = "root"};
   tr_actor_t *a;
-  int rc = tr_spawn_task_actor(c->fn, c->arg, &o, &a);
+  int rc = tr_spawn_task_actor(main_task, c, &o, &a);
   if (rc)
     return rc;
-  tr_join(a, -1);
+  tr__actor_set_kind(a, TR_AK_ROOT);
+  tr__rt_wait_end(a); /* tr_join, with the hang report */
   c->result = tr_task_actor_result(a);
   tr_actor_release(a);
   return 0;

@@ -51,11 +51,16 @@ typedef struct tr_task {
   uint8_t timer_fired;    /* the current sleep's timer delivered */
   uint8_t has_stack;      /* the fiber has been given its stack */
   uint8_t needs_reset;    /* a reused task: reset the fiber before running */
+  uint8_t name_owned;     /* name is a malloc'd copy (too long for label) */
   void *job_result;       /* tr_to_thread: the finished job's result */
   size_t stack_size;      /* requested; 0 = default */
   struct tr_error *error; /* this task's tr_error_last */
-  const char *name;
-  char label[64];
+  const char *name;       /* a copy: inside label, or malloc'd (name_owned) */
+  char label[64];         /* "actor A, task T" */
+  /* What the task waits for while TR_TASK_BLOCKED: the blocking call's
+   * name (a string literal), for the hang report (runtime/hang.c).  Set by
+   * the caller of block(), cleared when the task resumes. */
+  const char *blocked_on;
 } tr_task_t;
 
 typedef struct tr_tasks {
@@ -101,9 +106,8 @@ typedef struct tr_tasks {
 /* An actor-nursery child as the parent sees it (actor_nursery.c). */
 typedef struct tr_an_child {
   struct tr_an_child *next;
-  struct tr_actor *actor; /* a reference */
+  struct tr_actor *actor; /* a reference; its name is the child's */
   struct tr_actor_nursery *an;
-  const char *name;
   int result;
   struct tr_error *error; /* the child's main task error, if it failed */
   uint8_t exited, cancel_sent;

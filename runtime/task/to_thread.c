@@ -139,6 +139,7 @@ int tr_to_thread(void *(*fn)(void *), void *arg, void **result) {
     free(j);
     return rc;
   }
+  t->blocked_on = "tr_to_thread";
   tr__task_block(t, 1);
   if (t->timer_fired) {
     if (result)

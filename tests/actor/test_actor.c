@@ -17,6 +17,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -325,6 +326,72 @@ Test(actor, self_exit_join_rules, .timeout = TEST_TIMEOUT) {
   cr_assert_eq(c.exited_after, 1);
   cr_assert_eq(c.rejoin_rc, 0, "tr_join on an exited actor: %d", c.rejoin_rc);
   cr_assert_eq(st.msgs_handled, 2);
+}
+
+/* ---- names are copied at spawn ---------------------------------------- */
+
+struct name_ctx {
+  uint64_t checked;
+  char seen_heap[32], seen_stack[32]; /* tr_actor_name inside the behaviour */
+  char after_heap[32], after_stack[32];
+};
+
+static void name_beh(void *state, tr_msg_t *m) {
+  struct name_ctx *c = state;
+  (void)m;
+  const char *n = tr_actor_name(tr_self());
+  snprintf(strncmp(n, "heap", 4) == 0 ? c->seen_heap : c->seen_stack, 32, "%s", n);
+  inc(&c->checked);
+  CHECK(tr_actor_exit() == 0);
+}
+
+/* Spawns an actor named from a stack buffer that the caller overwrites
+ * right after the call (a name computed in a loop, say). */
+static tr_actor_t *spawn_stack_named(struct name_ctx *c) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "stack-%d", 8);
+  tr_spawn_opts_t o = {.name = buf};
+  tr_actor_t *a = NULL;
+  CHECK(tr_spawn(name_beh, c, &o, &a) == 0);
+  memset(buf, 'X', sizeof buf - 1);
+  buf[sizeof buf - 1] = '\0';
+  __asm__ volatile("" : : "r"(buf) : "memory"); /* the overwrite happens */
+  return a;
+}
+
+static int name_root(void *arg) {
+  struct name_ctx *c = arg;
+  char *heap = strdup("heap-7"); /* freed at once: ASan sees any later read */
+  tr_spawn_opts_t o = {.name = heap};
+  tr_actor_t *h = NULL;
+  CHECK(heap && tr_spawn(name_beh, c, &o, &h) == 0);
+  free(heap);
+  tr_actor_t *st = spawn_stack_named(c);
+  if (h)
+    snprintf(c->after_heap, sizeof c->after_heap, "%s", tr_actor_name(h));
+  if (st)
+    snprintf(c->after_stack, sizeof c->after_stack, "%s", tr_actor_name(st));
+  CHECK(h && tr_send_u64(h, TAG_DATA, 0) == 0);
+  CHECK(st && tr_send_u64(st, TAG_DATA, 0) == 0);
+  CHECK(h && tr_join(h, -1) == 0);
+  CHECK(st && tr_join(st, -1) == 0);
+  tr_actor_release(h);
+  tr_actor_release(st);
+  return 0;
+}
+
+/* tr_spawn copies opts->name: the caller's buffer may be freed or reused
+ * as soon as tr_spawn returns (it used to be borrowed for the actor's
+ * life, and the name then read freed memory or another string). */
+Test(actor, spawn_copies_the_name, .timeout = TEST_TIMEOUT) {
+  static struct name_ctx c;
+  tr_stats_t st;
+  run_ok(2, name_root, &c, &st);
+  cr_assert_eq(c.checked, 2);
+  cr_assert_str_eq(c.after_heap, "heap-7");
+  cr_assert_str_eq(c.after_stack, "stack-8");
+  cr_assert_str_eq(c.seen_heap, "heap-7");
+  cr_assert_str_eq(c.seen_stack, "stack-8");
 }
 
 /* ---- zero-copy forwarding through a chain ------------------------------- */

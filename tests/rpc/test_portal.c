@@ -3,6 +3,8 @@
  * daemons): results, refusals before any task starts, boxed remote errors,
  * a dead callee, and cancellation of the caller reaching the remote task.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TR_TEST_WORKERS 2
@@ -240,6 +242,43 @@ TR_TEST(portal, run_in_actor_error_rereturned, .timeout = 60) {
   if (p)
     tr_check_rc(tr_portal_result(p, NULL), -TR_EREMOTE);
   tr_portal_release(p);
+  return 0;
+}
+
+/* tr_start_actor and tr_run_in_actor copy the actor's name, as tr_spawn
+ * and tr_actor_nursery_spawn do: names computed into a buffer the caller
+ * reuses (or frees) right after the call stay right in errors. */
+TR_TEST(portal, actor_names_are_copied, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *d = NULL, *r = NULL;
+  char buf[32];
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  snprintf(buf, sizeof buf, "mathd-%d", 9);
+  tr_check_rc(tr_start_actor(an, buf, math_ns, 1, &d), 0);
+  snprintf(buf, sizeof buf, "overwritten-%d", 1);
+  if (d) {
+    tr_check_rc(tr_portal_run(d, "test.math.fails", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "mathd-9") == 0, "source %s",
+             e && tr_error_src(e) ? tr_error_src(e) : "(none)");
+  }
+  char *heap = strdup("failer-9"); /* freed at once: ASan sees a later read */
+  tr_check(heap != NULL);
+  if (heap)
+    tr_check_rc(tr_run_in_actor(an, heap, "test.math.fails", NULL, &r), 0);
+  free(heap);
+  if (r) {
+    tr_check_rc(tr_portal_result(r, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "failer-9") == 0, "source %s",
+             e && tr_error_src(e) ? tr_error_src(e) : "(none)");
+  }
+  tr_check_rc(tr_actor_nursery_close(an), -TR_EREMOTE);
+  const tr_error_t *e = tr_error_last();
+  tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "failer-9") == 0, "nursery source %s",
+           e && tr_error_src(e) ? tr_error_src(e) : "(none)");
+  tr_portal_release(d);
+  tr_portal_release(r);
   return 0;
 }
 
