@@ -154,7 +154,8 @@ tr_actor_t *tr_self(void);
 /*
  * Makes the current actor exit when its behaviour returns.  Messages still
  * queued become dead letters; on_exit runs; later sends return -TR_ECLOSED.
- * Returns 0, or -TR_EPERM outside a behaviour.
+ * Returns 0, or -TR_EPERM outside a behaviour (a task actor included: it
+ * exits when its tasks end).
  * Threads: inside a behaviour.
  */
 int tr_actor_exit(void);

@@ -21,6 +21,7 @@
 
 #include <tractor/actor.h>
 
+#include "runtime/error/error.h"
 #include "runtime/actor/actor.h"
 #include "runtime/platform/assert.h"
 #include "runtime/runtime.h"
@@ -111,7 +112,7 @@ int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts
   if (ref)
     *ref = NULL;
   if (!behaviour)
-    return -TR_EINVAL;
+    return TR_ERROR(-TR_EINVAL, "tr_spawn: no behaviour");
   return tr__actor_spawn(behaviour, state, opts, NULL, ref);
 }
 
@@ -120,14 +121,15 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
   if (ref)
     *ref = NULL;
   if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
-    return -TR_ENORUNTIME;
+    return TR_ERROR(-TR_ENORUNTIME, "no actor spawned: no runtime is running (or it is "
+                                    "shutting down)");
   /* The name is copied into the actor's own allocation: it lives exactly
    * as long as the actor's memory (its last reference). */
   const char *name = opts ? opts->name : NULL;
   size_t name_len = name ? strlen(name) + 1 : 0;
   tr_actor_t *a = malloc(sizeof(*a) + name_len);
   if (!a)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   memset(a, 0, sizeof(*a));
   tr__mbox_init(&a->mbox);
   a->refs = ref ? 2 : 1; /* the actor's own, plus the caller's */
@@ -147,7 +149,7 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
   if (rc != 0) {
     tr_faa_relaxed(&tr__rt.live, (uint64_t)-1);
     free(a);
-    return rc;
+    return TR_ERROR(rc, "no actor spawned: the runtime is shutting down");
   }
   TR_COUNT(w, spawned, 1);
   if (ref)
@@ -204,9 +206,11 @@ static int push(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
 
 int tr__actor_push(tr_actor_t *a, tr_msg_t *m) { return push(tr__worker_self(), a, m); }
 
-int tr_send(tr_actor_t *to, tr_msg_t *msg) {
-  if (!to || !msg)
-    return -TR_EINVAL;
+/* The send itself, for tr_send (which records an error object when it
+ * fails) and tr__send (the runtime's own sends, which must not replace the
+ * error a task is propagating: a Credit to a peer that has gone is not the
+ * task's failure). */
+__attribute__((always_inline)) static inline int send_impl(tr_actor_t *to, tr_msg_t *msg) {
   tr_worker_t *w = tr__worker_self();
   /* Fast refusal; the authoritative check is in push. */
   if (TR_UNLIKELY(tr_load_acquire(&to->flags) & TR_AF_EXITED)) {
@@ -234,9 +238,20 @@ int tr_send(tr_actor_t *to, tr_msg_t *msg) {
   return rc;
 }
 
+int tr__send(tr_actor_t *to, tr_msg_t *msg) { return send_impl(to, msg); }
+
+int tr_send(tr_actor_t *to, tr_msg_t *msg) {
+  if (!to || !msg)
+    return TR__EINVAL_NULL();
+  int rc = send_impl(to, msg);
+  /* Dead letters and back-pressure may come in tight loops: the shared
+   * error of the code, without an allocation. */
+  return TR_UNLIKELY(rc) ? tr__error_quick(rc) : 0;
+}
+
 int tr_send_u64(tr_actor_t *to, uint32_t tag, uint64_t v) {
   if (!to)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_msg_t *m;
   int rc = tr_msg_new(&m);
   if (rc)
@@ -253,8 +268,9 @@ int tr_send_u64(tr_actor_t *to, uint32_t tag, uint64_t v) {
 
 int tr_actor_exit(void) {
   tr_worker_t *w = tr__worker_self();
-  if (!w || !w->cur_actor)
-    return -TR_EPERM;
+  if (!w || !w->cur_actor || w->cur_actor->tasks)
+    return TR_ERROR(-TR_EPERM, "tr_actor_exit is for a behaviour, while it runs (a task actor "
+                               "exits when its tasks end: return, or tr_actor_cancel_soon)");
   /* Only this worker reads EXIT_REQ before the turn ends. */
   tr_for_relaxed(&w->cur_actor->flags, TR_AF_EXIT_REQ);
   return 0;
@@ -392,9 +408,10 @@ void tr__actor_kill_all(void) {
 
 int tr_join(tr_actor_t *a, int64_t timeout_ns) {
   if (!a)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (tr__worker_self())
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM, "tr_join would block a runtime worker: call it from another "
+                               "thread (in a task, wait with a nursery or a portal instead)");
   struct timespec dl;
   if (timeout_ns >= 0) {
     clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -419,5 +436,7 @@ int tr_join(tr_actor_t *a, int64_t timeout_ns) {
   }
   pthread_mutex_unlock(&tr__rt.wait_lock);
   tr_faa_seqcst(&a->joiners, (uint32_t)-1);
-  return rc;
+  return rc ? TR_ERROR(rc, "tr_join: actor %s still running after %lld ns", tr_actor_name(a),
+                       (long long)timeout_ns)
+            : 0;
 }

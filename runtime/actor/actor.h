@@ -79,6 +79,12 @@ void tr__actor_run(struct tr_worker *w, struct tr_actor *a);
  * by the runtime's own wake-ups. */
 int tr__actor_push(struct tr_actor *a, tr_msg_t *msg);
 
+/* tr_send for the runtime's own messages (protocol bodies, system
+ * messages): the same send, but a failure records no error object, so a
+ * send to a peer that has gone never replaces the error a task is
+ * propagating.  Returns as tr_send.  Threads: any. */
+int tr__send(struct tr_actor *to, tr_msg_t *msg);
+
 /* Sets a's kind (TR_AK_*) for diagnostics.  Threads: any. */
 static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {
   tr_store_relaxed(&a->kind, (uint8_t)kind); /* read by the hang report only */

@@ -167,7 +167,7 @@ static int send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, tr_bu
   m->cid = cid;
   m->u64 = u64;
   m->payload = payload;
-  return tr_send(to, m);
+  return tr__send(to, m);
 }
 
 /* Sends Cancel or CancelAck; Cancel carries the sender (only the dialog's
@@ -189,7 +189,7 @@ static int send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid,
   x->u.cancel.acknowledged = (uint8_t)(acked != 0);
   if (body == TR_BODY_CANCEL && self)
     m->from = tr_actor_dup(self);
-  return tr_send(to, m);
+  return tr__send(to, m);
 }
 
 /*
@@ -264,7 +264,7 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, c
     x->u.error.has_canceller = 1;
     x->u.error.canceller.name = dup_str(tr_error_canceller(e));
   }
-  (void)tr_send(to, m);
+  (void)tr__send(to, m);
 }
 
 /* ---- contexts: common ------------------------------------------------------- */
@@ -904,7 +904,7 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   m->from = tr_actor_dup(self);
   c->peer = tr_actor_dup(p->actor);
   ctx_link(self->tasks, c);
-  rc = tr_send(p->actor, m);
+  rc = tr__send(p->actor, m);
   if (rc) {
     ctx_unlink(self->tasks, c);
     tr_actor_release(c->peer);

@@ -293,8 +293,7 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
   rc = 0;
   while (!pub->ended) { /* a caller that leaves cancels this task */
     if (tr__task_cancelled(t)) {
-      t->cancel_seen++;
-      rc = -TR_ECANCELED;
+      rc = tr__task_observe_cancel(t, "%s", "");
       break;
     }
     t->blocked_on = "serving a pub/sub subscriber (until its feeder ends)";

@@ -108,14 +108,14 @@ void tr__an_child_exited(tr_an_child_t *c) {
 
 int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_t *opts) {
   if (!out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   tr_task_t *t = tr__task_current();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   struct tr_actor_nursery *an = calloc(1, sizeof(*an));
   if (!an)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   int rc = tr_scope_open(&an->scope, TR_NO_DEADLINE, 0);
   if (rc) {
     free(an);
@@ -142,7 +142,7 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
   if (ref)
     *ref = NULL;
   if (!an || !fn)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_task_t *t = tr__task_current();
   if (!t || t != an->parent)
     return TR_ERROR(-TR_EPERM, "an actor nursery spawns from the task that opened it");
@@ -155,7 +155,7 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
                                    name ? name : "child");
   tr_an_child_t *c = calloc(1, sizeof(*c));
   if (!c)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   c->an = an;
   c->daemon = (uint8_t)(daemon != 0);
   /* The actor keeps its own copy of the name (c reads it from there). */
@@ -187,10 +187,11 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
 
 int tr_actor_nursery_cancel(tr_actor_nursery_t *an) {
   if (!an)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_task_t *t = tr__task_current();
   if (!t || t->actor != an->parent->actor)
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM,
+                    "tr_actor_nursery_cancel: only a task of the nursery's actor may cancel it");
   request_cancel_all(an);
   tr__task_cancel_scope_local(t, &an->scope);
   return 0;
@@ -198,10 +199,11 @@ int tr_actor_nursery_cancel(tr_actor_nursery_t *an) {
 
 int tr_actor_nursery_close(tr_actor_nursery_t *an) {
   if (!an)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_task_t *t = tr__task_current();
   if (!t || t != an->parent)
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM,
+                    "tr_actor_nursery_close: only the task that opened the nursery may close it");
   an->closing = 1;
   while (an->live > 0) {
     if (!an->cancelling && tr__task_cancelled(t))
@@ -232,7 +234,7 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an) {
     rc = an->nfail == 1 ? an->first_rc : -TR_EGROUP;
     tr__error_put(an->errors);
   } else if (tr__task_cancelled(t)) {
-    rc = -TR_ECANCELED;
+    rc = TR_ERROR(-TR_ECANCELED, "tr_actor_nursery_close: an enclosing scope is cancelled");
   }
   while (an->children) {
     tr_an_child_t *c = an->children;

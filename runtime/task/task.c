@@ -247,7 +247,7 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
     t->needs_reset = 1;
     reused = 1;
   } else if (!(t = calloc(1, sizeof(*t)))) {
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   }
   /* The name is copied (names are never borrowed).  The label holds it
    * whole in the usual case, and the name then points there at no cost;
@@ -263,7 +263,7 @@ static int task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_
       } else {
         free(t);
       }
-      return -TR_ENOMEM;
+      return TR__ENOMEM();
     }
     t->name_owned = 1;
   }
@@ -504,9 +504,9 @@ static int arm_deadline(tr_task_t *t, tr_scope_t *s) {
 int tr_scope_open(tr_scope_t *s, int64_t deadline, int shield) {
   tr_task_t *t = current();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (!s)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   memset(s, 0, sizeof(*s));
   s->task_ = t;
   s->id_ = ++tasks_of(t)->next_id;
@@ -542,7 +542,7 @@ int tr_fail_after(tr_scope_t *s, int64_t ns) {
 
 int tr_scope_cancel(tr_scope_t *s) {
   if (!s || !s->open_)
-    return -TR_EINVAL;
+    return TR_ERROR(-TR_EINVAL, "tr_scope_cancel: the scope is not open");
   tr_task_t *owner = s->task_;
   tr_task_t *t = current();
   if (t && t->actor == owner->actor) {
@@ -564,9 +564,11 @@ int tr_scope_cancel(tr_scope_t *s) {
 int tr_scope_close(tr_scope_t *s) {
   tr_task_t *t = current();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (!s || !s->open_ || t->scope != s)
-    return -TR_EINVAL; /* not open, or not the innermost (LIFO) */
+    return TR_ERROR(-TR_EINVAL, "tr_scope_close: the scope is %s",
+                    !s || !s->open_ ? "not open"
+                                    : "not the innermost (close scopes in LIFO order)");
   if (s->timer_ && tr_timer_cancel(s->timer_) != 0) {
     /* Already fired: its message is in the mailbox and will find no scope
      * with this id (ids are never reused). */
@@ -587,13 +589,13 @@ int tr_scope_cancelled_caught(const tr_scope_t *s) { return s && s->caught_; }
 int tr_nursery_open(tr_nursery_t **out) {
   tr_task_t *t = current();
   if (!out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   struct tr_nursery *n = calloc(1, sizeof(*n));
   if (!n)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   int rc = tr_scope_open(&n->scope, TR_NO_DEADLINE, 0);
   if (rc) {
     free(n);
@@ -607,11 +609,12 @@ int tr_nursery_open(tr_nursery_t **out) {
 int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_opts_t *opts) {
   tr_task_t *t = current();
   if (!n || !fn)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (!t || t->actor != n->parent->actor)
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM,
+                    "tr_nursery_spawn: only a task of the nursery's actor may spawn into it");
   if (n->closing)
-    return -TR_ECLOSED;
+    return TR_ERROR(-TR_ECLOSED, "tr_nursery_spawn: the nursery is closing");
   tr_task_t *c;
   int rc = task_new(t->actor, fn, arg, opts, &c);
   if (rc)
@@ -803,9 +806,10 @@ int tr_task_started(void *value) {
 int tr_nursery_close(tr_nursery_t *n) {
   tr_task_t *t = current();
   if (!n)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   if (!t || t != n->parent)
-    return -TR_EPERM;
+    return TR_ERROR(-TR_EPERM,
+                    "tr_nursery_close: only the task that opened the nursery may close it");
   n->closing = 1;
   while (n->live > 0) {
     n->waiting = 1;
@@ -822,7 +826,7 @@ int tr_nursery_close(tr_nursery_t *n) {
     rc = n->nfail == 1 ? n->first_rc : -TR_EGROUP;
     tr__error_put(n->errors); /* becomes this task's tr_error_last */
   } else if (task_cancelled(t)) {
-    rc = -TR_ECANCELED;
+    rc = TR_ERROR(-TR_ECANCELED, "tr_nursery_close: an enclosing scope is cancelled");
   }
   free(n);
   return rc;
@@ -833,7 +837,7 @@ int tr_nursery_close(tr_nursery_t *n) {
 int tr_checkpoint(void) {
   tr_task_t *t = current();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (task_cancelled(t))
     return observed_cancel(t);
   tr_tasks_t *ts = tasks_of(t);
@@ -850,7 +854,7 @@ int tr_checkpoint(void) {
 int tr_sleep_until(int64_t deadline) {
   tr_task_t *t = current();
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   if (task_cancelled(t))
     return observed_cancel(t);
   if (deadline <= tr_now())
@@ -888,10 +892,10 @@ int tr_sleep(int64_t ns) {
 int tr_recv(tr_msg_t **out) {
   tr_task_t *t = current();
   if (!out)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   *out = NULL;
   if (!t)
-    return -TR_EPERM;
+    return TR__EPERM_NOTASK();
   tr_tasks_t *ts = tasks_of(t);
   for (;;) {
     if (task_cancelled(t))
@@ -956,10 +960,10 @@ int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t
   if (ref)
     *ref = NULL;
   if (!fn)
-    return -TR_EINVAL;
+    return TR__EINVAL_NULL();
   tr_tasks_t *ts = calloc(1, sizeof(*ts));
   if (!ts)
-    return -TR_ENOMEM;
+    return TR__ENOMEM();
   if (watcher) {
     ts->watcher = tr_actor_dup(watcher);
     ts->watch_rec = rec;
@@ -998,9 +1002,9 @@ int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t
 
 int tr_task_actor_result(const tr_actor_t *a) {
   if (!a || !a->tasks)
-    return -TR_EINVAL;
+    return TR_ERROR(-TR_EINVAL, "tr_task_actor_result: %s", a ? "not a task actor" : "no actor");
   if (!(tr_load_acquire(&a->flags) & TR_AF_DONE))
-    return -TR_EBUSY;
+    return TR_ERROR(-TR_EBUSY, "tr_task_actor_result: actor %s is still running", tr_actor_name(a));
   return a->tasks->main_result;
 }
 
@@ -1104,7 +1108,7 @@ static int main_signal_task(void *arg) {
   __atomic_store_n(&ms.root, self, __ATOMIC_SEQ_CST);
   int rc;
   if (__atomic_load_n(&ms.signo, __ATOMIC_SEQ_CST) != 0)
-    rc = -TR_ECANCELED; /* interrupted before the root even started */
+    rc = TR_ERROR(-TR_ECANCELED, "interrupted by a signal before the root task started");
   else
     rc = c->fn(c->arg);
   /* seq_cst: unpublish, then wait for handlers that loaded the pointer
@@ -1143,7 +1147,7 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
   (void)argc;
   (void)argv;
   if (!root)
-    return -TR_EINVAL;
+    return TR_ERROR(-TR_EINVAL, "tr_main: no root function");
   struct main_sig_ctx sc = {.fn = root, .arg = arg};
   struct main_ctx c = {.fn = root, .arg = arg, .result = 0};
   /* One tr_main at a time owns the dispositions (a concurrent one gets
@@ -1168,7 +1172,8 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
     /* Whatever the root returned: the program was interrupted, as a
      * KeyboardInterrupt propagates through tractor's runtime. */
     fprintf(stderr, "tractor: cancelled by %s\n", signo == SIGINT ? "SIGINT" : "SIGTERM");
-    return -TR_ECANCELED;
+    return TR_ERROR(-TR_ECANCELED, "the program was cancelled by %s",
+                    signo == SIGINT ? "SIGINT" : "SIGTERM");
   }
   return rc ? rc : c.result;
 }

@@ -83,6 +83,52 @@ TR_TEST(refusals, every_refusal_leaves_an_error, .timeout = 60) {
   REFUSED(tr_pub_send(NULL, "t", NULL), -TR_EINVAL);
   REFUSED(tr_pub_recv(NULL, NULL, 0, NULL), -TR_EINVAL);
   (void)ctx;
+
+  /* Scopes, nurseries, actors. */
+  tr_scope_t sc = {0};
+  REFUSED(tr_scope_open(NULL, TR_NO_DEADLINE, 0), -TR_EINVAL);
+  REFUSED(tr_scope_cancel(&sc), -TR_EINVAL);
+  REFUSED(tr_scope_close(&sc), -TR_EINVAL);
+  tr_scope_t outer, inner;
+  tr_check_rc(tr_scope_open(&outer, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_open(&inner, TR_NO_DEADLINE, 0), 0);
+  REFUSED(tr_scope_close(&outer), -TR_EINVAL); /* not the innermost */
+  tr_check_rc(tr_scope_close(&inner), 0);
+  tr_check_rc(tr_scope_close(&outer), 0);
+  REFUSED(tr_nursery_open(NULL), -TR_EINVAL);
+  REFUSED(tr_nursery_spawn(NULL, nested_root, NULL, NULL), -TR_EINVAL);
+  REFUSED(tr_nursery_close(NULL), -TR_EINVAL);
+  REFUSED(tr_actor_nursery_open(NULL, NULL), -TR_EINVAL);
+  REFUSED(tr_actor_nursery_cancel(NULL), -TR_EINVAL);
+  REFUSED(tr_actor_nursery_close(NULL), -TR_EINVAL);
+  REFUSED(tr_recv(NULL), -TR_EINVAL);
+  REFUSED(tr_spawn(NULL, NULL, NULL, NULL), -TR_EINVAL);
+  REFUSED(tr_spawn_task_actor(NULL, NULL, NULL, NULL), -TR_EINVAL);
+  REFUSED(tr_send(NULL, NULL), -TR_EINVAL);
+  REFUSED(tr_send_u64(NULL, 1, 2), -TR_EINVAL);
+  REFUSED(tr_actor_exit(), -TR_EPERM); /* a task is not a behaviour */
+  REFUSED(tr_task_actor_result(NULL), -TR_EINVAL);
+
+  /* A bounded mailbox that is full, then an actor that has exited:
+   * back-pressure and dead letters (the cheap shared errors). */
+  tr_actor_t *a = NULL;
+  tr_spawn_opts_t o = {.name = "bounded", .mailbox_limit = 1};
+  tr_check_rc(tr_spawn_task_actor(nested_root, NULL, &o, &a), 0);
+  if (a) {
+    REFUSED(tr_join(a, 0), -TR_EPERM); /* a task runs on a worker */
+    /* The actor's main task returns at once; its mailbox may hold one
+     * message until then.  Fill it, then the next send is refused. */
+    int rc = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++)
+      rc = tr_send_u64(a, 1, 1);
+    tr_check(rc == -TR_EAGAIN || rc == -TR_ECLOSED, "refused: %s", tr_errname(rc));
+    tr_check(tr_error_last() && tr_error_code(tr_error_last()) == rc, "an error object for %s",
+             tr_errname(rc));
+    while (!tr_actor_exited(a))
+      tr_check_rc(tr_sleep(1000000), 0);
+    REFUSED(tr_send_u64(a, 1, 1), -TR_ECLOSED);
+    tr_actor_release(a);
+  }
   return 0;
 }
 
@@ -96,5 +142,20 @@ Test(refusals, outside_the_runtime, .timeout = 30) {
   cr_assert_eq(tr_to_thread(noop_thread, NULL, NULL), -TR_EPERM);
   cr_assert_not_null(tr_error_last());
   cr_assert_eq(tr_error_code(tr_error_last()), -TR_EPERM);
+  struct {
+    int rc, want;
+  } calls[] = {
+      {tr_checkpoint(), -TR_EPERM},
+      {tr_sleep(1), -TR_EPERM},
+      {tr_scope_open(&(tr_scope_t){0}, TR_NO_DEADLINE, 0), -TR_EPERM},
+      {tr_nursery_open(&(tr_nursery_t *){NULL}), -TR_EPERM},
+      {tr_actor_nursery_open(&(tr_actor_nursery_t *){NULL}, NULL), -TR_EPERM},
+      {tr_spawn_task_actor(nested_root, NULL, NULL, NULL), -TR_ENORUNTIME},
+  };
+  for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++)
+    cr_assert_eq(calls[i].rc, calls[i].want, "call %zu", i);
+  /* Each left its error: the last one's is in the slot now. */
+  cr_assert_not_null(tr_error_last());
+  cr_assert_eq(tr_error_code(tr_error_last()), -TR_ENORUNTIME);
   tr_error_clear();
 }
