@@ -40,8 +40,11 @@
 
 /* Actors listed one by one; beyond them the report gives a count. */
 #define TR_HANG_LIST_MAX 32
-/* How long the report waits for the listed actors' answers. */
-#define TR_HANG_ANSWER_NS (250 * 1000000LL)
+/* How long the report waits for the listed actors' answers.  Generous:
+ * the report comes once, and an idle actor's answer may be slow on a
+ * loaded machine (250 ms proved too short under ThreadSanitizer with the
+ * two cores busy), while only a truly stuck actor makes it wait this long. */
+#define TR_HANG_ANSWER_NS (2000 * 1000000LL)
 
 typedef struct hang_slot {
   uint32_t refs;     /* atomic: the report's and the request message's */
