@@ -29,6 +29,26 @@ enum {
   BENCH_TAG_PING,      /* spawn_idle sweep that keeps actors alive */
 };
 
+/*
+ * Where the message of each send comes from (--msgs; the BENCH line's
+ * msgs= field).  CAF and Erlang build a new message for every send, so
+ * BENCH_MSGS_FRESH, the default, allocates one per send (tr_msg_new, or a
+ * new tr_buf for the ctx_stream payloads) and lets the runtime free the one
+ * that was handled.  BENCH_MSGS_REUSE forwards the message in hand instead
+ * (zero allocations per hop), which the peers cannot do: it shows what the
+ * allocation costs, not a figure to compare with theirs.
+ */
+typedef enum bench_msgs {
+  BENCH_MSGS_FRESH = 0,
+  BENCH_MSGS_REUSE = 1,
+} bench_msgs_t;
+
+/* The mode of the run in progress.  Written by main.c on the root thread
+ * before tr_run starts the workers (which orders it before every read);
+ * read by the workloads and their behaviours, never written while a run
+ * lasts.  Workloads without a reuse form ignore it. */
+extern bench_msgs_t bench_msgs;
+
 /* What a workload hands back to main.c for the BENCH line. */
 typedef struct bench_result {
   uint64_t n;      /* the N printed as n= (may be rounded, as fanin's 8*M) */
@@ -105,6 +125,16 @@ int bench_latch_open(bench_latch_t *latch, const char *name);
 int bench_latch_wait(bench_latch_t *latch);
 /* Error path: releases latch->ref without waiting (NULL ref is a no-op). */
 void bench_latch_close(bench_latch_t *latch);
+
+/*
+ * The fresh mode's send: allocates a message carrying tag, u64 = v and
+ * cid, with from as its sender, and sends it to `to`.  Returns 0 or the
+ * rc of tr_msg_new or tr_send (not reported: the caller calls bench_fail).
+ * Ownership: from (NULL for none) is a reference that passes to the
+ * message, and is released on every failure; to is borrowed.
+ * Threads: any thread while tr_run runs.
+ */
+int bench_send_new(tr_actor_t *to, uint32_t tag, uint64_t v, uint64_t cid, tr_actor_t *from);
 
 /* Sends BENCH_TAG_STOP to a and releases the caller's reference to it.  A
  * send to an actor that has already exited is not an error here.  Returns 0

@@ -8,11 +8,12 @@
  * 1 it reports done.  Timing runs from spawning ping to main receiving
  * done.
  *
- * Both sides reuse the message they were handed instead of allocating a
- * new one: the value is still a fresh 64-bit integer each hop, and the
- * sender reference costs one dup and one release per round trip, as a CAF
- * mailbox element's sender does.  The message's cid counts the replies
- * ping received, which lets main check that exactly N round trips happened.
+ * msgs=fresh (the default): every send is a new message, as in both
+ * peers; ping's carries its sender (one dup per round trip, as a CAF
+ * mailbox element's sender or Erlang's {self(), X}), pong's reply none.
+ * msgs=reuse: both sides send the message they were handed instead, with
+ * the same sender dup and release.  ping counts the replies it receives,
+ * which lets main check that exactly N round trips happened.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +24,29 @@ typedef struct ping_state {
   tr_actor_t *pong; /* owned */
   tr_actor_t *done; /* owned: the latch standing in for main */
   uint64_t n;
+  uint64_t replies;
 } ping_state_t;
 
-static void pong_behaviour(void *state, tr_msg_t *msg) {
+static void pong_fresh(void *state, tr_msg_t *msg) {
+  int rc;
+
+  (void)state;
+  if (msg->tag == BENCH_TAG_STOP) {
+    bench_exit_self();
+    return;
+  }
+  if (msg->from == NULL) {
+    bench_fail("pong: message without a sender", -TR_EINVAL);
+    return;
+  }
+  /* The reply carries no sender, as Erlang's From ! X.  The runtime frees
+   * msg, and its sender reference, when this returns. */
+  rc = tr_send_u64(msg->from, BENCH_TAG_VALUE, msg->u64);
+  if (rc != 0)
+    bench_fail("pong: tr_send_u64", rc);
+}
+
+static void pong_reuse(void *state, tr_msg_t *msg) {
   tr_actor_t *to = msg->from;
   int rc;
 
@@ -48,27 +69,44 @@ static void pong_behaviour(void *state, tr_msg_t *msg) {
     bench_fail("pong: tr_send", rc);
 }
 
-static void ping_behaviour(void *state, tr_msg_t *msg) {
-  ping_state_t *s = state;
+/* The runtime has no init hook, so main's kick (START) stands in for
+ * CAF's "send on init".  Returns the value to send to pong, or 0 when the
+ * last round trip is done, which ping has then reported to main. */
+static uint64_t ping_step(ping_state_t *s, const tr_msg_t *msg) {
   int rc;
 
-  if (msg->tag == BENCH_TAG_START) {
-    /* The runtime has no init hook, so main's kick stands in for CAF's
-     * "send on init". */
-    msg->u64 = s->n;
-    msg->cid = 0;
-  } else {
-    msg->cid++; /* one more reply received = one more round trip */
-    if (msg->u64 <= 1) {
-      msg->u64 = msg->cid;
-      rc = tr_send(s->done, msg);
-      if (rc != 0)
-        bench_fail("ping: tr_send(done)", rc);
-      bench_exit_self();
-      return;
-    }
-    msg->u64--;
-  }
+  if (msg->tag == BENCH_TAG_START)
+    return s->n;
+  s->replies++; /* one more reply received = one more round trip */
+  if (msg->u64 > 1)
+    return msg->u64 - 1;
+  rc = tr_send_u64(s->done, BENCH_TAG_VALUE, s->replies);
+  if (rc != 0)
+    bench_fail("ping: tr_send_u64(done)", rc);
+  bench_exit_self();
+  return 0;
+}
+
+static void ping_fresh(void *state, tr_msg_t *msg) {
+  ping_state_t *s = state;
+  uint64_t v = ping_step(s, msg);
+  int rc;
+
+  if (v == 0)
+    return;
+  rc = bench_send_new(s->pong, BENCH_TAG_VALUE, v, 0, tr_actor_dup(tr_self()));
+  if (rc != 0)
+    bench_fail("ping: tr_send", rc);
+}
+
+static void ping_reuse(void *state, tr_msg_t *msg) {
+  ping_state_t *s = state;
+  uint64_t v = ping_step(s, msg);
+  int rc;
+
+  if (v == 0)
+    return;
+  msg->u64 = v;
   msg->tag = BENCH_TAG_VALUE;
   msg->from = tr_actor_dup(tr_self());
   rc = tr_send(s->pong, msg);
@@ -91,12 +129,13 @@ int bench_pingpong(uint64_t n, bench_result_t *res) {
   tr_actor_t *pong = NULL, *ping = NULL;
   ping_state_t *ps;
   double t0, secs;
+  int reuse = bench_msgs == BENCH_MSGS_REUSE;
   int rc;
 
   rc = bench_latch_open(&done, "main");
   if (rc != 0)
     return rc;
-  rc = tr_spawn(pong_behaviour, NULL, &pong_opts, &pong);
+  rc = tr_spawn(reuse ? pong_reuse : pong_fresh, NULL, &pong_opts, &pong);
   if (rc != 0) {
     bench_fail("tr_spawn(pong)", rc);
     bench_latch_close(&done);
@@ -110,9 +149,10 @@ int bench_pingpong(uint64_t n, bench_result_t *res) {
   ps->pong = tr_actor_dup(pong);
   ps->done = tr_actor_dup(done.ref);
   ps->n = n;
+  ps->replies = 0;
 
   t0 = bench_now();
-  rc = tr_spawn(ping_behaviour, ps, &ping_opts, &ping);
+  rc = tr_spawn(reuse ? ping_reuse : ping_fresh, ps, &ping_opts, &ping);
   if (rc != 0) {
     /* A failed spawn did not take ps. */
     bench_fail("tr_spawn(ping)", rc);

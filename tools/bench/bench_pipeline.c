@@ -6,8 +6,10 @@
  * spawned after t0 and sends 0..N-1 in a tight loop with no flow control
  * (unbounded mailboxes).  Each stage forwards x + 1; the sink counts N
  * items, and main checks their sum N(N-1)/2 + 8N.  Items are freshly
- * allocated by the producer, as in both peers, and each stage forwards the
- * message it was handed (zero allocations per hop).
+ * allocated by the producer, as in both peers.  msgs=fresh (the default):
+ * each stage sends a new message carrying x + 1, as both peers do.
+ * msgs=reuse: each stage forwards the message it was handed (zero
+ * allocations per hop).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +31,19 @@ typedef struct producer_state {
 } producer_state_t;
 
 /* state is the next stage's (or the sink's) reference, owned. */
-static void stage_behaviour(void *state, tr_msg_t *msg) {
+static void stage_fresh(void *state, tr_msg_t *msg) {
+  int rc;
+
+  if (msg->tag == BENCH_TAG_STOP) {
+    bench_exit_self();
+    return;
+  }
+  rc = tr_send_u64(state, BENCH_TAG_VALUE, msg->u64 + 1);
+  if (rc != 0)
+    bench_fail("stage: tr_send_u64", rc);
+}
+
+static void stage_reuse(void *state, tr_msg_t *msg) {
   int rc;
 
   if (msg->tag == BENCH_TAG_STOP) {
@@ -54,10 +68,9 @@ static void sink_behaviour(void *state, tr_msg_t *msg) {
   }
   s->sum += msg->u64;
   if (++s->count == s->total) {
-    msg->u64 = s->sum;
-    rc = tr_send(s->done, msg);
+    rc = tr_send_u64(s->done, BENCH_TAG_VALUE, s->sum);
     if (rc != 0)
-      bench_fail("sink: tr_send(done)", rc);
+      bench_fail("sink: tr_send_u64(done)", rc);
   }
 }
 
@@ -95,6 +108,7 @@ int bench_pipeline(uint64_t n, bench_result_t *res) {
   static const tr_spawn_opts_t sink_opts = {.name = "sink", .on_exit = sink_on_exit};
   static const tr_spawn_opts_t stage_opts = {.name = "stage", .on_exit = stage_on_exit};
   static const tr_spawn_opts_t prod_opts = {.name = "producer", .on_exit = producer_on_exit};
+  tr_behaviour_fn stage = bench_msgs == BENCH_MSGS_REUSE ? stage_reuse : stage_fresh;
   /* all[0] is the sink, all[i] stage i counted from the sink's end. */
   tr_actor_t *all[PIPE_STAGES + 1] = {0};
   tr_actor_t *producer, *next;
@@ -126,7 +140,7 @@ int bench_pipeline(uint64_t n, bench_result_t *res) {
   }
   for (i = 1; i <= PIPE_STAGES; i++) {
     next = tr_actor_dup(all[i - 1]);
-    rc = tr_spawn(stage_behaviour, next, &stage_opts, &all[i]);
+    rc = tr_spawn(stage, next, &stage_opts, &all[i]);
     if (rc != 0) {
       bench_fail("tr_spawn(stage)", rc);
       tr_actor_release(next);

@@ -7,8 +7,10 @@
  * as in both peers).  Timing covers the injection up to main receiving
  * done.
  *
- * The token is one message forwarded hop to hop (zero allocations); its
- * cid counts the hops, so main can check that the ring made exactly N.
+ * msgs=fresh (the default): every hop sends a new message carrying t - 1,
+ * as both peers do.  msgs=reuse: the token is one message forwarded hop to
+ * hop (zero allocations).  The message's cid counts the hops, so main can
+ * check that the ring made exactly N.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +24,32 @@ typedef struct node_state {
   tr_actor_t *done; /* owned: the latch standing in for main */
 } node_state_t;
 
-static void node_behaviour(void *state, tr_msg_t *msg) {
+/* The node that receives 0 reports the hop count and stays alive. */
+static void node_report(node_state_t *s, const tr_msg_t *msg) {
+  int rc = tr_send_u64(s->done, BENCH_TAG_VALUE, msg->cid);
+
+  if (rc != 0)
+    bench_fail("ring node: tr_send_u64(done)", rc);
+}
+
+static void node_fresh(void *state, tr_msg_t *msg) {
+  node_state_t *s = state;
+  int rc;
+
+  if (msg->tag == BENCH_TAG_STOP) {
+    bench_exit_self();
+    return;
+  }
+  if (msg->u64 == 0) {
+    node_report(s, msg);
+    return;
+  }
+  rc = bench_send_new(s->next, BENCH_TAG_VALUE, msg->u64 - 1, msg->cid + 1, NULL);
+  if (rc != 0)
+    bench_fail("ring node: tr_send", rc);
+}
+
+static void node_reuse(void *state, tr_msg_t *msg) {
   node_state_t *s = state;
   int rc;
 
@@ -38,10 +65,7 @@ static void node_behaviour(void *state, tr_msg_t *msg) {
       bench_fail("ring node: tr_send", rc);
     return;
   }
-  msg->u64 = msg->cid;
-  rc = tr_send(s->done, msg);
-  if (rc != 0)
-    bench_fail("ring node: tr_send(done)", rc);
+  node_report(s, msg);
 }
 
 static void node_on_exit(void *state) {
@@ -54,6 +78,7 @@ static void node_on_exit(void *state) {
 
 int bench_ring(uint64_t n, bench_result_t *res) {
   tr_spawn_opts_t opts = {.name = "ring", .on_exit = node_on_exit};
+  tr_behaviour_fn node = bench_msgs == BENCH_MSGS_REUSE ? node_reuse : node_fresh;
   tr_actor_t *ring[RING_SIZE] = {0};
   node_state_t *st[RING_SIZE];
   bench_latch_t done;
@@ -72,7 +97,7 @@ int bench_ring(uint64_t n, bench_result_t *res) {
     }
     st[i]->next = NULL;
     st[i]->done = tr_actor_dup(done.ref);
-    rc = tr_spawn(node_behaviour, st[i], &opts, &ring[i]);
+    rc = tr_spawn(node, st[i], &opts, &ring[i]);
     if (rc != 0) {
       bench_fail("tr_spawn(ring node)", rc);
       node_on_exit(st[i]);

@@ -6,10 +6,20 @@
  *    timed from the first send to the context's final Return;
  *  - mode=rpc: sequential round trips through tr_portal_run to a daemon
  *    actor (Start -> StartAck -> Return per call).
+ * The runtime builds a new envelope per send in both modes; what --msgs
+ * changes is the payload.  msgs=fresh (the default): each stream message
+ * is a new 64-byte buffer (CAF copies its std::string into every message,
+ * Erlang its 64-byte heap binary), and each call's argument a new buffer
+ * carrying its index i, whose echo is checked (as the peers' tcp_rpc).
+ * msgs=reuse: one buffer is shared by every send (a reference each), and
+ * the echo is checked to be that buffer.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "bench.h"
+
+#define STREAM_PAYLOAD 64 /* bytes per message, as tcp_stream */
 
 static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
@@ -33,15 +43,24 @@ static int rpc_main(void *arg) {
   if (rc)
     return rc;
   rc = tr_start_actor(an, "echod", ns, 1, &p);
+  int reuse = bench_msgs == BENCH_MSGS_REUSE;
   tr_buf_t *arg_buf = NULL;
-  if (rc == 0)
+  if (rc == 0 && reuse)
     rc = tr_buf_from_u64(7, &arg_buf);
   double t0 = bench_now();
   for (uint64_t i = 0; rc == 0 && i < rb->n; i++) {
-    tr_buf_t *res = NULL;
-    rc = tr_portal_run(p, "bench.echo", arg_buf, &res);
-    rb->ok += res == arg_buf;
+    tr_buf_t *call_arg = arg_buf, *res = NULL;
+    uint64_t echoed;
+    if (!reuse && (rc = tr_buf_from_u64(i, &call_arg)) != 0)
+      break;
+    rc = tr_portal_run(p, "bench.echo", call_arg, &res);
+    if (reuse)
+      rb->ok += res == arg_buf;
+    else
+      rb->ok += rc == 0 && tr_buf_to_u64(res, &echoed) == 0 && echoed == i;
     tr_buf_release(res);
+    if (!reuse)
+      tr_buf_release(call_arg);
   }
   rb->secs = bench_now() - t0;
   tr_buf_release(arg_buf);
@@ -77,19 +96,29 @@ static int stream_main(void *arg) {
   tr_ctx_t *ctx = NULL;
   tr_stream_t *s = NULL;
   tr_buf_t *msg = NULL, *res = NULL;
+  char payload[STREAM_PAYLOAD];
+  int reuse = bench_msgs == BENCH_MSGS_REUSE;
+  memset(payload, 'x', sizeof payload); /* as the peers' payload */
   int rc = tr_actor_nursery_open(&an, NULL);
   if (rc)
     return rc;
   rc = tr_start_actor(an, "sinkd", ns, 1, &p);
-  if (rc == 0)
-    rc = tr_buf_new(64, &msg); /* 64-byte messages, as tcp_stream */
+  if (rc == 0 && reuse)
+    rc = tr_buf_from(payload, sizeof payload, &msg);
   if (rc == 0)
     rc = tr_portal_open_context(p, "bench.sink", NULL, NULL, &ctx, NULL);
   if (rc == 0)
     rc = tr_ctx_open_stream(ctx, &s);
   double t0 = bench_now();
-  for (uint64_t i = 0; rc == 0 && i < rb->n; i++)
-    rc = tr_stream_send(s, msg);
+  for (uint64_t i = 0; rc == 0 && i < rb->n; i++) {
+    if (reuse) {
+      rc = tr_stream_send(s, msg);
+    } else if ((rc = tr_buf_from(payload, sizeof payload, &msg)) == 0) {
+      rc = tr_stream_send(s, msg); /* takes its own reference */
+      tr_buf_release(msg);
+      msg = NULL;
+    }
+  }
   if (s)
     tr_stream_close(s);
   if (ctx) {
@@ -128,7 +157,8 @@ int bench_ctx_stream_stream(uint64_t n, bench_result_t *res) {
   res->secs = rb.secs;
   res->rate = (double)n / rb.secs;
   res->ok = rb.ok == n; /* the far side counted every message */
-  snprintf(res->extra, sizeof res->extra, " mode=stream window=%d", TR_STREAM_WINDOW);
+  snprintf(res->extra, sizeof res->extra, " mode=stream window=%d payload_bytes=%d",
+           TR_STREAM_WINDOW, STREAM_PAYLOAD);
   return 0;
 }
 

@@ -12,8 +12,9 @@
  * idle here, so a parent kicks each child with one START message right
  * after spawning it: that message is this runtime's counterpart of the
  * initial scheduling every CAF actor and Erlang process gets on spawn.
- * Replies reuse the message in hand (the leaf's START, the node's last
- * reply) instead of allocating.
+ * msgs=fresh (the default): every reply is a new message, as in both
+ * peers.  msgs=reuse: replies reuse the message in hand (the leaf's START,
+ * the node's last reply) instead of allocating.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,19 +67,31 @@ static int sky_spawn(tr_actor_t *parent, uint64_t num, uint64_t size) {
   return 0;
 }
 
+/* Sends v to the parent, in a new message or in msg (the one in hand),
+ * as --msgs says, and ends the node. */
+static void sky_reply(sky_state_t *s, tr_msg_t *msg, uint64_t v) {
+  int rc;
+
+  if (bench_msgs == BENCH_MSGS_REUSE) {
+    msg->tag = BENCH_TAG_VALUE;
+    msg->u64 = v;
+    rc = tr_send(s->parent, msg);
+  } else {
+    rc = tr_send_u64(s->parent, BENCH_TAG_VALUE, v);
+  }
+  if (rc != 0)
+    bench_fail("skynet: tr_send(reply)", rc);
+  bench_exit_self();
+}
+
 static void sky_behaviour(void *state, tr_msg_t *msg) {
   sky_state_t *s = state;
   uint64_t sub;
-  int i, rc;
+  int i;
 
   if (msg->tag == BENCH_TAG_START) {
     if (s->size == 1) {
-      msg->tag = BENCH_TAG_VALUE;
-      msg->u64 = s->num;
-      rc = tr_send(s->parent, msg);
-      if (rc != 0)
-        bench_fail("skynet leaf: tr_send", rc);
-      bench_exit_self();
+      sky_reply(s, msg, s->num);
       return;
     }
     sub = s->size / SKY_FANOUT;
@@ -88,13 +101,8 @@ static void sky_behaviour(void *state, tr_msg_t *msg) {
     return;
   }
   s->sum += msg->u64;
-  if (--s->pending == 0) {
-    msg->u64 = s->sum;
-    rc = tr_send(s->parent, msg);
-    if (rc != 0)
-      bench_fail("skynet node: tr_send", rc);
-    bench_exit_self();
-  }
+  if (--s->pending == 0)
+    sky_reply(s, msg, s->sum);
 }
 
 int bench_skynet(uint64_t n, bench_result_t *res) {

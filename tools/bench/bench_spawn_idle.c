@@ -16,8 +16,9 @@
  * figure measures the runtime, not this file's bookkeeping (CAF's count
  * includes its two captured handles, which live inside its actor object).
  * Main is not an actor, so the first link reports to two latches, one per
- * sweep.  Sweeps forward the message they were handed; its cid counts the
- * actors it passed through.
+ * sweep.  msgs=fresh (the default): every link sends a new message on,
+ * as both peers do.  msgs=reuse: sweeps forward the message they were
+ * handed.  The message's cid counts the actors it passed through.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,17 @@ typedef struct first_state {
 } first_state_t;
 
 /* state is the predecessor reference (owned). */
-static void link_behaviour(void *state, tr_msg_t *msg) {
+static void link_fresh(void *state, tr_msg_t *msg) {
+  int stop = msg->tag == BENCH_TAG_STOP;
+  int rc = bench_send_new(state, msg->tag, 0, msg->cid + 1, NULL);
+
+  if (rc != 0)
+    bench_fail("idle: tr_send", rc);
+  if (stop)
+    bench_exit_self();
+}
+
+static void link_reuse(void *state, tr_msg_t *msg) {
   tr_actor_t *prev = state;
   int stop = msg->tag == BENCH_TAG_STOP;
   int rc;
@@ -50,8 +61,12 @@ static void first_behaviour(void *state, tr_msg_t *msg) {
   int stop = msg->tag == BENCH_TAG_STOP;
   int rc;
 
-  msg->u64 = ++msg->cid;
-  rc = tr_send(stop ? s->stop_done : s->ping_done, msg);
+  if (bench_msgs == BENCH_MSGS_REUSE) {
+    msg->u64 = ++msg->cid;
+    rc = tr_send(stop ? s->stop_done : s->ping_done, msg);
+  } else {
+    rc = tr_send_u64(stop ? s->stop_done : s->ping_done, msg->tag, msg->cid + 1);
+  }
   if (rc != 0)
     bench_fail("idle first: tr_send", rc);
   if (stop)
@@ -84,6 +99,7 @@ static int sweep(tr_actor_t *last, uint32_t tag) {
 int bench_spawn_idle(uint64_t n, bench_result_t *res) {
   static const tr_spawn_opts_t first_opts = {.name = "idle", .on_exit = first_on_exit};
   static const tr_spawn_opts_t link_opts = {.name = "idle", .on_exit = link_on_exit};
+  tr_behaviour_fn link = bench_msgs == BENCH_MSGS_REUSE ? link_reuse : link_fresh;
   bench_latch_t ping_done, stop_done;
   tr_actor_t *last = NULL, *next;
   first_state_t *fs;
@@ -120,7 +136,7 @@ int bench_spawn_idle(uint64_t n, bench_result_t *res) {
   for (i = 1; i < n; i++) {
     /* Main's reference to the previous link becomes the new link's state,
      * so main only ever holds one reference: the newest link's. */
-    rc = tr_spawn(link_behaviour, last, &link_opts, &next);
+    rc = tr_spawn(link, last, &link_opts, &next);
     if (rc != 0) {
       bench_fail("tr_spawn(idle)", rc);
       goto fail; /* a failed spawn did not take last */

@@ -7,7 +7,10 @@
 #
 # Environment: REPS (default 3), ONLY (default: the six in-process
 # workloads), IMPLS for the peers (default "caf erlang"), PEERS (the
-# bench-peers folder, default ../shared/bench-peers next to the repo).
+# bench-peers folder, default ../shared/bench-peers next to the repo),
+# MSGS (tr-bench --msgs: fresh, the default, allocates a message per send
+# as the peers do; "both" adds rows tractor-c/reuse, which forward the
+# message in hand and have no peer counterpart).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -16,6 +19,7 @@ PEERS=${PEERS:-$ROOT/../shared/bench-peers}
 REPS=${REPS:-3}
 ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline"}
 IMPLS=${IMPLS:-"caf erlang"}
+MSGS=${MSGS:-fresh}
 [ -x "$BIN" ] || { echo "compare.sh: no tr-bench at $BIN" >&2; exit 2; }
 [ -x "$PEERS/run_all.sh" ] || { echo "compare.sh: no peers at $PEERS" >&2; exit 2; }
 
@@ -23,7 +27,7 @@ LINES=$(mktemp)
 trap 'rm -f "$LINES"' EXIT
 for rep in $(seq "$REPS"); do
   for w in $ONLY; do
-    "$BIN" "$w" -w 2 2>/dev/null | tee -a "$LINES"
+    "$BIN" "$w" -w 2 --msgs "$MSGS" 2>/dev/null | tee -a "$LINES"
     ONLY=$w REPS=1 IMPLS=$IMPLS "$PEERS/run_all.sh" 2>/dev/null | grep '^BENCH' | tee -a "$LINES"
   done
 done
@@ -36,6 +40,7 @@ awk '
       if ($k ~ /^rate=/) rate=substr($k,6);
       if ($k ~ /^(bytes_per_actor|mem_per_actor_bytes)=/) { split($k,kv,"="); mem=kv[2] }
       if ($k ~ /^secs=/) secs=substr($k,6);
+      if ($k == "msgs=reuse") impl=impl "/reuse";
     }
     key=w" "impl; r[key]=r[key]" "rate; s[key]=s[key]" "secs; if (mem!="") m[key]=m[key]" "mem }
   function med(list,   n, v, i, j, t) {
@@ -44,7 +49,7 @@ awk '
     return v[int((n+1)/2)]
   }
   END {
-    printf "%-11s %-10s %14s %10s %10s\n", "workload", "impl", "median rate", "med secs", "bytes/act";
+    printf "%-11s %-15s %14s %10s %10s\n", "workload", "impl", "median rate", "med secs", "bytes/act";
     for (k in r) { split(k, p, " ");
-      printf "%-11s %-10s %14.0f %10.3f %10s\n", p[1], p[2], med(r[k]), med(s[k]), (k in m) ? med(m[k]) : "-" }
+      printf "%-11s %-15s %14.0f %10.3f %10s\n", p[1], p[2], med(r[k]), med(s[k]), (k in m) ? med(m[k]) : "-" }
   }' "$LINES" | (read -r h; echo "$h"; sort)

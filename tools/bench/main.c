@@ -2,13 +2,19 @@
  * tr-bench: command line, one tr_run per workload, the BENCH result line,
  * and the helpers every workload shares (clock, RSS, latch, failure).
  *
- *   tr-bench WORKLOAD [-n N] [-w WORKERS] [--smoke]
- *   tr-bench all [-w WORKERS] [--smoke]
+ *   tr-bench WORKLOAD [-n N] [-w WORKERS] [--msgs fresh|reuse|both] [--smoke]
+ *   tr-bench all [-w WORKERS] [--msgs fresh|reuse|both] [--smoke]
  *
  * stdout carries only BENCH lines; progress and errors go to stderr.  The
  * exit status is 0 only when every run completed, passed its correctness
- * check and leaked no actor or message.  `all` runs each workload in its
- * own child process, as the peers do (see run_isolated).
+ * check and leaked no actor or message.  When more than one run is asked
+ * for (`all`, ctx_stream's two modes, --msgs both), each runs in its own
+ * child process, as the peers do (see run_isolated).
+ *
+ * --msgs picks how the workloads that forward messages get the message of
+ * each send (bench.h, bench_msgs_t): fresh (the default, as the peers),
+ * reuse, or both, which runs such a workload once per mode, each run with
+ * its own BENCH line (msgs=fresh, then msgs=reuse).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -47,6 +53,8 @@ long long bench_rss_bytes(void) {
   fclose(f);
   return kb < 0 ? -1 : kb * 1024;
 }
+
+bench_msgs_t bench_msgs = BENCH_MSGS_FRESH;
 
 /* The workload being run, for error messages.  Written by the root thread
  * before tr_run starts the workers, which orders it before any read. */
@@ -137,6 +145,26 @@ void bench_latch_close(bench_latch_t *latch) {
   latch->ref = NULL;
 }
 
+int bench_send_new(tr_actor_t *to, uint32_t tag, uint64_t v, uint64_t cid, tr_actor_t *from) {
+  tr_msg_t *msg;
+  int rc = tr_msg_new(&msg);
+
+  if (rc != 0) {
+    tr_actor_release(from);
+    return rc;
+  }
+  msg->tag = tag;
+  msg->u64 = v;
+  msg->cid = cid;
+  msg->from = from;
+  rc = tr_send(to, msg);
+  /* On these two the caller keeps the message (on -TR_ECLOSED the
+   * runtime has freed it). */
+  if (rc == -TR_EAGAIN || rc == -TR_EINVAL)
+    tr_msg_free(msg);
+  return rc;
+}
+
 int bench_stop_release(tr_actor_t *a) {
   int rc = tr_send_u64(a, BENCH_TAG_STOP, 0);
 
@@ -149,26 +177,34 @@ int bench_stop_release(tr_actor_t *a) {
 
 /* ---- workload table ---------------------------------------------------- */
 
+/* Which message forms a workload has (the msgs= field). */
+enum {
+  FORMS_NONE,  /* sends no messages in its timed section: no msgs= field */
+  FORMS_FRESH, /* every send is a new message by nature (fanin's senders) */
+  FORMS_BOTH,  /* forwards messages: fresh by default, reuse on request */
+};
+
 typedef struct workload {
   const char *name;
   bench_fn fn;
   uint64_t n_default; /* the peers' defaults (bench-peers/run_all.sh) */
   uint64_t n_smoke;   /* well under a second each, also under TSan */
+  int forms;          /* FORMS_* */
 } workload_t;
 
 static const workload_t workloads[] = {
-    {"pingpong", bench_pingpong, 2000000, 20000},
-    {"ring", bench_ring, 10000000, 100000},
-    {"fanin", bench_fanin, 16000000, 160000},
-    {"skynet", bench_skynet, 1000000, 10000},
-    {"spawn_idle", bench_spawn_idle, 1000000, 10000},
-    {"pipeline", bench_pipeline, 5000000, 50000},
-    {"task_switch", bench_task_switch, 10000000, 20000},
-    {"task_spawn", bench_task_spawn, 1000000, 10000},
-    {"cancel_storm", bench_cancel_storm, 100000, 1000},
+    {"pingpong", bench_pingpong, 2000000, 20000, FORMS_BOTH},
+    {"ring", bench_ring, 10000000, 100000, FORMS_BOTH},
+    {"fanin", bench_fanin, 16000000, 160000, FORMS_FRESH},
+    {"skynet", bench_skynet, 1000000, 10000, FORMS_BOTH},
+    {"spawn_idle", bench_spawn_idle, 1000000, 10000, FORMS_BOTH},
+    {"pipeline", bench_pipeline, 5000000, 50000, FORMS_BOTH},
+    {"task_switch", bench_task_switch, 10000000, 20000, FORMS_NONE},
+    {"task_spawn", bench_task_spawn, 1000000, 10000, FORMS_NONE},
+    {"cancel_storm", bench_cancel_storm, 100000, 1000, FORMS_NONE},
     /* Two rows, two BENCH lines (mode=stream, mode=rpc) for one name. */
-    {"ctx_stream", bench_ctx_stream_stream, 5000000, 5000},
-    {"ctx_stream", bench_ctx_stream, 1000000, 2000},
+    {"ctx_stream", bench_ctx_stream_stream, 5000000, 5000, FORMS_BOTH},
+    {"ctx_stream", bench_ctx_stream, 1000000, 2000, FORMS_BOTH},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -191,18 +227,27 @@ static int root(void *arg) {
   return ctx->w->fn(ctx->n, &ctx->res);
 }
 
-/* Runs one workload in a fresh runtime and prints its BENCH line.
- * Returns 0 when everything passed, else 1. */
-static int run_one(const workload_t *w, uint64_t n, int workers) {
+/* The msgs= field of w's BENCH line for a run in form msgs ("" for a
+ * workload that sends no messages). */
+static const char *msgs_field(const workload_t *w, bench_msgs_t msgs) {
+  if (w->forms == FORMS_NONE)
+    return "";
+  return msgs == BENCH_MSGS_REUSE ? " msgs=reuse" : " msgs=fresh";
+}
+
+/* Runs one workload in a fresh runtime, its messages got as msgs says,
+ * and prints its BENCH line.  Returns 0 when everything passed, else 1. */
+static int run_one(const workload_t *w, uint64_t n, int workers, bench_msgs_t msgs) {
   tr_config_t cfg = {.workers = workers};
   run_ctx_t ctx = {.w = w, .n = n, .res = {.ok = -1}};
   tr_stats_t st;
   int rc, failed = 0;
 
   current_workload = w->name;
+  bench_msgs = msgs;
   bench_fail_reset();
-  fprintf(stderr, "# %s n=%" PRIu64 " workers=%d%s\n", w->name, n, workers,
-          workers == 0 ? " (runtime default)" : "");
+  fprintf(stderr, "# %s n=%" PRIu64 " workers=%d%s%s\n", w->name, n, workers,
+          workers == 0 ? " (runtime default)" : "", msgs_field(w, msgs));
   rc = tr_run(&cfg, root, &ctx);
   if (rc != 0) {
     /* Workloads report their own failures; this catches tr_run itself. */
@@ -228,8 +273,8 @@ static int run_one(const workload_t *w, uint64_t n, int workers) {
     failed = 1;
   }
 
-  printf("BENCH %s impl=tractor-c n=%" PRIu64 " secs=%.6f rate=%.1f%s%s workers=%d\n", w->name,
-         ctx.res.n, ctx.res.secs, ctx.res.rate, ctx.res.extra,
+  printf("BENCH %s impl=tractor-c n=%" PRIu64 " secs=%.6f rate=%.1f%s%s%s workers=%d\n", w->name,
+         ctx.res.n, ctx.res.secs, ctx.res.rate, msgs_field(w, msgs), ctx.res.extra,
          ctx.res.ok < 0 ? ""
          : ctx.res.ok   ? " ok=1"
                         : " ok=0",
@@ -239,15 +284,16 @@ static int run_one(const workload_t *w, uint64_t n, int workers) {
 }
 
 /*
- * Runs one workload of `all` in a child process.  The peers run every
- * workload as its own process, and so must we for the figures to compare:
- * in one process, the memory an earlier workload freed (fanin leaves about
- * a gigabyte with malloc) would be reused by spawn_idle, hiding its RSS
- * growth and its page-fault cost.  Forking is safe here because tr_run has
- * joined its workers, so the parent is single-threaded.
+ * Runs one workload in a child process, when one command asks for several
+ * runs.  The peers run every workload as its own process, and so must we
+ * for the figures to compare: in one process, the memory an earlier run
+ * freed (fanin leaves about a gigabyte with malloc; spawn_idle's fresh run
+ * as much for its reuse run) would be reused by the next spawn_idle,
+ * hiding its RSS growth and its page-fault cost.  Forking is safe here
+ * because the parent never runs tr_run, so it is single-threaded.
  * Returns 0 when the child passed, else 1.
  */
-static int run_isolated(const workload_t *w, uint64_t n, int workers) {
+static int run_isolated(const workload_t *w, uint64_t n, int workers, bench_msgs_t msgs) {
   pid_t pid;
   int status;
 
@@ -259,7 +305,7 @@ static int run_isolated(const workload_t *w, uint64_t n, int workers) {
     return 1;
   }
   if (pid == 0)
-    exit(run_one(w, n, workers)); /* exit, not _exit: flush and run LSan */
+    exit(run_one(w, n, workers, msgs)); /* exit, not _exit: flush and run LSan */
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) {
       perror("tr-bench: waitpid");
@@ -275,18 +321,27 @@ static int run_isolated(const workload_t *w, uint64_t n, int workers) {
 
 /* ---- command line ------------------------------------------------------ */
 
+/* One run of a workload, as the command line asks for it. */
+typedef struct run {
+  const workload_t *w;
+  bench_msgs_t msgs;
+} run_t;
+
 static void usage(FILE *f) {
   size_t i;
 
-  fprintf(f, "usage: tr-bench WORKLOAD [-n N] [-w WORKERS] [--smoke]\n"
-             "       tr-bench all [-w WORKERS] [--smoke]\n"
-             "  -n N        size (default: the peers' default for WORKLOAD)\n"
-             "  -w WORKERS  worker threads (default 0 = online CPUs; TR_WORKERS overrides)\n"
-             "  --smoke     small sizes, each well under a second (CI, sanitizers)\n"
+  fprintf(f, "usage: tr-bench WORKLOAD [-n N] [-w WORKERS] [--msgs MODE] [--smoke]\n"
+             "       tr-bench all [-w WORKERS] [--msgs MODE] [--smoke]\n"
+             "  -n N         size (default: the peers' default for WORKLOAD)\n"
+             "  -w WORKERS   worker threads (default 0 = online CPUs; TR_WORKERS overrides)\n"
+             "  --msgs MODE  fresh (default): a new message per send, as CAF and Erlang;\n"
+             "               reuse: forward the message in hand; both: a run (and a BENCH\n"
+             "               line) per mode.  Only workloads marked * have a reuse form\n"
+             "  --smoke      small sizes, each well under a second (CI, sanitizers)\n"
              "workloads (default N / smoke N):\n");
   for (i = 0; i < NWORKLOADS; i++)
-    fprintf(f, "  %-11s %10" PRIu64 " / %" PRIu64 "\n", workloads[i].name, workloads[i].n_default,
-            workloads[i].n_smoke);
+    fprintf(f, "  %-12s %10" PRIu64 " / %" PRIu64 "%s\n", workloads[i].name, workloads[i].n_default,
+            workloads[i].n_smoke, workloads[i].forms == FORMS_BOTH ? " *" : "");
 }
 
 /* Parses a non-negative decimal integer that fits in max.  Returns 0 or -1. */
@@ -307,13 +362,16 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"smoke", no_argument, NULL, 'S'},
+      {"msgs", required_argument, NULL, 'M'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
   const workload_t *only = NULL;
   uint64_t n = 0, w64 = 0;
   int have_n = 0, smoke = 0, workers = 0, opt, failures = 0;
-  size_t i;
+  int want_fresh = 1, want_reuse = 0;
+  run_t runs[2 * NWORKLOADS];
+  size_t i, nruns = 0;
 
   while ((opt = getopt_long(argc, argv, "n:w:h", longopts, NULL)) != -1) {
     switch (opt) {
@@ -333,6 +391,14 @@ int main(int argc, char **argv) {
       break;
     case 'S':
       smoke = 1;
+      break;
+    case 'M':
+      want_fresh = strcmp(optarg, "fresh") == 0 || strcmp(optarg, "both") == 0;
+      want_reuse = strcmp(optarg, "reuse") == 0 || strcmp(optarg, "both") == 0;
+      if (!want_fresh && !want_reuse) {
+        fprintf(stderr, "tr-bench: --msgs wants fresh, reuse or both, not '%s'\n", optarg);
+        return 2;
+      }
       break;
     case 'h':
       usage(stderr); /* stdout carries BENCH lines only */
@@ -360,17 +426,31 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  /* The runs asked for, in order.  A name may have several rows
+   * (ctx_stream's modes), and a row with a reuse form a run per mode; a
+   * workload without one runs its one form once, whatever --msgs asked
+   * (its line says what it did). */
   for (i = 0; i < NWORKLOADS; i++) {
     const workload_t *w = &workloads[i];
 
     if (only != NULL && strcmp(w->name, only->name) != 0)
-      continue; /* a name may have several rows (ctx_stream's modes) */
-    /* Every workload runs even after a failure, so that one report shows
-     * all of them; the exit status still records the failure. */
-    if (only != NULL)
-      failures += run_one(w, have_n ? n : smoke ? w->n_smoke : w->n_default, workers);
+      continue;
+    if (w->forms != FORMS_BOTH || want_fresh)
+      runs[nruns++] = (run_t){w, BENCH_MSGS_FRESH};
+    if (w->forms == FORMS_BOTH && want_reuse)
+      runs[nruns++] = (run_t){w, BENCH_MSGS_REUSE};
+  }
+  for (i = 0; i < nruns; i++) {
+    const workload_t *w = runs[i].w;
+    uint64_t size = have_n ? n : smoke ? w->n_smoke : w->n_default;
+
+    /* Every run happens even after a failure, so that one report shows
+     * all of them; the exit status still records the failure.  Several
+     * runs are isolated from each other as `all` is (run_isolated). */
+    if (nruns == 1)
+      failures += run_one(w, size, workers, runs[i].msgs);
     else
-      failures += run_isolated(w, smoke ? w->n_smoke : w->n_default, workers);
+      failures += run_isolated(w, size, workers, runs[i].msgs);
   }
   return failures == 0 ? 0 : 1;
 }

@@ -2,7 +2,7 @@
 # Runs each tr-bench workload REPS times and prints a median table, so that
 # a note can quote "median of 3" with the spread next to it.
 #
-#   tools/bench/run.sh [path/to/tr-bench] [tr-bench options, e.g. -w 2 or --smoke]
+#   tools/bench/run.sh [path/to/tr-bench] [tr-bench options, e.g. -w 2, --smoke, --msgs both]
 #
 # Environment: REPS (default 3), ONLY="pingpong ring ..." (default: all ten).
 # stdout: every BENCH line as it arrives, then the table.  A run that fails
@@ -37,8 +37,8 @@ for w in $ONLY; do
 done
 
 echo "# tr-bench medians of $REPS runs each: $BIN $*"
-# One row per workload (and mode): median rate and secs, the rate's min..max, how many
-# runs passed their check, and the median bytes per actor where reported.
+# One row per workload (and mode, and msgs= form): median rate and secs, the rate's
+# min..max, how many runs passed their check, and the median bytes per actor where reported.
 awk '
 function median(list,   a, k, i, j, t) {
   k = split(list, a, " ")
@@ -51,9 +51,15 @@ function median(list,   a, k, i, j, t) {
   return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
 }
 {
-  w = $2
-  # A workload with several modes (ctx_stream) gets a row per mode.
-  for (f = 3; f <= NF; f++) if ($f ~ /^mode=/) w = w "/" substr($f, 6)
+  w = $2; m = "-"
+  # A workload with several modes (ctx_stream) gets a row per mode, and one with
+  # several message forms (msgs=fresh, msgs=reuse) a row per form.
+  for (f = 3; f <= NF; f++) {
+    if ($f ~ /^mode=/) w = w "/" substr($f, 6)
+    if ($f ~ /^msgs=/) m = substr($f, 6)
+  }
+  label[w " " m] = w; form[w " " m] = m
+  w = w " " m
   if (!(w in runs)) order[++nw] = w
   runs[w]++
   for (f = 3; f <= NF; f++) {
@@ -67,15 +73,15 @@ function median(list,   a, k, i, j, t) {
   }
 }
 END {
-  printf "%-17s %10s %4s %3s %14s %25s %10s %5s %s\n", "workload", "n", "runs", "w",
-         "median rate", "min..max rate", "med secs", "ok", "extra"
+  printf "%-17s %-5s %10s %4s %3s %14s %25s %10s %5s %s\n", "workload", "msgs", "n", "runs",
+         "w", "median rate", "min..max rate", "med secs", "ok", "extra"
   for (i = 1; i <= nw; i++) {
     w = order[i]
     mr = median(rate[w]); rlo = lo; rhi = hi
     ms = median(secs[w])
     extra = (w in bpa) ? sprintf("bytes_per_actor=%.1f", median(bpa[w])) : ""
-    printf "%-17s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", w, n[w], runs[w],
-           workers[w], mr, rlo, rhi, ms, oks[w], runs[w], extra
+    printf "%-17s %-5s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", label[w],
+           form[w], n[w], runs[w], workers[w], mr, rlo, rhi, ms, oks[w], runs[w], extra
   }
 }' "$LINES"
 exit $status
