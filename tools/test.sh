@@ -31,7 +31,11 @@ run_kind() {
   cmake --build "$dir" -j"$JOBS" 2>&1 | grep -Ev '^\[ *[0-9]+%\]' || true
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "build failed ($kind)" >&2; return 1; }
   echo "=== [$kind] ctest"
-  ctest --test-dir "$dir" --output-on-failure -j"$JOBS" --timeout 900
+  local rc=0
+  ctest --test-dir "$dir" --output-on-failure -j"$JOBS" --timeout 900 || rc=$?
+  # The fuzz test's final libFuzzer coverage line (tests/fuzz/run_fuzz.sh).
+  grep -h '^run_fuzz:' "$dir/Testing/Temporary/LastTest.log" 2>/dev/null || true
+  return $rc
 }
 
 status=0

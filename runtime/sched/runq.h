@@ -8,7 +8,9 @@
  * platform/atomic.h), so in TSan builds we annotate the happens-before edge
  * the ring provides: everything the producer did before enqueueing an actor
  * is visible to the consumer that dequeues it.  tools/tsan.supp suppresses
- * reports inside the ck_ring functions only.
+ * only reports whose top frame is one of Concurrency Kit's index accesses
+ * or a consumer's slot copy, so our own code touching the ring outside
+ * these functions is still reported (tests/sched/tsan_runq_misuse.c).
  */
 #ifndef TR_SCHED_RUNQ_H
 #define TR_SCHED_RUNQ_H

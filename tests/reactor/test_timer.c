@@ -39,7 +39,7 @@
 #define MSEC (1000000LL)
 /* How late a timer may arrive before a test calls it a failure.  TSan
  * builds check correctness, not timing: the first race report TSan matches
- * against a suppression (the ck_ring entries in tools/tsan.supp) makes it
+ * against a suppression (the Concurrency Kit entries in tools/tsan.supp) makes it
  * load debug information to symbolize the stack, on whichever worker
  * thread hit it, which stalls that worker for 200-400 ms. */
 #ifdef TR_TSAN
