@@ -1312,9 +1312,12 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
       if (c->side == SIDE_CALLER) {
         rc = ctx_put_outcome(c);
         if (rc == 0)
-          rc = c->cancel_called ? -TR_ECTXCANCELED : -TR_ECLOSED;
+          rc = c->cancel_called
+                   ? TR_ERROR(-TR_ECTXCANCELED, "tr_stream_send: the context was cancelled")
+                   : TR_ERROR(-TR_ECLOSED, "tr_stream_send: actor %s has returned",
+                              tr_actor_name(c->peer));
       } else {
-        rc = -TR_ECLOSED;
+        rc = TR_ERROR(-TR_ECLOSED, "tr_stream_send: the dialog has ended");
       }
       break;
     }
@@ -1400,16 +1403,18 @@ static int ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
       rc = ctx_put_outcome(c);
       if (rc == 0)
         rc = c->cancel_called && !c->rx_stop && c->final && c->final->body == TR_BODY_ERROR
-                 ? -TR_ECTXCANCELED
-                 : -TR_EEOF;
+                 ? TR_ERROR(-TR_ECTXCANCELED, "tr_stream_recv: the dialog was cancelled")
+                 : tr__error_quick(-TR_EEOF);
       break;
     }
+    /* The end of every stream: the shared EndOfChannel error, no
+     * allocation. */
     if (c->rx_stop) {
-      rc = -TR_EEOF;
+      rc = tr__error_quick(-TR_EEOF);
       break;
     }
     if (c->done) {
-      { rc = -TR_ECLOSED; }
+      rc = TR_ERROR(-TR_ECLOSED, "tr_stream_recv: the dialog has ended");
       break;
     }
     if (c->side == SIDE_CALLEE && c->cancel_req && t != c->task) {

@@ -90,21 +90,22 @@ static int decode_args(const tr_buf_t *args, char **key, char ***topics, size_t 
   if (rc)
     goto bad;
   if (len - pos < 2) {
-    rc = -TR_EPROTO;
+    rc = TR_ERROR(-TR_EPROTO, "subscription arguments: topic count cut short");
     goto bad;
   }
   size_t cnt = get16(d + pos);
   pos += 2;
   *topics = calloc(cnt ? cnt : 1, sizeof(char *));
   if (!*topics) {
-    rc = -TR_ENOMEM;
+    rc = TR__ENOMEM();
     goto bad;
   }
   for (; *n < cnt; (*n)++)
     if ((rc = read_str(d, len, &pos, &(*topics)[*n])) != 0)
       goto bad;
   if (cnt == 0 || pos != len) {
-    rc = -TR_EPROTO;
+    rc = TR_ERROR(-TR_EPROTO, "subscription arguments: %s",
+                  cnt == 0 ? "no topic" : "bytes after the last topic");
     goto bad;
   }
   return 0;
@@ -246,7 +247,7 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
     free(key);
     free_strs(topics, n);
     free(sub);
-    return sub ? rc : -TR_ENOMEM;
+    return sub ? rc : TR__ENOMEM();
   }
   sub->task = t;
   sub->topics = topics;
@@ -267,7 +268,7 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
       pub->fn = fn;
       pub->refs = 1; /* the feeder task's */
       rc = ts->service ? tr__nursery_spawn_internal(ts->service, feeder_main, pub, pub->key)
-                       : -TR_ECLOSED;
+                       : TR_ERROR(-TR_ECLOSED, "the publisher's actor no longer serves");
       if (rc) {
         free(pub->key);
         free(pub);
@@ -282,7 +283,7 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
   if (!pub) {
     free_strs(topics, n);
     free(sub);
-    return rc ? rc : -TR_ENOMEM;
+    return rc ? rc : TR__ENOMEM();
   }
   pub->refs++;
   sub->next = pub->subs;

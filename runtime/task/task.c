@@ -646,7 +646,9 @@ tr_task_t *tr__task_of_actor_current(struct tr_actor *a) {
   return t && t->actor == a ? t : NULL;
 }
 
-int tr_nursery_cancel(tr_nursery_t *n) { return n ? tr_scope_cancel(&n->scope) : -TR_EINVAL; }
+int tr_nursery_cancel(tr_nursery_t *n) {
+  return n ? tr_scope_cancel(&n->scope) : TR__EINVAL_NULL();
+}
 
 /* Records a failed child: the first cancels the nursery's scope. */
 static void nursery_fail(struct tr_nursery *n, tr_task_t *t) {
