@@ -35,6 +35,7 @@
 #include <tractor/time.h>
 
 #include "runtime/actor/actor.h"
+#include "runtime/log.h"
 #include "runtime/runtime.h"
 #include "runtime/task/task.h"
 
@@ -223,7 +224,7 @@ void tr__hang_report(int64_t since_ns) {
   uint64_t live = tr_load_acquire(&tr__rt.live);
   if (f) {
     fprintf(f,
-            "tractor: the root returned %.1f s ago and %" PRIu64
+            "the root returned %.1f s ago and %" PRIu64
             " actor(s) are still alive; tr_run waits for every actor to exit "
             "(tr_config_t.hang_report_ns or TR_HANG_REPORT_MS set this report's delay):\n",
             (double)since_ns / 1e9, live);
@@ -246,14 +247,14 @@ void tr__hang_report(int64_t since_ns) {
     }
     if (live > (uint64_t)n)
       fprintf(f, "  ... and %" PRIu64 " more\n", live - (uint64_t)n);
-    fprintf(f, "tractor: end of the hang report; still waiting\n");
-    if (fclose(f) == 0 && out) {
-      fwrite(out, 1, len, stderr);
-      fflush(stderr);
-    }
+    fprintf(f, "end of the hang report; still waiting");
+    /* One log record (the default hook writes it to stderr at once). */
+    if (fclose(f) == 0 && out)
+      tr__log_text(TR_LOG_WARN, out);
+    (void)len;
     free(out);
   } else {
-    fprintf(stderr, "tractor: %" PRIu64 " actor(s) still alive after the root returned\n", live);
+    tr_log(TR_LOG_WARN, "%" PRIu64 " actor(s) still alive after the root returned", live);
   }
   for (int i = 0; i < n; i++) {
     if (slots[i])

@@ -11,6 +11,7 @@
 #include <tractor/time.h>
 
 #include "runtime/error/error.h"
+#include "runtime/log.h"
 #include "runtime/fiber/fiber.h"
 #include "runtime/platform/assert.h"
 #include "runtime/runtime.h"
@@ -119,6 +120,7 @@ static void sum_counters(tr_counters_t *t, const tr_counters_t *c) {
   t->actors_freed += tr_load_relaxed(&c->actors_freed);
   t->handled += tr_load_relaxed(&c->handled);
   t->dead_letters += tr_load_relaxed(&c->dead_letters);
+  t->proto_dropped += tr_load_relaxed(&c->proto_dropped);
   t->msgs_new += tr_load_relaxed(&c->msgs_new);
   t->msgs_freed += tr_load_relaxed(&c->msgs_freed);
   t->steals += tr_load_relaxed(&c->steals);
@@ -139,6 +141,7 @@ static void snapshot(tr_stats_t *out) {
   out->actors_allocated = t.spawned - t.actors_freed;
   out->msgs_handled = t.handled;
   out->dead_letters = t.dead_letters;
+  out->proto_dropped = t.proto_dropped;
   out->msgs_allocated = t.msgs_new - t.msgs_freed;
   out->steals = t.steals;
   out->parks = t.parks;
@@ -164,7 +167,23 @@ int tr_shutdown(void) {
   return 0;
 }
 
+/* The logging threshold for this run: the config's, then TR_LOG's. */
+static void config_log_level(const tr_config_t *cfg) {
+  if (cfg && cfg->log_level != 0)
+    tr_log_set_level(cfg->log_level < 0 ? TR_LOG_OFF : cfg->log_level);
+  const char *env = getenv("TR_LOG");
+  int level;
+  if (env && *env) {
+    if (tr__log_parse_level(env, &level) == 0)
+      tr_log_set_level(level);
+    else
+      tr_log(TR_LOG_WARN, "TR_LOG=%s is not a level (off, error, warn, info, debug, 0-4): ignored",
+             env);
+  }
+}
+
 static int rt_init(const tr_config_t *cfg) {
+  config_log_level(cfg);
   memset(&tr__rt, 0, sizeof(tr__rt));
   tr__rt.batch = (cfg && cfg->batch > 0) ? cfg->batch : TR_DEFAULT_BATCH;
   tr__rt.hang_ns = config_hang(cfg);

@@ -31,6 +31,7 @@ typedef struct tr_counters {
   uint64_t actors_freed;
   uint64_t handled;
   uint64_t dead_letters;
+  uint64_t proto_dropped;
   uint64_t msgs_new;
   uint64_t msgs_freed;
   uint64_t steals;

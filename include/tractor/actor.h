@@ -22,10 +22,12 @@
  * has exited (a nursery around the whole program), then joins every worker
  * thread and frees everything the runtime owns.  An actor forgotten there
  * (never told to exit) would hang the program silently; instead, a few
- * seconds after the root returned, tr_run prints to stderr which actors it
- * is still waiting for and what they are blocked on (see
- * tr_config_t.hang_report_ns).  That report is the only thing the library
- * prints, besides fatal errors and tr_main's note of a signal.
+ * seconds after the root returned, tr_run logs (TR_LOG_WARN, through the
+ * logging hook of log.h, stderr by default) which actors it is still
+ * waiting for and what they are blocked on (see
+ * tr_config_t.hang_report_ns).  The library writes to a standard stream
+ * only through that hook, and on a fatal error (a broken invariant, a
+ * stack overflow).
  */
 #ifndef TRACTOR_ACTOR_H
 #define TRACTOR_ACTOR_H
@@ -199,12 +201,19 @@ typedef struct tr_config {
   int batch;
   /* The hang report: once the root has returned (tr_run's root function,
    * tr_main's root task), if tr_run is still waiting for actors after this
-   * many nanoseconds, it prints once to stderr which actors are alive
+   * many nanoseconds, it logs once (TR_LOG_WARN: stderr unless a log hook
+   * routes it elsewhere, nothing when logging is off) which actors are alive
    * (name, kind, mailbox depth, what each task is blocked on) and keeps
    * waiting.  0 = 5 s; < 0 = never.  The environment variable
    * TR_HANG_REPORT_MS, when set to an integer, overrides it (milliseconds;
    * 0 or less = never). */
   int64_t hang_report_ns;
+  /* The logging threshold (include/tractor/log.h): TR_LOG_ERROR ..
+   * TR_LOG_DEBUG; 0 keeps the current one (TR_LOG_WARN unless
+   * tr_log_set_level changed it); negative turns logging off.  The
+   * environment variable TR_LOG ("off", "error", "warn", "info", "debug"
+   * or 0-4) overrides it. */
+  int log_level;
 } tr_config_t;
 
 typedef int (*tr_root_fn)(void *arg);
@@ -242,6 +251,11 @@ typedef struct tr_stats {
   uint64_t msgs_allocated;   /* messages not yet freed (excluding pool caches) */
   uint64_t steals;           /* actors taken from another worker's queue */
   uint64_t parks;            /* times a worker went to sleep */
+  /* Protocol messages the dialog engine dropped: late replies to dialogs
+   * that ended, messages for no dialog, malformed ones.  Each is logged
+   * with its reason (TR_LOG_DEBUG for the expected late ones, TR_LOG_WARN
+   * for the rest). */
+  uint64_t proto_dropped;
 } tr_stats_t;
 
 /*

@@ -404,8 +404,9 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an);
  * structured end).  argc/argv are reserved for child-process start-up.
  * While it runs, SIGINT and SIGTERM cancel the root actor gracefully (its
  * tasks see -TR_ECANCELED and unwind, nurseries wait for their children,
- * lifetime callbacks run); tr_main then prints "tractor: cancelled by
- * SIGINT" (or SIGTERM) to stderr and returns -TR_ECANCELED, like tractor's
+ * lifetime callbacks run); tr_main then logs "cancelled by SIGINT" (or
+ * SIGTERM) at TR_LOG_WARN (stderr by default, log.h) and returns
+ * -TR_ECANCELED, like tractor's
  * KeyboardInterrupt.  A second signal exits hard.  The previous handlers
  * are restored on return.
  * Returns root's result, or tr_run's errors.

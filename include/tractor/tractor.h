@@ -5,6 +5,7 @@
 #include "actor.h"
 #include "buf.h"
 #include "errors.h"
+#include "log.h"
 #include "portal.h"
 #include "pubsub.h"
 #include "task.h"

@@ -33,6 +33,7 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
+#include "runtime/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/rpc/registry.h"
 #include "runtime/runtime.h"
@@ -746,23 +747,47 @@ static void on_yield(tr_ctx_t *c, tr_msg_t *m) {
     ctx_notify(c);
 }
 
+/* A protocol message the engine does not act on: counted (tr_stats'
+ * proto_dropped) and logged with why, at DEBUG when it is an expected
+ * late arrival (the dialog ended, the caller left), else at WARN. */
+static void dropped(tr_worker_t *w, tr_actor_t *a, const tr_msg_t *m, int level, const char *why) {
+  TR_COUNT(w, proto_dropped, 1);
+  tr_log(level, "dropped %s (cid %llu) from %s at actor %s: %s", tr__body_name(m->body),
+         (unsigned long long)m->cid, m->from ? tr_actor_name(m->from) : "an unnamed sender",
+         tr_actor_name(a), why);
+}
+
 void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   tr_tasks_t *ts = a->tasks;
-  tr_ctx_t *c;
+  tr_ctx_t *c = NULL;
+  const char *why = NULL; /* set when the message is dropped */
+  int level = TR_LOG_DEBUG;
   switch (m->body) {
   case TR_BODY_START:
-    if (on_start(a, m))
+    if (!m->from) {
+      why = "a Start without a sender cannot be answered";
+      level = TR_LOG_WARN;
+    } else if (on_start(a, m)) {
       return;
+    }
     break;
   case TR_BODY_CANCEL:
-    if (m->from)
+    if (m->from) {
       on_cancel(a, m);
+    } else {
+      why = "a Cancel without a sender (only a dialog's caller may cancel it)";
+      level = TR_LOG_WARN;
+    }
     break;
   case TR_BODY_YIELD:
     if ((c = find_ctx(ts, m->cid)) && !c->done && !c->rx_stop) {
       on_yield(c, m);
       return;
     }
+    why = !c        ? "no such dialog (it ended, or its caller left)"
+          : c->done ? "the dialog has ended"
+                    : "a value after the sender's Stop";
+    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
     break;
   case TR_BODY_CREDIT:
     if ((c = find_ctx(ts, m->cid))) {
@@ -770,12 +795,16 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
        * peer's bug) must not let this side flood it. */
       c->credit = (uint32_t)(c->credit + m->u64 > c->window ? c->window : c->credit + m->u64);
       ctx_notify(c);
+    } else {
+      why = "no such dialog (it ended)";
     }
     break;
   case TR_BODY_STOP:
     if ((c = find_ctx(ts, m->cid))) {
       c->rx_stop = 1;
       ctx_notify(c);
+    } else {
+      why = "no such dialog (it ended)";
     }
     break;
   case TR_BODY_START_ACK:
@@ -784,6 +813,9 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
       c->kind_wrong = m->u64 != c->kind;
       if (c->kind != TR_FUNC_FN || c->kind_wrong) /* a run waits only for these */
         ctx_notify(c);
+    } else {
+      why = c ? "a StartAck for a dialog this actor serves" : "no such dialog (its caller left)";
+      level = c ? TR_LOG_WARN : TR_LOG_DEBUG;
     }
     break;
   case TR_BODY_STARTED:
@@ -793,6 +825,11 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
       ctx_notify(c);
       return;
     }
+    why = !c                       ? "no such dialog (its caller left)"
+          : c->side != SIDE_CALLER ? "a Started for a dialog this actor serves"
+          : c->done                ? "the dialog has ended"
+                                   : "a second Started";
+    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
     break;
   case TR_BODY_RETURN:
   case TR_BODY_ERROR:
@@ -800,16 +837,28 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
       ctx_finish(c, m);
       return;
     }
-    break; /* a late reply to an abandoned call */
+    why = !c        ? "a late reply to an abandoned call"
+          : c->done ? "the dialog has ended already"
+                    : "a reply to a dialog this actor serves";
+    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
+    break;
   case TR_BODY_CANCEL_ACK:
     if ((c = find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && c->kind == KIND_ACTOR_CANCEL) {
       c->done = 1;
       ctx_notify(c);
+    } else {
+      /* PROTOCOL.md 8.1: the ack of a dialog cancel follows its final
+       * message, which ended the dialog. */
+      why = "the dialog it acknowledges has ended (its final message came first)";
     }
     break;
   default:
+    why = "not a body the dialog engine handles";
+    level = TR_LOG_WARN;
     break;
   }
+  if (why)
+    dropped(w, a, m, level, why);
   tr__msg_dispose(w, m);
 }
 

@@ -41,6 +41,7 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
+#include "runtime/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
 #include "runtime/runtime.h"
@@ -181,7 +182,21 @@ static tr_error_t **task_error_slot(void) {
   return t ? &t->error : NULL;
 }
 
-void tr__tasks_install_error_hook(void) { tr__error_set_slot_hook(task_error_slot); }
+/* Names the running actor and task in log lines (runtime/log.h). */
+static void log_context(const char **actor, const char **task) {
+  tr_actor_t *a = tr_self();
+  if (!a)
+    return;
+  *actor = tr_actor_name(a);
+  tr_task_t *t = a->tasks ? current() : NULL;
+  if (t)
+    *task = t->name ? t->name : "task";
+}
+
+void tr__tasks_install_error_hook(void) {
+  tr__error_set_slot_hook(task_error_slot);
+  tr__log_set_context_hook(log_context);
+}
 
 /* ---- task creation and completion ----------------------------------------- */
 
@@ -1173,7 +1188,7 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
   if (signo != 0) {
     /* Whatever the root returned: the program was interrupted, as a
      * KeyboardInterrupt propagates through tractor's runtime. */
-    fprintf(stderr, "tractor: cancelled by %s\n", signo == SIGINT ? "SIGINT" : "SIGTERM");
+    tr_log(TR_LOG_WARN, "cancelled by %s", signo == SIGINT ? "SIGINT" : "SIGTERM");
     return TR_ERROR(-TR_ECANCELED, "the program was cancelled by %s",
                     signo == SIGINT ? "SIGINT" : "SIGTERM");
   }

@@ -29,7 +29,7 @@
 #include "tests/support/check.h"
 
 #define MS (1000 * 1000LL)
-#define END_LINE "tractor: end of the hang report"
+#define END_LINE "end of the hang report"
 
 enum { TAG_STOP = 1, TAG_WAKE };
 
@@ -175,7 +175,7 @@ static int forgetful_root(void *arg) {
 
 static void check_report(const char *out) {
   cr_assert(ld(&sc.got_report), "no hang report on stderr; got:\n%s", out);
-  cr_assert_eq(count_of(out, "tractor: the root returned"), 1, "not exactly one report:\n%s", out);
+  cr_assert_eq(count_of(out, "WARN -/-: the root returned"), 1, "not exactly one report:\n%s", out);
   cr_assert(strstr(out, "3 actor(s) are still alive"), "%s", out);
   cr_assert(strstr(out, "actor \"forgotten-7\" (task actor, id "), "%s", out);
   cr_assert(strstr(out, "task \"waiter\": blocked in tr_recv"), "%s", out);

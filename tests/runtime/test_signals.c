@@ -451,7 +451,7 @@ Test(tr_main_signals, sigint_cancels_gracefully, .timeout = 60) {
   cr_assert_neq(WEXITSTATUS(status), 0);
   cr_assert_eq(WEXITSTATUS(status), CHILD_CANCELLED, "exit status %d; stderr:\n%s",
                WEXITSTATUS(status), log);
-  cr_assert_not_null(strstr(log, "tractor: cancelled by SIGINT"), "stderr:\n%s", log);
+  cr_assert_not_null(strstr(log, "WARN -/-: cancelled by SIGINT"), "stderr:\n%s", log);
   cr_assert_not_null(strstr(log, "child task unwound"), "stderr:\n%s", log);
 }
 
@@ -460,7 +460,7 @@ Test(tr_main_signals, sigterm_cancels_gracefully, .timeout = 60) {
   int status = signal_child(SIGTERM, 0, log, sizeof log);
   cr_assert(WIFEXITED(status), "status %#x; stderr:\n%s", status, log);
   cr_assert_eq(WEXITSTATUS(status), CHILD_CANCELLED, "stderr:\n%s", log);
-  cr_assert_not_null(strstr(log, "tractor: cancelled by SIGTERM"), "stderr:\n%s", log);
+  cr_assert_not_null(strstr(log, "WARN -/-: cancelled by SIGTERM"), "stderr:\n%s", log);
 }
 
 Test(tr_main_signals, second_sigint_exits_hard, .timeout = 90) {

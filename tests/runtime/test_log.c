@@ -1,0 +1,172 @@
+/*
+ * Logging (include/tractor/log.h): the line's prefix names process, actor
+ * and task; the threshold filters; a hook routes lines; TR_LOG and
+ * tr_config_t.log_level set the threshold; and every protocol message the
+ * dialog engine drops is logged with its reason and counted in tr_stats.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TR_TEST_WORKERS 2
+#include <tractor/testing.h>
+
+#include "schema/envelope.h" /* body kinds, to speak raw envelopes */
+
+/* Lines the hook received (any thread may log: a mutex guards them). */
+static pthread_mutex_t cap_lock = PTHREAD_MUTEX_INITIALIZER;
+static char cap[16384];
+static int cap_levels[64], cap_n;
+
+static void capture(void *arg, int level, const char *line) {
+  (void)arg;
+  pthread_mutex_lock(&cap_lock);
+  size_t used = strlen(cap);
+  snprintf(cap + used, sizeof cap - used, "%s\n", line);
+  if (cap_n < 64)
+    cap_levels[cap_n] = level;
+  cap_n++;
+  pthread_mutex_unlock(&cap_lock);
+}
+
+static void cap_reset(void) {
+  pthread_mutex_lock(&cap_lock);
+  cap[0] = '\0';
+  cap_n = 0;
+  pthread_mutex_unlock(&cap_lock);
+}
+
+/* 1 when the captured text has s. */
+static int cap_has(const char *s) {
+  pthread_mutex_lock(&cap_lock);
+  int found = strstr(cap, s) != NULL;
+  pthread_mutex_unlock(&cap_lock);
+  return found;
+}
+
+static int cap_count(void) {
+  pthread_mutex_lock(&cap_lock);
+  int n = cap_n;
+  pthread_mutex_unlock(&cap_lock);
+  return n;
+}
+
+Test(log, levels_and_hook_outside_a_run, .timeout = 10) {
+  cr_assert_eq(tr_log_level(), TR_LOG_WARN, "the default threshold");
+  cr_assert_str_eq(tr_log_level_name(TR_LOG_DEBUG), "DEBUG");
+  cr_assert_str_eq(tr_log_level_name(99), "?");
+  tr_log_set_hook(capture, NULL);
+  cap_reset();
+  tr_log(TR_LOG_INFO, "below the threshold %d", 1);
+  cr_assert_eq(cap_count(), 0, "INFO is below WARN");
+  tr_log(TR_LOG_WARN, "a warning %d", 2);
+  char want[64];
+  snprintf(want, sizeof want, "tractor[%ld] WARN -/-: a warning 2\n", (long)getpid());
+  cr_assert(cap_has(want), "got: %s", cap);
+  tr_log_set_level(TR_LOG_OFF);
+  tr_log(TR_LOG_ERROR, "nothing when off");
+  cr_assert_eq(cap_count(), 1);
+  tr_log_set_level(100); /* clamped */
+  cr_assert_eq(tr_log_level(), TR_LOG_DEBUG);
+  tr_log_set_hook(NULL, NULL);
+  tr_log(TR_LOG_DEBUG, "to stderr, not to the old hook");
+  cr_assert_eq(cap_count(), 1, "the old hook is not called once replaced");
+}
+
+/* ---- in a run: the actor and task in the prefix, drops counted ------------------- */
+
+static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  *result = tr_buf_ref((tr_buf_t *)args);
+  return 0;
+}
+TR_EXPORT_FN("tlog.fn", "echo", echo)
+
+static int in_a_task(void *arg) {
+  (void)arg;
+  tr_log(TR_LOG_ERROR, "from a task");
+  return 0;
+}
+
+/* Sends actor `to` a raw protocol message of kind body on cid, as a
+ * foreign peer could. */
+static int send_raw(tr_actor_t *to, int body, uint64_t cid) {
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return rc;
+  m->body = (uint16_t)body;
+  m->cid = cid;
+  m->from = tr_actor_dup(tr_self());
+  return tr_send(to, m);
+}
+
+TR_TEST(log, prefix_names_actor_and_task_and_drops_are_counted, .timeout = 60) {
+  tr_log_set_hook(capture, NULL);
+  tr_log_set_level(TR_LOG_DEBUG);
+  cap_reset();
+  tr_nursery_t *n;
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  tr_task_opts_t o = {.name = "logger"};
+  tr_check_rc(tr_nursery_spawn(n, in_a_task, NULL, &o), 0);
+  tr_check_rc(tr_nursery_close(n), 0);
+  tr_check(cap_has("ERROR root/logger: from a task\n"), "prefix: %s", cap);
+
+  static const char *const ns[] = {"tlog.fn"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "server", ns, 1, &p), 0);
+  if (p) {
+    tr_stats_t before, after;
+    tr_stats(&before);
+    /* A value for no dialog (expected after a dialog ends: DEBUG), and a
+     * body the engine has no use for (WARN). */
+    tr_check_rc(send_raw(tr_portal_actor(p), TR_BODY_YIELD, 987654), 0);
+    tr_check_rc(send_raw(tr_portal_actor(p), TR_BODY_HELLO, 55), 0);
+    /* Messages between two actors keep their order: once this call is
+     * answered, both were handled. */
+    tr_buf_t *res = NULL;
+    tr_check_rc(tr_portal_run(p, "tlog.fn.echo", NULL, &res), 0);
+    tr_buf_release(res);
+    tr_stats(&after);
+    tr_check_eq(after.proto_dropped - before.proto_dropped, 2, "both drops counted");
+    tr_check(cap_has("DEBUG server/-: dropped Yield (cid 987654) from root at actor server: no "
+                     "such dialog"),
+             "the Yield's drop: %s", cap);
+    tr_check(cap_has("WARN server/-: dropped Hello (cid 55) from root at actor server: not a "
+                     "body the dialog engine handles"),
+             "the Hello's drop: %s", cap);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_log_set_hook(NULL, NULL);
+  return 0;
+}
+
+/* TR_LOG overrides tr_config_t.log_level when the run starts. */
+static int quiet_root(void *arg) {
+  (void)arg;
+  tr_log(TR_LOG_INFO, "info in the root");
+  return tr_log_level();
+}
+
+Test(log, env_overrides_config, .timeout = 30) {
+  tr_log_set_hook(capture, NULL);
+  cap_reset();
+  tr_config_t cfg = {.workers = 1, .log_level = TR_LOG_ERROR};
+  cr_assert_eq(tr_run(&cfg, quiet_root, NULL), TR_LOG_ERROR, "the config's level");
+  cr_assert_eq(cap_count(), 0);
+  setenv("TR_LOG", "info", 1);
+  cr_assert_eq(tr_run(&cfg, quiet_root, NULL), TR_LOG_INFO, "TR_LOG wins");
+  cr_assert(cap_has("INFO -/-: info in the root\n"), "%s", cap);
+  setenv("TR_LOG", "loud", 1);
+  tr_log_set_level(TR_LOG_WARN);
+  cfg.log_level = 0; /* keep the current level */
+  cr_assert_eq(tr_run(&cfg, quiet_root, NULL), TR_LOG_WARN);
+  cr_assert(cap_has("WARN -/-: TR_LOG=loud is not a level"), "a bad TR_LOG is reported: %s", cap);
+  unsetenv("TR_LOG");
+  tr_log_set_hook(NULL, NULL);
+}
