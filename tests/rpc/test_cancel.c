@@ -54,13 +54,13 @@ static int count_runs(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **resul
 }
 TR_EXPORT_FN("tcan.fn", "count", count_runs)
 
-/* Marks, then takes 2 s before started: an open_context that sent its
+/* Marks, then takes 5 s before started: an open_context that sent its
  * Start would wait that long. */
 static int slow_started(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)args;
   (void)result;
   __atomic_add_fetch(&runs, 1, __ATOMIC_RELEASE);
-  int rc = tr_sleep(2000 * MS);
+  int rc = tr_sleep(5000 * MS);
   return rc ? rc : tr_ctx_started(ctx, NULL);
 }
 TR_EXPORT_CONTEXT("tcan.ctx", "slow_started", slow_started)
@@ -90,7 +90,7 @@ static int listener(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result)
 }
 TR_EXPORT_CONTEXT("tcan.ctx", "listener", listener)
 
-/* Ignores cancellation for 300 ms (a shield), then notices it. */
+/* Ignores cancellation for 3 s (a shield), then notices it. */
 static int stubborn(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)args;
   (void)result;
@@ -101,7 +101,7 @@ static int stubborn(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result)
   rc = tr_scope_open(&s, TR_NO_DEADLINE, 1);
   if (rc)
     return rc;
-  (void)tr_sleep(300 * MS);
+  (void)tr_sleep(3000 * MS);
   tr_scope_close(&s);
   return tr_checkpoint();
 }
@@ -211,7 +211,7 @@ TR_TEST(cancel, openers_in_cancelled_scope_send_nothing, .timeout = 60) {
     tr_ctx_t *ctx = NULL;
     tr_check_rc(tr_portal_open_context(p, "tcan.ctx.slow_started", NULL, NULL, &ctx, NULL),
                 -TR_ECANCELED);
-    tr_check(tr_now() - t0 < 500 * MS, "open_context returned at once (%lld ms)",
+    tr_check(tr_now() - t0 < 1500 * MS, "open_context returned at once (%lld ms)",
              (long long)((tr_now() - t0) / MS));
     tr_check(ctx == NULL, "no context");
     tr_check(cancelled_error(), "open_context: an error object says why");
@@ -331,7 +331,7 @@ TR_TEST(cancel, cancel_wait_bounded_and_keeps_outcome, .timeout = 60) {
     int64_t t0 = tr_now();
     tr_check_rc(tr_ctx_cancel_wait(ctx, 20 * MS), -TR_ETIMEDOUT);
     int64_t took = tr_now() - t0;
-    tr_check(took >= 20 * MS && took < 250 * MS, "bounded by its timeout (%lld ms)",
+    tr_check(took >= 20 * MS && took < 1500 * MS, "bounded by its timeout (%lld ms)",
              (long long)(took / MS));
     tr_check(tr_error_code(tr_error_last()) == -TR_ETIMEDOUT, "an error object says why");
     tr_check_eq(tr_ctx_cancel_called(ctx), 1);

@@ -302,7 +302,7 @@ static int patient_root(void *arg) {
   tr_spawn_opts_t o = {.name = "companion"};
   tr_actor_t *a = NULL;
   CHECK(tr_spawn_task_actor(sleepy_main, NULL, &o, &a) == 0);
-  CHECK(tr_sleep(900 * MS) == 0);
+  CHECK(tr_sleep(2500 * MS) == 0);
   CHECK(a && tr_actor_cancel_soon(a) == 0);
   tr_actor_release(a);
   return 0;
@@ -310,7 +310,9 @@ static int patient_root(void *arg) {
 
 Test(hang, none_while_the_root_runs, .timeout = 60) {
   unsetenv("TR_HANG_REPORT_MS");
-  tr_config_t cfg = {.workers = 2, .hang_report_ns = 300 * MS};
+  /* 1 s: the companion's cancel must land well within it, also under
+   * sanitizers on a loaded machine. */
+  tr_config_t cfg = {.workers = 2, .hang_report_ns = 1000 * MS};
   capture_begin();
   int rc = tr_main(0, NULL, patient_root, NULL, &cfg);
   capture_end();
