@@ -245,6 +245,37 @@ TR_TEST(cancel, openers_in_cancelled_scope_send_nothing, .timeout = 60) {
   return 0;
 }
 
+/* Cancelled while waiting for started: the callee is cancelled too, and
+ * the open returns within its documented bound (TR_CTX_CANCEL_TIMEOUT_NS
+ * for the callee's answer), not after the callee's 5 s. */
+TR_TEST(cancel, open_context_cancelled_while_waiting_is_bounded, .timeout = 60) {
+  __atomic_store_n(&runs, 0, __ATOMIC_RELEASE);
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "slow", all_ns, N_ALL, &p), 0);
+  if (p) {
+    tr_scope_t s;
+    tr_check_rc(tr_move_on_after(&s, 50 * MS), 0);
+    int64_t t0 = tr_now();
+    tr_ctx_t *ctx = NULL;
+    tr_check_rc(tr_portal_open_context(p, "tcan.ctx.slow_started", NULL, NULL, &ctx, NULL),
+                -TR_ECANCELED);
+    int64_t took = tr_now() - t0;
+    tr_check_rc(tr_scope_close(&s), 0);
+    tr_check(ctx == NULL, "no context");
+    tr_check(cancelled_error(), "an error object says why");
+    tr_check(took < 50 * MS + TR_CTX_CANCEL_TIMEOUT_NS + 1000 * MS,
+             "bounded: %lld ms (the callee would take 5000)", (long long)(took / MS));
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  /* This Start was sent (the caller was not cancelled yet): the callee
+   * ran, and ended before its daemon did. */
+  tr_check_eq(__atomic_load_n(&runs, __ATOMIC_ACQUIRE), 1, "the call reached the callee");
+  tr_portal_release(p);
+  return 0;
+}
+
 /* ---- 2 and 6. the stream after tr_ctx_cancel; context state ------------------------ */
 
 static int is_ctxc_by(const char *canceller) {
