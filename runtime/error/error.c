@@ -513,6 +513,12 @@ void tr__error_put(tr_error_t *e) {
 
 const tr_error_t *tr_error_last(void) { return *current_slot(false); }
 
+tr_error_t *tr__error_own(tr_error_t *e) {
+  if (e == NULL || e == &oom_error || !is_static(e))
+    return e;
+  return tr__error_new(e->code, e->type, "%s", e->message);
+}
+
 int tr__error_quick(int code) {
   code = negative(code);
   if (code == 0 || -code >= TR_ERRNO_MAX_)

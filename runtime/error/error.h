@@ -158,6 +158,16 @@ void tr__error_set_slot_hook(tr_error_t **(*hook)(void));
 int tr__error_quick(int code);
 
 /*
+ * e itself, or, for a shared error of tr__error_quick, a new error of the
+ * same code, type and message that the mutators may change (the
+ * out-of-memory error stays itself).  For code about to box or annotate an
+ * error it took from a slot.
+ * Ownership: takes e (a shared one needs no freeing); the caller owns the
+ * result.  Threads: any.
+ */
+tr_error_t *tr__error_own(tr_error_t *e);
+
+/*
  * The library's common refusals, recorded (TR_ERROR) as the calling
  * task's error, naming the refusing function, and evaluating to the code:
  * `return TR__EINVAL_NULL();` in a public function whose required pointer

@@ -71,7 +71,7 @@ void tr__an_child_exited(tr_an_child_t *c) {
   c->exited = 1;
   an->live--;
   if (c->result < 0 && c->result != -TR_ECANCELED) {
-    tr_error_t *e = c->error;
+    tr_error_t *e = tr__error_own(c->error); /* a shared error cannot be boxed */
     c->error = NULL;
     if (!e)
       e = tr__error_new(c->result, NULL, "actor %s failed: %s", tr_actor_name(c->actor),

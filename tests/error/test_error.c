@@ -586,3 +586,19 @@ Test(error, quick_errors_are_shared_and_immutable, .timeout = 10) {
   tr_error_clear();
   cr_assert_null(tr_error_last());
 }
+
+/* tr__error_own: a shared error becomes one that can be boxed. */
+Test(error, own_makes_shared_errors_mutable, .timeout = 10) {
+  tr__error_quick(-TR_EEOF);
+  tr_error_t *shared = tr__error_take();
+  tr_error_t *e = tr__error_own(shared);
+  cr_assert_neq(e, shared);
+  cr_assert_eq(tr_error_code(e), -TR_EEOF);
+  cr_assert_str_eq(tr_error_type(e), "EndOfChannel");
+  cr_assert_eq(tr__error_box(e, "child"), 0);
+  cr_assert_str_eq(tr_error_src(e), "child");
+  cr_assert_str_eq(tr_error_boxed_type(e), "EndOfChannel");
+  cr_assert_eq(tr__error_own(e), e, "an error of its own stays itself");
+  tr_error_free(e);
+  cr_assert_null(tr__error_own(NULL));
+}

@@ -21,6 +21,8 @@
 #define TR_TEST_WORKERS 2
 #include <tractor/testing.h>
 
+#include "runtime/error/error.h" /* tr__error_quick */
+
 #define MS (1000 * 1000LL)
 #define S (1000 * MS)
 
@@ -740,3 +742,22 @@ Test(task, stack_overflow_is_reported, .signal = SIGABRT, .timeout = 30) {
   tr_main(0, NULL, overflowing_task, NULL, NULL);
 }
 #endif
+
+/* A child whose error is one of the shared, immutable ones (tr_send's
+ * dead letters, a stream's end) still fails in the boxed shape. */
+static int child_shared_error(void *arg) {
+  (void)arg;
+  return tr__error_quick(-TR_EEOF);
+}
+
+TR_TEST(actor_nursery, shared_child_error_is_boxed, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_actor_nursery_spawn(an, "eof-child", child_shared_error, NULL, NULL), 0);
+  tr_assert_rc(tr_actor_nursery_close(an), -TR_EREMOTE);
+  const tr_error_t *e = tr_error_last();
+  tr_assert(e != NULL);
+  tr_assert_str_eq(tr_error_boxed_type(e), "EndOfChannel");
+  tr_assert_str_eq(tr_error_src(e), "eof-child");
+  return 0;
+}
