@@ -32,6 +32,7 @@
 #ifndef TRACTOR_ACTOR_H
 #define TRACTOR_ACTOR_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -175,6 +176,24 @@ const char *tr_actor_name(const tr_actor_t *a);
 
 /* A process-unique id (never reused while the runtime runs). */
 uint64_t tr_actor_id(const tr_actor_t *a);
+
+/*
+ * The actor's uid, tractor's (name, uuid): its name and a 128-bit uuid
+ * unique among the actors of every process (64 random bits drawn once per
+ * process, then the actor's id).  Two actors may share a name, never a
+ * uuid; every "is this the same actor" decision of the runtime compares
+ * uuids.  tr_actor_uuid writes the 16 bytes (zeros for NULL).
+ * tr_actor_uid writes "name@<32 hex digits>" into buf (at most len bytes,
+ * NUL-terminated when len > 0) and returns, as snprintf, the length of the
+ * whole text; -TR_EINVAL for NULL a.  Errors name actors by this text
+ * (tr_error_src_uid, tr_error_canceller_uid, tr_error_relay_uid).
+ * Threads: any thread, for any actor the caller holds a reference to.
+ */
+void tr_actor_uuid(const tr_actor_t *a, uint8_t out[16]);
+int tr_actor_uid(const tr_actor_t *a, char *buf, size_t len);
+
+/* Room for a uid of a name of n bytes: name, '@', 32 hex digits, NUL. */
+#define TR_UID_LEN(n) ((n) + 34)
 
 /* 1 once the actor has exited, else 0.  Threads: any thread. */
 int tr_actor_exited(const tr_actor_t *a);

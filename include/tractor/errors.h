@@ -181,6 +181,13 @@ const char *tr_error_message(const tr_error_t *e);
 const char *tr_error_src(const tr_error_t *e);
 const char *tr_error_canceller(const tr_error_t *e);
 
+/* The same actors by uid ("name@<32 hex digits>", see tr_actor_uid):
+ * two actors may share a name, never a uid.  An actor known only by name
+ * (an error built by hand, a peer that sent no uuid) gives its name. */
+const char *tr_error_src_uid(const tr_error_t *e);
+const char *tr_error_canceller_uid(const tr_error_t *e);
+const char *tr_error_relay_uid(const tr_error_t *e, size_t i);
+
 /* The relay path (DESIGN's tr_error_relay_path): the uids of the actors
  * that re-raised the error after its source, oldest first.  Out-of-range i
  * gives NULL. */

@@ -16,6 +16,10 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/random.h>
 #include <string.h>
 #include <time.h>
 
@@ -59,6 +63,49 @@ void tr_actor_release(tr_actor_t *a) {
 
 const char *tr_actor_name(const tr_actor_t *a) { return a ? (a->named ? a->name : "actor") : NULL; }
 uint64_t tr_actor_id(const tr_actor_t *a) { return a ? a->id : 0; }
+
+/* ---- uids ------------------------------------------------------------------ */
+
+/* The process's half of every actor's uuid: 64 random bits drawn once
+ * (getrandom), so that uuids of actors of different processes differ with
+ * overwhelming probability while an actor needs no bytes of its own for it
+ * (the other half is its id, never reused in the process). */
+static uint64_t proc_nonce;
+static pthread_once_t nonce_once = PTHREAD_ONCE_INIT;
+
+static void nonce_init(void) {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v || v == 0) {
+    /* No entropy source: the clock and pid still separate processes. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    v = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 32) ^
+        0x9e3779b97f4a7c15ull;
+  }
+  proc_nonce = v;
+}
+
+void tr_actor_uuid(const tr_actor_t *a, uint8_t out[16]) {
+  memset(out, 0, 16);
+  if (!a)
+    return;
+  pthread_once(&nonce_once, nonce_init);
+  for (int i = 0; i < 8; i++) {
+    out[i] = (uint8_t)(proc_nonce >> (8 * (7 - i)));
+    out[8 + i] = (uint8_t)(a->id >> (8 * (7 - i)));
+  }
+}
+
+int tr_actor_uid(const tr_actor_t *a, char *buf, size_t len) {
+  if (!a)
+    return TR__EINVAL_NULL();
+  uint8_t u[16];
+  tr_actor_uuid(a, u);
+  char hex[33];
+  for (int i = 0; i < 16; i++)
+    snprintf(hex + 2 * i, 3, "%02x", u[i]);
+  return snprintf(buf, len, "%s@%s", tr_actor_name(a), hex);
+}
 
 int tr_actor_exited(const tr_actor_t *a) {
   /* Acquire pairs with the release in actor_finish_exit. */

@@ -47,9 +47,12 @@ struct tr_error {
    * (tractor's src_type); NULL until boxed. */
   char *src_type;
   char *message;
-  char *src;
-  char *canceller;
-  strvec_t relay;
+  /* Actors are named by uid ("name@<32 hex>", tr_actor_uid) where one is
+   * known, else by name alone; each field keeps the name (for the name
+   * accessors) and the uid as given (for the _uid accessors). */
+  char *src, *src_uid;
+  char *canceller, *canceller_uid;
+  strvec_t relay, relay_uid;
   strvec_t trace;
   /* Hops not kept because the trace was full or out of memory. */
   size_t trace_dropped;
@@ -219,8 +222,11 @@ void tr__error_free(tr_error_t *e) {
   free(e->src_type);
   free(e->message);
   free(e->src);
+  free(e->src_uid);
   free(e->canceller);
+  free(e->canceller_uid);
   strvec_free(&e->relay);
+  strvec_free(&e->relay_uid);
   strvec_free(&e->trace);
   /* Recursion depth is bounded by TR__ERROR_GROUP_DEPTH_MAX. */
   for (size_t i = 0; i < e->nmembers; i++)
@@ -247,10 +253,13 @@ tr_error_t *tr__error_copy(const tr_error_t *e) {
   c->code = e->code;
   c->height = e->height;
   c->trace_dropped = e->trace_dropped;
-  bool ok = copy_opt(&c->type, e->type) && copy_opt(&c->boxed_type, e->boxed_type) &&
-            copy_opt(&c->src_type, e->src_type) && copy_opt(&c->message, e->message) &&
-            copy_opt(&c->src, e->src) && copy_opt(&c->canceller, e->canceller) &&
-            strvec_copy(&c->relay, &e->relay) == 0 && strvec_copy(&c->trace, &e->trace) == 0;
+  bool ok =
+      copy_opt(&c->type, e->type) && copy_opt(&c->boxed_type, e->boxed_type) &&
+      copy_opt(&c->src_type, e->src_type) && copy_opt(&c->message, e->message) &&
+      copy_opt(&c->src, e->src) && copy_opt(&c->src_uid, e->src_uid) &&
+      copy_opt(&c->canceller, e->canceller) && copy_opt(&c->canceller_uid, e->canceller_uid) &&
+      strvec_copy(&c->relay, &e->relay) == 0 && strvec_copy(&c->relay_uid, &e->relay_uid) == 0 &&
+      strvec_copy(&c->trace, &e->trace) == 0;
   if (ok && e->nmembers > 0) {
     c->members = xmalloc(e->nmembers * sizeof *c->members);
     ok = c->members != NULL;
@@ -289,8 +298,42 @@ static int set_field(tr_error_t *e, char **field, const char *s) {
   return 0;
 }
 
+/* The name part of an actor's uid: what precedes "@<32 hex digits>", or
+ * the whole string when it has no such suffix (a bare name). */
+static char *uid_name(const char *uid) {
+  const char *at = strrchr(uid, '@');
+  if (at && strlen(at + 1) == 32 && strspn(at + 1, "0123456789abcdef") == 32) {
+    size_t n = (size_t)(at - uid);
+    char *d = xmalloc(n + 1);
+    if (d) {
+      memcpy(d, uid, n);
+      d[n] = '\0';
+    }
+    return d;
+  }
+  return xstrdup(uid);
+}
+
+/* Sets a (name, uid) pair from a uid or a name; NULL clears both. */
+static int set_actor(tr_error_t *e, char **name, char **uid, const char *s) {
+  if (e == NULL)
+    return -TR_EINVAL;
+  if (is_static(e))
+    return -TR_ENOMEM;
+  char *n = NULL, *u = NULL;
+  if (s != NULL && ((n = uid_name(s)) == NULL || (u = xstrdup(s)) == NULL)) {
+    free(n);
+    return -TR_ENOMEM;
+  }
+  free(*name);
+  free(*uid);
+  *name = n;
+  *uid = u;
+  return 0;
+}
+
 int tr__error_set_src(tr_error_t *e, const char *uid) {
-  return set_field(e, e ? &e->src : NULL, uid);
+  return set_actor(e, e ? &e->src : NULL, e ? &e->src_uid : NULL, uid);
 }
 
 int tr__error_set_boxed_type(tr_error_t *e, const char *type) {
@@ -302,7 +345,7 @@ int tr__error_set_src_type(tr_error_t *e, const char *type) {
 }
 
 int tr__error_set_canceller(tr_error_t *e, const char *uid) {
-  return set_field(e, e ? &e->canceller : NULL, uid);
+  return set_actor(e, e ? &e->canceller : NULL, e ? &e->canceller_uid : NULL, uid);
 }
 
 static int push_copy(tr_error_t *e, strvec_t *sv, const char *s) {
@@ -319,7 +362,20 @@ static int push_copy(tr_error_t *e, strvec_t *sv, const char *s) {
 }
 
 int tr__error_relay_append(tr_error_t *e, const char *uid) {
-  return push_copy(e, e ? &e->relay : NULL, uid);
+  if (e == NULL || uid == NULL)
+    return -TR_EINVAL;
+  if (is_static(e))
+    return -TR_ENOMEM;
+  char *n = uid_name(uid);
+  if (n == NULL || strvec_push(&e->relay, n) != 0) {
+    free(n);
+    return -TR_ENOMEM;
+  }
+  if (push_copy(e, &e->relay_uid, uid) != 0) {
+    free(e->relay.v[--e->relay.n]); /* both or neither */
+    return -TR_ENOMEM;
+  }
+  return 0;
 }
 
 int tr__error_trace_append_str(tr_error_t *e, const char *hop) {
@@ -381,14 +437,16 @@ int tr__error_box(tr_error_t *e, const char *src_uid) {
   }
   /* Allocate everything first so a failure leaves e as it was. */
   int ctxc = e->code == -TR_ECTXCANCELED;
-  char *src = xstrdup(src_uid);
+  char *src = uid_name(src_uid);
+  char *src_full = xstrdup(src_uid);
   char *type = ctxc ? NULL : xstrdup(tr_errtype(-TR_EREMOTE));
   const char *orig = e->boxed_type ? e->boxed_type : e->type;
   char *src_type = e->src_type ? NULL : xstrdup(orig);
   char *boxed = e->boxed_type ? NULL : xstrdup(orig);
-  if (src == NULL || (!ctxc && type == NULL) || (!e->src_type && src_type == NULL) ||
-      (!e->boxed_type && boxed == NULL)) {
+  if (src == NULL || src_full == NULL || (!ctxc && type == NULL) ||
+      (!e->src_type && src_type == NULL) || (!e->boxed_type && boxed == NULL)) {
     free(src);
+    free(src_full);
     free(type);
     free(src_type);
     free(boxed);
@@ -406,6 +464,7 @@ int tr__error_box(tr_error_t *e, const char *src_uid) {
     e->code = -TR_EREMOTE;
   }
   e->src = src;
+  e->src_uid = src_full;
   return 0;
 }
 
@@ -603,6 +662,11 @@ const char *tr_error_src_type(const tr_error_t *e) { return e ? e->src_type : NU
 const char *tr_error_message(const tr_error_t *e) { return e ? e->message : NULL; }
 const char *tr_error_src(const tr_error_t *e) { return e ? e->src : NULL; }
 const char *tr_error_canceller(const tr_error_t *e) { return e ? e->canceller : NULL; }
+const char *tr_error_src_uid(const tr_error_t *e) { return e ? e->src_uid : NULL; }
+const char *tr_error_canceller_uid(const tr_error_t *e) { return e ? e->canceller_uid : NULL; }
+const char *tr_error_relay_uid(const tr_error_t *e, size_t i) {
+  return e && i < e->relay_uid.n ? e->relay_uid.v[i] : NULL;
+}
 
 size_t tr_error_relay_len(const tr_error_t *e) { return e ? e->relay.n : 0; }
 const char *tr_error_relay(const tr_error_t *e, size_t i) {
@@ -655,15 +719,15 @@ static void render(writer_t *w, const tr_error_t *e, int ind) {
     wr(w, "%*ssource type: %s\n", ind, "", e->src_type);
   wr(w, "%*scode: %s (%d)\n", ind, "", tr_errname(e->code), e->code);
   if (e->src)
-    wr(w, "%*ssource: %s\n", ind, "", e->src);
+    wr(w, "%*ssource: %s\n", ind, "", e->src_uid ? e->src_uid : e->src);
   if (e->relay.n > 0) {
     wr(w, "%*srelay:", ind, "");
     for (size_t i = 0; i < e->relay.n; i++)
-      wr(w, "%s %s", i ? " ->" : "", e->relay.v[i]);
+      wr(w, "%s %s", i ? " ->" : "", i < e->relay_uid.n ? e->relay_uid.v[i] : e->relay.v[i]);
     wr(w, "\n");
   }
   if (e->canceller)
-    wr(w, "%*scanceller: %s\n", ind, "", e->canceller);
+    wr(w, "%*scanceller: %s\n", ind, "", e->canceller_uid ? e->canceller_uid : e->canceller);
   if (e->trace.n > 0 || e->trace_dropped > 0) {
     wr(w, "%*strace (most recent call last):\n", ind, "");
     /* Dropped hops were appended last, so they are the outermost. */

@@ -26,6 +26,7 @@
  * cid alone (an actor may not call itself: that dialog would have both
  * sides in one actor under one cid).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,21 +135,81 @@ static uint64_t new_cid(void) { return __atomic_add_fetch(&g_next_cid, 1, __ATOM
 
 static char *dup_str(const char *s) { return s ? strdup(s) : NULL; }
 
-/* An in-process actor's uid: its name, and its id in the uuid's first
- * eight bytes (the transport fills in the process part). */
+/* ---- uids (tr_actor_uid: name and 128-bit uuid) ------------------------------ */
+
+/* An actor's uid as the envelope carries it. */
 static void uid_set(tr_uid_t *u, const tr_actor_t *a) {
   memset(u, 0, sizeof(*u));
   u->name = dup_str(tr_actor_name(a));
-  uint64_t id = tr_actor_id(a);
-  for (int i = 0; i < 8; i++)
-    u->uuid[i] = (uint8_t)(id >> (8 * i));
+  tr_actor_uuid(a, u->uuid);
 }
 
+/* "Is this that actor": uuids compared, never names or pointers. */
 static int uid_is(const tr_uid_t *u, const tr_actor_t *a) {
-  uint64_t id = 0;
-  for (int i = 0; i < 8; i++)
-    id |= (uint64_t)u->uuid[i] << (8 * i);
-  return id == tr_actor_id(a);
+  uint8_t v[TR_UUID_LEN];
+  tr_actor_uuid(a, v);
+  return memcmp(u->uuid, v, TR_UUID_LEN) == 0;
+}
+
+static int same_actor(const tr_actor_t *a, const tr_actor_t *b) {
+  uint8_t u[TR_UUID_LEN], v[TR_UUID_LEN];
+  tr_actor_uuid(a, u);
+  tr_actor_uuid(b, v);
+  return memcmp(u, v, TR_UUID_LEN) == 0;
+}
+
+static int uuid_is_zero(const uint8_t *u) {
+  for (int i = 0; i < TR_UUID_LEN; i++)
+    if (u[i])
+      return 0;
+  return 1;
+}
+
+/* A wire uid as errors name actors: "name@<32 hex>", or the bare name
+ * when the sender gave no uuid.  Into buf (TR_UID_TEXT bytes). */
+#define TR_UID_TEXT 192
+static const char *uid_text(const tr_uid_t *u, char *buf) {
+  const char *name = u->name ? u->name : "actor";
+  if (uuid_is_zero(u->uuid)) {
+    snprintf(buf, TR_UID_TEXT, "%s", name);
+    return buf;
+  }
+  int n = snprintf(buf, TR_UID_TEXT - 33, "%s", name);
+  if (n < 0)
+    n = 0;
+  if (n > TR_UID_TEXT - 34)
+    n = TR_UID_TEXT - 34; /* a very long name is cut, the uuid is not */
+  buf[n++] = '@';
+  for (int i = 0; i < TR_UUID_LEN; i++)
+    snprintf(buf + n + 2 * i, 3, "%02x", u->uuid[i]);
+  return buf;
+}
+
+/* The same for a local actor. */
+static const char *actor_uid_text(const tr_actor_t *a, char *buf) {
+  tr_uid_t u;
+  memset(&u, 0, sizeof u);
+  u.name = (char *)tr_actor_name(a); /* borrowed: uid_text only reads it */
+  tr_actor_uuid(a, u.uuid);
+  return uid_text(&u, buf);
+}
+
+/* Parses a uid text back into a wire uid (name, and the uuid when the text
+ * has one), for an error this actor passes on. */
+static void uid_parse(tr_uid_t *u, const char *text) {
+  memset(u, 0, sizeof(*u));
+  const char *at = text ? strrchr(text, '@') : NULL;
+  if (!at || strlen(at + 1) != 2 * TR_UUID_LEN ||
+      strspn(at + 1, "0123456789abcdef") != 2 * TR_UUID_LEN) {
+    u->name = dup_str(text);
+    return;
+  }
+  u->name = strndup(text, (size_t)(at - text));
+  for (int i = 0; i < TR_UUID_LEN; i++) {
+    unsigned v = 0;
+    sscanf(at + 1 + 2 * i, "%2x", &v);
+    u->uuid[i] = (uint8_t)v;
+  }
 }
 
 static tr_task_t *current_task(void) {
@@ -241,12 +302,13 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, c
   }
   x->u.error.has_src = 1;
   if (reboxed) {
-    x->u.error.src.name = dup_str(tr_error_src(e));
+    uid_parse(&x->u.error.src, tr_error_src_uid(e) ? tr_error_src_uid(e) : tr_error_src(e));
     size_t n = tr_error_relay_len(e);
     x->u.error.relay = calloc(n + 1, sizeof(tr_uid_t));
     if (x->u.error.relay) {
       for (size_t i = 0; i < n; i++)
-        x->u.error.relay[i].name = dup_str(tr_error_relay(e, i));
+        uid_parse(&x->u.error.relay[i],
+                  tr_error_relay_uid(e, i) ? tr_error_relay_uid(e, i) : tr_error_relay(e, i));
       if (self)
         uid_set(&x->u.error.relay[n], self);
       x->u.error.n_relay = n + 1;
@@ -263,7 +325,8 @@ static void send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, c
     /* A ContextCancelled re-raised here keeps the actor that cancelled it
      * (tractor's pack_error keeps the whole record). */
     x->u.error.has_canceller = 1;
-    x->u.error.canceller.name = dup_str(tr_error_canceller(e));
+    uid_parse(&x->u.error.canceller,
+              tr_error_canceller_uid(e) ? tr_error_canceller_uid(e) : tr_error_canceller(e));
   }
   (void)tr__send(to, m);
 }
@@ -416,8 +479,7 @@ static const tr_actor_t *cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **
     return c->peer;
   }
   if (ts->cancel_by) {
-    *why =
-        tr_actor_id(ts->cancel_by) == tr_actor_id(c->peer) ? "by its caller" : "by a remote peer";
+    *why = same_actor(ts->cancel_by, c->peer) ? "by its caller" : "by a remote peer";
     return ts->cancel_by;
   }
   if (ts->stopping) {
@@ -461,7 +523,8 @@ static int serve_request(void *arg) {
     tr_error_t *e = tr__error_new(
         -TR_ECTXCANCELED, "ContextCancelled", "%s task %s in actor %s was cancelled %s",
         tr__rpc_kind_name(c->kind), c->entry->name, tr_actor_name(self), why);
-    tr__error_set_canceller(e, tr_actor_name(canceller));
+    char ub[TR_UID_TEXT];
+    tr__error_set_canceller(e, actor_uid_text(canceller, ub));
     send_error(self, c->peer, c->cid, -TR_ECTXCANCELED, e, canceller);
     tr__error_free(e);
   } else {
@@ -582,7 +645,7 @@ static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
   }
   tr_ctx_t *c = find_ctx(a->tasks, m->u64);
   /* Only the dialog's caller may cancel it. */
-  if (!c || c->side != SIDE_CALLEE || tr_actor_id(c->peer) != tr_actor_id(m->from)) {
+  if (!c || c->side != SIDE_CALLEE || !same_actor(c->peer, m->from)) {
     (void)send_cancel(a, m->from, TR_BODY_CANCEL_ACK, m->u64, 0, 0);
     return;
   }
@@ -623,11 +686,12 @@ static void ctx_outcome(tr_ctx_t *c) {
   const char *msg = x && x->u.error.message ? x->u.error.message : "";
   int rc;
   tr_error_t *e;
+  char ub[TR_UID_TEXT];
   if (code == -TR_ECTXCANCELED) {
     rc = is_absorbed(c, x) ? 0 : -TR_ECTXCANCELED;
     e = tr__error_new(-TR_ECTXCANCELED, "ContextCancelled", "%s", msg);
     if (x->u.error.has_canceller && x->u.error.canceller.name)
-      tr__error_set_canceller(e, x->u.error.canceller.name);
+      tr__error_set_canceller(e, uid_text(&x->u.error.canceller, ub));
   } else {
     /* Refusals keep their own code; failures of the function are boxed. */
     rc = (code == -TR_ENOFUNC || code == -TR_ENOTEXPOSED || code == -TR_EFUNCKIND ||
@@ -641,11 +705,12 @@ static void ctx_outcome(tr_ctx_t *c) {
   tr__error_set_src_type(e, x && x->u.error.src_type ? x->u.error.src_type : boxed);
   /* The source is where the error was raised (it may have come through
    * relays); the actors it came through form the relay path. */
-  tr__error_set_src(e, x && x->u.error.has_src && x->u.error.src.name ? x->u.error.src.name
-                                                                      : tr_actor_name(c->peer));
+  tr__error_set_src(e, x && x->u.error.has_src && x->u.error.src.name
+                           ? uid_text(&x->u.error.src, ub)
+                           : actor_uid_text(c->peer, ub));
   for (size_t i = 0; x && i < x->u.error.n_relay; i++)
     if (x->u.error.relay[i].name)
-      tr__error_relay_append(e, x->u.error.relay[i].name);
+      tr__error_relay_append(e, uid_text(&x->u.error.relay[i], ub));
   if (x && x->u.error.trace) {
     char *t = x->u.error.trace, *nl;
     while (*t && (nl = strchr(t, '\n'))) {
@@ -685,8 +750,9 @@ static int ctx_cancelled_here(tr_ctx_t *c, const char *op) {
                     "cancelled by this side",
                     op, tr_actor_name(c->peer));
   tr_error_t *e = tr__error_take();
-  tr__error_set_canceller(e, tr_actor_name(c->actor));
-  tr__error_set_src(e, tr_actor_name(c->peer));
+  char ub[TR_UID_TEXT];
+  tr__error_set_canceller(e, actor_uid_text(c->actor, ub));
+  tr__error_set_src(e, actor_uid_text(c->peer, ub));
   tr__error_put(e);
   return rc;
 }

@@ -15,6 +15,7 @@
  * that never reaches a cancellation point cannot be stopped in-process;
  * that is what child processes are for.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <tractor/task.h>
@@ -80,7 +81,10 @@ void tr__an_child_exited(tr_an_child_t *c) {
      * close, tr_portal_result): boxed as tractor's RemoteActorError, the
      * child as its source (or, for an error the child relayed, one more
      * relay hop). */
-    (void)tr__error_box(e, tr_actor_name(c->actor));
+    char uid[TR_UID_LEN(256)];
+    if (tr_actor_uid(c->actor, uid, sizeof uid) >= (int)sizeof uid)
+      snprintf(uid, sizeof uid, "%s", tr_actor_name(c->actor)); /* a very long name */
+    (void)tr__error_box(e, uid);
     c->result_error = tr__error_copy(e); /* for tr_portal_result */
     an->nfail++;
     if (an->nfail == 1) {

@@ -482,3 +482,79 @@ TR_TEST(cancel, close_while_another_task_waits, .timeout = 60) {
   tr_portal_release(p);
   return 0;
 }
+
+/* ---- uids: errors name actors by uid, two actors of one name differ ------------------ */
+
+static int uid_of(tr_actor_t *a, char *buf, size_t len) {
+  int n = tr_actor_uid(a, buf, len);
+  return n > 0 && (size_t)n < len;
+}
+
+static int is_uid_text(const char *s, const char *name) {
+  size_t n = strlen(name);
+  return s && strncmp(s, name, n) == 0 && s[n] == '@' && strlen(s + n + 1) == 32 &&
+         strspn(s + n + 1, "0123456789abcdef") == 32;
+}
+
+TR_TEST(cancel, errors_name_actors_by_uid, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *a1 = NULL, *a2 = NULL, *mid = NULL, *sl = NULL, *cn = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "twin", all_ns, N_ALL, &a1), 0);
+  tr_check_rc(tr_start_actor(an, "twin", all_ns, N_ALL, &a2), 0);
+  char u1[TR_UID_LEN(16)] = "", u2[TR_UID_LEN(16)] = "", me[TR_UID_LEN(16)] = "";
+  if (a1 && a2) {
+    tr_check(uid_of(tr_portal_actor(a1), u1, sizeof u1), "uid of the first twin");
+    tr_check(uid_of(tr_portal_actor(a2), u2, sizeof u2), "uid of the second twin");
+    tr_check(is_uid_text(u1, "twin") && is_uid_text(u2, "twin"), "%s, %s", u1, u2);
+    tr_check(strcmp(u1, u2) != 0, "one name, two uids");
+    /* The process's half of the uuid is shared, the actor's is not. */
+    uint8_t x[16], y[16];
+    tr_actor_uuid(tr_portal_actor(a1), x);
+    tr_actor_uuid(tr_portal_actor(a2), y);
+    tr_check(memcmp(x, y, 8) == 0 && memcmp(x + 8, y + 8, 8) != 0, "uuid halves");
+  }
+  tr_check(uid_of(tr_self(), me, sizeof me) && is_uid_text(me, "root"), "root's uid %s", me);
+  tr_check_rc(tr_actor_uid(NULL, me, sizeof me), -TR_EINVAL);
+
+  /* A remote error's source and a ContextCancelled's canceller, by uid. */
+  tr_ctx_t *ctx = NULL;
+  if (a2)
+    tr_check_rc(tr_portal_open_context(a2, "tcan.ctx.listener", NULL, NULL, &ctx, NULL), 0);
+  if (ctx) {
+    tr_check_rc(tr_ctx_cancel(ctx), 0);
+    tr_check_rc(tr_ctx_cancel_wait(ctx, 5000 * MS), 0);
+    tr_check_rc(tr_ctx_result(ctx, NULL), 0); /* absorbed: the outcome is readable */
+    const tr_error_t *e = tr_error_last();
+    tr_check_str_eq(tr_error_src_uid(e), u2, "the source is the second twin, by uid");
+    tr_check_str_eq(tr_error_src(e), "twin", "the name accessor keeps the name");
+    tr_check_str_eq(tr_error_canceller_uid(e), me, "the canceller by uid");
+    tr_check_rc(tr_ctx_close(ctx, NULL), 0);
+  }
+
+  /* Relays: the middle actor's uid on the path, the canceller's kept. */
+  tr_check_rc(tr_start_actor(an, "middle", all_ns, N_ALL, &mid), 0);
+  tr_check_rc(tr_start_actor(an, "sleeper", all_ns, N_ALL, &sl), 0);
+  tr_check_rc(tr_start_actor(an, "canceller", all_ns, N_ALL, &cn), 0);
+  if (mid && sl && cn) {
+    char um[TR_UID_LEN(16)], us[TR_UID_LEN(16)], uc[TR_UID_LEN(16)];
+    tr_check(uid_of(tr_portal_actor(mid), um, sizeof um), "middle's uid");
+    tr_check(uid_of(tr_portal_actor(sl), us, sizeof us), "sleeper's uid");
+    tr_check(uid_of(tr_portal_actor(cn), uc, sizeof uc), "canceller's uid");
+    /* Release: pairs with the acquire loads in the middle and canceller. */
+    __atomic_store_n(&relay_sleeper, tr_portal_actor(sl), __ATOMIC_RELEASE);
+    __atomic_store_n(&relay_canceller, tr_portal_actor(cn), __ATOMIC_RELEASE);
+    tr_check_rc(tr_portal_run(mid, "tcan.relay.ctxc", NULL, NULL), -TR_ECTXCANCELED);
+    const tr_error_t *e = tr_error_last();
+    tr_check_str_eq(tr_error_src_uid(e), us);
+    tr_check_str_eq(tr_error_canceller_uid(e), uc, "the canceller's uid survives the relay");
+    tr_check_str_eq(tr_error_relay_uid(e, 0), um);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(a1);
+  tr_portal_release(a2);
+  tr_portal_release(mid);
+  tr_portal_release(sl);
+  tr_portal_release(cn);
+  return 0;
+}

@@ -235,6 +235,9 @@ TR_TEST(portal, run_in_actor_error_rereturned, .timeout = 60) {
     tr_check_str_eq(tr_error_boxed_type(from_close), tr_error_boxed_type(from_portal));
     tr_check_str_eq(tr_error_src(from_close), "failer");
     tr_check_str_eq(tr_error_src(from_portal), "failer");
+    char uid[TR_UID_LEN(16)];
+    if (p && tr_actor_uid(tr_portal_actor(p), uid, sizeof uid) < (int)sizeof uid)
+      tr_check_str_eq(tr_error_src_uid(from_close), uid, "the child by uid");
     tr_check_str_eq(tr_error_message(from_close), tr_error_message(from_portal));
     tr_check_eq(tr_error_relay_len(from_close), tr_error_relay_len(from_portal));
   }
