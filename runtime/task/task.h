@@ -86,7 +86,7 @@ typedef struct tr_tasks {
   struct tr_an_child *watch_rec;
   struct tr_error *main_error; /* the main task's error, kept at its end */
   tr_buf_t *main_value;        /* tr_run_in_actor: the call's result */
-  /* RPC (runtime/rpc/dialog.c): what a daemon serves, the nursery its
+  /* RPC (runtime/rpc/): what a daemon serves, the nursery its
    * request tasks run in, requests in progress, and calls this actor's
    * tasks are waiting on. */
   char **enable;
@@ -122,10 +122,10 @@ typedef struct tr_an_child {
 } tr_an_child_t;
 
 /* At actor-nursery close: give a run_in_actor portal its child's result
- * (dialog.c). */
+ * (runtime/rpc/). */
 void tr__portal_take_result(struct tr_portal *p, tr_an_child_t *c);
 
-/* RPC hooks (runtime/rpc/dialog.c): a protocol message (body != 0) for a
+/* RPC hooks (runtime/rpc/): a protocol message (body != 0) for a
  * task actor, and what an exiting actor still owes. */
 void tr__rpc_dispatch(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
 void tr__rpc_actor_free(tr_tasks_t *ts);

@@ -1,0 +1,90 @@
+/*
+ * Cancelling a whole actor (docs/PROTOCOL.md 8.2): Cancel(whole_actor)
+ * records who asked, every task is cancelled, and the actor acknowledges
+ * with CancelAck as it exits; tr_portal_cancel_actor is the requester's
+ * side, with its bounded wait.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tractor/portal.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/error/error.h"
+#include "runtime/log.h"
+#include "runtime/platform/assert.h"
+#include "runtime/rpc/rpc.h"
+#include "runtime/rpc/registry.h"
+#include "runtime/runtime.h"
+#include "runtime/task/task.h"
+#include "schema/envelope.h"
+
+/* Cancel(whole_actor) from R: every task of the actor is cancelled (shields
+ * hold), each served dialog reports ContextCancelled naming R, and R gets
+ * CancelAck when the actor exits. */
+void tr__on_cancel_actor(tr_actor_t *a, tr_msg_t *m) {
+  tr_tasks_t *ts = a->tasks;
+  tr_cancel_ack_t *k = malloc(sizeof(*k));
+  if (k) {
+    k->to = tr_actor_dup(m->from);
+    k->cid = m->cid;
+    k->next = ts->cancel_acks;
+    ts->cancel_acks = k;
+  }
+  if (!ts->cancel_by)
+    ts->cancel_by = tr_actor_dup(m->from);
+  tr__tasks_stop(a);
+}
+
+void tr__rpc_actor_exit(tr_actor_t *a) {
+  tr_tasks_t *ts = a->tasks;
+  while (ts->cancel_acks) {
+    tr_cancel_ack_t *k = ts->cancel_acks;
+    ts->cancel_acks = k->next;
+    (void)tr__send_cancel(NULL, k->to, TR_BODY_CANCEL_ACK, k->cid, 1, 1);
+    tr_actor_release(k->to);
+    free(k);
+  }
+  tr_actor_release(ts->cancel_by);
+  ts->cancel_by = NULL;
+}
+
+int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
+  if (acked)
+    *acked = 0;
+  if (!p)
+    return TR__EINVAL_NULL();
+  if (tr_actor_exited(p->actor)) {
+    if (acked)
+      *acked = 1;
+    return 0;
+  }
+  tr_actor_t *self = tr_self();
+  tr_task_t *t = tr__rpc_current_task();
+  if (!t)
+    return TR__EPERM_NOTASK();
+  if (p->actor == self)
+    return TR_ERROR(-TR_EINVAL, "use tr_actor_cancel_soon to cancel the own actor");
+  /* Cancel(whole_actor) and a bounded wait for its CancelAck, which the
+   * actor sends as it exits (PROTOCOL.md 8.2). */
+  tr_ctx_t c;
+  tr__ctx_init(&c, self, SIDE_CALLER, KIND_ACTOR_CANCEL, tr__rpc_new_cid(), NULL);
+  c.task = t;
+  tr__ctx_link(self->tasks, &c);
+  int rc = tr__send_cancel(self, p->actor, TR_BODY_CANCEL, c.cid, 1, 0);
+  if (rc == -TR_ECLOSED)
+    c.done = 1; /* it has exited meanwhile: nothing left to cancel */
+  else if (rc) {
+    tr__ctx_unlink(self->tasks, &c);
+    return TR_ERROR(rc, "tr_portal_cancel_actor: the cancel request to %s was not sent",
+                    tr_actor_name(p->actor));
+  }
+  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
+  while (!c.done && tr_now() < deadline)
+    tr__ctx_wait_until(&c, t, deadline, "tr_portal_cancel_actor");
+  tr__ctx_unlink(self->tasks, &c);
+  if (acked)
+    *acked = c.done;
+  return 0;
+}

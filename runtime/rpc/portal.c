@@ -1,0 +1,289 @@
+/*
+ * The caller's side of starting dialogs (docs/PROTOCOL.md sections 5 and
+ * 6): the cancellation check before anything is sent, the early kind
+ * check, Start, and the waits of tr_portal_run, open_stream_from and
+ * open_context; portals and run_in_actor results.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tractor/portal.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/error/error.h"
+#include "runtime/log.h"
+#include "runtime/platform/assert.h"
+#include "runtime/rpc/rpc.h"
+#include "runtime/rpc/registry.h"
+#include "runtime/runtime.h"
+#include "runtime/task/task.h"
+#include "schema/envelope.h"
+
+/* ---- caller side: calls ---------------------------------------------------- */
+
+/*
+ * Starts a dialog of `kind` with the portal's actor: checks the kind
+ * against the local table, sends Start, and links c (initialised here).
+ * Returns 0 or a code (nothing linked).
+ */
+static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *args, int kind,
+                      const tr_ctx_opts_t *opts, tr_ctx_t *c, tr_task_t **tout) {
+  if (!p || !qualified)
+    return TR_ERROR(-TR_EINVAL, "a portal call needs a portal and a function name");
+  tr_actor_t *self = tr_self();
+  tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
+  if (!t)
+    return TR__EPERM_NOTASK();
+  if (p->actor == self)
+    return TR_ERROR(-TR_EINVAL, "an actor cannot call itself through a portal");
+  /* trio's rule: a call in a cancelled scope fails before doing anything,
+   * so no Start is sent and the remote function never runs. */
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s was not called: the calling task is cancelled",
+                                   qualified);
+  char ns[256];
+  const char *func = tr__rpc_split_name(qualified, ns, sizeof ns);
+  if (!func)
+    return TR_ERROR(-TR_EINVAL, "'%s' is not a qualified name ns.func", qualified);
+  /* The kind is checked here, before anything is sent: every actor runs
+   * this executable, so the local table is the callee's (PROTOCOL.md). */
+  const tr__rpc_entry_t *e = NULL;
+  static const char *const portal_call[] = {"", "run", "open_stream_from", "open_context"};
+  if (tr__rpc_lookup(ns, func, &e) == 0 && e->kind != kind)
+    return TR_ERROR(-TR_EFUNCKIND, "%s is a %s function; use tr_portal_%s", qualified,
+                    tr__rpc_kind_name(e->kind), portal_call[e->kind]);
+  tr_error_clear();
+  tr__ctx_init(c, self, SIDE_CALLER, kind, tr__rpc_new_cid(), opts);
+  c->entry = e;
+  c->task = t;
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return TR__ENOMEM();
+  m->body = TR_BODY_START;
+  m->cid = c->cid;
+  m->u64 = (uint64_t)(opts ? opts->window : 0) | ((uint64_t)c->overrun_error << 32);
+  struct tr_envx *x = tr__envx_get(m);
+  if (!x || !(x->u.start.ns = strdup(ns)) || !(x->u.start.func = strdup(func))) {
+    tr_msg_free(m);
+    return TR__ENOMEM();
+  }
+  m->payload = tr_buf_ref((tr_buf_t *)args);
+  m->from = tr_actor_dup(self);
+  c->peer = tr_actor_dup(p->actor);
+  tr__ctx_link(self->tasks, c);
+  rc = tr__send(p->actor, m);
+  if (rc) {
+    tr__ctx_unlink(self->tasks, c);
+    tr_actor_release(c->peer);
+    c->peer = NULL;
+    return TR_ERROR(rc, "actor %s has exited", tr_actor_name(p->actor));
+  }
+  *tout = t;
+  return 0;
+}
+
+int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, tr_buf_t **result) {
+  if (result)
+    *result = NULL;
+  tr_ctx_t c;
+  tr_task_t *t;
+  int rc = call_start(p, qualified, args, TR_FUNC_FN, NULL, &c, &t);
+  if (rc)
+    return rc;
+  rc = tr__rpc_wait_for(&c, t, &c.done, "tr_portal_run");
+  if (rc == 0 && c.kind_wrong && !c.done) {
+    /* A peer built from other code answered with another kind
+     * (PROTOCOL.md section 5): end the dialog, fail the call. */
+    tr__ctx_cancel_and_drain(&c, t);
+    tr__ctx_unlink(c.actor->tasks, &c);
+    tr_msg_free(c.final);
+    tr_actor_release(c.peer);
+    return TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a fn function", qualified);
+  }
+  if (rc) {
+    /* Cancelled: tell the callee; its late reply finds no dialog. */
+    tr__ctx_send_cancel(&c);
+    tr__ctx_unlink(c.actor->tasks, &c);
+    tr_actor_release(c.peer);
+    return rc;
+  }
+  tr__ctx_unlink(c.actor->tasks, &c);
+  if (c.final && c.final->body == TR_BODY_RETURN) {
+    if (result) {
+      *result = c.final->payload;
+      c.final->payload = NULL;
+    }
+    rc = 0;
+  } else {
+    rc = tr__ctx_put_outcome(&c);
+    tr__error_free(c.out_err);
+  }
+  tr_msg_free(c.final);
+  tr_actor_release(c.peer);
+  return rc;
+}
+
+/* Opens a STREAM or CONTEXT dialog and waits for StartAck (and for a
+ * context, Started).  On failure returns the code with nothing left. */
+static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *args, int kind,
+                       const tr_ctx_opts_t *opts, tr_ctx_t **out) {
+  tr_ctx_t *c = calloc(1, sizeof(*c));
+  if (!c)
+    return TR__ENOMEM();
+  tr_task_t *t;
+  int rc = call_start(p, qualified, args, kind, opts, c, &t);
+  if (rc) {
+    free(c);
+    return rc;
+  }
+  /* StartAck first (its kind is checked before anything else is waited
+   * for), then, for a context, Started. */
+  const uint8_t *flag = kind == TR_FUNC_CONTEXT ? &c->started : &c->acked;
+  const char *what =
+      kind == TR_FUNC_CONTEXT ? "tr_portal_open_context" : "tr_portal_open_stream_from";
+  rc = tr__rpc_wait_for(c, t, &c->acked, what);
+  if (rc == 0 && c->acked && !c->kind_wrong && kind == TR_FUNC_CONTEXT)
+    rc = tr__rpc_wait_for(c, t, flag, what);
+  if (rc == 0 && c->acked && c->kind_wrong) {
+    tr__ctx_cancel_and_drain(c, t);
+    rc = TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a %s function", qualified,
+                  tr__rpc_kind_name(kind));
+  } else if (rc == 0 && !*flag) { /* refused, or failed before started */
+    rc = tr__ctx_put_outcome(c);
+    if (rc == 0) /* a context function that returned without started */
+      rc = TR_ERROR(-TR_EPROTO, "%s returned before calling tr_ctx_started", qualified);
+  } else if (rc) {
+    tr__ctx_cancel_and_drain(c, t);
+  }
+  if (rc) {
+    tr__ctx_unlink(c->actor->tasks, c);
+    tr__ctx_free(c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+int tr_portal_open_stream_from(tr_portal_t *p, const char *qualified, const tr_buf_t *args,
+                               const tr_ctx_opts_t *opts, tr_stream_t **out) {
+  if (!out)
+    return TR__EINVAL_NULL();
+  *out = NULL;
+  tr_ctx_t *c;
+  int rc = open_dialog(p, qualified, args, TR_FUNC_STREAM, opts, &c);
+  if (rc)
+    return rc;
+  c->opened = 1;
+  *out = &c->stream;
+  return 0;
+}
+
+int tr_portal_open_context(tr_portal_t *p, const char *qualified, const tr_buf_t *args,
+                           const tr_ctx_opts_t *opts, tr_ctx_t **ctx, tr_buf_t **first) {
+  if (first)
+    *first = NULL;
+  if (!ctx)
+    return TR__EINVAL_NULL();
+  *ctx = NULL;
+  tr_ctx_t *c;
+  int rc = open_dialog(p, qualified, args, TR_FUNC_CONTEXT, opts, &c);
+  if (rc)
+    return rc;
+  rc = tr_scope_open(&c->scope, TR_NO_DEADLINE, 0);
+  if (rc) {
+    tr__ctx_cancel_and_drain(c, c->task);
+    tr__ctx_unlink(c->actor->tasks, c);
+    tr__ctx_free(c);
+    return rc;
+  }
+  c->has_scope = 1;
+  if (c->done) { /* the callee failed right after started */
+    tr__ctx_outcome(c);
+    if (c->out_rc)
+      tr__task_cancel_scope_local(c->task, &c->scope);
+  }
+  if (first && c->first) {
+    *first = c->first->payload;
+    c->first->payload = NULL;
+  }
+  *ctx = c;
+  return 0;
+}
+
+void tr__portal_take_result(tr_portal_t *p, tr_an_child_t *c) {
+  p->has_result = 1;
+  p->result_rc = c->result;
+  p->value = c->value;
+  c->value = NULL;
+  p->error = c->result_error;
+  c->result_error = NULL;
+  p->child = NULL;
+}
+
+int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
+  if (result)
+    *result = NULL;
+  if (!p)
+    return TR__EINVAL_NULL();
+  tr_an_child_t *c = p->child;
+  if (!c && !p->has_result)
+    return TR_ERROR(-TR_EINVAL, "not a tr_run_in_actor portal");
+  if (c) {
+    tr_actor_t *self = tr_self();
+    tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
+    if (!t)
+      return TR__EPERM_NOTASK();
+    while (!c->exited) {
+      if (tr__task_cancelled(t))
+        return tr__task_observe_cancel(t, "%s", "");
+      c->waiter = t;
+      t->blocked_on = "tr_portal_result";
+      tr__task_block(t, 1);
+      c->waiter = NULL;
+    }
+  }
+  int rc = c ? c->result : p->result_rc;
+  tr_buf_t *value = c ? c->value : p->value;
+  const tr_error_t *err = c ? c->result_error : p->error;
+  if (rc == 0) {
+    if (result)
+      *result = tr_buf_ref(value);
+    return 0;
+  }
+  if (rc == -TR_ECANCELED || !err)
+    return TR_ERROR(rc, "actor %s ended without a result: %s", tr_actor_name(p->actor),
+                    rc == -TR_ECANCELED ? "it was cancelled" : tr_strerror(rc));
+  /* The same error on every call, boxed by the nursery as it saw the
+   * child exit (the shape tr_actor_nursery_close returns): a fresh copy
+   * each time. */
+  tr__error_put(tr__error_copy(err));
+  return tr_error_code(err);
+}
+
+int tr_portal_from_actor(tr_actor_t *a, tr_portal_t **out) {
+  if (out)
+    *out = NULL;
+  if (!a || !out)
+    return TR__EINVAL_NULL();
+  tr_portal_t *p = calloc(1, sizeof(*p));
+  if (!p)
+    return TR__ENOMEM();
+  p->actor = tr_actor_dup(a);
+  *out = p;
+  return 0;
+}
+
+tr_actor_t *tr_portal_actor(const tr_portal_t *p) { return p ? p->actor : NULL; }
+
+void tr_portal_release(tr_portal_t *p) {
+  if (!p)
+    return;
+  if (p->child)
+    p->child->portal = NULL; /* the nursery must not hand it a result */
+  tr_buf_release(p->value);
+  tr__error_free(p->error);
+  tr_actor_release(p->actor);
+  free(p);
+}

@@ -1,0 +1,222 @@
+/*
+ * The dialog engine, internal (docs/PROTOCOL.md): daemon actors that serve calls,
+ * and every dialog on both sides, with one object per side of a dialog,
+ * the context (struct tr_ctx):
+ *   run              Start -> StartAck(FN) -> Return | Error
+ *   open_stream_from Start -> StartAck(STREAM) -> Yield* -> Stop -> Return
+ *   open_context     Start -> StartAck(CONTEXT) -> Started -> (Yield both
+ *                    ways, Stop each way) -> Return | Error
+ *   cancel           Cancel(cid) -> Error(ContextCancelled) -> CancelAck
+ *   actor cancel     Cancel(whole_actor) -> ... -> CancelAck at exit
+ * with per-direction credit windows (Credit) on streams.
+ *
+ * It speaks only tr_msg_t envelopes (body, cid, u64, x_, payload, from),
+ * never in-process shortcuts, so the TCP transport can carry the same
+ * messages unchanged.  Everything runs in the actors' own turns and tasks,
+ * so a context is only ever touched by one thread at a time:
+ *   - protocol messages reach tr__rpc_dispatch in the actor's turn, which
+ *     updates the context the cid names and wakes the tasks waiting on it;
+ *   - tasks block on a context (stream recv/send, result) until the state
+ *     they need is there, or they are cancelled.
+ * Errors cross boxed: the error object travels as the Error body's fields
+ * and becomes a RemoteActorError (or ContextCancelled) at the caller.
+ *
+ * Dialog ids (cid) are chosen by the caller from one process-wide counter,
+ * so a cid names one dialog in the process and an actor finds a context by
+ * cid alone (an actor may not call itself: that dialog would have both
+ * sides in one actor under one cid).
+ *
+ * Files:
+ *   ctx.c          cids, uids, sending, the context's life, outcomes and
+ *                  the ContextCancelled rules, tr_ctx_* operations
+ *   portal.c       the caller starting dialogs (tr_portal_*)
+ *   serve.c        the callee: Start, one task per call, dispatch of every
+ *                  protocol message, daemons and run_in_actor children
+ *   stream.c       MsgStreams: Yield, credit, Stop, receive, early close
+ *   bcast.c        local broadcast (tr_stream_subscribe)
+ *   actor_cancel.c Cancel(whole_actor) and its CancelAck
+ * The functions below are the ones the files share (tr__ prefix); each is
+ * described where it is defined.
+ */
+#ifndef TR_RPC_RPC_H
+#define TR_RPC_RPC_H
+
+#include <stdint.h>
+
+#include <tractor/portal.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/rpc/registry.h"
+#include "runtime/task/task.h"
+#include "schema/envelope.h"
+
+struct tr_portal {
+  tr_actor_t *actor;    /* a reference */
+  tr_an_child_t *child; /* nursery child: its record while the nursery is open */
+  /* run_in_actor results once the nursery has closed (cached). */
+  uint8_t has_result;
+  int result_rc;
+  tr_buf_t *value;
+  tr_error_t *error;
+};
+
+enum { SIDE_CALLER = 1, SIDE_CALLEE = 2 };
+/* A caller-side record that only waits for an actor cancel's CancelAck. */
+enum { KIND_ACTOR_CANCEL = 0 };
+
+/* A task blocked on a context (a node on the task's stack). */
+typedef struct tr_waiter {
+  struct tr_waiter *next;
+  tr_task_t *task;
+} tr_waiter_t;
+
+struct tr_bcast;
+
+struct tr_stream {
+  struct tr_ctx *ctx;
+  struct tr_bcast *bc; /* set once subscribed (on the source and subscribers) */
+  uint64_t seq;        /* broadcast: index of the next value to read */
+  struct tr_stream *bnext;
+  uint8_t is_sub;
+  uint8_t busy; /* a subscriber: a task waits in tr_stream_recv on it */
+};
+
+/* Local broadcast of one stream (tr_stream_subscribe): the last `cap`
+ * values, each read by every receiver at its own position. */
+typedef struct tr_bcast {
+  tr_stream_t *src;   /* the context's stream */
+  tr_buf_t **ring;    /* cap slots; value i at ring[i % cap] */
+  uint64_t cap, head; /* head: index of the next value to arrive */
+  tr_stream_t *subs;  /* subscribers (not the source) */
+  uint8_t pulling;    /* a receiver is waiting on the source */
+  uint8_t ended;      /* the source's end is known: end_rc, end_err */
+  int end_rc;
+  tr_error_t *end_err;
+} tr_bcast_t;
+
+struct tr_ctx {
+  struct tr_ctx *next; /* the actor's dialogs */
+  tr_actor_t *actor;   /* the actor this side lives in (not a reference) */
+  tr_actor_t *peer;    /* a reference */
+  uint64_t cid;
+  uint8_t side, kind;
+  uint8_t acked;         /* caller: StartAck in */
+  uint8_t started;       /* Started sent (callee) or received (caller) */
+  uint8_t opened;        /* this side opened its stream */
+  uint8_t tx_stop;       /* this side sent Stop */
+  uint8_t rx_stop;       /* the peer's Stop arrived */
+  uint8_t cancel_called; /* this side asked to cancel (caller: Cancel sent) */
+  uint8_t cancel_req;    /* callee: the caller sent Cancel(cid) */
+  uint8_t self_cancel;   /* callee: the function cancelled its own context */
+  uint8_t done;          /* caller: final message in; callee: task finished */
+  uint8_t overrun_error;
+  uint8_t has_scope;  /* caller of a context: scope is open */
+  uint8_t has_out;    /* caller: the outcome below is computed */
+  uint8_t kind_wrong; /* caller: StartAck named another kind */
+  uint8_t closing;    /* caller: tr_ctx_close runs; other tasks keep out */
+  uint32_t window, credit, unacked, rx_len;
+  tr_msg_t *rx_head, *rx_tail; /* Yields not yet received */
+  tr_msg_t *first;             /* caller: the Started message */
+  tr_msg_t *final;             /* caller: the Return or Error message */
+  int out_rc;                  /* caller: the outcome of `final` */
+  tr_error_t *out_err;
+  tr_waiter_t *waiters;
+  unsigned users;  /* tasks inside an operation that may block */
+  tr_task_t *task; /* caller: the opener; callee: the function's task */
+  tr_scope_t *task_scope;
+  const tr__rpc_entry_t *entry; /* may be NULL on the caller's side */
+  tr_buf_t *args;               /* callee: owned reference */
+  tr_stream_t stream;
+  tr_scope_t scope; /* caller of a context: the context block's scope */
+};
+
+/* Per-actor RPC state beyond tr_tasks_t's fields: who asked to cancel the
+ * whole actor, and where its CancelAck goes. */
+typedef struct tr_cancel_ack {
+  struct tr_cancel_ack *next;
+  tr_actor_t *to; /* a reference */
+  uint64_t cid;
+} tr_cancel_ack_t;
+
+/* Room for a uid text (tr__actor_uid_text): name, '@', 32 hex digits. */
+#define TR_UID_TEXT 192
+
+/* ---- ctx.c */
+
+uint64_t tr__rpc_new_cid(void);
+
+int tr__same_actor(const tr_actor_t *a, const tr_actor_t *b);
+
+const char *tr__actor_uid_text(const tr_actor_t *a, char *buf);
+
+tr_task_t *tr__rpc_current_task(void);
+
+int tr__send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, tr_buf_t *payload);
+
+int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole, int acked);
+
+void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
+                    const tr_actor_t *canceller);
+
+tr_ctx_t *tr__find_ctx(tr_tasks_t *ts, uint64_t cid);
+
+void tr__ctx_link(tr_tasks_t *ts, tr_ctx_t *c);
+
+void tr__ctx_unlink(tr_tasks_t *ts, tr_ctx_t *c);
+
+void tr__ctx_init(tr_ctx_t *c, tr_actor_t *self, int side, int kind, uint64_t cid,
+                  const tr_ctx_opts_t *opts);
+
+void tr__ctx_notify(tr_ctx_t *c);
+
+void tr__ctx_enter(tr_ctx_t *c);
+
+void tr__ctx_leave(tr_ctx_t *c);
+
+int tr__ctx_wait(tr_ctx_t *c, tr_task_t *t, const char *what);
+
+void tr__ctx_wait_until(tr_ctx_t *c, tr_task_t *t, int64_t deadline, const char *what);
+
+void tr__ctx_discard_rx(tr_ctx_t *c);
+
+void tr__ctx_free(tr_ctx_t *c);
+
+const char *tr__rpc_split_name(const char *qualified, char *ns, size_t cap);
+
+void tr__ctx_outcome(tr_ctx_t *c);
+
+int tr__ctx_put_outcome(tr_ctx_t *c);
+
+int tr__ctx_cancelled_here(tr_ctx_t *c, const char *op);
+
+int tr__ctx_refuse_closing(const tr_ctx_t *c);
+
+void tr__ctx_finish(tr_ctx_t *c, tr_msg_t *m);
+
+void tr__ctx_send_cancel(tr_ctx_t *c);
+
+void tr__ctx_cancel_and_drain(tr_ctx_t *c, tr_task_t *t);
+
+int tr__rpc_wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag, const char *what);
+
+/* ---- serve.c */
+
+const tr_actor_t *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why);
+
+/* ---- stream.c */
+
+void tr__on_yield(tr_ctx_t *c, tr_msg_t *m);
+
+int tr__ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg);
+
+/* ---- bcast.c */
+
+void tr__bcast_free(tr_bcast_t *bc);
+
+int tr__bcast_recv(tr_stream_t *s, tr_task_t *t, tr_buf_t **msg);
+
+/* ---- actor_cancel.c */
+
+void tr__on_cancel_actor(tr_actor_t *a, tr_msg_t *m);
+
+#endif

@@ -1,0 +1,478 @@
+/*
+ * The callee's side (docs/PROTOCOL.md sections 5 and 8): a daemon's
+ * service nursery, Start handling (refusals before any task), one task
+ * per call that answers it, dialog cancels from the caller, the dispatch
+ * of every protocol message that reaches a task actor, and the one-shot
+ * children of tr_run_in_actor.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tractor/portal.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/error/error.h"
+#include "runtime/log.h"
+#include "runtime/platform/assert.h"
+#include "runtime/rpc/rpc.h"
+#include "runtime/rpc/registry.h"
+#include "runtime/runtime.h"
+#include "runtime/task/task.h"
+#include "schema/envelope.h"
+
+/* ---- callee side ------------------------------------------------------------ */
+
+/* Why the function's scope was cancelled, for its ContextCancelled: the
+ * canceller and a phrase (PROTOCOL.md 8.3), or NULL when it was not. */
+const tr_actor_t *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why) {
+  if (c->self_cancel) {
+    *why = "by itself";
+    return c->actor;
+  }
+  if (c->cancel_req) {
+    *why = "by its caller-side peer";
+    return c->peer;
+  }
+  if (ts->cancel_by) {
+    *why = tr__same_actor(ts->cancel_by, c->peer) ? "by its caller" : "by a remote peer";
+    return ts->cancel_by;
+  }
+  if (ts->stopping) {
+    *why = "because its actor was cancelled";
+    return c->actor;
+  }
+  return NULL;
+}
+
+/* The task that runs one call and answers it. */
+static int serve_request(void *arg) {
+  tr_ctx_t *c = arg;
+  tr_actor_t *self = tr_self();
+  tr_tasks_t *ts = self->tasks;
+  tr_scope_t s;
+  tr_buf_t *result = NULL;
+  c->task = tr__task_of_actor_current(self);
+  int rc = tr_scope_open(&s, TR_NO_DEADLINE, 0);
+  if (rc == 0) {
+    c->task_scope = &s;
+    if (c->cancel_req)
+      tr_scope_cancel(&s);
+    rc = tr__rpc_check_payload(c->entry, TR__RPC_ARGS, c->args);
+    if (rc == 0)
+      rc = c->entry->fn(c, c->args, &result);
+    if (rc == 0)
+      rc = tr__rpc_check_payload(c->entry, TR__RPC_RETURN, result);
+    c->task_scope = NULL;
+    tr_scope_close(&s);
+  }
+  const char *why = NULL;
+  const tr_actor_t *canceller = rc == -TR_ECANCELED ? tr__cancel_cause(c, ts, &why) : NULL;
+  if (rc == 0) {
+    if ((c->kind == TR_FUNC_STREAM || c->opened) && !c->tx_stop) {
+      c->tx_stop = 1;
+      (void)tr__send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
+    }
+    (void)tr__send_body(c->peer, TR_BODY_RETURN, c->cid, 0, result);
+  } else if (canceller) {
+    tr_buf_release(result);
+    tr_error_t *e = tr__error_new(
+        -TR_ECTXCANCELED, "ContextCancelled", "%s task %s in actor %s was cancelled %s",
+        tr__rpc_kind_name(c->kind), c->entry->name, tr_actor_name(self), why);
+    char ub[TR_UID_TEXT];
+    tr__error_set_canceller(e, tr__actor_uid_text(canceller, ub));
+    tr__send_error(self, c->peer, c->cid, -TR_ECTXCANCELED, e, canceller);
+    tr__error_free(e);
+  } else {
+    tr_buf_release(result);
+    tr__send_error(self, c->peer, c->cid, rc, tr_error_last(), NULL);
+  }
+  if (c->cancel_req)
+    (void)tr__send_cancel(self, c->peer, TR_BODY_CANCEL_ACK, c->cid, 0, 1);
+  /* Other tasks of this actor may be inside an operation on the context
+   * (a publisher sending to a subscriber): they see `done` and leave. */
+  c->done = 1;
+  tr_task_t *t = c->task;
+  while (c->users) {
+    tr__ctx_notify(c);
+    tr__ctx_wait_until(c, t, TR_NO_DEADLINE,
+                       "the end of its RPC call (other tasks still use the context)");
+  }
+  tr__ctx_unlink(ts, c);
+  tr__ctx_free(c);
+  /* The call's failure went to its caller: the daemon keeps serving. */
+  return 0;
+}
+
+/* Handles a Start; returns 1 when it kept m (queued until the service is
+ * up), 0 when the caller may dispose of it. */
+static int on_start(tr_actor_t *a, tr_msg_t *m) {
+  tr_tasks_t *ts = a->tasks;
+  tr_actor_t *caller = m->from;
+  struct tr_envx *x = m->x_;
+  if (!caller)
+    return 0; /* nobody to answer: a malformed call (in-process senders set from) */
+  if (!ts->service && !ts->serve_done && !ts->stopping) {
+    /* The daemon's main task has not opened its service nursery yet (the
+     * call raced its first turn): keep the call, in order, until it has. */
+    m->next_ = NULL;
+    tr_msg_t **pp = &ts->early_starts;
+    while (*pp)
+      pp = &(*pp)->next_;
+    *pp = m;
+    return 1;
+  }
+  const tr__rpc_entry_t *e = NULL;
+  int rc;
+  if (ts->stopping)
+    rc = TR_ERROR(-TR_ECANCELED, "actor %s is being cancelled", tr_actor_name(a));
+  else if (!ts->service)
+    rc = TR_ERROR(-TR_ECLOSED, "actor %s does not serve calls", tr_actor_name(a));
+  else if (!x || !x->u.start.ns || !x->u.start.func)
+    rc = TR_ERROR(-TR_EPROTO, "Start without a function name");
+  else
+    rc = tr__rpc_resolve_parts(x->u.start.ns, x->u.start.func, (const char *const *)ts->enable,
+                               ts->n_enable, 0, &e);
+  if (rc) {
+    /* Refused before any task starts (tractor's ModuleNotExposed etc.). */
+    tr_error_t *err = tr__error_take();
+    tr__send_error(a, caller, m->cid, rc, err, NULL);
+    tr__error_free(err);
+    return 0;
+  }
+  tr_ctx_t *c = malloc(sizeof(*c));
+  if (!c) {
+    tr__send_error(a, caller, m->cid, -TR_ENOMEM, NULL, NULL);
+    return 0;
+  }
+  tr_ctx_opts_t opts = {.window = (uint32_t)m->u64, .overrun = (int)((m->u64 >> 32) & 1)};
+  tr__ctx_init(c, a, SIDE_CALLEE, e->kind, m->cid, &opts);
+  c->entry = e;
+  c->args = m->payload;
+  m->payload = NULL;
+  c->peer = m->from;
+  m->from = NULL;
+  rc = tr__nursery_spawn_internal(ts->service, serve_request, c, e->name);
+  if (rc) {
+    tr__send_error(a, c->peer, c->cid, rc, NULL, NULL);
+    tr__ctx_free(c);
+    return 0;
+  }
+  tr__ctx_link(ts, c);
+  (void)tr__send_body(c->peer, TR_BODY_START_ACK, c->cid, (uint64_t)e->kind, NULL);
+  return 0;
+}
+
+/* Answers the calls that arrived before the service was up (or, once it has
+ * ended, refuses them). */
+static void run_early_starts(tr_worker_t *w, tr_actor_t *a) {
+  tr_tasks_t *ts = a->tasks;
+  while (ts->early_starts) {
+    tr_msg_t *m = ts->early_starts;
+    ts->early_starts = m->next_;
+    m->next_ = NULL;
+    if (!on_start(a, m))
+      tr__msg_dispose(w, m);
+  }
+}
+
+static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
+  struct tr_envx *x = m->x_;
+  if (x && x->u.cancel.whole_actor) {
+    tr__on_cancel_actor(a, m);
+    return;
+  }
+  tr_ctx_t *c = tr__find_ctx(a->tasks, m->u64);
+  /* Only the dialog's caller may cancel it. */
+  if (!c || c->side != SIDE_CALLEE || !tr__same_actor(c->peer, m->from)) {
+    (void)tr__send_cancel(a, m->from, TR_BODY_CANCEL_ACK, m->u64, 0, 0);
+    return;
+  }
+  c->cancel_req = 1;
+  if (c->task_scope)
+    tr__task_cancel_scope_local(c->task, c->task_scope);
+  tr__ctx_notify(c);
+}
+
+/* A protocol message the engine does not act on: counted (tr_stats'
+ * proto_dropped) and logged with why, at DEBUG when it is an expected
+ * late arrival (the dialog ended, the caller left), else at WARN. */
+static void dropped(tr_worker_t *w, tr_actor_t *a, const tr_msg_t *m, int level, const char *why) {
+  TR_COUNT(w, proto_dropped, 1);
+  tr_log(level, "dropped %s (cid %llu) from %s at actor %s: %s", tr__body_name(m->body),
+         (unsigned long long)m->cid, m->from ? tr_actor_name(m->from) : "an unnamed sender",
+         tr_actor_name(a), why);
+}
+
+void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
+  tr_tasks_t *ts = a->tasks;
+  tr_ctx_t *c = NULL;
+  const char *why = NULL; /* set when the message is dropped */
+  int level = TR_LOG_DEBUG;
+  switch (m->body) {
+  case TR_BODY_START:
+    if (!m->from) {
+      why = "a Start without a sender cannot be answered";
+      level = TR_LOG_WARN;
+    } else if (on_start(a, m)) {
+      return;
+    }
+    break;
+  case TR_BODY_CANCEL:
+    if (m->from) {
+      on_cancel(a, m);
+    } else {
+      why = "a Cancel without a sender (only a dialog's caller may cancel it)";
+      level = TR_LOG_WARN;
+    }
+    break;
+  case TR_BODY_YIELD:
+    if ((c = tr__find_ctx(ts, m->cid)) && !c->done && !c->rx_stop) {
+      tr__on_yield(c, m);
+      return;
+    }
+    why = !c        ? "no such dialog (it ended, or its caller left)"
+          : c->done ? "the dialog has ended"
+                    : "a value after the sender's Stop";
+    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
+    break;
+  case TR_BODY_CREDIT:
+    if ((c = tr__find_ctx(ts, m->cid))) {
+      /* Never more than a window: a peer's excess credit (a foreign
+       * peer's bug) must not let this side flood it. */
+      c->credit = (uint32_t)(c->credit + m->u64 > c->window ? c->window : c->credit + m->u64);
+      tr__ctx_notify(c);
+    } else {
+      why = "no such dialog (it ended)";
+    }
+    break;
+  case TR_BODY_STOP:
+    if ((c = tr__find_ctx(ts, m->cid))) {
+      c->rx_stop = 1;
+      tr__ctx_notify(c);
+    } else {
+      why = "no such dialog (it ended)";
+    }
+    break;
+  case TR_BODY_START_ACK:
+    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER) {
+      c->acked = 1;
+      c->kind_wrong = m->u64 != c->kind;
+      if (c->kind != TR_FUNC_FN || c->kind_wrong) /* a run waits only for these */
+        tr__ctx_notify(c);
+    } else {
+      why = c ? "a StartAck for a dialog this actor serves" : "no such dialog (its caller left)";
+      level = c ? TR_LOG_WARN : TR_LOG_DEBUG;
+    }
+    break;
+  case TR_BODY_STARTED:
+    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && !c->started && !c->done) {
+      c->started = 1;
+      c->first = m;
+      tr__ctx_notify(c);
+      return;
+    }
+    why = !c                       ? "no such dialog (its caller left)"
+          : c->side != SIDE_CALLER ? "a Started for a dialog this actor serves"
+          : c->done                ? "the dialog has ended"
+                                   : "a second Started";
+    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
+    break;
+  case TR_BODY_RETURN:
+  case TR_BODY_ERROR:
+    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && !c->done) {
+      tr__ctx_finish(c, m);
+      return;
+    }
+    why = !c        ? "a late reply to an abandoned call"
+          : c->done ? "the dialog has ended already"
+                    : "a reply to a dialog this actor serves";
+    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
+    break;
+  case TR_BODY_CANCEL_ACK:
+    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && c->kind == KIND_ACTOR_CANCEL) {
+      c->done = 1;
+      tr__ctx_notify(c);
+    } else {
+      /* PROTOCOL.md 8.1: the ack of a dialog cancel follows its final
+       * message, which ended the dialog. */
+      why = "the dialog it acknowledges has ended (its final message came first)";
+    }
+    break;
+  default:
+    why = "not a body the dialog engine handles";
+    level = TR_LOG_WARN;
+    break;
+  }
+  if (why)
+    dropped(w, a, m, level, why);
+  tr__msg_dispose(w, m);
+}
+
+void tr__rpc_bounce(tr_actor_t *dead, tr_msg_t *m) {
+  if (!m->from)
+    return;
+  if (m->body == TR_BODY_START)
+    tr__send_error(dead, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
+  else if (m->body == TR_BODY_CANCEL && m->x_ && m->x_->u.cancel.whole_actor)
+    (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1); /* gone: done */
+}
+
+void tr__rpc_actor_free(tr_tasks_t *ts) {
+  while (ts->early_starts) { /* never served: tell the callers */
+    tr_msg_t *m = ts->early_starts;
+    ts->early_starts = m->next_;
+    if (m->from)
+      tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
+    tr_msg_free(m);
+  }
+  for (size_t i = 0; i < ts->n_enable; i++)
+    free(ts->enable[i]);
+  free(ts->enable);
+  ts->enable = NULL;
+  ts->n_enable = 0;
+  TR_ASSERT(ts->dialogs == NULL && ts->cancel_acks == NULL);
+}
+
+/* ---- daemons ----------------------------------------------------------------- */
+
+typedef struct serve_spec {
+  char **enable;
+  size_t n_enable;
+} serve_spec_t;
+
+static int serve_main(void *arg) {
+  serve_spec_t *spec = arg;
+  tr_actor_t *self = tr_self();
+  tr_tasks_t *ts = self->tasks;
+  ts->enable = spec->enable;
+  ts->n_enable = spec->n_enable;
+  free(spec);
+  tr_nursery_t *n;
+  int rc = tr_nursery_open(&n);
+  if (rc)
+    return rc;
+  ts->service = n;
+  run_early_starts(tr__worker_self(), self);
+  /* Serve until cancelled: requests run as tasks in the service nursery. */
+  while (tr_sleep(3600LL * 1000 * 1000 * 1000) == 0)
+    ;
+  ts->service = NULL; /* refuse new calls; the ones running are cancelled */
+  ts->serve_done = 1;
+  tr_nursery_cancel(n);
+  tr_nursery_close(n);
+  return 0; /* a cancelled daemon ended normally */
+}
+
+int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *enable,
+                   size_t n_enable, tr_portal_t **out) {
+  if (!out)
+    return TR__EINVAL_NULL();
+  *out = NULL;
+  tr_portal_t *p = calloc(1, sizeof(*p));
+  serve_spec_t *spec = calloc(1, sizeof(*spec));
+  char **copy = n_enable ? calloc(n_enable, sizeof(char *)) : NULL;
+  if (!p || !spec || (n_enable && !copy))
+    goto oom;
+  for (size_t i = 0; i < n_enable; i++)
+    if (!(copy[i] = strdup(enable[i])))
+      goto oom;
+  spec->enable = copy;
+  spec->n_enable = n_enable;
+  tr_an_child_t *c;
+  int rc = tr__actor_nursery_spawn_rec(an, name, serve_main, spec, 1, &p->actor, &c);
+  if (rc == 0) {
+    p->child = c; /* for tr_portal_cancel_actor's wait */
+    c->portal = p;
+  }
+  if (rc) {
+    for (size_t i = 0; i < n_enable; i++)
+      free(copy[i]);
+    free(copy);
+    free(spec);
+    free(p);
+    return rc;
+  }
+  *out = p;
+  return 0;
+oom:
+  for (size_t i = 0; copy && i < n_enable; i++)
+    free(copy[i]);
+  free(copy);
+  free(spec);
+  free(p);
+  return TR__ENOMEM();
+}
+
+/* ---- run_in_actor ---------------------------------------------------------- */
+
+typedef struct run_spec {
+  const tr__rpc_entry_t *entry;
+  tr_buf_t *args; /* a reference */
+} run_spec_t;
+
+/* The child's main task: one call, its result reported with the child's
+ * exit (tasks.c hands main_value to the nursery's record). */
+static int run_main(void *arg) {
+  run_spec_t *spec = arg;
+  tr_buf_t *value = NULL;
+  int rc = tr__rpc_check_payload(spec->entry, TR__RPC_ARGS, spec->args);
+  if (rc == 0)
+    rc = spec->entry->fn(NULL, spec->args, &value);
+  tr_buf_release(spec->args);
+  free(spec);
+  if (rc == 0)
+    tr_self()->tasks->main_value = value;
+  else
+    tr_buf_release(value);
+  return rc;
+}
+
+int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
+                    const tr_buf_t *args, tr_portal_t **out) {
+  if (!out)
+    return TR__EINVAL_NULL();
+  *out = NULL;
+  if (!an || !qualified)
+    return TR__EINVAL_NULL();
+  const tr__rpc_entry_t *e;
+  /* The child enables exactly the function's namespace (tractor's
+   * run_in_actor enables the function's module). */
+  int rc = tr__rpc_resolve(qualified, NULL, 0, TR_FUNC_FN, &e);
+  if (rc == -TR_ENOTEXPOSED) {
+    tr_error_clear();
+    const char *dot = strrchr(qualified, '.');
+    char ns[256];
+    size_t nlen = (size_t)(dot - qualified);
+    if (nlen >= sizeof ns)
+      return TR_ERROR(-TR_EINVAL, "namespace of '%s' is longer than 255 bytes", qualified);
+    memcpy(ns, qualified, nlen);
+    ns[nlen] = '\0';
+    const char *const enable[] = {ns};
+    rc = tr__rpc_resolve(qualified, enable, 1, TR_FUNC_FN, &e);
+  }
+  if (rc)
+    return rc;
+  tr_portal_t *p = calloc(1, sizeof(*p));
+  run_spec_t *spec = calloc(1, sizeof(*spec));
+  if (!p || !spec) {
+    free(p);
+    free(spec);
+    return TR__ENOMEM();
+  }
+  spec->entry = e;
+  spec->args = tr_buf_ref((tr_buf_t *)args);
+  tr_an_child_t *c;
+  rc = tr__actor_nursery_spawn_rec(an, name, run_main, spec, 0, &p->actor, &c);
+  if (rc) {
+    tr_buf_release(spec->args);
+    free(spec);
+    free(p);
+    return rc;
+  }
+  tr__actor_set_kind(p->actor, TR_AK_RUN_IN_ACTOR);
+  p->child = c;
+  c->portal = p;
+  *out = p;
+  return 0;
+}
