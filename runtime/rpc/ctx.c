@@ -111,19 +111,6 @@ tr_task_t *tr__rpc_current_task(void) {
 
 /* ---- sending ---------------------------------------------------------------- */
 
-int tr__send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t u64, tr_buf_t *payload) {
-  tr_msg_t *m;
-  if (tr_msg_new(&m) != 0) {
-    tr_buf_release(payload);
-    return -TR_ENOMEM;
-  }
-  m->body = (uint16_t)body;
-  m->cid = cid;
-  m->u64 = u64;
-  m->payload = payload;
-  return tr__send(to, m);
-}
-
 /* Sends Cancel or CancelAck; Cancel carries the sender (only the dialog's
  * caller may cancel it). */
 int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole,
@@ -225,20 +212,6 @@ void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, cons
 
 /* ---- contexts: common ------------------------------------------------------- */
 
-tr_ctx_t *tr__find_ctx(tr_tasks_t *ts, uint64_t cid) {
-  tr_ctx_t **pp = &ts->dialogs;
-  for (tr_ctx_t *c = *pp; c; pp = &c->next, c = c->next)
-    if (c->cid == cid) {
-      if (pp != &ts->dialogs) { /* move to front: the busy dialog is found first */
-        *pp = c->next;
-        c->next = ts->dialogs;
-        ts->dialogs = c;
-      }
-      return c;
-    }
-  return NULL;
-}
-
 void tr__ctx_link(tr_tasks_t *ts, tr_ctx_t *c) {
   c->next = ts->dialogs;
   ts->dialogs = c;
@@ -267,29 +240,12 @@ void tr__ctx_init(tr_ctx_t *c, tr_actor_t *self, int side, int kind, uint64_t ci
   c->stream.ctx = c;
 }
 
-void tr__ctx_notify(tr_ctx_t *c) {
-  for (tr_waiter_t *w = c->waiters; w; w = w->next)
-    tr__task_wake_blocked(w->task);
-}
-
 static void waiter_unlink(tr_ctx_t *c, tr_waiter_t *w) {
   for (tr_waiter_t **pp = &c->waiters; *pp; pp = &(*pp)->next)
     if (*pp == w) {
       *pp = w->next;
       return;
     }
-}
-
-/* A task enters / leaves an operation that may block on the context.  A
- * callee's function task waits, as it ends, until every other task has
- * left (they see `done` and return), so each leave may be the one it
- * waits for. */
-void tr__ctx_enter(tr_ctx_t *c) { c->users++; }
-
-void tr__ctx_leave(tr_ctx_t *c) {
-  c->users--;
-  if (c->done && c->side == SIDE_CALLEE)
-    tr__ctx_notify(c);
 }
 
 /* Blocks the running task until the context changes or the task is
@@ -457,16 +413,6 @@ int tr__ctx_cancelled_here(tr_ctx_t *c, const char *op) {
   tr__error_set_src(e, tr__actor_uid_text(c->peer, ub));
   tr__error_put(e);
   return rc;
-}
-
-/* Refuses an operation of another task while the opener closes the
- * context (tr_ctx_close frees it once its own waits are over). */
-int tr__ctx_refuse_closing(const tr_ctx_t *c) {
-  return c->closing ? TR_ERROR(-TR_EBUSY,
-                               "the context with actor %s is being closed by the task "
-                               "that opened it",
-                               tr_actor_name(c->peer))
-                    : 0;
 }
 
 /* The final message arrived (or the peer is gone, m == NULL). */

@@ -171,7 +171,7 @@ int tr_portal_open_stream_from(tr_portal_t *p, const char *qualified, const tr_b
   if (!out)
     return TR__EINVAL_NULL();
   *out = NULL;
-  tr_ctx_t *c;
+  tr_ctx_t *c = NULL;
   int rc = open_dialog(p, qualified, args, TR_FUNC_STREAM, opts, &c);
   if (rc)
     return rc;
@@ -187,7 +187,7 @@ int tr_portal_open_context(tr_portal_t *p, const char *qualified, const tr_buf_t
   if (!ctx)
     return TR__EINVAL_NULL();
   *ctx = NULL;
-  tr_ctx_t *c;
+  tr_ctx_t *c = NULL;
   int rc = open_dialog(p, qualified, args, TR_FUNC_CONTEXT, opts, &c);
   if (rc)
     return rc;

@@ -19,36 +19,25 @@
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 
-void tr__on_yield(tr_ctx_t *c, tr_msg_t *m) {
-  if (c->rx_len >= c->window) {
-    /* The peer ignored the window: the dialog fails (PROTOCOL.md 7). */
-    tr_msg_free(m);
-    if (c->side == SIDE_CALLEE) {
-      tr__send_error(c->actor, c->peer, c->cid, -TR_EOVERRUN, NULL, NULL);
-      c->cancel_req = 1;
-      if (c->task_scope)
-        tr__task_cancel_scope_local(c->task, c->task_scope);
-    } else if (!c->done) {
-      (void)tr__send_cancel(c->actor, c->peer, TR_BODY_CANCEL, c->cid, 0, 0);
-      c->cancel_called = 1;
-      c->has_out = 1;
-      c->done = 1;
-      c->out_rc = TR_ERROR(-TR_EOVERRUN, "StreamOverrun: actor %s sent beyond the window of %u",
-                           tr_actor_name(c->peer), c->window);
-      c->out_err = tr__error_take();
-    }
-    tr__ctx_notify(c);
-    return;
+/* A Yield beyond the window: the peer ignored it, and the dialog fails
+ * (PROTOCOL.md 7).  The in-window path is tr__on_yield, inline in rpc.h. */
+void tr__on_yield_overrun(tr_ctx_t *c, tr_msg_t *m) {
+  tr_msg_free(m);
+  if (c->side == SIDE_CALLEE) {
+    tr__send_error(c->actor, c->peer, c->cid, -TR_EOVERRUN, NULL, NULL);
+    c->cancel_req = 1;
+    if (c->task_scope)
+      tr__task_cancel_scope_local(c->task, c->task_scope);
+  } else if (!c->done) {
+    (void)tr__send_cancel(c->actor, c->peer, TR_BODY_CANCEL, c->cid, 0, 0);
+    c->cancel_called = 1;
+    c->has_out = 1;
+    c->done = 1;
+    c->out_rc = TR_ERROR(-TR_EOVERRUN, "StreamOverrun: actor %s sent beyond the window of %u",
+                         tr_actor_name(c->peer), c->window);
+    c->out_err = tr__error_take();
   }
-  m->next_ = NULL;
-  if (c->rx_tail)
-    c->rx_tail->next_ = m;
-  else
-    c->rx_head = m;
-  c->rx_tail = m;
-  c->rx_len++;
-  if (c->waiters)
-    tr__ctx_notify(c);
+  tr__ctx_notify(c);
 }
 
 /* ---- streams ---------------------------------------------------------------- */

@@ -224,4 +224,62 @@ int tr__task_observe_cancel_at(tr_task_t *t, const char *file, int line, const c
 /* Routes tr_error_last to the running task (installed at runtime start). */
 void tr__tasks_install_error_hook(void);
 
+/* ---- shared by the task layer's files (task.c, scope.c, nursery.c,
+ * main.c); each is described where it is defined. ---- */
+
+struct tr_nursery;
+struct tr_nursery {
+  tr_scope_t scope;
+  tr_task_t *parent;
+  uint64_t live; /* children not yet finished */
+  uint8_t closing;
+  uint8_t waiting; /* the parent is blocked in close */
+  int nfail;
+  int first_rc;
+  tr_error_t *errors; /* the first failure, or a group once there are two */
+};
+
+/*
+ * tr_nursery_start.  Until the new task calls tr_task_started it belongs
+ * to the caller, as in trio, where start runs it in a nursery of its own:
+ * its scope chain ends in the caller's innermost scope (`base`, stable
+ * while the caller waits) instead of the target nursery's, and its end is
+ * reported to this record, not to the target.  The target counts it in
+ * `live` from the start (trio's pending starts keep a nursery open).
+ * tr_task_started moves it: the link of its chain that pointed at base is
+ * pointed at the target's scope, which carries along every scope and
+ * nursery the task opened meanwhile.  The record lives on the caller's
+ * stack, which is safe because the caller waits until the task has either
+ * moved or ended.
+ */
+typedef struct tr_start {
+  tr_task_t *caller;
+  struct tr_nursery *target;
+  tr_scope_t *base;
+  void *value;
+  int result;        /* the task's result, when it ended unmoved */
+  tr_error_t *error; /* ... and its error object */
+  uint8_t started;   /* tr_task_started was called */
+  uint8_t moved;     /* ... and moved the task into the target */
+  uint8_t ended;     /* the task ended without moving */
+} tr_start_t;
+
+/* The task state of t's actor (users include runtime/actor/actor.h). */
+#define tr__tasks_of(t) ((t)->actor->tasks)
+void tr__task_ready_push(tr_tasks_t *ts, tr_task_t *t);
+void tr__task_release_ref(tr_tasks_t *ts, tr_task_t *t);
+void tr__tasks_wake_cancelled(tr_tasks_t *ts);
+tr_scope_t *tr__tasks_find_scope(tr_tasks_t *ts, uint64_t id);
+void tr__tasks_cancel_local(tr_tasks_t *ts, tr_scope_t *s);
+int tr__scope_chain_cancelled(const tr_scope_t *s, const tr_tasks_t *ts);
+int tr__scope_arm_deadline(tr_task_t *t, tr_scope_t *s);
+void tr__tasks_post_run(struct tr_actor *a);
+int tr__task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_opts_t *opts,
+                 tr_task_t **out);
+void tr__nursery_child_done(struct tr_nursery *n, tr_task_t *t);
+void tr__nursery_live_done(struct tr_nursery *n);
+void tr__nursery_fail(struct tr_nursery *n, tr_task_t *t);
+void tr__start_child_done(tr_tasks_t *ts, tr_task_t *t);
+#define tr__task_observe_cancel_default(t) tr__task_observe_cancel((t), "%s", "")
+
 #endif
