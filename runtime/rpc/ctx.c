@@ -37,6 +37,8 @@ static void uid_set(tr_uid_t *u, const tr_actor_t *a) {
 }
 
 /* "Is this that actor": uuids compared, never names or pointers. */
+void tr__uid_of(tr_uid_t *u, const tr_actor_t *a) { uid_set(u, a); }
+
 static int uid_is(const tr_uid_t *u, const tr_actor_t *a) {
   uint8_t v[TR_UUID_LEN];
   tr_actor_uuid(a, v);
@@ -60,7 +62,7 @@ static int uuid_is_zero(const uint8_t *u) {
 /* A wire uid as errors name actors: "name@<32 hex>", or the bare name
  * when the sender gave no uuid.  Into buf (TR_UID_TEXT bytes). */
 
-static const char *uid_text(const tr_uid_t *u, char *buf) {
+const char *tr__uid_text(const tr_uid_t *u, char *buf) {
   const char *name = u->name ? u->name : "actor";
   if (uuid_is_zero(u->uuid)) {
     snprintf(buf, TR_UID_TEXT, "%s", name);
@@ -83,7 +85,7 @@ const char *tr__actor_uid_text(const tr_actor_t *a, char *buf) {
   memset(&u, 0, sizeof u);
   u.name = (char *)tr_actor_name(a); /* borrowed: uid_text only reads it */
   tr_actor_uuid(a, u.uuid);
-  return uid_text(&u, buf);
+  return tr__uid_text(&u, buf);
 }
 
 /* Parses a uid text back into a wire uid (name, and the uuid when the text
@@ -128,8 +130,33 @@ int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, in
   }
   x->u.cancel.whole_actor = (uint8_t)(whole != 0);
   x->u.cancel.acknowledged = (uint8_t)(acked != 0);
-  if (body == TR_BODY_CANCEL && self)
+  if (body == TR_BODY_CANCEL && self) {
+    /* The requester by uid: what the callee checks and names as the
+     * canceller, whatever proxy the message came through. */
     m->from = tr_actor_dup(self);
+    x->has_src = 1;
+    uid_set(&x->src, self);
+  }
+  return tr__send(to, m);
+}
+
+/* Sends a body (no payload) with the sender's uid in the envelope, for
+ * the messages that name their sender on the wire (StartAck: the callee
+ * answering a Start).  Returns 0 or as tr__send. */
+int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint64_t u64) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0)
+    return -TR_ENOMEM;
+  m->body = (uint16_t)body;
+  m->cid = cid;
+  m->u64 = u64;
+  struct tr_envx *x = tr__envx_get(m);
+  if (!x) {
+    tr_msg_free(m);
+    return -TR_ENOMEM;
+  }
+  x->has_src = 1;
+  uid_set(&x->src, self);
   return tr__send(to, m);
 }
 
@@ -139,7 +166,7 @@ int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, in
  * too.  Best effort: the caller may be gone.
  */
 void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
-                    const tr_actor_t *canceller) {
+                    const char *canceller) {
   tr_msg_t *m;
   if (tr_msg_new(&m) != 0)
     return;
@@ -199,7 +226,7 @@ void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, cons
   }
   if (canceller) {
     x->u.error.has_canceller = 1;
-    uid_set(&x->u.error.canceller, canceller);
+    uid_parse(&x->u.error.canceller, canceller);
   } else if (e && tr_error_canceller(e)) {
     /* A ContextCancelled re-raised here keeps the actor that cancelled it
      * (tractor's pack_error keeps the whole record). */
@@ -300,6 +327,8 @@ void tr__ctx_free(tr_ctx_t *c) {
   tr__error_free(c->out_err);
   tr_buf_release(c->args);
   tr_actor_release(c->peer);
+  free(c->cancel_req_uid.name);
+  free(c->cancel_req_uid.addr);
   free(c);
 }
 
@@ -318,8 +347,9 @@ const char *tr__rpc_split_name(const char *qualified, char *ns, size_t cap) {
 static int is_absorbed(const tr_ctx_t *c, const struct tr_envx *x) {
   /* PROTOCOL.md 8.3 (a): this side asked, the error comes from its direct
    * peer, and it names this side as the canceller. */
-  return c->cancel_called && x->u.error.has_src && uid_is(&x->u.error.src, c->peer) &&
-         x->u.error.has_canceller && uid_is(&x->u.error.canceller, c->actor);
+  return c->cancel_called && x->u.error.has_src &&
+         memcmp(x->u.error.src.uuid, c->peer_uuid, TR_UUID_LEN) == 0 && x->u.error.has_canceller &&
+         uid_is(&x->u.error.canceller, c->actor);
 }
 
 /* Turns the final message into the outcome (once): out_rc, out_err. */
@@ -349,7 +379,7 @@ void tr__ctx_outcome(tr_ctx_t *c) {
     rc = is_absorbed(c, x) ? 0 : -TR_ECTXCANCELED;
     e = tr__error_new(-TR_ECTXCANCELED, "ContextCancelled", "%s", msg);
     if (x->u.error.has_canceller && x->u.error.canceller.name)
-      tr__error_set_canceller(e, uid_text(&x->u.error.canceller, ub));
+      tr__error_set_canceller(e, tr__uid_text(&x->u.error.canceller, ub));
   } else {
     /* Refusals keep their own code; failures of the function are boxed. */
     rc = (code == -TR_ENOFUNC || code == -TR_ENOTEXPOSED || code == -TR_EFUNCKIND ||
@@ -364,11 +394,11 @@ void tr__ctx_outcome(tr_ctx_t *c) {
   /* The source is where the error was raised (it may have come through
    * relays); the actors it came through form the relay path. */
   tr__error_set_src(e, x && x->u.error.has_src && x->u.error.src.name
-                           ? uid_text(&x->u.error.src, ub)
+                           ? tr__uid_text(&x->u.error.src, ub)
                            : tr__actor_uid_text(c->peer, ub));
   for (size_t i = 0; x && i < x->u.error.n_relay; i++)
     if (x->u.error.relay[i].name)
-      tr__error_relay_append(e, uid_text(&x->u.error.relay[i], ub));
+      tr__error_relay_append(e, tr__uid_text(&x->u.error.relay[i], ub));
   if (x && x->u.error.trace) {
     char *t = x->u.error.trace, *nl;
     while (*t && (nl = strchr(t, '\n'))) {
@@ -518,7 +548,8 @@ int tr_ctx_cancel_called(const tr_ctx_t *c) {
   if (c->side == SIDE_CALLER)
     return c->cancel_called;
   const char *why;
-  return tr__cancel_cause((tr_ctx_t *)c, c->actor->tasks, &why) != NULL;
+  char buf[TR_UID_TEXT];
+  return tr__cancel_cause((tr_ctx_t *)c, c->actor->tasks, &why, buf) != NULL;
 }
 
 int tr_ctx_cancel_acked(const tr_ctx_t *c) {

@@ -115,6 +115,13 @@ struct tr_ctx {
   uint8_t has_out;    /* caller: the outcome below is computed */
   uint8_t kind_wrong; /* caller: StartAck named another kind */
   uint8_t closing;    /* caller: tr_ctx_close runs; other tasks keep out */
+  /* The peer by uuid (PROTOCOL.md 3): the caller's is its portal's actor
+   * until StartAck names the callee (its envelope src), the callee's is
+   * Start's caller.  Every "is this the peer" decision compares these:
+   * c->peer is only where messages go, which may be a proxy standing for
+   * an actor across a transport. */
+  uint8_t peer_uuid[TR_UUID_LEN];
+  tr_uid_t cancel_req_uid; /* callee: who sent Cancel(cid), the canceller */
   uint32_t window, credit, unacked, rx_len;
   tr_msg_t *rx_head, *rx_tail; /* Yields not yet received */
   tr_msg_t *first;             /* caller: the Started message */
@@ -233,13 +240,16 @@ uint64_t tr__rpc_new_cid(void);
 int tr__same_actor(const tr_actor_t *a, const tr_actor_t *b);
 
 const char *tr__actor_uid_text(const tr_actor_t *a, char *buf);
+const char *tr__uid_text(const tr_uid_t *u, char *buf);
 
 tr_task_t *tr__rpc_current_task(void);
 
 int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole, int acked);
 
 void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
-                    const tr_actor_t *canceller);
+                    const char *canceller);
+int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint64_t u64);
+void tr__uid_of(tr_uid_t *u, const tr_actor_t *a);
 
 void tr__ctx_link(tr_tasks_t *ts, tr_ctx_t *c);
 
@@ -274,7 +284,7 @@ int tr__rpc_wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag, const char 
 
 /* ---- serve.c */
 
-const tr_actor_t *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why);
+const char *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why, char *buf);
 
 /* ---- stream.c */
 

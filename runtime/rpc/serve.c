@@ -25,22 +25,27 @@
 
 /* Why the function's scope was cancelled, for its ContextCancelled: the
  * canceller and a phrase (PROTOCOL.md 8.3), or NULL when it was not. */
-const tr_actor_t *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why) {
+const char *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why, char *buf) {
   if (c->self_cancel) {
     *why = "by itself";
-    return c->actor;
+    return tr__actor_uid_text(c->actor, buf);
   }
   if (c->cancel_req) {
+    /* Whoever sent Cancel(cid), as its envelope named it (a proxy's
+     * pointer would name the proxy). */
     *why = "by its caller-side peer";
-    return c->peer;
+    return c->cancel_req_uid.name ? tr__uid_text(&c->cancel_req_uid, buf)
+                                  : tr__actor_uid_text(c->peer, buf);
   }
   if (ts->cancel_by) {
-    *why = tr__same_actor(ts->cancel_by, c->peer) ? "by its caller" : "by a remote peer";
-    return ts->cancel_by;
+    uint8_t u[TR_UUID_LEN];
+    tr_actor_uuid(ts->cancel_by, u);
+    *why = memcmp(u, c->peer_uuid, TR_UUID_LEN) == 0 ? "by its caller" : "by a remote peer";
+    return tr__actor_uid_text(ts->cancel_by, buf);
   }
   if (ts->stopping) {
     *why = "because its actor was cancelled";
-    return c->actor;
+    return tr__actor_uid_text(c->actor, buf);
   }
   return NULL;
 }
@@ -67,7 +72,8 @@ static int serve_request(void *arg) {
     tr_scope_close(&s);
   }
   const char *why = NULL;
-  const tr_actor_t *canceller = rc == -TR_ECANCELED ? tr__cancel_cause(c, ts, &why) : NULL;
+  char cb[TR_UID_TEXT];
+  const char *canceller = rc == -TR_ECANCELED ? tr__cancel_cause(c, ts, &why, cb) : NULL;
   if (rc == 0) {
     if ((c->kind == TR_FUNC_STREAM || c->opened) && !c->tx_stop) {
       c->tx_stop = 1;
@@ -79,8 +85,7 @@ static int serve_request(void *arg) {
     tr_error_t *e = tr__error_new(
         -TR_ECTXCANCELED, "ContextCancelled", "%s task %s in actor %s was cancelled %s",
         tr__rpc_kind_name(c->kind), c->entry->name, tr_actor_name(self), why);
-    char ub[TR_UID_TEXT];
-    tr__error_set_canceller(e, tr__actor_uid_text(canceller, ub));
+    tr__error_set_canceller(e, canceller);
     tr__send_error(self, c->peer, c->cid, -TR_ECTXCANCELED, e, canceller);
     tr__error_free(e);
   } else {
@@ -152,6 +157,12 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   m->payload = NULL;
   c->peer = m->from;
   m->from = NULL;
+  /* The caller by uuid: Start names it (through a proxy, m->from is the
+   * proxy); an in-process Start without the field is from its sender. */
+  if (x->u.start.has_caller)
+    memcpy(c->peer_uuid, x->u.start.caller.uuid, TR_UUID_LEN);
+  else
+    tr_actor_uuid(c->peer, c->peer_uuid);
   rc = tr__nursery_spawn_internal(ts->service, serve_request, c, e->name);
   if (rc) {
     tr__send_error(a, c->peer, c->cid, rc, NULL, NULL);
@@ -159,7 +170,7 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
     return 0;
   }
   tr__ctx_link(ts, c);
-  (void)tr__send_body(c->peer, TR_BODY_START_ACK, c->cid, (uint64_t)e->kind, NULL);
+  (void)tr__send_from(a, c->peer, TR_BODY_START_ACK, c->cid, (uint64_t)e->kind);
   return 0;
 }
 
@@ -183,11 +194,23 @@ static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
     return;
   }
   tr_ctx_t *c = tr__find_ctx(a->tasks, m->u64);
-  /* Only the dialog's caller may cancel it. */
-  if (!c || c->side != SIDE_CALLEE || !tr__same_actor(c->peer, m->from)) {
+  /* Only the dialog's caller may cancel it: the requester, as the
+   * envelope names it, must be the caller Start named. */
+  uint8_t req[TR_UUID_LEN];
+  if (x && x->has_src)
+    memcpy(req, x->src.uuid, TR_UUID_LEN);
+  else
+    tr_actor_uuid(m->from, req);
+  if (!c || c->side != SIDE_CALLEE || memcmp(req, c->peer_uuid, TR_UUID_LEN) != 0) {
     (void)tr__send_cancel(a, m->from, TR_BODY_CANCEL_ACK, m->u64, 0, 0);
     return;
   }
+  free(c->cancel_req_uid.name);
+  free(c->cancel_req_uid.addr);
+  if (x && x->has_src)
+    (void)tr__uid_copy(&c->cancel_req_uid, &x->src); /* out of memory: left empty */
+  else
+    tr__uid_of(&c->cancel_req_uid, m->from);
   c->cancel_req = 1;
   if (c->task_scope)
     tr__task_cancel_scope_local(c->task, c->task_scope);
@@ -257,6 +280,8 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   case TR_BODY_START_ACK:
     if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER) {
       c->acked = 1;
+      if (m->x_ && m->x_->has_src) /* the callee by uuid, whatever carried it */
+        memcpy(c->peer_uuid, m->x_->src.uuid, TR_UUID_LEN);
       c->kind_wrong = m->u64 != c->kind;
       if (c->kind != TR_FUNC_FN || c->kind_wrong) /* a run waits only for these */
         tr__ctx_notify(c);

@@ -1,0 +1,250 @@
+/*
+ * Dialogs through a codec relay: two behaviour actors standing between a
+ * caller and a callee, as the two ends of a transport channel would.
+ * Each protocol message is encoded to an Envelope and decoded back
+ * (schema/envelope.c) before it is passed on, so the engine only gets
+ * what a decoder can rebuild: the message's `from` becomes the relay end
+ * that delivers it, and everything else comes from the envelope.
+ *
+ *     caller C  <->  relay end A  <->  relay end B  <->  callee E
+ *
+ * What must hold through it is what holds directly (PROTOCOL.md 8.3):
+ * the caller's own cancel is absorbed, the canceller and the source are
+ * the real actors (by uid), not the relay ends.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TR_TEST_WORKERS 2
+#include <tractor/testing.h>
+
+#include "schema/envelope.h"
+
+#define MS (1000 * 1000LL)
+
+/* Which end a message comes from (local to the relay, like the socket a
+ * frame arrived on). */
+enum { FROM_CALLER_SIDE = 0x5a1, FROM_CALLEE_SIDE = 0x5a2 };
+
+#define MAX_DIALOGS 16
+
+typedef struct relay_end {
+  tr_actor_t *other; /* the other end (a reference) */
+  tr_actor_t *local; /* B: the callee it serves (a reference); A: unused */
+  /* A: the caller of each dialog (cid -> actor, references), from Start. */
+  uint64_t cids[MAX_DIALOGS];
+  tr_actor_t *callers[MAX_DIALOGS];
+  int n;
+  int is_a;
+} relay_end_t;
+
+/* Encodes m and decodes it back: the message a transport would deliver.
+ * Returns the new message (m is freed), or NULL when the codec refused. */
+static tr_msg_t *through_codec(tr_msg_t *m) {
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  tr_msg_t *out = NULL;
+  int rc = tr__env_encode(m, &buf, &len);
+  tr_check_rc(rc, 0, "encode %s", tr__body_name(m->body));
+  if (rc == 0)
+    tr_check_rc(tr__env_decode(buf, len, &out), 0, "decode %s", tr__body_name(m->body));
+  free(buf);
+  tr_msg_free(m);
+  return out;
+}
+
+static tr_actor_t *caller_of(relay_end_t *r, uint64_t cid) {
+  for (int i = 0; i < r->n; i++)
+    if (r->cids[i] == cid)
+      return r->callers[i];
+  return NULL;
+}
+
+static void relay(void *state, tr_msg_t *m) {
+  relay_end_t *r = state;
+  if (m->body == 0) { /* an application message: the test ends the relay */
+    tr_actor_exit();
+    return;
+  }
+  tr_msg_take(m);
+  uint32_t tag = m->tag;
+  int had_from = m->from != NULL;
+  tr_actor_t *to = NULL;
+  if (r->is_a) {
+    if (tag == FROM_CALLEE_SIDE) {
+      to = caller_of(r, m->cid);
+    } else {
+      if (m->body == TR_BODY_START && m->from && r->n < MAX_DIALOGS) {
+        r->cids[r->n] = m->cid;
+        r->callers[r->n++] = tr_actor_dup(m->from);
+      }
+      to = r->other;
+      tag = FROM_CALLER_SIDE;
+    }
+  } else {
+    if (tag == FROM_CALLER_SIDE) {
+      to = r->local;
+      tag = 0;
+    } else {
+      to = r->other;
+      tag = FROM_CALLEE_SIDE;
+    }
+  }
+  tr_msg_t *n = through_codec(m);
+  if (!n || !to) {
+    tr_msg_free(n);
+    return;
+  }
+  n->tag = tag;
+  if (had_from) /* the decoder cannot rebuild a pointer: the relay end stands in */
+    n->from = tr_actor_dup(tr_self());
+  tr_send(to, n);
+}
+
+static void relay_free(void *state) {
+  relay_end_t *r = state;
+  tr_actor_release(r->other);
+  tr_actor_release(r->local);
+  for (int i = 0; i < r->n; i++)
+    tr_actor_release(r->callers[i]);
+}
+
+/* Builds A and B in front of callee e; *a is A (a reference): a portal to
+ * it reaches e through the relay.  Stop with relay_stop. */
+static relay_end_t ra, rb;
+
+static int relay_start(tr_actor_t *e, tr_actor_t **a) {
+  memset(&ra, 0, sizeof ra);
+  memset(&rb, 0, sizeof rb);
+  ra.is_a = 1;
+  tr_spawn_opts_t oa = {.name = "relay-a", .on_exit = relay_free};
+  tr_spawn_opts_t ob = {.name = "relay-b", .on_exit = relay_free};
+  tr_actor_t *b = NULL;
+  int rc = tr_spawn(relay, &ra, &oa, a);
+  if (rc == 0)
+    rc = tr_spawn(relay, &rb, &ob, &b);
+  if (rc)
+    return rc;
+  ra.other = tr_actor_dup(b);
+  rb.other = tr_actor_dup(*a);
+  rb.local = tr_actor_dup(e);
+  tr_actor_release(b);
+  return 0;
+}
+
+/* Ends both relay ends (they exit; their on_exit drops what they hold). */
+static void relay_stop(tr_actor_t *a) {
+  tr_actor_t *b = ra.other; /* written by this task before A ever ran */
+  if (b)
+    tr_send_u64(b, 1, 0);
+  tr_send_u64(a, 1, 0);
+}
+
+/* ---- functions, and the scenarios ---------------------------------------------- */
+
+static int twice(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  uint64_t v = 0;
+  if (!args || tr_buf_to_u64(args, &v) != 0)
+    return tr_fail("TypeError", "twice takes a u64");
+  return tr_buf_from_u64(2 * v, result);
+}
+TR_EXPORT_FN("trel.fn", "twice", twice)
+
+static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return tr_fail("ValueError", "refused through the relay");
+}
+TR_EXPORT_FN("trel.fn", "fails", fails)
+
+static int listener(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  int rc = tr_ctx_started(ctx, NULL);
+  tr_stream_t *s = NULL;
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  while (rc == 0) {
+    tr_buf_t *b = NULL;
+    rc = tr_stream_recv(s, &b);
+    if (rc == 0)
+      rc = tr_stream_send(s, b); /* echo */
+    tr_buf_release(b);
+  }
+  return rc == -TR_EEOF ? 0 : rc;
+}
+TR_EXPORT_CONTEXT("trel.ctx", "listener", listener)
+
+static const char *const ns[] = {"trel.fn", "trel.ctx"};
+
+static uint64_t buf_u64(const tr_buf_t *b) {
+  uint64_t v = UINT64_MAX;
+  if (b)
+    tr_buf_to_u64(b, &v);
+  return v;
+}
+
+TR_TEST(relay, dialogs_through_a_codec_relay, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *e = NULL, *via = NULL;
+  tr_actor_t *a = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "callee", ns, 2, &e), 0);
+  if (e)
+    tr_check_rc(relay_start(tr_portal_actor(e), &a), 0);
+  if (a)
+    tr_check_rc(tr_portal_from_actor(a, &via), 0);
+  char me[TR_UID_LEN(16)], ue[TR_UID_LEN(16)];
+  tr_actor_uid(tr_self(), me, sizeof me);
+  if (e)
+    tr_actor_uid(tr_portal_actor(e), ue, sizeof ue);
+  if (via) {
+    /* run: a value and a boxed remote error. */
+    tr_buf_t *arg = NULL, *res = NULL;
+    tr_check_rc(tr_buf_from_u64(21, &arg), 0);
+    tr_check_rc(tr_portal_run(via, "trel.fn.twice", arg, &res), 0);
+    tr_check_eq(buf_u64(res), 42);
+    tr_buf_release(res);
+    tr_buf_release(arg);
+    tr_check_rc(tr_portal_run(via, "trel.fn.fails", NULL, NULL), -TR_EREMOTE);
+    tr_check_str_eq(tr_error_boxed_type(tr_error_last()), "ValueError");
+    tr_check_str_eq(tr_error_src_uid(tr_error_last()), ue, "the source is the callee, by uid");
+
+    /* A context: stream both ways, then this side's cancel, absorbed at
+     * close as it is directly (the ContextCancelled names this actor, and
+     * comes from the callee, not from the relay). */
+    tr_ctx_t *ctx = NULL;
+    tr_check_rc(tr_portal_open_context(via, "trel.ctx.listener", NULL, NULL, &ctx, NULL), 0);
+    if (ctx) {
+      tr_stream_t *s = NULL;
+      tr_check_rc(tr_ctx_open_stream(ctx, &s), 0);
+      for (uint64_t i = 0; s && i < 100; i++) {
+        tr_buf_t *v = NULL, *got = NULL;
+        tr_check_rc(tr_buf_from_u64(i, &v), 0);
+        tr_check_rc(tr_stream_send(s, v), 0);
+        tr_check_rc(tr_stream_recv(s, &got), 0);
+        tr_check_eq(buf_u64(got), i, "echo %llu", (unsigned long long)i);
+        tr_buf_release(v);
+        tr_buf_release(got);
+      }
+      tr_check_rc(tr_ctx_cancel(ctx), 0);
+      tr_check_rc(tr_ctx_cancel_wait(ctx, 5000 * MS), 0);
+      tr_check_eq(tr_ctx_cancel_acked(ctx), 1, "acknowledged through the relay");
+      tr_check_rc(tr_ctx_result(ctx, NULL), 0, "absorbed: this side asked for it");
+      tr_check_str_eq(tr_error_canceller_uid(tr_error_last()), me, "this actor cancelled");
+      tr_check_str_eq(tr_error_src_uid(tr_error_last()), ue, "raised in the callee");
+      tr_check_rc(tr_ctx_close(ctx, NULL), 0);
+    }
+  }
+  tr_portal_release(via);
+  if (a) {
+    relay_stop(a);
+    tr_actor_release(a);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(e);
+  return 0;
+}
