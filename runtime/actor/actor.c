@@ -82,18 +82,26 @@ static void nonce_init(void) {
     v = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 32) ^
         0x9e3779b97f4a7c15ull;
   }
-  proc_nonce = v;
+  /* Release: pairs with the acquire load in tr_actor_uuid. */
+  __atomic_store_n(&proc_nonce, v, __ATOMIC_RELEASE);
 }
 
 void tr_actor_uuid(const tr_actor_t *a, uint8_t out[16]) {
-  memset(out, 0, 16);
-  if (!a)
+  if (!a) {
+    memset(out, 0, 16);
     return;
-  pthread_once(&nonce_once, nonce_init);
-  for (int i = 0; i < 8; i++) {
-    out[i] = (uint8_t)(proc_nonce >> (8 * (7 - i)));
-    out[8 + i] = (uint8_t)(a->id >> (8 * (7 - i)));
   }
+  /* Acquire pairs with pthread_once's publication of proc_nonce: a thread
+   * that sees it set needs no once-call (one per run of the dialog path). */
+  uint64_t nonce = __atomic_load_n(&proc_nonce, __ATOMIC_ACQUIRE);
+  if (TR_UNLIKELY(nonce == 0)) {
+    pthread_once(&nonce_once, nonce_init);
+    nonce = __atomic_load_n(&proc_nonce, __ATOMIC_ACQUIRE);
+  }
+  /* Big-endian halves: the uid text reads as the two numbers. */
+  uint64_t hi = __builtin_bswap64(nonce), lo = __builtin_bswap64(a->id);
+  memcpy(out, &hi, 8);
+  memcpy(out + 8, &lo, 8);
 }
 
 int tr_actor_uid(const tr_actor_t *a, char *buf, size_t len) {

@@ -71,12 +71,12 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   }
   m->payload = tr_buf_ref((tr_buf_t *)args);
   m->from = tr_actor_dup(self);
-  /* The caller by uid in the envelope (Start's caller, and its src): what
-   * the callee checks a Cancel against and names as the canceller. */
-  tr__uid_of(&x->u.start.caller, self);
+  /* The caller by uuid in the envelope: what the callee checks a Cancel
+   * against.  No name: only the uuid decides, and a run dialog's cost is
+   * a few allocations, one less per name (the Cancel names its sender in
+   * full). */
+  tr_actor_uuid(self, x->u.start.caller.uuid);
   x->u.start.has_caller = 1;
-  x->has_src = 1;
-  tr__uid_of(&x->src, self);
   c->peer = tr_actor_dup(p->actor);
   /* Until StartAck names the callee, the peer is the portal's actor. */
   tr_actor_uuid(p->actor, c->peer_uuid);

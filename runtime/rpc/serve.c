@@ -280,8 +280,12 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   case TR_BODY_START_ACK:
     if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER) {
       c->acked = 1;
-      if (m->x_ && m->x_->has_src) /* the callee by uuid, whatever carried it */
+      /* The callee by uuid: the envelope's src when the StartAck crossed a
+       * channel, else its sender. */
+      if (m->x_ && m->x_->has_src)
         memcpy(c->peer_uuid, m->x_->src.uuid, TR_UUID_LEN);
+      else if (m->from)
+        tr_actor_uuid(m->from, c->peer_uuid);
       c->kind_wrong = m->u64 != c->kind;
       if (c->kind != TR_FUNC_FN || c->kind_wrong) /* a run waits only for these */
         tr__ctx_notify(c);

@@ -91,6 +91,16 @@ static void relay(void *state, tr_msg_t *m) {
       tag = FROM_CALLEE_SIDE;
     }
   }
+  /* A channel end names the sender on the wire: the envelope's src, from
+   * the local `from`, when the message does not name it already. */
+  if (m->from && !(m->x_ && m->x_->has_src)) {
+    struct tr_envx *x = tr__envx_get(m);
+    if (x) {
+      x->has_src = 1;
+      tr_actor_uuid(m->from, x->src.uuid);
+      x->src.name = strdup(tr_actor_name(m->from));
+    }
+  }
   tr_msg_t *n = through_codec(m);
   if (!n || !to) {
     tr_msg_free(n);
