@@ -684,3 +684,48 @@ int tr_ctx_close(tr_ctx_t *c, tr_buf_t **result) {
   tr__ctx_free(c);
   return rc;
 }
+
+/* ---- peer loss ------------------------------------------------------------- */
+
+void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc,
+                       const char *cause) {
+  tr_tasks_t *ts = self->tasks;
+  if (!ts)
+    return;
+  int n = 0;
+  for (tr_ctx_t *c = ts->dialogs; c; c = c->next) {
+    if (memcmp(c->peer_uuid, uuid, TR_UUID_LEN) != 0 || c->kind == KIND_ACTOR_CANCEL)
+      continue; /* an actor cancel's wait is bounded: it ends unacknowledged */
+    if (c->side == SIDE_CALLER) {
+      if (c->done)
+        continue;
+      c->done = 1;
+      c->has_out = 1;
+      c->out_rc = rc;
+      c->out_err = tr__error_new(rc, NULL, "the peer of this dialog (%s) is lost: %s",
+                                 tr_actor_name(c->peer), cause ? cause : "no reason given");
+      if (c->has_scope) /* as a remote error would (PROTOCOL.md 6.3) */
+        tr__task_cancel_scope_local(c->task, &c->scope);
+    } else if (!c->done) {
+      c->cancel_req = 1; /* the caller is gone: its task ends */
+      if (c->task_scope)
+        tr__task_cancel_scope_local(c->task, c->task_scope);
+    }
+    tr__ctx_notify(c);
+    n++;
+  }
+  tr_log(TR_LOG_INFO, "peer lost (%s): %d dialog(s) ended", cause ? cause : "no reason given", n);
+}
+
+int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], int rc,
+                           const char *cause) {
+  size_t clen = cause ? strlen(cause) : 0;
+  tr_buf_t *b;
+  int err = tr_buf_new(TR_UUID_LEN + clen, &b);
+  if (err)
+    return err;
+  memcpy(tr_buf_wdata(b), uuid, TR_UUID_LEN);
+  if (clen)
+    memcpy((uint8_t *)tr_buf_wdata(b) + TR_UUID_LEN, cause, clen);
+  return tr__send_body(to, TR_BODY_LOCAL_PEER_LOST, 0, (uint64_t)(rc < 0 ? -rc : rc), b);
+}

@@ -146,6 +146,11 @@ typedef struct tr_cancel_ack {
   uint64_t cid;
 } tr_cancel_ack_t;
 
+/* A message kind local to the process, never encoded (the codec refuses
+ * unknown kinds): a channel end tells an actor that a peer is gone
+ * (tr__rpc_post_peer_lost). */
+#define TR_BODY_LOCAL_PEER_LOST 0x7f01
+
 /* Room for a uid text (tr__actor_uid_text): name, '@', 32 hex digits. */
 #define TR_UID_TEXT 192
 
@@ -232,6 +237,20 @@ static inline void tr__on_yield(tr_ctx_t *c, tr_msg_t *m) {
   if (c->waiters)
     tr__ctx_notify(c);
 }
+
+/*
+ * Peer loss (issue 9 item 4): the one entry point that ends every dialog
+ * actor self has with the peer of uuid `uuid`.  A caller-side dialog ends
+ * with rc (-TR_ECLOSED for an orderly end of the channel, -TR_EIO when it
+ * broke) and an error naming the cause, so that no waiting call hangs; a
+ * callee-side dialog has its task cancelled (its caller is gone).  Runs in
+ * self's turn: tr__rpc_post_peer_lost delivers it there from anywhere.
+ * Ownership: borrows cause.  Threads: self's turn / any.
+ */
+void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc,
+                       const char *cause);
+int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], int rc,
+                           const char *cause);
 
 /* ---- ctx.c */
 

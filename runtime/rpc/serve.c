@@ -328,6 +328,21 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
       why = "the dialog it acknowledges has ended (its final message came first)";
     }
     break;
+  case TR_BODY_LOCAL_PEER_LOST:
+    if (m->payload && tr_buf_len(m->payload) >= TR_UUID_LEN) {
+      const uint8_t *p = tr_buf_data(m->payload);
+      size_t clen = tr_buf_len(m->payload) - TR_UUID_LEN;
+      char cause[256];
+      if (clen >= sizeof cause)
+        clen = sizeof cause - 1;
+      memcpy(cause, p + TR_UUID_LEN, clen);
+      cause[clen] = '\0';
+      tr__rpc_peer_lost(a, p, -(int)m->u64, cause);
+    } else {
+      why = "a peer-lost notice without a uuid";
+      level = TR_LOG_WARN;
+    }
+    break;
   default:
     why = "not a body the dialog engine handles";
     level = TR_LOG_WARN;

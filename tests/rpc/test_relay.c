@@ -19,6 +19,7 @@
 #define TR_TEST_WORKERS 2
 #include <tractor/testing.h>
 
+#include "runtime/rpc/rpc.h" /* tr__rpc_post_peer_lost: what a channel end does */
 #include "schema/envelope.h"
 
 #define MS (1000 * 1000LL)
@@ -32,12 +33,27 @@ enum { FROM_CALLER_SIDE = 0x5a1, FROM_CALLEE_SIDE = 0x5a2 };
 typedef struct relay_end {
   tr_actor_t *other; /* the other end (a reference) */
   tr_actor_t *local; /* B: the callee it serves (a reference); A: unused */
-  /* A: the caller of each dialog (cid -> actor, references), from Start. */
+  /* Each dialog: its cid; A: its caller (a reference, from Start); the
+   * uuid of the actor on the far side (A: the callee, from StartAck's src,
+   * else A's own, which the caller holds until then; B: the caller, from
+   * Start). */
   uint64_t cids[MAX_DIALOGS];
   tr_actor_t *callers[MAX_DIALOGS];
+  uint8_t far[MAX_DIALOGS][TR_UUID_LEN];
   int n;
   int is_a;
 } relay_end_t;
+
+/* Which application message ends a relay end: cleanly, or as a broken
+ * channel that tells its side which peers it lost. */
+enum { RELAY_STOP = 1, RELAY_BREAK = 2 };
+
+static int dialog_of(relay_end_t *r, uint64_t cid) {
+  for (int i = 0; i < r->n; i++)
+    if (r->cids[i] == cid)
+      return i;
+  return -1;
+}
 
 /* Encodes m and decodes it back: the message a transport would deliver.
  * Returns the new message (m is freed), or NULL when the codec refused. */
@@ -63,7 +79,11 @@ static tr_actor_t *caller_of(relay_end_t *r, uint64_t cid) {
 
 static void relay(void *state, tr_msg_t *m) {
   relay_end_t *r = state;
-  if (m->body == 0) { /* an application message: the test ends the relay */
+  if (m->body == 0) {          /* an application message: the test ends the relay */
+    if (m->tag == RELAY_BREAK) /* the channel broke: each side learns its losses */
+      for (int i = 0; i < r->n; i++)
+        tr__rpc_post_peer_lost(r->is_a ? r->callers[i] : r->local, r->far[i], -TR_EIO,
+                               "relay channel broken");
     tr_actor_exit();
     return;
   }
@@ -74,9 +94,11 @@ static void relay(void *state, tr_msg_t *m) {
   if (r->is_a) {
     if (tag == FROM_CALLEE_SIDE) {
       to = caller_of(r, m->cid);
+      tag = 0; /* delivered: the caller needs no relay marker */
     } else {
       if (m->body == TR_BODY_START && m->from && r->n < MAX_DIALOGS) {
         r->cids[r->n] = m->cid;
+        tr_actor_uuid(tr_self(), r->far[r->n]); /* what the caller holds for now */
         r->callers[r->n++] = tr_actor_dup(m->from);
       }
       to = r->other;
@@ -86,6 +108,10 @@ static void relay(void *state, tr_msg_t *m) {
     if (tag == FROM_CALLER_SIDE) {
       to = r->local;
       tag = 0;
+      if (m->body == TR_BODY_START && m->x_ && m->x_->u.start.has_caller && r->n < MAX_DIALOGS) {
+        r->cids[r->n] = m->cid;
+        memcpy(r->far[r->n++], m->x_->u.start.caller.uuid, TR_UUID_LEN);
+      }
     } else {
       to = r->other;
       tag = FROM_CALLEE_SIDE;
@@ -107,6 +133,10 @@ static void relay(void *state, tr_msg_t *m) {
     return;
   }
   n->tag = tag;
+  int d;
+  if (r->is_a && tag == 0 && n->body == TR_BODY_START_ACK && n->x_ && n->x_->has_src &&
+      (d = dialog_of(r, n->cid)) >= 0) /* the callee, as the envelope names it */
+    memcpy(r->far[d], n->x_->src.uuid, TR_UUID_LEN);
   if (had_from) /* the decoder cannot rebuild a pointer: the relay end stands in */
     n->from = tr_actor_dup(tr_self());
   tr_send(to, n);
@@ -144,12 +174,14 @@ static int relay_start(tr_actor_t *e, tr_actor_t **a) {
 }
 
 /* Ends both relay ends (they exit; their on_exit drops what they hold). */
-static void relay_stop(tr_actor_t *a) {
+static void relay_end(tr_actor_t *a, uint32_t how) {
   tr_actor_t *b = ra.other; /* written by this task before A ever ran */
   if (b)
-    tr_send_u64(b, 1, 0);
-  tr_send_u64(a, 1, 0);
+    tr_send_u64(b, how, 0);
+  tr_send_u64(a, how, 0);
 }
+
+static void relay_stop(tr_actor_t *a) { relay_end(a, RELAY_STOP); }
 
 /* ---- functions, and the scenarios ---------------------------------------------- */
 
@@ -254,6 +286,100 @@ TR_TEST(relay, dialogs_through_a_codec_relay, .timeout = 60) {
     relay_stop(a);
     tr_actor_release(a);
   }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(e);
+  return 0;
+}
+
+/* ---- peer loss: a channel that breaks mid-stream and mid-call ----------------- */
+
+static int forever(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  tr_stream_t *s = NULL;
+  int rc = tr_ctx_open_stream(ctx, &s);
+  for (uint64_t i = 0; rc == 0; i++) {
+    tr_buf_t *v = NULL;
+    rc = tr_buf_from_u64(i, &v);
+    if (rc == 0)
+      rc = tr_stream_send(s, v);
+    tr_buf_release(v);
+  }
+  return rc;
+}
+TR_EXPORT_STREAM("trel.stream", "forever", forever)
+
+static int sleepy(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return tr_sleep(20000 * MS);
+}
+TR_EXPORT_FN("trel.fn", "sleepy", sleepy)
+
+typedef struct call_job {
+  tr_portal_t *via;
+  int rc;
+} call_job_t;
+
+static int call_sleepy(void *arg) {
+  call_job_t *j = arg;
+  j->rc = tr_portal_run(j->via, "trel.fn.sleepy", NULL, NULL);
+  return 0;
+}
+
+static int lost_error(void) {
+  const tr_error_t *e = tr_error_last();
+  return e && tr_error_code(e) == -TR_EIO && strstr(tr_error_message(e), "relay channel broken");
+}
+
+TR_TEST(relay, broken_channel_ends_streams_and_calls, .timeout = 60) {
+  static const char *const all[] = {"trel.fn", "trel.ctx", "trel.stream"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *e = NULL, *via = NULL;
+  tr_actor_t *a = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "callee", all, 3, &e), 0);
+  if (e)
+    tr_check_rc(relay_start(tr_portal_actor(e), &a), 0);
+  if (a)
+    tr_check_rc(tr_portal_from_actor(a, &via), 0);
+  if (via) {
+    int64_t t0 = tr_now();
+    /* A stream that never ends, and a call that would take 20 s. */
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_portal_open_stream_from(via, "trel.stream.forever", NULL, NULL, &s), 0);
+    for (int i = 0; s && i < 10; i++) {
+      tr_buf_t *v = NULL;
+      tr_check_rc(tr_stream_recv(s, &v), 0);
+      tr_buf_release(v);
+    }
+    call_job_t job = {via, 1};
+    tr_nursery_t *n;
+    tr_check_rc(tr_nursery_open(&n), 0);
+    tr_check_rc(tr_nursery_spawn(n, call_sleepy, &job, NULL), 0);
+    tr_check_rc(tr_checkpoint(), 0); /* the call is sent; it now waits */
+    relay_end(a, RELAY_BREAK);
+    /* The stream gives what it had, then the loss; nothing hangs. */
+    int rc = 0;
+    for (int i = 0; s && rc == 0 && i < 100000; i++) {
+      tr_buf_t *v = NULL;
+      rc = tr_stream_recv(s, &v);
+      tr_buf_release(v);
+    }
+    tr_check_rc(rc, -TR_EIO, "the stream ends with the channel");
+    tr_check(lost_error(), "the error says why");
+    if (s)
+      tr_check_rc(tr_stream_close(s), -TR_EIO);
+    tr_check_rc(tr_nursery_close(n), 0);
+    tr_check_rc(job.rc, -TR_EIO, "the waiting call ends with the channel");
+    tr_check(tr_now() - t0 < 10000 * MS, "no wait for the callee (%lld ms)",
+             (long long)((tr_now() - t0) / MS));
+  }
+  tr_portal_release(via);
+  tr_actor_release(a);
+  /* The callee's tasks were cancelled (their caller is gone): the daemon
+   * closes at once. */
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(e);
   return 0;
