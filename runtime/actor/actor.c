@@ -331,6 +331,81 @@ int tr_actor_exit(void) {
   return 0;
 }
 
+/* ---- monitors ------------------------------------------------------------ */
+
+/* Monitors are rare (relays and proxies), so they live in one list under
+ * one lock, and an actor pays only a flag test at exit.  TR_AF_WATCHED is
+ * set under the lock before the target's exit is checked, and the exit
+ * sets TR_AF_EXITED before it tests TR_AF_WATCHED (both seq_cst): either
+ * the monitor sees the exit and sends at once, or the exit sees the flag
+ * and takes the lock, after the monitor is in the list. */
+typedef struct tr_monitor {
+  struct tr_monitor *next;
+  tr_actor_t *target;  /* not a reference: removed before target is freed */
+  tr_actor_t *watcher; /* a reference */
+  uint32_t tag;
+} tr_monitor_t;
+
+static pthread_mutex_t monitors_lock = PTHREAD_MUTEX_INITIALIZER;
+static tr_monitor_t *monitors;
+
+static void monitor_fire(tr_actor_t *target, tr_actor_t *watcher, uint32_t tag) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) == 0) {
+    m->tag = tag;
+    m->u64 = target->id;
+    m->from = tr_actor_dup(target);
+    (void)tr__send(watcher, m); /* a watcher that has gone needs no news */
+  }
+  tr_actor_release(watcher);
+}
+
+int tr__actor_monitor(tr_actor_t *target, tr_actor_t *watcher, uint32_t tag) {
+  if (!target || !watcher)
+    return TR__EINVAL_NULL();
+  tr_monitor_t *k = malloc(sizeof *k);
+  if (!k)
+    return TR__ENOMEM();
+  *k = (tr_monitor_t){NULL, target, tr_actor_dup(watcher), tag};
+  pthread_mutex_lock(&monitors_lock);
+  tr_for_seqcst(&target->flags, TR_AF_WATCHED);
+  int exited = (tr_load_seqcst(&target->flags) & TR_AF_EXITED) != 0;
+  if (!exited) {
+    k->next = monitors;
+    monitors = k;
+  }
+  pthread_mutex_unlock(&monitors_lock);
+  if (exited) {
+    monitor_fire(target, k->watcher, tag);
+    free(k);
+  }
+  return 0;
+}
+
+/* Tells a's watchers that it has exited (a's exit, after EXITED). */
+static void monitors_fire(tr_actor_t *a) {
+  if (!(tr_load_seqcst(&a->flags) & TR_AF_WATCHED))
+    return;
+  tr_monitor_t *mine = NULL;
+  pthread_mutex_lock(&monitors_lock);
+  for (tr_monitor_t **pp = &monitors; *pp;) {
+    tr_monitor_t *k = *pp;
+    if (k->target == a) {
+      *pp = k->next;
+      k->next = mine;
+      mine = k;
+    } else
+      pp = &k->next;
+  }
+  pthread_mutex_unlock(&monitors_lock);
+  while (mine) {
+    tr_monitor_t *k = mine;
+    mine = k->next;
+    monitor_fire(a, k->watcher, k->tag);
+    free(k);
+  }
+}
+
 static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   /* Release pairs with tr_actor_exited/tr_join and with producers (via the
    * mailbox's mark-empty CAS, which comes after). */
@@ -348,6 +423,9 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   TR_COUNT(w, exited, 1);
   uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
   tr__tasks_notify_exit(a); /* an actor-nursery child tells its parent */
+  /* After everything a sent, its exit reports and CancelAcks included.  A
+   * live watcher keeps tr_run waiting; a dead one is a dead letter. */
+  monitors_fire(a);
   /* tr_join returns on DONE, so a joiner may free what on_exit used.
    * seq_cst pairs with tr_join's increment of joiners (Dekker): either we
    * see the joiner and broadcast, or it sees TR_AF_DONE. */

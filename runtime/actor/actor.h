@@ -19,6 +19,7 @@
 #define TR_AF_EXITED 0x1u   /* no more behaviour calls; mailbox drained */
 #define TR_AF_EXIT_REQ 0x2u /* tr_actor_exit called during this turn */
 #define TR_AF_DONE 0x4u     /* exit finished: on_exit has run (tr_join) */
+#define TR_AF_WATCHED 0x8u  /* a monitor may be registered (tr__actor_monitor) */
 
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
@@ -89,6 +90,21 @@ int tr__send(struct tr_actor *to, tr_msg_t *msg);
 static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {
   tr_store_relaxed(&a->kind, (uint8_t)kind); /* read by the hang report only */
 }
+
+/*
+ * A monitor (Erlang's monitor/2): when `target` exits, `watcher` gets an
+ * application message {tag, u64 = target's id, from = target}; at once if
+ * target has already exited.  The message is sent after target's on_exit
+ * and before tr_join returns for it, and after every message target sent,
+ * its CancelAcks and exit report included (a watcher that is also their
+ * receiver sees them first).  For runtime
+ * pieces that stand for an actor (a relay, a transport's proxy) and must
+ * learn of its end.  There is no demonitor: a monitor ends with its
+ * message.  Returns 0 or -TR_ENOMEM.
+ * Ownership: borrows both; keeps a reference to watcher until it is told.
+ * Threads: any.
+ */
+int tr__actor_monitor(struct tr_actor *target, struct tr_actor *watcher, uint32_t tag);
 
 /* Makes every live actor exit at its next turn, waking idle ones with a
  * system message.  Call after setting the runtime's stopping flag.

@@ -32,8 +32,11 @@ void tr__on_cancel_actor(tr_actor_t *a, tr_msg_t *m) {
     k->next = ts->cancel_acks;
     ts->cancel_acks = k;
   }
-  if (!ts->cancel_by)
-    ts->cancel_by = tr_actor_dup(m->from);
+  if (!ts->cancel_by && (ts->cancel_by = malloc(sizeof(*ts->cancel_by))) &&
+      tr__msg_sender(ts->cancel_by, m) != 0) {
+    free(ts->cancel_by); /* out of memory: the actor itself is named */
+    ts->cancel_by = NULL;
+  }
   tr__tasks_stop(a);
 }
 
@@ -46,8 +49,11 @@ void tr__rpc_actor_exit(tr_actor_t *a) {
     tr_actor_release(k->to);
     free(k);
   }
-  tr_actor_release(ts->cancel_by);
-  ts->cancel_by = NULL;
+  if (ts->cancel_by) {
+    tr__uid_fini(ts->cancel_by);
+    free(ts->cancel_by);
+    ts->cancel_by = NULL;
+  }
 }
 
 int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
@@ -72,7 +78,9 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
   tr__ctx_init(&c, self, SIDE_CALLER, KIND_ACTOR_CANCEL, tr__rpc_new_cid(), NULL);
   c.task = t;
   tr__ctx_link(self->tasks, &c);
-  int rc = tr__send_cancel(self, p->actor, TR_BODY_CANCEL, c.cid, 1, 0);
+  tr_actor_t *to = tr__rpc_route_to(self, p->actor);
+  int rc = tr__send_cancel(self, to, TR_BODY_CANCEL, c.cid, 1, 0);
+  tr_actor_release(to);
   if (rc == -TR_ECLOSED)
     c.done = 1; /* it has exited meanwhile: nothing left to cancel */
   else if (rc) {

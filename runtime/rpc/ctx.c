@@ -39,6 +39,17 @@ static void uid_set(tr_uid_t *u, const tr_actor_t *a) {
 /* "Is this that actor": uuids compared, never names or pointers. */
 void tr__uid_of(tr_uid_t *u, const tr_actor_t *a) { uid_set(u, a); }
 
+int tr__msg_sender(tr_uid_t *u, const tr_msg_t *m) {
+  if (m->x_ && m->x_->has_src)
+    return tr__uid_copy(u, &m->x_->src);
+  if (!m->from) {
+    memset(u, 0, sizeof(*u));
+    return -TR_EINVAL;
+  }
+  uid_set(u, m->from);
+  return 0;
+}
+
 static int uid_is(const tr_uid_t *u, const tr_actor_t *a) {
   uint8_t v[TR_UUID_LEN];
   tr_actor_uuid(a, v);
@@ -324,8 +335,8 @@ void tr__ctx_free(tr_ctx_t *c) {
   tr__error_free(c->out_err);
   tr_buf_release(c->args);
   tr_actor_release(c->peer);
-  free(c->cancel_req_uid.name);
-  free(c->cancel_req_uid.addr);
+  free(c->peer_name);
+  tr__uid_fini(&c->cancel_req_uid);
   free(c);
 }
 
@@ -586,7 +597,9 @@ int tr_ctx_cancel_wait(tr_ctx_t *c, int64_t timeout_ns) {
   return 0;
 }
 
-const char *tr_ctx_peer(const tr_ctx_t *c) { return c ? tr_actor_name(c->peer) : NULL; }
+const char *tr_ctx_peer(const tr_ctx_t *c) {
+  return !c ? NULL : c->peer_name ? c->peer_name : tr_actor_name(c->peer);
+}
 
 int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
   if (result)

@@ -20,6 +20,8 @@
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 
+tr__rpc_route_fn tr__rpc_route;
+
 /* ---- caller side: calls ---------------------------------------------------- */
 
 /*
@@ -77,11 +79,11 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
    * full). */
   tr_actor_uuid(self, x->u.start.caller.uuid);
   x->u.start.has_caller = 1;
-  c->peer = tr_actor_dup(p->actor);
+  c->peer = tr__rpc_route_to(self, p->actor);
   /* Until StartAck names the callee, the peer is the portal's actor. */
   tr_actor_uuid(p->actor, c->peer_uuid);
   tr__ctx_link(self->tasks, c);
-  rc = tr__send(p->actor, m);
+  rc = tr__send(c->peer, m);
   if (rc) {
     tr__ctx_unlink(self->tasks, c);
     tr_actor_release(c->peer);

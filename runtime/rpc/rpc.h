@@ -121,6 +121,10 @@ struct tr_ctx {
    * c->peer is only where messages go, which may be a proxy standing for
    * an actor across a transport. */
   uint8_t peer_uuid[TR_UUID_LEN];
+  /* The peer's name when a message that crossed a channel named it (the
+   * envelope's src of Start or StartAck), else NULL: tr_ctx_peer then
+   * names c->peer.  Owned. */
+  char *peer_name;
   tr_uid_t cancel_req_uid; /* callee: who sent Cancel(cid), the canceller */
   uint32_t window, credit, unacked, rx_len;
   tr_msg_t *rx_head, *rx_tail; /* Yields not yet received */
@@ -252,6 +256,24 @@ void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc
 int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], int rc,
                            const char *cause);
 
+/*
+ * The route of a caller's dialogs to an actor: NULL sends straight to it;
+ * otherwise route(self, target) returns the actor that stands for target
+ * on the way (a new reference, or NULL for the direct way), as a
+ * transport's proxy does.  Start, Cancel and everything after them go
+ * there; the callee is still known by its uuid (PROTOCOL.md 3).  The
+ * codec relay of the tests (tests/support/relay.c) sets it, before the
+ * runtime starts.  Threads: called in the caller's turn.
+ */
+typedef tr_actor_t *(*tr__rpc_route_fn)(tr_actor_t *self, tr_actor_t *target);
+extern tr__rpc_route_fn tr__rpc_route;
+
+/* Where self's messages to target go: a new reference. */
+static inline tr_actor_t *tr__rpc_route_to(tr_actor_t *self, tr_actor_t *target) {
+  tr_actor_t *via = tr__rpc_route ? tr__rpc_route(self, target) : NULL;
+  return via ? via : tr_actor_dup(target);
+}
+
 /* ---- ctx.c */
 
 uint64_t tr__rpc_new_cid(void);
@@ -269,6 +291,12 @@ void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, cons
                     const char *canceller);
 int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint64_t u64);
 void tr__uid_of(tr_uid_t *u, const tr_actor_t *a);
+
+/* The sender of m by uid (PROTOCOL.md 3): the envelope's src when the
+ * message crossed a channel (its `from` is then the channel's proxy), else
+ * its `from`.  Returns 0, or -TR_EINVAL (no sender) / -TR_ENOMEM with *u
+ * empty.  Ownership: *u's strings are the caller's (tr__uid_fini). */
+int tr__msg_sender(tr_uid_t *u, const tr_msg_t *m);
 
 void tr__ctx_link(tr_tasks_t *ts, tr_ctx_t *c);
 

@@ -38,10 +38,9 @@ const char *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why, char
                                   : tr__actor_uid_text(c->peer, buf);
   }
   if (ts->cancel_by) {
-    uint8_t u[TR_UUID_LEN];
-    tr_actor_uuid(ts->cancel_by, u);
-    *why = memcmp(u, c->peer_uuid, TR_UUID_LEN) == 0 ? "by its caller" : "by a remote peer";
-    return tr__actor_uid_text(ts->cancel_by, buf);
+    *why = memcmp(ts->cancel_by->uuid, c->peer_uuid, TR_UUID_LEN) == 0 ? "by its caller"
+                                                                       : "by a remote peer";
+    return tr__uid_text(ts->cancel_by, buf);
   }
   if (ts->stopping) {
     *why = "because its actor was cancelled";
@@ -163,6 +162,10 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
     memcpy(c->peer_uuid, x->u.start.caller.uuid, TR_UUID_LEN);
   else
     tr_actor_uuid(c->peer, c->peer_uuid);
+  if (x->has_src) { /* crossed a channel: its src names the caller */
+    c->peer_name = x->src.name;
+    x->src.name = NULL;
+  }
   rc = tr__nursery_spawn_internal(ts->service, serve_request, c, e->name);
   if (rc) {
     tr__send_error(a, c->peer, c->cid, rc, NULL, NULL);
@@ -205,12 +208,8 @@ static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
     (void)tr__send_cancel(a, m->from, TR_BODY_CANCEL_ACK, m->u64, 0, 0);
     return;
   }
-  free(c->cancel_req_uid.name);
-  free(c->cancel_req_uid.addr);
-  if (x && x->has_src)
-    (void)tr__uid_copy(&c->cancel_req_uid, &x->src); /* out of memory: left empty */
-  else
-    tr__uid_of(&c->cancel_req_uid, m->from);
+  tr__uid_fini(&c->cancel_req_uid);
+  (void)tr__msg_sender(&c->cancel_req_uid, m); /* out of memory: left empty */
   c->cancel_req = 1;
   if (c->task_scope)
     tr__task_cancel_scope_local(c->task, c->task_scope);
@@ -282,9 +281,13 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
       c->acked = 1;
       /* The callee by uuid: the envelope's src when the StartAck crossed a
        * channel, else its sender. */
-      if (m->x_ && m->x_->has_src)
+      if (m->x_ && m->x_->has_src) {
         memcpy(c->peer_uuid, m->x_->src.uuid, TR_UUID_LEN);
-      else if (m->from)
+        if (c->kind != TR_FUNC_FN && !c->peer_name) { /* a run has no tr_ctx_peer */
+          c->peer_name = m->x_->src.name;
+          m->x_->src.name = NULL;
+        }
+      } else if (m->from)
         tr_actor_uuid(m->from, c->peer_uuid);
       c->kind_wrong = m->u64 != c->kind;
       if (c->kind != TR_FUNC_FN || c->kind_wrong) /* a run waits only for these */

@@ -94,7 +94,7 @@ typedef struct tr_tasks {
   struct tr_nursery *service;
   struct tr_ctx *dialogs;            /* both sides, by cid (most recent first) */
   struct tr_cancel_ack *cancel_acks; /* actor cancels to acknowledge at exit */
-  struct tr_actor *cancel_by;        /* the first actor that asked (a reference) */
+  struct tr_uid *cancel_by;          /* the first actor that asked, as its Cancel named it */
   struct tr_pub *pubs;               /* pub/sub feeders (runtime/rpc/pubsub.c) */
   tr_msg_t *early_starts;            /* Starts that came before the service was up */
   uint8_t serve_done;                /* the service has ended: refuse new calls */

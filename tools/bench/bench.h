@@ -49,6 +49,10 @@ typedef enum bench_msgs {
  * lasts.  Workloads without a reuse form ignore it. */
 extern bench_msgs_t bench_msgs;
 
+/* 1 while a transport=relay row runs: messages cross a codec, so a reused
+ * buffer comes back as a copy of itself. */
+extern int bench_relay;
+
 /* What a workload hands back to main.c for the BENCH line. */
 typedef struct bench_result {
   uint64_t n;      /* the N printed as n= (may be rounded, as fanin's 8*M) */

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "support/relay.h" /* the codec relay (tests/support) */
 
 /* ---- shared helpers ---------------------------------------------------- */
 
@@ -55,6 +56,7 @@ long long bench_rss_bytes(void) {
 }
 
 bench_msgs_t bench_msgs = BENCH_MSGS_FRESH;
+int bench_relay;
 
 /* The workload being run, for error messages.  Written by the root thread
  * before tr_run starts the workers, which orders it before any read. */
@@ -190,6 +192,7 @@ typedef struct workload {
   uint64_t n_default; /* the peers' defaults (bench-peers/run_all.sh) */
   uint64_t n_smoke;   /* well under a second each, also under TSan */
   int forms;          /* FORMS_* */
+  int relay;          /* dialogs through the codec relay: transport=relay */
 } workload_t;
 
 static const workload_t workloads[] = {
@@ -205,6 +208,11 @@ static const workload_t workloads[] = {
     /* Two rows, two BENCH lines (mode=stream, mode=rpc) for one name. */
     {"ctx_stream", bench_ctx_stream_stream, 5000000, 5000, FORMS_BOTH},
     {"ctx_stream", bench_ctx_stream, 1000000, 2000, FORMS_BOTH},
+    /* The same dialogs through the test transport that encodes and decodes
+     * every message between two relay ends (tests/support/relay.h): what
+     * the codec and one more hop each way cost, before any socket. */
+    {"ctx_stream", bench_ctx_stream_stream, 1000000, 5000, FORMS_BOTH, 1},
+    {"ctx_stream", bench_ctx_stream, 200000, 2000, FORMS_BOTH, 1},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -248,7 +256,12 @@ static int run_one(const workload_t *w, uint64_t n, int workers, bench_msgs_t ms
   bench_fail_reset();
   fprintf(stderr, "# %s n=%" PRIu64 " workers=%d%s%s\n", w->name, n, workers,
           workers == 0 ? " (runtime default)" : "", msgs_field(w, msgs));
+  bench_relay = w->relay;
+  if (w->relay)
+    tr_test_relay_install();
   rc = tr_run(&cfg, root, &ctx);
+  if (w->relay)
+    tr_test_relay_uninstall();
   if (rc != 0) {
     /* Workloads report their own failures; this catches tr_run itself. */
     if (!ctx.entered)
@@ -273,8 +286,9 @@ static int run_one(const workload_t *w, uint64_t n, int workers, bench_msgs_t ms
     failed = 1;
   }
 
-  printf("BENCH %s impl=tractor-c n=%" PRIu64 " secs=%.6f rate=%.1f%s%s%s workers=%d\n", w->name,
+  printf("BENCH %s impl=tractor-c n=%" PRIu64 " secs=%.6f rate=%.1f%s%s%s%s workers=%d\n", w->name,
          ctx.res.n, ctx.res.secs, ctx.res.rate, msgs_field(w, msgs), ctx.res.extra,
+         w->relay ? " transport=relay" : "",
          ctx.res.ok < 0 ? ""
          : ctx.res.ok   ? " ok=1"
                         : " ok=0",

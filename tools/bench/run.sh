@@ -56,6 +56,7 @@ function median(list,   a, k, i, j, t) {
   # several message forms (msgs=fresh, msgs=reuse) a row per form.
   for (f = 3; f <= NF; f++) {
     if ($f ~ /^mode=/) w = w "/" substr($f, 6)
+    if ($f ~ /^transport=/) w = w "/" substr($f, 11)
     if ($f ~ /^msgs=/) m = substr($f, 6)
   }
   label[w " " m] = w; form[w " " m] = m
