@@ -54,6 +54,7 @@ void tr__rpc_actor_exit(tr_actor_t *a) {
     free(ts->cancel_by);
     ts->cancel_by = NULL;
   }
+  tr__an_report_exit(a);
 }
 
 int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {

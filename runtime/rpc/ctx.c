@@ -457,6 +457,10 @@ int tr__ctx_cancelled_here(tr_ctx_t *c, const char *op) {
 void tr__ctx_finish(tr_ctx_t *c, tr_msg_t *m) {
   c->done = 1;
   c->final = m;
+  if (c->kind == KIND_CHILD) { /* a child's exit report: its nursery */
+    tr__an_child_ended(c);
+    return;
+  }
   /* A remote error cancels the context block's scope (PROTOCOL.md 6.3),
    * unless it is the ContextCancelled this side asked for. */
   if (c->has_scope && (!m || m->body == TR_BODY_ERROR)) {
@@ -708,7 +712,12 @@ void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc
   int n = 0;
   for (tr_ctx_t *c = ts->dialogs; c; c = c->next) {
     if (memcmp(c->peer_uuid, uuid, TR_UUID_LEN) != 0 || c->kind == KIND_ACTOR_CANCEL)
-      continue; /* an actor cancel's wait is bounded: it ends unacknowledged */
+      continue;                  /* an actor cancel's wait is bounded: it ends unacknowledged */
+    if (c->kind == KIND_CHILD) { /* a child of this actor's nursery */
+      tr__an_child_lost(c, rc, cause);
+      n++;
+      continue;
+    }
     if (c->side == SIDE_CALLER) {
       if (c->done)
         continue;
@@ -717,6 +726,7 @@ void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc
       c->out_rc = rc;
       c->out_err = tr__error_new(rc, NULL, "the peer of this dialog (%s) is lost: %s",
                                  tr_actor_name(c->peer), cause ? cause : "no reason given");
+
       if (c->has_scope) /* as a remote error would (PROTOCOL.md 6.3) */
         tr__task_cancel_scope_local(c->task, &c->scope);
     } else if (!c->done) {

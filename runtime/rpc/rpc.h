@@ -42,6 +42,7 @@
 #define TR_RPC_RPC_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <tractor/portal.h>
 
@@ -50,6 +51,25 @@
 #include "runtime/rpc/registry.h"
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
+
+/* An actor-nursery child as the parent sees it (actor_nursery.c). */
+typedef struct tr_an_child {
+  struct tr_an_child *next;
+  struct tr_actor *actor; /* a reference; its name is the child's */
+  struct tr_actor_nursery *an;
+  struct tr_ctx *life; /* the dialog of its life, until its exit report */
+  int result;
+  uint8_t exited, cancel_sent;
+  uint8_t lost;   /* its peer was lost: failed, waiting for its exit */
+  uint8_t daemon; /* serves until cancelled: close cancels it (tractor) */
+  /* tr_run_in_actor: the main function's result, a copy of its error for
+   * tr_portal_result, the task waiting for it, and the portal to hand the
+   * result to when the nursery closes. */
+  tr_buf_t *value;
+  struct tr_error *result_error;
+  struct tr_task *waiter;
+  struct tr_portal *portal;
+} tr_an_child_t;
 
 struct tr_portal {
   tr_actor_t *actor;    /* a reference */
@@ -62,8 +82,10 @@ struct tr_portal {
 };
 
 enum { SIDE_CALLER = 1, SIDE_CALLEE = 2 };
-/* A caller-side record that only waits for an actor cancel's CancelAck. */
-enum { KIND_ACTOR_CANCEL = 0 };
+/* Caller-side records that are not calls: one that only waits for an actor
+ * cancel's CancelAck, and an actor nursery's record of a child's life,
+ * which the child's exit report (Return or Error) ends. */
+enum { KIND_ACTOR_CANCEL = 0, KIND_CHILD = 8 };
 
 /* A task blocked on a context (a node on the task's stack). */
 typedef struct tr_waiter {
@@ -137,6 +159,7 @@ struct tr_ctx {
   tr_task_t *task; /* caller: the opener; callee: the function's task */
   tr_scope_t *task_scope;
   const tr__rpc_entry_t *entry; /* may be NULL on the caller's side */
+  tr_an_child_t *child;         /* KIND_CHILD: the nursery's record */
   tr_buf_t *args;               /* callee: owned reference */
   tr_stream_t stream;
   tr_scope_t scope; /* caller of a context: the context block's scope */
@@ -162,11 +185,40 @@ typedef struct tr_cancel_ack {
  * stream path nothing (measured: out of line, ctx_stream mode=stream fell
  * from 7.3 M to 6.3 M messages/s). */
 
-/* The actor's context for cid (move to front: the busy one is found first). */
-static inline tr_ctx_t *tr__find_ctx(tr_tasks_t *ts, uint64_t cid) {
+/* The sender of m by uuid, when m names one (the envelope's src, which a
+ * channel end writes, else its `from`): into buf, or NULL. */
+static inline const uint8_t *tr__msg_sender_uuid(const tr_msg_t *m, uint8_t *buf) {
+  if (m->x_ && m->x_->has_src)
+    return m->x_->src.uuid;
+  if (!m->from)
+    return NULL;
+  tr_actor_uuid(m->from, buf);
+  return buf;
+}
+
+/* Could c be the dialog of a message from `sender`?  Contexts are keyed by
+ * (peer uid, cid) (PROTOCOL.md 2): a cid is unique only per caller, so two
+ * callers may use the same one at a callee.  A message that names no
+ * sender is matched by cid alone: in-process messages carry no sender and
+ * their cids come from this process's counter, unique here.  A caller's
+ * side matches any sender until StartAck names the callee (a Start may be
+ * refused or bounced by whoever got it), as do the records that are not
+ * calls (an actor cancel's wait, a nursery child's life). */
+static inline int tr__ctx_from(const tr_ctx_t *c, const uint8_t *sender) {
+  return !sender ||
+         (c->side == SIDE_CALLER &&
+          (!c->acked || c->kind == KIND_ACTOR_CANCEL || c->kind == KIND_CHILD)) ||
+         memcmp(c->peer_uuid, sender, TR_UUID_LEN) == 0;
+}
+
+/* The actor's context for cid and m's sender (move to front: the busy one
+ * is found first). */
+static inline tr_ctx_t *tr__find_ctx(tr_tasks_t *ts, uint64_t cid, const tr_msg_t *m) {
+  uint8_t buf[TR_UUID_LEN];
+  const uint8_t *sender = tr__msg_sender_uuid(m, buf);
   tr_ctx_t **pp = &ts->dialogs;
   for (tr_ctx_t *c = *pp; c; pp = &c->next, c = c->next)
-    if (c->cid == cid) {
+    if (c->cid == cid && tr__ctx_from(c, sender)) {
       if (pp != &ts->dialogs) { /* move to front: the busy dialog is found first */
         *pp = c->next;
         c->next = ts->dialogs;
@@ -344,6 +396,33 @@ int tr__ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg);
 void tr__bcast_free(tr_bcast_t *bc);
 
 int tr__bcast_recv(tr_stream_t *s, tr_task_t *t, tr_buf_t **msg);
+
+/* ---- actor_nursery.c */
+
+/* tr_actor_nursery_spawn, with `daemon` marking a child that serves until
+ * cancelled (close cancels it once only daemons are left). */
+int tr__actor_nursery_spawn(struct tr_actor_nursery *an, const char *name, tr_task_fn fn, void *arg,
+                            int daemon, tr_actor_t **ref);
+/* The same, also returning the child's record (owned by the nursery). */
+int tr__actor_nursery_spawn_rec(struct tr_actor_nursery *an, const char *name, tr_task_fn fn,
+                                void *arg, int daemon, tr_actor_t **ref, tr_an_child_t **rec);
+
+/* A child's life dialog ended (its exit report, or its peer was lost):
+ * the nursery learns the outcome and c is freed.  In the parent's turn. */
+void tr__an_child_ended(tr_ctx_t *c);
+
+/* The peer of a child's life dialog was lost (tr__rpc_peer_lost): the
+ * child fails with rc and cause, and is killed; its exit report still
+ * ends the dialog. */
+void tr__an_child_lost(tr_ctx_t *c, int rc, const char *cause);
+
+/* The child's side, as it exits: its main task's outcome to its watcher
+ * (Return with the run_in_actor value, or Error). */
+void tr__an_report_exit(tr_actor_t *a);
+
+/* At actor-nursery close: give a run_in_actor portal its child's result
+ * (portal.c). */
+void tr__portal_take_result(struct tr_portal *p, tr_an_child_t *c);
 
 /* ---- actor_cancel.c */
 

@@ -108,6 +108,26 @@ static int serve_request(void *arg) {
   return 0;
 }
 
+/* The caller of Start m by uuid: Start names it; an in-process Start
+ * without the field is from its sender. */
+static void start_caller(const tr_msg_t *m, uint8_t *u) {
+  if (m->x_ && m->x_->u.start.has_caller)
+    memcpy(u, m->x_->u.start.caller.uuid, TR_UUID_LEN);
+  else
+    tr_actor_uuid(m->from, u);
+}
+
+/* 1 when this actor serves a dialog of cid for the same caller already: a
+ * cid is unique per caller, so that is a broken peer. */
+static int start_is_duplicate(tr_tasks_t *ts, const tr_msg_t *m) {
+  uint8_t u[TR_UUID_LEN];
+  start_caller(m, u);
+  for (const tr_ctx_t *c = ts->dialogs; c; c = c->next)
+    if (c->cid == m->cid && c->side == SIDE_CALLEE && memcmp(c->peer_uuid, u, TR_UUID_LEN) == 0)
+      return 1;
+  return 0;
+}
+
 /* Handles a Start; returns 1 when it kept m (queued until the service is
  * up), 0 when the caller may dispose of it. */
 static int on_start(tr_actor_t *a, tr_msg_t *m) {
@@ -137,6 +157,9 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   else
     rc = tr__rpc_resolve_parts(x->u.start.ns, x->u.start.func, (const char *const *)ts->enable,
                                ts->n_enable, 0, &e);
+  if (rc == 0 && start_is_duplicate(ts, m))
+    rc = TR_ERROR(-TR_EPROTO, "a second Start for dialog %llu from the same caller",
+                  (unsigned long long)m->cid);
   if (rc) {
     /* Refused before any task starts (tractor's ModuleNotExposed etc.). */
     tr_error_t *err = tr__error_take();
@@ -154,14 +177,10 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   c->entry = e;
   c->args = m->payload;
   m->payload = NULL;
+  /* The caller by uuid (through a proxy, m->from is the proxy). */
+  start_caller(m, c->peer_uuid);
   c->peer = m->from;
   m->from = NULL;
-  /* The caller by uuid: Start names it (through a proxy, m->from is the
-   * proxy); an in-process Start without the field is from its sender. */
-  if (x->u.start.has_caller)
-    memcpy(c->peer_uuid, x->u.start.caller.uuid, TR_UUID_LEN);
-  else
-    tr_actor_uuid(c->peer, c->peer_uuid);
   if (x->has_src) { /* crossed a channel: its src names the caller */
     c->peer_name = x->src.name;
     x->src.name = NULL;
@@ -196,7 +215,7 @@ static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
     tr__on_cancel_actor(a, m);
     return;
   }
-  tr_ctx_t *c = tr__find_ctx(a->tasks, m->u64);
+  tr_ctx_t *c = tr__find_ctx(a->tasks, m->u64, m);
   /* Only the dialog's caller may cancel it: the requester, as the
    * envelope names it, must be the caller Start named. */
   uint8_t req[TR_UUID_LEN];
@@ -249,7 +268,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_YIELD:
-    if ((c = tr__find_ctx(ts, m->cid)) && !c->done && !c->rx_stop) {
+    if ((c = tr__find_ctx(ts, m->cid, m)) && !c->done && !c->rx_stop) {
       tr__on_yield(c, m);
       return;
     }
@@ -259,7 +278,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
     break;
   case TR_BODY_CREDIT:
-    if ((c = tr__find_ctx(ts, m->cid))) {
+    if ((c = tr__find_ctx(ts, m->cid, m))) {
       /* Never more than a window: a peer's excess credit (a foreign
        * peer's bug) must not let this side flood it. */
       c->credit = (uint32_t)(c->credit + m->u64 > c->window ? c->window : c->credit + m->u64);
@@ -269,7 +288,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_STOP:
-    if ((c = tr__find_ctx(ts, m->cid))) {
+    if ((c = tr__find_ctx(ts, m->cid, m))) {
       c->rx_stop = 1;
       tr__ctx_notify(c);
     } else {
@@ -277,7 +296,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_START_ACK:
-    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER) {
+    if ((c = tr__find_ctx(ts, m->cid, m)) && c->side == SIDE_CALLER) {
       c->acked = 1;
       /* The callee by uuid: the envelope's src when the StartAck crossed a
        * channel, else its sender. */
@@ -298,7 +317,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_STARTED:
-    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && !c->started && !c->done) {
+    if ((c = tr__find_ctx(ts, m->cid, m)) && c->side == SIDE_CALLER && !c->started && !c->done) {
       c->started = 1;
       c->first = m;
       tr__ctx_notify(c);
@@ -312,7 +331,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     break;
   case TR_BODY_RETURN:
   case TR_BODY_ERROR:
-    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && !c->done) {
+    if ((c = tr__find_ctx(ts, m->cid, m)) && c->side == SIDE_CALLER && !c->done) {
       tr__ctx_finish(c, m);
       return;
     }
@@ -322,9 +341,12 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
     break;
   case TR_BODY_CANCEL_ACK:
-    if ((c = tr__find_ctx(ts, m->cid)) && c->side == SIDE_CALLER && c->kind == KIND_ACTOR_CANCEL) {
+    if ((c = tr__find_ctx(ts, m->cid, m)) && c->side == SIDE_CALLER &&
+        c->kind == KIND_ACTOR_CANCEL) {
       c->done = 1;
       tr__ctx_notify(c);
+    } else if (c && c->kind == KIND_CHILD) {
+      /* A nursery child's ack: its exit report follows, and decides. */
     } else {
       /* PROTOCOL.md 8.1: the ack of a dialog cancel follows its final
        * message, which ended the dialog. */

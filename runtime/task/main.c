@@ -31,11 +31,11 @@ static void no_behaviour(void *state, tr_msg_t *m) {
 }
 
 int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts, tr_actor_t **ref) {
-  return tr__spawn_task_actor_watched(fn, arg, opts, NULL, NULL, ref);
+  return tr__spawn_task_actor_watched(fn, arg, opts, NULL, 0, ref);
 }
 
 int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
-                                 struct tr_actor *watcher, tr_an_child_t *rec, tr_actor_t **ref) {
+                                 struct tr_actor *watcher, uint64_t watch_cid, tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!fn)
@@ -45,7 +45,7 @@ int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t
     return TR__ENOMEM();
   if (watcher) {
     ts->watcher = tr_actor_dup(watcher);
-    ts->watch_rec = rec;
+    ts->watch_cid = watch_cid;
   }
   tr_actor_t *a;
   int rc = tr__actor_spawn(no_behaviour, arg, opts, ts, &a);

@@ -403,9 +403,6 @@ void tr__tasks_dispatch(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {
     ts->stopping = 1;
     tr__tasks_wake_cancelled(ts);
     break;
-  case TR_SYS_CHILD_EXIT:
-    tr__an_child_exited(m->ptr);
-    break;
   case TR_SYS_JOB_DONE:
     tr__to_thread_done(w, a, m);
     return; /* took the message */
@@ -617,7 +614,7 @@ void tr__tasks_notify_exit(struct tr_actor *a) {
   tr_tasks_t *ts = a->tasks;
   if (!ts)
     return;
-  tr__rpc_actor_exit(a);
+  tr__rpc_actor_exit(a); /* CancelAcks, then the report to a watcher */
   /* Spare stacks go back to the pool now, on a worker, not whenever the
    * last reference to the actor happens to be dropped. */
   while (ts->spare) {
@@ -627,21 +624,6 @@ void tr__tasks_notify_exit(struct tr_actor *a) {
     free(t);
   }
   ts->nspare = 0;
-  if (!ts->watcher)
-    return;
-  tr_an_child_t *c = ts->watch_rec;
-  c->result = ts->main_done ? ts->main_result : -TR_ECANCELED;
-  c->error = ts->main_error;
-  ts->main_error = NULL;
-  c->value = ts->main_value;
-  ts->main_value = NULL;
-  tr_msg_t *m;
-  (void)tr__sys_msg(&m, TR_SYS_CHILD_EXIT, 0, c, 1); /* the parent waits */
-  tr_actor_t *watcher = ts->watcher;
-  ts->watcher = NULL;
-  /* The parent cannot have exited: its nursery waits for this message. */
-  (void)tr__actor_push(watcher, m);
-  tr_actor_release(watcher);
 }
 
 void tr__task_wake_blocked(tr_task_t *t) {

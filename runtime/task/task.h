@@ -27,7 +27,6 @@ enum {
   TR_SYS_JOB_DONE,     /* ptr = tr_to_thread job that finished */
   TR_SYS_CANCEL_ACTOR, /* cancel every task of the actor (u64 = 1: force,
                           shields included) */
-  TR_SYS_CHILD_EXIT,   /* ptr = actor-nursery child record: it exited */
 };
 
 enum { TR_TASK_READY = 1, TR_TASK_RUNNING, TR_TASK_BLOCKED, TR_TASK_DONE };
@@ -80,10 +79,11 @@ typedef struct tr_tasks {
   tr_msg_t *inbox_head, *inbox_tail;
   tr_task_t *recv_head, *recv_tail; /* linked through ready_next */
   /* Set when the actor is a child of an actor nursery: at exit, the main
-   * task's result and error go into *watch_rec and a TR_SYS_CHILD_EXIT
-   * message to `watcher` (a reference) tells the nursery. */
+   * task's result or error goes to `watcher` (a reference) as the final
+   * message (Return or Error) of its dialog watch_cid, the parent's record
+   * of this child's life (runtime/rpc/actor_nursery.c). */
   struct tr_actor *watcher;
-  struct tr_an_child *watch_rec;
+  uint64_t watch_cid;
   struct tr_error *main_error; /* the main task's error, kept at its end */
   tr_buf_t *main_value;        /* tr_run_in_actor: the call's result */
   /* RPC (runtime/rpc/): what a daemon serves, the nursery its
@@ -103,28 +103,6 @@ typedef struct tr_tasks {
   unsigned nspare;
 } tr_tasks_t;
 
-/* An actor-nursery child as the parent sees it (actor_nursery.c). */
-typedef struct tr_an_child {
-  struct tr_an_child *next;
-  struct tr_actor *actor; /* a reference; its name is the child's */
-  struct tr_actor_nursery *an;
-  int result;
-  struct tr_error *error; /* the child's main task error, if it failed */
-  uint8_t exited, cancel_sent;
-  uint8_t daemon; /* serves until cancelled: close cancels it (tractor) */
-  /* tr_run_in_actor: the main function's result, a copy of its error for
-   * tr_portal_result, the task waiting for it, and the portal to hand the
-   * result to when the nursery closes. */
-  tr_buf_t *value;
-  struct tr_error *result_error;
-  struct tr_task *waiter;
-  struct tr_portal *portal;
-} tr_an_child_t;
-
-/* At actor-nursery close: give a run_in_actor portal its child's result
- * (runtime/rpc/). */
-void tr__portal_take_result(struct tr_portal *p, tr_an_child_t *c);
-
 /* RPC hooks (runtime/rpc/): a protocol message (body != 0) for a
  * task actor, and what an exiting actor still owes. */
 void tr__rpc_dispatch(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
@@ -142,25 +120,15 @@ void tr__rpc_bounce(struct tr_actor *dead, tr_msg_t *m);
 int tr__nursery_spawn_internal(struct tr_nursery *n, tr_task_fn fn, void *arg, const char *name);
 tr_task_t *tr__task_of_actor_current(struct tr_actor *a);
 
-/* tr_actor_nursery_spawn, with `daemon` marking a child that serves until
- * cancelled (close cancels it once only daemons are left). */
-int tr__actor_nursery_spawn(struct tr_actor_nursery *an, const char *name, tr_task_fn fn, void *arg,
-                            int daemon, tr_actor_t **ref);
-/* The same, also returning the child's record (owned by the nursery). */
-int tr__actor_nursery_spawn_rec(struct tr_actor_nursery *an, const char *name, tr_task_fn fn,
-                                void *arg, int daemon, tr_actor_t **ref, tr_an_child_t **rec);
-
 /* tr_spawn_task_actor for an actor nursery: the child reports its exit to
- * `watcher` (a reference is taken) through record `rec`. */
+ * `watcher` (a reference is taken) in dialog `watch_cid` (see tr_tasks_t). */
 int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
-                                 struct tr_actor *watcher, tr_an_child_t *rec, tr_actor_t **ref);
+                                 struct tr_actor *watcher, uint64_t watch_cid, tr_actor_t **ref);
 
-/* Called by the exiting actor (actor.c): frees its spare task stacks and
- * reports to its actor nursery, if any. */
+/* Called by the exiting actor (actor.c): the dialog engine's exit (its
+ * CancelAcks, the report to an actor nursery), then frees its spare task
+ * stacks. */
 void tr__tasks_notify_exit(struct tr_actor *a);
-
-/* The parent side of TR_SYS_CHILD_EXIT (actor_nursery.c). */
-void tr__an_child_exited(tr_an_child_t *c);
 
 /* For actor_nursery.c: timed, non-cancellable wait (woken early by
  * tr__task_wake_blocked), and making a blocked task ready. */

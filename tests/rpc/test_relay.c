@@ -206,14 +206,20 @@ TR_TEST(relay, broken_channel_ends_streams_and_calls, .timeout = 60) {
     tr_check(lost_error(), "the error says why");
     if (s)
       tr_check_rc(tr_stream_close(s), -TR_EIO);
-    tr_check_rc(tr_nursery_close(n), 0);
+    /* The callee is a child of this actor's nursery: lost with the
+     * channel, it is a failed child, which cancels the nursery's scope
+     * (one cancels all), and so this task nursery's. */
+    tr_check_rc(tr_nursery_close(n), -TR_ECANCELED);
     tr_check_rc(job.rc, -TR_EIO, "the waiting call ends with the channel");
     tr_check(tr_now() - t0 < 10000 * MS, "no wait for the callee (%lld ms)",
              (long long)((tr_now() - t0) / MS));
   }
-  /* The callee's tasks were cancelled (their caller is gone): the daemon
-   * closes at once. */
-  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  /* The lost child is the nursery's failure; the in-process callee is
+   * killed (as a spawner kills a lost child process), so close returns. */
+  tr_check_rc(tr_actor_nursery_close(an), -TR_EIO);
+  const tr_error_t *ce = tr_error_last();
+  tr_check(ce && strstr(tr_error_message(ce), "is lost: relay channel broken"),
+           "the nursery says which child was lost and why: %s", ce ? tr_error_message(ce) : "-");
   tr_portal_release(e);
   return 0;
 }

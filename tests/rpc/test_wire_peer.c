@@ -267,3 +267,122 @@ TR_TEST(wire_peer, startack_of_another_kind_is_funckind, .timeout = 60) {
   tr_actor_release(a);
   return 0;
 }
+
+/* ---- contexts keyed by (peer uid, cid) ---------------------------------------- */
+
+/* A context that sums what its caller streams to it until Stop. */
+static int summer(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  tr_stream_t *s = NULL;
+  int rc = tr_ctx_started(ctx, NULL);
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  uint64_t sum = 0;
+  while (rc == 0) {
+    tr_buf_t *b = NULL;
+    uint64_t v = 0;
+    rc = tr_stream_recv(s, &b);
+    if (rc == 0 && tr_buf_to_u64(b, &v) == 0)
+      sum += v;
+    tr_buf_release(b);
+  }
+  return rc == -TR_EEOF ? tr_buf_from_u64(sum, result) : rc;
+}
+TR_EXPORT_CONTEXT("twire.sum", "summer", summer)
+
+/* A foreign caller from another process, as its channel delivers it: every
+ * message names its sender (here its `from`; across a channel, the
+ * envelope's src).  Its cids come from its own counter. */
+typedef struct caller_fake {
+  tr_actor_t *callee; /* a reference */
+  uint64_t cid, base;
+  uint64_t sum;     /* the Return's value */
+  int done, failed; /* atomics */
+} caller_fake_t;
+
+static void send_named(tr_actor_t *to, int body, uint64_t cid, tr_buf_t *payload) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0) {
+    tr_buf_release(payload);
+    return;
+  }
+  m->body = (uint16_t)body;
+  m->cid = cid;
+  m->payload = payload;
+  m->from = tr_actor_dup(tr_self());
+  if (body == TR_BODY_START) {
+    struct tr_envx *x = tr__envx_get(m);
+    x->u.start.ns = strdup("twire.sum");
+    x->u.start.func = strdup("summer");
+  }
+  tr_send(to, m);
+}
+
+static void caller_fake(void *state, tr_msg_t *m) {
+  caller_fake_t *f = state;
+  switch (m->body) {
+  case TR_BODY_STARTED: /* stream 1..3 times base, then Stop */
+    for (uint64_t i = 1; i <= 3; i++) {
+      tr_buf_t *b = NULL;
+      tr_buf_from_u64(i * f->base, &b);
+      send_named(f->callee, TR_BODY_YIELD, f->cid, b);
+    }
+    send_named(f->callee, TR_BODY_STOP, f->cid, NULL);
+    break;
+  case TR_BODY_RETURN:
+    if (m->cid == f->cid && tr_buf_to_u64(m->payload, &f->sum) == 0)
+      __atomic_store_n(&f->done, 1, __ATOMIC_RELEASE);
+    break;
+  case TR_BODY_ERROR:
+    __atomic_store_n(&f->failed, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&f->done, 1, __ATOMIC_RELEASE);
+    break;
+  case 0:
+    if (m->tag == 1) /* go */
+      send_named(f->callee, TR_BODY_START, f->cid, NULL);
+    else if (m->tag == 2) {
+      tr_actor_release(f->callee);
+      f->callee = NULL;
+      tr_actor_exit();
+    }
+    break;
+  default: /* StartAck, Credit: nothing to do */
+    break;
+  }
+}
+
+/* Two callers (two processes, as far as the callee can tell) use the same
+ * cid at one callee at the same time: each dialog gets its own values,
+ * because the callee keys its contexts by (caller uid, cid).  Keyed by cid
+ * alone, the second caller's values went to the first caller's dialog. */
+TR_TEST(wire_peer, same_cid_from_two_callers, .timeout = 60) {
+  static const char *const ns[] = {"twire.sum"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "summerd", ns, 1, &p), 0);
+  static caller_fake_t f[2];
+  tr_actor_t *a[2] = {NULL, NULL};
+  for (int i = 0; p && i < 2; i++) {
+    memset(&f[i], 0, sizeof f[i]);
+    f[i].callee = tr_actor_dup(tr_portal_actor(p));
+    f[i].cid = 7; /* both */
+    f[i].base = i ? 1000 : 1;
+    tr_spawn_opts_t o = {.name = i ? "remote-b" : "remote-a"};
+    tr_check_rc(tr_spawn(caller_fake, &f[i], &o, &a[i]), 0);
+  }
+  for (int i = 0; i < 2; i++)
+    if (a[i])
+      tr_send_u64(a[i], 1, 0);
+  for (int i = 0; i < 2; i++)
+    if (a[i]) {
+      tr_check(wait_flag(&f[i].done), "caller %d was answered", i);
+      tr_check(!__atomic_load_n(&f[i].failed, __ATOMIC_ACQUIRE), "caller %d: no error", i);
+      tr_check_eq(f[i].sum, 6 * f[i].base, "caller %d got the sum of its own values", i);
+      tr_send_u64(a[i], 2, 0);
+      tr_actor_release(a[i]);
+    }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}

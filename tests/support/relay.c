@@ -38,6 +38,7 @@ typedef struct pair {
   /* A's own: */
   int callee_gone; /* its monitor fired: calls are answered here */
   int stop_sent;   /* STOP went to B */
+  int oneshot;     /* made for an exiting caller: one message, then STOP */
   int broken;      /* the channel broke: nothing more goes through */
   int break_rc;
   char break_cause[128];
@@ -160,8 +161,14 @@ static void end_a(void *state, tr_msg_t *m) {
     /* the channel is gone: dropped, as the wire would */
   } else if (p->callee_gone) {
     tr__rpc_bounce(p->callee, m); /* answered as the dead callee would be */
-  } else
+  } else {
     to_wire(p->b, m, FROM_A);
+    if (p->oneshot && !p->stop_sent) {
+      unlist(p);
+      p->stop_sent = 1;
+      (void)tr_send_u64(p->b, STOP, 0);
+    }
+  }
 }
 
 /* B: next to the callee, standing for the caller. */
@@ -227,7 +234,14 @@ static tr_actor_t *route(tr_actor_t *self, tr_actor_t *target) {
         p->next = table;
         table = p;
         via = tr_actor_dup(p->a);
-        if (tr__actor_monitor(self, p->a, DOWN) || tr__actor_monitor(target, p->a, DOWN))
+        /* An exiting caller sends one message (a child's exit report):
+         * its monitor would fire before that is sent, so the pair carries
+         * the one message and ends. */
+        p->oneshot = tr_actor_exited(self);
+        if (p->oneshot)
+          __atomic_store_n(&p->stopping, 1, __ATOMIC_RELAXED);
+        if ((!p->oneshot && tr__actor_monitor(self, p->a, DOWN)) ||
+            tr__actor_monitor(target, p->a, DOWN))
           tr_log(TR_LOG_ERROR, "codec relay: no monitor; the pair will not end");
       }
     }

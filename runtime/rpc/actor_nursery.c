@@ -2,16 +2,22 @@
  * Actor nurseries: supervision of child actors (tractor's ActorNursery).
  *
  * The nursery lives in the parent task's actor and is only touched there.
- * A child is a task actor whose tasks record names the parent as its
- * watcher: when it exits, it sends the parent's actor a TR_SYS_CHILD_EXIT
- * message carrying its main task's result and error (task.c,
- * tr__tasks_notify_exit).  That message is the one way the parent learns
- * of an exit, so the same supervision code will serve children in other
- * processes, whose transport will deliver the equivalent message.
+ * Supervision speaks the protocol (docs/PROTOCOL.md 8.4), so that a proxy
+ * for a child in another process can carry all of it:
+ *   - each child's life is a caller-side dialog of the parent (KIND_CHILD,
+ *     a cid of its own), opened at spawn;
+ *   - the child, as it exits, ends that dialog with its main task's
+ *     outcome: Return (with tr_run_in_actor's value) or Error (boxed, with
+ *     its code); it never touches the parent's memory;
+ *   - a cancel request is Cancel(whole_actor) on that cid, acknowledged by
+ *     the child's CancelAck as it exits;
+ *   - a lost peer (tr__rpc_peer_lost) ends the dialog like any other: the
+ *     child counts as failed with -TR_EIO / -TR_ECLOSED.
  *
- * Cancellation escalates in two steps: a request (every task of the child
- * cancelled; shields hold), then, if the child has not exited within the
- * grace period, a forced cancel (shields ignored).  A task stuck in C code
+ * Cancellation escalates in two steps: the request (every task of the
+ * child cancelled; shields hold), then, if the child has not exited within
+ * the grace period, a forced cancel (shields ignored), the in-process
+ * counterpart of a signal to a child process.  A task stuck in C code
  * that never reaches a cancellation point cannot be stopped in-process;
  * that is what child processes are for.
  */
@@ -23,6 +29,7 @@
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
 #include "runtime/platform/assert.h"
+#include "runtime/rpc/rpc.h"
 #include "runtime/runtime.h"
 #include "runtime/task/task.h"
 
@@ -41,12 +48,16 @@ struct tr_actor_nursery {
   tr_error_t *errors;
 };
 
+/* The request: Cancel(whole_actor) on the child's life dialog. */
+static void request_cancel(struct tr_actor_nursery *an, tr_an_child_t *c) {
+  c->cancel_sent = 1;
+  (void)tr__send_cancel(an->parent->actor, c->life->peer, TR_BODY_CANCEL, c->life->cid, 1, 0);
+}
+
 static void request_cancel_all(struct tr_actor_nursery *an) {
   for (tr_an_child_t *c = an->children; c; c = c->next)
-    if (!c->exited && !c->cancel_sent) {
-      c->cancel_sent = 1;
-      (void)tr__actor_request_cancel(c->actor, 0);
-    }
+    if (!c->exited && !c->cancel_sent)
+      request_cancel(an, c);
   if (!an->cancelling) {
     an->cancelling = 1;
     an->force_at = tr_now() + an->grace;
@@ -67,47 +78,108 @@ static void force_cancel_all(struct tr_actor_nursery *an) {
       (void)tr__actor_request_cancel(c->actor, 1);
 }
 
-void tr__an_child_exited(tr_an_child_t *c) {
+/* A child failed (e is owned): kept for tr_portal_result, and the first
+ * failure cancels the rest (one cancels all); later ones make a group. */
+static void child_failed(struct tr_actor_nursery *an, tr_an_child_t *c, tr_error_t *e) {
+  c->result_error = tr__error_copy(e);
+  an->nfail++;
+  if (an->nfail == 1) {
+    an->first_rc = e ? tr_error_code(e) : c->result; /* no error: out of memory */
+    an->errors = e;
+    request_cancel_all(an);
+    tr__task_cancel_scope_local(an->parent, &an->scope);
+  } else {
+    if (an->nfail == 2) {
+      tr_error_t *g = tr__error_group_new("%s", "several actors of a nursery failed");
+      if (g && an->errors)
+        tr__error_group_add(g, an->errors);
+      an->errors = g;
+    }
+    if (an->errors && e)
+      tr__error_group_add(an->errors, e);
+    else
+      tr__error_free(e);
+  }
+}
+
+void tr__an_child_ended(tr_ctx_t *life) {
+  tr_an_child_t *c = life->child;
   struct tr_actor_nursery *an = c->an;
+  tr_msg_t *m = life->final;
+  tr_error_t *e = NULL;
+  if (c->lost) {
+    /* Failed already when its peer was lost: this is its exit. */
+  } else if (m && m->body == TR_BODY_RETURN) {
+    c->result = 0;
+    c->value = m->payload; /* tr_run_in_actor's value */
+    m->payload = NULL;
+  } else {
+    /* The child's own code decides failure or cancellation; the error is
+     * the boxed one the engine makes of any remote Error. */
+    tr__ctx_outcome(life);
+    c->result = m && m->x_ ? -(int)m->x_->u.error.code : life->out_rc;
+    e = life->out_err;
+    life->out_err = NULL;
+  }
+  tr__ctx_unlink(life->actor->tasks, life);
+  tr__ctx_free(life);
+  c->life = NULL;
   c->exited = 1;
   an->live--;
-  if (c->result < 0 && c->result != -TR_ECANCELED) {
-    tr_error_t *e = tr__error_own(c->error); /* a shared error cannot be boxed */
-    c->error = NULL;
+  if (!c->lost && c->result < 0 && c->result != -TR_ECANCELED) {
     if (!e)
       e = tr__error_new(c->result, NULL, "actor %s failed: %s", tr_actor_name(c->actor),
                         tr_strerror(c->result));
-    /* One shape for a child's failure wherever it is seen (the nursery's
-     * close, tr_portal_result): boxed as tractor's RemoteActorError, the
-     * child as its source (or, for an error the child relayed, one more
-     * relay hop). */
-    char uid[TR_UID_LEN(256)];
-    if (tr_actor_uid(c->actor, uid, sizeof uid) >= (int)sizeof uid)
-      snprintf(uid, sizeof uid, "%s", tr_actor_name(c->actor)); /* a very long name */
-    (void)tr__error_box(e, uid);
-    c->result_error = tr__error_copy(e); /* for tr_portal_result */
-    an->nfail++;
-    if (an->nfail == 1) {
-      an->first_rc = tr_error_code(e);
-      an->errors = e;
-      /* One cancels all: the other children and the parent's code. */
-      request_cancel_all(an);
-      tr__task_cancel_scope_local(an->parent, &an->scope);
-    } else {
-      if (an->nfail == 2) {
-        tr_error_t *g = tr__error_group_new("%s", "several actors of a nursery failed");
-        tr__error_group_add(g, an->errors);
-        an->errors = g;
-      }
-      tr__error_group_add(an->errors, e);
-    }
+    child_failed(an, c, e);
+    e = NULL;
   }
-  tr__error_free(c->error);
-  c->error = NULL;
+  tr__error_free(e);
   if (an->waiting)
     tr__task_wake_blocked(an->parent);
   if (c->waiter)
     tr__task_wake_blocked(c->waiter); /* a task in tr_portal_result */
+}
+
+void tr__an_child_lost(tr_ctx_t *life, int rc, const char *cause) {
+  tr_an_child_t *c = life->child;
+  if (c->lost)
+    return;
+  c->lost = 1;
+  c->result = rc;
+  char uid[TR_UID_LEN(256)];
+  if (tr_actor_uid(c->actor, uid, sizeof uid) >= (int)sizeof uid)
+    snprintf(uid, sizeof uid, "%s", tr_actor_name(c->actor));
+  child_failed(c->an, c,
+               tr__error_new(rc, NULL, "actor %s is lost: %s", uid, cause ? cause : "no reason"));
+  /* What stands for killing a lost child process: the nursery still waits
+   * for its exit report (a spawner reports a reaped process). */
+  (void)tr__actor_request_cancel(c->actor, 1);
+  if (c->waiter)
+    tr__task_wake_blocked(c->waiter);
+}
+
+void tr__an_report_exit(tr_actor_t *a) {
+  tr_tasks_t *ts = a->tasks;
+  if (!ts->watcher)
+    return;
+  int rc = ts->main_done ? ts->main_result : -TR_ECANCELED;
+  /* The parent cannot have exited: its nursery waits for this message. */
+  tr_actor_t *to = tr__rpc_route_to(a, ts->watcher);
+  if (rc == 0) {
+    tr_buf_t *v = ts->main_value;
+    ts->main_value = NULL;
+    (void)tr__send_body(to, TR_BODY_RETURN, ts->watch_cid, 0, v);
+  } else if (ts->main_error || rc == -TR_ECANCELED) {
+    tr__send_error(a, to, ts->watch_cid, rc, ts->main_error, NULL);
+  } else { /* failed without an error object: say which actor */
+    tr_error_t *e =
+        tr__error_new(rc, NULL, "actor %s failed: %s", tr_actor_name(a), tr_strerror(rc));
+    tr__send_error(a, to, ts->watch_cid, rc, e, NULL);
+    tr__error_free(e);
+  }
+  tr_actor_release(to);
+  tr_actor_release(ts->watcher);
+  ts->watcher = NULL;
 }
 
 int tr_actor_nursery_open(tr_actor_nursery_t **out, const tr_actor_nursery_opts_t *opts) {
@@ -158,29 +230,42 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
     return tr__task_observe_cancel(t, "actor %s was not started: the calling task is cancelled",
                                    name ? name : "child");
   tr_an_child_t *c = calloc(1, sizeof(*c));
-  if (!c)
+  tr_ctx_t *life = calloc(1, sizeof(*life));
+  if (!c || !life) {
+    free(c);
+    free(life);
     return TR__ENOMEM();
+  }
   c->an = an;
   c->daemon = (uint8_t)(daemon != 0);
+  tr__ctx_init(life, t->actor, SIDE_CALLER, KIND_CHILD, tr__rpc_new_cid(), NULL);
+  life->child = c;
   /* The actor keeps its own copy of the name (c reads it from there). */
   tr_spawn_opts_t o = {.name = name ? name : "child"};
   tr_actor_t *a;
   /* Spawned with its main task ready; the watch is set before its first
    * turn can run: tr_spawn_task_actor schedules it through a message,
-   * whose push orders these writes before the child reads them. */
-  int rc = tr__spawn_task_actor_watched(fn, arg, &o, t->actor, c, &a);
+   * whose push orders these writes before the child reads them.  Its
+   * exit report comes in this actor's turn, after the link below. */
+  int rc = tr__spawn_task_actor_watched(fn, arg, &o, t->actor, life->cid, &a);
   if (rc) {
     free(c);
+    free(life);
     return rc;
   }
   c->actor = a;
+  c->life = life;
+  life->peer = tr__rpc_route_to(t->actor, a); /* where requests go */
+  tr_actor_uuid(a, life->peer_uuid);
+  tr__ctx_link(t->actor->tasks, life);
   tr__actor_set_kind(a, daemon ? TR_AK_DAEMON : TR_AK_CHILD);
   c->next = an->children;
   an->children = c;
   an->live++;
   if (an->cancelling) { /* spawned into a cancelled nursery: cancel it */
-    c->cancel_sent = 1;
-    (void)tr__actor_request_cancel(a, an->forced);
+    request_cancel(an, c);
+    if (an->forced)
+      (void)tr__actor_request_cancel(a, 1);
   }
   if (ref)
     *ref = tr_actor_dup(a);
