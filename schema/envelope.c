@@ -139,13 +139,13 @@ void tr__envx_free(struct tr_envx *x) {
     /* The other kinds own nothing in the union. */
     break;
   }
-  free(x);
+  tr__envx_release(x);
 }
 
 struct tr_envx *tr__envx_get(tr_msg_t *m) {
   struct tr_envx *x = m->x_;
   if (x == NULL) {
-    x = calloc(1, sizeof *x);
+    x = tr__envx_alloc();
     if (x == NULL)
       return NULL;
     m->x_ = x;

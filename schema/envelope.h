@@ -155,6 +155,17 @@ struct tr_envx {
 void tr__envx_free(struct tr_envx *x);
 
 /*
+ * The memory of envxs (runtime/mem/msgpool.c): alloc returns a zeroed
+ * envx, or NULL when out of memory; release takes back one whose owned
+ * strings and arrays are already freed (tr__envx_free does that first).  On
+ * a worker thread they go through the worker's small cache, elsewhere
+ * straight to calloc and free.
+ * Ownership: alloc's result is the caller's until release.  Threads: any.
+ */
+struct tr_envx *tr__envx_alloc(void);
+void tr__envx_release(struct tr_envx *x);
+
+/*
  * Returns m->x_, first allocating a zeroed one when m has none, and sets
  * its kind to m->body when it had none (so set m->body first).  An envx
  * already claimed by another kind is returned unchanged: the encoder will
