@@ -118,8 +118,10 @@ void tr__envx_free(struct tr_envx *x) {
     free(x->u.spawn_spec.log_level);
     break;
   case TR_BODY_START:
-    free(x->u.start.ns);
-    free(x->u.start.func);
+    if (!x->u.start.names_inline) {
+      free(x->u.start.ns);
+      free(x->u.start.func);
+    }
     tr__uid_fini(&x->u.start.caller);
     break;
   case TR_BODY_ERROR:
@@ -155,6 +157,32 @@ struct tr_envx *tr__envx_get(tr_msg_t *m) {
   if (x->kind == TR_BODY_NONE)
     x->kind = m->body;
   return x;
+}
+
+int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func) {
+  size_t nlen = strlen(ns), flen = strlen(func);
+  if (!x->u.start.names_inline) {
+    free(x->u.start.ns);
+    free(x->u.start.func);
+  }
+  x->u.start.names_inline = nlen + flen + 2 <= sizeof x->u.start.names;
+  if (x->u.start.names_inline) {
+    char *p = x->u.start.names;
+    memcpy(p, ns, nlen + 1);
+    memcpy(p + nlen + 1, func, flen + 1);
+    x->u.start.ns = p;
+    x->u.start.func = p + nlen + 1;
+    return 0;
+  }
+  x->u.start.ns = strdup(ns);
+  x->u.start.func = strdup(func);
+  if (x->u.start.ns == NULL || x->u.start.func == NULL) {
+    free(x->u.start.ns);
+    free(x->u.start.func);
+    x->u.start.ns = x->u.start.func = NULL;
+    return -TR_ENOMEM;
+  }
+  return 0;
 }
 
 /* Copies s into *dst; NULL and "" both become NULL (proto3 cannot tell

@@ -127,9 +127,13 @@ struct tr_envx {
       char *log_level;
     } spawn_spec;
     struct {
+      /* Owned, unless names_inline: then both point into names (set by
+       * tr__envx_set_start, which saves a call two allocations). */
       char *ns, *func;
       tr_uid_t caller;
       uint8_t has_caller;
+      uint8_t names_inline;
+      char names[64]; /* "ns\0func\0"; the union is no larger for it */
     } start;
     struct {
       tr_uid_t src; /* where the error was raised */
@@ -173,6 +177,15 @@ void tr__envx_release(struct tr_envx *x);
  * Ownership: the envx belongs to m.  Threads: the thread that owns m.
  */
 struct tr_envx *tr__envx_get(tr_msg_t *m);
+
+/*
+ * Sets a Start's ns and func (copies; both must be non-empty to encode),
+ * inside the envx when they fit, else allocated.  Returns 0 or -TR_ENOMEM
+ * (then both are NULL).
+ * Ownership: borrows ns and func; the envx owns the copies.
+ * Threads: the thread that owns the envx.
+ */
+int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func);
 
 /*
  * Deep-copies src into dst (dst's previous contents are not freed).

@@ -32,12 +32,10 @@ static struct tr_envx *start_and_free(void) {
     return NULL;
   m->body = TR_BODY_START;
   struct tr_envx *x = tr__envx_get(m);
-  if (!x) {
+  if (!x || tr__envx_set_start(x, "some.ns", "func") != 0) {
     tr_msg_free(m);
     return NULL;
   }
-  x->u.start.ns = strdup("some.ns");
-  x->u.start.func = strdup("func");
   x->has_src = 1;
   x->src.name = strdup("caller");
   x->u.start.has_caller = 1;
@@ -75,7 +73,7 @@ static void probe_beh(void *state, tr_msg_t *msg) {
     }
     ms[i]->body = TR_BODY_START;
     struct tr_envx *x = tr__envx_get(ms[i]);
-    ok = ok && x && (x->u.start.ns = strdup("n")) && (x->u.start.func = strdup("f"));
+    ok = ok && x && tr__envx_set_start(x, "n", "f") == 0;
   }
   for (int i = 0; i < 3 * TR_ENVX_CACHE; i++)
     tr_msg_free(ms[i]);
@@ -119,7 +117,7 @@ Test(msgpool, envx_off_a_worker_is_plain_memory, .timeout = 30) {
     struct tr_envx copy = *x;
     copy.kind = 0;
     cr_assert_eq(memcmp(&copy, &zero_x, sizeof copy), 0);
-    cr_assert_not_null(x->u.start.ns = strdup("ns"));
+    cr_assert_eq(tr__envx_set_start(x, "ns", "func"), 0);
     tr_msg_free(m);
   }
 }
