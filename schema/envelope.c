@@ -101,11 +101,20 @@ static void strv_free(char **v, size_t n) {
   free(v);
 }
 
+/* Frees u's strings without zeroing it: for an envx about to be released
+ * (tr__envx_alloc zeroes it again when it is reused). */
+static void uid_drop(tr_uid_t *u) {
+  if (u->name != NULL)
+    free(u->name);
+  if (u->addr != NULL)
+    free(u->addr);
+}
+
 void tr__envx_free(struct tr_envx *x) {
   if (x == NULL)
     return;
-  tr__uid_fini(&x->src);
-  tr__uid_fini(&x->dst);
+  uid_drop(&x->src);
+  uid_drop(&x->dst);
   switch (x->kind) {
   case TR_BODY_HELLO:
     tr__uid_fini(&x->u.hello.id);
@@ -122,7 +131,7 @@ void tr__envx_free(struct tr_envx *x) {
       free(x->u.start.ns);
       free(x->u.start.func);
     }
-    tr__uid_fini(&x->u.start.caller);
+    uid_drop(&x->u.start.caller);
     break;
   case TR_BODY_ERROR:
     tr__uid_fini(&x->u.error.src);
