@@ -21,6 +21,7 @@
 #define TR_DEFAULT_BATCH 64
 #define TR_MSGPOOL_BATCH 1024 /* messages per magazine */
 #define TR_DEPOT_MAX 256      /* full magazines kept process-wide */
+#define TR_ENVX_CACHE 32      /* free envelope extensions kept per worker */
 
 /* Counters.  Each worker owns a set (single writer, relaxed atomics); work
  * done on other threads goes to the shared `foreign` set with atomic adds.
@@ -82,6 +83,11 @@ typedef struct tr_worker {
   tr_msg_t *pool;
   unsigned pool_len;
   tr_msg_t *spare;
+  /* Free envelope extensions (mem/msgpool.c, tr__envx_alloc): every Start
+   * and Cancel carries one (208 bytes), which otherwise cost a calloc and
+   * a free per call.  Owner only. */
+  struct tr_envx *envx[TR_ENVX_CACHE];
+  unsigned envx_len;
   tr_counters_t c;
 } __attribute__((aligned(TR_CACHELINE))) tr_worker_t;
 
@@ -168,8 +174,9 @@ void tr__sched_notify(void);
       tr_faa_relaxed(&tr__rt.foreign.field, (n));                                                  \
   } while (0)
 
-/* Message pool (mem/msgpool.c).  drain frees a worker's magazines;
- * depot_drain frees the depot (after the workers have stopped). */
+/* Message pool (mem/msgpool.c).  drain frees a worker's magazines and
+ * envx cache; depot_drain frees the depot (after the workers have
+ * stopped). */
 void tr__msgpool_drain(tr_worker_t *w);
 void tr__msgpool_depot_drain(void);
 /* Frees a message without counting it as a dead letter (internal). */

@@ -101,11 +101,20 @@ static void strv_free(char **v, size_t n) {
   free(v);
 }
 
+/* Frees u's strings without zeroing it: for an envx about to be released
+ * (tr__envx_alloc zeroes it again when it is reused). */
+static void uid_drop(tr_uid_t *u) {
+  if (u->name != NULL)
+    free(u->name);
+  if (u->addr != NULL)
+    free(u->addr);
+}
+
 void tr__envx_free(struct tr_envx *x) {
   if (x == NULL)
     return;
-  tr__uid_fini(&x->src);
-  tr__uid_fini(&x->dst);
+  uid_drop(&x->src);
+  uid_drop(&x->dst);
   switch (x->kind) {
   case TR_BODY_HELLO:
     tr__uid_fini(&x->u.hello.id);
@@ -118,9 +127,11 @@ void tr__envx_free(struct tr_envx *x) {
     free(x->u.spawn_spec.log_level);
     break;
   case TR_BODY_START:
-    free(x->u.start.ns);
-    free(x->u.start.func);
-    tr__uid_fini(&x->u.start.caller);
+    if (!x->u.start.names_inline) {
+      free(x->u.start.ns);
+      free(x->u.start.func);
+    }
+    uid_drop(&x->u.start.caller);
     break;
   case TR_BODY_ERROR:
     tr__uid_fini(&x->u.error.src);
@@ -139,13 +150,13 @@ void tr__envx_free(struct tr_envx *x) {
     /* The other kinds own nothing in the union. */
     break;
   }
-  free(x);
+  tr__envx_release(x);
 }
 
 struct tr_envx *tr__envx_get(tr_msg_t *m) {
   struct tr_envx *x = m->x_;
   if (x == NULL) {
-    x = calloc(1, sizeof *x);
+    x = tr__envx_alloc();
     if (x == NULL)
       return NULL;
     m->x_ = x;
@@ -155,6 +166,32 @@ struct tr_envx *tr__envx_get(tr_msg_t *m) {
   if (x->kind == TR_BODY_NONE)
     x->kind = m->body;
   return x;
+}
+
+int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func) {
+  size_t nlen = strlen(ns), flen = strlen(func);
+  if (!x->u.start.names_inline) {
+    free(x->u.start.ns);
+    free(x->u.start.func);
+  }
+  x->u.start.names_inline = nlen + flen + 2 <= sizeof x->u.start.names;
+  if (x->u.start.names_inline) {
+    char *p = x->u.start.names;
+    memcpy(p, ns, nlen + 1);
+    memcpy(p + nlen + 1, func, flen + 1);
+    x->u.start.ns = p;
+    x->u.start.func = p + nlen + 1;
+    return 0;
+  }
+  x->u.start.ns = strdup(ns);
+  x->u.start.func = strdup(func);
+  if (x->u.start.ns == NULL || x->u.start.func == NULL) {
+    free(x->u.start.ns);
+    free(x->u.start.func);
+    x->u.start.ns = x->u.start.func = NULL;
+    return -TR_ENOMEM;
+  }
+  return 0;
 }
 
 /* Copies s into *dst; NULL and "" both become NULL (proto3 cannot tell

@@ -127,9 +127,13 @@ struct tr_envx {
       char *log_level;
     } spawn_spec;
     struct {
+      /* Owned, unless names_inline: then both point into names (set by
+       * tr__envx_set_start, which saves a call two allocations). */
       char *ns, *func;
       tr_uid_t caller;
       uint8_t has_caller;
+      uint8_t names_inline;
+      char names[64]; /* "ns\0func\0"; the union is no larger for it */
     } start;
     struct {
       tr_uid_t src; /* where the error was raised */
@@ -155,6 +159,17 @@ struct tr_envx {
 void tr__envx_free(struct tr_envx *x);
 
 /*
+ * The memory of envxs (runtime/mem/msgpool.c): alloc returns a zeroed
+ * envx, or NULL when out of memory; release takes back one whose owned
+ * strings and arrays are already freed (tr__envx_free does that first).  On
+ * a worker thread they go through the worker's small cache, elsewhere
+ * straight to calloc and free.
+ * Ownership: alloc's result is the caller's until release.  Threads: any.
+ */
+struct tr_envx *tr__envx_alloc(void);
+void tr__envx_release(struct tr_envx *x);
+
+/*
  * Returns m->x_, first allocating a zeroed one when m has none, and sets
  * its kind to m->body when it had none (so set m->body first).  An envx
  * already claimed by another kind is returned unchanged: the encoder will
@@ -162,6 +177,15 @@ void tr__envx_free(struct tr_envx *x);
  * Ownership: the envx belongs to m.  Threads: the thread that owns m.
  */
 struct tr_envx *tr__envx_get(tr_msg_t *m);
+
+/*
+ * Sets a Start's ns and func (copies; both must be non-empty to encode),
+ * inside the envx when they fit, else allocated.  Returns 0 or -TR_ENOMEM
+ * (then both are NULL).
+ * Ownership: borrows ns and func; the envx owns the copies.
+ * Threads: the thread that owns the envx.
+ */
+int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func);
 
 /*
  * Deep-copies src into dst (dst's previous contents are not freed).

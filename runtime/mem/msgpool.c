@@ -109,6 +109,32 @@ void tr__msg_dispose(tr_worker_t *w, tr_msg_t *m) {
   w->pool_len++;
 }
 
+/* Envelope extensions: a LIFO stack of up to TR_ENVX_CACHE per worker.
+ * A Start allocates one on the caller's worker and the callee frees it,
+ * usually on the same worker (the next slot keeps a request/reply pair on
+ * one core); when they are on different workers one cache runs dry and the
+ * other overflows, and the cost is calloc and free, as without the cache.
+ * Unlike messages, envxs do not go through the depot: they are rarer and
+ * the pair above needs none. */
+struct tr_envx *tr__envx_alloc(void) {
+  tr_worker_t *w = tr__worker_self();
+  if (w && w->envx_len) {
+    struct tr_envx *x = w->envx[--w->envx_len];
+    memset(x, 0, sizeof(*x));
+    return x;
+  }
+  return calloc(1, sizeof(struct tr_envx));
+}
+
+void tr__envx_release(struct tr_envx *x) {
+  tr_worker_t *w = tr__worker_self();
+  if (w && w->envx_len < TR_ENVX_CACHE) {
+    w->envx[w->envx_len++] = x;
+    return;
+  }
+  free(x);
+}
+
 void tr_msg_free(tr_msg_t *m) {
   if (!m)
     return;
@@ -129,6 +155,8 @@ void tr__msgpool_drain(tr_worker_t *w) {
   free_chain(w->spare);
   w->pool = w->spare = NULL;
   w->pool_len = 0;
+  while (w->envx_len)
+    free(w->envx[--w->envx_len]);
 }
 
 void tr__msgpool_depot_drain(void) {

@@ -67,7 +67,7 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   m->cid = c->cid;
   m->u64 = (uint64_t)(opts ? opts->window : 0) | ((uint64_t)c->overrun_error << 32);
   struct tr_envx *x = tr__envx_get(m);
-  if (!x || !(x->u.start.ns = strdup(ns)) || !(x->u.start.func = strdup(func))) {
+  if (!x || tr__envx_set_start(x, ns, func) != 0) {
     tr_msg_free(m);
     return TR__ENOMEM();
   }

@@ -457,6 +457,46 @@ Test(envelope, kindless_envx_is_claimed_by_body, .timeout = 30) {
   tr_msg_free(m);
 }
 
+Test(envelope, start_names_inline_or_allocated, .timeout = 30) {
+  /* Short names live inside the envx, long ones are allocated; either way
+   * they encode as the strings, and setting them again frees what the
+   * previous set allocated (ASan's leak check). */
+  char long_ns[100];
+  memset(long_ns, 'n', sizeof long_ns - 1);
+  long_ns[sizeof long_ns - 1] = '\0';
+  tr_msg_t *m = mk(TR_BODY_START);
+  struct tr_envx *x = xof(m);
+  cr_assert_eq(tr__envx_set_start(x, "bench", "echo"), 0);
+  cr_assert(x->u.start.names_inline);
+  cr_assert_str_eq(x->u.start.ns, "bench");
+  cr_assert_str_eq(x->u.start.func, "echo");
+  cr_assert_eq(tr__envx_set_start(x, long_ns, "f"), 0);
+  cr_assert_not(x->u.start.names_inline);
+  cr_assert_str_eq(x->u.start.ns, long_ns);
+  cr_assert_str_eq(x->u.start.func, "f");
+  tr_msg_t *d = roundtrip(m);
+  cr_assert_str_eq(d->x_->u.start.ns, long_ns);
+  cr_assert_str_eq(d->x_->u.start.func, "f");
+  tr_msg_free(d);
+  /* Back to short names, then exactly full: 63 bytes of "ns\0func\0"
+   * plus one to spare is inline, one more byte is not. */
+  cr_assert_eq(tr__envx_set_start(x, "a", "b"), 0);
+  cr_assert(x->u.start.names_inline);
+  char ns62[63];
+  memset(ns62, 'x', sizeof ns62 - 1);
+  ns62[sizeof ns62 - 1] = '\0';
+  cr_assert_eq(tr__envx_set_start(x, ns62, "f"), 0); /* 62 + 1 + 1 + 1 = 65 */
+  cr_assert_not(x->u.start.names_inline);
+  ns62[61] = '\0';
+  cr_assert_eq(tr__envx_set_start(x, ns62, "f"), 0); /* 61 + 1 + 1 + 1 = 64 */
+  cr_assert(x->u.start.names_inline);
+  d = roundtrip(m);
+  cr_assert_str_eq(d->x_->u.start.ns, ns62);
+  cr_assert_str_eq(d->x_->u.start.func, "f");
+  tr_msg_free(d);
+  tr_msg_free(m);
+}
+
 Test(envelope, uid_copy_and_names, .timeout = 30) {
   tr_uid_t a, b;
   memset(&a, 0, sizeof a);

@@ -22,6 +22,7 @@
 #include <tractor/testing.h>
 
 #include "runtime/error/error.h" /* tr__error_quick */
+#include "runtime/task/task.h"   /* the task's label (label_of_each_length) */
 
 #define MS (1000 * 1000LL)
 #define S (1000 * MS)
@@ -662,6 +663,50 @@ TR_TEST(actor_nursery, child_names_are_copied, .timeout = 60) {
                 : 0;
   }
   tr_check_eq(seen, 3, "group %s", e ? tr_error_message(e) : "(none)");
+  return 0;
+}
+
+/* The label a stack overflow reports is "actor A, task T" in 64 bytes:
+ * whole when it fits (the name then points into it), else cut at 63 bytes
+ * with the name in a copy of its own.  Every length around the edge. */
+typedef struct label_seen {
+  char label[64];
+  char name[80];
+  int name_in_label;
+} label_seen_t;
+
+static int record_label(void *arg) {
+  label_seen_t *ls = arg;
+  tr_task_t *t = tr__task_current();
+  snprintf(ls->label, sizeof ls->label, "%s", t->label);
+  snprintf(ls->name, sizeof ls->name, "%s", t->name);
+  ls->name_in_label = t->name >= t->label && t->name < t->label + sizeof t->label;
+  return 0;
+}
+
+TR_TEST(task, label_of_each_length, .timeout = 60) {
+  char expect[160], name[80];
+  const char *actor = tr_actor_name(tr_self());
+  size_t fixed = strlen("actor ") + strlen(actor) + strlen(", task ");
+  tr_assert(fixed + 3 < 64, "actor name %s too long for this test", actor);
+  for (size_t len = 1; len < sizeof name; len++) {
+    memset(name, 'a' + (int)(len % 26), len);
+    name[len] = '\0';
+    label_seen_t ls;
+    memset(&ls, 0, sizeof ls);
+    tr_nursery_t *n;
+    tr_assert_rc(tr_nursery_open(&n), 0);
+    tr_task_opts_t o = {.name = name};
+    tr_check_rc(tr_nursery_spawn(n, record_label, &ls, &o), 0);
+    tr_assert_rc(tr_nursery_close(n), 0);
+    snprintf(expect, sizeof expect, "actor %s, task %s", actor, name);
+    int fits = fixed + len < 64;
+    expect[63] = '\0'; /* what the label keeps of it */
+    tr_check(strcmp(ls.label, expect) == 0, "len %zu: label '%s', expected '%s'", len, ls.label,
+             expect);
+    tr_check(strcmp(ls.name, name) == 0, "len %zu: name '%s'", len, ls.name);
+    tr_check_eq(ls.name_in_label, fits, "len %zu", len);
+  }
   return 0;
 }
 
