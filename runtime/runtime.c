@@ -15,6 +15,7 @@
 #include "runtime/fiber/fiber.h"
 #include "runtime/platform/assert.h"
 #include "runtime/runtime.h"
+#include "runtime/rpc/rpc.h"
 #include "runtime/task/task.h"
 
 tr_rt_t tr__rt;
@@ -207,6 +208,7 @@ static int rt_init(const tr_config_t *cfg) {
   /* nworkers must be known to live_insert before any worker can spawn. */
   tr__rt.nworkers = n;
   tr_store_release(&tr__rt_running, 1);
+  tr__rpc_init(); /* before any actor: the dialog engine's per-actor state */
   int rc = tr__sched_start(n);
   if (rc == 0 && (rc = tr__reactor_start()) != 0) {
     tr__sched_stop();

@@ -29,30 +29,30 @@ void tr__on_cancel_actor(tr_actor_t *a, tr_msg_t *m) {
   if (k) {
     k->to = tr_actor_dup(m->from);
     k->cid = m->cid;
-    k->next = ts->cancel_acks;
-    ts->cancel_acks = k;
+    k->next = ts->rpc->cancel_acks;
+    ts->rpc->cancel_acks = k;
   }
-  if (!ts->cancel_by && (ts->cancel_by = malloc(sizeof(*ts->cancel_by))) &&
-      tr__msg_sender(ts->cancel_by, m) != 0) {
-    free(ts->cancel_by); /* out of memory: the actor itself is named */
-    ts->cancel_by = NULL;
+  if (!ts->rpc->cancel_by && (ts->rpc->cancel_by = malloc(sizeof(*ts->rpc->cancel_by))) &&
+      tr__msg_sender(ts->rpc->cancel_by, m) != 0) {
+    free(ts->rpc->cancel_by); /* out of memory: the actor itself is named */
+    ts->rpc->cancel_by = NULL;
   }
   tr__tasks_stop(a);
 }
 
 void tr__rpc_actor_exit(tr_actor_t *a) {
   tr_tasks_t *ts = a->tasks;
-  while (ts->cancel_acks) {
-    tr_cancel_ack_t *k = ts->cancel_acks;
-    ts->cancel_acks = k->next;
+  while (ts->rpc->cancel_acks) {
+    tr_cancel_ack_t *k = ts->rpc->cancel_acks;
+    ts->rpc->cancel_acks = k->next;
     (void)tr__send_cancel(NULL, k->to, TR_BODY_CANCEL_ACK, k->cid, 1, 1);
     tr_actor_release(k->to);
     free(k);
   }
-  if (ts->cancel_by) {
-    tr__uid_fini(ts->cancel_by);
-    free(ts->cancel_by);
-    ts->cancel_by = NULL;
+  if (ts->rpc->cancel_by) {
+    tr__uid_fini(ts->rpc->cancel_by);
+    free(ts->rpc->cancel_by);
+    ts->rpc->cancel_by = NULL;
   }
   tr__an_report_exit(a);
 }

@@ -248,12 +248,12 @@ void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, cons
 /* ---- contexts: common ------------------------------------------------------- */
 
 void tr__ctx_link(tr_tasks_t *ts, tr_ctx_t *c) {
-  c->next = ts->dialogs;
-  ts->dialogs = c;
+  c->next = ts->rpc->dialogs;
+  ts->rpc->dialogs = c;
 }
 
 void tr__ctx_unlink(tr_tasks_t *ts, tr_ctx_t *c) {
-  for (tr_ctx_t **pp = &ts->dialogs; *pp; pp = &(*pp)->next)
+  for (tr_ctx_t **pp = &ts->rpc->dialogs; *pp; pp = &(*pp)->next)
     if (*pp == c) {
       *pp = c->next;
       return;
@@ -710,7 +710,7 @@ void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc
   if (!ts)
     return;
   int n = 0;
-  for (tr_ctx_t *c = ts->dialogs; c; c = c->next) {
+  for (tr_ctx_t *c = ts->rpc->dialogs; c; c = c->next) {
     if (memcmp(c->peer_uuid, uuid, TR_UUID_LEN) != 0 || c->kind == KIND_ACTOR_CANCEL)
       continue;                  /* an actor cancel's wait is bounded: it ends unacknowledged */
     if (c->kind == KIND_CHILD) { /* a child of this actor's nursery */

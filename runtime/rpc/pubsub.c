@@ -21,6 +21,7 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
+#include "runtime/rpc/rpc.h"
 #include "runtime/task/task.h"
 
 typedef struct pub_sub {
@@ -123,7 +124,7 @@ bad:
 static void pub_unref(tr_tasks_t *ts, tr_pub_t *pub) {
   if (--pub->refs)
     return;
-  for (tr_pub_t **pp = &ts->pubs; *pp; pp = &(*pp)->next)
+  for (tr_pub_t **pp = &ts->rpc->pubs; *pp; pp = &(*pp)->next)
     if (*pp == pub) {
       *pp = pub->next;
       break;
@@ -257,7 +258,7 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
     key = strdup(qualified);
   }
   tr_pub_t *pub = NULL;
-  for (tr_pub_t *p = ts->pubs; p && key; p = p->next)
+  for (tr_pub_t *p = ts->rpc->pubs; p && key; p = p->next)
     if (!p->ended && p->fn == fn && p->nsubs && strcmp(p->key, key) == 0)
       pub = p;
   if (!pub && key) {
@@ -267,15 +268,16 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
       key = NULL;
       pub->fn = fn;
       pub->refs = 1; /* the feeder task's */
-      rc = ts->service ? tr__nursery_spawn_internal(ts->service, feeder_main, pub, pub->key)
-                       : TR_ERROR(-TR_ECLOSED, "the publisher's actor no longer serves");
+      rc = ts->rpc->service
+               ? tr__nursery_spawn_internal(ts->rpc->service, feeder_main, pub, pub->key)
+               : TR_ERROR(-TR_ECLOSED, "the publisher's actor no longer serves");
       if (rc) {
         free(pub->key);
         free(pub);
         pub = NULL;
       } else {
-        pub->next = ts->pubs;
-        ts->pubs = pub;
+        pub->next = ts->rpc->pubs;
+        ts->rpc->pubs = pub;
       }
     }
   }

@@ -173,6 +173,25 @@ typedef struct tr_cancel_ack {
   uint64_t cid;
 } tr_cancel_ack_t;
 
+/* The dialog engine's state of one task actor (tr_tasks_t.rpc): what a
+ * daemon serves, the nursery its request tasks run in, every dialog of the
+ * actor (both sides), and what its exit owes. */
+typedef struct tr_rpc {
+  char **enable;
+  size_t n_enable;
+  struct tr_nursery *service;
+  tr_ctx_t *dialogs;            /* both sides, most recently used first */
+  tr_cancel_ack_t *cancel_acks; /* actor cancels to acknowledge at exit */
+  tr_uid_t *cancel_by;          /* the first actor that asked, as its Cancel named it */
+  struct tr_pub *pubs;          /* pub/sub feeders (pubsub.c) */
+  tr_msg_t *early_starts;       /* Starts that came before the service was up */
+  uint8_t serve_done;           /* the service has ended: refuse new calls */
+} tr_rpc_t;
+
+/* Sets the size of tr_rpc_t as the task layer's per-actor extension;
+ * called by tr_run's start before any actor is spawned. */
+void tr__rpc_init(void);
+
 /* A message kind local to the process, never encoded (the codec refuses
  * unknown kinds): a channel end tells an actor that a peer is gone
  * (tr__rpc_post_peer_lost). */
@@ -216,13 +235,13 @@ static inline int tr__ctx_from(const tr_ctx_t *c, const uint8_t *sender) {
 static inline tr_ctx_t *tr__find_ctx(tr_tasks_t *ts, uint64_t cid, const tr_msg_t *m) {
   uint8_t buf[TR_UUID_LEN];
   const uint8_t *sender = tr__msg_sender_uuid(m, buf);
-  tr_ctx_t **pp = &ts->dialogs;
+  tr_ctx_t **pp = &ts->rpc->dialogs;
   for (tr_ctx_t *c = *pp; c; pp = &c->next, c = c->next)
     if (c->cid == cid && tr__ctx_from(c, sender)) {
-      if (pp != &ts->dialogs) { /* move to front: the busy dialog is found first */
+      if (pp != &ts->rpc->dialogs) { /* move to front: the busy dialog is found first */
         *pp = c->next;
-        c->next = ts->dialogs;
-        ts->dialogs = c;
+        c->next = ts->rpc->dialogs;
+        ts->rpc->dialogs = c;
       }
       return c;
     }

@@ -37,10 +37,10 @@ const char *tr__cancel_cause(tr_ctx_t *c, tr_tasks_t *ts, const char **why, char
     return c->cancel_req_uid.name ? tr__uid_text(&c->cancel_req_uid, buf)
                                   : tr__actor_uid_text(c->peer, buf);
   }
-  if (ts->cancel_by) {
-    *why = memcmp(ts->cancel_by->uuid, c->peer_uuid, TR_UUID_LEN) == 0 ? "by its caller"
-                                                                       : "by a remote peer";
-    return tr__uid_text(ts->cancel_by, buf);
+  if (ts->rpc->cancel_by) {
+    *why = memcmp(ts->rpc->cancel_by->uuid, c->peer_uuid, TR_UUID_LEN) == 0 ? "by its caller"
+                                                                            : "by a remote peer";
+    return tr__uid_text(ts->rpc->cancel_by, buf);
   }
   if (ts->stopping) {
     *why = "because its actor was cancelled";
@@ -122,7 +122,7 @@ static void start_caller(const tr_msg_t *m, uint8_t *u) {
 static int start_is_duplicate(tr_tasks_t *ts, const tr_msg_t *m) {
   uint8_t u[TR_UUID_LEN];
   start_caller(m, u);
-  for (const tr_ctx_t *c = ts->dialogs; c; c = c->next)
+  for (const tr_ctx_t *c = ts->rpc->dialogs; c; c = c->next)
     if (c->cid == m->cid && c->side == SIDE_CALLEE && memcmp(c->peer_uuid, u, TR_UUID_LEN) == 0)
       return 1;
   return 0;
@@ -136,11 +136,11 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   struct tr_envx *x = m->x_;
   if (!caller)
     return 0; /* nobody to answer: a malformed call (in-process senders set from) */
-  if (!ts->service && !ts->serve_done && !ts->stopping) {
+  if (!ts->rpc->service && !ts->rpc->serve_done && !ts->stopping) {
     /* The daemon's main task has not opened its service nursery yet (the
      * call raced its first turn): keep the call, in order, until it has. */
     m->next_ = NULL;
-    tr_msg_t **pp = &ts->early_starts;
+    tr_msg_t **pp = &ts->rpc->early_starts;
     while (*pp)
       pp = &(*pp)->next_;
     *pp = m;
@@ -150,13 +150,13 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   int rc;
   if (ts->stopping)
     rc = TR_ERROR(-TR_ECANCELED, "actor %s is being cancelled", tr_actor_name(a));
-  else if (!ts->service)
+  else if (!ts->rpc->service)
     rc = TR_ERROR(-TR_ECLOSED, "actor %s does not serve calls", tr_actor_name(a));
   else if (!x || !x->u.start.ns || !x->u.start.func)
     rc = TR_ERROR(-TR_EPROTO, "Start without a function name");
   else
-    rc = tr__rpc_resolve_parts(x->u.start.ns, x->u.start.func, (const char *const *)ts->enable,
-                               ts->n_enable, 0, &e);
+    rc = tr__rpc_resolve_parts(x->u.start.ns, x->u.start.func, (const char *const *)ts->rpc->enable,
+                               ts->rpc->n_enable, 0, &e);
   if (rc == 0 && start_is_duplicate(ts, m))
     rc = TR_ERROR(-TR_EPROTO, "a second Start for dialog %llu from the same caller",
                   (unsigned long long)m->cid);
@@ -185,7 +185,7 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
     c->peer_name = x->src.name;
     x->src.name = NULL;
   }
-  rc = tr__nursery_spawn_internal(ts->service, serve_request, c, e->name);
+  rc = tr__nursery_spawn_internal(ts->rpc->service, serve_request, c, e->name);
   if (rc) {
     tr__send_error(a, c->peer, c->cid, rc, NULL, NULL);
     tr__ctx_free(c);
@@ -200,9 +200,9 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
  * ended, refuses them). */
 static void run_early_starts(tr_worker_t *w, tr_actor_t *a) {
   tr_tasks_t *ts = a->tasks;
-  while (ts->early_starts) {
-    tr_msg_t *m = ts->early_starts;
-    ts->early_starts = m->next_;
+  while (ts->rpc->early_starts) {
+    tr_msg_t *m = ts->rpc->early_starts;
+    ts->rpc->early_starts = m->next_;
     m->next_ = NULL;
     if (!on_start(a, m))
       tr__msg_dispose(w, m);
@@ -387,20 +387,22 @@ void tr__rpc_bounce(tr_actor_t *dead, tr_msg_t *m) {
     (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1); /* gone: done */
 }
 
+void tr__rpc_init(void) { tr__tasks_ext_size = sizeof(tr_rpc_t); }
+
 void tr__rpc_actor_free(tr_tasks_t *ts) {
-  while (ts->early_starts) { /* never served: tell the callers */
-    tr_msg_t *m = ts->early_starts;
-    ts->early_starts = m->next_;
+  while (ts->rpc->early_starts) { /* never served: tell the callers */
+    tr_msg_t *m = ts->rpc->early_starts;
+    ts->rpc->early_starts = m->next_;
     if (m->from)
       tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
     tr_msg_free(m);
   }
-  for (size_t i = 0; i < ts->n_enable; i++)
-    free(ts->enable[i]);
-  free(ts->enable);
-  ts->enable = NULL;
-  ts->n_enable = 0;
-  TR_ASSERT(ts->dialogs == NULL && ts->cancel_acks == NULL);
+  for (size_t i = 0; i < ts->rpc->n_enable; i++)
+    free(ts->rpc->enable[i]);
+  free(ts->rpc->enable);
+  ts->rpc->enable = NULL;
+  ts->rpc->n_enable = 0;
+  TR_ASSERT(ts->rpc->dialogs == NULL && ts->rpc->cancel_acks == NULL);
 }
 
 /* ---- daemons ----------------------------------------------------------------- */
@@ -414,20 +416,20 @@ static int serve_main(void *arg) {
   serve_spec_t *spec = arg;
   tr_actor_t *self = tr_self();
   tr_tasks_t *ts = self->tasks;
-  ts->enable = spec->enable;
-  ts->n_enable = spec->n_enable;
+  ts->rpc->enable = spec->enable;
+  ts->rpc->n_enable = spec->n_enable;
   free(spec);
   tr_nursery_t *n;
   int rc = tr_nursery_open(&n);
   if (rc)
     return rc;
-  ts->service = n;
+  ts->rpc->service = n;
   run_early_starts(tr__worker_self(), self);
   /* Serve until cancelled: requests run as tasks in the service nursery. */
   while (tr_sleep(3600LL * 1000 * 1000 * 1000) == 0)
     ;
-  ts->service = NULL; /* refuse new calls; the ones running are cancelled */
-  ts->serve_done = 1;
+  ts->rpc->service = NULL; /* refuse new calls; the ones running are cancelled */
+  ts->rpc->serve_done = 1;
   tr_nursery_cancel(n);
   tr_nursery_close(n);
   return 0; /* a cancelled daemon ended normally */

@@ -30,6 +30,8 @@ static void no_behaviour(void *state, tr_msg_t *m) {
   TR_ASSERT(!"a task actor's behaviour was called");
 }
 
+size_t tr__tasks_ext_size;
+
 int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts, tr_actor_t **ref) {
   return tr__spawn_task_actor_watched(fn, arg, opts, NULL, 0, ref);
 }
@@ -40,9 +42,12 @@ int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t
     *ref = NULL;
   if (!fn)
     return TR__EINVAL_NULL();
-  tr_tasks_t *ts = calloc(1, sizeof(*ts));
+  size_t head = (sizeof(tr_tasks_t) + 15) & ~(size_t)15; /* the rpc state is aligned */
+  tr_tasks_t *ts = calloc(1, head + tr__tasks_ext_size);
   if (!ts)
     return TR__ENOMEM();
+  if (tr__tasks_ext_size)
+    ts->rpc = (struct tr_rpc *)((char *)ts + head);
   if (watcher) {
     ts->watcher = tr_actor_dup(watcher);
     ts->watch_cid = watch_cid;

@@ -86,22 +86,19 @@ typedef struct tr_tasks {
   uint64_t watch_cid;
   struct tr_error *main_error; /* the main task's error, kept at its end */
   tr_buf_t *main_value;        /* tr_run_in_actor: the call's result */
-  /* RPC (runtime/rpc/): what a daemon serves, the nursery its
-   * request tasks run in, requests in progress, and calls this actor's
-   * tasks are waiting on. */
-  char **enable;
-  size_t n_enable;
-  struct tr_nursery *service;
-  struct tr_ctx *dialogs;            /* both sides, by cid (most recent first) */
-  struct tr_cancel_ack *cancel_acks; /* actor cancels to acknowledge at exit */
-  struct tr_uid *cancel_by;          /* the first actor that asked, as its Cancel named it */
-  struct tr_pub *pubs;               /* pub/sub feeders (runtime/rpc/pubsub.c) */
-  tr_msg_t *early_starts;            /* Starts that came before the service was up */
-  uint8_t serve_done;                /* the service has ended: refuse new calls */
+  /* The dialog engine's per-actor state (struct tr_rpc, runtime/rpc/rpc.h;
+   * opaque here): tr__tasks_ext_size bytes in the same allocation, right
+   * after this struct.  The rpc layer sets the size at start-up. */
+  struct tr_rpc *rpc;
   /* Finished tasks kept with their stacks for reuse (linked via next). */
   tr_task_t *spare;
   unsigned nspare;
 } tr_tasks_t;
+
+/* Bytes of per-actor state an upper layer keeps with each task actor's
+ * tr_tasks_t (ts->rpc); set before any task actor is spawned (tr_run's
+ * start calls tr__rpc_init). */
+extern size_t tr__tasks_ext_size;
 
 /* RPC hooks (runtime/rpc/): a protocol message (body != 0) for a
  * task actor, and what an exiting actor still owes. */
