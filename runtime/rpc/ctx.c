@@ -491,13 +491,14 @@ void tr__ctx_cancel_and_drain(tr_ctx_t *c, tr_task_t *t) {
   tr__ctx_discard_rx(c);
 }
 
-/* Waits (cancellably) for a caller-side condition: StartAck, Started or the
- * final message.  Returns 0 when `*flag` is set or the dialog is done. */
-int tr__rpc_wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag, const char *what) {
+/* Waits (cancellably) until the caller's side reaches `phase` (PH_ACKED,
+ * PH_STARTED), StartAck named another kind, or the dialog is done (pass a
+ * phase past PH_STARTED to wait for the end).  Returns 0 then. */
+int tr__rpc_wait_for(tr_ctx_t *c, tr_task_t *t, int phase, const char *what) {
   /* No need to watch the peer's exit: a callee answers every Start it
    * accepted before it exits, and a Start that reaches an exited actor is
    * answered by tr__rpc_bounce. */
-  while (!*flag && !c->done && !c->kind_wrong) {
+  while (c->phase < phase && !c->done && !c->kind_wrong) {
     int rc = tr__ctx_wait(c, t, what);
     if (rc)
       return rc;
@@ -512,9 +513,9 @@ int tr_ctx_started(tr_ctx_t *c, const tr_buf_t *value) {
     return TR__EINVAL_NULL();
   if (c->side != SIDE_CALLEE || c->kind != TR_FUNC_CONTEXT)
     return TR_ERROR(-TR_EPERM, "tr_ctx_started is for the callee of a context");
-  if (c->started)
+  if (c->phase >= PH_STARTED)
     return TR_ERROR(-TR_EBUSY, "tr_ctx_started called twice");
-  c->started = 1;
+  c->phase = PH_STARTED;
   int rc = tr__send_body(c->peer, TR_BODY_STARTED, c->cid, 0, tr_buf_ref((tr_buf_t *)value));
   return rc ? TR_ERROR(rc, "tr_ctx_started: the caller %s is gone", tr_actor_name(c->peer)) : 0;
 }
@@ -527,7 +528,7 @@ int tr_ctx_open_stream(tr_ctx_t *c, tr_stream_t **out) {
   if (c->kind == TR_FUNC_FN || (c->kind == TR_FUNC_STREAM && c->side == SIDE_CALLER))
     return TR_ERROR(-TR_EPERM, "a %s dialog has no stream to open here",
                     tr__rpc_kind_name(c->kind));
-  if (c->kind == TR_FUNC_CONTEXT && !c->started)
+  if (c->kind == TR_FUNC_CONTEXT && c->phase < PH_STARTED)
     return TR_ERROR(-TR_EPERM, "tr_ctx_open_stream before the context was started");
   int rc = tr__ctx_refuse_closing(c);
   if (rc)
@@ -621,7 +622,7 @@ int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
   tr__ctx_enter(c);
   while (!c->done && rc == 0) {
     tr__ctx_discard_rx(c); /* tractor's drain_to_final_msg */
-    rc = tr__rpc_wait_for(c, t, &c->done, "tr_ctx_result");
+    rc = tr__rpc_wait_for(c, t, PH_DONE_WAIT, "tr_ctx_result");
   }
   tr__ctx_leave(c);
   if (rc)

@@ -102,7 +102,7 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
   int rc = call_start(p, qualified, args, TR_FUNC_FN, NULL, &c, &t);
   if (rc)
     return rc;
-  rc = tr__rpc_wait_for(&c, t, &c.done, "tr_portal_run");
+  rc = tr__rpc_wait_for(&c, t, PH_DONE_WAIT, "tr_portal_run");
   if (rc == 0 && c.kind_wrong && !c.done) {
     /* A peer built from other code answered with another kind
      * (PROTOCOL.md section 5): end the dialog, fail the call. */
@@ -150,17 +150,17 @@ static int open_dialog(tr_portal_t *p, const char *qualified, const tr_buf_t *ar
   }
   /* StartAck first (its kind is checked before anything else is waited
    * for), then, for a context, Started. */
-  const uint8_t *flag = kind == TR_FUNC_CONTEXT ? &c->started : &c->acked;
+  int want = kind == TR_FUNC_CONTEXT ? PH_STARTED : PH_ACKED;
   const char *what =
       kind == TR_FUNC_CONTEXT ? "tr_portal_open_context" : "tr_portal_open_stream_from";
-  rc = tr__rpc_wait_for(c, t, &c->acked, what);
-  if (rc == 0 && c->acked && !c->kind_wrong && kind == TR_FUNC_CONTEXT)
-    rc = tr__rpc_wait_for(c, t, flag, what);
-  if (rc == 0 && c->acked && c->kind_wrong) {
+  rc = tr__rpc_wait_for(c, t, PH_ACKED, what);
+  if (rc == 0 && c->phase >= PH_ACKED && !c->kind_wrong && kind == TR_FUNC_CONTEXT)
+    rc = tr__rpc_wait_for(c, t, PH_STARTED, what);
+  if (rc == 0 && c->phase >= PH_ACKED && c->kind_wrong) {
     tr__ctx_cancel_and_drain(c, t);
     rc = TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a %s function", qualified,
                   tr__rpc_kind_name(kind));
-  } else if (rc == 0 && !*flag) { /* refused, or failed before started */
+  } else if (rc == 0 && c->phase < want) { /* refused, or failed before started */
     rc = tr__ctx_put_outcome(c);
     if (rc == 0) /* a context function that returned without started */
       rc = TR_ERROR(-TR_EPROTO, "%s returned before calling tr_ctx_started", qualified);

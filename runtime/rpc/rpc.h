@@ -117,21 +117,40 @@ typedef struct tr_bcast {
   tr_error_t *end_err;
 } tr_bcast_t;
 
+/*
+ * Where one side of a dialog is, as docs/PROTOCOL.md tells it.  The phase
+ * (sections 5 and 6) only moves forward; `done` (section 9: the final
+ * message, a lost peer, the end of the callee's task) ends the dialog from
+ * any phase, so the phase still says how far it got (a context that fails
+ * right after Started differs from one refused at Start).
+ *
+ *   caller  PH_CALLING  Start sent, no answer yet
+ *           PH_ACKED    StartAck in (its kind in kind_wrong)
+ *           PH_STARTED  context: Started in (`first`); the block runs
+ *   callee  PH_ACKED    StartAck sent: the function's task runs
+ *           PH_STARTED  context: tr_ctx_started sent Started
+ *
+ * Stream directions (6.3 step 3) are independent of the phase: this
+ * side's (opened, tx_stop) and the peer's (rx_stop).  Cancellation (8):
+ * cancel_called on either side (this side asked), and on the callee's,
+ * who else did: cancel_req (the caller's Cancel), self_cancel.
+ */
+enum { PH_CALLING = 0, PH_ACKED = 1, PH_STARTED = 2, PH_DONE_WAIT = 3 /* never reached */ };
+
 struct tr_ctx {
   struct tr_ctx *next; /* the actor's dialogs */
   tr_actor_t *actor;   /* the actor this side lives in (not a reference) */
   tr_actor_t *peer;    /* a reference */
   uint64_t cid;
   uint8_t side, kind;
-  uint8_t acked;         /* caller: StartAck in */
-  uint8_t started;       /* Started sent (callee) or received (caller) */
+  uint8_t phase;         /* PH_* */
+  uint8_t done;          /* ended: caller, final message in; callee, task finished */
   uint8_t opened;        /* this side opened its stream */
   uint8_t tx_stop;       /* this side sent Stop */
   uint8_t rx_stop;       /* the peer's Stop arrived */
   uint8_t cancel_called; /* this side asked to cancel (caller: Cancel sent) */
   uint8_t cancel_req;    /* callee: the caller sent Cancel(cid) */
   uint8_t self_cancel;   /* callee: the function cancelled its own context */
-  uint8_t done;          /* caller: final message in; callee: task finished */
   uint8_t overrun_error;
   uint8_t has_scope;  /* caller of a context: scope is open */
   uint8_t has_out;    /* caller: the outcome below is computed */
@@ -226,7 +245,7 @@ static inline const uint8_t *tr__msg_sender_uuid(const tr_msg_t *m, uint8_t *buf
 static inline int tr__ctx_from(const tr_ctx_t *c, const uint8_t *sender) {
   return !sender ||
          (c->side == SIDE_CALLER &&
-          (!c->acked || c->kind == KIND_ACTOR_CANCEL || c->kind == KIND_CHILD)) ||
+          (c->phase == PH_CALLING || c->kind == KIND_ACTOR_CANCEL || c->kind == KIND_CHILD)) ||
          memcmp(c->peer_uuid, sender, TR_UUID_LEN) == 0;
 }
 
@@ -398,7 +417,7 @@ void tr__ctx_send_cancel(tr_ctx_t *c);
 
 void tr__ctx_cancel_and_drain(tr_ctx_t *c, tr_task_t *t);
 
-int tr__rpc_wait_for(tr_ctx_t *c, tr_task_t *t, const uint8_t *flag, const char *what);
+int tr__rpc_wait_for(tr_ctx_t *c, tr_task_t *t, int phase, const char *what);
 
 /* ---- serve.c */
 

@@ -174,6 +174,7 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   }
   tr_ctx_opts_t opts = {.window = (uint32_t)m->u64, .overrun = (int)((m->u64 >> 32) & 1)};
   tr__ctx_init(c, a, SIDE_CALLEE, e->kind, m->cid, &opts);
+  c->phase = PH_ACKED; /* StartAck goes out before the task can send */
   c->entry = e;
   c->args = m->payload;
   m->payload = NULL;
@@ -297,7 +298,8 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     break;
   case TR_BODY_START_ACK:
     if ((c = tr__find_ctx(ts, m->cid, m)) && c->side == SIDE_CALLER) {
-      c->acked = 1;
+      if (c->phase == PH_CALLING) /* a second StartAck changes nothing */
+        c->phase = PH_ACKED;
       /* The callee by uuid: the envelope's src when the StartAck crossed a
        * channel, else its sender. */
       if (m->x_ && m->x_->has_src) {
@@ -317,8 +319,9 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_STARTED:
-    if ((c = tr__find_ctx(ts, m->cid, m)) && c->side == SIDE_CALLER && !c->started && !c->done) {
-      c->started = 1;
+    if ((c = tr__find_ctx(ts, m->cid, m)) && c->side == SIDE_CALLER && c->phase == PH_ACKED &&
+        !c->done) {
+      c->phase = PH_STARTED;
       c->first = m;
       tr__ctx_notify(c);
       return;
