@@ -48,8 +48,9 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   const char *func = tr__rpc_split_name(qualified, ns, sizeof ns);
   if (!func)
     return TR_ERROR(-TR_EINVAL, "'%s' is not a qualified name ns.func", qualified);
-  /* The kind is checked here, before anything is sent: every actor runs
-   * this executable, so the local table is the callee's (PROTOCOL.md). */
+  /* tractor's early refusal: a name this executable exports with another
+   * kind fails here, before anything is sent.  A name it does not know is
+   * the callee's to decide (its StartAck names the kind; PROTOCOL.md 5). */
   const tr__rpc_entry_t *e = NULL;
   static const char *const portal_call[] = {"", "run", "open_stream_from", "open_context"};
   if (tr__rpc_lookup(ns, func, &e) == 0 && e->kind != kind)
