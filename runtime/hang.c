@@ -35,7 +35,7 @@
 #include <tractor/time.h>
 
 #include "runtime/actor/actor.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/runtime.h"
 #include "runtime/task/task.h"
 

@@ -11,7 +11,7 @@
 #include <tractor/time.h>
 
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/fiber/fiber.h"
 #include "runtime/platform/assert.h"
 #include "runtime/runtime.h"

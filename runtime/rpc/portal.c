@@ -12,7 +12,7 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/rpc/rpc.h"
 #include "runtime/rpc/registry.h"

@@ -41,7 +41,7 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
 #include "runtime/runtime.h"
@@ -165,7 +165,7 @@ static tr_error_t **task_error_slot(void) {
   return t ? &t->error : NULL;
 }
 
-/* Names the running actor and task in log lines (runtime/log.h). */
+/* Names the running actor and task in log lines (runtime/platform/log.h). */
 static void log_context(const char **actor, const char **task) {
   tr_actor_t *a = tr_self();
   if (!a)
