@@ -15,7 +15,7 @@
 #include "runtime/platform/assert.h"
 #include "runtime/rpc/rpc.h"
 #include "runtime/rpc/registry.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 

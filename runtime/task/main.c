@@ -19,7 +19,7 @@
 #include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
 /* A task actor has no behaviour: tr__actor_run routes its turns to the task
