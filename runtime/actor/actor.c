@@ -27,6 +27,7 @@
 
 #include "runtime/error/error.h"
 #include "runtime/actor/actor.h"
+#include "runtime/mem/msgpool.h"
 #include "runtime/platform/assert.h"
 #include "runtime/sched/worker.h"
 
@@ -68,6 +69,7 @@ static int sched_nestable(const tr_actor_t *a) { return a->tasks == NULL; }
 void tr__actor_init(void) {
   static const tr_sched_ops_t ops = {tr__actor_run, sched_link, sched_nestable};
   tr__sched_set_ops(&ops);
+  tr__msgpool_set_release(tr_actor_release);
 }
 
 /* ---- references ------------------------------------------------------ */

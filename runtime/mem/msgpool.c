@@ -33,6 +33,14 @@ static pthread_mutex_t depot_lock = PTHREAD_MUTEX_INITIALIZER;
 static tr_msg_t *depot;
 static unsigned depot_len;
 
+/* Drops a message's sender reference (tr__msgpool_set_release). */
+static void (*from_release)(tr_actor_t *a);
+
+void tr__msgpool_set_release(void (*release)(tr_actor_t *a)) {
+  if (from_release != release)
+    from_release = release;
+}
+
 /* Messages made and freed by threads without a cache (atomic adds). */
 static uint64_t foreign_new, foreign_freed;
 
@@ -126,7 +134,7 @@ void tr__msgcache_put(tr_msgcache_t *c, tr_msg_t *m) {
   if (m->payload)
     tr_buf_release(m->payload);
   if (m->from)
-    tr_actor_release(m->from);
+    from_release(m->from);
   if (m->x_)
     tr__envx_free(m->x_);
   COUNT(c, msgs_freed, foreign_freed);

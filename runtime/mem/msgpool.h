@@ -56,6 +56,13 @@ void tr__msgcache_put(tr_msgcache_t *c, tr_msg_t *m);
 void tr__msgcache_drain(tr_msgcache_t *c);
 void tr__msgpool_depot_drain(void);
 
+/* A message's sender reference (tr_msg_t.from) belongs to the actor layer,
+ * above this one: freeing a message drops it through this hook, which the
+ * actor layer registers at start-up (tr__actor_init).  Only an actor can
+ * be a sender, so no message holds one before that.  Registering the same
+ * hook again writes nothing.  Threads: tr_run's. */
+void tr__msgpool_set_release(void (*release)(tr_actor_t *a));
+
 /* Messages made and freed by threads without a cache (for tr_stats), and
  * their reset to zero at the start of a run.  Threads: any / tr_run's. */
 void tr__msgpool_foreign_counts(uint64_t *made, uint64_t *freed);
