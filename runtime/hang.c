@@ -35,8 +35,9 @@
 #include <tractor/time.h>
 
 #include "runtime/actor/actor.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
 /* Actors listed one by one; beyond them the report gives a count. */
@@ -62,7 +63,7 @@ static void slot_release(hang_slot_t *s) {
   }
 }
 
-void tr__hang_drop(tr_msg_t *m) {
+static void hang_drop(tr_msg_t *m) {
   slot_release(m->ptr);
   m->ptr = NULL;
 }
@@ -122,7 +123,7 @@ static void describe_tasks(FILE *f, tr_actor_t *a) {
             ts->zombies);
 }
 
-void tr__hang_answer(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
+static void hang_answer(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   hang_slot_t *s = m->ptr;
   char *text = NULL;
   size_t len = 0;
@@ -181,7 +182,7 @@ static hang_slot_t *ask(tr_actor_t *a) {
     return NULL;
   }
   s->refs = 2;
-  /* An actor exiting meanwhile dead-letters the request (tr__hang_drop). */
+  /* An actor exiting meanwhile dead-letters the request (hang_drop). */
   (void)tr__actor_push(a, m);
   return s;
 }
@@ -193,12 +194,12 @@ static int all_answered(hang_slot_t **slots, int n) {
   return 1;
 }
 
-void tr__hang_report(int64_t since_ns) {
+static void hang_report(int64_t since_ns) {
   tr_actor_t *listed[TR_HANG_LIST_MAX];
   hang_slot_t *slots[TR_HANG_LIST_MAX];
   int n = 0;
   for (int sh = 0; sh <= tr__rt.nworkers; sh++) {
-    tr_shard_t *shard = &tr__rt.shards[sh];
+    tr_shard_t *shard = &tr__actors.shards[sh];
     pthread_mutex_lock(&shard->lock);
     /* Each listed actor holds its own reference until it has left the
      * list (actor_finish_exit), so a dup under the lock is safe. */
@@ -212,16 +213,16 @@ void tr__hang_report(int64_t since_ns) {
   /* The answers come from the actors' workers, which broadcast. */
   int64_t until = tr_now() + TR_HANG_ANSWER_NS;
   struct timespec ts = {.tv_sec = until / 1000000000LL, .tv_nsec = until % 1000000000LL};
-  pthread_mutex_lock(&tr__rt.wait_lock);
+  pthread_mutex_lock(&tr__actors.wait_lock);
   while (!all_answered(slots, n) &&
-         pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &ts) == 0) {
+         pthread_cond_timedwait(&tr__actors.wait_cv, &tr__actors.wait_lock, &ts) == 0) {
   }
-  pthread_mutex_unlock(&tr__rt.wait_lock);
+  pthread_mutex_unlock(&tr__actors.wait_lock);
 
   char *out = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&out, &len);
-  uint64_t live = tr_load_acquire(&tr__rt.live);
+  uint64_t live = tr_load_acquire(&tr__actors.live);
   if (f) {
     fprintf(f,
             "the root returned %.1f s ago and %" PRIu64
@@ -261,4 +262,9 @@ void tr__hang_report(int64_t since_ns) {
       slot_release(slots[i]);
     tr_actor_release(listed[i]);
   }
+}
+
+void tr__hang_init(void) {
+  static const tr_actor_hang_ops_t ops = {hang_answer, hang_drop, hang_report};
+  tr__actor_set_hang_ops(&ops);
 }

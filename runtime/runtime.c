@@ -1,5 +1,13 @@
 /*
  * tr_run: start, run the root function, wait for every actor, stop.
+ *
+ * The top of the layering.  Each layer below includes only the ones below
+ * it (platform, error, fiber, mem, sched, actor, reactor, task, rpc; the
+ * codec in schema/ is a leaf), and reaches a layer above only through
+ * hooks that layer registers here, at start-up, before any actor exists:
+ * the actor layer's with the scheduler, the task layer's with the actor
+ * layer, the dialog engine's with the task and actor layers, the hang
+ * report's with the actor layer.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,77 +18,23 @@
 #include <tractor/actor.h>
 #include <tractor/time.h>
 
+#include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
 #include "runtime/fiber/fiber.h"
+#include "runtime/mem/msgpool.h"
 #include "runtime/platform/assert.h"
-#include "runtime/runtime.h"
+#include "runtime/platform/log.h"
+#include "runtime/reactor/reactor.h"
 #include "runtime/rpc/rpc.h"
+#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
-tr_rt_t tr__rt;
-uint32_t tr__rt_running;
 /* tr_run is serialised by this flag (CAS 0 -> 1). */
 static uint32_t rt_claimed;
 /* Figures of the last run, for tr_stats after tr_run returned. */
 static tr_stats_t last_stats;
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void tr__rt_broadcast(void) {
-  pthread_mutex_lock(&tr__rt.wait_lock);
-  pthread_cond_broadcast(&tr__rt.wait_cv);
-  pthread_mutex_unlock(&tr__rt.wait_lock);
-}
-
-void tr__rt_root_returned(void) {
-  int64_t none = 0;
-  /* Release pairs with the acquire in hang_due; the CAS keeps the first
-   * call's time (tr_main's root task comes before tr_run's own call). */
-  if (tr_cas_acqrel(&tr__rt.root_done, &none, tr_now()))
-    tr__rt_broadcast(); /* a waiter in tr__rt_wait_end recomputes its deadline */
-}
-
-/* When the hang report is due on tr_now's clock, or INT64_MAX when it is
- * not (the root has not returned, the report is off or already printed).
- * Called with wait_lock held. */
-static int64_t hang_due(void) {
-  int64_t done = tr_load_acquire(&tr__rt.root_done);
-  if (done == 0 || tr__rt.hang_ns < 0 || tr__rt.hang_reported)
-    return INT64_MAX;
-  return tr__rt.hang_ns > INT64_MAX - done ? INT64_MAX : done + tr__rt.hang_ns;
-}
-
-void tr__rt_wait_end(tr_actor_t *a) {
-  /* As in tr_join: a counted joiner makes the exiting actor broadcast
-   * (seq_cst, Dekker with actor_finish_exit's TR_AF_DONE then joiners). */
-  if (a)
-    tr_faa_seqcst(&a->joiners, 1);
-  pthread_mutex_lock(&tr__rt.wait_lock);
-  for (;;) {
-    if (a ? (tr_load_seqcst(&a->flags) & TR_AF_DONE) != 0 : tr_load_acquire(&tr__rt.live) == 0)
-      break;
-    int64_t due = hang_due();
-    if (due == INT64_MAX) {
-      pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
-      continue;
-    }
-    int64_t now = tr_now();
-    if (now >= due) {
-      /* Only this thread prints, and only once.  The report waits on the
-       * same condition variable for the actors' answers: unlock. */
-      tr__rt.hang_reported = 1;
-      pthread_mutex_unlock(&tr__rt.wait_lock);
-      tr__hang_report(now - tr_load_acquire(&tr__rt.root_done));
-      pthread_mutex_lock(&tr__rt.wait_lock);
-      continue;
-    }
-    struct timespec ts = {.tv_sec = due / 1000000000LL, .tv_nsec = due % 1000000000LL};
-    (void)pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &ts);
-  }
-  pthread_mutex_unlock(&tr__rt.wait_lock);
-  if (a)
-    tr_faa_seqcst(&a->joiners, (uint32_t)-1);
-}
 
 static int config_workers(const tr_config_t *cfg) {
   int n = cfg ? cfg->workers : 0;
@@ -122,8 +76,6 @@ static void sum_counters(tr_counters_t *t, const tr_counters_t *c) {
   t->handled += tr_load_relaxed(&c->handled);
   t->dead_letters += tr_load_relaxed(&c->dead_letters);
   t->proto_dropped += tr_load_relaxed(&c->proto_dropped);
-  t->msgs_new += tr_load_relaxed(&c->msgs_new);
-  t->msgs_freed += tr_load_relaxed(&c->msgs_freed);
   t->steals += tr_load_relaxed(&c->steals);
   t->parks += tr_load_relaxed(&c->parks);
 }
@@ -131,19 +83,24 @@ static void sum_counters(tr_counters_t *t, const tr_counters_t *c) {
 static void snapshot(tr_stats_t *out) {
   tr_counters_t t;
   memset(&t, 0, sizeof(t));
-  for (int i = 0; i < tr__rt.nworkers; i++)
+  uint64_t msgs_new, msgs_freed;
+  tr__msgpool_foreign_counts(&msgs_new, &msgs_freed);
+  for (int i = 0; i < tr__rt.nworkers; i++) {
     sum_counters(&t, &tr__rt.workers[i].c);
+    msgs_new += tr_load_relaxed(&tr__rt.workers[i].mem.msgs_new);
+    msgs_freed += tr_load_relaxed(&tr__rt.workers[i].mem.msgs_freed);
+  }
   sum_counters(&t, &tr__rt.foreign);
   memset(out, 0, sizeof(*out));
   out->workers = tr__rt.nworkers;
   out->actors_spawned = t.spawned;
   out->actors_exited = t.exited;
-  out->actors_live = tr_load_relaxed(&tr__rt.live);
+  out->actors_live = tr_load_relaxed(&tr__actors.live);
   out->actors_allocated = t.spawned - t.actors_freed;
   out->msgs_handled = t.handled;
   out->dead_letters = t.dead_letters;
   out->proto_dropped = t.proto_dropped;
-  out->msgs_allocated = t.msgs_new - t.msgs_freed;
+  out->msgs_allocated = msgs_new - msgs_freed;
   out->steals = t.steals;
   out->parks = t.parks;
 }
@@ -163,7 +120,7 @@ int tr_shutdown(void) {
   if (!tr_load_acquire(&tr__rt_running))
     return TR_ERROR(-TR_ENORUNTIME, "tr_shutdown: no runtime is running");
   /* Set before walking the lists: see live_insert in actor/actor.c. */
-  if (tr_xchg_seqcst(&tr__rt.stopping, 1) == 0)
+  if (tr_xchg_seqcst(&tr__actors.stopping, 1) == 0)
     tr__actor_kill_all();
   return 0;
 }
@@ -186,29 +143,33 @@ static void config_log_level(const tr_config_t *cfg) {
 static int rt_init(const tr_config_t *cfg) {
   config_log_level(cfg);
   memset(&tr__rt, 0, sizeof(tr__rt));
-  tr__rt.batch = (cfg && cfg->batch > 0) ? cfg->batch : TR_DEFAULT_BATCH;
-  tr__rt.hang_ns = config_hang(cfg);
+  memset(&tr__actors, 0, sizeof(tr__actors));
+  tr__msgpool_reset_counts();
+  tr__actors.batch = (cfg && cfg->batch > 0) ? cfg->batch : TR_DEFAULT_BATCH;
+  tr__actors.hang_ns = config_hang(cfg);
   int n = config_workers(cfg);
   pthread_mutex_init(&tr__rt.inject_lock, NULL);
-  pthread_mutex_init(&tr__rt.wait_lock, NULL);
-  pthread_mutex_init(&tr__rt.depot_lock, NULL);
+  pthread_mutex_init(&tr__actors.wait_lock, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&tr__rt.wait_cv, &ca);
+  pthread_cond_init(&tr__actors.wait_cv, &ca);
   pthread_condattr_destroy(&ca);
-  tr__rt.shards = aligned_alloc(TR_CACHELINE, sizeof(tr_shard_t) * (size_t)(n + 1));
-  if (!tr__rt.shards)
+  tr__actors.shards = aligned_alloc(TR_CACHELINE, sizeof(tr_shard_t) * (size_t)(n + 1));
+  if (!tr__actors.shards)
     return TR_ERROR(-TR_ENOMEM, "tr_run: no memory for the runtime's shards");
   for (int i = 0; i <= n; i++) {
-    memset(&tr__rt.shards[i], 0, sizeof(tr_shard_t));
-    pthread_mutex_init(&tr__rt.shards[i].lock, NULL);
+    memset(&tr__actors.shards[i], 0, sizeof(tr_shard_t));
+    pthread_mutex_init(&tr__actors.shards[i].lock, NULL);
   }
-  tr__tasks_install_error_hook();
+  /* Hooks, upwards: each layer registers with the ones below it. */
+  tr__actor_init();
+  tr__tasks_init();
+  tr__rpc_init();
+  tr__hang_init();
   /* nworkers must be known to live_insert before any worker can spawn. */
   tr__rt.nworkers = n;
   tr_store_release(&tr__rt_running, 1);
-  tr__rpc_init(); /* before any actor: the dialog engine's per-actor state */
   int rc = tr__sched_start(n);
   if (rc == 0 && (rc = tr__reactor_start()) != 0) {
     tr__sched_stop();
@@ -217,24 +178,24 @@ static int rt_init(const tr_config_t *cfg) {
   }
   if (rc != 0) {
     tr_store_release(&tr__rt_running, 0);
-    free(tr__rt.shards);
-    tr__rt.shards = NULL;
+    free(tr__actors.shards);
+    tr__actors.shards = NULL;
   }
   return rc;
 }
 
 static void rt_fini(void) {
   for (int i = 0; i <= tr__rt.nworkers; i++) {
-    TR_ASSERT(tr__rt.shards[i].head == NULL);
-    pthread_mutex_destroy(&tr__rt.shards[i].lock);
+    TR_ASSERT(tr__actors.shards[i].head == NULL);
+    pthread_mutex_destroy(&tr__actors.shards[i].lock);
   }
-  free(tr__rt.shards);
+  free(tr__actors.shards);
   free(tr__rt.workers);
   pthread_mutex_destroy(&tr__rt.inject_lock);
-  pthread_mutex_destroy(&tr__rt.wait_lock);
-  pthread_mutex_destroy(&tr__rt.depot_lock);
-  pthread_cond_destroy(&tr__rt.wait_cv);
+  pthread_mutex_destroy(&tr__actors.wait_lock);
+  pthread_cond_destroy(&tr__actors.wait_cv);
   memset(&tr__rt, 0, sizeof(tr__rt));
+  memset(&tr__actors, 0, sizeof(tr__actors));
 }
 
 int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {

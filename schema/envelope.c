@@ -36,28 +36,6 @@
 
 /* ---- body kinds ----------------------------------------------------------- */
 
-static const char *const body_names[TR_BODY__COUNT] = {
-    [TR_BODY_NONE] = "None",
-    [TR_BODY_HELLO] = "Hello",
-    [TR_BODY_SPAWN_SPEC] = "SpawnSpec",
-    [TR_BODY_START] = "Start",
-    [TR_BODY_START_ACK] = "StartAck",
-    [TR_BODY_STARTED] = "Started",
-    [TR_BODY_YIELD] = "Yield",
-    [TR_BODY_STOP] = "Stop",
-    [TR_BODY_RETURN] = "Return",
-    [TR_BODY_ERROR] = "Error",
-    [TR_BODY_CANCEL] = "Cancel",
-    [TR_BODY_CANCEL_ACK] = "CancelAck",
-    [TR_BODY_CREDIT] = "Credit",
-};
-
-const char *tr__body_name(int kind) {
-  if (kind < 0 || kind >= TR_BODY__COUNT)
-    return "Unknown";
-  return body_names[kind];
-}
-
 /* The kinds are ours and the oneof cases are protobuf field numbers; an
  * explicit table keeps either free to change without breaking the other. */
 static const Tractor__Envelope__BodyCase kind_to_case[TR_BODY__COUNT] = {
@@ -83,135 +61,6 @@ static int case_to_kind(Tractor__Envelope__BodyCase c) {
     if (kind_to_case[k] == c)
       return k;
   return TR_BODY_NONE;
-}
-
-/* ---- ownership helpers ---------------------------------------------------- */
-
-void tr__uid_fini(tr_uid_t *u) {
-  free(u->name);
-  free(u->addr);
-  memset(u, 0, sizeof *u);
-}
-
-static void strv_free(char **v, size_t n) {
-  if (v == NULL)
-    return;
-  for (size_t i = 0; i < n; i++)
-    free(v[i]);
-  free(v);
-}
-
-/* Frees u's strings without zeroing it: for an envx about to be released
- * (tr__envx_alloc zeroes it again when it is reused). */
-static void uid_drop(tr_uid_t *u) {
-  if (u->name != NULL)
-    free(u->name);
-  if (u->addr != NULL)
-    free(u->addr);
-}
-
-void tr__envx_free(struct tr_envx *x) {
-  if (x == NULL)
-    return;
-  uid_drop(&x->src);
-  uid_drop(&x->dst);
-  switch (x->kind) {
-  case TR_BODY_HELLO:
-    tr__uid_fini(&x->u.hello.id);
-    break;
-  case TR_BODY_SPAWN_SPEC:
-    free(x->u.spawn_spec.name);
-    strv_free(x->u.spawn_spec.ns, x->u.spawn_spec.n_ns);
-    strv_free(x->u.spawn_spec.registry, x->u.spawn_spec.n_registry);
-    free(x->u.spawn_spec.bind_addr);
-    free(x->u.spawn_spec.log_level);
-    break;
-  case TR_BODY_START:
-    if (!x->u.start.names_inline) {
-      free(x->u.start.ns);
-      free(x->u.start.func);
-    }
-    uid_drop(&x->u.start.caller);
-    break;
-  case TR_BODY_ERROR:
-    tr__uid_fini(&x->u.error.src);
-    free(x->u.error.boxed_type);
-    free(x->u.error.src_type);
-    free(x->u.error.message);
-    free(x->u.error.trace);
-    if (x->u.error.relay != NULL) {
-      for (size_t i = 0; i < x->u.error.n_relay; i++)
-        tr__uid_fini(&x->u.error.relay[i]);
-      free(x->u.error.relay);
-    }
-    tr__uid_fini(&x->u.error.canceller);
-    break;
-  default:
-    /* The other kinds own nothing in the union. */
-    break;
-  }
-  tr__envx_release(x);
-}
-
-struct tr_envx *tr__envx_get(tr_msg_t *m) {
-  struct tr_envx *x = m->x_;
-  if (x == NULL) {
-    x = tr__envx_alloc();
-    if (x == NULL)
-      return NULL;
-    m->x_ = x;
-  }
-  /* A kind-less envx has an all-zero union, so claiming it for the body
-   * cannot make tr__envx_free misread any pointer. */
-  if (x->kind == TR_BODY_NONE)
-    x->kind = m->body;
-  return x;
-}
-
-int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func) {
-  size_t nlen = strlen(ns), flen = strlen(func);
-  if (!x->u.start.names_inline) {
-    free(x->u.start.ns);
-    free(x->u.start.func);
-  }
-  x->u.start.names_inline = nlen + flen + 2 <= sizeof x->u.start.names;
-  if (x->u.start.names_inline) {
-    char *p = x->u.start.names;
-    memcpy(p, ns, nlen + 1);
-    memcpy(p + nlen + 1, func, flen + 1);
-    x->u.start.ns = p;
-    x->u.start.func = p + nlen + 1;
-    return 0;
-  }
-  x->u.start.ns = strdup(ns);
-  x->u.start.func = strdup(func);
-  if (x->u.start.ns == NULL || x->u.start.func == NULL) {
-    free(x->u.start.ns);
-    free(x->u.start.func);
-    x->u.start.ns = x->u.start.func = NULL;
-    return -TR_ENOMEM;
-  }
-  return 0;
-}
-
-/* Copies s into *dst; NULL and "" both become NULL (proto3 cannot tell
- * them apart, and NULL is the cheaper one to keep). */
-static int dup_opt(char **dst, const char *s) {
-  *dst = NULL;
-  if (s == NULL || *s == '\0')
-    return 0;
-  *dst = strdup(s);
-  return *dst == NULL ? -TR_ENOMEM : 0;
-}
-
-int tr__uid_copy(tr_uid_t *dst, const tr_uid_t *src) {
-  memset(dst, 0, sizeof *dst);
-  memcpy(dst->uuid, src->uuid, TR_UUID_LEN);
-  if (dup_opt(&dst->name, src->name) != 0 || dup_opt(&dst->addr, src->addr) != 0) {
-    tr__uid_fini(dst);
-    return -TR_ENOMEM;
-  }
-  return 0;
 }
 
 /* ---- encoding --------------------------------------------------------------- */
@@ -534,9 +383,9 @@ static int ruuid(uint8_t uuid[TR_UUID_LEN], const ProtobufCBinaryData *b) {
 static int rref(tr_uid_t *u, const Tractor__ActorRef *r) {
   int rc = ruuid(u->uuid, &r->uuid);
   if (rc == 0)
-    rc = dup_opt(&u->name, r->name);
+    rc = tr__dup_opt(&u->name, r->name);
   if (rc == 0)
-    rc = dup_opt(&u->addr, r->addr);
+    rc = tr__dup_opt(&u->addr, r->addr);
   return rc;
 }
 
@@ -602,8 +451,8 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
     x->u.hello.pid = h->pid;
     x->u.hello.is_registrar = h->is_registrar != 0;
     x->u.hello.is_probe = h->is_probe != 0;
-    if ((rc = dup_opt(&x->u.hello.id.name, h->name)) != 0 ||
-        (rc = dup_opt(&x->u.hello.id.addr, h->addr)) != 0 ||
+    if ((rc = tr__dup_opt(&x->u.hello.id.name, h->name)) != 0 ||
+        (rc = tr__dup_opt(&x->u.hello.id.addr, h->addr)) != 0 ||
         (rc = rbin(&m->payload, &h->auth_proof)) != 0)
       return rc;
     break;
@@ -612,13 +461,13 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
     const Tractor__SpawnSpec *s = e->spawn_spec;
     if (s->name == NULL || s->name[0] == '\0')
       return -TR_EPROTO;
-    if ((rc = dup_opt(&x->u.spawn_spec.name, s->name)) != 0 ||
+    if ((rc = tr__dup_opt(&x->u.spawn_spec.name, s->name)) != 0 ||
         (rc = rstrv(&x->u.spawn_spec.ns, &x->u.spawn_spec.n_ns, s->enable_ns, s->n_enable_ns)) !=
             0 ||
         (rc = rstrv(&x->u.spawn_spec.registry, &x->u.spawn_spec.n_registry, s->registry_addrs,
                     s->n_registry_addrs)) != 0 ||
-        (rc = dup_opt(&x->u.spawn_spec.bind_addr, s->bind_addr)) != 0 ||
-        (rc = dup_opt(&x->u.spawn_spec.log_level, s->log_level)) != 0)
+        (rc = tr__dup_opt(&x->u.spawn_spec.bind_addr, s->bind_addr)) != 0 ||
+        (rc = tr__dup_opt(&x->u.spawn_spec.log_level, s->log_level)) != 0)
       return rc;
     break;
   }
@@ -626,8 +475,9 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
     const Tractor__Start *s = e->start;
     if (s->ns == NULL || s->ns[0] == '\0' || s->func == NULL || s->func[0] == '\0')
       return -TR_EPROTO;
-    if ((rc = dup_opt(&x->u.start.ns, s->ns)) != 0 ||
-        (rc = dup_opt(&x->u.start.func, s->func)) != 0 || (rc = rbin(&m->payload, &s->args)) != 0)
+    if ((rc = tr__dup_opt(&x->u.start.ns, s->ns)) != 0 ||
+        (rc = tr__dup_opt(&x->u.start.func, s->func)) != 0 ||
+        (rc = rbin(&m->payload, &s->args)) != 0)
       return rc;
     m->u64 = (uint64_t)s->window | ((uint64_t)(s->overrun_error != 0) << 32);
     if (s->caller != NULL) {
@@ -667,10 +517,10 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
       if ((rc = rref(&x->u.error.canceller, r->canceller)) != 0)
         return rc;
     }
-    if ((rc = dup_opt(&x->u.error.boxed_type, r->boxed_type)) != 0 ||
-        (rc = dup_opt(&x->u.error.src_type, r->src_type)) != 0 ||
-        (rc = dup_opt(&x->u.error.message, r->message)) != 0 ||
-        (rc = dup_opt(&x->u.error.trace, r->trace)) != 0)
+    if ((rc = tr__dup_opt(&x->u.error.boxed_type, r->boxed_type)) != 0 ||
+        (rc = tr__dup_opt(&x->u.error.src_type, r->src_type)) != 0 ||
+        (rc = tr__dup_opt(&x->u.error.message, r->message)) != 0 ||
+        (rc = tr__dup_opt(&x->u.error.trace, r->trace)) != 0)
       return rc;
     if (r->n_relay_path != 0) {
       x->u.error.relay = calloc(r->n_relay_path, sizeof *x->u.error.relay);

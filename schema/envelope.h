@@ -198,6 +198,14 @@ int tr__uid_copy(tr_uid_t *dst, const tr_uid_t *src);
 void tr__uid_fini(tr_uid_t *u);
 
 /*
+ * Copies s into *dst; NULL and "" both become NULL (proto3 cannot tell
+ * them apart, and NULL is the cheaper one to keep).  Returns 0 or
+ * -TR_ENOMEM (*dst NULL).
+ * Ownership: the caller owns *dst (free).  Threads: any thread.
+ */
+int tr__dup_opt(char **dst, const char *s);
+
+/*
  * The protocol name of a body kind ("Hello", "StartAck", ...), "None" for
  * TR_BODY_NONE and "Unknown" otherwise.
  * Ownership: static string.  Threads: any thread.

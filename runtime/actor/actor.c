@@ -27,13 +27,50 @@
 
 #include "runtime/error/error.h"
 #include "runtime/actor/actor.h"
+#include "runtime/mem/msgpool.h"
 #include "runtime/platform/assert.h"
-#include "runtime/runtime.h"
-#include "runtime/task/task.h"
+#include "runtime/sched/worker.h"
 
 #if UINTPTR_MAX == UINT64_MAX
 _Static_assert(sizeof(struct tr_actor) == 112, "an actor and a short name fit 128 bytes");
 #endif
+
+tr_actors_t tr__actors;
+uint32_t tr__rt_running;
+
+/* ---- hooks ------------------------------------------------------------- */
+
+/* The upper layers' hooks (see actor.h).  Each is copied in at start-up,
+ * before any actor exists, and never changes afterwards (a later tr_run
+ * registers the same functions, which writes nothing), so reading them
+ * needs no atomics. */
+static tr_actor_task_ops_t task_ops;
+static tr_actor_hang_ops_t hang_ops;
+static void (*bounce_hook)(tr_actor_t *dead, tr_msg_t *m);
+
+void tr__actor_set_task_ops(const tr_actor_task_ops_t *ops) {
+  if (memcmp(&task_ops, ops, sizeof task_ops) != 0)
+    task_ops = *ops;
+}
+
+void tr__actor_set_hang_ops(const tr_actor_hang_ops_t *ops) {
+  if (memcmp(&hang_ops, ops, sizeof hang_ops) != 0)
+    hang_ops = *ops;
+}
+
+void tr__actor_set_bounce(void (*bounce)(tr_actor_t *dead, tr_msg_t *m)) {
+  if (bounce_hook != bounce)
+    bounce_hook = bounce;
+}
+
+static tr_actor_t **sched_link(tr_actor_t *a) { return &a->sched_next; }
+static int sched_nestable(const tr_actor_t *a) { return a->tasks == NULL; }
+
+void tr__actor_init(void) {
+  static const tr_sched_ops_t ops = {tr__actor_run, sched_link, sched_nestable};
+  tr__sched_set_ops(&ops);
+  tr__msgpool_set_release(tr_actor_release);
+}
 
 /* ---- references ------------------------------------------------------ */
 
@@ -46,7 +83,8 @@ tr_actor_t *tr_actor_dup(tr_actor_t *a) {
 static void actor_free(tr_actor_t *a) {
   TR_ASSERT(tr_load_relaxed(&a->flags) & TR_AF_EXITED);
   TR_COUNT(tr__worker_self(), actors_freed, 1);
-  tr__tasks_free(a->tasks); /* kept until now for tr_task_actor_result */
+  if (a->tasks)
+    task_ops.free(a->tasks); /* kept until now for tr_task_actor_result */
   free(a);
 }
 
@@ -116,7 +154,7 @@ int tr_actor_uid(const tr_actor_t *a, char *buf, size_t len) {
 }
 
 int tr_actor_exited(const tr_actor_t *a) {
-  /* Acquire pairs with the release in actor_finish_exit. */
+  /* Acquire pairs with the release in tr__actor_finish_exit. */
   return a && (tr_load_acquire(&a->flags) & TR_AF_EXITED) != 0;
 }
 
@@ -129,11 +167,11 @@ tr_actor_t *tr_self(void) {
 
 static int live_insert(tr_worker_t *w, tr_actor_t *a) {
   int s = w ? w->index : tr__rt.nworkers;
-  tr_shard_t *sh = &tr__rt.shards[s];
+  tr_shard_t *sh = &tr__actors.shards[s];
   pthread_mutex_lock(&sh->lock);
   /* Checked under the shard lock: tr_shutdown sets `stopping` before it
    * walks the shards, so an actor is either refused here or visited. */
-  if (tr_load_acquire(&tr__rt.stopping)) {
+  if (tr_load_acquire(&tr__actors.stopping)) {
     pthread_mutex_unlock(&sh->lock);
     return -TR_ENORUNTIME;
   }
@@ -149,7 +187,7 @@ static int live_insert(tr_worker_t *w, tr_actor_t *a) {
 }
 
 static void live_remove(tr_actor_t *a) {
-  tr_shard_t *sh = &tr__rt.shards[a->shard];
+  tr_shard_t *sh = &tr__actors.shards[a->shard];
   pthread_mutex_lock(&sh->lock);
   if (a->live_prev)
     a->live_prev->live_next = a->live_next;
@@ -175,7 +213,7 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
                     struct tr_tasks *tasks, tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
-  if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__rt.stopping))
+  if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__actors.stopping))
     return TR_ERROR(-TR_ENORUNTIME, "no actor spawned: no runtime is running (or it is "
                                     "shutting down)");
   /* The name is copied into the actor's own allocation: it lives exactly
@@ -199,10 +237,10 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
   a->tasks = tasks;
   a->kind = tasks ? TR_AK_TASK : TR_AK_BEHAVIOUR; /* not shared yet: no atomic needed */
   tr_worker_t *w = tr__worker_self();
-  tr_faa_relaxed(&tr__rt.live, 1); /* before it can exit and decrement */
+  tr_faa_relaxed(&tr__actors.live, 1); /* before it can exit and decrement */
   int rc = live_insert(w, a);
   if (rc != 0) {
-    tr_faa_relaxed(&tr__rt.live, (uint64_t)-1);
+    tr_faa_relaxed(&tr__actors.live, (uint64_t)-1);
     free(a);
     return TR_ERROR(rc, "no actor spawned: the runtime is shutting down");
   }
@@ -218,9 +256,9 @@ static void dead_letter(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   if (!(m->flags_ & TR_MSGF_SYS))
     TR_COUNT(w, dead_letters, 1);
   else if (m->tag == TR_SYS_DESCRIBE)
-    tr__hang_drop(m); /* the report's request: give its slot back */
+    hang_ops.drop(m); /* the report's request: give its slot back */
   if (m->body != 0)
-    tr__rpc_bounce(a, m); /* a call to a dead actor gets an answer */
+    bounce_hook(a, m); /* a call to a dead actor gets an answer */
   tr__msg_dispose(w, m);
 }
 
@@ -406,7 +444,7 @@ static void monitors_fire(tr_actor_t *a) {
   }
 }
 
-static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
+void tr__actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   /* Release pairs with tr_actor_exited/tr_join and with producers (via the
    * mailbox's mark-empty CAS, which comes after). */
   tr_for_seqcst(&a->flags, TR_AF_EXITED);
@@ -421,8 +459,9 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
    * live cannot reach 0 here while a parent waits for the report: the
    * parent is itself live. */
   TR_COUNT(w, exited, 1);
-  uint64_t live_before = tr_faa_acqrel(&tr__rt.live, (uint64_t)-1);
-  tr__tasks_notify_exit(a); /* an actor-nursery child tells its parent */
+  uint64_t live_before = tr_faa_acqrel(&tr__actors.live, (uint64_t)-1);
+  if (a->tasks)
+    task_ops.on_exit(a); /* an actor-nursery child tells its parent */
   /* After everything a sent, its exit reports and CancelAcks included.  A
    * live watcher keeps tr_run waiting; a dead one is a dead letter. */
   monitors_fire(a);
@@ -436,56 +475,21 @@ static void actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   tr_actor_release(a); /* the actor's own reference */
 }
 
-/* One turn of a task actor: its messages go to the task layer (wake-ups,
- * cancellations, tr_recv), then its ready tasks run.  Under shutdown its
- * tasks are cancelled and it exits once they have all finished, so no
- * fiber is ever abandoned mid-stack. */
-static void task_actor_run(tr_worker_t *w, tr_actor_t *a) {
-  int batch = tr__rt.batch;
-  int handled = 0;
-  w->cur_actor = a;
-  if (TR_UNLIKELY(tr_load_relaxed(&tr__rt.stopping)))
-    tr__tasks_stop(a);
-  while (handled < batch) {
-    tr_msg_t *m = tr__mbox_pop_sc(&a->mbox);
-    if (!m)
-      break;
-    if (m->flags_ & TR_MSGF_SYS && m->tag == 0) {
-      tr__msg_dispose(w, m); /* a shutdown wake-up: handled above */
-      continue;
-    }
-    if (m->flags_ & TR_MSGF_SYS && m->tag == TR_SYS_DESCRIBE) {
-      tr__hang_answer(w, a, m); /* no task runs now: their states are settled */
-      continue;
-    }
-    if (a->limit && !(m->flags_ & TR_MSGF_SYS))
-      tr_faa_relaxed(&a->qlen, (uint32_t)-1); /* reserved by tr_send */
-    handled++;
-    tr__tasks_dispatch(w, a, m);
-  }
-  int finished = tr__tasks_run(w, a);
-  w = tr__worker_self(); /* unchanged: tasks switch back to this stack */
-  w->cur_actor = NULL;
-  tr_counter_add(&w->c.handled, (uint64_t)handled);
-  if (finished) {
-    actor_finish_exit(w, a);
-    return;
-  }
-  if (handled == batch || !tr__mbox_mark_empty_sc(&a->mbox))
-    tr__schedule(w, a, 0);
-}
+void tr__actor_describe(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) { hang_ops.answer(w, a, m); }
+
+void tr__actor_hang_report(int64_t since_ns) { hang_ops.report(since_ns); }
 
 void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
   if (a->tasks) {
-    task_actor_run(w, a);
+    task_ops.run_turn(w, a); /* a task actor's turn: the task layer's */
     return;
   }
-  int batch = tr__rt.batch;
+  int batch = tr__actors.batch;
   int handled = 0;
   /* EXIT_REQ may also come from another thread (tr__actor_request_cancel):
    * then the actor exits before handling anything more. */
-  int stopping =
-      tr_load_relaxed(&tr__rt.stopping) != 0 || (tr_load_acquire(&a->flags) & TR_AF_EXIT_REQ) != 0;
+  int stopping = tr_load_relaxed(&tr__actors.stopping) != 0 ||
+                 (tr_load_acquire(&a->flags) & TR_AF_EXIT_REQ) != 0;
   w->cur_actor = a;
   while (!stopping && handled < batch) {
     tr_msg_t *m = tr__mbox_pop_sc(&a->mbox);
@@ -493,7 +497,7 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
       break;
     if (TR_UNLIKELY(m->flags_ & TR_MSGF_SYS)) {
       if (m->tag == TR_SYS_DESCRIBE)
-        tr__hang_answer(w, a, m);
+        tr__actor_describe(w, a, m);
       else
         tr__msg_dispose(w, m); /* a wake-up: its only job was scheduling us */
       continue;
@@ -508,23 +512,23 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
     w->cur_msg = NULL;
     if (tr_load_relaxed(&a->flags) & TR_AF_EXIT_REQ)
       break;
-    stopping = tr_load_relaxed(&tr__rt.stopping) != 0;
+    stopping = tr_load_relaxed(&tr__actors.stopping) != 0;
   }
   w->cur_actor = NULL;
   tr_counter_add(&w->c.handled, (uint64_t)handled);
-  if ((tr_load_relaxed(&a->flags) & TR_AF_EXIT_REQ) || tr_load_acquire(&tr__rt.stopping)) {
-    actor_finish_exit(w, a);
+  if ((tr_load_relaxed(&a->flags) & TR_AF_EXIT_REQ) || tr_load_acquire(&tr__actors.stopping)) {
+    tr__actor_finish_exit(w, a);
     return;
   }
   if (handled == batch || !tr__mbox_mark_empty_sc(&a->mbox))
     tr__schedule(w, a, 0); /* more to do: back of the queue */
 }
 
-/* ---- shutdown and join --------------------------------------------------- */
+/* ---- shutdown ------------------------------------------------------------ */
 
 void tr__actor_kill_all(void) {
   for (int s = 0; s <= tr__rt.nworkers; s++) {
-    tr_shard_t *sh = &tr__rt.shards[s];
+    tr_shard_t *sh = &tr__actors.shards[s];
     pthread_mutex_lock(&sh->lock);
     /* Every actor in the list still holds its own reference (it removes
      * itself before dropping it), so pushing to it is safe here. */
@@ -539,37 +543,35 @@ void tr__actor_kill_all(void) {
   }
 }
 
-int tr_join(tr_actor_t *a, int64_t timeout_ns) {
-  if (!a)
-    return TR__EINVAL_NULL();
-  if (tr__worker_self())
-    return TR_ERROR(-TR_EPERM, "tr_join would block a runtime worker: call it from another "
-                               "thread (in a task, wait with a nursery or a portal instead)");
-  struct timespec dl;
-  if (timeout_ns >= 0) {
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ns / 1000000000;
-    dl.tv_nsec += timeout_ns % 1000000000;
-    if (dl.tv_nsec >= 1000000000) {
-      dl.tv_nsec -= 1000000000;
-      dl.tv_sec++;
-    }
-  }
-  tr_faa_seqcst(&a->joiners, 1);
-  int rc = 0;
-  pthread_mutex_lock(&tr__rt.wait_lock);
-  while (!(tr_load_seqcst(&a->flags) & TR_AF_DONE)) {
-    if (timeout_ns < 0) {
-      pthread_cond_wait(&tr__rt.wait_cv, &tr__rt.wait_lock);
-    } else if (pthread_cond_timedwait(&tr__rt.wait_cv, &tr__rt.wait_lock, &dl) == ETIMEDOUT) {
-      if (!(tr_load_seqcst(&a->flags) & TR_AF_DONE))
-        rc = -TR_ETIMEDOUT;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&tr__rt.wait_lock);
-  tr_faa_seqcst(&a->joiners, (uint32_t)-1);
-  return rc ? TR_ERROR(rc, "tr_join: actor %s still running after %lld ns", tr_actor_name(a),
-                       (long long)timeout_ns)
-            : 0;
+/* A behaviour actor gets the shutdown wake-up (a system message with tag
+ * 0) and the exit flag; a task actor's tasks are the task layer's. */
+int tr__actor_request_cancel(tr_actor_t *a, int force) {
+  if (tr_actor_exited(a))
+    return -TR_ECLOSED;
+  if (a->tasks)
+    return task_ops.cancel(a, force);
+  tr_msg_t *m;
+  int rc = tr_msg_new(&m);
+  if (rc)
+    return rc;
+  m->flags_ = TR_MSGF_SYS;
+  tr_for_seqcst(&a->flags, TR_AF_EXIT_REQ);
+  return tr__actor_push(a, m);
+}
+
+/* ---- messages a behaviour handles ------------------------------------------ */
+
+void tr_msg_free(tr_msg_t *m) {
+  if (!m)
+    return;
+  tr_worker_t *w = tr__worker_self();
+  if (w && w->cur_msg == m)
+    w->cur_msg = NULL; /* the behaviour disposed of its message itself */
+  tr__msg_dispose(w, m);
+}
+
+void tr_msg_take(tr_msg_t *m) {
+  tr_worker_t *w = tr__worker_self();
+  if (w && m && w->cur_msg == m)
+    w->cur_msg = NULL;
 }

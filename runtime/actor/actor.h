@@ -9,11 +9,18 @@
 #ifndef TR_ACTOR_ACTOR_H
 #define TR_ACTOR_ACTOR_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include <tractor/actor.h>
 
 #include "runtime/actor/mailbox.h"
+#include "runtime/platform/atomic.h"
+
+struct tr_worker;
+struct tr_tasks;
+
+#define TR_DEFAULT_BATCH 64 /* messages per turn unless tr_config_t says */
 
 /* flags: written by the actor's own worker, read by anyone (atomics). */
 #define TR_AF_EXITED 0x1u   /* no more behaviour calls; mailbox drained */
@@ -63,12 +70,76 @@ struct tr_actor {
   char name[];
 };
 
+/* A live-actor list shard.  Actors spawned on worker i go to shard i,
+ * those spawned elsewhere to the last shard; tr_shutdown walks them all. */
+typedef struct tr_shard {
+  pthread_mutex_t lock;
+  struct tr_actor *head;
+  uint64_t next_id; /* under lock */
+} __attribute__((aligned(TR_CACHELINE))) tr_shard_t;
+
+/* The actor layer's process-wide state, set up by tr_run (runtime.c). */
+typedef struct tr_actors {
+  int batch;          /* messages per turn */
+  tr_shard_t *shards; /* nworkers + 1 */
+  uint32_t stopping;  /* atomic: tr_shutdown was called */
+  uint64_t live;      /* atomic: spawned and not yet exited */
+  /* The hang report: its delay after the root returned (< 0: never), when
+   * the root returned (tr_now clock; atomic, 0 = not yet), and whether it
+   * has been printed (set by tr_run's thread only). */
+  int64_t hang_ns;
+  int64_t root_done;
+  int hang_reported;
+  /* tr_join and tr_run wait here; exiting actors broadcast. */
+  pthread_mutex_t wait_lock;
+  pthread_cond_t wait_cv;
+} tr_actors_t;
+
+extern tr_actors_t tr__actors;
+/* 1 while a runtime is running (between start and the end of tr_run). */
+extern uint32_t tr__rt_running;
+
+/*
+ * What the actor layer asks of the layers above it.  Each registers its
+ * hooks at start-up (tr_run, before any actor exists); registering the
+ * same hooks again writes nothing.  A layer below never calls a layer
+ * above in any other way.
+ *
+ * A task actor (a->tasks != NULL) belongs to the task layer: its turn,
+ * its cancellation, what its exit owes (the dialog engine's CancelAcks and
+ * exit report) and the freeing of its task state.
+ */
+typedef struct tr_actor_task_ops {
+  void (*run_turn)(struct tr_worker *w, struct tr_actor *a);
+  int (*cancel)(struct tr_actor *a, int force);
+  void (*on_exit)(struct tr_actor *a);
+  void (*free)(struct tr_tasks *ts);
+} tr_actor_task_ops_t;
+void tr__actor_set_task_ops(const tr_actor_task_ops_t *ops);
+
+/* The hang report (runtime/hang.c): answer a TR_SYS_DESCRIBE request m in
+ * a's turn (taking m), release one that became a dead letter, and print
+ * the report (`since_ns` after the root returned). */
+typedef struct tr_actor_hang_ops {
+  void (*answer)(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
+  void (*drop)(tr_msg_t *m);
+  void (*report)(int64_t since_ns);
+} tr_actor_hang_ops_t;
+void tr__actor_set_hang_ops(const tr_actor_hang_ops_t *ops);
+
+/* The dialog engine (runtime/rpc/): a protocol message (body != 0) that
+ * became a dead letter at exited actor `dead` (a Start is answered with an
+ * Error so its caller does not wait forever).  Threads: any. */
+void tr__actor_set_bounce(void (*bounce)(struct tr_actor *dead, tr_msg_t *m));
+
+/* Registers the actor layer's own hooks with the scheduler.  Called by
+ * tr_run at start-up.  Threads: tr_run's. */
+void tr__actor_init(void);
+
 /* Spawns an actor; with `tasks`, a task actor (behaviour unused) whose task
  * state the actor then owns.  See tr_spawn. */
 int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
                     struct tr_tasks *tasks, tr_actor_t **ref);
-
-struct tr_worker;
 
 /* Runs one turn of actor a on worker w: up to a batch of messages, then
  * either marks the mailbox empty, reschedules the actor, or finishes its
@@ -85,6 +156,41 @@ int tr__actor_push(struct tr_actor *a, tr_msg_t *msg);
  * send to a peer that has gone never replaces the error a task is
  * propagating.  Returns as tr_send.  Threads: any. */
 int tr__send(struct tr_actor *to, tr_msg_t *msg);
+
+/* Finishes actor a's exit on its worker: marks it exited, drains its
+ * mailbox as dead letters, runs on_exit and the task layer's exit, tells
+ * its monitors and joiners, and drops its own reference.  For the end of
+ * a turn (a behaviour's here, a task actor's in the task layer).
+ * Threads: worker w, in a's turn. */
+void tr__actor_finish_exit(struct tr_worker *w, struct tr_actor *a);
+
+/* Answers the hang report's TR_SYS_DESCRIBE request m (taking it), for
+ * either kind of actor, in a's turn.  Threads: worker w. */
+void tr__actor_describe(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
+
+/* Prints the hang report through its hook (tr__rt_wait_end, wait.c).
+ * Threads: tr_run's. */
+void tr__actor_hang_report(int64_t since_ns);
+
+/* Cancels a whole actor from any (non-signal) thread: a task actor's tasks
+ * are all cancelled as if their outermost scope were (shields still
+ * protect, unless `force`); a behaviour actor exits at its next turn.
+ * Returns 0, or -TR_ECLOSED if it has exited.  Threads: any. */
+int tr__actor_request_cancel(struct tr_actor *a, int force);
+
+/* Wakes tr_join/tr_run waiters. */
+void tr__rt_broadcast(void);
+
+/* The root function has returned (tr_run's, or tr_main's root task): the
+ * hang report's delay starts now.  Only the first call counts.
+ * Threads: any. */
+void tr__rt_root_returned(void);
+
+/* Waits, on tr_run's thread, until actor a has finished its exit
+ * (TR_AF_DONE), or with a == NULL until no actor is live.  Once the root
+ * has returned and the wait has lasted the hang report's delay, prints the
+ * report (once per run) and keeps waiting.  Threads: tr_run's. */
+void tr__rt_wait_end(struct tr_actor *a);
 
 /* Sets a's kind (TR_AK_*) for diagnostics.  Threads: any. */
 static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {

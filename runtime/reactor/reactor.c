@@ -90,8 +90,6 @@
 #include "runtime/actor/actor.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
-#include "runtime/runtime.h"
-#include "runtime/task/task.h"
 
 #define NSEC_PER_SEC 1000000000LL
 /* "Nothing armed" for rx.armed: no real deadline equals it. */
@@ -386,7 +384,7 @@ int tr__timer_post(int64_t deadline_ns_abs, tr_actor_t *to, tr_msg_t *msg, uint6
    * `stopping` here is safe.  Acquire pairs with tr_shutdown's exchange;
    * a shutdown racing with this call may let one more timer in, which is
    * harmless: stop cancels it. */
-  if (!rx.open || tr_load_acquire(&tr__rt.stopping))
+  if (!rx.open || tr_load_acquire(&tr__actors.stopping))
     rc = -TR_ENORUNTIME;
   else
     rc = reserve_one();

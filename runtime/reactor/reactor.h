@@ -12,8 +12,7 @@
  * Sockets and child-process pidfds join later as more watchers in a table
  * keyed by fd, each callback turning readiness into a message.
  *
- * tr__reactor_start and tr__reactor_stop are declared in runtime/runtime.h
- * (tr_run calls them).  Public timer API: include/tractor/time.h.
+ * Public timer API: include/tractor/time.h.
  */
 #ifndef TR_REACTOR_REACTOR_H
 #define TR_REACTOR_REACTOR_H
@@ -22,6 +21,13 @@
 #include <stdint.h>
 
 #include <tractor/actor.h>
+
+/* Starts the reactor thread (tr_run, after the workers) and stops it (once
+ * every actor has exited, before the workers stop); stop cancels pending
+ * timers, releasing their messages and references.  Start returns 0 or a
+ * negative TR_E* code.  Threads: tr_run's. */
+int tr__reactor_start(void);
+void tr__reactor_stop(void);
 
 /*
  * Arms a timer that sends msg to `to` at deadline_ns_abs, a time on

@@ -30,7 +30,7 @@
 #include "runtime/error/error.h"
 #include "runtime/platform/assert.h"
 #include "runtime/rpc/rpc.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
 #define TR_CANCEL_GRACE_DEFAULT (1000LL * 1000 * 1000)

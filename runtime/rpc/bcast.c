@@ -11,11 +11,11 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/rpc/rpc.h"
 #include "runtime/rpc/registry.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 

@@ -466,4 +466,20 @@ void tr__portal_take_result(struct tr_portal *p, tr_an_child_t *c);
 
 void tr__on_cancel_actor(tr_actor_t *a, tr_msg_t *m);
 
+/* ---- hooks.c */
+
+/* What the layers below call, through the hooks tr__rpc_init registers:
+ * a protocol message (body != 0) for a task actor, in its turn; what an
+ * exiting task actor still owes (its CancelAcks, its exit report); the
+ * engine's state in an exited actor's tasks; and a protocol message that
+ * became a dead letter at exited actor `dead` (a Start is answered with
+ * Error(-TR_ECLOSED), so its caller does not wait forever; any thread). */
+void tr__rpc_dispatch(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
+void tr__rpc_actor_exit(struct tr_actor *a);
+void tr__rpc_actor_free(tr_tasks_t *ts);
+void tr__rpc_bounce(struct tr_actor *dead, tr_msg_t *m);
+/* Registers them with the task and actor layers.  Called by tr_run at
+ * start-up, before any actor exists.  Threads: tr_run's. */
+void tr__rpc_init(void);
+
 #endif

@@ -13,11 +13,11 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/rpc/rpc.h"
 #include "runtime/rpc/registry.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 
@@ -389,8 +389,6 @@ void tr__rpc_bounce(tr_actor_t *dead, tr_msg_t *m) {
   else if (m->body == TR_BODY_CANCEL && m->x_ && m->x_->u.cancel.whole_actor)
     (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1); /* gone: done */
 }
-
-void tr__rpc_init(void) { tr__tasks_ext_size = sizeof(tr_rpc_t); }
 
 void tr__rpc_actor_free(tr_tasks_t *ts) {
   while (ts->rpc->early_starts) { /* never served: tell the callers */

@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "runtime/platform/assert.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 
 /* Spin rounds before parking: each round looks for work once and pauses a
  * little.  About 20-50 us in all: long enough to cover the gap between
@@ -44,12 +44,20 @@
  * oldest entry gets a turn (fairness; same idea as Go's runnext). */
 #define TR_NEXT_STREAK_MAX 32
 
+tr_rt_t tr__rt;
 static __thread tr_worker_t *tls_worker;
+/* The actor layer's hooks (tr__sched_set_ops). */
+static tr_sched_ops_t hooks;
 #if defined(TR_TSAN)
 uint32_t tr__fence_word;
 #endif
 
 __attribute__((noinline)) tr_worker_t *tr__worker_self(void) { return tls_worker; }
+
+void tr__sched_set_ops(const tr_sched_ops_t *o) {
+  if (memcmp(&hooks, o, sizeof hooks) != 0)
+    hooks = *o;
+}
 
 /* ---- ck_ec operations: futex on Linux -------------------------------- */
 
@@ -108,10 +116,10 @@ void tr__runq_fini(tr_runq_t *q) {
 }
 
 static void inject_push(struct tr_actor *a) {
-  a->sched_next = NULL;
+  *hooks.link(a) = NULL;
   pthread_mutex_lock(&tr__rt.inject_lock);
   if (tr__rt.inject_tail)
-    tr__rt.inject_tail->sched_next = a;
+    *hooks.link(tr__rt.inject_tail) = a;
   else
     tr__rt.inject_head = a;
   tr__rt.inject_tail = a;
@@ -126,7 +134,7 @@ static struct tr_actor *inject_pop(void) {
   pthread_mutex_lock(&tr__rt.inject_lock);
   struct tr_actor *a = tr__rt.inject_head;
   if (a) {
-    tr__rt.inject_head = a->sched_next;
+    tr__rt.inject_head = *hooks.link(a);
     if (!tr__rt.inject_head)
       tr__rt.inject_tail = NULL;
     tr_faa_relaxed(&tr__rt.inject_len, (uint64_t)-1);
@@ -271,7 +279,7 @@ static inline void run(tr_worker_t *w, struct tr_actor *a) {
   /* Thieves compare this to tell a stuck worker from a busy one. */
   tr_store_relaxed(&w->turns, w->turns + 1);
   w->turn_sends = 0;
-  tr__actor_run(w, a);
+  hooks.run(w, a);
 }
 
 void tr__sched_help(tr_worker_t *w) {
@@ -299,14 +307,14 @@ void tr__sched_help(tr_worker_t *w) {
       a = tr__runq_pop_mc(&w->runq);
     if (!a)
       break;
-    if (a->tasks) {
+    if (!hooks.nestable(a)) {
       /* A task actor needs the worker's own stack: leave it queued (at the
        * back; its order relative to others does not matter) and stop. */
       if (!tr__runq_push_sp(&w->runq, a))
         inject_push(a);
       break;
     }
-    tr__actor_run(w, a);
+    hooks.run(w, a);
   }
   w->helping = 0;
   w->cur_actor = cur;
@@ -316,6 +324,7 @@ void tr__sched_help(tr_worker_t *w) {
 static void *worker_main(void *arg) {
   tr_worker_t *w = arg;
   tls_worker = w;
+  tr__msgcache_attach(&w->mem);
   tr__fiber_init_main(&w->main);
   tr__fiber_thread_init();
   uint64_t bit = 1ull << w->index;
@@ -361,6 +370,7 @@ static void *worker_main(void *arg) {
     tr_fand_seqcst(&tr__rt.sleepers, ~bit);
   }
   tr__fiber_thread_fini();
+  tr__msgcache_attach(NULL);
   tls_worker = NULL;
   return NULL;
 }

@@ -17,10 +17,10 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
 int tr_nursery_open(tr_nursery_t **out) {

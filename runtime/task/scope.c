@@ -16,10 +16,10 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
 int tr__scope_arm_deadline(tr_task_t *t, tr_scope_t *s) {

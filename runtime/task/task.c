@@ -41,10 +41,10 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
 #define TR_TASK_RUNS_PER_TURN 256
@@ -160,12 +160,21 @@ void tr__tasks_post_run(struct tr_actor *a) {
   (void)tr__actor_push(a, m);
 }
 
+/* The dialog engine's hooks (tr__tasks_set_rpc_ops): copied in at
+ * start-up, before any actor exists, and never changed afterwards. */
+static tr_tasks_rpc_ops_t rpc_ops;
+
+void tr__tasks_set_rpc_ops(const tr_tasks_rpc_ops_t *ops) {
+  if (memcmp(&rpc_ops, ops, sizeof rpc_ops) != 0)
+    rpc_ops = *ops;
+}
+
 static tr_error_t **task_error_slot(void) {
   tr_task_t *t = tr__task_current();
   return t ? &t->error : NULL;
 }
 
-/* Names the running actor and task in log lines (runtime/log.h). */
+/* Names the running actor and task in log lines (runtime/platform/log.h). */
 static void log_context(const char **actor, const char **task) {
   tr_actor_t *a = tr_self();
   if (!a)
@@ -176,9 +185,15 @@ static void log_context(const char **actor, const char **task) {
     *task = t->name ? t->name : "task";
 }
 
-void tr__tasks_install_error_hook(void) {
+static void task_turn(tr_worker_t *w, struct tr_actor *a);
+static int tasks_cancel(struct tr_actor *a, int force);
+
+void tr__tasks_init(void) {
+  static const tr_actor_task_ops_t ops = {task_turn, tasks_cancel, tr__tasks_notify_exit,
+                                          tr__tasks_free};
   tr__error_set_slot_hook(task_error_slot);
   tr__log_set_context_hook(log_context);
+  tr__actor_set_task_ops(&ops);
 }
 
 static void task_entry(void *arg) {
@@ -359,7 +374,7 @@ void tr__tasks_cancel_local(tr_tasks_t *ts, tr_scope_t *s) {
 void tr__tasks_dispatch(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {
   tr_tasks_t *ts = a->tasks;
   if (!(m->flags_ & TR_MSGF_SYS) && m->body != 0) {
-    tr__rpc_dispatch(w, a, m); /* a protocol message: the dialog engine */
+    rpc_ops.dispatch(w, a, m); /* a protocol message: the dialog engine */
     return;
   }
   if (!(m->flags_ & TR_MSGF_SYS)) {
@@ -451,6 +466,46 @@ int tr__tasks_run(tr_worker_t *w, struct tr_actor *a) {
   return ts->live == 0 && ts->zombies == 0;
 }
 
+/* One turn of a task actor (the actor layer hands it over through its
+ * task ops): its messages go to the task layer (wake-ups,
+ * cancellations, tr_recv), then its ready tasks run.  Under shutdown its
+ * tasks are cancelled and it exits once they have all finished, so no
+ * fiber is ever abandoned mid-stack. */
+static void task_turn(tr_worker_t *w, struct tr_actor *a) {
+  int batch = tr__actors.batch;
+  int handled = 0;
+  w->cur_actor = a;
+  if (TR_UNLIKELY(tr_load_relaxed(&tr__actors.stopping)))
+    tr__tasks_stop(a);
+  while (handled < batch) {
+    tr_msg_t *m = tr__mbox_pop_sc(&a->mbox);
+    if (!m)
+      break;
+    if (m->flags_ & TR_MSGF_SYS && m->tag == 0) {
+      tr__msg_dispose(w, m); /* a shutdown wake-up: handled above */
+      continue;
+    }
+    if (m->flags_ & TR_MSGF_SYS && m->tag == TR_SYS_DESCRIBE) {
+      tr__actor_describe(w, a, m); /* no task runs now: their states are settled */
+      continue;
+    }
+    if (a->limit && !(m->flags_ & TR_MSGF_SYS))
+      tr_faa_relaxed(&a->qlen, (uint32_t)-1); /* reserved by tr_send */
+    handled++;
+    tr__tasks_dispatch(w, a, m);
+  }
+  int finished = tr__tasks_run(w, a);
+  w = tr__worker_self(); /* unchanged: tasks switch back to this stack */
+  w->cur_actor = NULL;
+  tr_counter_add(&w->c.handled, (uint64_t)handled);
+  if (finished) {
+    tr__actor_finish_exit(w, a);
+    return;
+  }
+  if (handled == batch || !tr__mbox_mark_empty_sc(&a->mbox))
+    tr__schedule(w, a, 0);
+}
+
 void tr__tasks_stop(struct tr_actor *a) {
   tr_tasks_t *ts = a->tasks;
   if (ts->stopping)
@@ -465,7 +520,7 @@ void tr__tasks_free(tr_tasks_t *ts) {
   TR_ASSERT(ts->live == 0 && ts->zombies == 0);
   tr__error_free(ts->main_error);
   tr_buf_release(ts->main_value);
-  tr__rpc_actor_free(ts);
+  rpc_ops.actor_free(ts);
   while (ts->spare) {
     tr_task_t *t = ts->spare;
     ts->spare = t->next;
@@ -602,16 +657,13 @@ void tr__task_wake_if(tr_task_t *t, uint64_t gen) {
   }
 }
 
-int tr__actor_request_cancel(struct tr_actor *a, int force) {
-  if (tr_actor_exited(a))
-    return -TR_ECLOSED;
+/* The task side of tr__actor_request_cancel: every task is cancelled in
+ * the actor's next turn (TR_SYS_CANCEL_ACTOR). */
+static int tasks_cancel(struct tr_actor *a, int force) {
   tr_msg_t *m;
-  /* A behaviour actor gets the shutdown wake-up (tag 0) and the flag. */
-  int rc = tr__sys_msg(&m, a->tasks ? TR_SYS_CANCEL_ACTOR : 0, force != 0, NULL, 0);
+  int rc = tr__sys_msg(&m, TR_SYS_CANCEL_ACTOR, force != 0, NULL, 0);
   if (rc)
     return rc;
-  if (!a->tasks)
-    tr_for_seqcst(&a->flags, TR_AF_EXIT_REQ);
   return tr__actor_push(a, m);
 }
 
@@ -619,7 +671,7 @@ void tr__tasks_notify_exit(struct tr_actor *a) {
   tr_tasks_t *ts = a->tasks;
   if (!ts)
     return;
-  tr__rpc_actor_exit(a); /* CancelAcks, then the report to a watcher */
+  rpc_ops.actor_exit(a); /* CancelAcks, then the report to a watcher */
   /* Spare stacks go back to the pool now, on a worker, not whenever the
    * last reference to the actor happens to be dropped. */
   while (ts->spare) {

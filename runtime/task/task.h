@@ -100,16 +100,19 @@ typedef struct tr_tasks {
  * start calls tr__rpc_init). */
 extern size_t tr__tasks_ext_size;
 
-/* RPC hooks (runtime/rpc/): a protocol message (body != 0) for a
- * task actor, and what an exiting actor still owes. */
-void tr__rpc_dispatch(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
-void tr__rpc_actor_free(tr_tasks_t *ts);
-/* The actor is exiting: acknowledge the actor cancels it received. */
-void tr__rpc_actor_exit(struct tr_actor *a);
-/* A protocol message that became a dead letter at exited actor `dead`: a
- * Start is answered with Error(-TR_ECLOSED) so its caller does not wait
- * forever (actor.c calls it; any thread). */
-void tr__rpc_bounce(struct tr_actor *dead, tr_msg_t *m);
+/* What the task layer asks of the dialog engine (runtime/rpc/), which
+ * sits above it and registers these at start-up (tr__rpc_init): handle a
+ * protocol message (body != 0) for a task actor in its turn (taking it),
+ * settle what an exiting actor still owes (its CancelAcks, the report to
+ * an actor nursery), and free the engine's state in an exited actor's
+ * tasks.  Registering the same hooks again writes nothing.
+ * Threads: tr_run's, before any actor exists. */
+typedef struct tr_tasks_rpc_ops {
+  void (*dispatch)(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
+  void (*actor_exit)(struct tr_actor *a);
+  void (*actor_free)(tr_tasks_t *ts);
+} tr_tasks_rpc_ops_t;
+void tr__tasks_set_rpc_ops(const tr_tasks_rpc_ops_t *ops);
 
 /* Starts fn(arg) as a task in nursery n from the actor's own turn (no
  * current task needed).  For the RPC service nursery.  Returns 0,
@@ -122,9 +125,9 @@ tr_task_t *tr__task_of_actor_current(struct tr_actor *a);
 int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
                                  struct tr_actor *watcher, uint64_t watch_cid, tr_actor_t **ref);
 
-/* Called by the exiting actor (actor.c): the dialog engine's exit (its
- * CancelAcks, the report to an actor nursery), then frees its spare task
- * stacks. */
+/* Called by the exiting task actor (actor.c, through its task ops): the
+ * dialog engine's exit (its CancelAcks, the report to an actor nursery),
+ * then frees its spare task stacks. */
 void tr__tasks_notify_exit(struct tr_actor *a);
 
 /* For actor_nursery.c: timed, non-cancellable wait (woken early by
@@ -151,12 +154,6 @@ int tr__tasks_run(struct tr_worker *w, struct tr_actor *a);
 
 /* Runtime shutdown reached a task actor: cancel everything in it. */
 void tr__tasks_stop(struct tr_actor *a);
-
-/* Cancels a whole actor from any (non-signal) thread: a task actor's tasks
- * are all cancelled as if their outermost scope were (shields still
- * protect, unless `force`); a behaviour actor exits at its next turn.
- * Returns 0, or -TR_ECLOSED if it has exited.  Threads: any. */
-int tr__actor_request_cancel(struct tr_actor *a, int force);
 
 /* Frees what is left of an exited task actor's task state. */
 void tr__tasks_free(tr_tasks_t *ts);
@@ -186,8 +183,11 @@ int tr__task_cancelled(tr_task_t *t);
 int tr__task_observe_cancel_at(tr_task_t *t, const char *file, int line, const char *func,
                                const char *fmt, ...) TR__PRINTF(5, 6);
 
-/* Routes tr_error_last to the running task (installed at runtime start). */
-void tr__tasks_install_error_hook(void);
+/* Registers the task layer's hooks at runtime start: tr_error_last and
+ * log lines go to the running task, and task actors' turns, cancellation,
+ * exit and memory to the task layer (tr__actor_set_task_ops).
+ * Threads: tr_run's, before any actor exists. */
+void tr__tasks_init(void);
 
 /* ---- shared by the task layer's files (task.c, scope.c, nursery.c,
  * main.c); each is described where it is defined. ---- */

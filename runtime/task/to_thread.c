@@ -24,7 +24,7 @@
 
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 
 #define TR_TO_THREAD_MAX 8

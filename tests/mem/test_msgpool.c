@@ -12,7 +12,7 @@
 
 #include <tractor/actor.h>
 
-#include "runtime/runtime.h"
+#include "runtime/sched/worker.h"
 #include "schema/envelope.h"
 
 typedef struct probe {
@@ -78,7 +78,7 @@ static void probe_beh(void *state, tr_msg_t *msg) {
   for (int i = 0; i < 3 * TR_ENVX_CACHE; i++)
     tr_msg_free(ms[i]);
   p->burst_ok = ok;
-  p->cached = tr__worker_self()->envx_len;
+  p->cached = tr__worker_self()->mem.envx_len;
   p->done = 1;
   tr_actor_exit();
 }

@@ -13,7 +13,7 @@
  * must not import; the task layer registers a context hook at start-up
  * (tr__log_set_context_hook) that names the running actor and task.
  */
-#include "runtime/log.h"
+#include "runtime/platform/log.h"
 
 #include <pthread.h>
 #include <stdarg.h>

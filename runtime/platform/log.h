@@ -1,8 +1,8 @@
 /*
  * Logging, runtime side (the public part is include/tractor/log.h).
  */
-#ifndef TR_RUNTIME_LOG_H
-#define TR_RUNTIME_LOG_H
+#ifndef TR_PLATFORM_LOG_H
+#define TR_PLATFORM_LOG_H
 
 #include <tractor/log.h>
 
