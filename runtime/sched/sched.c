@@ -43,6 +43,9 @@
 /* Turns an actor may take from the next slot in a row before the ring's
  * oldest entry gets a turn (fairness; same idea as Go's runnext). */
 #define TR_NEXT_STREAK_MAX 32
+/* A spinning worker looks at the others' next slots once per this many
+ * searches (see steal). */
+#define TR_NEXT_PEEK_EVERY 8
 
 tr_rt_t tr__rt;
 static __thread tr_worker_t *tls_worker;
@@ -243,6 +246,12 @@ static struct tr_actor *steal(tr_worker_t *w) {
       return a;
     }
   }
+  /* The next slots only every TR_NEXT_PEEK_EVERY searches: reading a busy
+   * worker's slot and turn count pulls its cache lines away from it on
+   * every message of an exchange, and a stuck worker is still found within
+   * a few spin rounds. */
+  if (w->tick % TR_NEXT_PEEK_EVERY != 0)
+    return NULL;
   for (int k = 1; k < n; k++) {
     int v = (int)((w->steal_from + (unsigned)k) % (unsigned)n);
     struct tr_actor *a;
