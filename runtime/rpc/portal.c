@@ -44,19 +44,33 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   if (tr__task_cancelled(t))
     return tr__task_observe_cancel(t, "%s was not called: the calling task is cancelled",
                                    qualified);
-  char ns[256];
-  const char *func = tr__rpc_split_name(qualified, ns, sizeof ns);
-  if (!func)
-    return TR_ERROR(-TR_EINVAL, "'%s' is not a qualified name ns.func", qualified);
   /* tractor's early refusal: a name this executable exports with another
    * kind fails here, before anything is sent.  A name it does not know is
    * the callee's to decide (its StartAck names the kind; PROTOCOL.md 5). */
-  const tr__rpc_entry_t *e = NULL;
+  tr_rpc_t *r = self->tasks->rpc;
+  const tr__rpc_entry_t *e = r->last_called;
+  char nsbuf[256];
+  const char *ns, *func;
+  size_t nl = r->last_called_ns_len;
+  if (e && strncmp(qualified, e->ns, nl) == 0 && qualified[nl] == '.' &&
+      strcmp(qualified + nl + 1, e->name) == 0) {
+    ns = e->ns; /* the same export as the last call */
+    func = e->name;
+  } else {
+    ns = nsbuf;
+    if (!(func = tr__rpc_split_name(qualified, nsbuf, sizeof nsbuf)))
+      return TR_ERROR(-TR_EINVAL, "'%s' is not a qualified name ns.func", qualified);
+    e = NULL;
+    if (tr__rpc_lookup(ns, func, &e) == 0) {
+      r->last_called = e;
+      r->last_called_ns_len = strlen(e->ns);
+    }
+    tr_error_clear();
+  }
   static const char *const portal_call[] = {"", "run", "open_stream_from", "open_context"};
-  if (tr__rpc_lookup(ns, func, &e) == 0 && e->kind != kind)
+  if (e && e->kind != kind)
     return TR_ERROR(-TR_EFUNCKIND, "%s is a %s function; use tr_portal_%s", qualified,
                     tr__rpc_kind_name(e->kind), portal_call[e->kind]);
-  tr_error_clear();
   tr__ctx_init(c, self, SIDE_CALLER, kind, tr__rpc_new_cid(), opts);
   c->entry = e;
   c->task = t;

@@ -205,6 +205,13 @@ typedef struct tr_rpc {
   struct tr_pub *pubs;          /* pub/sub feeders (pubsub.c) */
   tr_msg_t *early_starts;       /* Starts that came before the service was up */
   uint8_t serve_done;           /* the service has ended: refuse new calls */
+  /* The exports this actor last called and last served: a caller and a
+   * daemon usually name the same function call after call, and an export
+   * lives as long as the process, so a string compare stands in for the
+   * split, the table walk and (served) the enable check. */
+  const tr__rpc_entry_t *last_called;
+  size_t last_called_ns_len;
+  const tr__rpc_entry_t *last_served;
 } tr_rpc_t;
 
 /* Sets the size of tr_rpc_t as the task layer's per-actor extension;

@@ -154,9 +154,13 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
     rc = TR_ERROR(-TR_ECLOSED, "actor %s does not serve calls", tr_actor_name(a));
   else if (!x || !x->u.start.ns || !x->u.start.func)
     rc = TR_ERROR(-TR_EPROTO, "Start without a function name");
-  else
-    rc = tr__rpc_resolve_parts(x->u.start.ns, x->u.start.func, (const char *const *)ts->rpc->enable,
-                               ts->rpc->n_enable, 0, &e);
+  else if ((e = ts->rpc->last_served) && strcmp(x->u.start.func, e->name) == 0 &&
+           strcmp(x->u.start.ns, e->ns) == 0)
+    rc = 0; /* resolved against this actor's enable list before */
+  else if ((rc = tr__rpc_resolve_parts(x->u.start.ns, x->u.start.func,
+                                       (const char *const *)ts->rpc->enable, ts->rpc->n_enable, 0,
+                                       &e)) == 0)
+    ts->rpc->last_served = e;
   if (rc == 0 && start_is_duplicate(ts, m))
     rc = TR_ERROR(-TR_EPROTO, "a second Start for dialog %llu from the same caller",
                   (unsigned long long)m->cid);

@@ -396,3 +396,44 @@ TR_TEST(portal, relayed_error_keeps_source, .timeout = 60) {
   tr_portal_release(mid);
   return 0;
 }
+
+/* A caller and a daemon remember the export they last called and served
+ * (runtime/rpc/rpc.h, tr_rpc_t): alternating names, names that share a
+ * prefix, a wrong kind and a namespace the daemon does not enable must
+ * each still reach their own answer, call after call. */
+TR_TEST(portal, repeated_calls_name_their_own_export, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "mathd", math_ns, 1, &p), 0);
+  for (uint64_t i = 0; p && i < 3; i++) {
+    tr_buf_t *arg = NULL, *res = NULL;
+    uint64_t v = 0;
+    tr_check_rc(tr_buf_from_u64(i, &arg), 0);
+    tr_check_rc(tr_portal_run(p, "test.math.add_one", arg, &res), 0);
+    tr_check_rc(tr_buf_to_u64(res, &v), 0);
+    tr_check_eq(v, i + 1, "round %llu: add_one", (unsigned long long)i);
+    tr_buf_release(res);
+    res = NULL;
+    /* Namespace "test", function "mathXadd_one": the remembered
+     * "test.math" + "add_one" with any byte in place of the dot. */
+    tr_check_rc(tr_portal_run(p, "test.mathXadd_one", arg, NULL), -TR_ENOTEXPOSED);
+    tr_check_rc(tr_portal_run(p, "test.math.nothing", arg, &res), 0, "round %llu",
+                (unsigned long long)i);
+    tr_check(res == NULL || tr_buf_len(res) == 0, "nothing returns nothing");
+    tr_buf_release(res);
+    tr_buf_release(arg);
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_portal_open_stream_from(p, "test.math.nothing", NULL, NULL, &s), -TR_EFUNCKIND,
+                "a fn, right after calling it as one");
+    tr_check_rc(tr_portal_run(p, "test.math.counter", NULL, NULL), -TR_EFUNCKIND);
+    tr_check_rc(tr_portal_run(p, "test.math.counter", NULL, NULL), -TR_EFUNCKIND, "again");
+    tr_check_rc(tr_portal_run(p, "test.math.add_onex", NULL, NULL), -TR_ENOFUNC);
+    tr_check_rc(tr_portal_run(p, "test.mathx.add_one", NULL, NULL), -TR_ENOTEXPOSED);
+    tr_check_rc(tr_portal_run(p, "test.slow.sleeps", NULL, NULL), -TR_ENOTEXPOSED,
+                "after this daemon served test.math");
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
