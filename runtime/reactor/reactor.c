@@ -70,6 +70,36 @@
  * closed or reused descriptor.  Requests left after the thread has
  * stopped are dropped with their references (every actor has exited by
  * then).
+ *
+ * Fd watches (tr__fd_watch).  An actor's fd joins the epoll set as one
+ * more watcher, one-shot (EPOLLONESHOT): the kernel disarms it when it
+ * reports it, so the reactor sends exactly one message per arming and
+ * never spins on an fd the owner has not drained yet; the owner re-arms
+ * with EPOLL_CTL_MOD from its own turn (epoll_ctl is thread-safe, so that
+ * needs no hand-over).  The reactor reads only fields fixed at creation
+ * (fd, tag, id, owner) plus the atomic `dead` flag.
+ *
+ * Removal is where the races are: when the owner unwatches, the reactor
+ * may hold an event for the watch, taken by an epoll_wait that ran before
+ * the removal, in the array it is working through.  So unwatch does the
+ * EPOLL_CTL_DEL itself, synchronously (the fd may be closed as soon as it
+ * returns, and no epoll_wait that starts after the DEL reports the fd),
+ * sets `dead`, moves the watch from the live list to the doomed list and
+ * writes the wake eventfd.  The reactor frees doomed watches (dropping
+ * their owner references) only at the end of a loop iteration, after every
+ * event of that epoll_wait: an event for a doomed watch can only come from
+ * an epoll_wait that had started before its DEL, which is that iteration
+ * or an earlier one, never a later one.  `dead` lets the reactor skip
+ * most such stale events; one that got past the check before the owner
+ * set it arrives as a late notification, which the owner recognises by
+ * the watch id in its cid.  Both lists are under `fw.lock`, and stop
+ * frees what is left on them after the thread has been joined.
+ *
+ * The reactor allocates each notification (tr_msg_new off the workers is
+ * the malloc path).  Should that fail, the watch is put on an "owed" list
+ * with its events, and epoll_wait sleeps at most OWED_RETRY_MS until the
+ * debt is paid: a lost notification would leave the owner waiting on a
+ * disarmed fd forever.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -101,6 +131,9 @@
  * the same deadline) must not lock out arming threads for its whole
  * length. */
 #define FIRE_BATCH 256
+/* How long the reactor waits before retrying notifications it could not
+ * allocate (see "Fd watches" in the file comment). */
+#define OWED_RETRY_MS 10
 
 typedef struct tr_timer {
   int64_t deadline;      /* absolute, on tr_now's clock */
@@ -169,6 +202,42 @@ static struct {
    * tr_actor_cancel_soon calls between their entry and exit. */
   uint32_t gate;
 } cs;
+
+/* An actor's fd (see "Fd watches" in the file comment).  `base` comes
+ * first: epoll hands the reactor a watcher_t pointer. */
+struct tr_fd_watch {
+  watcher_t base;
+  uint32_t tag;
+  uint32_t dead; /* atomic: set by unwatch, read by the reactor */
+  uint64_t id;
+  tr_actor_t *to; /* owned reference until freed */
+  /* Under fw.lock: the live list (registered) or, after unwatch, the
+   * doomed list (prev unused there). */
+  struct tr_fd_watch *prev, *next;
+  /* Reactor thread only: events owed for lack of memory, and the owed
+   * list link. */
+  uint32_t owed;
+  int on_owed;
+  struct tr_fd_watch *owed_next;
+};
+
+static struct {
+  /* Static, never destroyed, like rx.lock: a call without a runtime can
+   * always take it and find `open` false. */
+  pthread_mutex_t lock;
+  /* Under lock: ------------------------------------------------------- */
+  int open;              /* between start and stop */
+  tr_fd_watch_t *live;   /* registered watches */
+  tr_fd_watch_t *doomed; /* unwatched, waiting to be freed by the reactor */
+  size_t count;          /* live + doomed */
+  uint64_t last_id;      /* process-wide: ids are never reused */
+  /* atomic: doomed != NULL, so that the reactor's check on every loop
+   * iteration takes no lock.  Stored (release) under lock by unwatch,
+   * paired with the acquire load in reap_doomed. */
+  uint32_t has_doomed;
+  /* Reactor thread only. */
+  tr_fd_watch_t *owed;
+} fw = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 int64_t tr_now(void) {
   struct timespec ts;
@@ -532,6 +601,211 @@ static void on_timer(watcher_t *w, uint32_t events) {
   fire_expired();
 }
 
+/* ---- fd watches ---------------------------------------------------------------- */
+
+static int os_error(int err);
+
+/* Sends w's owner a notification for `events`, or records the debt when
+ * no message can be had.  Reactor thread. */
+static void notify(tr_fd_watch_t *w, uint32_t events) {
+  tr_msg_t *m = NULL;
+  if (tr_msg_new(&m) != 0) {
+    w->owed |= events;
+    if (!w->on_owed) {
+      w->on_owed = 1;
+      w->owed_next = fw.owed;
+      fw.owed = w;
+    }
+    return;
+  }
+  m->tag = w->tag;
+  m->u64 = events;
+  m->cid = w->id;
+  m->ptr = w;
+  tr_actor_t *a = w->to;
+  /* As in deliver: keep a limited mailbox's count balanced, never refuse
+   * (the fd is disarmed: a refused notification would never come again). */
+  if (a->limit)
+    tr_faa_relaxed(&a->qlen, 1);
+  /* An exited owner makes this a dead letter, counted by the push. */
+  (void)tr__actor_push(a, m);
+}
+
+static void on_fd_ready(watcher_t *base, uint32_t events) {
+  tr_fd_watch_t *w = (tr_fd_watch_t *)base;
+  /* Acquire pairs with the release store in tr__fd_unwatch.  Only an
+   * optimisation: an event taken before the DEL may pass this check just
+   * before the owner sets the flag, and the owner tolerates that one. */
+  if (tr_load_acquire(&w->dead))
+    return;
+  notify(w, events);
+}
+
+/* Retries the notifications that could not be allocated.  Reactor thread,
+ * after the events of an iteration and before reap_doomed (which takes
+ * doomed watches off the owed list). */
+static void pay_owed(void) {
+  tr_fd_watch_t *w = fw.owed;
+  fw.owed = NULL;
+  while (w) {
+    tr_fd_watch_t *next = w->owed_next;
+    uint32_t ev = w->owed;
+    w->owed = 0;
+    w->on_owed = 0;
+    w->owed_next = NULL;
+    if (!tr_load_acquire(&w->dead)) /* pairs as in on_fd_ready */
+      notify(w, ev);
+    w = next;
+  }
+}
+
+static void free_watch(tr_fd_watch_t *w) {
+  if (w->on_owed) {
+    tr_fd_watch_t **p = &fw.owed;
+    while (*p != w)
+      p = &(*p)->owed_next;
+    *p = w->owed_next;
+  }
+  tr_actor_release(w->to);
+  free(w);
+}
+
+/* Frees the watches removed so far.  Reactor thread, at the end of a loop
+ * iteration (see "Fd watches" in the file comment for why not sooner), or
+ * stop after the join. */
+static void reap_doomed(void) {
+  /* Acquire pairs with the release store in tr__fd_unwatch; the lock
+   * below orders the list itself. */
+  if (!tr_load_acquire(&fw.has_doomed))
+    return;
+  pthread_mutex_lock(&fw.lock);
+  tr_fd_watch_t *w = fw.doomed;
+  fw.doomed = NULL;
+  tr_store_relaxed(&fw.has_doomed, 0); /* under the lock that orders it */
+  pthread_mutex_unlock(&fw.lock);
+  size_t n = 0;
+  while (w) {
+    tr_fd_watch_t *next = w->next;
+    free_watch(w);
+    n++;
+    w = next;
+  }
+  /* Counted down only now: a 0 from tr__fd_watch_count means every
+   * notification for these watches has been sent. */
+  pthread_mutex_lock(&fw.lock);
+  fw.count -= n;
+  pthread_mutex_unlock(&fw.lock);
+}
+
+static int fd_ctl(int op, tr_fd_watch_t *w, uint32_t events) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.events = events | EPOLLRDHUP | EPOLLONESHOT;
+  ev.data.ptr = &w->base;
+  return epoll_ctl(rx.epfd, op, w->base.fd, &ev);
+}
+
+int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
+  if (out)
+    *out = NULL;
+  if (fd < 0 || !to || !out)
+    return TR_ERROR(-TR_EINVAL, "fd watch: needs an fd (got %d), an actor and a result pointer",
+                    fd);
+  tr_fd_watch_t *w = calloc(1, sizeof(*w));
+  if (!w)
+    return TR_ERROR(-TR_ENOMEM, "no memory for an fd watch");
+  w->base.fd = fd;
+  w->base.on_ready = on_fd_ready;
+  w->tag = tag;
+
+  pthread_mutex_lock(&fw.lock);
+  /* `open` implies rx.epfd is the live epoll fd (start sets it first) and
+   * that tr__actors is valid, as in tr__timer_post. */
+  if (!fw.open || tr_load_acquire(&tr__actors.stopping)) {
+    pthread_mutex_unlock(&fw.lock);
+    free(w);
+    return TR_ERROR(-TR_ENORUNTIME, "fd %d not watched: no runtime is running (or it is stopping)",
+                    fd);
+  }
+  /* Before the ADD: the reactor may notify (use `to` and the id) at once. */
+  w->to = tr_actor_dup(to);
+  w->id = ++fw.last_id;
+  /* Under the lock, so stop cannot close the epoll fd meanwhile. */
+  if (fd_ctl(EPOLL_CTL_ADD, w, EPOLLIN) != 0) {
+    int err = errno;
+    pthread_mutex_unlock(&fw.lock);
+    tr_actor_release(w->to);
+    free(w);
+    /* ENOSPC: the user's max_user_watches; the rest (EEXIST, EPERM for
+     * a regular file, EBADF) are the caller's fd. */
+    int rc = (os_error(err) == -TR_ENOMEM || err == ENOSPC) ? -TR_ENOMEM : -TR_EINVAL;
+    return TR_ERROR(rc, "fd %d not watched: epoll_ctl: %s", fd, strerror(err));
+  }
+  w->next = fw.live;
+  if (fw.live)
+    fw.live->prev = w;
+  fw.live = w;
+  fw.count++;
+  pthread_mutex_unlock(&fw.lock);
+  *out = w;
+  return 0;
+}
+
+int tr__fd_rearm(tr_fd_watch_t *w, uint32_t events) {
+  if (!w || events == 0 || (events & ~(uint32_t)(EPOLLIN | EPOLLOUT)))
+    return TR_ERROR(-TR_EINVAL,
+                    "fd rearm: events 0x%x is not a non-empty subset of EPOLLIN|EPOLLOUT", events);
+  if (fd_ctl(EPOLL_CTL_MOD, w, events) != 0) {
+    int err = errno;
+    int rc = os_error(err);
+    return TR_ERROR(rc, "fd %d not re-armed: epoll_ctl: %s", w->base.fd, strerror(err));
+  }
+  return 0;
+}
+
+int tr__fd_unwatch(tr_fd_watch_t *w) {
+  if (!w)
+    return TR_ERROR(-TR_EINVAL, "fd unwatch: no watch");
+  int fd = w->base.fd; /* w may be freed once the lock is dropped */
+  /* First, synchronously: after this no epoll_wait that starts reports the
+   * fd, and the caller may close it. */
+  int err = fd_ctl(EPOLL_CTL_DEL, w, 0) == 0 ? 0 : errno;
+  /* Release pairs with the acquire loads in on_fd_ready and pay_owed. */
+  tr_store_release(&w->dead, 1);
+  pthread_mutex_lock(&fw.lock);
+  TR_ASSERT(fw.open);
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    fw.live = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  w->prev = NULL;
+  w->next = fw.doomed;
+  fw.doomed = w;
+  /* Release pairs with the acquire load in reap_doomed. */
+  tr_store_release(&fw.has_doomed, 1);
+  uint64_t one = 1;
+  /* Under the lock: stop closes the eventfd only after clearing `open`
+   * under it.  Fails only if the counter would overflow (it is readable
+   * then). */
+  (void)!write(rx.wake.fd, &one, sizeof(one));
+  pthread_mutex_unlock(&fw.lock);
+  if (err)
+    return TR_ERROR(-TR_EIO, "fd %d: epoll_ctl DEL: %s (closed before unwatch?); watch removed", fd,
+                    strerror(err));
+  return 0;
+}
+
+uint64_t tr__fd_watch_id(const tr_fd_watch_t *w) { return w ? w->id : 0; }
+
+size_t tr__fd_watch_count(void) {
+  pthread_mutex_lock(&fw.lock);
+  size_t n = fw.count;
+  pthread_mutex_unlock(&fw.lock);
+  return n;
+}
+
 /* ---- cancel requests -------------------------------------------------------- */
 
 /* Claims a slot, fills it and pushes it.  Async-signal-safe: atomics only.
@@ -643,17 +917,22 @@ static void *reactor_main(void *arg) {
   struct epoll_event evs[64];
   /* Acquire pairs with the release store in tr__reactor_stop. */
   while (!tr_load_acquire(&rx.quit)) {
-    int n = epoll_wait(rx.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), -1);
+    int n =
+        epoll_wait(rx.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), fw.owed ? OWED_RETRY_MS : -1);
     if (n < 0) {
       /* Signals are blocked on this thread, but a debugger or a stop
        * signal can still interrupt the wait. */
       TR_ASSERT(errno == EINTR);
-      continue;
+      n = 0;
     }
     for (int i = 0; i < n; i++) {
       watcher_t *w = evs[i].data.ptr;
       w->on_ready(w, evs[i].events);
     }
+    pay_owed();
+    /* Last: evs may hold events for watches removed meanwhile, and they
+     * have all been handled now (see "Fd watches" in the file comment). */
+    reap_doomed();
   }
   return NULL;
 }
@@ -713,6 +992,10 @@ int tr__reactor_start(void) {
   TR_ASSERT(rx.len == 0 && rx.armed == NEVER);
   rx.open = 1;
   pthread_mutex_unlock(&rx.lock);
+  pthread_mutex_lock(&fw.lock);
+  TR_ASSERT(fw.count == 0 && !fw.live && !fw.doomed);
+  fw.open = 1;
+  pthread_mutex_unlock(&fw.lock);
   /* Release pairs with the acquire fetch_add in tr_actor_cancel_soon:
    * rx.wake.fd is set before any caller can see the gate open. */
   __atomic_fetch_or(&cs.gate, GATE_OPEN, __ATOMIC_RELEASE);
@@ -724,6 +1007,9 @@ void tr__reactor_stop(void) {
   pthread_mutex_lock(&rx.lock);
   rx.open = 0;
   pthread_mutex_unlock(&rx.lock);
+  pthread_mutex_lock(&fw.lock);
+  fw.open = 0;
+  pthread_mutex_unlock(&fw.lock);
   cancel_gate_close();
 
   /* Stop: wake the thread and wait for it.  The release store pairs with
@@ -755,5 +1041,21 @@ void tr__reactor_stop(void) {
   /* Requests that arrived after the thread's last wake-up: every actor has
    * exited, so this only drops their references. */
   cancel_drain();
+  /* Watches: the removed ones, then those still registered (their owners
+   * have all exited).  The epoll fd goes with close_fds, and with it the
+   * kernel's entries; the fds themselves are their owners'. */
+  reap_doomed();
+  fw.owed = NULL; /* only registered watches can be left on it */
+  pthread_mutex_lock(&fw.lock);
+  tr_fd_watch_t *w = fw.live;
+  fw.live = NULL;
+  fw.count = 0;
+  pthread_mutex_unlock(&fw.lock);
+  while (w) {
+    tr_fd_watch_t *next = w->next;
+    tr_actor_release(w->to);
+    free(w);
+    w = next;
+  }
   close_fds();
 }

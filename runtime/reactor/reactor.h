@@ -5,12 +5,11 @@
  * behaviour can never delay a timer or an I/O readiness event.
  *
  * What it waits on is a set of watchers, each an fd registered with epoll
- * and a callback that runs on the reactor thread.  Today there are two:
- * an eventfd (wake-ups: stop, tr_actor_cancel_soon requests, and later
- * changes to the watcher set) and a
- * timerfd set to the earliest pending timer's deadline.
- * Sockets and child-process pidfds join later as more watchers in a table
- * keyed by fd, each callback turning readiness into a message.
+ * and a callback that runs on the reactor thread: an eventfd (wake-ups:
+ * stop, tr_actor_cancel_soon requests, removed fd watches), a timerfd set
+ * to the earliest pending timer's deadline, and the fd watches of actors
+ * (tr__fd_watch below), each turning readiness into one message to the
+ * actor that owns the fd.
  *
  * Public timer API: include/tractor/time.h.
  */
@@ -48,5 +47,79 @@ int tr__timer_post(int64_t deadline_ns_abs, tr_actor_t *to, tr_msg_t *msg, uint6
  * Threads: any thread.
  */
 size_t tr__timer_pending(void);
+
+/* ---- fd watches ------------------------------------------------------------ */
+
+/* A file descriptor the reactor watches for one actor (its owner). */
+typedef struct tr_fd_watch tr_fd_watch_t;
+
+/*
+ * Registers fd with the reactor for EPOLLIN (and EPOLLRDHUP), one-shot:
+ * when it becomes ready, the reactor thread sends `to` one application
+ * message and then ignores the fd until tr__fd_rearm.  The message is
+ *   tag = tag, u64 = the epoll events (EPOLLIN, EPOLLOUT, EPOLLRDHUP,
+ *   EPOLLHUP, EPOLLERR), cid = tr__fd_watch_id(w), ptr = w.
+ * The reactor never reads or writes the fd: the owner does that in its own
+ * turn (read until EAGAIN, then re-arm).  fd should be non-blocking.
+ * Returns 0, -TR_EINVAL (bad fd, NULL to or out, an fd epoll cannot watch
+ * or one already watched), -TR_ENORUNTIME (no runtime, or it is stopping)
+ * or -TR_ENOMEM; on failure *out is NULL and nothing is registered.
+ * Ownership: the watch holds its own reference to `to` until it is freed
+ * (by the reactor, after tr__fd_unwatch or at reactor stop).  fd stays the
+ * caller's, who must keep it open until tr__fd_unwatch has returned (or
+ * the runtime has stopped): epoll registers the open file, and an fd
+ * closed while registered, or its number reused, would leave the kernel's
+ * entry or remove someone else's.  *out is the owner's handle for rearm
+ * and unwatch, valid until it calls tr__fd_unwatch.
+ * Threads: any thread while the runtime runs; normally the owner.
+ */
+int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
+
+/*
+ * Arms the watch again, for `events`: EPOLLIN, EPOLLOUT or both (EPOLLRDHUP
+ * is always added).  Call it after reading until EAGAIN, or to wait for
+ * room to write after a write would block.  Re-arming a watch that has not
+ * fired yet replaces its events; then a notification harvested just before
+ * the re-arm may still arrive, followed by one for the new arming, so the
+ * owner must treat every notification as "try again", not as a count.
+ * Returns 0, -TR_EINVAL (events not a non-empty subset of
+ * EPOLLIN|EPOLLOUT, or w NULL) or -TR_ENOMEM / -TR_EIO (epoll_ctl failed;
+ * the watch stays as it was).
+ * Ownership: borrows w.  Threads: the owner (one thread at a time per
+ * watch), while the runtime runs and before tr__fd_unwatch.
+ */
+int tr__fd_rearm(tr_fd_watch_t *w, uint32_t events);
+
+/*
+ * Removes the watch.  The fd leaves the epoll set before this returns
+ * (EPOLL_CTL_DEL), so the caller may close it right after; the watch
+ * object itself is freed later on the reactor thread, with its reference
+ * to the owner, once the reactor is past every event it may have taken
+ * for it.  At most one notification for w can arrive after this returns:
+ * one the reactor had already taken from epoll (or queued) when the owner
+ * removed it.  Its ptr is stale: the owner tells it apart by its cid,
+ * the watch's id, which it compares with the id of its current watch
+ * (ids are never reused) without dereferencing ptr.
+ * Returns 0, or -TR_EINVAL (w NULL) or -TR_EIO when the DEL failed (the fd
+ * was closed or replaced before the call, against the rule of
+ * tr__fd_watch); the watch is removed and freed all the same, except for
+ * NULL.
+ * Ownership: w is the reactor's from the call on: never touch it again.
+ * Threads: the owner, while the runtime runs.
+ */
+int tr__fd_unwatch(tr_fd_watch_t *w);
+
+/* The watch's id: process-unique, never 0, never reused; the cid of its
+ * notifications.  Threads: the owner, before tr__fd_unwatch. */
+uint64_t tr__fd_watch_id(const tr_fd_watch_t *w);
+
+/*
+ * Watches not yet freed (registered, or removed and waiting for the
+ * reactor thread to free them).  For tests and diagnostics: stale as soon
+ * as it is returned.  When it reads 0 after an unwatch, the reactor has
+ * sent every notification it ever will for that watch.
+ * Threads: any thread.
+ */
+size_t tr__fd_watch_count(void);
 
 #endif

@@ -1,0 +1,501 @@
+/*
+ * The reactor's fd watches (runtime/reactor/reactor.h, tr__fd_watch): an
+ * actor owns a non-blocking socket, the reactor tells it with one message
+ * per arming that the socket is ready, and the actor does the I/O in its
+ * own turn.  The owner in these tests is the test body itself, the root
+ * actor's main task, receiving the notifications with tr_recv.
+ *
+ * What must hold: every byte arrives, in order, across many re-armings;
+ * EOF is EPOLLIN|EPOLLRDHUP with read() == 0; EPOLLOUT comes once the peer
+ * drains a full socket; unwatch racing with readiness (and with
+ * notifications in flight) never touches freed memory, leaks nothing and
+ * lets at most one notification through per watch, all of them before the
+ * reactor has freed the watch; watches left at stop are freed with their
+ * actor references.  TR_TEST's leak check (actors and messages) runs after
+ * every test; ASan and TSan builds run the same tests.
+ *
+ * Waits are bounded by the body's deadline (TR_TEST_DEADLINE_NS) or by an
+ * explicit one; no test sleeps to let a race settle.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define TR_TEST_WORKERS 2
+#include <tractor/testing.h>
+
+#include "runtime/reactor/reactor.h"
+
+#define MS (1000 * 1000LL)
+#define SEC (1000 * MS)
+
+enum { TAG_FD = 7, TAG_SENTINEL = 8 };
+
+/* Under TSan every access is instrumented: fewer rounds, same protocol. */
+#ifdef TR_TSAN
+#define RACE_CYCLES 300
+#else
+#define RACE_CYCLES 3000
+#endif
+#define MANY 1000
+
+/* The byte at stream offset i: a pattern in which a lost, repeated or
+ * reordered chunk shows. */
+static uint8_t pattern(uint64_t i) { return (uint8_t)((i ^ (i >> 8) ^ (i >> 16)) * 31u + 7u); }
+
+/* xorshift64: a fixed seed, so a failure reproduces. */
+static uint64_t rnd(uint64_t *s) {
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+static int nonblocking_pair(int sv[2]) {
+  return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv);
+}
+
+/* The next application message; fails the test on anything but an fd
+ * notification or the sentinel. */
+static int recv_msg(tr_msg_t **out) {
+  tr_assert_rc(tr_recv(out), 0);
+  tr_assert((*out)->tag == TAG_FD || (*out)->tag == TAG_SENTINEL, "unexpected tag %u", (*out)->tag);
+  return 0;
+}
+
+/* Waits (a bounded poll: 1 ms steps, up to `ns`) until the reactor has
+ * freed every watch, i.e. has sent every notification it ever will. */
+static int wait_watches_freed(int64_t ns) {
+  int64_t end = tr_now() + ns;
+  while (tr__fd_watch_count() != 0) {
+    tr_assert(tr_now() < end, "%zu watch(es) still not freed", tr__fd_watch_count());
+    tr_assert_rc(tr_sleep(1 * MS), 0);
+  }
+  return 0;
+}
+
+/* ---- 1. a stream, in order, and EOF ------------------------------------------ */
+
+#define STREAM_BYTES (1u << 20)
+
+struct writer {
+  int fd;
+  uint64_t seed;
+  size_t total;
+  int err; /* errno of a failed write, or 0 */
+};
+
+/* Writes STREAM_BYTES of the pattern to a blocking fd in chunks of
+ * 1..65536 bytes.  MSG_NOSIGNAL: a reader that gave up (shut its end)
+ * makes this fail with EPIPE instead of killing the process. */
+static void *write_stream(void *arg) {
+  struct writer *wr = arg;
+  static __thread uint8_t chunk[65536];
+  uint64_t pos = 0;
+  while (pos < wr->total) {
+    size_t n = (size_t)(rnd(&wr->seed) % sizeof(chunk)) + 1;
+    if (n > wr->total - pos)
+      n = wr->total - pos;
+    for (size_t i = 0; i < n; i++)
+      chunk[i] = pattern(pos + i);
+    size_t off = 0;
+    while (off < n) {
+      ssize_t k = send(wr->fd, chunk + off, n - off, MSG_NOSIGNAL);
+      if (k < 0) {
+        wr->err = errno;
+        return NULL;
+      }
+      off += (size_t)k;
+    }
+    pos += n;
+  }
+  return NULL;
+}
+
+static int writer_task(void *arg) { return tr_to_thread(write_stream, arg, NULL); }
+
+/* The owner's loop: wait for a notification, read in varying sizes
+ * checking every byte, re-arm; until the whole stream is in. */
+static int read_stream(tr_fd_watch_t *w, int fd, uint64_t *notes) {
+  uint64_t id = tr__fd_watch_id(w), pos = 0, seed = 0x5eed;
+  static uint8_t buf[65536]; /* not on the task's 64 KiB stack */
+  while (pos < STREAM_BYTES) {
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    uint64_t cid = m->cid, ev = m->u64;
+    void *ptr = m->ptr;
+    uint32_t tag = m->tag;
+    tr_msg_free(m);
+    tr_assert_eq(tag, TAG_FD);
+    tr_assert_eq(cid, id, "a notification for another watch");
+    tr_assert(ptr == (void *)w);
+    tr_assert(ev & EPOLLIN, "events 0x%x without EPOLLIN", (unsigned)ev);
+    (*notes)++;
+    /* Until EAGAIN, or a budget of up to 128 KiB: a re-arm with data left
+     * must fire again at once (a writer as fast as the reader could
+     * otherwise keep one notification going for the whole stream). */
+    size_t budget = (size_t)(rnd(&seed) % (128 * 1024)) + 1, got = 0;
+    while (got < budget) {
+      size_t want = (size_t)(rnd(&seed) % sizeof(buf)) + 1;
+      ssize_t k = read(fd, buf, want);
+      if (k < 0) {
+        tr_assert(errno == EAGAIN, "read: %s", strerror(errno));
+        break;
+      }
+      tr_assert(k > 0, "EOF after %llu of %u bytes", (unsigned long long)pos, STREAM_BYTES);
+      for (ssize_t i = 0; i < k; i++)
+        tr_assert_eq(buf[i], pattern(pos + (uint64_t)i), "byte %llu",
+                     (unsigned long long)(pos + (uint64_t)i));
+      pos += (uint64_t)k;
+      got += (size_t)k;
+    }
+    tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
+  }
+  tr_assert_eq(pos, STREAM_BYTES);
+  return 0;
+}
+
+TR_TEST(fd_watch, stream_arrives_in_order_then_eof, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  /* The writer's end blocks: it runs on a tr_to_thread thread. */
+  tr_assert_eq(fcntl(sv[1], F_SETFL, 0), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+  tr_assert(tr__fd_watch_id(w) != 0);
+  tr_assert_eq(tr__fd_watch_count(), 1);
+
+  struct writer wr = {.fd = sv[1], .seed = 0xc0ffee, .total = STREAM_BYTES};
+  uint64_t notes = 0;
+  tr_nursery_t *n;
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  tr_check_rc(tr_nursery_spawn(n, writer_task, &wr, NULL), 0);
+  int rc = read_stream(w, sv[0], &notes);
+  tr_check_rc(rc, 0);
+  if (rc != 0) /* unblock the writer: its sends fail with EPIPE */
+    shutdown(sv[0], SHUT_RDWR);
+  tr_assert_rc(tr_nursery_close(n), 0);
+  tr_assert_rc(rc, 0);
+  tr_assert_eq(wr.err, 0, "write: %s", strerror(wr.err));
+  tr_assert(notes > 1, "the stream came in one notification: no re-arm was exercised");
+
+  /* EOF: the peer closes; the (re-armed) watch reports it. */
+  close(sv[1]);
+  tr_msg_t *m;
+  tr_assert_rc(recv_msg(&m), 0);
+  uint64_t ev = m->u64, cid = m->cid;
+  tr_msg_free(m);
+  tr_assert_eq(cid, tr__fd_watch_id(w));
+  tr_assert((ev & (EPOLLIN | EPOLLRDHUP)) == (EPOLLIN | EPOLLRDHUP), "EOF as events 0x%x",
+            (unsigned)ev);
+  char c;
+  tr_assert_eq(read(sv[0], &c, 1), 0);
+
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  tr_assert_rc(wait_watches_freed(5 * SEC), 0);
+  return 0;
+}
+
+/* ---- 2. EPOLLOUT ---------------------------------------------------------------- */
+
+TR_TEST(fd_watch, epollout_after_the_peer_drains, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+
+  static uint8_t buf[65536];
+  memset(buf, 0x5a, sizeof(buf));
+  size_t filled = 0;
+  for (;;) {
+    ssize_t k = send(sv[0], buf, sizeof(buf), MSG_NOSIGNAL);
+    if (k < 0) {
+      tr_assert(errno == EAGAIN, "send: %s", strerror(errno));
+      break;
+    }
+    filled += (size_t)k;
+  }
+  tr_assert(filled > 0);
+  tr_assert_rc(tr__fd_rearm(w, EPOLLOUT), 0);
+
+  /* Full, and nothing to read: no notification may come meanwhile.  A
+   * bounded look (a wrong one would come at once), not a delay. */
+  tr_scope_t s;
+  tr_msg_t *early = NULL;
+  tr_assert_rc(tr_move_on_after(&s, 50 * MS), 0);
+  int rc = tr_recv(&early);
+  tr_assert_rc(tr_scope_close(&s), 0);
+  if (rc == 0) {
+    uint64_t ev = early->u64;
+    tr_msg_free(early);
+    tr_assert(0, "notification 0x%x while the socket was full", (unsigned)ev);
+  }
+  tr_assert_rc(rc, -TR_ECANCELED);
+
+  size_t drained = 0;
+  for (;;) {
+    ssize_t k = read(sv[1], buf, sizeof(buf));
+    if (k <= 0)
+      break;
+    drained += (size_t)k;
+  }
+  tr_assert_eq(drained, filled);
+
+  tr_msg_t *m;
+  tr_assert_rc(recv_msg(&m), 0);
+  uint64_t ev = m->u64, cid = m->cid;
+  tr_msg_free(m);
+  tr_assert_eq(cid, tr__fd_watch_id(w));
+  tr_assert(ev & EPOLLOUT, "events 0x%x without EPOLLOUT", (unsigned)ev);
+  tr_assert(send(sv[0], buf, 1, MSG_NOSIGNAL) == 1);
+
+  /* Bad arguments fail with an error object and change nothing. */
+  tr_assert_rc(tr__fd_rearm(w, 0), -TR_EINVAL);
+  tr_assert(tr_error_last() != NULL);
+  tr_assert_rc(tr__fd_rearm(w, EPOLLPRI), -TR_EINVAL);
+  tr_fd_watch_t *dup = NULL;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &dup), -TR_EINVAL); /* already watched */
+  tr_assert(dup == NULL);
+  tr_assert_rc(tr__fd_watch(-1, tr_self(), TAG_FD, &dup), -TR_EINVAL);
+  tr_assert_rc(tr__fd_watch(sv[1], NULL, TAG_FD, &dup), -TR_EINVAL);
+  tr_assert_eq(tr__fd_watch_count(), 1);
+
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  close(sv[1]);
+  tr_assert_rc(wait_watches_freed(5 * SEC), 0);
+  return 0;
+}
+
+/* ---- 3. unwatch racing with readiness -------------------------------------------- */
+
+struct flood {
+  int fd;
+  int stop; /* atomic */
+  int err;
+};
+
+/* Keeps the peer's socket readable: writes whenever there is room, and
+ * waits (poll, 5 ms at most) when there is none, until told to stop. */
+static void *flood_main(void *arg) {
+  struct flood *f = arg;
+  uint8_t buf[4096];
+  memset(buf, 1, sizeof(buf));
+  while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+    ssize_t k = send(f->fd, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k < 0 && errno == EAGAIN) {
+      struct pollfd p = {.fd = f->fd, .events = POLLOUT};
+      (void)poll(&p, 1, 5);
+    } else if (k < 0) {
+      f->err = errno;
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+static int flood_task(void *arg) { return tr_to_thread(flood_main, arg, NULL); }
+
+struct race {
+  uint64_t ids[RACE_CYCLES];
+  uint8_t late[RACE_CYCLES]; /* notifications after the unwatch */
+  int ncycles;
+};
+
+/* Counts a notification for an earlier watch.  Its ptr is stale and is
+ * never looked at: the id alone says which watch it was. */
+static int note_late(struct race *r, uint64_t cid) {
+  for (int i = r->ncycles - 1; i >= 0; i--)
+    if (r->ids[i] == cid) {
+      r->late[i]++;
+      tr_assert(r->late[i] <= 1, "watch %d (id %llu): %u notifications after its unwatch", i,
+                (unsigned long long)cid, r->late[i]);
+      return 0;
+    }
+  tr_assert(0, "a notification for id %llu, which no watch had", (unsigned long long)cid);
+  return 0;
+}
+
+/* Watch, take one notification, re-arm (for EPOLLIN|EPOLLOUT on odd
+ * rounds: writable at once, so the reactor fires while we remove it; for
+ * EPOLLIN on even ones: the flood makes it readable within moments) or
+ * not at all (every fourth), then unwatch right away. */
+static int race_cycles(int fd, struct race *r) {
+  static uint8_t buf[8192];
+  for (int c = 0; c < RACE_CYCLES; c++) {
+    tr_fd_watch_t *w;
+    tr_assert_rc(tr__fd_watch(fd, tr_self(), TAG_FD, &w), 0);
+    uint64_t id = tr__fd_watch_id(w);
+    r->ids[c] = id;
+    r->ncycles = c + 1;
+    for (;;) {
+      tr_msg_t *m;
+      tr_assert_rc(recv_msg(&m), 0);
+      uint64_t cid = m->cid;
+      tr_assert_eq(m->tag, TAG_FD);
+      tr_msg_free(m);
+      if (cid == id)
+        break;
+      tr_assert_rc(note_late(r, cid), 0);
+    }
+    /* Read one buffer: the flood keeps it readable either way. */
+    ssize_t k = read(fd, buf, sizeof(buf));
+    tr_assert(k > 0 || (k < 0 && errno == EAGAIN));
+    if (c % 4 != 3)
+      tr_assert_rc(tr__fd_rearm(w, (c & 1) ? EPOLLIN | EPOLLOUT : EPOLLIN), 0);
+    tr_assert_rc(tr__fd_unwatch(w), 0);
+  }
+  return 0;
+}
+
+TR_TEST(fd_watch, unwatch_races_with_readiness, .timeout = 120) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  static struct race r;
+  memset(&r, 0, sizeof(r));
+  struct flood f = {.fd = sv[1]};
+
+  tr_nursery_t *n;
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  tr_check_rc(tr_nursery_spawn(n, flood_task, &f, NULL), 0);
+  tr_check_rc(race_cycles(sv[0], &r), 0);
+  __atomic_store_n(&f.stop, 1, __ATOMIC_RELEASE);
+  tr_assert_rc(tr_nursery_close(n), 0);
+  tr_assert_eq(f.err, 0, "flood: %s", strerror(f.err));
+  tr_assert_eq(r.ncycles, RACE_CYCLES);
+
+  /* Once the reactor has freed every watch it has sent all it ever will,
+   * and those messages were queued before our sentinel: everything after
+   * the sentinel would be a notification after the removal. */
+  tr_assert_rc(wait_watches_freed(10 * SEC), 0);
+  tr_assert_rc(tr_send_u64(tr_self(), TAG_SENTINEL, 0), 0);
+  int late = 0;
+  for (;;) {
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    uint32_t tag = m->tag;
+    uint64_t cid = m->cid;
+    tr_msg_free(m);
+    if (tag == TAG_SENTINEL)
+      break;
+    tr_assert_rc(note_late(&r, cid), 0);
+  }
+  for (int i = 0; i < RACE_CYCLES; i++)
+    late += r.late[i];
+  cr_log_info("%d of %d removals raced with a notification", late, RACE_CYCLES);
+
+  /* Nothing more comes (the fd is still readable and writable). */
+  tr_scope_t s;
+  tr_msg_t *m = NULL;
+  tr_assert_rc(tr_move_on_after(&s, 50 * MS), 0);
+  int rc = tr_recv(&m);
+  tr_assert_rc(tr_scope_close(&s), 0);
+  if (rc == 0) {
+    uint64_t cid = m->cid;
+    tr_msg_free(m);
+    tr_assert(0, "notification for id %llu after the reactor freed its watch",
+              (unsigned long long)cid);
+  }
+  close(sv[0]);
+  close(sv[1]);
+  return 0;
+}
+
+/* ---- 4. many watches, and watches left at stop ------------------------------------ */
+
+/* Eventfds with a count of 1: readable, so every watch fires at once. */
+static int open_ready_eventfds(int *fds, int n) {
+  for (int i = 0; i < n; i++) {
+    fds[i] = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
+    tr_assert(fds[i] >= 0, "eventfd: %s", strerror(errno));
+  }
+  return 0;
+}
+
+TR_TEST(fd_watch, unwatch_a_thousand, .timeout = 60) {
+  static int fds[MANY];
+  static tr_fd_watch_t *ws[MANY];
+  static uint64_t first;
+  tr_assert_rc(open_ready_eventfds(fds, MANY), 0);
+  for (int i = 0; i < MANY; i++) {
+    tr_assert_rc(tr__fd_watch(fds[i], tr_self(), TAG_FD, &ws[i]), 0);
+    if (i == 0)
+      first = tr__fd_watch_id(ws[i]);
+    tr_assert_eq(tr__fd_watch_id(ws[i]), first + (uint64_t)i);
+  }
+  tr_assert_eq(tr__fd_watch_count(), MANY);
+  /* Each has fired or is about to: remove them under way. */
+  for (int i = 0; i < MANY; i++)
+    tr_assert_rc(tr__fd_unwatch(ws[i]), 0);
+  for (int i = 0; i < MANY; i++)
+    close(fds[i]);
+  tr_assert_rc(wait_watches_freed(10 * SEC), 0);
+
+  /* One notification per watch at most, and only for these ids. */
+  static uint8_t seen[MANY];
+  memset(seen, 0, sizeof(seen));
+  tr_assert_rc(tr_send_u64(tr_self(), TAG_SENTINEL, 0), 0);
+  int got = 0;
+  for (;;) {
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    uint32_t tag = m->tag;
+    uint64_t cid = m->cid, ev = m->u64;
+    tr_msg_free(m);
+    if (tag == TAG_SENTINEL)
+      break;
+    tr_assert(cid >= first && cid < first + MANY, "id %llu", (unsigned long long)cid);
+    tr_assert(ev & EPOLLIN);
+    tr_assert_eq(seen[cid - first]++, 0, "two notifications for watch %llu",
+                 (unsigned long long)(cid - first));
+    got++;
+  }
+  cr_log_info("%d of %d watches notified before their removal", got, MANY);
+  return 0;
+}
+
+/* Watches left registered at stop: on the root (which exits with them)
+ * and on a behaviour actor that exits first.  The reactor frees them at
+ * stop with their actor references: TR_TEST's leak check fails on an
+ * actor or message left allocated; the fds are closed after stop, by a
+ * lifetime callback, which also checks that no watch is left. */
+static int left_fds[2 * MANY];
+
+static void close_left(void *arg) {
+  (void)arg;
+  tr_check_eq(tr__fd_watch_count(), 0);
+  for (int i = 0; i < 2 * MANY; i++)
+    close(left_fds[i]);
+}
+
+static void exit_on_anything(void *state, tr_msg_t *m) {
+  (void)state;
+  (void)m;
+  tr_check_rc(tr_actor_exit(), 0);
+}
+
+TR_TEST(fd_watch, watches_left_at_stop_are_freed, .timeout = 60) {
+  tr_assert_rc(open_ready_eventfds(left_fds, 2 * MANY), 0);
+  tr_assert_rc(tr_lifetime_push(close_left, NULL), 0);
+  tr_actor_t *a;
+  tr_assert_rc(tr_spawn(exit_on_anything, NULL, NULL, &a), 0);
+  for (int i = 0; i < MANY; i++) {
+    tr_fd_watch_t *w;
+    tr_assert_rc(tr__fd_watch(left_fds[i], tr_self(), TAG_FD, &w), 0);
+    tr_assert_rc(tr__fd_watch(left_fds[MANY + i], a, TAG_FD, &w), 0);
+  }
+  /* The actor exits on its first notification; the rest become dead
+   * letters.  Its watches still hold references to it. */
+  tr_actor_release(a);
+  tr_assert_eq(tr__fd_watch_count(), 2 * MANY);
+  return 0;
+}
