@@ -70,7 +70,9 @@ typedef struct tr_fd_watch tr_fd_watch_t;
  * the runtime has stopped): epoll registers the open file, and an fd
  * closed while registered, or its number reused, would leave the kernel's
  * entry or remove someone else's.  *out is the owner's handle for rearm
- * and unwatch, valid until it calls tr__fd_unwatch.
+ * and unwatch, valid until it calls tr__fd_unwatch.  An owner that exits
+ * without unwatching leaves the watch registered (its notifications become
+ * dead letters) until the reactor stops and frees it.
  * Threads: any thread while the runtime runs; normally the owner.
  */
 int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);

@@ -499,3 +499,46 @@ TR_TEST(fd_watch, watches_left_at_stop_are_freed, .timeout = 60) {
   tr_assert_eq(tr__fd_watch_count(), 2 * MANY);
   return 0;
 }
+
+/* The removal the reactor is most exposed to: its epoll_wait returns the
+ * wake-up of one unwatch and, behind it in the same batch, the readiness of
+ * a watch the owner removes while the reactor is still handling the
+ * wake-up.  Each round unwatches the previous watch (the reactor wakes),
+ * makes the current one ready right behind that wake-up, and removes it at
+ * once.  A reactor that freed removed watches as soon as it saw the
+ * wake-up, rather than after its whole batch, would read a freed watch
+ * here (ASan). */
+TR_TEST(fd_watch, unwatch_behind_a_wakeup_in_one_batch, .timeout = 120) {
+  static int efd[RACE_CYCLES];
+  tr_fd_watch_t *prev = NULL;
+  for (int c = 0; c < RACE_CYCLES; c++) {
+    efd[c] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    tr_assert(efd[c] >= 0);
+    tr_fd_watch_t *w;
+    tr_assert_rc(tr__fd_watch(efd[c], tr_self(), TAG_FD, &w), 0);
+    if (prev)
+      tr_assert_rc(tr__fd_unwatch(prev), 0);
+    tr_assert_eq(eventfd_write(efd[c], 1), 0);
+    tr_assert_rc(tr__fd_unwatch(w), 0);
+    prev = NULL;
+    /* Every other round watches the (still ready) fd again, to be
+     * removed in the next round while it fires. */
+    if (c % 2 == 0)
+      tr_assert_rc(tr__fd_watch(efd[c], tr_self(), TAG_FD, &prev), 0);
+  }
+  if (prev)
+    tr_assert_rc(tr__fd_unwatch(prev), 0);
+  tr_assert_rc(wait_watches_freed(10 * SEC), 0);
+  for (int c = 0; c < RACE_CYCLES; c++)
+    close(efd[c]);
+  tr_assert_rc(tr_send_u64(tr_self(), TAG_SENTINEL, 0), 0);
+  for (;;) {
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    uint32_t tag = m->tag;
+    tr_msg_free(m);
+    if (tag == TAG_SENTINEL)
+      break;
+  }
+  return 0;
+}
