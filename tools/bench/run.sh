@@ -74,14 +74,14 @@ function median(list,   a, k, i, j, t) {
   }
 }
 END {
-  printf "%-17s %-5s %10s %4s %3s %14s %25s %10s %5s %s\n", "workload", "msgs", "n", "runs",
+  printf "%-23s %-5s %10s %4s %3s %14s %25s %10s %5s %s\n", "workload", "msgs", "n", "runs",
          "w", "median rate", "min..max rate", "med secs", "ok", "extra"
   for (i = 1; i <= nw; i++) {
     w = order[i]
     mr = median(rate[w]); rlo = lo; rhi = hi
     ms = median(secs[w])
     extra = (w in bpa) ? sprintf("bytes_per_actor=%.1f", median(bpa[w])) : ""
-    printf "%-17s %-5s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", label[w],
+    printf "%-23s %-5s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", label[w],
            form[w], n[w], runs[w], workers[w], mr, rlo, rhi, ms, oks[w], runs[w], extra
   }
 }' "$LINES"
