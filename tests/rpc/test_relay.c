@@ -9,9 +9,11 @@
  * the caller's own cancel is absorbed, the canceller and the source are
  * the real actors (by uid), not the relay ends.
  */
+#include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TR_TEST_WORKERS 2
 #include <tractor/testing.h>
@@ -222,4 +224,89 @@ TR_TEST(relay, broken_channel_ends_streams_and_calls, .timeout = 60) {
            "the nursery says which child was lost and why: %s", ce ? tr_error_message(ce) : "-");
   tr_portal_release(e);
   return 0;
+}
+
+/* ---- socket mode (TR_TEST_TRANSPORT=socket): big frames, and no fd left -------- */
+
+static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  return tr_buf_from(args ? tr_buf_data(args) : NULL, args ? tr_buf_len(args) : 0, result);
+}
+TR_EXPORT_FN("trel.big", "echo", echo)
+
+/* Open fds of this process, and how many are sockets. */
+static int count_fds(int *sockets) {
+  int n = 0;
+  *sockets = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return -1;
+  for (struct dirent *de; (de = readdir(d)) != NULL;) {
+    if (de->d_name[0] == '.')
+      continue;
+    char path[300], link[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
+    ssize_t k = readlink(path, link, sizeof link - 1);
+    if (k > 0) {
+      link[k] = 0;
+      if (strncmp(link, "socket:", 7) == 0)
+        (*sockets)++;
+    }
+    n++;
+  }
+  closedir(d);
+  return n - 1; /* not the directory's own */
+}
+
+static int sockets_during; /* sockets open while the pair lived */
+
+/* Values from 1 byte to 4 MiB there and back: frames larger than a
+ * socket's buffers (written in parts, on EPOLLOUT; read in parts) and
+ * many small ones in one batch. */
+static int big_body(void) {
+  static const char *const bns[] = {"trel.big"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *e = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "callee", bns, 1, &e), 0);
+  for (size_t len = 1; e && len <= (4u << 20); len *= 4) {
+    uint8_t *v = malloc(len);
+    tr_assert(v != NULL);
+    for (size_t i = 0; i < len; i++)
+      v[i] = (uint8_t)(i * 7 + len);
+    tr_buf_t *arg = NULL, *res = NULL;
+    tr_check_rc(tr_buf_from(v, len, &arg), 0);
+    tr_check_rc(tr_portal_run(e, "trel.big.echo", arg, &res), 0);
+    tr_check(res && tr_buf_len(res) == len && memcmp(tr_buf_data(res), v, len) == 0,
+             "%zu bytes back unchanged", len);
+    tr_buf_release(arg);
+    tr_buf_release(res);
+    free(v);
+  }
+  int s;
+  tr_check(count_fds(&s) > 0);
+  sockets_during = s;
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(e);
+  return 0;
+}
+
+/* Every relay end closes its socket as it exits: the process has the fds
+ * it had before the runtime ran (and, in socket mode, had the pair's two
+ * sockets while it lived). */
+Test(relay, big_values_and_no_fd_left, .timeout = 120) {
+  int s0, s1;
+  int n0 = count_fds(&s0);
+  cr_assert(n0 > 0);
+  tr_test_def_t def = {"relay/big_values_and_no_fd_left", big_body, 0, 0, TR_TEST_WORKERS};
+  static tr_test_report_t rep;
+  if (tr_test_run(&def, &rep) != 0)
+    cr_assert_fail("%s", rep.message);
+  if (tr_test_relay_sockets())
+    cr_expect_geq(sockets_during - s0, 2, "the pair's two sockets were open");
+  else
+    cr_expect_eq(sockets_during, s0, "no socket without TR_TEST_TRANSPORT=socket");
+  int n1 = count_fds(&s1);
+  cr_expect_eq(n1, n0, "fds before the runtime: %d, after: %d", n0, n1);
+  cr_expect_eq(s1, s0, "sockets before: %d, after: %d", s0, s1);
 }

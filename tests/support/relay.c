@@ -2,16 +2,25 @@
  * The codec relay (see relay.h): two behaviour actors per (caller,
  * callee), each message through the codec between them.
  */
+#define _GNU_SOURCE /* accept4 */
 #include "relay.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <tractor/log.h>
 
 #include "runtime/actor/actor.h"
+#include "runtime/reactor/reactor.h" /* fd watches: the socket mode */
 #include "runtime/rpc/rpc.h" /* tr__rpc_route, tr__rpc_post_peer_lost: what a channel does */
 #include "schema/envelope.h"
 
@@ -23,9 +32,39 @@ enum {
   STOP_ACK,            /* B -> A: B is gone; A goes too */
   BREAK,               /* -> A: the channel broke (tr_test_relay_break) */
   BREAK_B,             /* A -> B: the same, on B's side */
+  INIT,                /* -> A, B (socket mode): watch your socket */
+  WATCH,               /* the reactor: the socket is ready */
+  FLUSH,               /* -> self (socket mode): write the queue */
   FROM_A = 0x7e1a00a0, /* a protocol message on the wire, from A */
   FROM_B               /* ... from B */
 };
+
+/* A queued frame (socket mode). */
+typedef struct frame {
+  struct frame *next;
+  size_t len;
+  uint8_t *buf; /* malloc'd by tr__frame_encode */
+} frame_t;
+
+/* One end's side of the loopback TCP connection (socket mode).  Only the
+ * end's own turns touch it, and its on_exit. */
+typedef struct sock_end {
+  int fd; /* -1: none */
+  tr_fd_watch_t *w;
+  uint64_t wid;             /* w's id: a late notification has another */
+  uint32_t armed;           /* the events w is armed for, 0 while it fired */
+  frame_t *head, **tail;    /* the write queue, in order */
+  size_t head_off;          /* bytes of head already written */
+  uint64_t queued, written; /* bytes put on the queue / written, ever */
+  uint64_t got;             /* bytes read, ever */
+  uint64_t until;           /* stopping: read this many bytes, then go on */
+  int waiting;              /* until is set */
+  int flush_sent;           /* a FLUSH is in the mailbox */
+  int done;                 /* EOF or an error: no more I/O */
+  int exiting;              /* tr_actor_exit called */
+  tr_frame_dec_t dec;
+  uint8_t *rbuf;
+} sock_end_t;
 
 typedef struct pair {
   struct pair *next;           /* the table (table_lock) */
@@ -42,7 +81,17 @@ typedef struct pair {
   int broken;      /* the channel broke: nothing more goes through */
   int break_rc;
   char break_cause[128];
+  /* Socket mode: */
+  int sock;       /* 1: data goes over the loopback connection */
+  int break_set;  /* atomic: break_rc and break_cause are written */
+  int a_acked;    /* A: STOP_ACK seen; go once B's bytes are read */
+  int b_stopping; /* B: STOP seen */
+  int b_acking;   /* B: STOP_LAST seen; ack once the queue is written */
+  int b_lost;     /* B: told the callee it lost the caller */
+  sock_end_t sa, sb;
 } pair_t;
+
+static int socket_mode; /* set by install, before any runtime */
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pair_t *table;
@@ -103,6 +152,214 @@ static void from_wire(tr_actor_t *to, tr_msg_t *m) {
     m->from = tr_actor_dup(tr_self());
   m->ptr = NULL;
   (void)tr_send(to, m); /* a dead receiver: the runtime bounces a call */
+}
+
+/* ---- socket mode ------------------------------------------------------------- */
+
+#define RBUF_LEN (64u << 10) /* bytes read per recv */
+#define IOV_BATCH 64         /* frames per sendmsg */
+
+static int sock_opts(int fd) {
+  int one = 1, fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -1;
+  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* Opens a TCP connection on 127.0.0.1: *fa and *fb are its two ends,
+ * non-blocking, close-on-exec, without Nagle.  The connect blocks, but to
+ * a listening socket on loopback the handshake is over within the call,
+ * so it costs microseconds.  Returns 0, or -1 with errno (nothing open). */
+static int loopback_pair(int *fa, int *fb) {
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  int c = -1, s = -1, l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(l, 1) != 0 ||
+      getsockname(l, (struct sockaddr *)&sa, &sl) != 0)
+    goto fail;
+  c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c < 0 || connect(c, (struct sockaddr *)&sa, sizeof sa) != 0)
+    goto fail;
+  do
+    s = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (s < 0 && errno == EINTR);
+  if (s < 0 || sock_opts(c) != 0 || sock_opts(s) != 0)
+    goto fail;
+  close(l);
+  *fa = c;
+  *fb = s;
+  return 0;
+fail:;
+  int err = errno;
+  if (s >= 0)
+    close(s);
+  if (c >= 0)
+    close(c);
+  if (l >= 0)
+    close(l);
+  errno = err;
+  return -1;
+}
+
+static void sock_init(sock_end_t *e, int fd) {
+  e->fd = fd;
+  e->tail = &e->head;
+  tr__frame_dec_init(&e->dec, 0);
+}
+
+/* At the end's exit: every fd watch removed and every fd closed. */
+static void sock_fini(sock_end_t *e) {
+  if (e->w)
+    (void)tr__fd_unwatch(e->w);
+  e->w = NULL;
+  if (e->fd >= 0)
+    close(e->fd);
+  e->fd = -1;
+  while (e->head) {
+    frame_t *f = e->head;
+    e->head = f->next;
+    free(f->buf);
+    free(f);
+  }
+  tr__frame_dec_fini(&e->dec);
+  free(e->rbuf);
+  e->rbuf = NULL;
+}
+
+static void sock_rearm(sock_end_t *e) {
+  if (!e->w || e->done)
+    return;
+  uint32_t ev = EPOLLIN | (e->head ? EPOLLOUT : 0);
+  if (tr__fd_rearm(e->w, ev) == 0)
+    e->armed = ev;
+  else
+    tr_log(TR_LOG_ERROR, "codec relay: cannot re-arm the socket's watch");
+}
+
+/* Writes the queue in batches until it is empty or the socket is full.
+ * Returns 0 (empty), -EAGAIN (full: wait for EPOLLOUT) or -errno. */
+static int sock_flush(sock_end_t *e) {
+  while (e->head) {
+    struct iovec iov[IOV_BATCH];
+    int n = 0;
+    for (frame_t *f = e->head; f && n < IOV_BATCH; f = f->next, n++) {
+      size_t off = n == 0 ? e->head_off : 0;
+      iov[n].iov_base = f->buf + off;
+      iov[n].iov_len = f->len - off;
+    }
+    /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer is EPIPE
+     * and not a SIGPIPE for the whole test process. */
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t k = sendmsg(e->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k < 0) {
+      if (errno == EINTR)
+        continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    e->written += (uint64_t)k;
+    size_t left = (size_t)k;
+    while (e->head && left >= e->head->len - e->head_off) {
+      frame_t *f = e->head;
+      left -= f->len - e->head_off;
+      e->head = f->next;
+      e->head_off = 0;
+      free(f->buf);
+      free(f);
+    }
+    e->head_off += left;
+  }
+  e->tail = &e->head;
+  return 0;
+}
+
+/* Puts m on the socket's write queue as one frame (socket mode's to_wire).
+ * The frame's Envelope carries what the actor hop carries beside it: the
+ * sender in src, as to_wire writes it, and "deliver with a sender" as an
+ * empty dst (has_dst, no name, a zero uuid), which the relay never sends
+ * otherwise and the receiving end removes.  The queue is written on a
+ * FLUSH this end sends itself, so the messages already in its mailbox
+ * join the same sendmsg. */
+static void to_sock(sock_end_t *e, tr_msg_t *m) {
+  tr_msg_take(m);
+  if (m->from) {
+    struct tr_envx *x = tr__envx_get(m);
+    if (x) {
+      if (!x->has_src) {
+        x->has_src = 1;
+        tr_actor_uuid(m->from, x->src.uuid);
+        x->src.name = strdup(tr_actor_name(m->from));
+      }
+      x->has_dst = 1;
+    }
+  }
+  frame_t *f = calloc(1, sizeof *f);
+  int rc = f ? tr__frame_encode(m, 0, &f->buf, &f->len) : -TR_ENOMEM;
+  if (rc) {
+    tr_log(TR_LOG_ERROR, "codec relay: %s did not go through the codec (%d)",
+           tr__body_name(m->body), rc);
+    free(f);
+    tr_msg_free(m);
+    return;
+  }
+  tr_msg_free(m);
+  __atomic_fetch_add(&frames, 1, __ATOMIC_RELAXED);
+  *e->tail = f;
+  e->tail = &f->next;
+  e->queued += f->len;
+  if (!e->flush_sent && !e->done) {
+    e->flush_sent = 1;
+    (void)tr_send_u64(tr_self(), FLUSH, 0);
+  }
+}
+
+/* A message off the socket, to the local actor (from_wire's twin). */
+static void sock_deliver(tr_actor_t *to, tr_msg_t *m) {
+  if (m->x_ && m->x_->has_dst) {
+    tr__uid_fini(&m->x_->dst);
+    m->x_->has_dst = 0;
+    m->from = tr_actor_dup(tr_self());
+  }
+  (void)tr_send(to, m);
+}
+
+/* Reads until EAGAIN, delivering each message to `to` (NULL: dropped).
+ * Returns 0 at EAGAIN; else the end is done and *rc, cause say why
+ * (-TR_ECLOSED at EOF, -TR_EIO for an error or a bad frame). */
+static int sock_read(sock_end_t *e, tr_actor_t *to, int *rc, char *cause, size_t cause_len) {
+  if (!e->rbuf && !(e->rbuf = malloc(RBUF_LEN))) {
+    *rc = -TR_ENOMEM;
+    snprintf(cause, cause_len, "relay socket: out of memory");
+    return -1;
+  }
+  for (;;) {
+    ssize_t k = recv(e->fd, e->rbuf, RBUF_LEN, MSG_DONTWAIT);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return 0;
+    if (k <= 0) {
+      *rc = k == 0 ? -TR_ECLOSED : -TR_EIO;
+      snprintf(cause, cause_len, "relay socket: %s",
+               k == 0 ? "closed by the peer" : strerror(errno));
+      return -1;
+    }
+    e->got += (uint64_t)k;
+    for (size_t off = 0; off < (size_t)k;) {
+      size_t used = 0;
+      tr_msg_t *m = NULL;
+      int frc = tr__frame_dec_feed(&e->dec, e->rbuf + off, (size_t)k - off, &used, &m);
+      if (frc) {
+        *rc = -TR_EIO;
+        snprintf(cause, cause_len, "relay socket: a bad frame (%d)", frc);
+        return -1;
+      }
+      off += used;
+      if (m && to)
+        sock_deliver(to, m);
+      else if (m)
+        tr_msg_free(m);
+    }
+  }
 }
 
 static void pair_end_exit(void *state) {
@@ -196,6 +453,223 @@ static void end_b(void *state, tr_msg_t *m) {
     to_wire(p->a, m, FROM_B);
 }
 
+/* ---- the ends in socket mode --------------------------------------------------
+ *
+ * Data goes over the socket; STOP, STOP_LAST and STOP_ACK stay actor
+ * messages, so each carries the byte count its sender had queued on its
+ * socket by then (STOP: A's, STOP_ACK: B's, all written): the receiver
+ * reads at least that far before it goes on, which keeps the actor hop's
+ * order (everything A sent before STOP reaches the callee before B acks;
+ * everything B sent before its ack reaches the caller before A goes).  B
+ * writes its whole queue before it acks and exits.  A peer that closes,
+ * or an error, while the pair is not stopping is a broken channel, told
+ * to the local side as BREAK does; tr_test_relay_break shuts A's socket
+ * down, so both ends see it that way. */
+
+/* Why the channel broke: tr_test_relay_break's reason when it broke it,
+ * else what the socket said. */
+static void loss_reason(pair_t *p, int *rc, const char **cause) {
+  /* Pairs with the release store in tr_test_relay_break: its rc and cause
+   * are written before the flag, and the socket's shutdown after. */
+  if (__atomic_load_n(&p->break_set, __ATOMIC_ACQUIRE)) {
+    *rc = p->break_rc;
+    *cause = p->break_cause;
+  }
+}
+
+static void a_done(pair_t *p, int rc, const char *cause) {
+  p->sa.done = 1;
+  int brk = __atomic_load_n(&p->break_set, __ATOMIC_ACQUIRE); /* as in loss_reason */
+  if (p->broken || (p->stop_sent && !brk))
+    return; /* stopping: the end of the stream is expected */
+  loss_reason(p, &rc, &cause);
+  p->broken = 1;
+  unlist(p);
+  tr__rpc_post_peer_lost(p->caller, p->callee_uuid, rc, cause);
+}
+
+/* A goes once B has acked and everything B wrote before is delivered. */
+static void a_maybe_exit(pair_t *p) {
+  sock_end_t *e = &p->sa;
+  if (p->a_acked && !e->exiting && (e->done || e->got >= e->until)) {
+    e->exiting = 1;
+    tr_actor_exit();
+  }
+}
+
+static void b_ack_exit(pair_t *p) {
+  if (p->sb.exiting)
+    return;
+  p->sb.exiting = 1;
+  (void)tr_send_u64(p->a, STOP_ACK, p->sb.written);
+  tr_actor_exit();
+}
+
+static void b_done(pair_t *p, int rc, const char *cause) {
+  p->sb.done = 1;
+  int brk = __atomic_load_n(&p->break_set, __ATOMIC_ACQUIRE); /* as in loss_reason */
+  if (p->b_lost || (p->b_stopping && !brk))
+    return;
+  loss_reason(p, &rc, &cause);
+  p->b_lost = 1;
+  unlist(p);
+  tr__rpc_post_peer_lost(p->callee, p->caller_uuid, rc, cause);
+  b_ack_exit(p);
+}
+
+/* B's stop, step by step: A's bytes up to STOP's count read, then
+ * STOP_LAST (after the answers to B's own sends), then the queue written,
+ * then the ack. */
+static void b_progress(pair_t *p) {
+  sock_end_t *e = &p->sb;
+  if (e->waiting && (e->done || e->got >= e->until)) {
+    e->waiting = 0;
+    (void)tr_send_u64(tr_self(), STOP_LAST, 0);
+  }
+  if (p->b_acking && (e->done || !e->head))
+    b_ack_exit(p);
+}
+
+/* Writes what it can; a failure is the channel's. */
+static void sock_try_flush(pair_t *p, sock_end_t *e, int at_a) {
+  if (e->done)
+    return;
+  int w = sock_flush(e);
+  if (w == -EAGAIN) {
+    if (!(e->armed & EPOLLOUT))
+      sock_rearm(e);
+  } else if (w) {
+    char cause[160];
+    snprintf(cause, sizeof cause, "relay socket: %s", strerror(-w));
+    if (at_a)
+      a_done(p, -TR_EIO, cause);
+    else
+      b_done(p, -TR_EIO, cause);
+  }
+}
+
+/* The end's socket is ready (or a FLUSH is due): read, write, re-arm. */
+static void sock_io(pair_t *p, int at_a, int readable) {
+  sock_end_t *e = at_a ? &p->sa : &p->sb;
+  tr_actor_t *to = at_a ? (p->broken ? NULL : p->caller) : p->callee;
+  int rc = 0;
+  char cause[160];
+  if (readable && !e->done && sock_read(e, to, &rc, cause, sizeof cause) != 0) {
+    if (at_a)
+      a_done(p, rc, cause);
+    else
+      b_done(p, rc, cause);
+  }
+  sock_try_flush(p, e, at_a);
+  if (at_a)
+    a_maybe_exit(p);
+  else
+    b_progress(p);
+  if (readable && !e->exiting)
+    sock_rearm(e);
+}
+
+/* The common control messages of both ends; 1 when m was one. */
+static int sock_control(pair_t *p, int at_a, tr_msg_t *m) {
+  sock_end_t *e = at_a ? &p->sa : &p->sb;
+  switch (m->tag) {
+  case INIT:
+    if (tr__fd_watch(e->fd, tr_self(), WATCH, &e->w) == 0) {
+      e->wid = tr__fd_watch_id(e->w);
+      e->armed = EPOLLIN;
+    } else if (at_a) {
+      a_done(p, -TR_EIO, "relay socket: cannot watch it");
+    } else {
+      b_done(p, -TR_EIO, "relay socket: cannot watch it");
+    }
+    return 1;
+  case WATCH:
+    if (e->w && m->cid == e->wid) { /* else a late one, for a removed watch */
+      e->armed = 0;
+      sock_io(p, at_a, 1);
+    }
+    return 1;
+  case FLUSH:
+    e->flush_sent = 0;
+    sock_io(p, at_a, 0);
+    return 1;
+  }
+  return 0;
+}
+
+static void stop_b_sock(pair_t *p) {
+  unlist(p);
+  p->stop_sent = 1; /* B passes on what it has, then both go */
+  (void)tr_send_u64(p->b, STOP, p->sa.queued);
+}
+
+static void sock_end_a(void *state, tr_msg_t *m) {
+  pair_t *p = state;
+  if (m->body == 0) {
+    if (sock_control(p, 1, m))
+      return;
+    switch (m->tag) {
+    case DOWN:
+      if (m->u64 == p->callee_id)
+        p->callee_gone = 1;
+      if (!p->stop_sent && !p->broken)
+        stop_b_sock(p);
+      break;
+    case STOP_ACK:
+      p->a_acked = 1;
+      p->sa.until = m->u64;
+      a_maybe_exit(p);
+      break;
+    }
+    return;
+  }
+  if (p->broken || p->sa.done) {
+    /* the channel is gone: dropped, as the wire would */
+  } else if (p->callee_gone || p->a_acked) {
+    tr__rpc_bounce(p->callee, m); /* answered as the dead callee would be */
+  } else {
+    to_sock(&p->sa, m);
+    if (p->oneshot && !p->stop_sent)
+      stop_b_sock(p);
+  }
+}
+
+static void sock_end_b(void *state, tr_msg_t *m) {
+  pair_t *p = state;
+  if (m->body == 0) {
+    if (sock_control(p, 0, m))
+      return;
+    switch (m->tag) {
+    case STOP:
+      p->b_stopping = 1;
+      p->sb.until = m->u64;
+      p->sb.waiting = 1;
+      b_progress(p);
+      break;
+    case STOP_LAST:
+      p->b_acking = 1;
+      sock_try_flush(p, &p->sb, 0);
+      b_progress(p);
+      break;
+    }
+    return;
+  }
+  if (!p->sb.done)
+    to_sock(&p->sb, m);
+}
+
+static void sock_a_exit(void *state) {
+  pair_t *p = state;
+  sock_fini(&p->sa);
+  pair_end_exit(p);
+}
+
+static void sock_b_exit(void *state) {
+  pair_t *p = state;
+  sock_fini(&p->sb);
+  pair_end_exit(p);
+}
+
 static tr_actor_t *route(tr_actor_t *self, tr_actor_t *target) {
   if (tr_actor_exited(target))
     return NULL; /* the direct way answers at once */
@@ -218,19 +692,34 @@ static tr_actor_t *route(tr_actor_t *self, tr_actor_t *target) {
       tr_actor_uuid(self, p->caller_uuid);
       tr_actor_uuid(target, p->callee_uuid);
       p->ends = 2;
+      p->sock = socket_mode;
+      int fa = -1, fb = -1;
+      if (p->sock && loopback_pair(&fa, &fb) != 0) {
+        tr_log(TR_LOG_ERROR, "codec relay: no loopback connection (%s)", strerror(errno));
+        p->sock = -1;
+      }
+      sock_init(&p->sa, fa);
+      sock_init(&p->sb, fb);
       /* Nothing reaches either end before this returns (their messages
-       * come from the caller through A, or the monitors set below), so the
-       * fields are written before any turn reads them. */
-      tr_spawn_opts_t oa = {.name = "relay-a", .on_exit = pair_end_exit};
-      tr_spawn_opts_t ob = {.name = "relay-b", .on_exit = pair_end_exit};
-      if (tr_spawn(end_a, p, &oa, &p->a) != 0) {
+       * come from the caller through A, INIT, or the monitors set below),
+       * so the fields are written before any turn reads them. */
+      tr_spawn_opts_t oa = {.name = "relay-a", .on_exit = p->sock ? sock_a_exit : pair_end_exit};
+      tr_spawn_opts_t ob = {.name = "relay-b", .on_exit = p->sock ? sock_b_exit : pair_end_exit};
+      if (p->sock < 0 || tr_spawn(p->sock ? sock_end_a : end_a, p, &oa, &p->a) != 0) {
+        sock_fini(&p->sa);
+        sock_fini(&p->sb);
         tr_actor_release(p->caller);
         tr_actor_release(p->callee);
         free(p);
-      } else if (tr_spawn(end_b, p, &ob, &p->b) != 0) {
-        p->ends = 1; /* A alone: it goes at once */
+      } else if (tr_spawn(p->sock ? sock_end_b : end_b, p, &ob, &p->b) != 0) {
+        sock_fini(&p->sb); /* B never ran: its socket is closed here */
+        p->ends = 1;       /* A alone: it goes at once */
         (void)tr_send_u64(p->a, STOP_ACK, 0);
       } else {
+        if (p->sock) { /* before anything else reaches either end */
+          (void)tr_send_u64(p->a, INIT, 0);
+          (void)tr_send_u64(p->b, INIT, 0);
+        }
         p->next = table;
         table = p;
         via = tr_actor_dup(p->a);
@@ -264,19 +753,34 @@ int tr_test_relay_break(tr_actor_t *callee, int rc, const char *cause) {
     __atomic_store_n(&p->stopping, 1, __ATOMIC_RELAXED);
     p->break_rc = rc;
     snprintf(p->break_cause, sizeof p->break_cause, "%s", cause ? cause : "relay broken");
-    (void)tr_send_u64(p->a, BREAK, 0); /* the send orders the fields before A reads them */
+    if (p->sock) {
+      /* Pairs with the acquire loads of the ends (loss_reason): the
+       * shutdown reaches them through the kernel, which orders nothing a
+       * sanitizer sees.  A's socket is open: A closes it only at its exit,
+       * after it has unlisted the pair (under table_lock). */
+      __atomic_store_n(&p->break_set, 1, __ATOMIC_RELEASE);
+      (void)shutdown(p->sa.fd, SHUT_RDWR);
+    } else {
+      (void)tr_send_u64(p->a, BREAK, 0); /* the send orders the fields before A reads them */
+    }
     n++;
   }
   pthread_mutex_unlock(&table_lock);
   return n;
 }
 
-void tr_test_relay_install(void) { tr__rpc_route = route; }
+void tr_test_relay_install(void) {
+  const char *t = getenv("TR_TEST_TRANSPORT");
+  socket_mode = t && strcmp(t, "socket") == 0;
+  tr__rpc_route = route;
+}
 
 void tr_test_relay_uninstall(void) { tr__rpc_route = NULL; }
 
+int tr_test_relay_sockets(void) { return tr_test_relay_on() && socket_mode; }
+
 __attribute__((constructor)) static void relay_from_env(void) {
   const char *t = getenv("TR_TEST_TRANSPORT");
-  if (t && strcmp(t, "relay") == 0)
+  if (t && (strcmp(t, "relay") == 0 || strcmp(t, "socket") == 0))
     tr_test_relay_install();
 }
