@@ -154,6 +154,8 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
     h->addr = wstr(bx->u.hello.id.addr);
     h->is_registrar = bx->u.hello.is_registrar != 0;
     h->is_probe = bx->u.hello.is_probe != 0;
+    h->version = bx->u.hello.version;
+    h->flags = bx->u.hello.flags;
     wbin(&h->auth_proof, m->payload);
     t->env.hello = h;
     break;
@@ -451,6 +453,8 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
     x->u.hello.pid = h->pid;
     x->u.hello.is_registrar = h->is_registrar != 0;
     x->u.hello.is_probe = h->is_probe != 0;
+    x->u.hello.version = h->version;
+    x->u.hello.flags = h->flags;
     if ((rc = tr__dup_opt(&x->u.hello.id.name, h->name)) != 0 ||
         (rc = tr__dup_opt(&x->u.hello.id.addr, h->addr)) != 0 ||
         (rc = rbin(&m->payload, &h->auth_proof)) != 0)

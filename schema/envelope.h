@@ -16,7 +16,8 @@
  *   body         msg fields                x_ fields (x_->kind == body)
  *   ----------   -----------------------   --------------------------------
  *   Hello        payload = auth proof      u.hello: id (name, uuid, addr),
- *                                          pid, is_registrar, is_probe
+ *                                          pid, version, flags, is_registrar,
+ *                                          is_probe
  *   SpawnSpec    -                         u.spawn_spec: name, ns[n_ns],
  *                                          registry[n_registry], bind_addr,
  *                                          log_level
@@ -115,6 +116,7 @@ struct tr_envx {
     struct {
       tr_uid_t id; /* Hello.name, Hello.uuid, Hello.addr */
       int64_t pid;
+      uint32_t version, flags;
       uint8_t is_registrar, is_probe;
     } hello;
     struct {
