@@ -769,10 +769,14 @@ int tr_test_relay_break(tr_actor_t *callee, int rc, const char *cause) {
   return n;
 }
 
+void tr_test_relay_install_mode(int sockets) {
+  socket_mode = sockets != 0;
+  tr__rpc_route = route;
+}
+
 void tr_test_relay_install(void) {
   const char *t = getenv("TR_TEST_TRANSPORT");
-  socket_mode = t && strcmp(t, "socket") == 0;
-  tr__rpc_route = route;
+  tr_test_relay_install_mode(t && strcmp(t, "socket") == 0);
 }
 
 void tr_test_relay_uninstall(void) { tr__rpc_route = NULL; }

@@ -47,6 +47,10 @@
  * TR_TEST_TRANSPORT=relay or =socket does it at load. */
 void tr_test_relay_install(void);
 
+/* The same, with the mode given: sockets != 0 for loopback TCP (tr-bench's
+ * transport=socket lines), else actor to actor. */
+void tr_test_relay_install_mode(int sockets);
+
 /* Back to the direct way (with no runtime running). */
 void tr_test_relay_uninstall(void);
 

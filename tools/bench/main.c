@@ -192,7 +192,7 @@ typedef struct workload {
   uint64_t n_default; /* the peers' defaults (bench-peers/run_all.sh) */
   uint64_t n_smoke;   /* well under a second each, also under TSan */
   int forms;          /* FORMS_* */
-  int relay;          /* dialogs through the codec relay: transport=relay */
+  int relay;          /* through the codec relay: 1 transport=relay, 2 =socket */
 } workload_t;
 
 static const workload_t workloads[] = {
@@ -213,6 +213,10 @@ static const workload_t workloads[] = {
      * the codec and one more hop each way cost, before any socket. */
     {"ctx_stream", bench_ctx_stream_stream, 1000000, 5000, FORMS_BOTH, 1},
     {"ctx_stream", bench_ctx_stream, 200000, 2000, FORMS_BOTH, 1},
+    /* And with the relay's two ends joined by loopback TCP (frames, the
+     * reactor's fd watches, batched writes): a socket's cost in-process. */
+    {"ctx_stream", bench_ctx_stream_stream, 1000000, 5000, FORMS_BOTH, 2},
+    {"ctx_stream", bench_ctx_stream, 100000, 2000, FORMS_BOTH, 2},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -258,7 +262,7 @@ static int run_one(const workload_t *w, uint64_t n, int workers, bench_msgs_t ms
           workers == 0 ? " (runtime default)" : "", msgs_field(w, msgs));
   bench_relay = w->relay;
   if (w->relay)
-    tr_test_relay_install();
+    tr_test_relay_install_mode(w->relay == 2);
   rc = tr_run(&cfg, root, &ctx);
   if (w->relay)
     tr_test_relay_uninstall();
@@ -288,7 +292,9 @@ static int run_one(const workload_t *w, uint64_t n, int workers, bench_msgs_t ms
 
   printf("BENCH %s impl=tractor-c n=%" PRIu64 " secs=%.6f rate=%.1f%s%s%s%s workers=%d\n", w->name,
          ctx.res.n, ctx.res.secs, ctx.res.rate, msgs_field(w, msgs), ctx.res.extra,
-         w->relay ? " transport=relay" : "",
+         w->relay == 2 ? " transport=socket"
+         : w->relay    ? " transport=relay"
+                       : "",
          ctx.res.ok < 0 ? ""
          : ctx.res.ok   ? " ok=1"
                         : " ok=0",
