@@ -112,7 +112,8 @@ struct enc {
     Tractor__CancelAck cancel_ack;
     Tractor__Credit credit;
   } b;
-  Tractor__ActorRef ref_a, ref_b; /* Start.caller, Error.src / canceller */
+  Tractor__ActorRef ref_a, ref_b; /* Start.caller, SpawnSpec.parent,
+                                   * Error.src / canceller */
   void *relay_mem;                /* Error.relay_path: pointers, then refs */
 };
 
@@ -175,6 +176,13 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
     s->registry_addrs = bx->u.spawn_spec.registry;
     s->bind_addr = wstr(bx->u.spawn_spec.bind_addr);
     s->log_level = wstr(bx->u.spawn_spec.log_level);
+    s->life_cid = bx->u.spawn_spec.life_cid;
+    if (bx->u.spawn_spec.has_parent) {
+      wref(&t->ref_a, &bx->u.spawn_spec.parent);
+      s->parent = &t->ref_a;
+    }
+    s->run_func = wstr(bx->u.spawn_spec.run_func);
+    wbin(&s->run_args, m->payload);
     t->env.spawn_spec = s;
     break;
   }
@@ -471,8 +479,16 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
         (rc = rstrv(&x->u.spawn_spec.registry, &x->u.spawn_spec.n_registry, s->registry_addrs,
                     s->n_registry_addrs)) != 0 ||
         (rc = tr__dup_opt(&x->u.spawn_spec.bind_addr, s->bind_addr)) != 0 ||
-        (rc = tr__dup_opt(&x->u.spawn_spec.log_level, s->log_level)) != 0)
+        (rc = tr__dup_opt(&x->u.spawn_spec.log_level, s->log_level)) != 0 ||
+        (rc = tr__dup_opt(&x->u.spawn_spec.run_func, s->run_func)) != 0 ||
+        (rc = rbin(&m->payload, &s->run_args)) != 0)
       return rc;
+    x->u.spawn_spec.life_cid = s->life_cid;
+    if (s->parent != NULL) {
+      x->u.spawn_spec.has_parent = 1;
+      if ((rc = rref(&x->u.spawn_spec.parent, s->parent)) != 0)
+        return rc;
+    }
     break;
   }
   case TR_BODY_START: {

@@ -18,9 +18,10 @@
  *   Hello        payload = auth proof      u.hello: id (name, uuid, addr),
  *                                          pid, version, flags, is_registrar,
  *                                          is_probe
- *   SpawnSpec    -                         u.spawn_spec: name, ns[n_ns],
+ *   SpawnSpec    payload = run_args        u.spawn_spec: name, ns[n_ns],
  *                                          registry[n_registry], bind_addr,
- *                                          log_level
+ *                                          log_level, life_cid, parent
+ *                                          (has_parent), run_func
  *   Start        payload = args,           u.start: ns, func, caller
  *                u64 = window (low 32      (has_caller)
  *                bits) | overrun_error
@@ -127,6 +128,10 @@ struct tr_envx {
       size_t n_registry;
       char *bind_addr;
       char *log_level;
+      uint64_t life_cid; /* the child's life dialog with its parent */
+      tr_uid_t parent;   /* where the exit report goes */
+      uint8_t has_parent;
+      char *run_func; /* "ns.func" run once; NULL for a daemon */
     } spawn_spec;
     struct {
       /* Owned, unless names_inline: then both point into names (set by

@@ -77,6 +77,8 @@ void tr__envx_free(struct tr_envx *x) {
     strv_free(x->u.spawn_spec.registry, x->u.spawn_spec.n_registry);
     free(x->u.spawn_spec.bind_addr);
     free(x->u.spawn_spec.log_level);
+    uid_drop(&x->u.spawn_spec.parent);
+    free(x->u.spawn_spec.run_func);
     break;
   case TR_BODY_START:
     if (!x->u.start.names_inline) {

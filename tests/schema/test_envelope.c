@@ -150,6 +150,31 @@ static void assert_start(const tr_msg_t *d, uint64_t cid, const char *args) {
   assert_payload(d, args);
 }
 
+/* A SpawnSpec with every field set, run_args included. */
+static tr_msg_t *mk_spawn_spec(void) {
+  static const uint8_t run_args[] = {0x00, 0xff, 0x10, 0x00, 0x7f};
+  tr_msg_t *m = mk(TR_BODY_SPAWN_SPEC);
+  struct tr_envx *x = xof(m);
+  x->u.spawn_spec.name = strdup("child");
+  x->u.spawn_spec.n_ns = 3;
+  x->u.spawn_spec.ns = calloc(3, sizeof(char *));
+  x->u.spawn_spec.ns[0] = strdup("app.math");
+  x->u.spawn_spec.ns[1] = strdup("");
+  x->u.spawn_spec.ns[2] = strdup("app.io");
+  x->u.spawn_spec.n_registry = 2;
+  x->u.spawn_spec.registry = calloc(2, sizeof(char *));
+  x->u.spawn_spec.registry[0] = strdup("tcp://127.0.0.1:1616");
+  x->u.spawn_spec.registry[1] = strdup("tcp://[::1]:1616");
+  x->u.spawn_spec.bind_addr = strdup("tcp://0.0.0.0:0");
+  x->u.spawn_spec.log_level = strdup("debug");
+  x->u.spawn_spec.life_cid = 0xfedcba9876543210ull;
+  x->u.spawn_spec.has_parent = 1;
+  set_uid(&x->u.spawn_spec.parent, "parent", 70, "tcp://127.0.0.1:1616");
+  x->u.spawn_spec.run_func = strdup("app.math.square");
+  cr_assert_eq(tr_buf_from(run_args, sizeof run_args, &m->payload), 0);
+  return m;
+}
+
 /* xorshift64*: deterministic, so a failure reproduces. */
 static uint64_t rng(uint64_t *s) {
   *s ^= *s >> 12;
@@ -204,23 +229,11 @@ Test(envelope, hello_without_envx_has_zero_uuid, .timeout = 30) {
 }
 
 Test(envelope, spawn_spec, .timeout = 30) {
-  tr_msg_t *m = mk(TR_BODY_SPAWN_SPEC);
-  struct tr_envx *x = xof(m);
-  x->u.spawn_spec.name = strdup("child");
-  x->u.spawn_spec.n_ns = 3;
-  x->u.spawn_spec.ns = calloc(3, sizeof(char *));
-  x->u.spawn_spec.ns[0] = strdup("app.math");
-  x->u.spawn_spec.ns[1] = strdup("");
-  x->u.spawn_spec.ns[2] = strdup("app.io");
-  x->u.spawn_spec.n_registry = 2;
-  x->u.spawn_spec.registry = calloc(2, sizeof(char *));
-  x->u.spawn_spec.registry[0] = strdup("tcp://127.0.0.1:1616");
-  x->u.spawn_spec.registry[1] = strdup("tcp://[::1]:1616");
-  x->u.spawn_spec.bind_addr = strdup("tcp://0.0.0.0:0");
-  x->u.spawn_spec.log_level = strdup("debug");
+  static const uint8_t run_args[] = {0x00, 0xff, 0x10, 0x00, 0x7f};
+  tr_msg_t *m = mk_spawn_spec();
 
   tr_msg_t *d = roundtrip(m);
-  const struct tr_envx *y = d->x_;
+  const struct tr_envx *x = m->x_, *y = d->x_;
   cr_assert_eq(y->kind, TR_BODY_SPAWN_SPEC);
   cr_assert_str_eq(y->u.spawn_spec.name, "child");
   cr_assert_eq(y->u.spawn_spec.n_ns, 3);
@@ -232,9 +245,100 @@ Test(envelope, spawn_spec, .timeout = 30) {
   cr_assert_str_eq(y->u.spawn_spec.registry[1], "tcp://[::1]:1616");
   cr_assert_str_eq(y->u.spawn_spec.bind_addr, "tcp://0.0.0.0:0");
   cr_assert_str_eq(y->u.spawn_spec.log_level, "debug");
-  cr_assert_null(d->payload);
+  cr_assert_eq(y->u.spawn_spec.life_cid, 0xfedcba9876543210ull, "all 64 bits survive");
+  cr_assert_eq(y->u.spawn_spec.has_parent, 1);
+  assert_uid_eq(&y->u.spawn_spec.parent, &x->u.spawn_spec.parent);
+  cr_assert_str_eq(y->u.spawn_spec.run_func, "app.math.square");
+  cr_assert_not_null(d->payload);
+  cr_assert_eq(tr_buf_len(d->payload), sizeof run_args);
+  cr_assert_eq(memcmp(tr_buf_data(d->payload), run_args, sizeof run_args), 0,
+               "run_args are opaque bytes, zeros included");
+  cr_assert_eq(y->has_src, 0);
+  cr_assert_eq(y->has_dst, 0);
   tr_msg_free(d);
   tr_msg_free(m);
+}
+
+Test(envelope, spawn_spec_daemon_without_parent, .timeout = 30) {
+  /* A daemon child: no function to run, no arguments, and here no parent
+   * either, which must not be confused with a parent of unknown name. */
+  tr_msg_t *m = mk(TR_BODY_SPAWN_SPEC);
+  struct tr_envx *x = xof(m);
+  x->u.spawn_spec.name = strdup("daemon");
+  x->u.spawn_spec.life_cid = 9;
+
+  tr_msg_t *d = roundtrip(m);
+  const struct tr_envx *y = d->x_;
+  static const uint8_t zero[TR_UUID_LEN];
+  cr_assert_eq(y->kind, TR_BODY_SPAWN_SPEC);
+  cr_assert_str_eq(y->u.spawn_spec.name, "daemon");
+  cr_assert_eq(y->u.spawn_spec.life_cid, 9);
+  cr_assert_eq(y->u.spawn_spec.has_parent, 0);
+  cr_assert_null(y->u.spawn_spec.parent.name);
+  cr_assert_null(y->u.spawn_spec.parent.addr);
+  cr_assert_eq(memcmp(y->u.spawn_spec.parent.uuid, zero, TR_UUID_LEN), 0);
+  cr_assert_null(y->u.spawn_spec.run_func);
+  cr_assert_null(d->payload);
+  cr_assert_eq(y->u.spawn_spec.n_ns, 0);
+  cr_assert_null(y->u.spawn_spec.bind_addr);
+  tr_msg_free(d);
+
+  /* A parent known only by its uuid is still a parent: presence travels
+   * with the ActorRef, not with its fields. */
+  x->u.spawn_spec.has_parent = 1;
+  set_uid(&x->u.spawn_spec.parent, NULL, 60, NULL);
+  x->u.spawn_spec.life_cid = 0;
+  d = roundtrip(m);
+  cr_assert_eq(d->x_->u.spawn_spec.has_parent, 1);
+  assert_uid_eq(&d->x_->u.spawn_spec.parent, &x->u.spawn_spec.parent);
+  cr_assert_eq(d->x_->u.spawn_spec.life_cid, 0);
+  tr_msg_free(d);
+  tr_msg_free(m);
+}
+
+Test(envelope, spawn_spec_parent_uuid_checked, .timeout = 30) {
+  /* The parent is an ActorRef like any other: its uuid on the wire is
+   * empty or exactly 16 bytes.  The buffer is longer than a uuid so that
+   * the 17-byte case reads only what it owns. */
+  uint8_t uuid[2 * TR_UUID_LEN];
+  for (int i = 0; i < (int)sizeof uuid; i++)
+    uuid[i] = (uint8_t)(0xa0 + i);
+  Tractor__Envelope e = TRACTOR__ENVELOPE__INIT;
+  Tractor__SpawnSpec sp = TRACTOR__SPAWN_SPEC__INIT;
+  Tractor__ActorRef parent = TRACTOR__ACTOR_REF__INIT;
+  sp.name = "child";
+  sp.life_cid = 41;
+  sp.run_func = "app.f";
+  sp.parent = &parent;
+  parent.name = "root";
+  parent.uuid.data = uuid;
+  e.body_case = TRACTOR__ENVELOPE__BODY_SPAWN_SPEC;
+  e.spawn_spec = &sp;
+
+  parent.uuid.len = 5;
+  cr_assert_eq(decode_pb(&e), -TR_EPROTO, "a 5-byte parent uuid is refused");
+  parent.uuid.len = 17;
+  cr_assert_eq(decode_pb(&e), -TR_EPROTO);
+  parent.uuid.len = 0;
+  cr_assert_eq(decode_pb(&e), 0, "an empty uuid is an unknown one");
+
+  /* The accepted form decodes into the fields the header names. */
+  parent.uuid.len = TR_UUID_LEN;
+  size_t n = tractor__envelope__get_packed_size(&e);
+  uint8_t *p = malloc(n);
+  cr_assert_not_null(p);
+  tractor__envelope__pack(&e, p);
+  tr_msg_t *d = NULL;
+  cr_assert_eq(tr__env_decode(p, n, &d), 0);
+  free(p);
+  cr_assert_eq(d->x_->u.spawn_spec.life_cid, 41);
+  cr_assert_eq(d->x_->u.spawn_spec.has_parent, 1);
+  cr_assert_str_eq(d->x_->u.spawn_spec.parent.name, "root");
+  cr_assert_null(d->x_->u.spawn_spec.parent.addr);
+  cr_assert_eq(memcmp(d->x_->u.spawn_spec.parent.uuid, uuid, TR_UUID_LEN), 0);
+  cr_assert_str_eq(d->x_->u.spawn_spec.run_func, "app.f");
+  cr_assert_null(d->payload);
+  tr_msg_free(d);
 }
 
 Test(envelope, start, .timeout = 30) {
@@ -752,9 +856,9 @@ Test(envelope, decode_mutated_valid_envelopes, .timeout = 30) {
   /* Random bytes rarely get past the first tag; flipping bytes of real
    * envelopes reaches the nested and repeated fields and the checks after
    * unpacking. */
-  tr_msg_t *src[3] = {mk_error(), mk_start(5, "args"), mk(TR_BODY_HELLO)};
+  tr_msg_t *src[4] = {mk_error(), mk_start(5, "args"), mk(TR_BODY_HELLO), mk_spawn_spec()};
   uint64_t s = 12345;
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < 4; k++) {
     uint8_t *p;
     size_t n;
     cr_assert_eq(tr__env_encode(src[k], &p, &n), 0);
