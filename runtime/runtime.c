@@ -29,6 +29,12 @@
 #include "runtime/runtime.h"
 #include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
+#include "transport/channel.h"
+
+/* The transport, wired in from the top (the layers below only see hooks):
+ * tr_main of a child process, and the actor nursery's process children. */
+int (*tr__main_child_hook)(const tr_config_t *cfg) = tr__chan_child_run;
+const tr_rpc_proc_ops_t *tr__rpc_proc_ops = &tr__chan_proc_ops;
 
 /* tr_run is serialised by this flag (CAS 0 -> 1). */
 static uint32_t rt_claimed;

@@ -30,14 +30,27 @@ static int os_fail(const char *what) {
   return TR_ERROR(-TR_EIO, "%s: %s", what, strerror(e));
 }
 
+/* Variables of this process that would mislead the child: its own
+ * parent's markers (a grandchild gets its parent's, from the extras), and
+ * Criterion's sandbox marker (BoxFort's BXFI_MAP: a test worker started
+ * with it, and a child that inherited it would take itself for a test
+ * worker and abort). */
+static int inherited_marker(const char *var) {
+  static const char *const names[] = {TR_PARENT_PID_ENV "=", "TR_PARENT_ADDR=", "BXFI_MAP="};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strncmp(var, names[i], strlen(names[i])) == 0)
+      return 1;
+  return 0;
+}
+
 int tr__proc_spawn(const char *exe, char *const argv[], char *const env[], tr_proc_t *p) {
   if (!argv || !argv[0] || !p)
     return TR__EINVAL_NULL();
   p->pid = 0;
   p->pidfd = -1;
   p->status = 0;
-  /* The environment: TR_PARENT_PID and the extras first (getenv takes the
-   * first match), then the parent's, without an inherited marker. */
+  /* The environment: TR_PARENT_PID and the extras first, then the
+   * parent's, without the inherited markers. */
   size_t n_extra = 0, n_env = 0;
   while (env && env[n_extra])
     n_extra++;
@@ -53,7 +66,7 @@ int tr__proc_spawn(const char *exe, char *const argv[], char *const env[], tr_pr
   for (size_t i = 0; i < n_extra; i++)
     envp[k++] = env[i];
   for (size_t i = 0; i < n_env; i++)
-    if (strncmp(environ[i], TR_PARENT_PID_ENV "=", sizeof(TR_PARENT_PID_ENV)) != 0)
+    if (!inherited_marker(environ[i]))
       envp[k++] = environ[i];
   envp[k] = NULL;
   pid_t pid;

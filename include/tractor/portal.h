@@ -224,6 +224,40 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
 /* A handle to an actor that serves RPC (tractor's Portal). */
 typedef struct tr_portal tr_portal_t;
 
+/* Where an actor-nursery child runs (tr_actor_opts_t.spawn). */
+enum tr_spawn_kind {
+  /* The process default: the environment variable TR_SPAWN ("thread" or
+   * "process"), else TR_SPAWN_THREAD (tractor's start method, set once
+   * for a whole program). */
+  TR_SPAWN_DEFAULT = 0,
+  /* An actor of this process, on the runtime's workers. */
+  TR_SPAWN_THREAD = 1,
+  /*
+   * A child process: the same executable (or `exe`), started with
+   * posix_spawn; it connects back to this process over TCP on 127.0.0.1,
+   * receives its SpawnSpec and runs the actor (docs/PROTOCOL.md 8.5).
+   * The portal works at once (calls wait in the channel until the child
+   * has connected).  The child's main must be tr_main (which recognises
+   * the child), or, in a Criterion test binary, a main that hands a child
+   * to tr_main (tr_spawned_child, task.h).  Cancelling it is a Cancel
+   * request, then SIGTERM, then SIGKILL after the nursery's grace period;
+   * the nursery's close returns once the process is reaped.  A child dies
+   * with its parent (PR_SET_PDEATHSIG, and the end of the connection).
+   * Functions, arguments and results cross as bytes: pass nothing whose
+   * meaning is an address in this process.
+   */
+  TR_SPAWN_PROCESS = 2,
+};
+
+/* Options of tr_start_actor_opts / tr_run_in_actor_opts. */
+typedef struct tr_actor_opts {
+  /* tr_start_actor_opts: the namespaces the daemon serves. */
+  const char *const *enable;
+  size_t n_enable;
+  int spawn;       /* enum tr_spawn_kind */
+  const char *exe; /* TR_SPAWN_PROCESS: the program; NULL: this one */
+} tr_actor_opts_t;
+
 /*
  * Starts a daemon actor `name` in actor nursery `an`: it serves calls to
  * the functions of the `n_enable` namespaces in `enable` until it is
@@ -237,6 +271,13 @@ typedef struct tr_portal tr_portal_t;
  */
 int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *enable,
                    size_t n_enable, tr_portal_t **out);
+
+/* tr_start_actor with options: opts->enable and n_enable as above, and
+ * where the actor runs (opts->spawn).  opts may be NULL.  Returns as
+ * tr_start_actor, or -TR_EIO (the process could not be started; nothing is
+ * left running) with an error object.  Ownership: borrows opts. */
+int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor_opts_t *opts,
+                        tr_portal_t **out);
 
 /*
  * Calls function `qualified` ("ns.func") of the portal's actor with `args`
@@ -274,6 +315,11 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  */
 int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
                     const tr_buf_t *args, tr_portal_t **out);
+
+/* tr_run_in_actor with options (opts->spawn, opts->exe; enable is
+ * ignored).  opts may be NULL.  Ownership: borrows opts. */
+int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *qualified,
+                         const tr_buf_t *args, const tr_actor_opts_t *opts, tr_portal_t **out);
 
 /*
  * The result of a tr_run_in_actor child: waits (cancellably) until it is

@@ -415,6 +415,24 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an);
 int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t *cfg);
 
 /*
+ * 1 when this process was started as a child actor process (an actor
+ * nursery's TR_SPAWN_PROCESS child; the environment says so), else 0.
+ * tr_main recognises a child by itself: it then serves the actor its
+ * parent asked for and exits the process (root is not called and may be
+ * NULL).  A program whose main is not its own, such as a Criterion test
+ * binary, hands a child to tr_main first:
+ *
+ *     int main(int argc, char **argv) {
+ *       if (tr_spawned_child())
+ *         return tr_main(argc, argv, NULL, NULL, NULL);  // never returns
+ *       ... Criterion's runner ...
+ *     }
+ *
+ * Threads: any.
+ */
+int tr_spawned_child(void);
+
+/*
  * Spawns an actor whose main task runs fn(arg); the actor exits when all of
  * its tasks have finished.  As tr_spawn otherwise (opts->mailbox_limit and
  * opts->on_exit apply; on_exit receives arg).  The main task's result is

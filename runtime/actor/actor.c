@@ -129,6 +129,10 @@ void tr_actor_uuid(const tr_actor_t *a, uint8_t out[16]) {
     memset(out, 0, 16);
     return;
   }
+  if (TR_UNLIKELY(tr_load_relaxed(&a->flags) & TR_AF_OWN_UUID)) {
+    memcpy(out, a->name + (a->named ? strlen(a->name) + 1 : 0), 16);
+    return;
+  }
   /* Acquire pairs with pthread_once's publication of proc_nonce: a thread
    * that sees it set needs no once-call (one per run of the dialog path). */
   uint64_t nonce = __atomic_load_n(&proc_nonce, __ATOMIC_ACQUIRE);
@@ -211,6 +215,12 @@ int tr_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts
 
 int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
                     struct tr_tasks *tasks, tr_actor_t **ref) {
+  return tr__actor_spawn_as(behaviour, state, opts, tasks, NULL, 0, ref);
+}
+
+int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
+                       struct tr_tasks *tasks, const uint8_t uuid[16], uint32_t xflags,
+                       tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!tr_load_acquire(&tr__rt_running) || tr_load_acquire(&tr__actors.stopping))
@@ -220,10 +230,14 @@ int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_
    * as long as the actor's memory (its last reference). */
   const char *name = opts ? opts->name : NULL;
   size_t name_len = name ? strlen(name) + 1 : 0;
-  tr_actor_t *a = malloc(sizeof(*a) + name_len);
+  tr_actor_t *a = malloc(sizeof(*a) + name_len + (uuid ? 16 : 0));
   if (!a)
     return TR__ENOMEM();
   memset(a, 0, sizeof(*a));
+  if (uuid) { /* behind the name (or where it would be) */
+    memcpy(a->name + name_len, uuid, 16);
+    a->flags = TR_AF_OWN_UUID | xflags; /* not shared yet */
+  }
   tr__mbox_init(&a->mbox);
   a->refs = ref ? 2 : 1; /* the actor's own, plus the caller's */
   a->behaviour = behaviour;

@@ -23,10 +23,12 @@ struct tr_tasks;
 #define TR_DEFAULT_BATCH 64 /* messages per turn unless tr_config_t says */
 
 /* flags: written by the actor's own worker, read by anyone (atomics). */
-#define TR_AF_EXITED 0x1u   /* no more behaviour calls; mailbox drained */
-#define TR_AF_EXIT_REQ 0x2u /* tr_actor_exit called during this turn */
-#define TR_AF_DONE 0x4u     /* exit finished: on_exit has run (tr_join) */
-#define TR_AF_WATCHED 0x8u  /* a monitor may be registered (tr__actor_monitor) */
+#define TR_AF_EXITED 0x1u    /* no more behaviour calls; mailbox drained */
+#define TR_AF_EXIT_REQ 0x2u  /* tr_actor_exit called during this turn */
+#define TR_AF_DONE 0x4u      /* exit finished: on_exit has run (tr_join) */
+#define TR_AF_WATCHED 0x8u   /* a monitor may be registered (tr__actor_monitor) */
+#define TR_AF_OWN_UUID 0x10u /* its uuid is stored after its name (tr__actor_spawn_as) */
+#define TR_AF_PROXY 0x20u    /* it stands for an actor of another process */
 
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
@@ -138,6 +140,26 @@ void tr__actor_init(void);
 
 /* Spawns an actor; with `tasks`, a task actor (behaviour unused) whose task
  * state the actor then owns.  See tr_spawn. */
+/*
+ * tr__actor_spawn for an actor known by a uuid it is given rather than
+ * the process's (its nonce and the actor's id): a proxy, which stands for
+ * an actor of another process and is known by that actor's uuid, and a
+ * child process's main actor, which has the uuid its parent chose for it
+ * (tractor's parent names its child's uid).  xflags may add TR_AF_PROXY.
+ * The uuid is copied behind the name, so other actors pay nothing.
+ * Threads: as tr__actor_spawn.
+ */
+int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
+                       struct tr_tasks *tasks, const uint8_t uuid[16], uint32_t xflags,
+                       tr_actor_t **ref);
+
+/* 1 when a stands for an actor of another process (TR_AF_PROXY): messages
+ * to it must name their sender (`from`), which it writes into the
+ * envelope. */
+static inline int tr__actor_is_proxy(const struct tr_actor *a) {
+  return (tr_load_relaxed(&a->flags) & TR_AF_PROXY) != 0;
+}
+
 int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
                     struct tr_tasks *tasks, tr_actor_t **ref);
 

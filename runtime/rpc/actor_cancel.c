@@ -45,7 +45,7 @@ void tr__rpc_actor_exit(tr_actor_t *a) {
   while (ts->rpc->cancel_acks) {
     tr_cancel_ack_t *k = ts->rpc->cancel_acks;
     ts->rpc->cancel_acks = k->next;
-    (void)tr__send_cancel(NULL, k->to, TR_BODY_CANCEL_ACK, k->cid, 1, 1);
+    (void)tr__send_cancel(a, k->to, TR_BODY_CANCEL_ACK, k->cid, 1, 1);
     tr_actor_release(k->to);
     free(k);
   }

@@ -22,6 +22,7 @@
  * that is what child processes are for.
  */
 #include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 
 #include <tractor/task.h>
@@ -71,11 +72,20 @@ static uint64_t daemons_live(const struct tr_actor_nursery *an) {
   return n;
 }
 
+/* The escalation: a forced cancel in-process; for a child process,
+ * SIGTERM, then SIGKILL after the grace period (PROTOCOL.md 8.2). */
+static void force_cancel(tr_an_child_t *c) {
+  if (c->proc)
+    tr__rpc_proc_ops->kill(c->actor);
+  else
+    (void)tr__actor_request_cancel(c->actor, 1);
+}
+
 static void force_cancel_all(struct tr_actor_nursery *an) {
   an->forced = 1;
   for (tr_an_child_t *c = an->children; c; c = c->next)
     if (!c->exited)
-      (void)tr__actor_request_cancel(c->actor, 1);
+      force_cancel(c);
 }
 
 /* A child failed (e is owned): kept for tr_portal_result, and the first
@@ -151,9 +161,9 @@ void tr__an_child_lost(tr_ctx_t *life, int rc, const char *cause) {
     snprintf(uid, sizeof uid, "%s", tr_actor_name(c->actor));
   child_failed(c->an, c,
                tr__error_new(rc, NULL, "actor %s is lost: %s", uid, cause ? cause : "no reason"));
-  /* What stands for killing a lost child process: the nursery still waits
-   * for its exit report (a spawner reports a reaped process). */
-  (void)tr__actor_request_cancel(c->actor, 1);
+  /* Killed (a process) or force-cancelled: the nursery still waits for
+   * its exit report (for a process, its channel reports the reap). */
+  force_cancel(c);
   if (c->waiter)
     tr__task_wake_blocked(c->waiter);
 }
@@ -168,7 +178,17 @@ void tr__an_report_exit(tr_actor_t *a) {
   if (rc == 0) {
     tr_buf_t *v = ts->main_value;
     ts->main_value = NULL;
-    (void)tr__send_body(to, TR_BODY_RETURN, ts->watch_cid, 0, v);
+    tr_msg_t *m;
+    if (tr_msg_new(&m) == 0) {
+      m->body = TR_BODY_RETURN;
+      m->cid = ts->watch_cid;
+      m->payload = v;
+      if (tr__actor_is_proxy(to)) /* the watcher is in another process */
+        m->from = tr_actor_dup(a);
+      (void)tr__send(to, m);
+    } else {
+      tr_buf_release(v);
+    }
   } else if (ts->main_error || rc == -TR_ECANCELED) {
     tr__send_error(a, to, ts->watch_cid, rc, ts->main_error, NULL);
   } else { /* failed without an error object: say which actor */
@@ -213,11 +233,11 @@ int tr__actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn
   return tr__actor_nursery_spawn_rec(an, name, fn, arg, daemon, ref, NULL);
 }
 
-int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
-                                int daemon, tr_actor_t **ref, tr_an_child_t **rec) {
-  if (ref)
-    *ref = NULL;
-  if (!an || !fn)
+/* The checks every spawn makes, and the child's record with its life
+ * dialog (not linked yet).  Returns 0 or the refusal. */
+static int spawn_begin(tr_actor_nursery_t *an, const char *name, tr_an_child_t **cp,
+                       tr_ctx_t **lifep) {
+  if (!an)
     return TR__EINVAL_NULL();
   tr_task_t *t = tr__task_current();
   if (!t || t != an->parent)
@@ -237,9 +257,51 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
     return TR__ENOMEM();
   }
   c->an = an;
-  c->daemon = (uint8_t)(daemon != 0);
   tr__ctx_init(life, t->actor, SIDE_CALLER, KIND_CHILD, tr__rpc_new_cid(), NULL);
   life->child = c;
+  *cp = c;
+  *lifep = life;
+  return 0;
+}
+
+/* The child a (a reference: the actor, or its proxy) is started: its
+ * record joins the nursery. */
+static void spawn_end(tr_actor_nursery_t *an, tr_an_child_t *c, tr_ctx_t *life, tr_actor_t *a,
+                      int daemon, tr_actor_t **ref, tr_an_child_t **rec) {
+  tr_task_t *t = an->parent;
+  c->daemon = (uint8_t)(daemon != 0);
+  c->actor = a;
+  c->life = life;
+  life->peer = tr__rpc_route_to(t->actor, a); /* where requests go */
+  tr_actor_uuid(a, life->peer_uuid);
+  tr__ctx_link(t->actor->tasks, life);
+  if (!c->proc)
+    tr__actor_set_kind(a, daemon ? TR_AK_DAEMON : TR_AK_CHILD);
+  c->next = an->children;
+  an->children = c;
+  an->live++;
+  if (an->cancelling) { /* spawned into a cancelled nursery: cancel it */
+    request_cancel(an, c);
+    if (an->forced)
+      force_cancel(c);
+  }
+  if (ref)
+    *ref = tr_actor_dup(a);
+  if (rec)
+    *rec = c;
+}
+
+int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_task_fn fn, void *arg,
+                                int daemon, tr_actor_t **ref, tr_an_child_t **rec) {
+  if (ref)
+    *ref = NULL;
+  if (!fn)
+    return TR__EINVAL_NULL();
+  tr_an_child_t *c;
+  tr_ctx_t *life;
+  int rc = spawn_begin(an, name, &c, &life);
+  if (rc)
+    return rc;
   /* The actor keeps its own copy of the name (c reads it from there). */
   tr_spawn_opts_t o = {.name = name ? name : "child"};
   tr_actor_t *a;
@@ -247,30 +309,50 @@ int tr__actor_nursery_spawn_rec(tr_actor_nursery_t *an, const char *name, tr_tas
    * turn can run: tr_spawn_task_actor schedules it through a message,
    * whose push orders these writes before the child reads them.  Its
    * exit report comes in this actor's turn, after the link below. */
-  int rc = tr__spawn_task_actor_watched(fn, arg, &o, t->actor, life->cid, &a);
+  rc = tr__spawn_task_actor_watched(fn, arg, &o, an->parent->actor, life->cid, &a);
   if (rc) {
     free(c);
     free(life);
     return rc;
   }
-  c->actor = a;
-  c->life = life;
-  life->peer = tr__rpc_route_to(t->actor, a); /* where requests go */
-  tr_actor_uuid(a, life->peer_uuid);
-  tr__ctx_link(t->actor->tasks, life);
-  tr__actor_set_kind(a, daemon ? TR_AK_DAEMON : TR_AK_CHILD);
-  c->next = an->children;
-  an->children = c;
-  an->live++;
-  if (an->cancelling) { /* spawned into a cancelled nursery: cancel it */
-    request_cancel(an, c);
-    if (an->forced)
-      (void)tr__actor_request_cancel(a, 1);
-  }
+  spawn_end(an, c, life, a, daemon, ref, rec);
+  return 0;
+}
+
+int tr__actor_nursery_spawn_proc(tr_actor_nursery_t *an, tr_proc_req_t *req, int daemon,
+                                 tr_actor_t **ref, tr_an_child_t **rec) {
   if (ref)
-    *ref = tr_actor_dup(a);
-  if (rec)
-    *rec = c;
+    *ref = NULL;
+  if (!tr__rpc_proc_ops)
+    return TR_ERROR(-TR_EINVAL, "no transport for child processes in this build");
+  tr_an_child_t *c;
+  tr_ctx_t *life;
+  int rc = spawn_begin(an, req->name, &c, &life);
+  if (rc)
+    return rc;
+  /* The parent names its child (tractor): a fresh uuid, which the child
+   * process's main actor adopts. */
+  uint8_t uuid[TR_UUID_LEN];
+  if (getrandom(uuid, sizeof uuid, 0) != (ssize_t)sizeof uuid) {
+    free(c);
+    free(life);
+    return TR_ERROR(-TR_EIO, "no random bytes for the child's uuid");
+  }
+  if (!req->name)
+    req->name = "child";
+  req->uuid = uuid;
+  req->life_cid = life->cid;
+  req->parent = an->parent->actor;
+  req->grace_ns = an->grace;
+  tr_actor_t *px;
+  rc = tr__rpc_proc_ops->spawn(req, &px);
+  if (rc) {
+    free(c);
+    free(life);
+    return rc;
+  }
+  c->proc = 1;
+  spawn_end(an, c, life, px, daemon, ref, rec);
   return 0;
 }
 

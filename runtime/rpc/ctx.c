@@ -147,6 +147,8 @@ int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, in
     m->from = tr_actor_dup(self);
     x->has_src = 1;
     uid_set(&x->src, self);
+  } else if (self && TR_UNLIKELY(tr__actor_is_proxy(to))) {
+    m->from = tr_actor_dup(self); /* a proxy writes its sender on the wire */
   }
   return tr__send(to, m);
 }
@@ -242,6 +244,8 @@ void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, cons
     uid_parse(&x->u.error.canceller,
               tr_error_canceller_uid(e) ? tr_error_canceller_uid(e) : tr_error_canceller(e));
   }
+  if (self && TR_UNLIKELY(tr__actor_is_proxy(to)))
+    m->from = tr_actor_dup(self); /* a proxy writes its sender on the wire */
   (void)tr__send(to, m);
 }
 

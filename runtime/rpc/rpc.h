@@ -62,6 +62,7 @@ typedef struct tr_an_child {
   uint8_t exited, cancel_sent;
   uint8_t lost;   /* its peer was lost: failed, waiting for its exit */
   uint8_t daemon; /* serves until cancelled: close cancels it (tractor) */
+  uint8_t proc;   /* in a child process: actor is the transport's proxy */
   /* tr_run_in_actor: the main function's result, a copy of its error for
    * tr_portal_result, the task waiting for it, and the portal to hand the
    * result to when the nursery closes. */
@@ -303,8 +304,8 @@ static inline int tr__ctx_refuse_closing(const tr_ctx_t *c) {
 }
 
 /* Sends a protocol message of kind body (no sender: the dialog's cid and
- * the receiver's contexts identify it).  Returns 0 or as tr__send; the
- * payload reference is passed on, or released on failure. */
+ * the receiver's contexts identify it; to a proxy, the current actor).  Returns 0 or as tr__send;
+ * the payload reference is passed on, or released on failure. */
 static inline int tr__send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t u64,
                                 tr_buf_t *payload) {
   tr_msg_t *m;
@@ -316,6 +317,10 @@ static inline int tr__send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t
   m->cid = cid;
   m->u64 = u64;
   m->payload = payload;
+  /* A proxy writes the sender on the wire (tr__actor_is_proxy); between
+   * local actors the cid says enough. */
+  if (TR_UNLIKELY(tr__actor_is_proxy(to)))
+    m->from = tr_actor_dup(tr_self());
   return tr__send(to, m);
 }
 
@@ -370,6 +375,46 @@ static inline tr_actor_t *tr__rpc_route_to(tr_actor_t *self, tr_actor_t *target)
   tr_actor_t *via = tr__rpc_route ? tr__rpc_route(self, target) : NULL;
   return via ? via : tr_actor_dup(target);
 }
+
+/* ---- process children ---------------------------------------------------------
+ *
+ * An actor-nursery child in a child process (TR_SPAWN_PROCESS): the
+ * nursery keeps its record as for any child, with the transport's proxy
+ * for it as its actor; the transport (transport/channel.h) starts the
+ * process and carries the life dialog.  Registered by the transport
+ * (tr__transport_init); NULL when it is not linked in. */
+typedef struct tr_proc_req {
+  const char *name;    /* the child actor's name */
+  const uint8_t *uuid; /* the uuid chosen for it (TR_UUID_LEN bytes) */
+  uint64_t life_cid;   /* its life dialog with the parent */
+  tr_actor_t *parent;  /* the parent actor: the exit report's receiver */
+  char *const *enable; /* a daemon: the namespaces it serves */
+  size_t n_enable;
+  const char *run_func; /* run_in_actor: "ns.func", else NULL */
+  const tr_buf_t *args; /* its arguments (borrowed) */
+  const char *exe;      /* the program; NULL: this one */
+  int64_t grace_ns;     /* from SIGTERM to SIGKILL */
+} tr_proc_req_t;
+
+typedef struct tr_rpc_proc_ops {
+  /* Starts the process; *proxy (a new reference) stands for the child. */
+  int (*spawn)(const tr_proc_req_t *req, tr_actor_t **proxy);
+  /* Stops it: SIGTERM, then SIGKILL after the grace period. */
+  void (*kill)(tr_actor_t *proxy);
+} tr_rpc_proc_ops_t;
+
+extern const tr_rpc_proc_ops_t *tr__rpc_proc_ops;
+
+/*
+ * Starts the main actor of a child process as its SpawnSpec says: a
+ * daemon serving `enable` (run_func NULL) or one call of run_func with
+ * args, known by uuid, reporting its exit to watcher on cid.  Returns 0
+ * with *out (a reference), or -TR_ENOFUNC / -TR_EFUNCKIND / -TR_ENOMEM ...
+ * with an error object.  Ownership: borrows everything.  Threads: a turn.
+ */
+int tr__rpc_spawn_served(const char *name, char *const *enable, size_t n_enable,
+                         const char *run_func, tr_buf_t *args, tr_actor_t *watcher, uint64_t cid,
+                         const uint8_t *uuid, tr_actor_t **out);
 
 /* ---- ctx.c */
 
@@ -451,6 +496,10 @@ int tr__actor_nursery_spawn(struct tr_actor_nursery *an, const char *name, tr_ta
 /* The same, also returning the child's record (owned by the nursery). */
 int tr__actor_nursery_spawn_rec(struct tr_actor_nursery *an, const char *name, tr_task_fn fn,
                                 void *arg, int daemon, tr_actor_t **ref, tr_an_child_t **rec);
+/* The same for a child in a child process (req's name, uuid, life_cid,
+ * parent and grace are filled in here). */
+int tr__actor_nursery_spawn_proc(struct tr_actor_nursery *an, tr_proc_req_t *req, int daemon,
+                                 tr_actor_t **ref, tr_an_child_t **rec);
 
 /* A child's life dialog ended (its exit report, or its peer was lost):
  * the nursery learns the outcome and c is freed.  In the parent's turn. */

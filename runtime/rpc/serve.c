@@ -391,7 +391,7 @@ void tr__rpc_bounce(tr_actor_t *dead, tr_msg_t *m) {
   if (m->body == TR_BODY_START)
     tr__send_error(dead, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
   else if (m->body == TR_BODY_CANCEL && m->x_ && m->x_->u.cancel.whole_actor)
-    (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1); /* gone: done */
+    (void)tr__send_cancel(dead, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1); /* gone: done */
 }
 
 void tr__rpc_actor_free(tr_tasks_t *ts) {
@@ -440,44 +440,82 @@ static int serve_main(void *arg) {
   return 0; /* a cancelled daemon ended normally */
 }
 
+/* The spawn kind in force: opts', else TR_SPAWN, else a thread. */
+static int spawn_kind(const tr_actor_opts_t *opts) {
+  if (opts && opts->spawn)
+    return opts->spawn;
+  const char *e = getenv("TR_SPAWN");
+  return e && strcmp(e, "process") == 0 ? TR_SPAWN_PROCESS : TR_SPAWN_THREAD;
+}
+
+static void strv_free(char **v, size_t n) {
+  for (size_t i = 0; v && i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+static int strv_copy(char *const *src, size_t n, char ***out) {
+  *out = NULL;
+  if (!n)
+    return 0;
+  char **v = calloc(n, sizeof(char *));
+  if (!v)
+    return -TR_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    if (!(v[i] = strdup(src[i]))) {
+      strv_free(v, n);
+      return -TR_ENOMEM;
+    }
+  *out = v;
+  return 0;
+}
+
 int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *enable,
                    size_t n_enable, tr_portal_t **out) {
+  tr_actor_opts_t o = {.enable = enable, .n_enable = n_enable};
+  return tr_start_actor_opts(an, name, &o, out);
+}
+
+int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor_opts_t *opts,
+                        tr_portal_t **out) {
   if (!out)
     return TR__EINVAL_NULL();
   *out = NULL;
+  const char *const *enable = opts ? opts->enable : NULL;
+  size_t n_enable = opts && enable ? opts->n_enable : 0;
   tr_portal_t *p = calloc(1, sizeof(*p));
-  serve_spec_t *spec = calloc(1, sizeof(*spec));
-  char **copy = n_enable ? calloc(n_enable, sizeof(char *)) : NULL;
-  if (!p || !spec || (n_enable && !copy))
-    goto oom;
-  for (size_t i = 0; i < n_enable; i++)
-    if (!(copy[i] = strdup(enable[i])))
-      goto oom;
-  spec->enable = copy;
-  spec->n_enable = n_enable;
+  if (!p)
+    return TR__ENOMEM();
   tr_an_child_t *c;
-  int rc = tr__actor_nursery_spawn_rec(an, name, serve_main, spec, 1, &p->actor, &c);
-  if (rc == 0) {
-    p->child = c; /* for tr_portal_cancel_actor's wait */
-    c->portal = p;
+  int rc;
+  if (spawn_kind(opts) == TR_SPAWN_PROCESS) {
+    tr_proc_req_t req = {.name = name,
+                         .enable = (char *const *)enable,
+                         .n_enable = n_enable,
+                         .exe = opts ? opts->exe : NULL};
+    rc = tr__actor_nursery_spawn_proc(an, &req, 1, &p->actor, &c);
+  } else {
+    serve_spec_t *spec = calloc(1, sizeof(*spec));
+    if (!spec || strv_copy((char *const *)enable, n_enable, &spec->enable) != 0) {
+      free(spec);
+      free(p);
+      return TR__ENOMEM();
+    }
+    spec->n_enable = n_enable;
+    rc = tr__actor_nursery_spawn_rec(an, name, serve_main, spec, 1, &p->actor, &c);
+    if (rc) {
+      strv_free(spec->enable, n_enable);
+      free(spec);
+    }
   }
   if (rc) {
-    for (size_t i = 0; i < n_enable; i++)
-      free(copy[i]);
-    free(copy);
-    free(spec);
     free(p);
     return rc;
   }
+  p->child = c; /* for tr_portal_cancel_actor's wait */
+  c->portal = p;
   *out = p;
   return 0;
-oom:
-  for (size_t i = 0; copy && i < n_enable; i++)
-    free(copy[i]);
-  free(copy);
-  free(spec);
-  free(p);
-  return TR__ENOMEM();
 }
 
 /* ---- run_in_actor ---------------------------------------------------------- */
@@ -504,17 +542,10 @@ static int run_main(void *arg) {
   return rc;
 }
 
-int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
-                    const tr_buf_t *args, tr_portal_t **out) {
-  if (!out)
-    return TR__EINVAL_NULL();
-  *out = NULL;
-  if (!an || !qualified)
-    return TR__EINVAL_NULL();
-  const tr__rpc_entry_t *e;
-  /* The child enables exactly the function's namespace (tractor's
-   * run_in_actor enables the function's module). */
-  int rc = tr__rpc_resolve(qualified, NULL, 0, TR_FUNC_FN, &e);
+/* Resolves a run_in_actor function: the child enables exactly its
+ * namespace (tractor's run_in_actor enables the function's module). */
+static int resolve_run(const char *qualified, const tr__rpc_entry_t **e) {
+  int rc = tr__rpc_resolve(qualified, NULL, 0, TR_FUNC_FN, e);
   if (rc == -TR_ENOTEXPOSED) {
     tr_error_clear();
     const char *dot = strrchr(qualified, '.');
@@ -525,30 +556,98 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
     memcpy(ns, qualified, nlen);
     ns[nlen] = '\0';
     const char *const enable[] = {ns};
-    rc = tr__rpc_resolve(qualified, enable, 1, TR_FUNC_FN, &e);
+    rc = tr__rpc_resolve(qualified, enable, 1, TR_FUNC_FN, e);
   }
+  return rc;
+}
+
+int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
+                    const tr_buf_t *args, tr_portal_t **out) {
+  return tr_run_in_actor_opts(an, name, qualified, args, NULL, out);
+}
+
+int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *qualified,
+                         const tr_buf_t *args, const tr_actor_opts_t *opts, tr_portal_t **out) {
+  if (!out)
+    return TR__EINVAL_NULL();
+  *out = NULL;
+  if (!an || !qualified)
+    return TR__EINVAL_NULL();
+  const tr__rpc_entry_t *e;
+  int proc = spawn_kind(opts) == TR_SPAWN_PROCESS;
+  /* Another program's functions are its own business (it answers). */
+  int rc = proc && opts && opts->exe ? 0 : resolve_run(qualified, &e);
   if (rc)
     return rc;
   tr_portal_t *p = calloc(1, sizeof(*p));
-  run_spec_t *spec = calloc(1, sizeof(*spec));
-  if (!p || !spec) {
-    free(p);
-    free(spec);
+  if (!p)
     return TR__ENOMEM();
-  }
-  spec->entry = e;
-  spec->args = tr_buf_ref((tr_buf_t *)args);
   tr_an_child_t *c;
-  rc = tr__actor_nursery_spawn_rec(an, name, run_main, spec, 0, &p->actor, &c);
+  if (proc) {
+    tr_proc_req_t req = {
+        .name = name, .run_func = qualified, .args = args, .exe = opts ? opts->exe : NULL};
+    rc = tr__actor_nursery_spawn_proc(an, &req, 0, &p->actor, &c);
+  } else {
+    run_spec_t *spec = calloc(1, sizeof(*spec));
+    if (!spec) {
+      free(p);
+      return TR__ENOMEM();
+    }
+    spec->entry = e;
+    spec->args = tr_buf_ref((tr_buf_t *)args);
+    rc = tr__actor_nursery_spawn_rec(an, name, run_main, spec, 0, &p->actor, &c);
+    if (rc) {
+      tr_buf_release(spec->args);
+      free(spec);
+    } else {
+      tr__actor_set_kind(p->actor, TR_AK_RUN_IN_ACTOR);
+    }
+  }
   if (rc) {
-    tr_buf_release(spec->args);
-    free(spec);
     free(p);
     return rc;
   }
-  tr__actor_set_kind(p->actor, TR_AK_RUN_IN_ACTOR);
   p->child = c;
   c->portal = p;
   *out = p;
   return 0;
+}
+
+int tr__rpc_spawn_served(const char *name, char *const *enable, size_t n_enable,
+                         const char *run_func, tr_buf_t *args, tr_actor_t *watcher, uint64_t cid,
+                         const uint8_t *uuid, tr_actor_t **out) {
+  tr_spawn_opts_t o = {.name = name ? name : "child"};
+  int rc;
+  if (run_func) {
+    const tr__rpc_entry_t *e;
+    if ((rc = resolve_run(run_func, &e)) != 0)
+      return rc;
+    run_spec_t *spec = calloc(1, sizeof(*spec));
+    if (!spec)
+      return TR__ENOMEM();
+    spec->entry = e;
+    spec->args = tr_buf_ref(args);
+    rc = tr__spawn_task_actor_as(run_main, spec, &o, watcher, cid, uuid, out);
+    if (rc) {
+      tr_buf_release(spec->args);
+      free(spec);
+    } else {
+      tr__actor_set_kind(*out, TR_AK_RUN_IN_ACTOR);
+    }
+    return rc;
+  }
+  serve_spec_t *spec = calloc(1, sizeof(*spec));
+  if (!spec || strv_copy(enable, n_enable, &spec->enable) != 0) {
+    free(spec);
+    return TR__ENOMEM();
+  }
+  spec->n_enable = n_enable;
+  rc = tr__spawn_task_actor_as(serve_main, spec, &o, watcher, cid, uuid, out);
+  if (rc) {
+    strv_free(spec->enable, n_enable);
+    free(spec);
+  } else {
+    tr__actor_set_kind(*out, TR_AK_DAEMON);
+  }
+  return rc;
 }

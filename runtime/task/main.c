@@ -38,6 +38,12 @@ int tr_spawn_task_actor(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts, t
 
 int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
                                  struct tr_actor *watcher, uint64_t watch_cid, tr_actor_t **ref) {
+  return tr__spawn_task_actor_as(fn, arg, opts, watcher, watch_cid, NULL, ref);
+}
+
+int tr__spawn_task_actor_as(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
+                            struct tr_actor *watcher, uint64_t watch_cid, const uint8_t *uuid,
+                            tr_actor_t **ref) {
   if (ref)
     *ref = NULL;
   if (!fn)
@@ -53,7 +59,7 @@ int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t
     ts->watch_cid = watch_cid;
   }
   tr_actor_t *a;
-  int rc = tr__actor_spawn(no_behaviour, arg, opts, ts, &a);
+  int rc = tr__actor_spawn_as(no_behaviour, arg, opts, ts, uuid, 0, &a);
   if (rc) {
     tr_actor_release(ts->watcher);
     free(ts);
@@ -227,9 +233,18 @@ static void main_signals_restore(void) {
   (void)sigaction(SIGTERM, &ms.old_term, NULL);
 }
 
+int tr_spawned_child(void) { return getenv("TR_PARENT_ADDR") != NULL; }
+
 int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t *cfg) {
   (void)argc;
   (void)argv;
+  if (tr_spawned_child() && tr__main_child_hook) {
+    /* A child actor process: it serves its SpawnSpec and exits.  Ctrl-C
+     * reaches the whole process group; the root tears the tree down
+     * through the protocol, so the child leaves SIGINT to it. */
+    signal(SIGINT, SIG_IGN);
+    exit(tr__main_child_hook(cfg));
+  }
   if (!root)
     return TR_ERROR(-TR_EINVAL, "tr_main: no root function");
   struct main_sig_ctx sc = {.fn = root, .arg = arg};

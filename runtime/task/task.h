@@ -124,6 +124,15 @@ tr_task_t *tr__task_of_actor_current(struct tr_actor *a);
  * `watcher` (a reference is taken) in dialog `watch_cid` (see tr_tasks_t). */
 int tr__spawn_task_actor_watched(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
                                  struct tr_actor *watcher, uint64_t watch_cid, tr_actor_t **ref);
+/* The same, known by `uuid` when not NULL (tr__actor_spawn_as: a child
+ * process's main actor has the uuid its parent chose). */
+int tr__spawn_task_actor_as(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opts,
+                            struct tr_actor *watcher, uint64_t watch_cid, const uint8_t *uuid,
+                            tr_actor_t **ref);
+
+/* tr_main of a child actor process (TR_PARENT_ADDR set): the transport's
+ * child runtime (transport/channel.h), returning the exit status. */
+extern int (*tr__main_child_hook)(const tr_config_t *cfg);
 
 /* Called by the exiting task actor (actor.c, through its task ops): the
  * dialog engine's exit (its CancelAcks, the report to an actor nursery),

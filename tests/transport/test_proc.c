@@ -20,6 +20,7 @@
 #include <tractor/errors.h>
 #include <tractor/time.h>
 
+#include "../support/procs.h"
 #include "transport/proc.h"
 
 #define MS (1000 * 1000LL)
@@ -30,33 +31,8 @@ static char *child_exe(void) {
   return p;
 }
 
-/* Children of this process that still exist (zombies included). */
-static int live_children(void) {
-  DIR *d = opendir("/proc");
-  int n = 0;
-  struct dirent *e;
-  while (d && (e = readdir(d))) {
-    char path[300], buf[512];
-    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = '\0';
-    char *rp = strrchr(buf, ')'); /* after the command name */
-    long ppid = 0;
-    char state = 0;
-    if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == (long)getpid())
-      n++;
-  }
-  if (d)
-    closedir(d);
-  return n;
-}
-
 static void no_children_left(void) {
-  cr_assert_eq(live_children(), 0, "no child or zombie of this process is left");
+  cr_assert_eq(tr_test_live_children(), 0, "no child or zombie of this process is left");
 }
 
 /* Waits (bounded) until path exists; the child creates it when ready. */

@@ -1,0 +1,50 @@
+/*
+ * Child processes of the test process, as /proc tells them: what the
+ * multi-process tests check after each test (no child and no zombie is
+ * left), and the open fds.
+ */
+#ifndef TR_TESTS_SUPPORT_PROCS_H
+#define TR_TESTS_SUPPORT_PROCS_H
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Children of this process that still exist (zombies included). */
+static inline int tr_test_live_children(void) {
+  DIR *d = opendir("/proc");
+  int n = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    char *rp = strrchr(buf, ')'); /* after the command name */
+    long ppid = 0;
+    char state = 0;
+    if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == (long)getpid())
+      n++;
+  }
+  if (d)
+    closedir(d);
+  return n;
+}
+
+/* Open file descriptors of this process. */
+static inline int tr_test_open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  while (d && readdir(d))
+    n++;
+  if (d)
+    closedir(d);
+  return n - 3; /* ".", ".." and the directory's own fd */
+}
+
+#endif

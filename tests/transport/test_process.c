@@ -1,0 +1,395 @@
+/*
+ * Process actors (issue 10): actor-nursery children in child processes of
+ * this test executable (TR_SPAWN_PROCESS; tests/support/host_main.c hands
+ * a child to tr_main), reached through TCP channels on 127.0.0.1.  The
+ * multi-process scenarios of tractor's test suite: spawn, run and result;
+ * a daemon serving several calls, then cancelled; remote errors boxed;
+ * run_in_actor results and failures in groups; streams and two-way
+ * contexts across processes; cancelling an endless remote streamer; a
+ * child killed with SIGKILL mid-stream; a child stuck in sleep(3) reaped
+ * within the grace periods.  After every test no child process, zombie or
+ * extra fd is left (/proc).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TR_TEST_WORKERS 2
+#include <tractor/testing.h>
+
+#include "../support/procs.h"
+
+#define MS (1000 * 1000LL)
+
+static const tr_actor_opts_t in_proc = {.spawn = TR_SPAWN_PROCESS};
+
+/* ---- exported functions (run in the child processes) ------------------------------- */
+
+static int add_one(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  uint64_t v;
+  if (tr_buf_to_u64(args, &v) != 0)
+    return tr_fail("TypeError", "add_one takes a u64");
+  return tr_buf_from_u64(v + 1, result);
+}
+TR_EXPORT_FN("tproc.math", "add_one", add_one)
+
+static int my_pid(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  return tr_buf_from_u64((uint64_t)getpid(), result);
+}
+TR_EXPORT_FN("tproc.math", "pid", my_pid)
+
+static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return tr_fail("ValueError", "bad input %d in process %d", 7, (int)getpid());
+}
+TR_EXPORT_FN("tproc.math", "fails", fails)
+
+/* Sends 0 .. n-1 (n from args; 0 = endless). */
+static int count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)result;
+  uint64_t n = 0;
+  if (args)
+    (void)tr_buf_to_u64(args, &n);
+  tr_stream_t *s = NULL;
+  int rc = tr_ctx_open_stream(ctx, &s);
+  for (uint64_t i = 0; rc == 0 && (n == 0 || i < n); i++) {
+    tr_buf_t *b;
+    if ((rc = tr_buf_from_u64(i, &b)) == 0) {
+      rc = tr_stream_send(s, b);
+      tr_buf_release(b);
+    }
+  }
+  return rc;
+}
+TR_EXPORT_STREAM("tproc.stream", "count", count)
+
+/* A context: Started(41), then echoes each value + 1 until the caller's
+ * Stop, then returns the number echoed. */
+static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  tr_buf_t *b;
+  int rc = tr_buf_from_u64(41, &b);
+  if (rc == 0) {
+    rc = tr_ctx_started(ctx, b);
+    tr_buf_release(b);
+  }
+  tr_stream_t *s = NULL;
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  uint64_t n = 0;
+  while (rc == 0) {
+    tr_buf_t *in = NULL;
+    rc = tr_stream_recv(s, &in);
+    if (rc == -TR_EEOF) {
+      rc = 0;
+      break;
+    }
+    uint64_t v = 0;
+    if (rc == 0 && (rc = tr_buf_to_u64(in, &v)) == 0 && (rc = tr_buf_from_u64(v + 1, &b)) == 0) {
+      rc = tr_stream_send(s, b);
+      tr_buf_release(b);
+      n++;
+    }
+    tr_buf_release(in);
+  }
+  return rc ? rc : tr_buf_from_u64(n, result);
+}
+TR_EXPORT_CONTEXT("tproc.ctx", "echo", echo)
+
+/* Blocks the whole process in sleep(3): no cancellation point. */
+static int stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  sleep(30);
+  return 0;
+}
+TR_EXPORT_FN("tproc.stuck", "sleep", stuck)
+
+static const char *const math_ns[] = {"tproc.math", "tproc.stream", "tproc.ctx", "tproc.stuck"};
+
+static tr_actor_opts_t daemon_opts(void) {
+  tr_actor_opts_t o = {.enable = math_ns, .n_enable = 4, .spawn = TR_SPAWN_PROCESS};
+  return o;
+}
+
+static uint64_t run_u64(tr_portal_t *p, const char *fn, uint64_t arg, int *rc) {
+  tr_buf_t *a = NULL, *r = NULL;
+  uint64_t v = 0;
+  *rc = tr_buf_from_u64(arg, &a);
+  if (*rc == 0)
+    *rc = tr_portal_run(p, fn, a, &r);
+  if (*rc == 0)
+    *rc = tr_buf_to_u64(r, &v);
+  tr_buf_release(a);
+  tr_buf_release(r);
+  return v;
+}
+
+/* Every test: nothing left behind. */
+static int fds_before;
+static void setup(void) { fds_before = tr_test_open_fds(); }
+static void teardown(void) {
+  cr_expect_eq(tr_test_live_children(), 0, "no child process or zombie is left");
+  cr_expect_eq(tr_test_open_fds(), fds_before, "no fd is left open");
+}
+
+/* ---- tests --------------------------------------------------------------------------- */
+
+TR_TEST(process, daemon_serves_calls_then_is_cancelled, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "mathd", &o, &p), 0);
+  int rc = 0;
+  uint64_t pid = p ? run_u64(p, "tproc.math.pid", 0, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_check(pid != 0 && pid != (uint64_t)getpid(), "the daemon runs in another process");
+  for (uint64_t i = 0; p && rc == 0 && i < 200; i++) {
+    uint64_t v = run_u64(p, "tproc.math.add_one", i, &rc);
+    tr_check_rc(rc, 0);
+    tr_check_eq(v, i + 1);
+  }
+  tr_check(tr_test_live_children() == 1, "one child process while it serves");
+  tr_assert_rc(tr_actor_nursery_close(an), 0); /* cancels the daemon, reaps it */
+  tr_check(tr_test_live_children() == 0, "the process is reaped when close returns");
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(process, remote_error_is_boxed, .timeout = 60, .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "failer", &o, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "tproc.math.fails", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strcmp(tr_error_type(e), "RemoteActorError") == 0, "boxed");
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ValueError") == 0,
+             "the remote type");
+    tr_check(e && strstr(tr_error_message(e), "bad input 7") != NULL, "the remote message");
+    tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "failer") == 0, "the source actor");
+    tr_check_rc(tr_portal_run(p, "tproc.math.nope", NULL, NULL), -TR_ENOFUNC);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(process, run_in_actor_result, .timeout = 60, .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_buf_t *arg, *res = NULL;
+  tr_assert_rc(tr_buf_from_u64(41, &arg), 0);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "adder", "tproc.math.add_one", arg, &in_proc, &p), 0);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  uint64_t v = 0;
+  if (p) {
+    tr_check_rc(tr_portal_result(p, &res), 0);
+    tr_check_rc(tr_buf_to_u64(res, &v), 0);
+  }
+  tr_check_eq(v, 42);
+  tr_buf_release(arg);
+  tr_buf_release(res);
+  tr_portal_release(p);
+  return 0;
+}
+
+#define N_FAIL 25
+
+TR_TEST(process, failing_children_make_a_group, .timeout = 120, .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *ps[N_FAIL] = {0};
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  for (int i = 0; i < N_FAIL; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "failer-%d", i);
+    tr_check_rc(tr_run_in_actor_opts(an, name, "tproc.math.fails", NULL, &in_proc, &ps[i]), 0);
+  }
+  int rc = tr_actor_nursery_close(an);
+  /* One cancels all: those that failed before the first failure's cancel
+   * reached them are in the group; the rest were cancelled. */
+  tr_check(rc == -TR_EGROUP || rc == -TR_EREMOTE, "the failures come back (%d)", rc);
+  const tr_error_t *e = tr_error_last();
+  size_t n = rc == -TR_EGROUP && e ? tr_error_group_count(e) : 1;
+  tr_check(n >= 1 && n <= N_FAIL, "%zu failures in the group", n);
+  for (int i = 0; i < N_FAIL; i++)
+    tr_portal_release(ps[i]);
+  return 0;
+}
+
+TR_TEST(process, stream_across_processes, .timeout = 60, .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "counter", &o, &p), 0);
+  tr_buf_t *n;
+  tr_assert_rc(tr_buf_from_u64(10000, &n), 0);
+  tr_stream_t *s = NULL;
+  if (p)
+    tr_check_rc(tr_portal_open_stream_from(p, "tproc.stream.count", n, NULL, &s), 0);
+  uint64_t expect = 0;
+  int rc = 0;
+  while (s && rc == 0) {
+    tr_buf_t *b = NULL;
+    rc = tr_stream_recv(s, &b);
+    uint64_t v;
+    if (rc == 0 && tr_buf_to_u64(b, &v) == 0) {
+      tr_check_eq(v, expect);
+      expect++;
+    }
+    tr_buf_release(b);
+  }
+  tr_check_rc(rc, -TR_EEOF);
+  tr_check_eq(expect, 10000);
+  if (s)
+    tr_check_rc(tr_stream_close(s), 0);
+  tr_buf_release(n);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(process, two_way_context, .timeout = 60, .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "echo", &o, &p), 0);
+  tr_ctx_t *ctx = NULL;
+  tr_buf_t *first = NULL, *res = NULL;
+  if (p)
+    tr_check_rc(tr_portal_open_context(p, "tproc.ctx.echo", NULL, NULL, &ctx, &first), 0);
+  uint64_t v = 0;
+  tr_check_rc(tr_buf_to_u64(first, &v), 0);
+  tr_check_eq(v, 41);
+  tr_stream_t *s = NULL;
+  if (ctx)
+    tr_check_rc(tr_ctx_open_stream(ctx, &s), 0);
+  for (uint64_t i = 0; s && i < 1000; i++) {
+    tr_buf_t *b, *in = NULL;
+    tr_assert_rc(tr_buf_from_u64(i, &b), 0);
+    tr_check_rc(tr_stream_send(s, b), 0);
+    tr_buf_release(b);
+    tr_check_rc(tr_stream_recv(s, &in), 0);
+    tr_check_rc(tr_buf_to_u64(in, &v), 0);
+    tr_check_eq(v, i + 1);
+    tr_buf_release(in);
+  }
+  if (s)
+    tr_check_rc(tr_stream_close(s), 0);
+  if (ctx)
+    tr_check_rc(tr_ctx_close(ctx, &res), 0);
+  v = 0;
+  tr_check_rc(tr_buf_to_u64(res, &v), 0);
+  tr_check_eq(v, 1000);
+  tr_buf_release(first);
+  tr_buf_release(res);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(process, endless_remote_streamer_cancelled_by_deadline, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "forever", &o, &p), 0);
+  uint64_t got = 0;
+  int64_t t0 = tr_now();
+  tr_scope_t sc;
+  tr_assert_rc(tr_scope_open(&sc, tr_now() + 300 * MS, 0), 0);
+  tr_stream_t *s = NULL;
+  int rc = p ? tr_portal_open_stream_from(p, "tproc.stream.count", NULL, NULL, &s) : -1;
+  while (rc == 0) {
+    tr_buf_t *b = NULL;
+    rc = tr_stream_recv(s, &b);
+    got += rc == 0;
+    tr_buf_release(b);
+  }
+  tr_check_rc(rc, -TR_ECANCELED);
+  if (s)
+    (void)tr_stream_close(s);
+  tr_scope_close(&sc);
+  tr_check(tr_scope_cancelled_caught(&sc), "the deadline fired");
+  tr_check(got > 0, "values came before the deadline");
+  tr_check(tr_now() - t0 < 3000 * MS, "the stream ended promptly");
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(process, child_killed_mid_stream_is_a_clear_error, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "victim", &o, &p), 0);
+  int rc = 0;
+  pid_t pid = p ? (pid_t)run_u64(p, "tproc.math.pid", 0, &rc) : 0;
+  tr_stream_t *s = NULL;
+  if (rc == 0 && p)
+    rc = tr_portal_open_stream_from(p, "tproc.stream.count", NULL, NULL, &s);
+  tr_check_rc(rc, 0);
+  uint64_t got = 0;
+  while (rc == 0) {
+    tr_buf_t *b = NULL;
+    rc = tr_stream_recv(s, &b);
+    tr_buf_release(b);
+    if (rc == 0 && ++got == 1000)
+      kill(pid, SIGKILL);
+  }
+  tr_check(rc == -TR_EIO || rc == -TR_ECLOSED, "the stream ends with the loss (%d)", rc);
+  const tr_error_t *e = tr_error_last();
+  tr_check(e && strstr(tr_error_message(e), "signal 9") != NULL, "says the process was killed: %s",
+           e ? tr_error_message(e) : "(no error)");
+  if (s)
+    (void)tr_stream_close(s);
+  rc = tr_actor_nursery_close(an);
+  tr_check(rc == -TR_EIO, "the nursery reports the lost child (%d)", rc);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(process, stuck_child_is_reaped_within_the_grace, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *q = NULL;
+  tr_actor_nursery_opts_t no = {.cancel_grace_ns = 1000 * MS};
+  tr_assert_rc(tr_actor_nursery_open(&an, &no), 0);
+  int64_t t0 = tr_now();
+  tr_check_rc(tr_run_in_actor_opts(an, "sleeper", "tproc.stuck.sleep", NULL, &in_proc, &p), 0);
+  tr_actor_opts_t o = daemon_opts();
+  tr_check_rc(tr_start_actor_opts(an, "quick", &o, &q), 0);
+  int rc = 0;
+  (void)run_u64(q, "tproc.math.pid", 0, &rc); /* both are up */
+  tr_check_rc(rc, 0);
+  if (q)
+    tr_check_rc(tr_portal_run(q, "tproc.math.fails", NULL, NULL), -TR_EREMOTE);
+  /* The parent fails: the nursery is cancelled and the stuck child, which
+   * never reaches a cancellation point, is killed within the grace. */
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  rc = tr_actor_nursery_close(an);
+  tr_check(rc == 0 || rc == -TR_ECANCELED, "cancelled (%d)", rc);
+  tr_check(tr_now() - t0 < 4000 * MS, "reaped within 4 s (%lld ms)",
+           (long long)((tr_now() - t0) / MS));
+  tr_portal_release(p);
+  tr_portal_release(q);
+  return 0;
+}

@@ -1,0 +1,944 @@
+/*
+ * Channels and proxies (see channel.h).
+ */
+#define _GNU_SOURCE /* accept4, SO_PEERCRED */
+#include "transport/channel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <tractor/log.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/error/error.h"
+#include "runtime/reactor/reactor.h"
+#include "runtime/rpc/rpc.h"
+#include "runtime/task/task.h"
+#include "schema/envelope.h"
+#include "transport/hello.h"
+#include "transport/proc.h"
+
+/* A channel's own messages (body 0; never on the wire). */
+enum {
+  C_INIT = 0x7e2a0001, /* first message: watch the fds */
+  C_IO,                /* the socket is ready */
+  C_ACCEPT,            /* the listener is ready */
+  C_PROC,              /* the child process exited (pidfd) */
+  C_FLUSH,             /* write the queue */
+  C_OUT,               /* a protocol message from a proxy, for the wire */
+  C_KILL,              /* stop the child process */
+  C_KILL_HARD,         /* the grace period is over: SIGKILL */
+  C_HS_TIMEOUT,        /* the child has not connected in time */
+  C_DOWN,              /* the child's main actor exited (monitor) */
+  C_LAST,              /* through the parent's proxy: the main actor's last words are queued */
+  P_EXIT               /* to a proxy: the channel is gone */
+};
+
+#define RBUF_LEN (64u << 10)
+#define IOV_BATCH 64
+#define HS_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
+#define GRACE_DEFAULT_NS (1000LL * 1000 * 1000)
+
+typedef struct frame {
+  struct frame *next;
+  size_t len;
+  uint8_t *buf;
+} frame_t;
+
+/* An actor on either side, by uuid: a local actor that has talked on the
+ * channel, or a proxy for a remote one.  References. */
+typedef struct ent {
+  uint8_t uuid[TR_UUID_LEN];
+  tr_actor_t *a;
+} ent_t;
+
+typedef struct ents {
+  ent_t *v;
+  size_t n, cap, hit;
+} ents_t;
+
+typedef struct chan {
+  int child_side;
+  int fd, lfd;
+  tr_fd_watch_t *w, *lw, *pw;
+  uint64_t wid, lwid, pwid;
+  frame_t *head, **tail;
+  size_t head_off;
+  int flush_sent;
+  tr_frame_dec_t dec;
+  uint8_t *rbuf;
+  uint8_t hello_seen;
+  uint8_t io_done; /* EOF or an error: no more reading or writing */
+  uint8_t wr_shut; /* child: shutdown(SHUT_WR) after the last words */
+  uint8_t exiting;
+  int loss_rc; /* why the connection ended (0 while it has not) */
+  char loss_cause[200];
+  ents_t loc, prx;
+  /* A parent's channel to a child process. */
+  tr_proc_t proc;
+  int has_proc;
+  uint64_t life_cid;
+  uint8_t child_uuid[TR_UUID_LEN];
+  tr_actor_t *parent;   /* a reference */
+  tr_actor_t *child_px; /* the child's proxy (a reference) */
+  tr_msg_t *life_final; /* the child's exit report, held until the reap */
+  uint8_t final_seen, killing, term_sent;
+  int64_t grace;
+  /* A child's channel to its parent. */
+  tr_actor_t *main; /* the child's main actor (a reference) */
+  tr_actor_t *parent_px;
+  uint8_t main_gone, last_in;
+  int *status; /* where the exit status goes */
+} chan_t;
+
+typedef struct proxy {
+  tr_actor_t *chan; /* a reference */
+} proxy_t;
+
+/* ---- proxies ------------------------------------------------------------------- */
+
+static void proxy_fn(void *state, tr_msg_t *m) {
+  proxy_t *p = state;
+  if (m->body == 0) {
+    if (m->tag == P_EXIT) {
+      tr_actor_exit();
+    } else if (m->tag == C_KILL || m->tag == C_LAST) {
+      tr_msg_take(m);
+      (void)tr_send(p->chan, m);
+    }
+    return;
+  }
+  tr_msg_take(m);
+  if (tr_actor_exited(p->chan)) {
+    tr__rpc_bounce(tr_self(), m); /* answered as the gone actor would be */
+    tr_msg_free(m);
+    return;
+  }
+  struct tr_envx *x = tr__envx_get(m);
+  if (!x) {
+    tr_log(TR_LOG_ERROR, "channel: out of memory; a %s to %s is dropped", tr__body_name(m->body),
+           tr_actor_name(tr_self()));
+    tr_msg_free(m);
+    return;
+  }
+  x->has_dst = 1;
+  tr_actor_uuid(tr_self(), x->dst.uuid);
+  m->tag = C_OUT;
+  (void)tr_send(p->chan, m);
+}
+
+static void proxy_exit(void *state) {
+  proxy_t *p = state;
+  tr_actor_release(p->chan);
+  free(p);
+}
+
+static int proxy_new(tr_actor_t *chan, const char *name, const uint8_t uuid[TR_UUID_LEN],
+                     tr_actor_t **out) {
+  proxy_t *p = malloc(sizeof *p);
+  if (!p)
+    return TR__ENOMEM();
+  p->chan = tr_actor_dup(chan);
+  tr_spawn_opts_t o = {.name = name && *name ? name : "remote", .on_exit = proxy_exit};
+  int rc = tr__actor_spawn_as(proxy_fn, p, &o, NULL, uuid, TR_AF_PROXY, out);
+  if (rc) {
+    tr_actor_release(p->chan);
+    free(p);
+  }
+  return rc;
+}
+
+/* ---- tables ---------------------------------------------------------------------- */
+
+static tr_actor_t *ents_find(ents_t *t, const uint8_t uuid[TR_UUID_LEN]) {
+  if (t->hit < t->n && memcmp(t->v[t->hit].uuid, uuid, TR_UUID_LEN) == 0)
+    return t->v[t->hit].a;
+  for (size_t i = 0; i < t->n; i++)
+    if (memcmp(t->v[i].uuid, uuid, TR_UUID_LEN) == 0) {
+      t->hit = i;
+      return t->v[i].a;
+    }
+  return NULL;
+}
+
+/* Adds a (takes the reference).  Returns 0 or -TR_ENOMEM (a released). */
+static int ents_add(ents_t *t, const uint8_t uuid[TR_UUID_LEN], tr_actor_t *a) {
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? 2 * t->cap : 8;
+    ent_t *v = realloc(t->v, cap * sizeof *v);
+    if (!v) {
+      tr_actor_release(a);
+      return -TR_ENOMEM;
+    }
+    t->v = v;
+    t->cap = cap;
+  }
+  memcpy(t->v[t->n].uuid, uuid, TR_UUID_LEN);
+  t->v[t->n].a = a;
+  t->hit = t->n++;
+  return 0;
+}
+
+static void ents_free(ents_t *t, int exit_them) {
+  for (size_t i = 0; i < t->n; i++) {
+    if (exit_them)
+      (void)tr_send_u64(t->v[i].a, P_EXIT, 0);
+    tr_actor_release(t->v[i].a);
+  }
+  free(t->v);
+  memset(t, 0, sizeof *t);
+}
+
+/* The proxy for remote actor uuid (made on first sight), borrowed. */
+static tr_actor_t *proxy_for(chan_t *c, const uint8_t uuid[TR_UUID_LEN], const char *name) {
+  tr_actor_t *p = ents_find(&c->prx, uuid);
+  if (p)
+    return p;
+  if (proxy_new(tr_self(), name, uuid, &p) != 0 || ents_add(&c->prx, uuid, p) != 0) {
+    tr_log(TR_LOG_ERROR, "channel: no proxy for %s (out of memory)", name ? name : "an actor");
+    return NULL;
+  }
+  return p;
+}
+
+/* ---- the socket ------------------------------------------------------------------- */
+
+static int sock_opts(int fd) {
+  int one = 1, fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -1;
+  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static void chan_rearm(chan_t *c) {
+  if (!c->w || c->io_done)
+    return;
+  uint32_t ev = EPOLLIN | (c->head ? EPOLLOUT : 0);
+  if (tr__fd_rearm(c->w, ev) != 0)
+    tr_log(TR_LOG_ERROR, "channel: cannot re-arm the socket's watch");
+}
+
+/* Writes the queue until it is empty or the socket is full.  Returns 0,
+ * -EAGAIN, or -errno. */
+static int chan_flush(chan_t *c) {
+  while (c->head) {
+    struct iovec iov[IOV_BATCH];
+    int n = 0;
+    for (frame_t *f = c->head; f && n < IOV_BATCH; f = f->next, n++) {
+      size_t off = n == 0 ? c->head_off : 0;
+      iov[n].iov_base = f->buf + off;
+      iov[n].iov_len = f->len - off;
+    }
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t k = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k < 0) {
+      if (errno == EINTR)
+        continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    size_t left = (size_t)k;
+    while (c->head && left >= c->head->len - c->head_off) {
+      frame_t *f = c->head;
+      left -= f->len - c->head_off;
+      c->head = f->next;
+      c->head_off = 0;
+      free(f->buf);
+      free(f);
+    }
+    c->head_off += left;
+  }
+  c->tail = &c->head;
+  return 0;
+}
+
+static void queue_free(chan_t *c) {
+  while (c->head) {
+    frame_t *f = c->head;
+    c->head = f->next;
+    free(f->buf);
+    free(f);
+  }
+  c->tail = &c->head;
+  c->head_off = 0;
+}
+
+static void chan_maybe_exit(chan_t *c);
+
+/* Every dialog between the two sides ends (the engine's peer loss). */
+static void post_lost(chan_t *c, int rc, const char *cause) {
+  for (size_t i = 0; i < c->loc.n; i++)
+    for (size_t j = 0; j < c->prx.n; j++)
+      (void)tr__rpc_post_peer_lost(c->loc.v[i].a, c->prx.v[j].uuid, rc, cause);
+}
+
+/* The connection ended (rc -TR_ECLOSED at EOF, else -TR_EIO or
+ * -TR_EPROTO, with the cause): no more I/O.  The dialogs learn it when
+ * the channel ends (a parent's: after the reap) or at once (a child's). */
+static void chan_lost(chan_t *c, int rc, const char *cause) {
+  if (c->io_done)
+    return;
+  c->io_done = 1;
+  c->loss_rc = rc;
+  snprintf(c->loss_cause, sizeof c->loss_cause, "%s", cause);
+  queue_free(c);
+  if (c->w)
+    (void)tr__fd_unwatch(c->w);
+  c->w = NULL;
+  if (c->fd >= 0)
+    close(c->fd);
+  c->fd = -1;
+  if (rc != -TR_ECLOSED || !(c->final_seen || c->last_in))
+    tr_log(rc == -TR_ECLOSED ? TR_LOG_INFO : TR_LOG_WARN, "channel %s: %s",
+           tr_actor_name(tr_self()), cause);
+  if (c->child_side) {
+    /* The parent is gone: so is this child (tractor: a child whose parent
+     * channel closes cancels itself). */
+    post_lost(c, rc, cause);
+    if (c->main && !c->main_gone)
+      (void)tr__actor_request_cancel(c->main, 1);
+  } else if (c->has_proc && c->proc.pid > 0) {
+    /* The child exits when it sees the end; if it does not, it is killed. */
+    tr_msg_t *k;
+    if (tr_msg_new(&k) == 0) {
+      k->tag = C_KILL_HARD;
+      if (tr__timer_post(tr_now() + c->grace, tr_self(), k, NULL) != 0)
+        tr_msg_free(k);
+    }
+  }
+  chan_maybe_exit(c);
+}
+
+static void chan_try_flush(chan_t *c) {
+  if (c->io_done || c->fd < 0)
+    return;
+  int w = chan_flush(c);
+  if (w == -EAGAIN) {
+    chan_rearm(c);
+  } else if (w) {
+    char cause[160];
+    snprintf(cause, sizeof cause, "the connection broke: %s", strerror(-w));
+    chan_lost(c, -TR_EIO, cause);
+    return;
+  }
+  if (!c->head && c->child_side && c->last_in && !c->wr_shut) {
+    c->wr_shut = 1; /* all said: the parent sees the end, and closes too */
+    (void)shutdown(c->fd, SHUT_WR);
+  }
+}
+
+/* Queues m as a frame (m is consumed). */
+static void chan_queue(chan_t *c, tr_msg_t *m) {
+  if (c->io_done) {
+    tr_msg_free(m);
+    return;
+  }
+  frame_t *f = calloc(1, sizeof *f);
+  int rc = f ? tr__frame_encode(m, 0, &f->buf, &f->len) : -TR_ENOMEM;
+  if (rc) {
+    tr_log(TR_LOG_ERROR, "channel %s: a %s could not be encoded (%s)", tr_actor_name(tr_self()),
+           tr__body_name(m->body), tr_strerror(rc));
+    free(f);
+    tr_msg_free(m);
+    return;
+  }
+  tr_msg_free(m);
+  *c->tail = f;
+  c->tail = &f->next;
+  if (!c->flush_sent && c->w) { /* before the watch, C_INIT flushes */
+    c->flush_sent = 1;
+    (void)tr_send_u64(tr_self(), C_FLUSH, 0);
+  }
+}
+
+/* A protocol message from a proxy: its sender into src (named the first
+ * time the peer hears of it), the sender known as local from now on. */
+static void chan_out(chan_t *c, tr_msg_t *m) {
+  struct tr_envx *x = m->x_;
+  if (m->from && !x->has_src) {
+    uint8_t u[TR_UUID_LEN];
+    tr_actor_uuid(m->from, u);
+    x->has_src = 1;
+    memcpy(x->src.uuid, u, TR_UUID_LEN);
+    if (!ents_find(&c->loc, u)) {
+      x->src.name = strdup(tr_actor_name(m->from));
+      (void)ents_add(&c->loc, u, tr_actor_dup(m->from));
+    }
+  }
+  if (c->child_side && m->cid == c->life_cid && c->main && m->from == c->main &&
+      (m->body == TR_BODY_RETURN || m->body == TR_BODY_ERROR)) {
+    int code = m->body == TR_BODY_ERROR ? (int)x->u.error.code : 0;
+    *c->status = code == 0 || code == TR_ECANCELED ? 0 : 1;
+  }
+  tr_actor_release(m->from);
+  m->from = NULL;
+  chan_queue(c, m);
+}
+
+/* ---- receiving --------------------------------------------------------------------- */
+
+static void start_main(chan_t *c, tr_msg_t *m);
+
+/* One frame from the peer. */
+static void on_frame(chan_t *c, tr_msg_t *m) {
+  if (!c->hello_seen) {
+    tr_uid_t peer = {0};
+    int rc = tr__hello_check(m, &peer);
+    if (rc == 0 && c->has_proc && m->x_->u.hello.pid != c->proc.pid)
+      rc = TR_ERROR(-TR_EPROTO, "Hello from pid %lld, not the child %d",
+                    (long long)m->x_->u.hello.pid, (int)c->proc.pid);
+    tr__uid_fini(&peer);
+    tr_msg_free(m);
+    if (rc) {
+      char cause[200];
+      snprintf(cause, sizeof cause, "handshake refused: %s", tr_error_message(tr_error_last()));
+      chan_lost(c, -TR_EPROTO, cause);
+      return;
+    }
+    c->hello_seen = 1;
+    return;
+  }
+  struct tr_envx *x = m->x_;
+  if (m->body == TR_BODY_SPAWN_SPEC && c->child_side && !c->main) {
+    start_main(c, m);
+    tr_msg_free(m);
+    return;
+  }
+  if (m->body == TR_BODY_HELLO || m->body == TR_BODY_SPAWN_SPEC || !x || !x->has_dst) {
+    char cause[160];
+    snprintf(cause, sizeof cause, "protocol error: an unexpected %s%s", tr__body_name(m->body),
+             x && x->has_dst ? "" : " without a receiver");
+    tr_msg_free(m);
+    chan_lost(c, -TR_EPROTO, cause);
+    return;
+  }
+  tr_actor_t *px = x->has_src ? proxy_for(c, x->src.uuid, x->src.name) : NULL;
+  if (px)
+    m->from = tr_actor_dup(px);
+  if (c->has_proc && m->cid == c->life_cid &&
+      (m->body == TR_BODY_RETURN || m->body == TR_BODY_ERROR) && !c->life_final) {
+    c->final_seen = 1;
+    c->life_final = m; /* delivered once the process is reaped */
+    return;
+  }
+  tr_actor_t *to = ents_find(&c->loc, x->dst.uuid);
+  if (!to) {
+    /* Nobody of that uuid has talked here: as a dead actor would. */
+    if (m->from && m->body == TR_BODY_START) {
+      tr_error_t *e = tr__error_new(-TR_ECLOSED, NULL, "no actor %s in process %d",
+                                    x->dst.name ? x->dst.name : "of that uuid", (int)getpid());
+      tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, e, NULL);
+      tr__error_free(e);
+    } else if (m->from && m->body == TR_BODY_CANCEL && x->u.cancel.whole_actor) {
+      (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1);
+    }
+    tr_msg_free(m);
+    return;
+  }
+  (void)tr_send(to, m); /* a dead receiver: the runtime bounces a call */
+}
+
+/* Reads until EAGAIN. */
+static void chan_read(chan_t *c) {
+  if (!c->rbuf && !(c->rbuf = malloc(RBUF_LEN))) {
+    chan_lost(c, -TR_EIO, "out of memory");
+    return;
+  }
+  while (!c->io_done) {
+    ssize_t k = recv(c->fd, c->rbuf, RBUF_LEN, MSG_DONTWAIT);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return;
+    if (k <= 0) {
+      char cause[160];
+      snprintf(cause, sizeof cause, "%s",
+               k == 0 ? "the peer closed the connection" : strerror(errno));
+      chan_lost(c, k == 0 ? -TR_ECLOSED : -TR_EIO, cause);
+      return;
+    }
+    for (size_t off = 0; off < (size_t)k && !c->io_done;) {
+      size_t used = 0;
+      tr_msg_t *m = NULL;
+      int frc = tr__frame_dec_feed(&c->dec, c->rbuf + off, (size_t)k - off, &used, &m);
+      if (frc) {
+        char cause[200];
+        snprintf(cause, sizeof cause, "a bad frame: %s", tr_error_message(tr_error_last()));
+        chan_lost(c, -TR_EPROTO, cause);
+        return;
+      }
+      off += used;
+      if (m)
+        on_frame(c, m);
+    }
+  }
+}
+
+/* ---- the child's side ----------------------------------------------------------------- */
+
+static void start_main(chan_t *c, tr_msg_t *m) {
+  struct tr_envx *x = m->x_;
+  const tr_uid_t *par = x->u.spawn_spec.has_parent ? &x->u.spawn_spec.parent : &x->src;
+  c->life_cid = x->u.spawn_spec.life_cid;
+  c->parent_px = proxy_for(c, par->uuid, par->name);
+  if (!c->parent_px || !x->has_dst) {
+    chan_lost(c, -TR_EPROTO, "a SpawnSpec without a parent or a child");
+    return;
+  }
+  int rc = tr__rpc_spawn_served(x->u.spawn_spec.name, x->u.spawn_spec.ns, x->u.spawn_spec.n_ns,
+                                x->u.spawn_spec.run_func, m->payload, c->parent_px, c->life_cid,
+                                x->dst.uuid, &c->main);
+  if (rc) {
+    /* Its exit report: the error, then the end. */
+    tr__send_error(NULL, c->parent_px, c->life_cid, rc, tr_error_last(), NULL);
+    *c->status = 1;
+    c->main_gone = 1;
+    (void)tr_send_u64(c->parent_px, C_LAST, 0);
+    return;
+  }
+  (void)ents_add(&c->loc, x->dst.uuid, tr_actor_dup(c->main));
+  if (tr__actor_monitor(c->main, tr_self(), C_DOWN) != 0)
+    tr_log(TR_LOG_ERROR, "channel: cannot monitor the child's main actor");
+}
+
+/* ---- the parent's side --------------------------------------------------------------- */
+
+static void send_signal(chan_t *c, int sig) {
+  if (c->has_proc && c->proc.pid > 0 && c->proc.pidfd >= 0)
+    (void)syscall(SYS_pidfd_send_signal, c->proc.pidfd, sig, NULL, 0);
+}
+
+static void on_accept(chan_t *c) {
+  for (;;) {
+    int fd = accept4(c->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR)
+        continue;
+      break; /* EAGAIN, or an error of that connection */
+    }
+    /* The first connection is the child's: its Hello must name the
+     * child's pid, or the channel closes (on_frame). */
+    if (c->fd >= 0 || sock_opts(fd) != 0) {
+      close(fd);
+      continue;
+    }
+    c->fd = fd;
+    if (tr__fd_watch(fd, tr_self(), C_IO, &c->w) != 0) {
+      chan_lost(c, -TR_EIO, "cannot watch the socket");
+      return;
+    }
+    c->wid = tr__fd_watch_id(c->w);
+    /* One child, one connection: the listener is done. */
+    (void)tr__fd_unwatch(c->lw);
+    c->lw = NULL;
+    close(c->lfd);
+    c->lfd = -1;
+    chan_try_flush(c);
+    return;
+  }
+  if (c->lw && tr__fd_rearm(c->lw, EPOLLIN) != 0)
+    tr_log(TR_LOG_ERROR, "channel: cannot re-arm the listener's watch");
+}
+
+static void describe_status(const tr_proc_t *p, char *buf, size_t len) {
+  if (WIFEXITED(p->status))
+    snprintf(buf, len, "exited with status %d", WEXITSTATUS(p->status));
+  else if (WIFSIGNALED(p->status))
+    snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(p->status),
+             strsignal(WTERMSIG(p->status)));
+  else
+    snprintf(buf, len, "ended (status %#x)", (unsigned)p->status);
+}
+
+/* The child process is reaped: its exit report (held, or made here),
+ * then every dialog with its actors ends, then the channel. */
+static void on_reaped(chan_t *c, pid_t pid) {
+  char st[96], cause[320];
+  describe_status(&c->proc, st, sizeof st);
+  int rc = c->final_seen ? -TR_ECLOSED : -TR_EIO;
+  snprintf(cause, sizeof cause, "process %d %s", (int)pid, st);
+  /* Died by itself: every dialog fails first, the nursery's child too;
+   * killed on request: cancelled, as its exit report below says. */
+  if (!c->final_seen && !c->killing)
+    post_lost(c, rc, cause);
+  if (c->life_final) {
+    (void)tr_send(c->parent, c->life_final);
+    c->life_final = NULL;
+  } else {
+    int erc = c->killing ? -TR_ECANCELED : -TR_EIO;
+    tr_error_t *e =
+        tr__error_new(erc, NULL, "actor %s (process %d) %s%s%s", tr_actor_name(c->child_px),
+                      (int)pid, st, c->io_done && c->loss_rc != -TR_ECLOSED ? " after: " : "",
+                      c->io_done && c->loss_rc != -TR_ECLOSED ? c->loss_cause : "");
+    tr__send_error(c->child_px, c->parent, c->life_cid, erc, e, NULL);
+    tr__error_free(e);
+  }
+  if (c->final_seen || c->killing) /* what is still open learns it now */
+    post_lost(c, rc, cause);
+  c->proc.pid = 0;
+  if (!c->io_done)
+    chan_lost(c, -TR_ECLOSED, cause);
+  chan_maybe_exit(c);
+}
+
+static void on_proc(chan_t *c) {
+  if (c->pw) {
+    (void)tr__fd_unwatch(c->pw);
+    c->pw = NULL;
+  }
+  pid_t pid = c->proc.pid;
+  if (tr__proc_wait(&c->proc, 0) == 0)
+    on_reaped(c, pid);
+  else if (tr__fd_watch(c->proc.pidfd, tr_self(), C_PROC, &c->pw) == 0) /* not yet */
+    c->pwid = tr__fd_watch_id(c->pw);
+}
+
+/* ---- the channel actor ------------------------------------------------------------------ */
+
+static void chan_maybe_exit(chan_t *c) {
+  if (c->exiting)
+    return;
+  int done = c->child_side ? (c->io_done && (!c->main || c->main_gone)) : (c->proc.pid == 0);
+  if (!done)
+    return;
+  c->exiting = 1;
+  tr_actor_exit();
+}
+
+static void chan_fn(void *state, tr_msg_t *m) {
+  chan_t *c = state;
+  if (m->body != 0) {
+    if (m->tag == C_OUT)
+      chan_out(c, (tr_msg_take(m), m));
+    return;
+  }
+  switch (m->tag) {
+  case C_INIT:
+    if (c->lfd >= 0 && tr__fd_watch(c->lfd, tr_self(), C_ACCEPT, &c->lw) == 0)
+      c->lwid = tr__fd_watch_id(c->lw);
+    if (c->has_proc && tr__fd_watch(c->proc.pidfd, tr_self(), C_PROC, &c->pw) == 0)
+      c->pwid = tr__fd_watch_id(c->pw);
+    if (c->fd >= 0) {
+      if (tr__fd_watch(c->fd, tr_self(), C_IO, &c->w) == 0)
+        c->wid = tr__fd_watch_id(c->w);
+      else
+        chan_lost(c, -TR_EIO, "cannot watch the socket");
+      chan_try_flush(c);
+    }
+    if (c->has_proc) {
+      tr_msg_t *t;
+      if (tr_msg_new(&t) == 0) {
+        t->tag = C_HS_TIMEOUT;
+        if (tr__timer_post(tr_now() + HS_TIMEOUT_NS, tr_self(), t, NULL) != 0)
+          tr_msg_free(t);
+      }
+    }
+    break;
+  case C_IO:
+    if (c->w && m->cid == c->wid) {
+      chan_read(c);
+      chan_try_flush(c);
+      chan_rearm(c);
+    }
+    break;
+  case C_ACCEPT:
+    if (c->lw && m->cid == c->lwid)
+      on_accept(c);
+    break;
+  case C_PROC:
+    if (c->pw && m->cid == c->pwid)
+      on_proc(c);
+    break;
+  case C_FLUSH:
+    c->flush_sent = 0;
+    chan_try_flush(c);
+    break;
+  case C_KILL:
+    c->killing = 1;
+    if (!c->hello_seen) {
+      send_signal(c, SIGKILL); /* not even connected: nothing to lose */
+    } else if (!c->term_sent) {
+      c->term_sent = 1;
+      send_signal(c, SIGTERM);
+      tr_msg_t *k;
+      if (tr_msg_new(&k) == 0) {
+        k->tag = C_KILL_HARD;
+        if (tr__timer_post(tr_now() + c->grace, tr_self(), k, NULL) != 0)
+          tr_msg_free(k);
+      }
+    }
+    break;
+  case C_KILL_HARD:
+    send_signal(c, SIGKILL);
+    break;
+  case C_HS_TIMEOUT:
+    if (!c->hello_seen && c->proc.pid > 0) {
+      tr_log(TR_LOG_WARN, "channel %s: the child process %d did not connect back in time",
+             tr_actor_name(tr_self()), (int)c->proc.pid);
+      send_signal(c, SIGKILL);
+    }
+    break;
+  case C_DOWN:
+    if (c->main && m->u64 == tr_actor_id(c->main) && !c->main_gone) {
+      c->main_gone = 1;
+      /* Through the parent's proxy, behind the main actor's exit report. */
+      if (!c->io_done)
+        (void)tr_send_u64(c->parent_px, C_LAST, 0);
+      chan_maybe_exit(c);
+    }
+    break;
+  case C_LAST:
+    c->last_in = 1;
+    chan_try_flush(c);
+    chan_maybe_exit(c);
+    break;
+  }
+}
+
+static void chan_exit(void *state) {
+  chan_t *c = state;
+  if (c->w)
+    (void)tr__fd_unwatch(c->w);
+  if (c->lw)
+    (void)tr__fd_unwatch(c->lw);
+  if (c->pw)
+    (void)tr__fd_unwatch(c->pw);
+  if (c->fd >= 0)
+    close(c->fd);
+  if (c->lfd >= 0)
+    close(c->lfd);
+  if (c->has_proc && c->proc.pid > 0)
+    (void)tr__proc_stop(&c->proc, 0); /* the runtime is going: no orphan */
+  if (c->has_proc && c->proc.pidfd >= 0)
+    (void)tr__proc_wait(&c->proc, 0);
+  queue_free(c);
+  tr__frame_dec_fini(&c->dec);
+  free(c->rbuf);
+  ents_free(&c->prx, 1);
+  ents_free(&c->loc, 0);
+  tr_actor_release(c->parent);
+  tr_actor_release(c->child_px);
+  tr_actor_release(c->main);
+  tr_msg_free(c->life_final);
+  free(c);
+}
+
+static chan_t *chan_alloc(void) {
+  chan_t *c = calloc(1, sizeof *c);
+  if (!c)
+    return NULL;
+  c->fd = c->lfd = -1;
+  c->proc.pidfd = -1;
+  c->tail = &c->head;
+  c->grace = GRACE_DEFAULT_NS;
+  tr__frame_dec_init(&c->dec, 0);
+  return c;
+}
+
+/* Queues this end's Hello, named after actor `who`. */
+static int queue_hello(chan_t *c, tr_actor_t *who) {
+  tr_hello_info_t hi = {.node = who};
+  tr_msg_t *h;
+  int rc = tr__hello_new(&hi, &h);
+  if (rc == 0)
+    chan_queue(c, h);
+  return rc;
+}
+
+/* ---- spawning ------------------------------------------------------------------------ */
+
+static int listen_loopback(int *lfd, char *addr, size_t len) {
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(l, 8) != 0 ||
+      getsockname(l, (struct sockaddr *)&sa, &sl) != 0) {
+    int err = errno;
+    if (l >= 0)
+      close(l);
+    return TR_ERROR(-TR_EIO, "cannot listen on 127.0.0.1: %s", strerror(err));
+  }
+  snprintf(addr, len, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+  *lfd = l;
+  return 0;
+}
+
+static tr_msg_t *spawn_spec(const tr_proc_req_t *req) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0)
+    return NULL;
+  m->body = TR_BODY_SPAWN_SPEC;
+  m->cid = req->life_cid;
+  struct tr_envx *x = tr__envx_get(m);
+  if (!x)
+    goto oom;
+  x->has_dst = 1;
+  memcpy(x->dst.uuid, req->uuid, TR_UUID_LEN);
+  x->has_src = 1;
+  tr_actor_uuid(req->parent, x->src.uuid);
+  x->u.spawn_spec.life_cid = req->life_cid;
+  x->u.spawn_spec.has_parent = 1;
+  tr_actor_uuid(req->parent, x->u.spawn_spec.parent.uuid);
+  if (!(x->dst.name = strdup(req->name)) || !(x->src.name = strdup(tr_actor_name(req->parent))) ||
+      !(x->u.spawn_spec.parent.name = strdup(tr_actor_name(req->parent))) ||
+      !(x->u.spawn_spec.name = strdup(req->name)) ||
+      (req->run_func && !(x->u.spawn_spec.run_func = strdup(req->run_func))))
+    goto oom;
+  if (req->n_enable) {
+    if (!(x->u.spawn_spec.ns = calloc(req->n_enable, sizeof(char *))))
+      goto oom;
+    for (size_t i = 0; i < req->n_enable; i++, x->u.spawn_spec.n_ns++)
+      if (!(x->u.spawn_spec.ns[i] = strdup(req->enable[i])))
+        goto oom;
+  }
+  m->payload = tr_buf_ref((tr_buf_t *)req->args);
+  return m;
+oom:
+  tr_msg_free(m);
+  return NULL;
+}
+
+int tr__chan_spawn(const tr_proc_req_t *req, tr_actor_t **proxy) {
+  *proxy = NULL;
+  chan_t *c = chan_alloc();
+  if (!c)
+    return TR__ENOMEM();
+  char addr[64], env0[96];
+  int rc = listen_loopback(&c->lfd, addr, sizeof addr);
+  if (rc) {
+    chan_exit(c);
+    return rc;
+  }
+  snprintf(env0, sizeof env0, "%s=%s", TR_PARENT_ADDR_ENV, addr);
+  char *const env[] = {env0, NULL};
+  char *const argv[] = {(char *)(req->exe ? req->exe : "tractor-child"), NULL};
+  rc = tr__proc_spawn(req->exe, argv, env, &c->proc);
+  if (rc) {
+    chan_exit(c);
+    return rc;
+  }
+  c->has_proc = 1;
+  c->life_cid = req->life_cid;
+  memcpy(c->child_uuid, req->uuid, TR_UUID_LEN);
+  c->parent = tr_actor_dup(req->parent);
+  if (req->grace_ns > 0)
+    c->grace = req->grace_ns;
+  char name[160];
+  snprintf(name, sizeof name, "chan:%s", req->name);
+  tr_spawn_opts_t o = {.name = name, .on_exit = chan_exit};
+  tr_actor_t *ca, *px;
+  rc = tr_spawn(chan_fn, c, &o, &ca);
+  if (rc) {
+    chan_exit(c); /* stops and reaps the process */
+    return rc;
+  }
+  /* Nothing reaches the channel before C_INIT but what is queued here. */
+  tr_msg_t *spec = spawn_spec(req);
+  if (proxy_new(ca, req->name, req->uuid, &px) != 0 || !spec || queue_hello(c, req->parent) != 0) {
+    tr_msg_free(spec);
+    (void)tr_send_u64(ca, C_INIT, 0);
+    (void)tr_send_u64(ca, C_KILL, 0);
+    tr_actor_release(ca);
+    return TR__ENOMEM();
+  }
+  chan_queue(c, spec);
+  (void)ents_add(&c->prx, req->uuid, tr_actor_dup(px));
+  uint8_t pu[TR_UUID_LEN];
+  tr_actor_uuid(req->parent, pu);
+  (void)ents_add(&c->loc, pu, tr_actor_dup(req->parent));
+  c->child_px = tr_actor_dup(px);
+  (void)tr_send_u64(ca, C_INIT, 0);
+  tr_actor_release(ca);
+  *proxy = px;
+  return 0;
+}
+
+void tr__chan_kill(tr_actor_t *proxy) { (void)tr_send_u64(proxy, C_KILL, 0); }
+
+/* ---- the child's side: the process ------------------------------------------------- */
+
+/* Connects to "127.0.0.1:port" (blocking: on loopback the handshake is
+ * over within the call).  Returns the socket, or -1 with errno. */
+static int connect_back(const char *addr) {
+  const char *colon = strrchr(addr, ':');
+  if (!colon || colon - addr >= 64) {
+    errno = EINVAL;
+    return -1;
+  }
+  char host[64];
+  memcpy(host, addr, (size_t)(colon - addr));
+  host[colon - addr] = '\0';
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  long port = strtol(colon + 1, NULL, 10);
+  if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+    errno = EINVAL;
+    return -1;
+  }
+  sa.sin_port = htons((uint16_t)port);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  int rc;
+  do
+    rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0 || sock_opts(fd) != 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+static int child_root(void *arg) {
+  int *status = arg;
+  const char *addr = getenv(TR_PARENT_ADDR_ENV);
+  int fd = addr ? connect_back(addr) : -1;
+  if (fd < 0) {
+    tr_log(TR_LOG_ERROR, "child process: cannot connect back to %s: %s", addr ? addr : "(none)",
+           strerror(errno));
+    return 1;
+  }
+  chan_t *c = chan_alloc();
+  if (!c) {
+    close(fd);
+    return 1;
+  }
+  c->child_side = 1;
+  c->fd = fd;
+  c->status = status;
+  c->life_cid = UINT64_MAX; /* until the SpawnSpec */
+  tr_spawn_opts_t o = {.name = "chan:parent", .on_exit = chan_exit};
+  tr_actor_t *ca;
+  if (tr_spawn(chan_fn, c, &o, &ca) != 0) {
+    chan_exit(c);
+    return 1;
+  }
+  if (queue_hello(c, ca) != 0)
+    tr_log(TR_LOG_ERROR, "child process: no Hello (out of memory)");
+  (void)tr_send_u64(ca, C_INIT, 0);
+  (void)tr_join(ca, -1);
+  tr_actor_release(ca);
+  return 0;
+}
+
+int tr__chan_child_run(const tr_config_t *cfg) {
+  int status = 1; /* until the main actor's exit report says otherwise */
+  int rc = tr_run(cfg, child_root, &status);
+  return rc ? 1 : status;
+}
+
+const tr_rpc_proc_ops_t tr__chan_proc_ops = {tr__chan_spawn, tr__chan_kill};

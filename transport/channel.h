@@ -1,0 +1,85 @@
+/*
+ * Channels (issue 10): one TCP connection per peer process, carrying the
+ * dialogs of every actor on either side (docs/PROTOCOL.md sections 3, 4).
+ *
+ * A channel is a behaviour actor that owns its socket (non-blocking, on
+ * the reactor's fd watches).  Actors of the peer process are known here
+ * by proxies: behaviour actors spawned with the remote actor's name and
+ * uuid (tr__actor_spawn_as, TR_AF_PROXY), so a portal, a context's peer or
+ * a nursery's child record holds a proxy exactly as it would hold the
+ * actor itself.  A message sent to a proxy names its sender (`from`: the
+ * dialog engine adds it for proxies); the proxy writes the remote uuid
+ * into the envelope's dst and passes the message to its channel, which
+ * writes the sender into src and queues the frame (one sendmsg for as
+ * many frames as are queued).  A frame read from the socket goes to the
+ * local actor its dst names, with `from` set to the proxy of its src
+ * (made on first sight), so the engine answers through the proxy.
+ *
+ * Handshake: each end sends Hello first (transport/hello.h) and checks
+ * the peer's before anything else is read; a bad Hello closes the channel
+ * with a logged reason.
+ *
+ * Two kinds:
+ *   - a parent's channel to a child process (tr__chan_spawn): it listens
+ *     on 127.0.0.1 (a port of the kernel's choice) until that process
+ *     connects back (its Hello must name the child's pid), sends
+ *     the child's SpawnSpec, and watches the process (pidfd).  It ends when
+ *     the process is reaped: the child's exit report (its last Return or
+ *     Error on the life dialog) is held until then, so that an actor
+ *     nursery never closes over a running process; a child that died
+ *     without one is reported failed ("exited with status N").  A kill
+ *     request (tr__chan_kill) sends SIGTERM, then SIGKILL after the grace.
+ *   - a child's channel to its parent (tr__chan_child_run): it connects
+ *     back, receives the SpawnSpec, starts the child's main actor with the
+ *     uuid the parent chose, and ends after that actor's exit report is
+ *     written.  A lost parent cancels the main actor.
+ *
+ * A broken connection (EOF: -TR_ECLOSED, an error: -TR_EIO) ends every
+ * dialog between the two sides through the engine's peer-loss entry point
+ * (tr__rpc_post_peer_lost), so no caller hangs.
+ *
+ * Layer: transport (above rpc).
+ */
+#ifndef TR_TRANSPORT_CHANNEL_H
+#define TR_TRANSPORT_CHANNEL_H
+
+#include <stdint.h>
+
+#include <tractor/actor.h>
+#include <tractor/buf.h>
+
+#include "runtime/rpc/rpc.h"
+
+/* Environment of a child process: where its parent listens. */
+#define TR_PARENT_ADDR_ENV "TR_PARENT_ADDR"
+
+/* The request (tr_proc_req_t) is the dialog engine's: runtime/rpc/rpc.h. */
+
+/*
+ * Starts the child process and its channel; *proxy (a new reference) is
+ * the child actor's proxy, usable at once (messages wait in the channel's
+ * queue until the child has connected).  Returns 0, or -TR_EIO /
+ * -TR_ENOMEM with an error object (no process is left running).
+ * Ownership: borrows req.  Threads: a task or turn of a running runtime.
+ */
+int tr__chan_spawn(const tr_proc_req_t *req, tr_actor_t **proxy);
+
+/* Asks the channel of proxy's process to stop that process: SIGTERM, then
+ * SIGKILL after the grace period (a process that has not connected yet is
+ * killed at once).  Threads: any. */
+void tr__chan_kill(tr_actor_t *proxy);
+
+/*
+ * The child's side: run by tr_main when TR_PARENT_ADDR is set.  Starts the
+ * runtime, connects back, serves as the SpawnSpec says until the child
+ * actor has exited, and returns the process's exit status (0: the actor
+ * ended normally or was cancelled, 1: it failed or the parent was lost).
+ * Threads: the main thread, with no runtime running.
+ */
+int tr__chan_child_run(const tr_config_t *cfg);
+
+/* The actor nursery's process children (rpc.h), which runtime.c hands to
+ * the dialog engine. */
+extern const tr_rpc_proc_ops_t tr__chan_proc_ops;
+
+#endif
