@@ -574,6 +574,7 @@ static void on_reaped(chan_t *c, pid_t pid) {
   if (!c->final_seen && !c->killing)
     post_lost(c, rc, cause);
   if (c->life_final) {
+    c->life_final->u64 = TR_LIFE_REAPED | (uint32_t)c->proc.status;
     (void)tr_send(c->parent, c->life_final);
     c->life_final = NULL;
   } else {
@@ -582,7 +583,8 @@ static void on_reaped(chan_t *c, pid_t pid) {
         tr__error_new(erc, NULL, "actor %s (process %d) %s%s%s", tr_actor_name(c->child_px),
                       (int)pid, st, c->io_done && c->loss_rc != -TR_ECLOSED ? " after: " : "",
                       c->io_done && c->loss_rc != -TR_ECLOSED ? c->loss_cause : "");
-    tr__send_error(c->child_px, c->parent, c->life_cid, erc, e, NULL);
+    tr__send_error_u64(c->child_px, c->parent, c->life_cid, erc, e,
+                       TR_LIFE_REAPED | (uint32_t)c->proc.status);
     tr__error_free(e);
   }
   if (c->final_seen || c->killing) /* what is still open learns it now */
@@ -810,7 +812,7 @@ oom:
   return NULL;
 }
 
-int tr__chan_spawn(const tr_proc_req_t *req, tr_actor_t **proxy) {
+int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   *proxy = NULL;
   chan_t *c = chan_alloc();
   if (!c)
@@ -861,6 +863,7 @@ int tr__chan_spawn(const tr_proc_req_t *req, tr_actor_t **proxy) {
   c->child_px = tr_actor_dup(px);
   (void)tr_send_u64(ca, C_INIT, 0);
   tr_actor_release(ca);
+  req->pid = (int)c->proc.pid;
   *proxy = px;
   return 0;
 }

@@ -59,10 +59,10 @@
  * Starts the child process and its channel; *proxy (a new reference) is
  * the child actor's proxy, usable at once (messages wait in the channel's
  * queue until the child has connected).  Returns 0, or -TR_EIO /
- * -TR_ENOMEM with an error object (no process is left running).
- * Ownership: borrows req.  Threads: a task or turn of a running runtime.
+ * -TR_ENOMEM with an error object (no process is left running); req->pid
+ * is the process's.  Ownership: borrows req.  Threads: a task or turn of a running runtime.
  */
-int tr__chan_spawn(const tr_proc_req_t *req, tr_actor_t **proxy);
+int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy);
 
 /* Asks the channel of proxy's process to stop that process: SIGTERM, then
  * SIGKILL after the grace period (a process that has not connected yet is

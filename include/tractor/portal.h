@@ -581,6 +581,17 @@ tr_actor_t *tr_portal_actor(const tr_portal_t *p);
 /* Releases the portal.  NULL is a no-op.  Threads: any. */
 void tr_portal_release(tr_portal_t *p);
 
+/*
+ * The child process of a TR_SPAWN_PROCESS portal: *pid (may be NULL) its
+ * process id; *status (may be NULL) its wait status once the process is
+ * reaped (decode with WIFEXITED / WEXITSTATUS / WIFSIGNALED / WTERMSIG
+ * of <sys/wait.h>), or -1 while it runs.  An actor nursery's close
+ * returns after the reap, so the status is there once it has returned.
+ * Returns 0, or -TR_EINVAL for a portal to an actor of this process.
+ * Ownership: borrows p.  Threads: any.
+ */
+int tr_portal_process(const tr_portal_t *p, int *pid, int *status);
+
 #ifdef __cplusplus
 }
 #endif

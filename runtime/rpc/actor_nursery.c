@@ -117,6 +117,8 @@ void tr__an_child_ended(tr_ctx_t *life) {
   struct tr_actor_nursery *an = c->an;
   tr_msg_t *m = life->final;
   tr_error_t *e = NULL;
+  if (c->proc && m && (m->u64 & TR_LIFE_REAPED))
+    c->status = (int)(uint32_t)m->u64;
   if (c->lost) {
     /* Failed already when its peer was lost: this is its exit. */
   } else if (m && m->body == TR_BODY_RETURN) {
@@ -352,6 +354,8 @@ int tr__actor_nursery_spawn_proc(tr_actor_nursery_t *an, tr_proc_req_t *req, int
     return rc;
   }
   c->proc = 1;
+  c->pid = req->pid;
+  c->status = -1;
   spawn_end(an, c, life, px, daemon, ref, rec);
   return 0;
 }

@@ -175,17 +175,17 @@ int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint
  * `to`.  With `canceller` (ContextCancelled), the canceller's uid travels
  * too.  Best effort: the caller may be gone.
  */
-void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
-                    const char *canceller) {
+static tr_msg_t *error_msg(tr_actor_t *self, uint64_t cid, int rc, const tr_error_t *e,
+                           const char *canceller) {
   tr_msg_t *m;
   if (tr_msg_new(&m) != 0)
-    return;
+    return NULL;
   m->body = TR_BODY_ERROR;
   m->cid = cid;
   struct tr_envx *x = tr__envx_get(m);
   if (!x) {
     tr_msg_free(m);
-    return;
+    return NULL;
   }
   x->u.error.code = rc < 0 ? -rc : rc;
   x->u.error.cid = cid;
@@ -244,6 +244,25 @@ void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, cons
     uid_parse(&x->u.error.canceller,
               tr_error_canceller_uid(e) ? tr_error_canceller_uid(e) : tr_error_canceller(e));
   }
+  return m;
+}
+
+void tr__send_error_u64(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
+                        uint64_t u64) {
+  tr_msg_t *m = error_msg(self, cid, rc, e, NULL);
+  if (!m)
+    return;
+  m->u64 = u64;
+  if (self && TR_UNLIKELY(tr__actor_is_proxy(to)))
+    m->from = tr_actor_dup(self); /* a proxy writes its sender on the wire */
+  (void)tr__send(to, m);
+}
+
+void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
+                    const char *canceller) {
+  tr_msg_t *m = error_msg(self, cid, rc, e, canceller);
+  if (!m)
+    return;
   if (self && TR_UNLIKELY(tr__actor_is_proxy(to)))
     m->from = tr_actor_dup(self); /* a proxy writes its sender on the wire */
   (void)tr__send(to, m);

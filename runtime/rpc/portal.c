@@ -244,6 +244,8 @@ void tr__portal_take_result(tr_portal_t *p, tr_an_child_t *c) {
   c->value = NULL;
   p->error = c->result_error;
   c->result_error = NULL;
+  p->pid = c->pid;
+  p->status = c->status;
   p->child = NULL;
 }
 
@@ -311,4 +313,18 @@ void tr_portal_release(tr_portal_t *p) {
   tr__error_free(p->error);
   tr_actor_release(p->actor);
   free(p);
+}
+
+int tr_portal_process(const tr_portal_t *p, int *pid, int *status) {
+  if (!p)
+    return TR__EINVAL_NULL();
+  int ppid = p->child ? p->child->pid : p->pid;
+  if (ppid <= 0)
+    return TR_ERROR(-TR_EINVAL, "actor %s does not run in a child process of this one",
+                    tr_actor_name(p->actor));
+  if (pid)
+    *pid = ppid;
+  if (status)
+    *status = p->child ? p->child->status : p->status;
+  return 0;
 }

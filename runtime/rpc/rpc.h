@@ -60,9 +60,10 @@ typedef struct tr_an_child {
   struct tr_ctx *life; /* the dialog of its life, until its exit report */
   int result;
   uint8_t exited, cancel_sent;
-  uint8_t lost;   /* its peer was lost: failed, waiting for its exit */
-  uint8_t daemon; /* serves until cancelled: close cancels it (tractor) */
-  uint8_t proc;   /* in a child process: actor is the transport's proxy */
+  uint8_t lost;    /* its peer was lost: failed, waiting for its exit */
+  uint8_t daemon;  /* serves until cancelled: close cancels it (tractor) */
+  uint8_t proc;    /* in a child process: actor is the transport's proxy */
+  int pid, status; /* proc: its process, and its wait status (-1 until reaped) */
   /* tr_run_in_actor: the main function's result, a copy of its error for
    * tr_portal_result, the task waiting for it, and the portal to hand the
    * result to when the nursery closes. */
@@ -80,6 +81,7 @@ struct tr_portal {
   int result_rc;
   tr_buf_t *value;
   tr_error_t *error;
+  int pid, status; /* a child process's (tr_portal_process), once cached */
 };
 
 enum { SIDE_CALLER = 1, SIDE_CALLEE = 2 };
@@ -394,11 +396,17 @@ typedef struct tr_proc_req {
   const tr_buf_t *args; /* its arguments (borrowed) */
   const char *exe;      /* the program; NULL: this one */
   int64_t grace_ns;     /* from SIGTERM to SIGKILL */
+  int pid;              /* out: the process started */
 } tr_proc_req_t;
+
+/* A child process's exit report, as its channel delivers it once the
+ * process is reaped, carries the wait status in u64: this bit, and the
+ * status in the low 32 bits. */
+#define TR_LIFE_REAPED (1ull << 32)
 
 typedef struct tr_rpc_proc_ops {
   /* Starts the process; *proxy (a new reference) stands for the child. */
-  int (*spawn)(const tr_proc_req_t *req, tr_actor_t **proxy);
+  int (*spawn)(tr_proc_req_t *req, tr_actor_t **proxy);
   /* Stops it: SIGTERM, then SIGKILL after the grace period. */
   void (*kill)(tr_actor_t *proxy);
 } tr_rpc_proc_ops_t;
@@ -431,6 +439,9 @@ int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, in
 
 void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
                     const char *canceller);
+/* tr__send_error without a canceller, with m->u64 set (TR_LIFE_REAPED). */
+void tr__send_error_u64(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
+                        uint64_t u64);
 int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint64_t u64);
 void tr__uid_of(tr_uid_t *u, const tr_actor_t *a);
 

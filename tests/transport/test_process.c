@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define TR_TEST_WORKERS 2
@@ -160,8 +161,17 @@ TR_TEST(process, daemon_serves_calls_then_is_cancelled, .timeout = 60, .init = s
     tr_check_eq(v, i + 1);
   }
   tr_check(tr_test_live_children() == 1, "one child process while it serves");
+  int ppid = 0, status = 0;
+  if (p) {
+    tr_check_rc(tr_portal_process(p, &ppid, &status), 0);
+    tr_check(ppid == (int)pid && status == -1, "pid %d, running", ppid);
+  }
   tr_assert_rc(tr_actor_nursery_close(an), 0); /* cancels the daemon, reaps it */
   tr_check(tr_test_live_children() == 0, "the process is reaped when close returns");
+  if (p) {
+    tr_check_rc(tr_portal_process(p, NULL, &status), 0);
+    tr_check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exited 0 (status %#x)", status);
+  }
   tr_portal_release(p);
   return 0;
 }
