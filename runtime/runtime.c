@@ -58,12 +58,11 @@ static int config_workers(const tr_config_t *cfg) {
   return n > TR_MAX_WORKERS ? TR_MAX_WORKERS : n;
 }
 
-/* tr_config_t.hang_report_ns, unless TR_HANG_REPORT_MS is an integer:
- * then that many milliseconds, or never for 0 or less.  0 = the default;
+/* A duration of tr_config_t (ns), unless environment variable `var` is an
+ * integer: then that many milliseconds, or never for 0 or less.  0 = dflt;
  * < 0 = never (returned as -1). */
-static int64_t config_hang(const tr_config_t *cfg) {
-  int64_t ns = cfg ? cfg->hang_report_ns : 0;
-  const char *env = getenv("TR_HANG_REPORT_MS");
+static int64_t config_ms(int64_t ns, const char *var, int64_t dflt) {
+  const char *env = getenv(var);
   if (env && *env) {
     char *end;
     long long v = strtoll(env, &end, 10);
@@ -71,7 +70,7 @@ static int64_t config_hang(const tr_config_t *cfg) {
       ns = v > 0 ? (v > INT64_MAX / 1000000 ? INT64_MAX : v * 1000000) : -1;
   }
   if (ns == 0)
-    ns = TR_HANG_REPORT_DEFAULT_NS;
+    ns = dflt;
   return ns < 0 ? -1 : ns;
 }
 
@@ -152,7 +151,10 @@ static int rt_init(const tr_config_t *cfg) {
   memset(&tr__actors, 0, sizeof(tr__actors));
   tr__msgpool_reset_counts();
   tr__actors.batch = (cfg && cfg->batch > 0) ? cfg->batch : TR_DEFAULT_BATCH;
-  tr__actors.hang_ns = config_hang(cfg);
+  tr__actors.hang_ns =
+      config_ms(cfg ? cfg->hang_report_ns : 0, "TR_HANG_REPORT_MS", TR_HANG_REPORT_DEFAULT_NS);
+  tr__chan_peer_timeout_ns =
+      config_ms(cfg ? cfg->peer_timeout_ns : 0, "TR_PEER_TIMEOUT_MS", TR_PEER_TIMEOUT_DEFAULT_NS);
   int n = config_workers(cfg);
   pthread_mutex_init(&tr__rt.inject_lock, NULL);
   pthread_mutex_init(&tr__actors.wait_lock, NULL);

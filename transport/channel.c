@@ -31,6 +31,8 @@
 #include "transport/hello.h"
 #include "transport/proc.h"
 
+int64_t tr__chan_peer_timeout_ns = TR_PEER_TIMEOUT_DEFAULT_NS;
+
 /* A channel's own messages (body 0; never on the wire). */
 enum {
   C_INIT = 0x7e2a0001, /* first message: watch the fds */
@@ -44,6 +46,7 @@ enum {
   C_HS_TIMEOUT,        /* the child has not connected in time */
   C_DOWN,              /* the child's main actor exited (monitor) */
   C_LAST,              /* through the parent's proxy: the main actor's last words are queued */
+  C_TICK,              /* heartbeat time: is the peer silent, is this side idle? */
   P_EXIT               /* to a proxy: the channel is gone */
 };
 
@@ -84,7 +87,8 @@ typedef struct chan {
   uint8_t io_done; /* EOF or an error: no more reading or writing */
   uint8_t wr_shut; /* child: shutdown(SHUT_WR) after the last words */
   uint8_t exiting;
-  int loss_rc; /* why the connection ended (0 while it has not) */
+  int64_t last_rx, last_tx; /* when a byte last came in / went out */
+  int loss_rc;              /* why the connection ended (0 while it has not) */
   char loss_cause[200];
   ents_t loc, prx;
   /* A parent's channel to a child process. */
@@ -96,6 +100,7 @@ typedef struct chan {
   tr_actor_t *child_px; /* the child's proxy (a reference) */
   tr_msg_t *life_final; /* the child's exit report, held until the reap */
   uint8_t final_seen, killing, term_sent;
+  uint8_t lost_posted; /* the dialogs have been told */
   int64_t grace;
   /* A child's channel to its parent. */
   tr_actor_t *main; /* the child's main actor (a reference) */
@@ -250,6 +255,7 @@ static int chan_flush(chan_t *c) {
       return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
     size_t left = (size_t)k;
+    c->last_tx = tr_now();
     while (c->head && left >= c->head->len - c->head_off) {
       frame_t *f = c->head;
       left -= f->len - c->head_off;
@@ -276,6 +282,7 @@ static void queue_free(chan_t *c) {
 }
 
 static void chan_maybe_exit(chan_t *c);
+static void tick_post(chan_t *c);
 
 /* Every dialog between the two sides ends (the engine's peer loss). */
 static void post_lost(chan_t *c, int rc, const char *cause) {
@@ -411,6 +418,10 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
     return;
   }
   struct tr_envx *x = m->x_;
+  if (m->body == TR_BODY_CREDIT && m->cid == 0 && !(x && x->has_dst)) {
+    tr_msg_free(m); /* a heartbeat: its arrival was the point */
+    return;
+  }
   if (m->body == TR_BODY_SPAWN_SPEC && c->child_side && !c->main) {
     start_main(c, m);
     tr_msg_free(m);
@@ -469,6 +480,7 @@ static void chan_read(chan_t *c) {
       chan_lost(c, k == 0 ? -TR_ECLOSED : -TR_EIO, cause);
       return;
     }
+    c->last_rx = tr_now();
     for (size_t off = 0; off < (size_t)k && !c->io_done;) {
       size_t used = 0;
       tr_msg_t *m = NULL;
@@ -535,6 +547,8 @@ static void on_accept(chan_t *c) {
       continue;
     }
     c->fd = fd;
+    c->last_rx = c->last_tx = tr_now();
+    tick_post(c);
     if (tr__fd_watch(fd, tr_self(), C_IO, &c->w) != 0) {
       chan_lost(c, -TR_EIO, "cannot watch the socket");
       return;
@@ -571,7 +585,7 @@ static void on_reaped(chan_t *c, pid_t pid) {
   snprintf(cause, sizeof cause, "process %d %s", (int)pid, st);
   /* Died by itself: every dialog fails first, the nursery's child too;
    * killed on request: cancelled, as its exit report below says. */
-  if (!c->final_seen && !c->killing)
+  if (!c->final_seen && !c->killing && !c->lost_posted)
     post_lost(c, rc, cause);
   if (c->life_final) {
     c->life_final->u64 = TR_LIFE_REAPED | (uint32_t)c->proc.status;
@@ -587,7 +601,7 @@ static void on_reaped(chan_t *c, pid_t pid) {
                        TR_LIFE_REAPED | (uint32_t)c->proc.status);
     tr__error_free(e);
   }
-  if (c->final_seen || c->killing) /* what is still open learns it now */
+  if ((c->final_seen || c->killing) && !c->lost_posted) /* what is still open learns it now */
     post_lost(c, rc, cause);
   c->proc.pid = 0;
   if (!c->io_done)
@@ -619,6 +633,51 @@ static void chan_maybe_exit(chan_t *c) {
   tr_actor_exit();
 }
 
+/* ---- heartbeats ------------------------------------------------------------------------
+ *
+ * A heartbeat is a Credit of 0 outside any dialog (cid 0, no receiver),
+ * sent when this side has written nothing for a third of peer_timeout; a
+ * peer that sends nothing at all (no data, no heartbeat, no Hello) for
+ * peer_timeout is declared dead (PROTOCOL.md 4). */
+
+static void tick_post(chan_t *c) {
+  if (tr__chan_peer_timeout_ns <= 0 || c->io_done)
+    return;
+  tr_msg_t *t;
+  if (tr_msg_new(&t) != 0)
+    return;
+  t->tag = C_TICK;
+  if (tr__timer_post(tr_now() + tr__chan_peer_timeout_ns / 3, tr_self(), t, NULL) != 0)
+    tr_msg_free(t);
+}
+
+static void on_tick(chan_t *c) {
+  if (c->io_done || c->fd < 0)
+    return; /* a parent's channel starts ticking once connected */
+  int64_t now = tr_now();
+  if (now - c->last_rx > tr__chan_peer_timeout_ns) {
+    char cause[160];
+    snprintf(cause, sizeof cause, "the peer has been silent for %lld ms (peer_timeout)",
+             (long long)((now - c->last_rx) / 1000000));
+    /* A silent process may live on until the grace has passed: its
+     * dialogs fail now, not at its reap (which says how it ended). */
+    if (c->has_proc) {
+      c->lost_posted = 1;
+      post_lost(c, -TR_EIO, cause);
+    }
+    chan_lost(c, -TR_EIO, cause);
+    return;
+  }
+  if (now - c->last_tx >= tr__chan_peer_timeout_ns / 3 && !c->head && !c->wr_shut) {
+    tr_msg_t *h;
+    if (tr_msg_new(&h) == 0) {
+      h->body = TR_BODY_CREDIT; /* u64 = n = 0 */
+      chan_queue(c, h);
+    }
+  }
+  tick_post(c);
+}
+
 static void chan_fn(void *state, tr_msg_t *m) {
   chan_t *c = state;
   if (m->body != 0) {
@@ -633,6 +692,8 @@ static void chan_fn(void *state, tr_msg_t *m) {
     if (c->has_proc && tr__fd_watch(c->proc.pidfd, tr_self(), C_PROC, &c->pw) == 0)
       c->pwid = tr__fd_watch_id(c->pw);
     if (c->fd >= 0) {
+      c->last_rx = c->last_tx = tr_now();
+      tick_post(c);
       if (tr__fd_watch(c->fd, tr_self(), C_IO, &c->w) == 0)
         c->wid = tr__fd_watch_id(c->w);
       else
@@ -700,6 +761,9 @@ static void chan_fn(void *state, tr_msg_t *m) {
         (void)tr_send_u64(c->parent_px, C_LAST, 0);
       chan_maybe_exit(c);
     }
+    break;
+  case C_TICK:
+    on_tick(c);
     break;
   case C_LAST:
     c->last_in = 1;
@@ -823,8 +887,12 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
     chan_exit(c);
     return rc;
   }
+  char env1[64];
   snprintf(env0, sizeof env0, "%s=%s", TR_PARENT_ADDR_ENV, addr);
-  char *const env[] = {env0, NULL};
+  /* The child expects what this side does (its heartbeats match). */
+  snprintf(env1, sizeof env1, "TR_PEER_TIMEOUT_MS=%lld",
+           tr__chan_peer_timeout_ns > 0 ? (long long)(tr__chan_peer_timeout_ns / 1000000) : 0LL);
+  char *const env[] = {env0, env1, NULL};
   char *const argv[] = {(char *)(req->exe ? req->exe : "tractor-child"), NULL};
   rc = tr__proc_spawn(req->exe, argv, env, &c->proc);
   if (rc) {
@@ -861,9 +929,9 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   tr_actor_uuid(req->parent, pu);
   (void)ents_add(&c->loc, pu, tr_actor_dup(req->parent));
   c->child_px = tr_actor_dup(px);
+  req->pid = (int)c->proc.pid; /* c is the channel's from C_INIT on */
   (void)tr_send_u64(ca, C_INIT, 0);
   tr_actor_release(ca);
-  req->pid = (int)c->proc.pid;
   *proxy = px;
   return 0;
 }

@@ -50,6 +50,11 @@
 
 #include "runtime/rpc/rpc.h"
 
+/* tr_config_t.peer_timeout_ns as tr_run resolved it (-1: never), and its
+ * default.  Heartbeats go a third of it apart on an idle channel. */
+extern int64_t tr__chan_peer_timeout_ns;
+#define TR_PEER_TIMEOUT_DEFAULT_NS (5 * 1000000000LL)
+
 /* Environment of a child process: where its parent listens. */
 #define TR_PARENT_ADDR_ENV "TR_PARENT_ADDR"
 

@@ -233,6 +233,14 @@ typedef struct tr_config {
    * environment variable TR_LOG ("off", "error", "warn", "info", "debug"
    * or 0-4) overrides it. */
   int log_level;
+  /* A channel to another process whose peer has been silent this long is
+   * declared dead (-TR_EIO), as a broken connection is: every dialog over
+   * it ends, so a half-open connection never hangs a caller.  Idle
+   * channels exchange heartbeats a third of it apart.  0 = 5 s; < 0 =
+   * never.  The environment variable TR_PEER_TIMEOUT_MS, when set to an
+   * integer, overrides it (milliseconds; 0 or less = never); child
+   * processes inherit this process's value. */
+  int64_t peer_timeout_ns;
 } tr_config_t;
 
 typedef int (*tr_root_fn)(void *arg);

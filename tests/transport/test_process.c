@@ -11,6 +11,7 @@
  * extra fd is left (/proc).
  */
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,38 @@ static int stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   return 0;
 }
 TR_EXPORT_FN("tproc.stuck", "sleep", stuck)
+
+/* Shuts down every TCP socket of this process (its channels): a broken
+ * connection, seen by both ends. */
+static int shut_tcp_sockets(void) {
+  int n = 0;
+  for (int fd = 3; fd < 1024; fd++) {
+    int dom = 0;
+    socklen_t len = sizeof dom;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == AF_INET)
+      n += shutdown(fd, SHUT_RDWR) == 0;
+  }
+  return n;
+}
+
+/* In the child: breaks its connection to the parent, then streams on. */
+static int shut_then_count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  tr_stream_t *s = NULL;
+  int rc = tr_ctx_open_stream(ctx, &s);
+  for (uint64_t i = 0; rc == 0; i++) {
+    if (i == 100 && shut_tcp_sockets() == 0)
+      return tr_fail("RuntimeError", "no socket to shut down");
+    tr_buf_t *b;
+    if ((rc = tr_buf_from_u64(i, &b)) == 0) {
+      rc = tr_stream_send(s, b);
+      tr_buf_release(b);
+    }
+  }
+  return rc;
+}
+TR_EXPORT_STREAM("tproc.stream", "shut_then_count", shut_then_count)
 
 static const char *const math_ns[] = {"tproc.math", "tproc.stream", "tproc.ctx", "tproc.stuck"};
 
@@ -320,6 +353,9 @@ TR_TEST(process, endless_remote_streamer_cancelled_by_deadline, .timeout = 60, .
   tr_actor_opts_t o = daemon_opts();
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor_opts(an, "forever", &o, &p), 0);
+  int up = 0;
+  (void)run_u64(p, "tproc.math.pid", 0, &up); /* the child is up: the deadline is the stream's */
+  tr_check_rc(up, 0);
   uint64_t got = 0;
   int64_t t0 = tr_now();
   tr_scope_t sc;
@@ -401,5 +437,98 @@ TR_TEST(process, stuck_child_is_reaped_within_the_grace, .timeout = 60, .init = 
            (long long)((tr_now() - t0) / MS));
   tr_portal_release(p);
   tr_portal_release(q);
+  return 0;
+}
+
+/* Receives from an endless stream until it fails; returns that code. */
+static int drain(tr_stream_t *s, uint64_t *got, uint64_t at, void (*then)(void *), void *arg) {
+  int rc = 0;
+  while (rc == 0) {
+    tr_buf_t *b = NULL;
+    rc = tr_stream_recv(s, &b);
+    tr_buf_release(b);
+    if (rc == 0 && ++*got == at && then)
+      then(arg);
+  }
+  return rc;
+}
+
+static void shut_here(void *arg) {
+  (void)arg;
+  tr_check(shut_tcp_sockets() > 0, "a channel socket to shut down");
+}
+
+static void stop_child(void *arg) { kill(*(pid_t *)arg, SIGSTOP); }
+
+/* Opens an endless stream from a new process daemon `name`; the stream
+ * breaks as `breaker` does after `at` values.  Returns the stream's end. */
+static int broken_stream(const char *name, const char *fn, uint64_t at, int stop, int *close_rc,
+                         char *why, size_t why_len) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, name, &o, &p), 0);
+  int rc = 0;
+  pid_t pid = p ? (pid_t)run_u64(p, "tproc.math.pid", 0, &rc) : 0;
+  tr_stream_t *s = NULL;
+  if (rc == 0 && p)
+    rc = tr_portal_open_stream_from(p, fn, NULL, NULL, &s);
+  tr_check_rc(rc, 0);
+  uint64_t got = 0;
+  if (rc == 0)
+    rc = drain(s, &got, at, stop ? stop_child : shut_here, &pid);
+  const tr_error_t *e = tr_error_last();
+  snprintf(why, why_len, "%s", e ? tr_error_message(e) : "(no error)");
+  if (s)
+    (void)tr_stream_close(s);
+  *close_rc = tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  return rc;
+}
+
+TR_TEST(process, socket_closed_mid_stream_by_the_parent, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  int close_rc;
+  char why[300];
+  int rc =
+      broken_stream("shut-by-parent", "tproc.stream.count", 500, 0, &close_rc, why, sizeof why);
+  tr_check(rc == -TR_EIO || rc == -TR_ECLOSED, "the stream ends with the loss (%d): %s", rc, why);
+  tr_check(strstr(why, "lost") != NULL, "says the peer is lost: %s", why);
+  tr_check(close_rc == -TR_EIO || close_rc == -TR_ECLOSED, "the nursery reports it (%d)", close_rc);
+  return 0;
+}
+
+TR_TEST(process, socket_closed_mid_stream_by_the_child, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  int close_rc;
+  char why[300];
+  int rc = broken_stream("shut-by-child", "tproc.stream.shut_then_count", 0, 0, &close_rc, why,
+                         sizeof why);
+  tr_check(rc == -TR_EIO || rc == -TR_ECLOSED, "the stream ends with the loss (%d): %s", rc, why);
+  tr_check(strstr(why, "lost") != NULL, "says the peer is lost: %s", why);
+  tr_check(close_rc == -TR_EIO || close_rc == -TR_ECLOSED, "the nursery reports it (%d)", close_rc);
+  return 0;
+}
+
+/* A peer that stops answering (SIGSTOP: alive, connection open, silent)
+ * is declared dead after peer_timeout, then killed and reaped. */
+static void short_peer_timeout(void) {
+  setenv("TR_PEER_TIMEOUT_MS", "600", 1);
+  setup();
+}
+
+TR_TEST(process, silent_peer_is_declared_dead, .timeout = 60, .init = short_peer_timeout,
+        .fini = teardown) {
+  int close_rc;
+  char why[300];
+  int64_t t0 = tr_now();
+  uint64_t at = 200;
+  int rc = broken_stream("stopped", "tproc.stream.count", at, 1, &close_rc, why, sizeof why);
+  int64_t ms = (tr_now() - t0) / MS;
+  tr_check_rc(rc, -TR_EIO);
+  tr_check(strstr(why, "silent") != NULL, "says the peer fell silent: %s", why);
+  tr_check(close_rc == -TR_EIO, "the nursery reports it (%d)", close_rc);
+  tr_check(ms < 5000, "within the timeout and the grace (%lld ms)", (long long)ms);
   return 0;
 }
