@@ -11,6 +11,7 @@
  * extra fd is left (/proc).
  */
 #include <signal.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,14 +148,95 @@ static int shut_then_count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **
 }
 TR_EXPORT_STREAM("tproc.stream", "shut_then_count", shut_then_count)
 
-static const char *const math_ns[] = {"tproc.math", "tproc.stream", "tproc.ctx", "tproc.stuck"};
+static uint64_t run_u64_any(tr_portal_t *p, const char *fn, uint64_t arg, int *rc);
+static const tr_actor_opts_t in_proc;
+
+/* In a child process: starts a grandchild process daemon and calls its
+ * failing function; the boxed error goes back through this actor (a
+ * relay: two process hops). */
+static int nested_fail(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result);
+/* In a child process: runs a grandchild stuck in sleep(3), then fails. */
+static int fail_over_stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result);
+/* In a child process: starts a grandchild process daemon, then serves. */
+static int nest_daemon(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result);
+TR_EXPORT_FN("tproc.nest", "fail", nested_fail)
+TR_EXPORT_FN("tproc.nest", "fail_over_stuck", fail_over_stuck)
+TR_EXPORT_FN("tproc.nest", "daemon", nest_daemon)
+
+static const char *const math_ns[] = {"tproc.math", "tproc.stream", "tproc.ctx", "tproc.stuck",
+                                      "tproc.nest"};
 
 static tr_actor_opts_t daemon_opts(void) {
-  tr_actor_opts_t o = {.enable = math_ns, .n_enable = 4, .spawn = TR_SPAWN_PROCESS};
+  tr_actor_opts_t o = {.enable = math_ns, .n_enable = 5, .spawn = TR_SPAWN_PROCESS};
   return o;
 }
 
-static uint64_t run_u64(tr_portal_t *p, const char *fn, uint64_t arg, int *rc) {
+static int nested_fail(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  int rc = tr_actor_nursery_open(&an, NULL);
+  if (rc)
+    return rc;
+  rc = tr_start_actor_opts(an, "grandchild", &o, &p);
+  int call = rc ? rc : tr_portal_run(p, "tproc.math.fails", NULL, NULL);
+  tr_error_t *e = call ? tr_error_take() : NULL;
+  (void)tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  if (e)
+    return tr_error_raise(e); /* re-raised: this actor joins its relay path */
+  return call;
+}
+
+static int fail_over_stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *q = NULL;
+  tr_actor_nursery_opts_t no = {.cancel_grace_ns = 500 * MS};
+  int rc = tr_actor_nursery_open(&an, &no);
+  if (rc)
+    return rc;
+  rc = tr_run_in_actor_opts(an, "stuck", "tproc.stuck.sleep", NULL, &in_proc, &p);
+  tr_actor_opts_t o = daemon_opts();
+  if (rc == 0)
+    rc = tr_start_actor_opts(an, "witness", &o, &q);
+  if (rc == 0)
+    (void)run_u64_any(q, "tproc.math.pid", 0, &rc); /* a sibling is up: so is the stuck one */
+  if (rc == 0)
+    rc = tr_fail("ValueError", "the middle fails while its child sleeps");
+  (void)tr_actor_nursery_cancel(an);
+  (void)tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  tr_portal_release(q);
+  return rc;
+}
+
+static int nest_daemon(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  int rc = tr_actor_nursery_open(&an, NULL);
+  if (rc)
+    return rc;
+  rc = tr_start_actor_opts(an, "grandchild", &o, &p);
+  if (rc == 0)
+    (void)run_u64_any(p, "tproc.math.pid", 0, &rc);
+  if (rc == 0)
+    rc = tr_sleep(3600 * 1000 * MS); /* until cancelled */
+  (void)tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  return rc;
+}
+
+static uint64_t run_u64_any(tr_portal_t *p, const char *fn, uint64_t arg, int *rc) {
   tr_buf_t *a = NULL, *r = NULL;
   uint64_t v = 0;
   *rc = tr_buf_from_u64(arg, &a);
@@ -185,11 +267,11 @@ TR_TEST(process, daemon_serves_calls_then_is_cancelled, .timeout = 60, .init = s
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor_opts(an, "mathd", &o, &p), 0);
   int rc = 0;
-  uint64_t pid = p ? run_u64(p, "tproc.math.pid", 0, &rc) : 0;
+  uint64_t pid = p ? run_u64_any(p, "tproc.math.pid", 0, &rc) : 0;
   tr_check_rc(rc, 0);
   tr_check(pid != 0 && pid != (uint64_t)getpid(), "the daemon runs in another process");
   for (uint64_t i = 0; p && rc == 0 && i < 200; i++) {
-    uint64_t v = run_u64(p, "tproc.math.add_one", i, &rc);
+    uint64_t v = run_u64_any(p, "tproc.math.add_one", i, &rc);
     tr_check_rc(rc, 0);
     tr_check_eq(v, i + 1);
   }
@@ -354,7 +436,7 @@ TR_TEST(process, endless_remote_streamer_cancelled_by_deadline, .timeout = 60, .
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor_opts(an, "forever", &o, &p), 0);
   int up = 0;
-  (void)run_u64(p, "tproc.math.pid", 0, &up); /* the child is up: the deadline is the stream's */
+  (void)run_u64_any(p, "tproc.math.pid", 0, &up); /* the child is up: the deadline is the stream's */
   tr_check_rc(up, 0);
   uint64_t got = 0;
   int64_t t0 = tr_now();
@@ -388,7 +470,7 @@ TR_TEST(process, child_killed_mid_stream_is_a_clear_error, .timeout = 60, .init 
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor_opts(an, "victim", &o, &p), 0);
   int rc = 0;
-  pid_t pid = p ? (pid_t)run_u64(p, "tproc.math.pid", 0, &rc) : 0;
+  pid_t pid = p ? (pid_t)run_u64_any(p, "tproc.math.pid", 0, &rc) : 0;
   tr_stream_t *s = NULL;
   if (rc == 0 && p)
     rc = tr_portal_open_stream_from(p, "tproc.stream.count", NULL, NULL, &s);
@@ -424,7 +506,7 @@ TR_TEST(process, stuck_child_is_reaped_within_the_grace, .timeout = 60, .init = 
   tr_actor_opts_t o = daemon_opts();
   tr_check_rc(tr_start_actor_opts(an, "quick", &o, &q), 0);
   int rc = 0;
-  (void)run_u64(q, "tproc.math.pid", 0, &rc); /* both are up */
+  (void)run_u64_any(q, "tproc.math.pid", 0, &rc); /* both are up */
   tr_check_rc(rc, 0);
   if (q)
     tr_check_rc(tr_portal_run(q, "tproc.math.fails", NULL, NULL), -TR_EREMOTE);
@@ -470,7 +552,7 @@ static int broken_stream(const char *name, const char *fn, uint64_t at, int stop
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor_opts(an, name, &o, &p), 0);
   int rc = 0;
-  pid_t pid = p ? (pid_t)run_u64(p, "tproc.math.pid", 0, &rc) : 0;
+  pid_t pid = p ? (pid_t)run_u64_any(p, "tproc.math.pid", 0, &rc) : 0;
   tr_stream_t *s = NULL;
   if (rc == 0 && p)
     rc = tr_portal_open_stream_from(p, fn, NULL, NULL, &s);
@@ -531,4 +613,96 @@ TR_TEST(process, silent_peer_is_declared_dead, .timeout = 60, .init = short_peer
   tr_check(close_rc == -TR_EIO, "the nursery reports it (%d)", close_rc);
   tr_check(ms < 5000, "within the timeout and the grace (%lld ms)", (long long)ms);
   return 0;
+}
+
+TR_TEST(process, error_boxed_through_two_process_hops, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "middle", &o, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "tproc.nest.fail", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    /* tractor: the boxed type is the relaying hop's, the source type the
+     * original. */
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "RemoteActorError") == 0,
+             "boxed by the relaying hop");
+    tr_check(e && tr_error_src_type(e) && strcmp(tr_error_src_type(e), "ValueError") == 0,
+             "the grandchild's type");
+    tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "grandchild") == 0,
+             "raised in the grandchild: %s", e && tr_error_src(e) ? tr_error_src(e) : "?");
+    size_t n = e ? tr_error_relay_len(e) : 0;
+    tr_check(n >= 1 && strcmp(tr_error_relay(e, n - 1), "middle") == 0,
+             "relayed by the middle actor (%zu hops)", n);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(process, parent_error_over_a_stuck_grandchild, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "middle", &o, &p), 0);
+  int up = 0;
+  (void)run_u64_any(p, "tproc.math.pid", 0, &up);
+  tr_check_rc(up, 0);
+  int64_t t0 = tr_now();
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "tproc.nest.fail_over_stuck", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strstr(tr_error_message(e), "while its child sleeps") != NULL, "the error: %s",
+             e ? tr_error_message(e) : "?");
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  int64_t ms = (tr_now() - t0) / MS;
+  tr_check(ms < 4000, "the stuck grandchild was reaped within 4 s (%lld ms)", (long long)ms);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* SIGINT to the root (tr_main's handler: a graceful cancel) tears down a
+ * tree of processes: two children, one with a grandchild. */
+static int64_t sigint_t0;
+static void sigint_setup(void) {
+  setup();
+  sigint_t0 = 0;
+}
+static void sigint_teardown(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t ms = ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - sigint_t0) / MS;
+  cr_expect(ms < 2000, "the tree is down within 2 s of the signal (%lld ms)", (long long)ms);
+  teardown();
+}
+
+TR_TEST_EXPECT(process, sigint_tears_the_tree_down, -TR_ECANCELED, .timeout = 60,
+               .init = sigint_setup, .fini = sigint_teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *a = NULL, *b = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "leaf", &o, &a), 0);
+  tr_check_rc(tr_start_actor_opts(an, "branch", &o, &b), 0);
+  int rc = 0;
+  (void)run_u64_any(a, "tproc.math.pid", 0, &rc);
+  tr_check_rc(rc, 0);
+  tr_check(tr_test_live_children() == 2, "two children");
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  sigint_t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  /* The branch starts a grandchild and serves on: a call that never ends,
+   * until the signal cancels this task. */
+  kill(getpid(), SIGINT);
+  rc = b ? tr_portal_run(b, "tproc.nest.daemon", NULL, NULL) : -TR_ECANCELED;
+  tr_check_rc(rc, -TR_ECANCELED);
+  (void)tr_actor_nursery_close(an);
+  tr_portal_release(a);
+  tr_portal_release(b);
+  return -TR_ECANCELED;
 }
