@@ -29,6 +29,7 @@
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
 #include "transport/hello.h"
+#include "transport/listen.h"
 #include "transport/proc.h"
 
 int64_t tr__chan_peer_timeout_ns = TR_PEER_TIMEOUT_DEFAULT_NS;
@@ -37,7 +38,7 @@ int64_t tr__chan_peer_timeout_ns = TR_PEER_TIMEOUT_DEFAULT_NS;
 enum {
   C_INIT = 0x7e2a0001, /* first message: watch the fds */
   C_IO,                /* the socket is ready */
-  C_ACCEPT,            /* the listener is ready */
+  C_ADOPT,             /* from the listener: the child's socket (u64), Hello checked */
   C_PROC,              /* the child process exited (pidfd) */
   C_FLUSH,             /* write the queue */
   C_OUT,               /* a protocol message from a proxy, for the wire */
@@ -75,9 +76,10 @@ typedef struct ents {
 
 typedef struct chan {
   int child_side;
-  int fd, lfd;
-  tr_fd_watch_t *w, *lw, *pw;
-  uint64_t wid, lwid, pwid;
+  int fd;
+  uint8_t listening; /* holds a reference on the listener (listen.h) */
+  tr_fd_watch_t *w, *pw;
+  uint64_t wid, pwid;
   frame_t *head, **tail;
   size_t head_off;
   int flush_sent;
@@ -94,6 +96,7 @@ typedef struct chan {
   /* A parent's channel to a child process. */
   tr_proc_t proc;
   int has_proc;
+  pid_t spawned_pid; /* proc.pid, kept after the reap */
   uint64_t life_cid;
   uint8_t child_uuid[TR_UUID_LEN];
   tr_actor_t *parent;   /* a reference */
@@ -487,7 +490,7 @@ static void chan_read(chan_t *c) {
       int frc = tr__frame_dec_feed(&c->dec, c->rbuf + off, (size_t)k - off, &used, &m);
       if (frc) {
         char cause[200];
-        snprintf(cause, sizeof cause, "a bad frame: %s", tr_error_message(tr_error_last()));
+        snprintf(cause, sizeof cause, "a bad frame: %s", tr_strerror(frc));
         chan_lost(c, -TR_EPROTO, cause);
         return;
       }
@@ -532,38 +535,22 @@ static void send_signal(chan_t *c, int sig) {
     (void)syscall(SYS_pidfd_send_signal, c->proc.pidfd, sig, NULL, 0);
 }
 
-static void on_accept(chan_t *c) {
-  for (;;) {
-    int fd = accept4(c->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR)
-        continue;
-      break; /* EAGAIN, or an error of that connection */
-    }
-    /* The first connection is the child's: its Hello must name the
-     * child's pid, or the channel closes (on_frame). */
-    if (c->fd >= 0 || sock_opts(fd) != 0) {
-      close(fd);
-      continue;
-    }
-    c->fd = fd;
-    c->last_rx = c->last_tx = tr_now();
-    tick_post(c);
-    if (tr__fd_watch(fd, tr_self(), C_IO, &c->w) != 0) {
-      chan_lost(c, -TR_EIO, "cannot watch the socket");
-      return;
-    }
-    c->wid = tr__fd_watch_id(c->w);
-    /* One child, one connection: the listener is done. */
-    (void)tr__fd_unwatch(c->lw);
-    c->lw = NULL;
-    close(c->lfd);
-    c->lfd = -1;
-    chan_try_flush(c);
+/* The child connected back: the listener checked its Hello. */
+static void on_adopt(chan_t *c, int fd) {
+  if (c->fd >= 0 || c->io_done || c->proc.pid == 0) {
+    close(fd); /* too late: its process is gone or going */
     return;
   }
-  if (c->lw && tr__fd_rearm(c->lw, EPOLLIN) != 0)
-    tr_log(TR_LOG_ERROR, "channel: cannot re-arm the listener's watch");
+  c->fd = fd;
+  c->hello_seen = 1;
+  c->last_rx = c->last_tx = tr_now();
+  tick_post(c);
+  if (sock_opts(fd) != 0 || tr__fd_watch(fd, tr_self(), C_IO, &c->w) != 0) {
+    chan_lost(c, -TR_EIO, "cannot watch the socket");
+    return;
+  }
+  c->wid = tr__fd_watch_id(c->w);
+  chan_try_flush(c);
 }
 
 static void describe_status(const tr_proc_t *p, char *buf, size_t len) {
@@ -687,8 +674,6 @@ static void chan_fn(void *state, tr_msg_t *m) {
   }
   switch (m->tag) {
   case C_INIT:
-    if (c->lfd >= 0 && tr__fd_watch(c->lfd, tr_self(), C_ACCEPT, &c->lw) == 0)
-      c->lwid = tr__fd_watch_id(c->lw);
     if (c->has_proc && tr__fd_watch(c->proc.pidfd, tr_self(), C_PROC, &c->pw) == 0)
       c->pwid = tr__fd_watch_id(c->pw);
     if (c->fd >= 0) {
@@ -716,9 +701,8 @@ static void chan_fn(void *state, tr_msg_t *m) {
       chan_rearm(c);
     }
     break;
-  case C_ACCEPT:
-    if (c->lw && m->cid == c->lwid)
-      on_accept(c);
+  case C_ADOPT:
+    on_adopt(c, (int)m->u64);
     break;
   case C_PROC:
     if (c->pw && m->cid == c->pwid)
@@ -777,14 +761,12 @@ static void chan_exit(void *state) {
   chan_t *c = state;
   if (c->w)
     (void)tr__fd_unwatch(c->w);
-  if (c->lw)
-    (void)tr__fd_unwatch(c->lw);
   if (c->pw)
     (void)tr__fd_unwatch(c->pw);
   if (c->fd >= 0)
     close(c->fd);
-  if (c->lfd >= 0)
-    close(c->lfd);
+  if (c->listening)
+    tr__listen_release(c->spawned_pid);
   if (c->has_proc && c->proc.pid > 0)
     (void)tr__proc_stop(&c->proc, 0); /* the runtime is going: no orphan */
   if (c->has_proc && c->proc.pidfd >= 0)
@@ -805,7 +787,7 @@ static chan_t *chan_alloc(void) {
   chan_t *c = calloc(1, sizeof *c);
   if (!c)
     return NULL;
-  c->fd = c->lfd = -1;
+  c->fd = -1;
   c->proc.pidfd = -1;
   c->tail = &c->head;
   c->grace = GRACE_DEFAULT_NS;
@@ -824,22 +806,6 @@ static int queue_hello(chan_t *c, tr_actor_t *who) {
 }
 
 /* ---- spawning ------------------------------------------------------------------------ */
-
-static int listen_loopback(int *lfd, char *addr, size_t len) {
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t sl = sizeof sa;
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(l, 8) != 0 ||
-      getsockname(l, (struct sockaddr *)&sa, &sl) != 0) {
-    int err = errno;
-    if (l >= 0)
-      close(l);
-    return TR_ERROR(-TR_EIO, "cannot listen on 127.0.0.1: %s", strerror(err));
-  }
-  snprintf(addr, len, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
-  *lfd = l;
-  return 0;
-}
 
 static tr_msg_t *spawn_spec(const tr_proc_req_t *req) {
   tr_msg_t *m;
@@ -881,13 +847,13 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   chan_t *c = chan_alloc();
   if (!c)
     return TR__ENOMEM();
-  char addr[64], env0[96];
-  int rc = listen_loopback(&c->lfd, addr, sizeof addr);
+  char addr[64], env0[96], env1[64];
+  int rc = tr__listen_acquire(addr, sizeof addr);
   if (rc) {
     chan_exit(c);
     return rc;
   }
-  char env1[64];
+  c->listening = 1;
   snprintf(env0, sizeof env0, "%s=%s", TR_PARENT_ADDR_ENV, addr);
   /* The child expects what this side does (its heartbeats match). */
   snprintf(env1, sizeof env1, "TR_PEER_TIMEOUT_MS=%lld",
@@ -900,6 +866,7 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
     return rc;
   }
   c->has_proc = 1;
+  c->spawned_pid = c->proc.pid;
   c->life_cid = req->life_cid;
   memcpy(c->child_uuid, req->uuid, TR_UUID_LEN);
   c->parent = tr_actor_dup(req->parent);
@@ -931,6 +898,7 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   c->child_px = tr_actor_dup(px);
   req->pid = (int)c->proc.pid; /* c is the channel's from C_INIT on */
   (void)tr_send_u64(ca, C_INIT, 0);
+  tr__listen_expect(req->pid, ca, C_ADOPT);
   tr_actor_release(ca);
   *proxy = px;
   return 0;

@@ -1,0 +1,394 @@
+/*
+ * The listener for child processes (see listen.h).
+ */
+#define _GNU_SOURCE /* accept4 */
+#include "transport/listen.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <tractor/log.h>
+#include <tractor/time.h>
+
+#include "runtime/error/error.h"
+#include "runtime/reactor/reactor.h"
+#include "schema/envelope.h"
+#include "transport/channel.h"
+#include "transport/hello.h"
+
+enum {
+  L_INIT = 0x7e2b0001, /* watch the listening socket */
+  L_ACCEPT,            /* it is ready */
+  L_CONN,              /* a connection is ready (cid: its watch) */
+  L_TICK,              /* handshake deadlines */
+  L_REG,               /* a new expectation: look at the waiting connections */
+  L_STOP               /* the last child is gone */
+};
+
+#define MAX_PENDING 256       /* connections in their handshake at once */
+#define HELLO_MAX (64u << 10) /* a Hello is small: longer frames are refused */
+#define HS_TIMEOUT_MAX_NS (5 * 1000000000LL)
+#define TICK_NS (200 * 1000000LL)
+#define LOUD_REFUSALS 8 /* logged as warnings; the rest at debug level */
+
+typedef struct expect {
+  struct expect *next;
+  pid_t pid;
+  tr_actor_t *chan; /* a reference */
+  uint32_t tag;
+} expect_t;
+
+/* The shared part: who expects whom, and the listener itself. */
+static struct {
+  pthread_mutex_t lock;
+  tr_actor_t *actor; /* a reference, NULL when there is none */
+  char addr[64];
+  unsigned users;
+  expect_t *expects;
+} L = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static uint64_t refused; /* atomic */
+
+uint64_t tr__listen_refused(void) { return __atomic_load_n(&refused, __ATOMIC_RELAXED); }
+
+/* A connection in its handshake (the listener's turns only). */
+typedef struct conn {
+  struct conn *next;
+  int fd;
+  tr_fd_watch_t *w;
+  uint64_t wid;
+  int64_t deadline;
+  pid_t pid; /* the Hello's, once it came and no one expected it yet */
+  tr_frame_dec_t dec;
+} conn_t;
+
+typedef struct lstate {
+  char addr[64]; /* for the logs */
+  int lfd;
+  tr_fd_watch_t *lw;
+  uint64_t lwid;
+  conn_t *conns;
+  unsigned n;
+  int ticking;
+} lstate_t;
+
+static int64_t hs_timeout(void) {
+  int64_t t = tr__chan_peer_timeout_ns;
+  return t > 0 && t < HS_TIMEOUT_MAX_NS ? t : HS_TIMEOUT_MAX_NS;
+}
+
+static void conn_close(lstate_t *s, conn_t *c) {
+  for (conn_t **pp = &s->conns; *pp; pp = &(*pp)->next)
+    if (*pp == c) {
+      *pp = c->next;
+      break;
+    }
+  s->n--;
+  if (c->w)
+    (void)tr__fd_unwatch(c->w);
+  if (c->fd >= 0)
+    close(c->fd);
+  tr__frame_dec_fini(&c->dec);
+  free(c);
+}
+
+static void refuse(lstate_t *s, conn_t *c, const char *why) {
+  uint64_t n = __atomic_add_fetch(&refused, 1, __ATOMIC_RELAXED);
+  tr_log(n <= LOUD_REFUSALS ? TR_LOG_WARN : TR_LOG_DEBUG,
+         "listener %s: a connection is refused (%s); %llu so far", s->addr, why,
+         (unsigned long long)n);
+  conn_close(s, c);
+}
+
+/* The expectation for pid, taken out of the list (NULL: none). */
+static expect_t *take_expect(pid_t pid) {
+  expect_t *e = NULL;
+  pthread_mutex_lock(&L.lock);
+  for (expect_t **pp = &L.expects; *pp; pp = &(*pp)->next)
+    if ((*pp)->pid == pid) {
+      e = *pp;
+      *pp = e->next;
+      break;
+    }
+  pthread_mutex_unlock(&L.lock);
+  return e;
+}
+
+/* Hands c's socket to the channel that expects its pid; 0 when done. */
+static int try_adopt(lstate_t *s, conn_t *c) {
+  expect_t *e = take_expect(c->pid);
+  if (!e)
+    return -1;
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0) {
+    tr_actor_release(e->chan);
+    free(e);
+    refuse(s, c, "out of memory");
+    return 0;
+  }
+  (void)tr__fd_unwatch(c->w);
+  c->w = NULL;
+  m->tag = e->tag;
+  m->u64 = (uint64_t)c->fd;
+  c->fd = -1; /* the channel's now */
+  if (tr_send(e->chan, m) != 0)
+    close((int)m->u64); /* the channel is gone: its process too */
+  tr_actor_release(e->chan);
+  free(e);
+  conn_close(s, c);
+  return 0;
+}
+
+/* Reads what c sent: its first frame must be a Hello of an expected pid. */
+static void conn_read(lstate_t *s, conn_t *c) {
+  uint8_t buf[4096];
+  for (;;) {
+    ssize_t k = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (k <= 0) {
+      char why[160];
+      if (c->pid)
+        snprintf(why, sizeof why, "its pid %d is no child being started", (int)c->pid);
+      else
+        snprintf(why, sizeof why, "%s", k == 0 ? "closed before its Hello" : strerror(errno));
+      refuse(s, c, why);
+      return;
+    }
+    if (c->pid) {
+      refuse(s, c, "bytes after its Hello");
+      return;
+    }
+    size_t used = 0;
+    tr_msg_t *m = NULL;
+    int frc = tr__frame_dec_feed(&c->dec, buf, (size_t)k, &used, &m);
+    if (frc != 0) {
+      char why[200];
+      snprintf(why, sizeof why, "a bad frame: %s", tr_strerror(frc));
+      refuse(s, c, why);
+      return;
+    }
+    if (!m)
+      continue;
+    int rc = tr__hello_check(m, NULL);
+    pid_t pid = rc == 0 ? (pid_t)m->x_->u.hello.pid : 0;
+    tr_msg_free(m);
+    if (rc) {
+      char why[200];
+      snprintf(why, sizeof why, "%s", tr_error_message(tr_error_last()));
+      refuse(s, c, why);
+      return;
+    }
+    if (used < (size_t)k) {
+      refuse(s, c, "bytes after its Hello");
+      return;
+    }
+    c->pid = pid;
+    if (try_adopt(s, c) == 0)
+      return;
+    /* No one expects that pid (yet: a spawn registers right after its
+     * posix_spawn returns); it waits until its deadline. */
+  }
+  if (c->w && tr__fd_rearm(c->w, EPOLLIN) != 0)
+    refuse(s, c, "cannot re-arm its watch");
+}
+
+static void tick(lstate_t *s) {
+  if (s->ticking || !s->conns)
+    return;
+  tr_msg_t *t;
+  if (tr_msg_new(&t) != 0)
+    return;
+  t->tag = L_TICK;
+  if (tr__timer_post(tr_now() + TICK_NS, tr_self(), t, NULL) == 0)
+    s->ticking = 1;
+  else
+    tr_msg_free(t);
+}
+
+static void on_accept(lstate_t *s) {
+  for (;;) {
+    int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      break;
+    }
+    conn_t *c = s->n < MAX_PENDING ? calloc(1, sizeof *c) : NULL;
+    if (!c) {
+      close(fd);
+      uint64_t n = __atomic_add_fetch(&refused, 1, __ATOMIC_RELAXED);
+      tr_log(n <= LOUD_REFUSALS ? TR_LOG_WARN : TR_LOG_DEBUG,
+             "listener %s: %u handshakes at once; a connection is refused", s->addr, s->n);
+      continue;
+    }
+    c->fd = fd;
+    c->deadline = tr_now() + hs_timeout();
+    tr__frame_dec_init(&c->dec, HELLO_MAX);
+    c->next = s->conns;
+    s->conns = c;
+    s->n++;
+    if (tr__fd_watch(fd, tr_self(), L_CONN, &c->w) != 0) {
+      refuse(s, c, "cannot watch it");
+      continue;
+    }
+    c->wid = tr__fd_watch_id(c->w);
+  }
+  tick(s);
+  if (s->lw && tr__fd_rearm(s->lw, EPOLLIN) != 0)
+    tr_log(TR_LOG_ERROR, "listener %s: cannot re-arm its watch", s->addr);
+}
+
+static void listener_fn(void *state, tr_msg_t *m) {
+  lstate_t *s = state;
+  switch (m->tag) {
+  case L_INIT:
+    if (tr__fd_watch(s->lfd, tr_self(), L_ACCEPT, &s->lw) == 0)
+      s->lwid = tr__fd_watch_id(s->lw);
+    else
+      tr_log(TR_LOG_ERROR, "listener %s: cannot watch its socket", s->addr);
+    break;
+  case L_ACCEPT:
+    if (s->lw && m->cid == s->lwid)
+      on_accept(s);
+    break;
+  case L_CONN:
+    for (conn_t *c = s->conns; c; c = c->next)
+      if (c->w && c->wid == m->cid) {
+        conn_read(s, c);
+        break;
+      }
+    break;
+  case L_REG:
+    for (conn_t *c = s->conns, *next; c; c = next) {
+      next = c->next;
+      if (c->pid)
+        (void)try_adopt(s, c);
+    }
+    break;
+  case L_TICK: {
+    s->ticking = 0;
+    int64_t now = tr_now();
+    for (conn_t *c = s->conns, *next; c; c = next) {
+      next = c->next;
+      if (now >= c->deadline)
+        refuse(s, c,
+               c->pid ? "its pid is no child being started" : "silent past the handshake timeout");
+    }
+    tick(s);
+    break;
+  }
+  case L_STOP:
+    tr_actor_exit();
+    break;
+  }
+}
+
+static void listener_exit(void *state) {
+  lstate_t *s = state;
+  while (s->conns)
+    conn_close(s, s->conns);
+  if (s->lw)
+    (void)tr__fd_unwatch(s->lw);
+  close(s->lfd);
+  free(s);
+}
+
+int tr__listen_acquire(char *addr, size_t len) {
+  int rc = 0;
+  pthread_mutex_lock(&L.lock);
+  if (!L.actor) {
+    lstate_t *s = calloc(1, sizeof *s);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    int l = s ? socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    if (!s) {
+      rc = TR__ENOMEM();
+    } else if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(l, 128) != 0 ||
+               getsockname(l, (struct sockaddr *)&sa, &sl) != 0) {
+      rc = TR_ERROR(-TR_EIO, "cannot listen on 127.0.0.1: %s", strerror(errno));
+    } else {
+      s->lfd = l;
+      snprintf(L.addr, sizeof L.addr, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+      memcpy(s->addr, L.addr, sizeof s->addr);
+      tr_spawn_opts_t o = {.name = "listener", .on_exit = listener_exit};
+      rc = tr_spawn(listener_fn, s, &o, &L.actor);
+      if (rc == 0) {
+        l = -1;
+        s = NULL;
+        (void)tr_send_u64(L.actor, L_INIT, 0);
+      }
+    }
+    if (l >= 0)
+      close(l);
+    free(s);
+  }
+  if (rc == 0) {
+    L.users++;
+    snprintf(addr, len, "%s", L.addr);
+  }
+  pthread_mutex_unlock(&L.lock);
+  return rc;
+}
+
+void tr__listen_expect(pid_t pid, tr_actor_t *chan, uint32_t adopt_tag) {
+  expect_t *e = malloc(sizeof *e);
+  if (!e) {
+    tr_log(TR_LOG_ERROR, "listener: out of memory; child %d cannot connect back", (int)pid);
+    return; /* its channel's handshake timeout kills it */
+  }
+  e->pid = pid;
+  e->chan = tr_actor_dup(chan);
+  e->tag = adopt_tag;
+  pthread_mutex_lock(&L.lock);
+  e->next = L.expects;
+  L.expects = e;
+  tr_actor_t *a = L.actor ? tr_actor_dup(L.actor) : NULL;
+  pthread_mutex_unlock(&L.lock);
+  if (a) {
+    (void)tr_send_u64(a, L_REG, 0);
+    tr_actor_release(a);
+  }
+}
+
+void tr__listen_release(pid_t pid) {
+  expect_t *e = pid > 0 ? take_expect(pid) : NULL;
+  if (e) {
+    tr_actor_release(e->chan);
+    free(e);
+  }
+  tr_actor_t *stop = NULL;
+  pthread_mutex_lock(&L.lock);
+  if (L.users > 0 && --L.users == 0) {
+    stop = L.actor;
+    L.actor = NULL;
+  }
+  pthread_mutex_unlock(&L.lock);
+  if (stop) {
+    (void)tr_send_u64(stop, L_STOP, 0);
+    tr_actor_release(stop);
+  }
+}
+
+int tr__listen_addr(char *addr, size_t len) {
+  int rc = -TR_ENOTFOUND;
+  pthread_mutex_lock(&L.lock);
+  if (L.actor) {
+    snprintf(addr, len, "%s", L.addr);
+    rc = 0;
+  }
+  pthread_mutex_unlock(&L.lock);
+  return rc;
+}
