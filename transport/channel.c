@@ -31,6 +31,7 @@
 #include "transport/hello.h"
 #include "transport/listen.h"
 #include "transport/proc.h"
+#include "transport/wire.h"
 
 int64_t tr__chan_peer_timeout_ns = TR_PEER_TIMEOUT_DEFAULT_NS;
 
@@ -52,15 +53,8 @@ enum {
 };
 
 #define RBUF_LEN (64u << 10)
-#define IOV_BATCH 64
 #define HS_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
 #define GRACE_DEFAULT_NS (1000LL * 1000 * 1000)
-
-typedef struct frame {
-  struct frame *next;
-  size_t len;
-  uint8_t *buf;
-} frame_t;
 
 /* An actor on either side, by uuid: a local actor that has talked on the
  * channel, or a proxy for a remote one.  References. */
@@ -80,8 +74,7 @@ typedef struct chan {
   uint8_t listening; /* holds a reference on the listener (listen.h) */
   tr_fd_watch_t *w, *pw;
   uint64_t wid, pwid;
-  frame_t *head, **tail;
-  size_t head_off;
+  tr_wire_q_t q;
   int flush_sent;
   tr_frame_dec_t dec;
   uint8_t *rbuf;
@@ -234,54 +227,9 @@ static int sock_opts(int fd) {
 static void chan_rearm(chan_t *c) {
   if (!c->w || c->io_done)
     return;
-  uint32_t ev = EPOLLIN | (c->head ? EPOLLOUT : 0);
+  uint32_t ev = EPOLLIN | (tr__wire_pending(&c->q) ? EPOLLOUT : 0);
   if (tr__fd_rearm(c->w, ev) != 0)
     tr_log(TR_LOG_ERROR, "channel: cannot re-arm the socket's watch");
-}
-
-/* Writes the queue until it is empty or the socket is full.  Returns 0,
- * -EAGAIN, or -errno. */
-static int chan_flush(chan_t *c) {
-  while (c->head) {
-    struct iovec iov[IOV_BATCH];
-    int n = 0;
-    for (frame_t *f = c->head; f && n < IOV_BATCH; f = f->next, n++) {
-      size_t off = n == 0 ? c->head_off : 0;
-      iov[n].iov_base = f->buf + off;
-      iov[n].iov_len = f->len - off;
-    }
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-    ssize_t k = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (k < 0) {
-      if (errno == EINTR)
-        continue;
-      return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
-    size_t left = (size_t)k;
-    c->last_tx = tr_now();
-    while (c->head && left >= c->head->len - c->head_off) {
-      frame_t *f = c->head;
-      left -= f->len - c->head_off;
-      c->head = f->next;
-      c->head_off = 0;
-      free(f->buf);
-      free(f);
-    }
-    c->head_off += left;
-  }
-  c->tail = &c->head;
-  return 0;
-}
-
-static void queue_free(chan_t *c) {
-  while (c->head) {
-    frame_t *f = c->head;
-    c->head = f->next;
-    free(f->buf);
-    free(f);
-  }
-  c->tail = &c->head;
-  c->head_off = 0;
 }
 
 static void chan_maybe_exit(chan_t *c);
@@ -303,7 +251,7 @@ static void chan_lost(chan_t *c, int rc, const char *cause) {
   c->io_done = 1;
   c->loss_rc = rc;
   snprintf(c->loss_cause, sizeof c->loss_cause, "%s", cause);
-  queue_free(c);
+  tr__wire_clear(&c->q);
   if (c->w)
     (void)tr__fd_unwatch(c->w);
   c->w = NULL;
@@ -334,7 +282,9 @@ static void chan_lost(chan_t *c, int rc, const char *cause) {
 static void chan_try_flush(chan_t *c) {
   if (c->io_done || c->fd < 0)
     return;
-  int w = chan_flush(c);
+  int wrote, w = tr__wire_flush(&c->q, c->fd, &wrote);
+  if (wrote)
+    c->last_tx = tr_now();
   if (w == -EAGAIN) {
     chan_rearm(c);
   } else if (w) {
@@ -343,7 +293,7 @@ static void chan_try_flush(chan_t *c) {
     chan_lost(c, -TR_EIO, cause);
     return;
   }
-  if (!c->head && c->child_side && c->last_in && !c->wr_shut) {
+  if (!tr__wire_pending(&c->q) && c->child_side && c->last_in && !c->wr_shut) {
     c->wr_shut = 1; /* all said: the parent sees the end, and closes too */
     (void)shutdown(c->fd, SHUT_WR);
   }
@@ -355,18 +305,18 @@ static void chan_queue(chan_t *c, tr_msg_t *m) {
     tr_msg_free(m);
     return;
   }
-  frame_t *f = calloc(1, sizeof *f);
-  int rc = f ? tr__frame_encode(m, 0, &f->buf, &f->len) : -TR_ENOMEM;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  int rc = tr__frame_encode(m, 0, &buf, &len);
+  if (rc == 0)
+    rc = tr__wire_push(&c->q, buf, len);
   if (rc) {
-    tr_log(TR_LOG_ERROR, "channel %s: a %s could not be encoded (%s)", tr_actor_name(tr_self()),
+    tr_log(TR_LOG_ERROR, "channel %s: a %s could not be queued (%s)", tr_actor_name(tr_self()),
            tr__body_name(m->body), tr_strerror(rc));
-    free(f);
     tr_msg_free(m);
     return;
   }
   tr_msg_free(m);
-  *c->tail = f;
-  c->tail = &f->next;
   if (!c->flush_sent && c->w) { /* before the watch, C_INIT flushes */
     c->flush_sent = 1;
     (void)tr_send_u64(tr_self(), C_FLUSH, 0);
@@ -655,7 +605,7 @@ static void on_tick(chan_t *c) {
     chan_lost(c, -TR_EIO, cause);
     return;
   }
-  if (now - c->last_tx >= tr__chan_peer_timeout_ns / 3 && !c->head && !c->wr_shut) {
+  if (now - c->last_tx >= tr__chan_peer_timeout_ns / 3 && !tr__wire_pending(&c->q) && !c->wr_shut) {
     tr_msg_t *h;
     if (tr_msg_new(&h) == 0) {
       h->body = TR_BODY_CREDIT; /* u64 = n = 0 */
@@ -771,7 +721,7 @@ static void chan_exit(void *state) {
     (void)tr__proc_stop(&c->proc, 0); /* the runtime is going: no orphan */
   if (c->has_proc && c->proc.pidfd >= 0)
     (void)tr__proc_wait(&c->proc, 0);
-  queue_free(c);
+  tr__wire_clear(&c->q);
   tr__frame_dec_fini(&c->dec);
   free(c->rbuf);
   ents_free(&c->prx, 1);
@@ -789,7 +739,7 @@ static chan_t *chan_alloc(void) {
     return NULL;
   c->fd = -1;
   c->proc.pidfd = -1;
-  c->tail = &c->head;
+  tr__wire_init(&c->q);
   c->grace = GRACE_DEFAULT_NS;
   tr__frame_dec_init(&c->dec, 0);
   return c;

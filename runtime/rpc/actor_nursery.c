@@ -239,6 +239,8 @@ int tr__actor_nursery_spawn(tr_actor_nursery_t *an, const char *name, tr_task_fn
  * dialog (not linked yet).  Returns 0 or the refusal. */
 static int spawn_begin(tr_actor_nursery_t *an, const char *name, tr_an_child_t **cp,
                        tr_ctx_t **lifep) {
+  *cp = NULL;
+  *lifep = NULL;
   if (!an)
     return TR__EINVAL_NULL();
   tr_task_t *t = tr__task_current();

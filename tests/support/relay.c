@@ -23,6 +23,7 @@
 #include "runtime/reactor/reactor.h" /* fd watches: the socket mode */
 #include "runtime/rpc/rpc.h" /* tr__rpc_route, tr__rpc_post_peer_lost: what a channel does */
 #include "schema/envelope.h"
+#include "transport/wire.h"
 
 /* Application tags between the ends (never on a protocol message). */
 enum {
@@ -39,29 +40,20 @@ enum {
   FROM_B               /* ... from B */
 };
 
-/* A queued frame (socket mode). */
-typedef struct frame {
-  struct frame *next;
-  size_t len;
-  uint8_t *buf; /* malloc'd by tr__frame_encode */
-} frame_t;
-
 /* One end's side of the loopback TCP connection (socket mode).  Only the
  * end's own turns touch it, and its on_exit. */
 typedef struct sock_end {
   int fd; /* -1: none */
   tr_fd_watch_t *w;
-  uint64_t wid;             /* w's id: a late notification has another */
-  uint32_t armed;           /* the events w is armed for, 0 while it fired */
-  frame_t *head, **tail;    /* the write queue, in order */
-  size_t head_off;          /* bytes of head already written */
-  uint64_t queued, written; /* bytes put on the queue / written, ever */
-  uint64_t got;             /* bytes read, ever */
-  uint64_t until;           /* stopping: read this many bytes, then go on */
-  int waiting;              /* until is set */
-  int flush_sent;           /* a FLUSH is in the mailbox */
-  int done;                 /* EOF or an error: no more I/O */
-  int exiting;              /* tr_actor_exit called */
+  uint64_t wid;   /* w's id: a late notification has another */
+  uint32_t armed; /* the events w is armed for, 0 while it fired */
+  tr_wire_q_t q;  /* the write queue (queued, written: bytes, ever) */
+  uint64_t got;   /* bytes read, ever */
+  uint64_t until; /* stopping: read this many bytes, then go on */
+  int waiting;    /* until is set */
+  int flush_sent; /* a FLUSH is in the mailbox */
+  int done;       /* EOF or an error: no more I/O */
+  int exiting;    /* tr_actor_exit called */
   tr_frame_dec_t dec;
   uint8_t *rbuf;
 } sock_end_t;
@@ -157,7 +149,6 @@ static void from_wire(tr_actor_t *to, tr_msg_t *m) {
 /* ---- socket mode ------------------------------------------------------------- */
 
 #define RBUF_LEN (64u << 10) /* bytes read per recv */
-#define IOV_BATCH 64         /* frames per sendmsg */
 
 static int sock_opts(int fd) {
   int one = 1, fl = fcntl(fd, F_GETFL);
@@ -203,7 +194,7 @@ fail:;
 
 static void sock_init(sock_end_t *e, int fd) {
   e->fd = fd;
-  e->tail = &e->head;
+  tr__wire_init(&e->q);
   tr__frame_dec_init(&e->dec, 0);
 }
 
@@ -215,12 +206,7 @@ static void sock_fini(sock_end_t *e) {
   if (e->fd >= 0)
     close(e->fd);
   e->fd = -1;
-  while (e->head) {
-    frame_t *f = e->head;
-    e->head = f->next;
-    free(f->buf);
-    free(f);
-  }
+  tr__wire_clear(&e->q);
   tr__frame_dec_fini(&e->dec);
   free(e->rbuf);
   e->rbuf = NULL;
@@ -229,47 +215,11 @@ static void sock_fini(sock_end_t *e) {
 static void sock_rearm(sock_end_t *e) {
   if (!e->w || e->done)
     return;
-  uint32_t ev = EPOLLIN | (e->head ? EPOLLOUT : 0);
+  uint32_t ev = EPOLLIN | (tr__wire_pending(&e->q) ? EPOLLOUT : 0);
   if (tr__fd_rearm(e->w, ev) == 0)
     e->armed = ev;
   else
     tr_log(TR_LOG_ERROR, "codec relay: cannot re-arm the socket's watch");
-}
-
-/* Writes the queue in batches until it is empty or the socket is full.
- * Returns 0 (empty), -EAGAIN (full: wait for EPOLLOUT) or -errno. */
-static int sock_flush(sock_end_t *e) {
-  while (e->head) {
-    struct iovec iov[IOV_BATCH];
-    int n = 0;
-    for (frame_t *f = e->head; f && n < IOV_BATCH; f = f->next, n++) {
-      size_t off = n == 0 ? e->head_off : 0;
-      iov[n].iov_base = f->buf + off;
-      iov[n].iov_len = f->len - off;
-    }
-    /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer is EPIPE
-     * and not a SIGPIPE for the whole test process. */
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-    ssize_t k = sendmsg(e->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (k < 0) {
-      if (errno == EINTR)
-        continue;
-      return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
-    e->written += (uint64_t)k;
-    size_t left = (size_t)k;
-    while (e->head && left >= e->head->len - e->head_off) {
-      frame_t *f = e->head;
-      left -= f->len - e->head_off;
-      e->head = f->next;
-      e->head_off = 0;
-      free(f->buf);
-      free(f);
-    }
-    e->head_off += left;
-  }
-  e->tail = &e->head;
-  return 0;
 }
 
 /* Puts m on the socket's write queue as one frame (socket mode's to_wire).
@@ -292,20 +242,19 @@ static void to_sock(sock_end_t *e, tr_msg_t *m) {
       x->has_dst = 1;
     }
   }
-  frame_t *f = calloc(1, sizeof *f);
-  int rc = f ? tr__frame_encode(m, 0, &f->buf, &f->len) : -TR_ENOMEM;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  int rc = tr__frame_encode(m, 0, &buf, &len);
+  if (rc == 0)
+    rc = tr__wire_push(&e->q, buf, len);
   if (rc) {
     tr_log(TR_LOG_ERROR, "codec relay: %s did not go through the codec (%d)",
            tr__body_name(m->body), rc);
-    free(f);
     tr_msg_free(m);
     return;
   }
   tr_msg_free(m);
   __atomic_fetch_add(&frames, 1, __ATOMIC_RELAXED);
-  *e->tail = f;
-  e->tail = &f->next;
-  e->queued += f->len;
   if (!e->flush_sent && !e->done) {
     e->flush_sent = 1;
     (void)tr_send_u64(tr_self(), FLUSH, 0);
@@ -501,7 +450,7 @@ static void b_ack_exit(pair_t *p) {
   if (p->sb.exiting)
     return;
   p->sb.exiting = 1;
-  (void)tr_send_u64(p->a, STOP_ACK, p->sb.written);
+  (void)tr_send_u64(p->a, STOP_ACK, p->sb.q.written);
   tr_actor_exit();
 }
 
@@ -526,7 +475,7 @@ static void b_progress(pair_t *p) {
     e->waiting = 0;
     (void)tr_send_u64(tr_self(), STOP_LAST, 0);
   }
-  if (p->b_acking && (e->done || !e->head))
+  if (p->b_acking && (e->done || !tr__wire_pending(&e->q)))
     b_ack_exit(p);
 }
 
@@ -534,7 +483,7 @@ static void b_progress(pair_t *p) {
 static void sock_try_flush(pair_t *p, sock_end_t *e, int at_a) {
   if (e->done)
     return;
-  int w = sock_flush(e);
+  int w = tr__wire_flush(&e->q, e->fd, NULL);
   if (w == -EAGAIN) {
     if (!(e->armed & EPOLLOUT))
       sock_rearm(e);
@@ -600,7 +549,7 @@ static int sock_control(pair_t *p, int at_a, tr_msg_t *m) {
 static void stop_b_sock(pair_t *p) {
   unlist(p);
   p->stop_sent = 1; /* B passes on what it has, then both go */
-  (void)tr_send_u64(p->b, STOP, p->sa.queued);
+  (void)tr_send_u64(p->b, STOP, p->sa.q.queued);
 }
 
 static void sock_end_a(void *state, tr_msg_t *m) {
