@@ -558,8 +558,11 @@ int tr_stream_recv(tr_stream_t *s, tr_buf_t **msg);
  * tr_portal_open_stream_from: ends the dialog, cancelling the remote task
  * if it has not finished (its ContextCancelled is absorbed), and frees the
  * stream; returns the remote error if the function had failed, else 0.  A
- * subscriber: frees it.  -TR_EBUSY (nothing done) while another task is
- * blocked on the stream or it still has subscribers.
+ * subscriber: frees it.  For a stream from tr_portal_open_stream_from and
+ * a subscriber: -TR_EBUSY (nothing done) while another task is blocked on
+ * it or it still has subscribers.  A context's stream may be closed while
+ * another task receives on it (a half-close: Stop goes out, receiving
+ * goes on).
  */
 int tr_stream_close(tr_stream_t *s);
 
