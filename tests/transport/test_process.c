@@ -886,3 +886,85 @@ TR_TEST(process, malformed_frames_and_handshakes_at_a_live_listener, .timeout = 
   tr_portal_release(q);
   return 0;
 }
+
+/* ---- no head-of-line blocking ---------------------------------------------------------- */
+
+#if N_BAD == 10000
+#define N_STREAM 1000000
+#else
+#define N_STREAM 100000 /* sanitized builds: ~10x slower per message */
+#endif
+
+typedef struct hol {
+  tr_portal_t *p;
+  uint64_t got;        /* stream values received so far */
+  uint64_t got_at_end; /* ... when the 100th call returned */
+  int64_t worst_ns;    /* the slowest call */
+  int calls, rc;
+} hol_t;
+
+static int hol_stream(void *arg) {
+  hol_t *h = arg;
+  tr_buf_t *n;
+  int rc = tr_buf_from_u64(N_STREAM, &n);
+  tr_stream_t *s = NULL;
+  if (rc == 0)
+    rc = tr_portal_open_stream_from(h->p, "tproc.stream.count", n, NULL, &s);
+  tr_buf_release(n);
+  while (rc == 0) {
+    tr_buf_t *b = NULL;
+    rc = tr_stream_recv(s, &b);
+    tr_buf_release(b);
+    h->got += rc == 0;
+  }
+  if (s)
+    (void)tr_stream_close(s);
+  return rc == -TR_EEOF ? 0 : rc;
+}
+
+static int hol_calls(void *arg) {
+  hol_t *h = arg;
+  while (h->got < 1000) /* the stream is flowing */
+    (void)tr_sleep(MS);
+  for (int i = 0; i < 100; i++) {
+    int64_t t0 = tr_now();
+    int rc = 0;
+    uint64_t v = run_u64_any(h->p, "tproc.math.add_one", (uint64_t)i, &rc);
+    int64_t dt = tr_now() - t0;
+    if (dt > h->worst_ns)
+      h->worst_ns = dt;
+    if (rc || v != (uint64_t)i + 1)
+      h->rc = rc ? rc : -TR_EPROTO;
+    h->calls++;
+  }
+  h->got_at_end = h->got;
+  return 0;
+}
+
+/* tractor's no-HOL-blocking scenario: a stream of a million messages on
+ * one context does not delay 100 calls on another context of the same
+ * channel (each stream direction has its own credit window). */
+TR_TEST(process, a_big_stream_does_not_delay_calls_on_the_same_channel, .timeout = 120,
+        .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  hol_t h = {0};
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "busy", &o, &h.p), 0);
+  tr_nursery_t *n;
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  if (h.p) {
+    tr_check_rc(tr_nursery_spawn(n, hol_stream, &h, NULL), 0);
+    tr_check_rc(tr_nursery_spawn(n, hol_calls, &h, NULL), 0);
+  }
+  tr_check_rc(tr_nursery_close(n), 0);
+  tr_check_rc(h.rc, 0);
+  tr_check_eq(h.calls, 100);
+  tr_check_eq(h.got, N_STREAM, "the whole stream arrived");
+  tr_check(h.got_at_end < N_STREAM / 2, "the 100 calls were done when %llu of %d values were in",
+           (unsigned long long)h.got_at_end, N_STREAM);
+  tr_check(h.worst_ns < 200 * MS, "the slowest call took %lld us", (long long)(h.worst_ns / 1000));
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(h.p);
+  return 0;
+}
