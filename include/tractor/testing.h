@@ -106,6 +106,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -657,5 +658,27 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
   }
   return -TR_EAPP;
 }
+
+/*
+ * TR_TEST_MAIN(): the main of a Criterion test executable whose tests
+ * start actors in child processes (TR_SPAWN_PROCESS).  A child process is
+ * the same executable re-executed: this main hands it to tr_main (which
+ * serves the child actor and exits the process) and otherwise runs
+ * Criterion exactly as Criterion's own main does.  Write it once per test
+ * executable, at file scope, in any one of its files.  (A library
+ * constructor could not do this for you: it cannot know that every export
+ * of the executable, registered by constructors too, is in.)
+ */
+#define TR_TEST_MAIN()                                                                             \
+  int main(int argc, char **argv) {                                                                \
+    if (tr_spawned_child())                                                                        \
+      return tr_main(argc, argv, NULL, NULL, NULL); /* serves, then exits */                       \
+    struct criterion_test_set *tr__tests = criterion_initialize();                                 \
+    int tr__result = 0;                                                                            \
+    if (criterion_handle_args(argc, argv, true))                                                   \
+      tr__result = !criterion_run_all_tests(tr__tests);                                            \
+    criterion_finalize(tr__tests);                                                                 \
+    return tr__result;                                                                             \
+  }
 
 #endif
