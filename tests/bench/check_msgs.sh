@@ -3,7 +3,8 @@
 # allocates a new message per send unless --msgs asks otherwise, and every
 # BENCH line says which form it measured, so that a reuse figure can never
 # pass for one comparable with the peers.  Also checks that run.sh keeps
-# the two forms apart in its table.
+# the two forms apart in its table, and that the cross-process workloads
+# (tcp_rpc, tcp_stream, spawn_process) run and report their fields.
 #
 #   check_msgs.sh path/to/tr-bench path/to/tools/bench/run.sh
 set -u
@@ -48,6 +49,23 @@ bench out fanin --smoke --msgs both
 # No message in the timed section: no msgs= field.
 bench out task_spawn --smoke
 [ "$(forms "$out")" = "-" ] || fail "task_spawn: want no msgs= field, got: $out"
+# The cross-process workloads: a daemon in a child process of tr-bench.  One
+# form (every call's argument and every stream message is a new buffer),
+# their checks passed, and the fields they promise.
+for w in tcp_rpc tcp_stream spawn_process; do
+  bench out "$w" --smoke --msgs both
+  [ "$(forms "$out")" = "fresh" ] || fail "$w --msgs both: want one msgs=fresh line, got: $out"
+  printf '%s\n' "$out" | grep -q ' ok=1' || fail "$w: want ok=1, got: $out"
+done
+printf '%s\n' "$out" | grep -Eq ' ms_per_cycle=[0-9.]+ ms_to_first_rpc=[0-9.]+ ' ||
+  fail "spawn_process: want ms_per_cycle and ms_to_first_rpc, got: $out"
+bench out tcp_stream -n 3000
+printf '%s\n' "$out" | grep -Eq ' received=3000 rss_kb_parent=[1-9][0-9]* rss_kb_child=[1-9][0-9]* ' ||
+  fail "tcp_stream: want received=3000 and both peak RSS figures, got: $out"
+bench out tcp_stream -n 2000 --window 256
+printf '%s\n' "$out" | grep -q ' window=256 .* ok=1' || fail "tcp_stream --window 256: got: $out"
+"$BIN" tcp_stream --smoke --window 0 >/dev/null 2>&1
+[ $? -eq 2 ] || fail "--window 0 was not refused with status 2"
 "$BIN" pingpong --smoke --msgs sometimes >/dev/null 2>&1
 [ $? -eq 2 ] || fail "--msgs sometimes was not refused with status 2"
 

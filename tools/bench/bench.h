@@ -53,6 +53,11 @@ extern bench_msgs_t bench_msgs;
  * buffer comes back as a copy of itself. */
 extern int bench_relay;
 
+/* --window: the credit window tcp_stream asks for (tr_ctx_opts_t.window),
+ * 0 for the runtime's default (TR_STREAM_WINDOW).  Written by main.c
+ * before tr_run, as bench_msgs. */
+extern uint32_t bench_window;
+
 /* What a workload hands back to main.c for the BENCH line. */
 typedef struct bench_result {
   uint64_t n;      /* the N printed as n= (may be rounded, as fanin's 8*M) */
@@ -82,6 +87,10 @@ int bench_task_spawn(uint64_t n, bench_result_t *res);
 int bench_cancel_storm(uint64_t n, bench_result_t *res);
 int bench_ctx_stream(uint64_t n, bench_result_t *res);        /* mode=rpc */
 int bench_ctx_stream_stream(uint64_t n, bench_result_t *res); /* mode=stream */
+/* Between two processes (bench_tcp.c). */
+int bench_tcp_rpc(uint64_t n, bench_result_t *res);
+int bench_tcp_stream(uint64_t n, bench_result_t *res);
+int bench_spawn_process(uint64_t n, bench_result_t *res);
 
 /* ---- helpers (main.c) --------------------------------------------------- */
 

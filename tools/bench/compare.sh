@@ -6,7 +6,10 @@
 #   tools/bench/compare.sh [path/to/tr-bench]
 #
 # Environment: REPS (default 3), ONLY (default: the six in-process
-# workloads), IMPLS for the peers (default "caf erlang"), PEERS (the
+# workloads and the two between processes, tcp_rpc and tcp_stream; a peer
+# run of those takes up to half a minute), IMPLS for the peers (default
+# "caf erlang"; "caf erlang raw" adds the raw-socket floor of the tcp
+# workloads: rows raw_c_socket, and raw_c_socket_spin for tcp_rpc), PEERS (the
 # bench-peers folder, default ../shared/bench-peers next to the repo),
 # MSGS (tr-bench --msgs: fresh, the default, allocates a message per send
 # as the peers do; "both" adds rows tractor-c/reuse, which forward the
@@ -17,7 +20,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${1:-$ROOT/build/release/tools/bench/tr-bench}
 PEERS=${PEERS:-$ROOT/../shared/bench-peers}
 REPS=${REPS:-3}
-ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline"}
+ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline tcp_rpc tcp_stream"}
 IMPLS=${IMPLS:-"caf erlang"}
 MSGS=${MSGS:-fresh}
 [ -x "$BIN" ] || { echo "compare.sh: no tr-bench at $BIN" >&2; exit 2; }
@@ -49,7 +52,7 @@ awk '
     return v[int((n+1)/2)]
   }
   END {
-    printf "%-11s %-15s %14s %10s %10s\n", "workload", "impl", "median rate", "med secs", "bytes/act";
+    printf "%-13s %-17s %14s %10s %10s\n", "workload", "impl", "median rate", "med secs", "bytes/act";
     for (k in r) { split(k, p, " ");
-      printf "%-11s %-15s %14.0f %10.3f %10s\n", p[1], p[2], med(r[k]), med(s[k]), (k in m) ? med(m[k]) : "-" }
+      printf "%-13s %-17s %14.0f %10.3f %10s\n", p[1], p[2], med(r[k]), med(s[k]), (k in m) ? med(m[k]) : "-" }
   }' "$LINES" | (read -r h; echo "$h"; sort)

@@ -3,13 +3,20 @@
  * and the helpers every workload shares (clock, RSS, latch, failure).
  *
  *   tr-bench WORKLOAD [-n N] [-w WORKERS] [--msgs fresh|reuse|both] [--smoke]
- *   tr-bench all [-w WORKERS] [--msgs fresh|reuse|both] [--smoke]
+ *            [--window W]
+ *   tr-bench all [-w WORKERS] [--msgs fresh|reuse|both] [--smoke] [--window W]
  *
  * stdout carries only BENCH lines; progress and errors go to stderr.  The
  * exit status is 0 only when every run completed, passed its correctness
  * check and leaked no actor or message.  When more than one run is asked
  * for (`all`, ctx_stream's two modes, --msgs both), each runs in its own
  * child process, as the peers do (see run_isolated).
+ *
+ * tcp_rpc, tcp_stream and spawn_process (bench_tcp.c) start daemon actors
+ * in child processes of this same executable (TR_SPAWN_PROCESS): main
+ * hands such a process to tr_main before anything else.  With -w, the
+ * children run as many workers (TR_WORKERS).  --window sets tcp_stream's
+ * credit window (default: the runtime's).
  *
  * --msgs picks how the workloads that forward messages get the message of
  * each send (bench.h, bench_msgs_t): fresh (the default, as the peers),
@@ -57,6 +64,7 @@ long long bench_rss_bytes(void) {
 
 bench_msgs_t bench_msgs = BENCH_MSGS_FRESH;
 int bench_relay;
+uint32_t bench_window;
 
 /* The workload being run, for error messages.  Written by the root thread
  * before tr_run starts the workers, which orders it before any read. */
@@ -217,6 +225,11 @@ static const workload_t workloads[] = {
      * reactor's fd watches, batched writes): a socket's cost in-process. */
     {"ctx_stream", bench_ctx_stream_stream, 1000000, 5000, FORMS_BOTH, 2},
     {"ctx_stream", bench_ctx_stream, 100000, 2000, FORMS_BOTH, 2},
+    /* Between two processes: a TR_SPAWN_PROCESS daemon, a child process of
+     * this executable (main hands it to tr_main), over TCP on loopback. */
+    {"tcp_rpc", bench_tcp_rpc, 100000, 500, FORMS_FRESH},
+    {"tcp_stream", bench_tcp_stream, 2000000, 5000, FORMS_FRESH},
+    {"spawn_process", bench_spawn_process, 100, 3, FORMS_FRESH},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -350,17 +363,20 @@ typedef struct run {
 static void usage(FILE *f) {
   size_t i;
 
-  fprintf(f, "usage: tr-bench WORKLOAD [-n N] [-w WORKERS] [--msgs MODE] [--smoke]\n"
-             "       tr-bench all [-w WORKERS] [--msgs MODE] [--smoke]\n"
-             "  -n N         size (default: the peers' default for WORKLOAD)\n"
-             "  -w WORKERS   worker threads (default 0 = online CPUs; TR_WORKERS overrides)\n"
-             "  --msgs MODE  fresh (default): a new message per send, as CAF and Erlang;\n"
-             "               reuse: forward the message in hand; both: a run (and a BENCH\n"
-             "               line) per mode.  Only workloads marked * have a reuse form\n"
-             "  --smoke      small sizes, each well under a second (CI, sanitizers)\n"
-             "workloads (default N / smoke N):\n");
+  fprintf(f,
+          "usage: tr-bench WORKLOAD [-n N] [-w WORKERS] [--msgs MODE] [--smoke] [--window W]\n"
+          "       tr-bench all [-w WORKERS] [--msgs MODE] [--smoke] [--window W]\n"
+          "  -n N         size (default: the peers' default for WORKLOAD)\n"
+          "  -w WORKERS   worker threads (default 0 = online CPUs; TR_WORKERS overrides)\n"
+          "  --msgs MODE  fresh (default): a new message per send, as CAF and Erlang;\n"
+          "               reuse: forward the message in hand; both: a run (and a BENCH\n"
+          "               line) per mode.  Only workloads marked * have a reuse form\n"
+          "  --smoke      small sizes, each well under a second (CI, sanitizers)\n"
+          "  --window W   tcp_stream's credit window (default: the runtime's, %d)\n"
+          "workloads (default N / smoke N):\n",
+          TR_STREAM_WINDOW);
   for (i = 0; i < NWORKLOADS; i++)
-    fprintf(f, "  %-12s %10" PRIu64 " / %" PRIu64 "%s\n", workloads[i].name, workloads[i].n_default,
+    fprintf(f, "  %-13s %10" PRIu64 " / %" PRIu64 "%s\n", workloads[i].name, workloads[i].n_default,
             workloads[i].n_smoke, workloads[i].forms == FORMS_BOTH ? " *" : "");
 }
 
@@ -383,6 +399,7 @@ int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"smoke", no_argument, NULL, 'S'},
       {"msgs", required_argument, NULL, 'M'},
+      {"window", required_argument, NULL, 'W'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -392,6 +409,11 @@ int main(int argc, char **argv) {
   int want_fresh = 1, want_reuse = 0;
   run_t runs[2 * NWORKLOADS];
   size_t i, nruns = 0;
+
+  /* A process actor of the tcp workloads: this executable, started again
+   * by the runtime; tr_main serves the daemon and exits. */
+  if (tr_spawned_child())
+    return tr_main(argc, argv, NULL, NULL, NULL);
 
   while ((opt = getopt_long(argc, argv, "n:w:h", longopts, NULL)) != -1) {
     switch (opt) {
@@ -420,6 +442,14 @@ int main(int argc, char **argv) {
         return 2;
       }
       break;
+    case 'W':
+      if (parse_u64(optarg, TR_STREAM_WINDOW_MAX, &w64) != 0 || w64 == 0) {
+        fprintf(stderr, "tr-bench: --window wants an integer in 1..%d, not '%s'\n",
+                TR_STREAM_WINDOW_MAX, optarg);
+        return 2;
+      }
+      bench_window = (uint32_t)w64;
+      break;
     case 'h':
       usage(stderr); /* stdout carries BENCH lines only */
       return 0;
@@ -444,6 +474,15 @@ int main(int argc, char **argv) {
   } else if (have_n) {
     fprintf(stderr, "tr-bench: -n applies to one workload, not to 'all'\n");
     return 2;
+  }
+  /* The process actors' runtimes (tr_main without a config) read their
+   * worker count from TR_WORKERS: pass -w down, so that both sides of a
+   * tcp workload run as many workers.  An explicit TR_WORKERS already
+   * overrides -w here and reaches the children as it is. */
+  if (workers != 0 && getenv("TR_WORKERS") == NULL) {
+    char wbuf[16];
+    snprintf(wbuf, sizeof wbuf, "%d", workers);
+    setenv("TR_WORKERS", wbuf, 1);
   }
 
   /* The runs asked for, in order.  A name may have several rows

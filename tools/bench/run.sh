@@ -4,7 +4,8 @@
 #
 #   tools/bench/run.sh [path/to/tr-bench] [tr-bench options, e.g. -w 2, --smoke, --msgs both]
 #
-# Environment: REPS (default 3), ONLY="pingpong ring ..." (default: all ten).
+# Environment: REPS (default 3), ONLY="pingpong ring ..." (default: all of them,
+# the cross-process tcp_rpc, tcp_stream and spawn_process included).
 # stdout: every BENCH line as it arrives, then the table.  A run that fails
 # (non-zero exit or no BENCH line) is reported on stderr, left out of the
 # table, and makes the script exit 1.
@@ -17,7 +18,7 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
 fi
 [ -x "$BIN" ] || { echo "run.sh: no tr-bench at $BIN (build first, or pass its path)" >&2; exit 2; }
 REPS=${REPS:-3}
-ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline task_switch task_spawn cancel_storm ctx_stream"}
+ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline task_switch task_spawn cancel_storm ctx_stream tcp_rpc tcp_stream spawn_process"}
 
 LINES=$(mktemp)
 trap 'rm -f "$LINES"' EXIT
@@ -38,7 +39,8 @@ done
 
 echo "# tr-bench medians of $REPS runs each: $BIN $*"
 # One row per workload (and mode, and msgs= form): median rate and secs, the rate's
-# min..max, how many runs passed their check, and the median bytes per actor where reported.
+# min..max, how many runs passed their check, and the medians of the extra figures some
+# workloads report (bytes per actor; spawn_process's milliseconds; tcp_stream's peak RSS).
 awk '
 function median(list,   a, k, i, j, t) {
   k = split(list, a, " ")
@@ -70,7 +72,11 @@ function median(list,   a, k, i, j, t) {
     else if (kv[1] == "rate") rate[w] = rate[w] " " kv[2]
     else if (kv[1] == "ok") oks[w] += (kv[2] == 1)
     else if (kv[1] == "workers") workers[w] = kv[2]
-    else if (kv[1] == "bytes_per_actor") bpa[w] = bpa[w] " " kv[2]
+    else if (kv[1] == "bytes_per_actor" || kv[1] == "ms_per_cycle" || kv[1] == "ms_to_first_rpc" ||
+             kv[1] == "rss_kb_parent" || kv[1] == "rss_kb_child") {
+      if (!((w, kv[1]) in xv)) xkeys[w] = xkeys[w] " " kv[1]
+      xv[w, kv[1]] = xv[w, kv[1]] " " kv[2]
+    }
   }
 }
 END {
@@ -80,7 +86,15 @@ END {
     w = order[i]
     mr = median(rate[w]); rlo = lo; rhi = hi
     ms = median(secs[w])
-    extra = (w in bpa) ? sprintf("bytes_per_actor=%.1f", median(bpa[w])) : ""
+    extra = ""
+    nx = split(xkeys[w], xk, " ")
+    for (x = 1; x <= nx; x++) {
+      v = median(xv[w, xk[x]])
+      if (xk[x] ~ /^rss_kb/) v = sprintf("%d", v)
+      else if (xk[x] ~ /^ms_/) v = sprintf("%.2f", v)
+      else v = sprintf("%.1f", v)
+      extra = extra sprintf("%s%s=%s", x > 1 ? " " : "", xk[x], v)
+    }
     printf "%-23s %-5s %10s %4d %3s %14.1f %12.1f..%-12.1f %10.6f %2d/%-2d %s\n", label[w],
            form[w], n[w], runs[w], workers[w], mr, rlo, rhi, ms, oks[w], runs[w], extra
   }
