@@ -968,3 +968,42 @@ TR_TEST(process, a_big_stream_does_not_delay_calls_on_the_same_channel, .timeout
   tr_portal_release(h.p);
   return 0;
 }
+
+/* opts.exe: another program built on the library (here this one by its
+ * path, so the parent cannot check the function itself: the child does). */
+TR_TEST(process, another_program_by_path, .timeout = 60, .init = setup, .fini = teardown) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  tr_assert(n > 0, "the test's own path");
+  exe[n] = '\0';
+  tr_actor_opts_t o = {.spawn = TR_SPAWN_PROCESS, .exe = exe};
+  tr_actor_nursery_t *an;
+  tr_portal_t *good = NULL, *bad = NULL;
+  tr_buf_t *arg, *res = NULL;
+  tr_assert_rc(tr_buf_from_u64(9, &arg), 0);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "good", "tproc.math.add_one", arg, &o, &good), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "bad", "tproc.math.nope", arg, &o, &bad), 0);
+  int rc = tr_actor_nursery_close(an);
+  tr_check_rc(rc, -TR_ENOFUNC); /* the child that found no function failed, and says why */
+  const tr_error_t *e = tr_error_last();
+  tr_check(e && strstr(tr_error_message(e), "nope") != NULL, "names the function: %s",
+           e ? tr_error_message(e) : "?");
+  uint64_t v = 0;
+  if (good) {
+    int grc = tr_portal_result(good, &res);
+    /* The failure may have cancelled it before it ran. */
+    tr_check(grc == 0 || grc == -TR_ECANCELED, "good: %d", grc);
+    if (grc == 0) {
+      tr_check_rc(tr_buf_to_u64(res, &v), 0);
+      tr_check_eq(v, 10);
+    }
+  }
+  if (bad)
+    tr_check_rc(tr_portal_result(bad, NULL), -TR_ENOFUNC);
+  tr_buf_release(arg);
+  tr_buf_release(res);
+  tr_portal_release(good);
+  tr_portal_release(bad);
+  return 0;
+}
