@@ -76,6 +76,13 @@ typedef struct bench_result {
  */
 typedef int (*bench_fn)(uint64_t n, bench_result_t *res);
 
+/* The ctx_stream / tcp_stream sender (bench_rpc.c): n 64-byte messages to
+ * bench.sink of p through a context stream (a new buffer per send, or one
+ * reused), then its count.  Returns 0 with *secs and *got, or the first
+ * error.  A task. */
+int bench_sink_stream(tr_portal_t *p, uint64_t n, int reuse, const tr_ctx_opts_t *copts,
+                      double *secs, uint64_t *got);
+
 int bench_pingpong(uint64_t n, bench_result_t *res);
 int bench_ring(uint64_t n, bench_result_t *res);
 int bench_fanin(uint64_t n, bench_result_t *res);

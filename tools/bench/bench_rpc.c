@@ -90,29 +90,21 @@ static int sink(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_CONTEXT("bench", "sink", sink)
 
-static int stream_main(void *arg) {
-  rpc_bench_t *rb = arg;
-  static const char *const ns[] = {"bench"};
-  tr_actor_nursery_t *an;
-  tr_portal_t *p = NULL;
+int bench_sink_stream(tr_portal_t *p, uint64_t n, int reuse, const tr_ctx_opts_t *copts,
+                      double *secs, uint64_t *got) {
   tr_ctx_t *ctx = NULL;
   tr_stream_t *s = NULL;
   tr_buf_t *msg = NULL, *res = NULL;
   char payload[STREAM_PAYLOAD];
-  int reuse = bench_msgs == BENCH_MSGS_REUSE;
   memset(payload, 'x', sizeof payload); /* as the peers' payload */
-  int rc = tr_actor_nursery_open(&an, NULL);
-  if (rc)
-    return rc;
-  rc = tr_start_actor(an, "sinkd", ns, 1, &p);
-  if (rc == 0 && reuse)
-    rc = tr_buf_from(payload, sizeof payload, &msg);
+  *got = 0;
+  int rc = reuse ? tr_buf_from(payload, sizeof payload, &msg) : 0;
   if (rc == 0)
-    rc = tr_portal_open_context(p, "bench.sink", NULL, NULL, &ctx, NULL);
+    rc = tr_portal_open_context(p, "bench.sink", NULL, copts, &ctx, NULL);
   if (rc == 0)
     rc = tr_ctx_open_stream(ctx, &s);
   double t0 = bench_now();
-  for (uint64_t i = 0; rc == 0 && i < rb->n; i++) {
+  for (uint64_t i = 0; rc == 0 && i < n; i++) {
     if (reuse) {
       rc = tr_stream_send(s, msg);
     } else if ((rc = tr_buf_from(payload, sizeof payload, &msg)) == 0) {
@@ -127,12 +119,25 @@ static int stream_main(void *arg) {
     int crc = tr_ctx_close(ctx, &res);
     rc = rc ? rc : crc;
   }
-  rb->secs = bench_now() - t0;
-  uint64_t got = 0;
-  if (rc == 0 && tr_buf_to_u64(res, &got) == 0)
-    rb->ok = got;
+  *secs = bench_now() - t0;
+  if (rc == 0 && tr_buf_to_u64(res, got) != 0)
+    *got = 0;
   tr_buf_release(res);
   tr_buf_release(msg);
+  return rc;
+}
+
+static int stream_main(void *arg) {
+  rpc_bench_t *rb = arg;
+  static const char *const ns[] = {"bench"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  int rc = tr_actor_nursery_open(&an, NULL);
+  if (rc)
+    return rc;
+  rc = tr_start_actor(an, "sinkd", ns, 1, &p);
+  if (rc == 0)
+    rc = bench_sink_stream(p, rb->n, bench_msgs == BENCH_MSGS_REUSE, NULL, &rb->secs, &rb->ok);
   int crc = tr_actor_nursery_close(an);
   tr_portal_release(p);
   return rc ? rc : crc;

@@ -106,39 +106,13 @@ static int stream_main(void *arg) {
   tcp_bench_t *tb = arg;
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
-  tr_ctx_t *ctx = NULL;
-  tr_stream_t *s = NULL;
-  tr_buf_t *res = NULL;
   tr_ctx_opts_t copts = {.window = bench_window}; /* 0: the runtime's default */
-  char payload[STREAM_PAYLOAD];
-  memset(payload, 'x', sizeof payload); /* as the peers' payload */
   int rc = tr_actor_nursery_open(&an, NULL);
   if (rc)
     return rc;
   rc = tr_start_actor_opts(an, "sinkd", &daemon_opts, &p);
   if (rc == 0)
-    rc = tr_portal_open_context(p, "bench.sink", NULL, &copts, &ctx, NULL);
-  if (rc == 0)
-    rc = tr_ctx_open_stream(ctx, &s);
-  double t0 = bench_now();
-  for (uint64_t i = 0; rc == 0 && i < tb->n; i++) {
-    tr_buf_t *msg;
-    if ((rc = tr_buf_from(payload, sizeof payload, &msg)) == 0) {
-      rc = tr_stream_send(s, msg); /* takes its own reference */
-      tr_buf_release(msg);
-    }
-  }
-  if (s)
-    tr_stream_close(s);
-  if (ctx) {
-    int crc = tr_ctx_close(ctx, &res);
-    rc = rc ? rc : crc;
-  }
-  tb->secs = bench_now() - t0;
-  uint64_t got = 0;
-  if (rc == 0 && tr_buf_to_u64(res, &got) == 0)
-    tb->ok = got;
-  tr_buf_release(res);
+    rc = bench_sink_stream(p, tb->n, 0, &copts, &tb->secs, &tb->ok);
   return close_daemon(an, p, tb, rc);
 }
 
