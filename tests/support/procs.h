@@ -1,7 +1,7 @@
 /*
  * Child processes of the test process, as /proc tells them: what the
  * multi-process tests check after each test (no child and no zombie is
- * left), and the open fds.
+ * left), and the open fds and threads.
  */
 #ifndef TR_TESTS_SUPPORT_PROCS_H
 #define TR_TESTS_SUPPORT_PROCS_H
@@ -45,6 +45,17 @@ static inline int tr_test_open_fds(void) {
   if (d)
     closedir(d);
   return n - 3; /* ".", ".." and the directory's own fd */
+}
+
+/* Threads of this process. */
+static inline int tr_test_threads(void) {
+  DIR *d = opendir("/proc/self/task");
+  int n = 0;
+  while (d && readdir(d))
+    n++;
+  if (d)
+    closedir(d);
+  return n - 2; /* "." and ".." */
 }
 
 #endif

@@ -7,8 +7,8 @@
  * run_in_actor results and failures in groups; streams and two-way
  * contexts across processes; cancelling an endless remote streamer; a
  * child killed with SIGKILL mid-stream; a child stuck in sleep(3) reaped
- * within the grace periods.  After every test no child process, zombie or
- * extra fd is left (/proc).
+ * within the grace periods.  After every test no child process, zombie,
+ * extra fd or thread is left (/proc).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -268,11 +268,15 @@ static uint64_t run_u64_any(tr_portal_t *p, const char *fn, uint64_t arg, int *r
 }
 
 /* Every test: nothing left behind. */
-static int fds_before;
-static void setup(void) { fds_before = tr_test_open_fds(); }
+static int fds_before, threads_before;
+static void setup(void) {
+  fds_before = tr_test_open_fds();
+  threads_before = tr_test_threads();
+}
 static void teardown(void) {
   cr_expect_eq(tr_test_live_children(), 0, "no child process or zombie is left");
   cr_expect_eq(tr_test_open_fds(), fds_before, "no fd is left open");
+  cr_expect_eq(tr_test_threads(), threads_before, "no thread is left running");
 }
 
 /* ---- tests --------------------------------------------------------------------------- */
