@@ -327,6 +327,16 @@ static void chan_queue(chan_t *c, tr_msg_t *m) {
  * time the peer hears of it), the sender known as local from now on. */
 static void chan_out(chan_t *c, tr_msg_t *m) {
   struct tr_envx *x = m->x_;
+  if (c->io_done) {
+    /* The connection is gone (the dialogs open then have been told): a
+     * call made now is answered as a gone actor answers it, in the name of
+     * the actor it was for, instead of waiting for an answer that cannot
+     * come. */
+    tr_actor_t *dead = ents_find(&c->prx, x->dst.uuid);
+    tr__rpc_bounce(dead ? dead : tr_self(), m);
+    tr_msg_free(m);
+    return;
+  }
   if (m->from && !x->has_src) {
     uint8_t u[TR_UUID_LEN];
     tr_actor_uuid(m->from, u);
@@ -407,6 +417,10 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
       tr__error_free(e);
     } else if (m->from && m->body == TR_BODY_CANCEL && x->u.cancel.whole_actor) {
       (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1);
+    } else {
+      tr_log(TR_LOG_DEBUG, "channel %s: a %s for %s, which has not talked here, is dropped",
+             tr_actor_name(tr_self()), tr__body_name(m->body),
+             x->dst.name ? x->dst.name : "an unknown actor");
     }
     tr_msg_free(m);
     return;

@@ -36,7 +36,12 @@
  *
  * A broken connection (EOF: -TR_ECLOSED, an error: -TR_EIO) ends every
  * dialog between the two sides through the engine's peer-loss entry point
- * (tr__rpc_post_peer_lost), so no caller hangs.
+ * (tr__rpc_post_peer_lost), so no caller hangs: at once on a child's side
+ * and for a silent peer; on a parent's side when the child process is
+ * reaped, which the end of the connection brings about (the child exits,
+ * or is killed after the grace period), so that the error can say how the
+ * process ended.  A call sent after the loss is answered at once, as a
+ * gone actor answers it.
  *
  * Layer: transport (above rpc).
  */

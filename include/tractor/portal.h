@@ -591,7 +591,8 @@ void tr_portal_release(tr_portal_t *p);
  * of <sys/wait.h>), or -1 while it runs.  An actor nursery's close
  * returns after the reap, so the status is there once it has returned.
  * Returns 0, or -TR_EINVAL for a portal to an actor of this process.
- * Ownership: borrows p.  Threads: any.
+ * Ownership: borrows p.  Threads: a task of the actor that owns the
+ * nursery while it is open; any thread once it has closed.
  */
 int tr_portal_process(const tr_portal_t *p, int *pid, int *status);
 
