@@ -1,7 +1,8 @@
 /*
  * The reactor thread and the timer heap.
  *
- * One thread per runtime blocks in epoll_wait with no timeout.  The epoll
+ * One thread per runtime blocks in epoll_wait with no timeout (or a 1 ms
+ * one while workers poll the fd watches: see "Workers poll too").  The epoll
  * set holds watchers (an fd plus a callback run on this thread): the
  * eventfd that stop and tr_actor_cancel_soon use to wake it (see "Cancel
  * requests" below), and a timerfd that is kept set to the
@@ -120,6 +121,7 @@
 #include "runtime/actor/actor.h"
 #include "runtime/platform/assert.h"
 #include "runtime/reactor/reactor.h"
+#include "runtime/sched/worker.h"
 
 #define NSEC_PER_SEC 1000000000LL
 /* "Nothing armed" for rx.armed: no real deadline equals it. */
@@ -153,6 +155,7 @@ typedef struct watcher {
 
 static void on_wake(watcher_t *w, uint32_t events);
 static void on_timer(watcher_t *w, uint32_t events);
+static void on_io(watcher_t *w, uint32_t events);
 
 static struct {
   /* Statically initialised and never destroyed, so tr_send_after and
@@ -173,6 +176,7 @@ static struct {
   int epfd;
   pthread_t thread;
   watcher_t wake, timer; /* eventfd, timerfd */
+  watcher_t io;          /* the fd watches' epoll set (io.epfd) */
   /* atomic: the reactor thread exits.  The release store in stop pairs with
    * the acquire load in reactor_main, which runs after stop's eventfd
    * write has woken the thread. */
@@ -183,6 +187,7 @@ static struct {
     .epfd = -1,
     .wake = {.fd = -1, .on_ready = on_wake},
     .timer = {.fd = -1, .on_ready = on_timer},
+    .io = {.fd = -1, .on_ready = on_io},
 };
 
 /* A pending tr_actor_cancel_soon request (see the file comment). */
@@ -605,6 +610,55 @@ static void on_timer(watcher_t *w, uint32_t events) {
 
 static int os_error(int err);
 
+/*
+ * Workers poll too (Go's netpoller, in short).  The fd watches have an
+ * epoll set of their own, io.epfd, and two kinds of thread take events
+ * from it; one-shot arming hands each readiness to exactly one of them:
+ *  - a spinning worker, between its looks for work (poll_io): the answer
+ *    to what an actor just wrote is picked up by a core that is awake
+ *    anyway, and the actor it wakes runs on that core at once, instead of
+ *    waking the reactor thread, which costs tens of microseconds on a
+ *    small VM and then a hand-over to a worker;
+ *  - the reactor, when no worker may be polling.  io.epfd sits in the
+ *    reactor's own set, one-shot: armed, it wakes the reactor, which takes
+ *    everything ready (io_drain).  It is re-armed only when a worker goes
+ *    to sleep (parking; or by the reactor when it sees every worker
+ *    asleep), not after every event: while workers spin, a reactor woken
+ *    for every packet would be a second thread per message competing for
+ *    the cores.  While it is disarmed, the reactor wakes every IO_TICK_MS
+ *    and drains io.epfd itself if no worker has polled since its last
+ *    look (all of them busy running actors), so readiness waits at most
+ *    that long for a thread.
+ *
+ * A worker may hold an event of a watch that is being removed, as the
+ * reactor may (see "Removal" above).  So each worker's io.seq is odd while
+ * it polls (or arms), and the reactor frees doomed watches only after a
+ * grace period: every worker that was inside when the watches were taken
+ * off the set has left (a poll that starts later cannot report them).
+ * Stop closes io.open first and waits the same way before closing fds.
+ */
+#define IO_TICK_MS 1
+static struct {
+  int epfd;
+  uint32_t open;                /* atomic: workers may poll and arm */
+  uint32_t watches;             /* atomic: live watches, a hint for workers */
+  uint32_t armed;               /* atomic: io.epfd's entry in rx.epfd is armed */
+  uint32_t seq[TR_MAX_WORKERS]; /* atomic: odd while worker i is inside */
+  uint64_t seen;                /* reactor thread: sum of seq at its last look */
+} io = {.epfd = -1};
+
+/* Waits until every worker inside a poll now has left it. */
+static void io_grace(void) {
+  int n = tr__rt.nworkers;
+  uint32_t snap[TR_MAX_WORKERS];
+  for (int i = 0; i < n; i++)
+    snap[i] = tr_load_seqcst(&io.seq[i]);
+  for (int i = 0; i < n; i++)
+    if (snap[i] & 1u)
+      while (tr_load_seqcst(&io.seq[i]) == snap[i])
+        sched_yield();
+}
+
 /* Sends w's owner a notification for `events`, or records the debt when
  * no message can be had.  Reactor thread. */
 static void notify(tr_fd_watch_t *w, uint32_t events) {
@@ -639,6 +693,129 @@ static void on_fd_ready(watcher_t *base, uint32_t events) {
   if (tr_load_acquire(&w->dead))
     return;
   notify(w, events);
+}
+
+static int fd_ctl(int op, tr_fd_watch_t *w, uint32_t events);
+
+/* Marks the calling worker inside (odd) or outside (even) io.epfd's use;
+ * returns 0 when the caller is no worker (then it must not go in). */
+static uint32_t *io_enter(void) {
+  tr_worker_t *wk = tr__worker_self();
+  if (!wk)
+    return NULL;
+  uint32_t *seq = &io.seq[wk->index];
+  tr_faa_seqcst(seq, 1); /* odd: inside (pairs with io_grace) */
+  return seq;
+}
+
+/* A spinning worker's poll (see io above).  Returns the events it handled. */
+static int poll_io(void) {
+  if (tr_load_relaxed(&io.watches) == 0)
+    return 0; /* no sockets: no system call */
+  uint32_t *seq = io_enter();
+  if (!seq)
+    return 0;
+  int n = 0;
+  if (tr_load_seqcst(&io.open)) {
+    struct epoll_event evs[16];
+    n = epoll_wait(io.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
+    for (int i = 0; i < n; i++) {
+      tr_fd_watch_t *w = (tr_fd_watch_t *)evs[i].data.ptr;
+      if (tr_load_acquire(&w->dead)) /* as in on_fd_ready */
+        continue;
+      tr_msg_t *m = NULL;
+      if (tr_msg_new(&m) != 0) {
+        /* The owed list is the reactor's: arm the watch again instead, so
+         * the readiness is reported again (to whoever looks next). */
+        (void)fd_ctl(EPOLL_CTL_MOD, w, evs[i].events & (EPOLLIN | EPOLLOUT));
+        continue;
+      }
+      m->tag = w->tag;
+      m->u64 = evs[i].events;
+      m->cid = w->id;
+      m->ptr = w;
+      if (w->to->limit)
+        tr_faa_relaxed(&w->to->qlen, 1);
+      (void)tr__actor_push(w->to, m);
+    }
+  }
+  tr_faa_seqcst(seq, 1); /* even: left */
+  return n > 0 ? n : 0;
+}
+
+/* Arms io.epfd's entry in the reactor's set, unless it is armed already.
+ * Any thread; a worker only inside (io_enter), so that stop cannot close
+ * the fds under it. */
+static void io_arm(void) {
+  uint32_t zero = 0;
+  if (tr_load_relaxed(&io.armed) || !tr_cas_seqcst(&io.armed, &zero, 1))
+    return;
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.events = EPOLLIN | EPOLLONESHOT;
+  ev.data.ptr = &rx.io;
+  /* On failure the reactor's tick keeps draining: readiness is late, not
+   * lost. */
+  if (epoll_ctl(rx.epfd, EPOLL_CTL_MOD, io.epfd, &ev) != 0)
+    tr_store_seqcst(&io.armed, 0);
+}
+
+/* A worker goes to sleep (tr_sched_io_t.parking). */
+static void parking_io(void) {
+  if (tr_load_relaxed(&io.watches) == 0 || tr_load_relaxed(&io.armed))
+    return;
+  uint32_t *seq = io_enter();
+  if (!seq)
+    return;
+  if (tr_load_seqcst(&io.open))
+    io_arm();
+  tr_faa_seqcst(seq, 1);
+}
+
+static const tr_sched_io_t sched_io = {.poll = poll_io, .parking = parking_io};
+
+/* Takes every event io.epfd has now.  Reactor thread. */
+static void io_drain(void) {
+  struct epoll_event evs[64];
+  int n;
+  do {
+    n = epoll_wait(io.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
+    for (int i = 0; i < n; i++) {
+      watcher_t *w = evs[i].data.ptr;
+      w->on_ready(w, evs[i].events);
+    }
+  } while (n == (int)(sizeof(evs) / sizeof(evs[0])));
+}
+
+/* io.epfd's entry fired, and the kernel disarmed it. */
+static void on_io(watcher_t *base, uint32_t events) {
+  (void)base;
+  (void)events;
+  /* Before the drain: a worker parking from now on arms it again. */
+  tr_store_seqcst(&io.armed, 0);
+  io_drain();
+}
+
+/* The reactor's look while io.epfd's entry is disarmed, at the end of
+ * every loop iteration (at least every IO_TICK_MS): with every worker
+ * asleep it arms the entry (a worker that parked just before the entry
+ * fired saw it armed and left it); otherwise, when no worker has polled
+ * since the last look, it drains io.epfd itself. */
+static void io_tick(void) {
+  if (tr_load_seqcst(&io.armed))
+    return;
+  int n = tr__rt.nworkers;
+  uint64_t all = n >= 64 ? ~0ull : (1ull << n) - 1;
+  if ((tr_load_seqcst(&tr__rt.sleepers) & all) == all) {
+    io_arm();
+    return;
+  }
+  uint64_t sum = 0;
+  for (int i = 0; i < n; i++)
+    sum += tr_load_relaxed(&io.seq[i]);
+  if (sum == io.seen)
+    io_drain();
+  io.seen = sum;
 }
 
 /* Retries the notifications that could not be allocated.  Reactor thread,
@@ -683,6 +860,7 @@ static void reap_doomed(void) {
   fw.doomed = NULL;
   tr_store_relaxed(&fw.has_doomed, 0); /* under the lock that orders it */
   pthread_mutex_unlock(&fw.lock);
+  io_grace(); /* no worker still holds an event of these */
   size_t n = 0;
   while (w) {
     tr_fd_watch_t *next = w->next;
@@ -694,6 +872,7 @@ static void reap_doomed(void) {
    * notification for these watches has been sent. */
   pthread_mutex_lock(&fw.lock);
   fw.count -= n;
+  tr_faa_relaxed(&io.watches, (uint32_t)-n);
   pthread_mutex_unlock(&fw.lock);
 }
 
@@ -702,7 +881,7 @@ static int fd_ctl(int op, tr_fd_watch_t *w, uint32_t events) {
   memset(&ev, 0, sizeof(ev));
   ev.events = events | EPOLLRDHUP | EPOLLONESHOT;
   ev.data.ptr = &w->base;
-  return epoll_ctl(rx.epfd, op, w->base.fd, &ev);
+  return epoll_ctl(io.epfd, op, w->base.fd, &ev);
 }
 
 int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
@@ -746,6 +925,7 @@ int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
     fw.live->prev = w;
   fw.live = w;
   fw.count++;
+  tr_faa_relaxed(&io.watches, 1);
   pthread_mutex_unlock(&fw.lock);
   *out = w;
   return 0;
@@ -917,8 +1097,8 @@ static void *reactor_main(void *arg) {
   struct epoll_event evs[64];
   /* Acquire pairs with the release store in tr__reactor_stop. */
   while (!tr_load_acquire(&rx.quit)) {
-    int n =
-        epoll_wait(rx.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), fw.owed ? OWED_RETRY_MS : -1);
+    int timeout = fw.owed ? OWED_RETRY_MS : tr_load_relaxed(&io.armed) ? -1 : IO_TICK_MS;
+    int n = epoll_wait(rx.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
     if (n < 0) {
       /* Signals are blocked on this thread, but a debugger or a stop
        * signal can still interrupt the wait. */
@@ -929,6 +1109,7 @@ static void *reactor_main(void *arg) {
       watcher_t *w = evs[i].data.ptr;
       w->on_ready(w, evs[i].events);
     }
+    io_tick();
     pay_owed();
     /* Last: evs may hold events for watches removed meanwhile, and they
      * have all been handled now (see "Fd watches" in the file comment). */
@@ -941,10 +1122,10 @@ static int os_error(int err) {
   return (err == ENOMEM || err == EMFILE || err == ENFILE) ? -TR_ENOMEM : -TR_EIO;
 }
 
-static int watch(watcher_t *w) {
+static int watch(watcher_t *w, uint32_t events) {
   struct epoll_event ev;
   memset(&ev, 0, sizeof(ev));
-  ev.events = EPOLLIN;
+  ev.events = events;
   ev.data.ptr = w;
   return epoll_ctl(rx.epfd, EPOLL_CTL_ADD, w->fd, &ev) == 0 ? 0 : os_error(errno);
 }
@@ -956,7 +1137,9 @@ static void close_fds(void) {
     close(rx.wake.fd);
   if (rx.epfd >= 0)
     close(rx.epfd);
-  rx.timer.fd = rx.wake.fd = rx.epfd = -1;
+  if (io.epfd >= 0)
+    close(io.epfd);
+  rx.timer.fd = rx.wake.fd = rx.epfd = rx.io.fd = io.epfd = -1;
 }
 
 int tr__reactor_start(void) {
@@ -964,13 +1147,18 @@ int tr__reactor_start(void) {
   rx.epfd = epoll_create1(EPOLL_CLOEXEC);
   rx.wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   rx.timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  rx.io.fd = io.epfd = epoll_create1(EPOLL_CLOEXEC);
   int rc = 0;
-  if (rx.epfd < 0 || rx.wake.fd < 0 || rx.timer.fd < 0)
+  if (rx.epfd < 0 || rx.wake.fd < 0 || rx.timer.fd < 0 || io.epfd < 0)
     rc = os_error(errno);
   if (rc == 0)
-    rc = watch(&rx.wake);
+    rc = watch(&rx.wake, EPOLLIN);
   if (rc == 0)
-    rc = watch(&rx.timer);
+    rc = watch(&rx.timer, EPOLLIN);
+  if (rc == 0)
+    rc = watch(&rx.io, EPOLLIN | EPOLLONESHOT); /* armed (see io) */
+  io.seen = 0; /* before the thread that uses it */
+  tr_store_seqcst(&io.armed, 1);
   if (rc == 0) {
     /* The thread inherits a full signal mask: process-directed signals go
      * to other threads, so no handler (user code) ever runs here. */
@@ -996,6 +1184,8 @@ int tr__reactor_start(void) {
   TR_ASSERT(fw.count == 0 && !fw.live && !fw.doomed);
   fw.open = 1;
   pthread_mutex_unlock(&fw.lock);
+  tr_store_seqcst(&io.open, 1); /* io.epfd is set: workers may poll */
+  tr__sched_set_io(&sched_io);
   /* Release pairs with the acquire fetch_add in tr_actor_cancel_soon:
    * rx.wake.fd is set before any caller can see the gate open. */
   __atomic_fetch_or(&cs.gate, GATE_OPEN, __ATOMIC_RELEASE);
@@ -1010,6 +1200,9 @@ void tr__reactor_stop(void) {
   pthread_mutex_lock(&fw.lock);
   fw.open = 0;
   pthread_mutex_unlock(&fw.lock);
+  tr__sched_set_io(NULL);
+  tr_store_seqcst(&io.open, 0);
+  io_grace(); /* no worker polls io.epfd from now on: it may be closed */
   cancel_gate_close();
 
   /* Stop: wake the thread and wait for it.  The release store pairs with

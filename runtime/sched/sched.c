@@ -5,8 +5,9 @@
  * made runnable, so a request/reply pair stays on one core), its local
  * ck_ring (FIFO), the shared inject queue (checked first every 61 turns so
  * it cannot starve), and finally the other workers' rings, round-robin.
- * With nothing found it spins briefly, then parks on its own ck_ec event
- * count.
+ * With nothing found it spins briefly, polling the watched fds between
+ * looks (tr_sched_io_t), then parks on its own ck_ec event count, telling
+ * the reactor first that it must watch the fds itself.
  *
  * Parking without lost wake-ups (Dekker-style, both sides seq_cst):
  *   parker:   set my bit in `sleepers`; fence; look for work again; wait on
@@ -57,6 +58,13 @@ uint32_t tr__fence_word;
 #endif
 
 __attribute__((noinline)) tr_worker_t *tr__worker_self(void) { return tls_worker; }
+
+/* The reactor's io hooks (tr__sched_set_io): set while it runs. */
+static const tr_sched_io_t *io_hooks; /* atomic */
+
+void tr__sched_set_io(const tr_sched_io_t *io) {
+  __atomic_store_n(&io_hooks, io, __ATOMIC_RELEASE);
+}
 
 void tr__sched_set_ops(const tr_sched_ops_t *o) {
   if (memcmp(&hooks, o, sizeof hooks) != 0)
@@ -352,8 +360,12 @@ static void *worker_main(void *arg) {
        * core (this process's reactor, another process's worker) gets it at
        * once instead of after the whole spin (measured: tcp_rpc between
        * two processes on 2 cores 3.0k -> 25.8k round trips/s, in-process
-       * workloads unchanged). */
-      sched_yield();
+       * workloads unchanged).  With fds watched, a round also looks at
+       * them (the reactor's netpoll, reactor.c "Workers poll too"), and
+       * yields only when that found nothing. */
+      const tr_sched_io_t *io = __atomic_load_n(&io_hooks, __ATOMIC_ACQUIRE);
+      if (!io || io->poll() == 0)
+        sched_yield();
       a = find_work(w);
     }
     uint32_t spinners = tr_faa_seqcst(&tr__rt.spinning, (uint32_t)-1);
@@ -381,6 +393,9 @@ static void *worker_main(void *arg) {
       continue;
     }
     tr_counter_add(&w->c.parks, 1);
+    const tr_sched_io_t *io = __atomic_load_n(&io_hooks, __ATOMIC_ACQUIRE);
+    if (io)
+      io->parking();
     ck_ec32_wait(&w->ec, &ec_mode, snap, NULL);
     tr_fand_seqcst(&tr__rt.sleepers, ~bit);
   }

@@ -93,6 +93,21 @@ typedef struct tr_sched_ops {
  * Threads: tr_run's, before the workers start. */
 void tr__sched_set_ops(const tr_sched_ops_t *ops);
 
+/* The workers' part in watching fds (see "Workers poll too" in
+ * reactor.c):
+ *  - poll: a spinning worker's look at the watched fds, between its looks
+ *    for work; returns the readiness events it turned into messages (0 at
+ *    once when no fd is watched);
+ *  - parking: a worker is about to sleep, so nobody may be polling: the
+ *    reactor must watch the fds itself until a worker polls again.
+ * Both run on worker threads and must not block.  The reactor sets them
+ * at start and clears them (NULL) at stop; the struct is static. */
+typedef struct tr_sched_io {
+  int (*poll)(void);
+  void (*parking)(void);
+} tr_sched_io_t;
+void tr__sched_set_io(const tr_sched_io_t *io);
+
 typedef struct tr_rt {
   int nworkers;
   tr_worker_t *workers;
