@@ -645,7 +645,16 @@ static struct {
   uint32_t armed;               /* atomic: io.epfd's entry in rx.epfd is armed */
   uint32_t seq[TR_MAX_WORKERS]; /* atomic: odd while worker i is inside */
   uint64_t seen;                /* reactor thread: sum of seq at its last look */
+  /* atomic (relaxed): tr__reactor_stats's counters */
+  uint64_t polled, drained, ticked, wakeups;
 } io = {.epfd = -1};
+
+void tr__reactor_stats(tr_reactor_stats_t *out) {
+  out->polled = tr_load_relaxed(&io.polled);
+  out->drained = tr_load_relaxed(&io.drained);
+  out->ticked = tr_load_relaxed(&io.ticked);
+  out->wakeups = tr_load_relaxed(&io.wakeups);
+}
 
 /* Waits until every worker inside a poll now has left it. */
 static void io_grace(void) {
@@ -740,7 +749,10 @@ static int poll_io(void) {
     }
   }
   tr_faa_seqcst(seq, 1); /* even: left */
-  return n > 0 ? n : 0;
+  if (n <= 0)
+    return 0;
+  tr_faa_relaxed(&io.polled, (uint64_t)n);
+  return n;
 }
 
 /* Arms io.epfd's entry in the reactor's set, unless it is armed already.
@@ -774,8 +786,9 @@ static void parking_io(void) {
 
 static const tr_sched_io_t sched_io = {.poll = poll_io, .parking = parking_io};
 
-/* Takes every event io.epfd has now.  Reactor thread. */
-static void io_drain(void) {
+/* Takes every event io.epfd has now; returns how many.  Reactor thread. */
+static uint64_t io_drain(void) {
+  uint64_t total = 0;
   struct epoll_event evs[64];
   int n;
   do {
@@ -784,7 +797,12 @@ static void io_drain(void) {
       watcher_t *w = evs[i].data.ptr;
       w->on_ready(w, evs[i].events);
     }
+    if (n > 0)
+      total += (uint64_t)n;
   } while (n == (int)(sizeof(evs) / sizeof(evs[0])));
+  if (total)
+    tr_faa_relaxed(&io.drained, total);
+  return total;
 }
 
 /* io.epfd's entry fired, and the kernel disarmed it. */
@@ -793,7 +811,7 @@ static void on_io(watcher_t *base, uint32_t events) {
   (void)events;
   /* Before the drain: a worker parking from now on arms it again. */
   tr_store_seqcst(&io.armed, 0);
-  io_drain();
+  (void)io_drain();
 }
 
 /* The reactor's look while io.epfd's entry is disarmed, at the end of
@@ -813,8 +831,9 @@ static void io_tick(void) {
   uint64_t sum = 0;
   for (int i = 0; i < n; i++)
     sum += tr_load_relaxed(&io.seq[i]);
-  if (sum == io.seen)
-    io_drain();
+  uint64_t n_ticked;
+  if (sum == io.seen && (n_ticked = io_drain()) != 0)
+    tr_faa_relaxed(&io.ticked, n_ticked);
   io.seen = sum;
 }
 
@@ -1099,6 +1118,7 @@ static void *reactor_main(void *arg) {
   while (!tr_load_acquire(&rx.quit)) {
     int timeout = fw.owed ? OWED_RETRY_MS : tr_load_relaxed(&io.armed) ? -1 : IO_TICK_MS;
     int n = epoll_wait(rx.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
+    tr_faa_relaxed(&io.wakeups, 1);
     if (n < 0) {
       /* Signals are blocked on this thread, but a debugger or a stop
        * signal can still interrupt the wait. */

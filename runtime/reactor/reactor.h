@@ -124,4 +124,19 @@ uint64_t tr__fd_watch_id(const tr_fd_watch_t *w);
  */
 size_t tr__fd_watch_count(void);
 
+/*
+ * What happened to readiness so far in this process (all runtimes), for
+ * tests and diagnostics: the events of fd watches taken by spinning
+ * workers (polled) and by the reactor thread (drained: every worker was
+ * asleep or busy), of which its 1 ms tick took `ticked` (the workers had
+ * not polled since the last tick: all busy), and the reactor thread's
+ * wake-ups (loop turns: events, timers, the tick while workers poll).
+ * Stale when returned.
+ * Threads: any thread.
+ */
+typedef struct tr_reactor_stats {
+  uint64_t polled, drained, ticked, wakeups;
+} tr_reactor_stats_t;
+void tr__reactor_stats(tr_reactor_stats_t *out);
+
 #endif

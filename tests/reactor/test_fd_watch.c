@@ -542,3 +542,142 @@ TR_TEST(fd_watch, unwatch_behind_a_wakeup_in_one_batch, .timeout = 120) {
   }
   return 0;
 }
+
+/* ---- 7. who takes readiness: spinning workers, or the reactor ---------------- */
+
+/* A ping against ourselves: write a byte, wait for the notification, read
+ * it, re-arm.  The worker that ran us spins while we wait, so it should
+ * take most of them itself (reactor.c, "Workers poll too"). */
+TR_TEST(fd_watch, spinning_workers_take_readiness, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+  tr_reactor_stats_t before, after;
+  tr__reactor_stats(&before);
+  for (int i = 0; i < 1000; i++) {
+    char c = 'x';
+    tr_assert_eq(write(sv[1], &c, 1), 1);
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    tr_msg_free(m);
+    tr_assert_eq(read(sv[0], &c, 1), 1);
+    tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
+  }
+  tr__reactor_stats(&after);
+  uint64_t polled = after.polled - before.polled, drained = after.drained - before.drained;
+  cr_log_info("1000 pings: %llu taken by workers, %llu by the reactor",
+              (unsigned long long)polled, (unsigned long long)drained);
+  tr_assert(polled > 0, "no readiness was taken by a spinning worker (%llu by the reactor)",
+            (unsigned long long)drained);
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  close(sv[1]);
+  return wait_watches_freed(5 * SEC);
+}
+
+static int busy_go, busy_stop; /* atomic */
+
+/* Keeps its worker busy (no yield, no poll) until told to stop. */
+static int busy_task(void *arg) {
+  (void)arg;
+  __atomic_store_n(&busy_go, 1, __ATOMIC_SEQ_CST);
+  while (!__atomic_load_n(&busy_stop, __ATOMIC_SEQ_CST))
+    ;
+  return 0;
+}
+
+/* tr_join off the workers (it would block one). */
+static void *join_main(void *arg) {
+  return (void *)(intptr_t)tr_join(arg, -1);
+}
+
+/* Both workers busy (the other one in busy_task, ours in this test body):
+ * nobody polls, so the reactor must take the readiness itself.  The first
+ * round may wake it through its armed set (a worker parked before); that
+ * disarms the set, and with nobody parking the later rounds find it
+ * disarmed: those are taken by the reactor's 1 ms tick. */
+TR_TEST(fd_watch, the_reactor_takes_readiness_while_every_worker_is_busy, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+  __atomic_store_n(&busy_go, 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&busy_stop, 0, __ATOMIC_SEQ_CST);
+  tr_actor_t *busy;
+  tr_spawn_opts_t o = {.name = "busy"};
+  tr_assert_rc(tr_spawn_task_actor(busy_task, NULL, &o, &busy), 0);
+  int64_t end = tr_now() + 20 * SEC;
+  /* Until it runs: our worker is free meanwhile (a sleep parks us). */
+  while (!__atomic_load_n(&busy_go, __ATOMIC_SEQ_CST) && tr_now() < end)
+    tr_check_rc(tr_sleep(1 * MS), 0);
+  int ok = __atomic_load_n(&busy_go, __ATOMIC_SEQ_CST);
+  tr_reactor_stats_t first, before, now;
+  tr__reactor_stats(&first);
+  int rounds = 0;
+  for (; ok && rounds < 20; rounds++) {
+    tr__reactor_stats(&before);
+    char c = 'x';
+    tr_check_eq(write(sv[1], &c, 1), 1);
+    /* Spin without yielding: our worker stays busy too. */
+    do
+      tr__reactor_stats(&now);
+    while (now.drained == before.drained && tr_now() < end);
+    if (now.drained == before.drained)
+      break;
+    tr_msg_t *m;
+    tr_check_rc(recv_msg(&m), 0);
+    uint64_t cid = m->cid;
+    tr_msg_free(m);
+    tr_check_eq(cid, tr__fd_watch_id(w));
+    tr_check_eq(read(sv[0], &c, 1), 1);
+    tr_check_rc(tr__fd_rearm(w, EPOLLIN), 0);
+  }
+  __atomic_store_n(&busy_stop, 1, __ATOMIC_SEQ_CST);
+  void *joined = NULL;
+  tr_check_rc(tr_to_thread(join_main, busy, &joined), 0);
+  tr_actor_release(busy);
+  tr_assert_eq((int)(intptr_t)joined, 0);
+  tr_assert(ok, "the busy actor never ran");
+  tr_assert_eq(rounds, 20, "the reactor did not take the readiness of round %d", rounds + 1);
+  cr_log_info("20 rounds with every worker busy: %llu taken by the tick",
+              (unsigned long long)(now.ticked - first.ticked));
+  tr_assert(now.ticked > first.ticked, "the tick never took any");
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  close(sv[1]);
+  return wait_watches_freed(5 * SEC);
+}
+
+/* An idle runtime with a watched fd sleeps: the reactor's tick runs only
+ * while workers poll, and workers stop polling when they park. */
+TR_TEST(fd_watch, an_idle_runtime_does_not_tick, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+  /* Some traffic first, so that workers have polled and the reactor's
+   * set was disarmed. */
+  for (int i = 0; i < 100; i++) {
+    char c = 'x';
+    tr_assert_eq(write(sv[1], &c, 1), 1);
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    tr_msg_free(m);
+    tr_assert_eq(read(sv[0], &c, 1), 1);
+    tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
+  }
+  tr_reactor_stats_t before, after;
+  tr__reactor_stats(&before);
+  tr_assert_rc(tr_sleep(300 * MS), 0);
+  tr__reactor_stats(&after);
+  uint64_t wakes = after.wakeups - before.wakeups;
+  cr_log_info("idle 300 ms: %llu reactor wake-ups", (unsigned long long)wakes);
+  /* Ticking would be ~300; the spin before parking (~0.1 ms) and the
+   * sleep's own timer are a handful. */
+  tr_assert(wakes < 30, "%llu reactor wake-ups in 300 ms idle", (unsigned long long)wakes);
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  close(sv[1]);
+  return wait_watches_freed(5 * SEC);
+}
