@@ -3,6 +3,10 @@
  * frames.  The only module that calls protoc-c generated code (see the
  * header for the field mapping).
  *
+ * The bodies of a dialog's traffic take a hand-written path in both
+ * directions (see "the hand-written path" below); the rest goes through
+ * protobuf-c, as follows.
+ *
  * Encoding builds a tree of protobuf-c structs on the stack whose strings
  * and bytes point straight into the message (no copies), packs it once into
  * a single allocation, and frees only the relay-path array, the one part of
