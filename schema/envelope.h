@@ -193,6 +193,10 @@ struct tr_envx *tr__envx_get(tr_msg_t *m);
  * Threads: the thread that owns the envx.
  */
 int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func);
+/* The same with lengths: ns and func need no terminating NUL (and must
+ * hold none within their lengths). */
+int tr__envx_set_start_n(struct tr_envx *x, const char *ns, size_t nlen, const char *func,
+                         size_t flen);
 
 /*
  * Deep-copies src into dst (dst's previous contents are not freed).
@@ -231,6 +235,14 @@ const char *tr__body_name(int kind);
 int tr__env_encode(const tr_msg_t *m, uint8_t **out, size_t *len);
 
 /*
+ * tr__env_encode and tr__env_decode through protobuf-c alone, for the
+ * tests that compare it with the hand-written path of the hot bodies (see
+ * envelope.c); same contract.
+ */
+int tr__env_encode_pb(const tr_msg_t *m, uint8_t **out, size_t *len);
+int tr__env_decode_pb(const uint8_t *data, size_t len, tr_msg_t **out);
+
+/*
  * The number of bytes tr__env_encode would produce, or 0 when m cannot be
  * encoded (an encoded Envelope is never empty: it always has a body).
  * Threads: as tr__env_encode.
@@ -257,6 +269,19 @@ int tr__env_decode(const uint8_t *data, size_t len, tr_msg_t **out);
  * Threads: as tr__env_encode.
  */
 int tr__frame_encode(const tr_msg_t *m, size_t max_frame, uint8_t **out, size_t *len);
+
+/*
+ * tr__frame_encode into room of the caller's: reserve(ctx, n) returns n
+ * writable bytes (or NULL: -TR_ENOMEM), asked for once the frame's length
+ * is known and the message checked, so a failure before that asks for
+ * none.  On success the frame is in those bytes and *len == n.  Returns as
+ * tr__frame_encode.  A socket's write queue (transport/wire.h) uses it to
+ * encode straight into its buffer.
+ * Ownership: borrows m; the room is the caller's.  Threads: as
+ * tr__env_encode.
+ */
+int tr__frame_encode_with(const tr_msg_t *m, size_t max_frame,
+                          uint8_t *(*reserve)(void *ctx, size_t n), void *ctx, size_t *len);
 
 /*
  * A streaming frame decoder for a byte stream such as a TCP connection.

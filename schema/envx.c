@@ -123,7 +123,11 @@ struct tr_envx *tr__envx_get(tr_msg_t *m) {
 }
 
 int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func) {
-  size_t nlen = strlen(ns), flen = strlen(func);
+  return tr__envx_set_start_n(x, ns, strlen(ns), func, strlen(func));
+}
+
+int tr__envx_set_start_n(struct tr_envx *x, const char *ns, size_t nlen, const char *func,
+                         size_t flen) {
   if (!x->u.start.names_inline) {
     free(x->u.start.ns);
     free(x->u.start.func);
@@ -131,14 +135,16 @@ int tr__envx_set_start(struct tr_envx *x, const char *ns, const char *func) {
   x->u.start.names_inline = nlen + flen + 2 <= sizeof x->u.start.names;
   if (x->u.start.names_inline) {
     char *p = x->u.start.names;
-    memcpy(p, ns, nlen + 1);
-    memcpy(p + nlen + 1, func, flen + 1);
+    memcpy(p, ns, nlen);
+    p[nlen] = '\0';
+    memcpy(p + nlen + 1, func, flen);
+    p[nlen + 1 + flen] = '\0';
     x->u.start.ns = p;
     x->u.start.func = p + nlen + 1;
     return 0;
   }
-  x->u.start.ns = strdup(ns);
-  x->u.start.func = strdup(func);
+  x->u.start.ns = strndup(ns, nlen);
+  x->u.start.func = strndup(func, flen);
   if (x->u.start.ns == NULL || x->u.start.func == NULL) {
     free(x->u.start.ns);
     free(x->u.start.func);

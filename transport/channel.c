@@ -305,11 +305,7 @@ static void chan_queue(chan_t *c, tr_msg_t *m) {
     tr_msg_free(m);
     return;
   }
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  int rc = tr__frame_encode(m, 0, &buf, &len);
-  if (rc == 0)
-    rc = tr__wire_push(&c->q, buf, len);
+  int rc = tr__wire_push_msg(&c->q, m, 0);
   if (rc) {
     tr_log(TR_LOG_ERROR, "channel %s: a %s could not be queued (%s)", tr_actor_name(tr_self()),
            tr__body_name(m->body), tr_strerror(rc));

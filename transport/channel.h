@@ -10,8 +10,8 @@
  * actor itself.  A message sent to a proxy names its sender (`from`: the
  * dialog engine adds it for proxies); the proxy writes the remote uuid
  * into the envelope's dst and passes the message to its channel, which
- * writes the sender into src and queues the frame (one sendmsg for as
- * many frames as are queued).  A frame read from the socket goes to the
+ * writes the sender into src and encodes the frame into its write buffer
+ * (one send for everything queued, transport/wire.h).  A frame read from the socket goes to the
  * local actor its dst names, with `from` set to the proxy of its src
  * (made on first sight), so the engine answers through the proxy.
  *

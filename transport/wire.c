@@ -1,32 +1,61 @@
 /*
- * A socket's write queue of frames (see wire.h).
+ * A socket's write queue (see wire.h).
  */
 #include "transport/wire.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include <tractor/errors.h>
 
-void tr__wire_init(tr_wire_q_t *q) {
-  q->head = NULL;
-  q->tail = &q->head;
-  q->head_off = 0;
-  q->queued = q->written = 0;
+#include "schema/envelope.h"
+
+void tr__wire_init(tr_wire_q_t *q) { memset(q, 0, sizeof *q); }
+
+/* tr__frame_encode_with's room: n more bytes at the tail.  Moves the
+ * waiting bytes to the front when they fill at most half the buffer (so
+ * each byte is moved O(1) times on average), else grows it. */
+static uint8_t *room(void *ctx, size_t n) {
+  tr_wire_q_t *q = ctx;
+  if (q->cap - q->tail < n) {
+    size_t live = q->tail - q->head;
+    if (q->head != 0 && live <= q->cap / 2 && q->cap - live >= n) {
+      memmove(q->buf, q->buf + q->head, live);
+    } else {
+      size_t cap = q->cap ? q->cap : 4096;
+      while (cap - live < n) {
+        if (cap > SIZE_MAX / 2)
+          return NULL;
+        cap *= 2;
+      }
+      uint8_t *b = malloc(cap);
+      if (!b)
+        return NULL;
+      if (live)
+        memcpy(b, q->buf + q->head, live);
+      free(q->buf);
+      q->buf = b;
+      q->cap = cap;
+    }
+    q->head = 0;
+    q->tail = live;
+  }
+  uint8_t *p = q->buf + q->tail;
+  q->tail += n;
+  return p;
 }
 
-int tr__wire_push(tr_wire_q_t *q, uint8_t *buf, size_t len) {
-  tr_wire_frame_t *f = malloc(sizeof *f);
-  if (!f) {
-    free(buf);
-    return -TR_ENOMEM;
+int tr__wire_push_msg(tr_wire_q_t *q, const tr_msg_t *m, size_t max_frame) {
+  size_t len = 0, head = q->head, tail = q->tail;
+  int rc = tr__frame_encode_with(m, max_frame, room, q, &len);
+  if (rc != 0) {
+    /* Nothing of it stays (room may have moved the waiting bytes to the
+     * front: their count is what it was). */
+    q->tail = q->head + (tail - head);
+    return rc;
   }
-  f->next = NULL;
-  f->len = len;
-  f->buf = buf;
-  *q->tail = f;
-  q->tail = &f->next;
   q->queued += len;
   return 0;
 }
@@ -34,18 +63,10 @@ int tr__wire_push(tr_wire_q_t *q, uint8_t *buf, size_t len) {
 int tr__wire_flush(tr_wire_q_t *q, int fd, int *wrote) {
   if (wrote)
     *wrote = 0;
-  while (q->head) {
-    struct iovec iov[TR_WIRE_BATCH];
-    int n = 0;
-    for (tr_wire_frame_t *f = q->head; f && n < TR_WIRE_BATCH; f = f->next, n++) {
-      size_t off = n == 0 ? q->head_off : 0;
-      iov[n].iov_base = f->buf + off;
-      iov[n].iov_len = f->len - off;
-    }
-    /* sendmsg rather than writev: MSG_NOSIGNAL, so a closed peer is EPIPE
-     * and not a SIGPIPE for the whole process. */
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-    ssize_t k = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (q->head != q->tail) {
+    /* MSG_NOSIGNAL: a closed peer is EPIPE, not a SIGPIPE for the whole
+     * process. */
+    ssize_t k = send(fd, q->buf + q->head, q->tail - q->head, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (k < 0) {
       if (errno == EINTR)
         continue;
@@ -54,28 +75,19 @@ int tr__wire_flush(tr_wire_q_t *q, int fd, int *wrote) {
     if (wrote)
       *wrote = 1;
     q->written += (uint64_t)k;
-    size_t left = (size_t)k;
-    while (q->head && left >= q->head->len - q->head_off) {
-      tr_wire_frame_t *f = q->head;
-      left -= f->len - q->head_off;
-      q->head = f->next;
-      q->head_off = 0;
-      free(f->buf);
-      free(f);
-    }
-    q->head_off += left;
+    q->head += (size_t)k;
   }
-  q->tail = &q->head;
+  q->head = q->tail = 0;
+  if (q->cap > TR_WIRE_KEEP) { /* a burst's buffer: give it back */
+    free(q->buf);
+    q->buf = NULL;
+    q->cap = 0;
+  }
   return 0;
 }
 
 void tr__wire_clear(tr_wire_q_t *q) {
-  while (q->head) {
-    tr_wire_frame_t *f = q->head;
-    q->head = f->next;
-    free(f->buf);
-    free(f);
-  }
-  q->tail = &q->head;
-  q->head_off = 0;
+  free(q->buf);
+  q->buf = NULL;
+  q->head = q->tail = q->cap = 0;
 }

@@ -1,10 +1,17 @@
 /*
- * A socket's write queue of frames (issue 10): frames are queued in order
- * and written in batches, one sendmsg for up to TR_WIRE_BATCH of them,
- * resuming a partial write where it stopped.  Used by the channels
- * (channel.c) and by the tests' socket relay (tests/support/relay.c).
+ * A socket's write queue (issue 10): messages are encoded as frames
+ * straight into one growing byte buffer, in order, and written with one
+ * send per flush, resuming a partial write where it stopped.  Used by the
+ * channels (channel.c) and by the tests' socket relay
+ * (tests/support/relay.c).
  *
- * Layer: transport; only the C library.
+ * One buffer rather than a list of frames: no allocation per message (the
+ * buffer is reused, grown by doubling), and a burst of small frames leaves
+ * in one system call without an iovec per frame.  A buffer grown past
+ * TR_WIRE_KEEP by a burst is freed once it has drained, so an idle channel
+ * holds at most that much.
+ *
+ * Layer: transport; the codec (schema/envelope.h) and the C library.
  */
 #ifndef TR_TRANSPORT_WIRE_H
 #define TR_TRANSPORT_WIRE_H
@@ -12,26 +19,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TR_WIRE_BATCH 64 /* frames per sendmsg */
+#include <tractor/actor.h>
 
-typedef struct tr_wire_frame {
-  struct tr_wire_frame *next;
-  size_t len;
-  uint8_t *buf; /* malloc'd (tr__frame_encode's) */
-} tr_wire_frame_t;
+#define TR_WIRE_KEEP (256u << 10) /* bytes of buffer kept once drained */
 
 typedef struct tr_wire_q {
-  tr_wire_frame_t *head, **tail;
-  size_t head_off;          /* bytes of head already written */
+  uint8_t *buf;             /* malloc'd; NULL until the first frame */
+  size_t head, tail, cap;   /* bytes [head, tail) are waiting */
   uint64_t queued, written; /* bytes queued / written, ever */
 } tr_wire_q_t;
 
 /* An empty queue.  Threads: its owner's. */
 void tr__wire_init(tr_wire_q_t *q);
 
-/* Queues buf (len bytes, malloc'd; the queue frees it once written).
- * Returns 0 or -TR_ENOMEM (buf is then freed).  Threads: its owner's. */
-int tr__wire_push(tr_wire_q_t *q, uint8_t *buf, size_t len);
+/* Encodes m as one frame (tr__frame_encode's, max_frame bounding its
+ * Envelope) at the end of the queue.  Returns 0, or tr__frame_encode's
+ * error (-TR_EMSGSIZE, -TR_EPROTO, -TR_EINVAL, -TR_ENOMEM), in which case
+ * the queue is as it was.  Ownership: borrows m.  Threads: its owner's. */
+int tr__wire_push_msg(tr_wire_q_t *q, const tr_msg_t *m, size_t max_frame);
 
 /* Writes the queue to fd until it is empty or the socket is full (never
  * raises SIGPIPE).  Returns 0 (empty), -EAGAIN (full: wait for
@@ -39,10 +44,10 @@ int tr__wire_push(tr_wire_q_t *q, uint8_t *buf, size_t len);
  * whether any byte went out.  Threads: its owner's. */
 int tr__wire_flush(tr_wire_q_t *q, int fd, int *wrote);
 
-/* Frees every queued frame.  Threads: its owner's. */
+/* Drops everything queued and frees the buffer.  Threads: its owner's. */
 void tr__wire_clear(tr_wire_q_t *q);
 
-/* 1 when frames are waiting. */
-static inline int tr__wire_pending(const tr_wire_q_t *q) { return q->head != NULL; }
+/* 1 when bytes are waiting. */
+static inline int tr__wire_pending(const tr_wire_q_t *q) { return q->head != q->tail; }
 
 #endif

@@ -228,7 +228,7 @@ static void sock_rearm(sock_end_t *e) {
  * empty dst (has_dst, no name, a zero uuid), which the relay never sends
  * otherwise and the receiving end removes.  The queue is written on a
  * FLUSH this end sends itself, so the messages already in its mailbox
- * join the same sendmsg. */
+ * join the same send. */
 static void to_sock(sock_end_t *e, tr_msg_t *m) {
   tr_msg_take(m);
   if (m->from) {
@@ -242,11 +242,7 @@ static void to_sock(sock_end_t *e, tr_msg_t *m) {
       x->has_dst = 1;
     }
   }
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  int rc = tr__frame_encode(m, 0, &buf, &len);
-  if (rc == 0)
-    rc = tr__wire_push(&e->q, buf, len);
+  int rc = tr__wire_push_msg(&e->q, m, 0);
   if (rc) {
     tr_log(TR_LOG_ERROR, "codec relay: %s did not go through the codec (%d)",
            tr__body_name(m->body), rc);

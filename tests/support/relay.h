@@ -26,8 +26,8 @@
  * two ends of a TCP connection on 127.0.0.1, driven by the reactor's fd
  * watches, and the messages between them go over it instead of from actor
  * to actor: each one a frame (tr__frame_encode: a 4-byte length, then the
- * Envelope), written from a queue in batches (one sendmsg for as many
- * frames as fit), read until EAGAIN through tr_frame_dec.  The frame
+ * Envelope), encoded into a write buffer sent in one go (transport/wire.h),
+ * read until EAGAIN through tr_frame_dec.  The frame
  * carries the sender in src, as above, and "deliver with a sender" as an
  * empty dst, which the receiving end removes.  The ends' own control
  * messages (STOP, STOP_ACK, ...) stay actor messages, carrying byte counts
