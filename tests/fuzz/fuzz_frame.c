@@ -32,10 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * the hot bodies and protobuf-c): the same verdict, and messages that
    * encode to the same bytes. */
   tr_msg_t *m = NULL, *ref = NULL;
-  int rc = tr__env_decode(data, size, &m), rc_ref = tr__env_decode_pb(data, size, &ref);
-  if (rc != rc_ref)
+  int drc = tr__env_decode(data, size, &m), drc_ref = tr__env_decode_pb(data, size, &ref);
+  if (drc != drc_ref)
     abort();
-  if (rc == 0) {
+  if (drc == 0) {
     /* A message that decodes must encode again (its fields are valid). */
     uint8_t *out = NULL, *out_ref = NULL;
     size_t len = 0, len_ref = 0;
