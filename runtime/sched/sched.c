@@ -40,8 +40,12 @@
 /* Spin rounds before parking: each round looks for work once and yields
  * the core (sched_yield, ~0.3 us when nobody else wants it).  About
  * 100 us in all: long enough to cover the gap between messages of a busy
- * exchange, short enough that an idle runtime sleeps. */
+ * exchange, short enough that an idle runtime sleeps.  TR_SPIN_NS bounds
+ * the spin in time as well: on a loaded machine a yield can give the core
+ * away for milliseconds, and 256 of them would keep an idle runtime
+ * "spinning" (polling, its reactor ticking) for most of a second. */
 #define TR_SPIN_ROUNDS 256
+#define TR_SPIN_NS 200000
 /* Turns an actor may take from the next slot in a row before the ring's
  * oldest entry gets a turn (fairness; same idea as Go's runnext). */
 #define TR_NEXT_STREAK_MAX 32
@@ -354,6 +358,8 @@ static void *worker_main(void *arg) {
     }
     /* Spin: a short search before giving up the core. */
     tr_faa_seqcst(&tr__rt.spinning, 1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int r = 0; r < TR_SPIN_ROUNDS && !a; r++) {
       /* Yield rather than pause: a round costs about as long (a syscall
        * that finds nobody else to run), but a thread with work for this
@@ -367,6 +373,12 @@ static void *worker_main(void *arg) {
       if (!io || io->poll() == 0)
         sched_yield();
       a = find_work(w);
+      if ((r & 15) == 15 && !a) { /* the clock, once per 16 rounds */
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000000LL + (t.tv_nsec - t0.tv_nsec) > TR_SPIN_NS)
+          break;
+      }
     }
     uint32_t spinners = tr_faa_seqcst(&tr__rt.spinning, (uint32_t)-1);
     if (a) {
