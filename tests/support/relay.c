@@ -561,6 +561,11 @@ static void sock_end_a(void *state, tr_msg_t *m) {
         stop_b_sock(p);
       break;
     case STOP_ACK:
+      /* Unasked (no STOP went to B): B saw the channel break and went.  A
+       * may not have seen it yet (its socket's readiness can come after
+       * this, or never once A is gone), so A reports the loss now. */
+      if (!p->stop_sent)
+        a_done(p, -TR_EIO, "relay socket: the other end lost the connection");
       p->a_acked = 1;
       p->sa.until = m->u64;
       a_maybe_exit(p);
