@@ -372,12 +372,22 @@ enum {
 
 /* Options of one context or stream dialog; NULL or zeroed = defaults. */
 typedef struct tr_ctx_opts {
-  uint32_t window; /* messages in flight per direction; 0 = 64, capped at 65536 */
+  uint32_t window; /* messages in flight per direction; 0 = the default (below),
+                     capped at 65536 */
   int overrun;     /* TR_OVERRUN_BLOCK or TR_OVERRUN_ERROR, both directions */
 } tr_ctx_opts_t;
 
-/* Default per-direction window (tractor's msg_buffer_size). */
+/* Default per-direction window (tractor's msg_buffer_size) between actors
+ * of one process. */
 #define TR_STREAM_WINDOW 64
+/* Default per-direction window when the callee is in another process.  A
+ * window is the most a sender may have in flight before credit comes back,
+ * so it must cover the credit's round trip: over TCP between two
+ * processes (~30-60 us here) 64 messages capped a stream at about 1 M
+ * messages/s, 256 or more reach 2 M.  Memory stays bounded: at most a
+ * window of messages per direction and dialog.  (tractor itself bounds a
+ * cross-process stream only by the TCP buffers.) */
+#define TR_STREAM_WINDOW_REMOTE 512
 /* The largest window; a larger request is capped to it. */
 #define TR_STREAM_WINDOW_MAX 65536
 
@@ -527,6 +537,12 @@ int tr_ctx_close(tr_ctx_t *ctx, tr_buf_t **result);
 
 /* The context's peer actor's name (borrowed, valid with the context). */
 const char *tr_ctx_peer(const tr_ctx_t *ctx);
+
+/* The context's window: the messages each direction may have in flight
+ * (the caller's tr_ctx_opts_t.window, or the default it chose:
+ * TR_STREAM_WINDOW, or TR_STREAM_WINDOW_REMOTE when the callee is in
+ * another process; both sides use the caller's choice).  0 for NULL. */
+uint32_t tr_ctx_window(const tr_ctx_t *ctx);
 
 /*
  * Sends one value on the stream (Yield).  Costs one credit of this

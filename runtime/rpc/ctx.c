@@ -629,6 +629,12 @@ const char *tr_ctx_peer(const tr_ctx_t *c) {
   return !c ? NULL : c->peer_name ? c->peer_name : tr_actor_name(c->peer);
 }
 
+uint32_t tr_ctx_window(const tr_ctx_t *c) { return c ? c->window : 0; }
+
+uint32_t tr__ctx_default_window(const tr_actor_t *peer) {
+  return peer && tr__actor_is_proxy(peer) ? TR_STREAM_WINDOW_REMOTE : TR_STREAM_WINDOW;
+}
+
 int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
   if (result)
     *result = NULL;

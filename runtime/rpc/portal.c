@@ -71,7 +71,14 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   if (e && e->kind != kind)
     return TR_ERROR(-TR_EFUNCKIND, "%s is a %s function; use tr_portal_%s", qualified,
                     tr__rpc_kind_name(e->kind), portal_call[e->kind]);
-  tr__ctx_init(c, self, SIDE_CALLER, kind, tr__rpc_new_cid(), opts);
+  /* The default window is the caller's to choose (by where the callee
+   * is), and the Start names it, so both sides use the same. */
+  tr_ctx_opts_t o = {.window = 0, .overrun = opts ? opts->overrun : TR_OVERRUN_BLOCK};
+  if (opts)
+    o = *opts;
+  if (o.window == 0)
+    o.window = tr__ctx_default_window(p->actor);
+  tr__ctx_init(c, self, SIDE_CALLER, kind, tr__rpc_new_cid(), &o);
   c->entry = e;
   c->task = t;
   tr_msg_t *m;
@@ -80,7 +87,7 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
     return TR__ENOMEM();
   m->body = TR_BODY_START;
   m->cid = c->cid;
-  m->u64 = (uint64_t)(opts ? opts->window : 0) | ((uint64_t)c->overrun_error << 32);
+  m->u64 = (uint64_t)c->window | ((uint64_t)c->overrun_error << 32);
   struct tr_envx *x = tr__envx_get(m);
   if (!x || tr__envx_set_start(x, ns, func) != 0) {
     tr_msg_free(m);

@@ -458,6 +458,13 @@ void tr__ctx_unlink(tr_tasks_t *ts, tr_ctx_t *c);
 void tr__ctx_init(tr_ctx_t *c, tr_actor_t *self, int side, int kind, uint64_t cid,
                   const tr_ctx_opts_t *opts);
 
+/* The window a dialog with peer gets when nobody asked for one:
+ * TR_STREAM_WINDOW, or TR_STREAM_WINDOW_REMOTE for a proxy (an actor of
+ * another process).  The caller resolves it before its Start, which then
+ * names it; a callee resolves a Start's 0 (a foreign caller's) the same
+ * way. */
+uint32_t tr__ctx_default_window(const tr_actor_t *peer);
+
 int tr__ctx_wait(tr_ctx_t *c, tr_task_t *t, const char *what);
 
 void tr__ctx_wait_until(tr_ctx_t *c, tr_task_t *t, int64_t deadline, const char *what);

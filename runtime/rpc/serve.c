@@ -177,6 +177,8 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
     return 0;
   }
   tr_ctx_opts_t opts = {.window = (uint32_t)m->u64, .overrun = (int)((m->u64 >> 32) & 1)};
+  if (opts.window == 0)
+    opts.window = tr__ctx_default_window(m->from);
   tr__ctx_init(c, a, SIDE_CALLEE, e->kind, m->cid, &opts);
   c->phase = PH_ACKED; /* StartAck goes out before the task can send */
   c->entry = e;

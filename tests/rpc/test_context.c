@@ -903,8 +903,12 @@ TR_TEST(context, slow_subscriber_lags, .timeout = 60) {
   tr_check_rc(tr_start_actor(an, "publisher", all_ns, N_ALL, &p), 0);
   tr_stream_t *s = NULL, *slow = NULL;
   consumer_t fast = {0};
+  /* The subscribers share a window's worth of values: LAG_N must be well
+   * above it, whatever the default between the two actors (the _tcp run
+   * would choose TR_STREAM_WINDOW_REMOTE). */
+  tr_ctx_opts_t copts = {.window = TR_STREAM_WINDOW};
   if (p)
-    tr_check_rc(tr_portal_open_stream_from(p, "tctx.stream.range", args, NULL, &s), 0);
+    tr_check_rc(tr_portal_open_stream_from(p, "tctx.stream.range", args, &copts, &s), 0);
   if (s) {
     tr_check_rc(tr_stream_subscribe(s, &fast.rx), 0);
     tr_check_rc(tr_stream_subscribe(s, &slow), 0);

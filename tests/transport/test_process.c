@@ -124,6 +124,20 @@ static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_CONTEXT("tproc.ctx", "echo", echo)
 
+/* Its context's window, as the callee sees it, as the first value. */
+static int window_of(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  tr_buf_t *b;
+  int rc = tr_buf_from_u64(tr_ctx_window(ctx), &b);
+  if (rc == 0) {
+    rc = tr_ctx_started(ctx, b);
+    tr_buf_release(b);
+  }
+  return rc;
+}
+TR_EXPORT_CONTEXT("tproc.ctx", "window", window_of)
+
 /* Blocks the whole process in sleep(3): no cancellation point. */
 static int stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
@@ -450,6 +464,44 @@ TR_TEST(process, two_way_context, .timeout = 60, .init = setup, .fini = teardown
   return 0;
 }
 
+/* The default window is the caller's choice by where the callee is: 64
+ * in-process, TR_STREAM_WINDOW_REMOTE across processes (one credit round
+ * trip over TCP costs tens of microseconds); an explicit one is kept.
+ * Both sides use the same. */
+TR_TEST(process, default_window_by_where_the_callee_is, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  static const struct {
+    int spawn;
+    uint32_t asked, want;
+  } cases[] = {{TR_SPAWN_THREAD, 0, TR_STREAM_WINDOW},
+               {TR_SPAWN_PROCESS, 0, TR_STREAM_WINDOW_REMOTE},
+               {TR_SPAWN_THREAD, 100, 100},
+               {TR_SPAWN_PROCESS, 100, 100}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    tr_actor_nursery_t *an;
+    tr_portal_t *p = NULL;
+    tr_actor_opts_t o = daemon_opts();
+    o.spawn = cases[i].spawn;
+    tr_ctx_opts_t copts = {.window = cases[i].asked};
+    tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+    tr_check_rc(tr_start_actor_opts(an, "windowed", &o, &p), 0);
+    tr_ctx_t *ctx = NULL;
+    tr_buf_t *first = NULL;
+    if (p)
+      tr_check_rc(tr_portal_open_context(p, "tproc.ctx.window", NULL, &copts, &ctx, &first), 0);
+    uint64_t theirs = 0;
+    tr_check_rc(tr_buf_to_u64(first, &theirs), 0);
+    tr_check_eq(tr_ctx_window(ctx), cases[i].want, "case %zu: the caller's window", i);
+    tr_check_eq(theirs, cases[i].want, "case %zu: the callee's window", i);
+    if (ctx)
+      tr_check_rc(tr_ctx_close(ctx, NULL), 0);
+    tr_buf_release(first);
+    tr_assert_rc(tr_actor_nursery_close(an), 0);
+    tr_portal_release(p);
+  }
+  return 0;
+}
+
 TR_TEST(process, endless_remote_streamer_cancelled_by_deadline, .timeout = 60, .init = setup,
         .fini = teardown) {
   tr_actor_nursery_t *an;
@@ -577,8 +629,13 @@ static int broken_stream(const char *name, const char *fn, uint64_t at, int stop
   int rc = 0;
   pid_t pid = p ? (pid_t)run_u64_any(p, "tproc.math.pid", 0, &rc) : 0;
   tr_stream_t *s = NULL;
+  /* A window below 100: shut_then_count's 100th send waits for credit, so
+   * the StartAck and the first values have left the child when it breaks
+   * the connection (with the cross-process default of 512 it could break
+   * it before they are written: a lost call, not a broken stream). */
+  tr_ctx_opts_t copts = {.window = TR_STREAM_WINDOW};
   if (rc == 0 && p)
-    rc = tr_portal_open_stream_from(p, fn, NULL, NULL, &s);
+    rc = tr_portal_open_stream_from(p, fn, NULL, &copts, &s);
   tr_check_rc(rc, 0);
   uint64_t got = 0;
   if (rc == 0)

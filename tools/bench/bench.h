@@ -54,7 +54,7 @@ extern bench_msgs_t bench_msgs;
 extern int bench_relay;
 
 /* --window: the credit window tcp_stream asks for (tr_ctx_opts_t.window),
- * 0 for the runtime's default (TR_STREAM_WINDOW).  Written by main.c
+ * 0 for the runtime's default (TR_STREAM_WINDOW_REMOTE between processes).  Written by main.c
  * before tr_run, as bench_msgs. */
 extern uint32_t bench_window;
 
@@ -78,10 +78,11 @@ typedef int (*bench_fn)(uint64_t n, bench_result_t *res);
 
 /* The ctx_stream / tcp_stream sender (bench_rpc.c): n 64-byte messages to
  * bench.sink of p through a context stream (a new buffer per send, or one
- * reused), then its count.  Returns 0 with *secs and *got, or the first
- * error.  A task. */
+ * reused), then its count.  Returns 0 with *secs, *got and *window (the
+ * context's: the default the runtime chose unless copts asked), or the
+ * first error.  A task. */
 int bench_sink_stream(tr_portal_t *p, uint64_t n, int reuse, const tr_ctx_opts_t *copts,
-                      double *secs, uint64_t *got);
+                      double *secs, uint64_t *got, uint32_t *window);
 
 int bench_pingpong(uint64_t n, bench_result_t *res);
 int bench_ring(uint64_t n, bench_result_t *res);

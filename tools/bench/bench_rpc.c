@@ -34,6 +34,7 @@ typedef struct rpc_bench {
   uint64_t n;
   double secs;
   uint64_t ok;
+  uint32_t window; /* mode=stream: the context's window */
 } rpc_bench_t;
 
 static int rpc_main(void *arg) {
@@ -91,7 +92,7 @@ static int sink(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 TR_EXPORT_CONTEXT("bench", "sink", sink)
 
 int bench_sink_stream(tr_portal_t *p, uint64_t n, int reuse, const tr_ctx_opts_t *copts,
-                      double *secs, uint64_t *got) {
+                      double *secs, uint64_t *got, uint32_t *window) {
   tr_ctx_t *ctx = NULL;
   tr_stream_t *s = NULL;
   tr_buf_t *msg = NULL, *res = NULL;
@@ -103,6 +104,7 @@ int bench_sink_stream(tr_portal_t *p, uint64_t n, int reuse, const tr_ctx_opts_t
     rc = tr_portal_open_context(p, "bench.sink", NULL, copts, &ctx, NULL);
   if (rc == 0)
     rc = tr_ctx_open_stream(ctx, &s);
+  *window = tr_ctx_window(ctx);
   double t0 = bench_now();
   for (uint64_t i = 0; rc == 0 && i < n; i++) {
     if (reuse) {
@@ -137,7 +139,8 @@ static int stream_main(void *arg) {
     return rc;
   rc = tr_start_actor(an, "sinkd", ns, 1, &p);
   if (rc == 0)
-    rc = bench_sink_stream(p, rb->n, bench_msgs == BENCH_MSGS_REUSE, NULL, &rb->secs, &rb->ok);
+    rc = bench_sink_stream(p, rb->n, bench_msgs == BENCH_MSGS_REUSE, NULL, &rb->secs, &rb->ok,
+                           &rb->window);
   int crc = tr_actor_nursery_close(an);
   tr_portal_release(p);
   return rc ? rc : crc;
@@ -164,8 +167,8 @@ int bench_ctx_stream_stream(uint64_t n, bench_result_t *res) {
   res->secs = rb.secs;
   res->rate = (double)n / rb.secs;
   res->ok = rb.ok == n; /* the far side counted every message */
-  snprintf(res->extra, sizeof res->extra, " mode=stream window=%d payload_bytes=%d",
-           TR_STREAM_WINDOW, STREAM_PAYLOAD);
+  snprintf(res->extra, sizeof res->extra, " mode=stream window=%u payload_bytes=%d",
+           (unsigned)rb.window, STREAM_PAYLOAD);
   return 0;
 }
 

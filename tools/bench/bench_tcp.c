@@ -14,8 +14,9 @@
  *  - tcp_stream: N one-way 64-byte messages (a new buffer each, as CAF's
  *    std::string and Erlang's binary) from the caller to a context task of
  *    the daemon, through the context's stream under the runtime's default
- *    credit window (TR_STREAM_WINDOW; --window asks for another, which
- *    the line's window= field says).  The daemon counts every message
+ *    credit window (TR_STREAM_WINDOW_REMOTE, the default for a callee in
+ *    another process; --window asks for another); the line's window=
+ *    field says which.  The daemon counts every message
  *    and returns the count, which must be N.  Timed from the first send to
  *    the context's final Return (the peers: first send to the server's
  *    done(N)); opening the context is set-up, as the peers' connect.  The
@@ -50,6 +51,7 @@ typedef struct tcp_bench {
   double secs;
   uint64_t ok;      /* calls whose echo matched / messages the daemon counted */
   int child_status; /* the daemon's wait status once reaped (-1: unknown) */
+  uint32_t window;  /* tcp_stream: the context's window */
   double *first_ms; /* spawn_process: per cycle, to the first call's result */
   double *cycle_ms; /* spawn_process: per cycle, to the nursery's close */
 } tcp_bench_t;
@@ -112,7 +114,7 @@ static int stream_main(void *arg) {
     return rc;
   rc = tr_start_actor_opts(an, "sinkd", &daemon_opts, &p);
   if (rc == 0)
-    rc = bench_sink_stream(p, tb->n, 0, &copts, &tb->secs, &tb->ok);
+    rc = bench_sink_stream(p, tb->n, 0, &copts, &tb->secs, &tb->ok, &tb->window);
   return close_daemon(an, p, tb, rc);
 }
 
@@ -192,7 +194,7 @@ int bench_tcp_stream(uint64_t n, bench_result_t *res) {
   res->ok = tb.ok == n && exited_clean(&tb);
   snprintf(res->extra, sizeof res->extra,
            " window=%d payload_bytes=%d received=%llu rss_kb_parent=%ld rss_kb_child=%ld",
-           bench_window ? (int)bench_window : TR_STREAM_WINDOW, STREAM_PAYLOAD,
+           (int)tb.window, STREAM_PAYLOAD,
            (unsigned long long)tb.ok, self.ru_maxrss, children.ru_maxrss);
   return 0;
 }

@@ -372,12 +372,19 @@ static void usage(FILE *f) {
           "               reuse: forward the message in hand; both: a run (and a BENCH\n"
           "               line) per mode.  Only workloads marked * have a reuse form\n"
           "  --smoke      small sizes, each well under a second (CI, sanitizers)\n"
-          "  --window W   tcp_stream's credit window (default: the runtime's, %d)\n"
+          "  --window W   tcp_stream's credit window (default: the runtime's between\n"
+          "               processes, %d)\n"
           "workloads (default N / smoke N):\n",
-          TR_STREAM_WINDOW);
+          TR_STREAM_WINDOW_REMOTE);
+  static const char *const via[] = {"", " transport=relay", " transport=socket"};
   for (i = 0; i < NWORKLOADS; i++)
-    fprintf(f, "  %-13s %10" PRIu64 " / %" PRIu64 "%s\n", workloads[i].name, workloads[i].n_default,
-            workloads[i].n_smoke, workloads[i].forms == FORMS_BOTH ? " *" : "");
+    fprintf(f, "  %-13s %10" PRIu64 " / %" PRIu64 "%s%s%s\n", workloads[i].name,
+            workloads[i].n_default, workloads[i].n_smoke,
+            workloads[i].forms == FORMS_BOTH ? " *" : "",
+            workloads[i].fn == bench_ctx_stream_stream ? " mode=stream"
+            : workloads[i].fn == bench_ctx_stream      ? " mode=rpc"
+                                                       : "",
+            via[workloads[i].relay]);
 }
 
 /* Parses a non-negative decimal integer that fits in max.  Returns 0 or -1. */
