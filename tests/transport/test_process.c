@@ -973,8 +973,13 @@ static int hol_stream(void *arg) {
   tr_buf_t *n;
   int rc = tr_buf_from_u64(N_STREAM, &n);
   tr_stream_t *s = NULL;
+  /* The window decides how many stream values a call's answer may wait
+   * behind (one window, per direction): 64 here, so that 100 calls cost a
+   * few thousand values.  The cross-process default (512) would let 100
+   * calls take as long as the sanitized builds' whole stream. */
+  tr_ctx_opts_t copts = {.window = TR_STREAM_WINDOW};
   if (rc == 0)
-    rc = tr_portal_open_stream_from(h->p, "tproc.stream.count", n, NULL, &s);
+    rc = tr_portal_open_stream_from(h->p, "tproc.stream.count", n, &copts, &s);
   tr_buf_release(n);
   while (rc == 0) {
     tr_buf_t *b = NULL;
