@@ -49,6 +49,7 @@ enum {
   C_DOWN,              /* the child's main actor exited (monitor) */
   C_LAST,              /* through the parent's proxy: the main actor's last words are queued */
   C_TICK,              /* heartbeat time: is the peer silent, is this side idle? */
+  C_GONE,              /* a local actor that talked here exited (monitor) */
   P_EXIT               /* to a proxy: the channel is gone */
 };
 
@@ -190,6 +191,19 @@ static int ents_add(ents_t *t, const uint8_t uuid[TR_UUID_LEN], tr_actor_t *a) {
   memcpy(t->v[t->n].uuid, uuid, TR_UUID_LEN);
   t->v[t->n].a = a;
   t->hit = t->n++;
+  return 0;
+}
+
+/* Removes the entry of the actor with id `id`, if any, with its
+ * reference.  Returns 1 when there was one. */
+static int ents_remove_id(ents_t *t, uint64_t id) {
+  for (size_t i = 0; i < t->n; i++)
+    if (tr_actor_id(t->v[i].a) == id) {
+      tr_actor_release(t->v[i].a);
+      t->v[i] = t->v[--t->n];
+      t->hit = 0;
+      return 1;
+    }
   return 0;
 }
 
@@ -340,7 +354,12 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
     memcpy(x->src.uuid, u, TR_UUID_LEN);
     if (!ents_find(&c->loc, u)) {
       x->src.name = strdup(tr_actor_name(m->from));
-      (void)ents_add(&c->loc, u, tr_actor_dup(m->from));
+      /* Known here until it exits: the monitor prunes the table, so a
+       * long-lived channel does not keep every actor that ever talked on
+       * it (its frames after that are answered as a dead actor's). */
+      if (ents_add(&c->loc, u, tr_actor_dup(m->from)) == 0 &&
+          tr__actor_monitor(m->from, tr_self(), C_GONE) != 0)
+        (void)ents_remove_id(&c->loc, tr_actor_id(m->from));
     }
   }
   if (c->child_side && m->cid == c->life_cid && c->main && m->from == c->main &&
@@ -458,6 +477,11 @@ static void chan_read(chan_t *c) {
       if (m)
         on_frame(c, m);
     }
+    /* A short read drained the socket (as of now): the re-arm after this
+     * turn reports anything that comes later, so the read that would only
+     * say EAGAIN is saved. */
+    if ((size_t)k < RBUF_LEN)
+      return;
   }
 }
 
@@ -705,6 +729,9 @@ static void chan_fn(void *state, tr_msg_t *m) {
         (void)tr_send_u64(c->parent_px, C_LAST, 0);
       chan_maybe_exit(c);
     }
+    break;
+  case C_GONE:
+    (void)ents_remove_id(&c->loc, m->u64);
     break;
   case C_TICK:
     on_tick(c);

@@ -502,6 +502,59 @@ TR_TEST(process, default_window_by_where_the_callee_is, .timeout = 60, .init = s
   return 0;
 }
 
+/* One call to the daemon through a portal of this actor's own. */
+static int one_call(void *arg) {
+  tr_portal_t *q = NULL;
+  int rc = tr_portal_from_actor(arg, &q);
+  if (rc == 0)
+    (void)run_u64_any(q, "tproc.math.add_one", 1, &rc);
+  tr_portal_release(q);
+  return rc;
+}
+
+static void *join_actor(void *arg) { return (void *)(intptr_t)tr_join(arg, -1); }
+
+/* A channel knows the local actors that talked on it (to route their
+ * answers) only until they exit: 50 short-lived callers leave no actor
+ * object behind (actors_allocated counts the ones still referenced). */
+TR_TEST(process, the_channel_forgets_callers_that_exited, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "daemon", &o, &p), 0);
+  int rc = 0;
+  if (p)
+    (void)run_u64_any(p, "tproc.math.add_one", 1, &rc); /* connected, root known */
+  tr_check_rc(rc, 0);
+  tr_stats_t before, now;
+  tr_stats(&before);
+  for (int i = 0; p && rc == 0 && i < 50; i++) {
+    tr_actor_t *a = NULL;
+    tr_spawn_opts_t so = {.name = "caller"};
+    tr_check_rc(rc = tr_spawn_task_actor(one_call, tr_portal_actor(p), &so, &a), 0);
+    void *joined = NULL;
+    if (a) {
+      tr_check_rc(tr_to_thread(join_actor, a, &joined), 0);
+      tr_check_rc(rc = tr_task_actor_result(a), 0, "call %d", i);
+      tr_actor_release(a);
+    }
+  }
+  /* The channel hears of each exit by a monitor, in its own turn. */
+  int64_t until = tr_now() + 5000 * MS;
+  do
+    tr_stats(&now);
+  while (now.actors_allocated > before.actors_allocated && tr_now() < until &&
+         tr_sleep(MS) == 0);
+  tr_check(now.actors_allocated <= before.actors_allocated,
+           "%llu actor objects more than before the 50 callers",
+           (unsigned long long)(now.actors_allocated - before.actors_allocated));
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
 TR_TEST(process, endless_remote_streamer_cancelled_by_deadline, .timeout = 60, .init = setup,
         .fini = teardown) {
   tr_actor_nursery_t *an;
