@@ -11,9 +11,13 @@
  * dialog engine adds it for proxies); the proxy writes the remote uuid
  * into the envelope's dst and passes the message to its channel, which
  * writes the sender into src and encodes the frame into its write buffer
- * (one send for everything queued, transport/wire.h).  A frame read from the socket goes to the
- * local actor its dst names, with `from` set to the proxy of its src
- * (made on first sight), so the engine answers through the proxy.
+ * (one send for everything queued, transport/wire.h).  A frame read from
+ * the socket goes to the local actor its dst names, with `from` set to the
+ * proxy of its src (made on first sight), so the engine answers through
+ * the proxy.  The local actors that talked on the channel are known by
+ * uuid until they exit (a monitor each prunes the table); a frame for one
+ * that has gone is answered as a dead actor answers.  Proxies live as long
+ * as the channel: no protocol message says a remote actor has gone.
  *
  * Handshake: each end sends Hello first (transport/hello.h) and checks
  * the peer's before anything else is read; a bad Hello closes the channel

@@ -545,6 +545,21 @@ TR_TEST(fd_watch, unwatch_behind_a_wakeup_in_one_batch, .timeout = 120) {
 
 /* ---- 7. who takes readiness: spinning workers, or the reactor ---------------- */
 
+/* n pings against ourselves on the pair sv, whose sv[0] w watches: write
+ * a byte, wait for the notification, read it, re-arm. */
+static int ping_self(int sv[2], tr_fd_watch_t *w, int n) {
+  for (int i = 0; i < n; i++) {
+    char c = 'x';
+    tr_assert_eq(write(sv[1], &c, 1), 1);
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    tr_msg_free(m);
+    tr_assert_eq(read(sv[0], &c, 1), 1);
+    tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
+  }
+  return 0;
+}
+
 /* A ping against ourselves: write a byte, wait for the notification, read
  * it, re-arm.  The worker that ran us spins while we wait, so it should
  * take most of them itself (reactor.c, "Workers poll too"). */
@@ -555,15 +570,7 @@ TR_TEST(fd_watch, spinning_workers_take_readiness, .timeout = 60) {
   tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
   tr_reactor_stats_t before, after;
   tr__reactor_stats(&before);
-  for (int i = 0; i < 1000; i++) {
-    char c = 'x';
-    tr_assert_eq(write(sv[1], &c, 1), 1);
-    tr_msg_t *m;
-    tr_assert_rc(recv_msg(&m), 0);
-    tr_msg_free(m);
-    tr_assert_eq(read(sv[0], &c, 1), 1);
-    tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
-  }
+  tr_assert_rc(ping_self(sv, w, 1000), 0);
   tr__reactor_stats(&after);
   uint64_t polled = after.polled - before.polled, drained = after.drained - before.drained;
   cr_log_info("1000 pings: %llu taken by workers, %llu by the reactor",
@@ -658,15 +665,7 @@ TR_TEST(fd_watch, an_idle_runtime_does_not_tick, .timeout = 60) {
   tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
   /* Some traffic first, so that workers have polled and the reactor's
    * set was disarmed. */
-  for (int i = 0; i < 100; i++) {
-    char c = 'x';
-    tr_assert_eq(write(sv[1], &c, 1), 1);
-    tr_msg_t *m;
-    tr_assert_rc(recv_msg(&m), 0);
-    tr_msg_free(m);
-    tr_assert_eq(read(sv[0], &c, 1), 1);
-    tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
-  }
+  tr_assert_rc(ping_self(sv, w, 100), 0);
   tr_reactor_stats_t before, after;
   tr__reactor_stats(&before);
   tr_assert_rc(tr_sleep(300 * MS), 0);
