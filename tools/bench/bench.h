@@ -76,6 +76,11 @@ typedef struct bench_result {
  */
 typedef int (*bench_fn)(uint64_t n, bench_result_t *res);
 
+/* Runs fn(arg) as the task of a new task actor ("bench": portals and
+ * nurseries want a task) and waits for it on this (the root) thread.
+ * Returns the task's result or the spawn's error. */
+int bench_run_task(tr_task_fn fn, void *arg);
+
 /* The ctx_stream / tcp_stream sender (bench_rpc.c): n 64-byte messages to
  * bench.sink of p through a context stream (a new buffer per send, or one
  * reused), then its count.  Returns 0 with *secs, *got and *window (the

@@ -146,10 +146,10 @@ static int stream_main(void *arg) {
   return rc ? rc : crc;
 }
 
-static int run_mode(tr_task_fn fn, rpc_bench_t *rb) {
+int bench_run_task(tr_task_fn fn, void *arg) {
   tr_actor_t *a;
   tr_spawn_opts_t o = {.name = "bench"};
-  int rc = tr_spawn_task_actor(fn, rb, &o, &a);
+  int rc = tr_spawn_task_actor(fn, arg, &o, &a);
   if (rc)
     return rc;
   tr_join(a, -1);
@@ -160,7 +160,7 @@ static int run_mode(tr_task_fn fn, rpc_bench_t *rb) {
 
 int bench_ctx_stream_stream(uint64_t n, bench_result_t *res) {
   rpc_bench_t rb = {.n = n};
-  int rc = run_mode(stream_main, &rb);
+  int rc = bench_run_task(stream_main, &rb);
   if (rc)
     return bench_fail("ctx_stream mode=stream", rc);
   res->n = n;
@@ -174,7 +174,7 @@ int bench_ctx_stream_stream(uint64_t n, bench_result_t *res) {
 
 int bench_ctx_stream(uint64_t n, bench_result_t *res) {
   rpc_bench_t rb = {.n = n};
-  int rc = run_mode(rpc_main, &rb);
+  int rc = bench_run_task(rpc_main, &rb);
   if (rc)
     return bench_fail("rpc round trips", rc);
   res->n = n;

@@ -32,7 +32,7 @@
  *    ms_to_first_rpc_max.  No peer has it.
  *
  * Each workload runs in a task actor (portals and nurseries want a task),
- * which the root thread joins, as bench_rpc.c does.
+ * which the root thread joins (bench_run_task).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,18 +146,6 @@ static int spawn_main(void *arg) {
   return rc;
 }
 
-static int run_task(tr_task_fn fn, tcp_bench_t *tb) {
-  tr_actor_t *a;
-  tr_spawn_opts_t o = {.name = "bench"};
-  int rc = tr_spawn_task_actor(fn, tb, &o, &a);
-  if (rc)
-    return rc;
-  tr_join(a, -1);
-  rc = tr_task_actor_result(a);
-  tr_actor_release(a);
-  return rc;
-}
-
 /* The daemon exited 0 when its nursery cancelled it. */
 static int exited_clean(const tcp_bench_t *tb) {
   return tb->child_status != -1 && WIFEXITED(tb->child_status) &&
@@ -166,7 +154,7 @@ static int exited_clean(const tcp_bench_t *tb) {
 
 int bench_tcp_rpc(uint64_t n, bench_result_t *res) {
   tcp_bench_t tb = {.n = n, .child_status = -1};
-  int rc = run_task(rpc_main, &tb);
+  int rc = bench_run_task(rpc_main, &tb);
   if (rc)
     return bench_fail("tcp_rpc", rc);
   res->n = n;
@@ -181,7 +169,7 @@ int bench_tcp_rpc(uint64_t n, bench_result_t *res) {
 int bench_tcp_stream(uint64_t n, bench_result_t *res) {
   tcp_bench_t tb = {.n = n, .child_status = -1};
   struct rusage self, children;
-  int rc = run_task(stream_main, &tb);
+  int rc = bench_run_task(stream_main, &tb);
   if (rc)
     return bench_fail("tcp_stream", rc);
   /* The nursery has reaped the daemon (waitid), so it counts among the
@@ -214,7 +202,7 @@ int bench_spawn_process(uint64_t n, bench_result_t *res) {
   tcp_bench_t tb = {.n = n, .child_status = -1};
   tb.first_ms = calloc(n, sizeof *tb.first_ms);
   tb.cycle_ms = calloc(n, sizeof *tb.cycle_ms);
-  int rc = tb.first_ms && tb.cycle_ms ? run_task(spawn_main, &tb) : -TR_ENOMEM;
+  int rc = tb.first_ms && tb.cycle_ms ? bench_run_task(spawn_main, &tb) : -TR_ENOMEM;
   if (rc) {
     free(tb.first_ms);
     free(tb.cycle_ms);
