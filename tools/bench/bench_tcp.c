@@ -118,6 +118,12 @@ static int stream_main(void *arg) {
   return close_daemon(an, p, tb, rc);
 }
 
+/* The daemon exited 0 when its nursery cancelled it. */
+static int exited_clean(const tcp_bench_t *tb) {
+  return tb->child_status != -1 && WIFEXITED(tb->child_status) &&
+         WEXITSTATUS(tb->child_status) == 0;
+}
+
 static int spawn_main(void *arg) {
   tcp_bench_t *tb = arg;
   int rc = 0;
@@ -139,17 +145,10 @@ static int spawn_main(void *arg) {
     tb->first_ms[i] = (c1 - c0) * 1e3;
     tb->cycle_ms[i] = (c2 - c0) * 1e3;
     /* A cycle counts when its call echoed and its daemon exited 0. */
-    tb->ok += ok && tb->child_status != -1 && WIFEXITED(tb->child_status) &&
-              WEXITSTATUS(tb->child_status) == 0;
+    tb->ok += ok && exited_clean(tb);
   }
   tb->secs = bench_now() - t0;
   return rc;
-}
-
-/* The daemon exited 0 when its nursery cancelled it. */
-static int exited_clean(const tcp_bench_t *tb) {
-  return tb->child_status != -1 && WIFEXITED(tb->child_status) &&
-         WEXITSTATUS(tb->child_status) == 0;
 }
 
 int bench_tcp_rpc(uint64_t n, bench_result_t *res) {
