@@ -43,9 +43,13 @@
  * exchange, short enough that an idle runtime sleeps.  TR_SPIN_NS bounds
  * the spin in time as well: on a loaded machine a yield can give the core
  * away for milliseconds, and 256 of them would keep an idle runtime
- * "spinning" (polling, its reactor ticking) for most of a second. */
+ * "spinning" (polling, its reactor ticking) for most of a second.  But
+ * never fewer than TR_SPIN_MIN_ROUNDS: a spinner woken to take a stuck
+ * worker's next slot (tr__schedule) needs two looks at it, 8 searches
+ * apart (steal_next), and is the only one that will come. */
 #define TR_SPIN_ROUNDS 256
 #define TR_SPIN_NS 200000
+#define TR_SPIN_MIN_ROUNDS 32
 /* Turns an actor may take from the next slot in a row before the ring's
  * oldest entry gets a turn (fairness; same idea as Go's runnext). */
 #define TR_NEXT_STREAK_MAX 32
@@ -373,7 +377,7 @@ static void *worker_main(void *arg) {
       if (!io || io->poll() == 0)
         sched_yield();
       a = find_work(w);
-      if ((r & 15) == 15 && !a) { /* the clock, once per 16 rounds */
+      if ((r & 15) == 15 && r >= TR_SPIN_MIN_ROUNDS - 1 && !a) { /* the clock, every 16 rounds */
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
         if ((t.tv_sec - t0.tv_sec) * 1000000000LL + (t.tv_nsec - t0.tv_nsec) > TR_SPIN_NS)
