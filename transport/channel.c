@@ -194,14 +194,21 @@ static int ents_add(ents_t *t, const uint8_t uuid[TR_UUID_LEN], tr_actor_t *a) {
   return 0;
 }
 
-/* Removes the entry of the actor with id `id`, if any, with its
- * reference.  Returns 1 when there was one. */
-static int ents_remove_id(ents_t *t, uint64_t id) {
+/* Removes entry i with its reference (the last entry takes its place). */
+static void ents_remove_at(ents_t *t, size_t i) {
+  tr_actor_release(t->v[i].a);
+  t->v[i] = t->v[--t->n];
+  t->hit = 0;
+}
+
+/* Removes the entry of the actor with id `id`, if any, copying its uuid
+ * to `uuid` (may be NULL).  Returns 1 when there was one. */
+static int ents_remove_id(ents_t *t, uint64_t id, uint8_t uuid[TR_UUID_LEN]) {
   for (size_t i = 0; i < t->n; i++)
     if (tr_actor_id(t->v[i].a) == id) {
-      tr_actor_release(t->v[i].a);
-      t->v[i] = t->v[--t->n];
-      t->hit = 0;
+      if (uuid)
+        memcpy(uuid, t->v[i].uuid, TR_UUID_LEN);
+      ents_remove_at(t, i);
       return 1;
     }
   return 0;
@@ -359,7 +366,7 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
        * it (its frames after that are answered as a dead actor's). */
       if (ents_add(&c->loc, u, tr_actor_dup(m->from)) == 0 &&
           tr__actor_monitor(m->from, tr_self(), C_GONE) != 0)
-        (void)ents_remove_id(&c->loc, tr_actor_id(m->from));
+        (void)ents_remove_id(&c->loc, tr_actor_id(m->from), NULL);
     }
   }
   if (c->child_side && m->cid == c->life_cid && c->main && m->from == c->main &&
@@ -398,6 +405,19 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
   struct tr_envx *x = m->x_;
   if (m->body == TR_BODY_CREDIT && m->cid == 0 && !(x && x->has_dst)) {
     tr_msg_free(m); /* a heartbeat: its arrival was the point */
+    return;
+  }
+  if (m->body == TR_BODY_STOP && m->cid == 0 && x && x->has_src && !x->has_dst) {
+    /* The peer's actor src has exited: its proxy goes (what is still sent
+     * to it is answered as a gone actor answers). */
+    for (size_t i = 0; i < c->prx.n; i++)
+      if (memcmp(c->prx.v[i].uuid, x->src.uuid, TR_UUID_LEN) == 0 &&
+          c->prx.v[i].a != c->parent_px) {
+        (void)tr_send_u64(c->prx.v[i].a, P_EXIT, 0);
+        ents_remove_at(&c->prx, i);
+        break;
+      }
+    tr_msg_free(m);
     return;
   }
   if (m->body == TR_BODY_SPAWN_SPEC && c->child_side && !c->main) {
@@ -730,9 +750,22 @@ static void chan_fn(void *state, tr_msg_t *m) {
       chan_maybe_exit(c);
     }
     break;
-  case C_GONE:
-    (void)ents_remove_id(&c->loc, m->u64);
+  case C_GONE: {
+    uint8_t u[TR_UUID_LEN];
+    tr_msg_t *g;
+    /* Forgotten here, and the peer told, so that it forgets its proxy. */
+    if (ents_remove_id(&c->loc, m->u64, u) && !c->io_done && tr_msg_new(&g) == 0) {
+      struct tr_envx *x = tr__envx_get((g->body = TR_BODY_STOP, g));
+      if (x) {
+        x->has_src = 1;
+        memcpy(x->src.uuid, u, TR_UUID_LEN);
+        chan_queue(c, g);
+      } else {
+        tr_msg_free(g);
+      }
+    }
     break;
+  }
   case C_TICK:
     on_tick(c);
     break;

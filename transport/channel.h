@@ -16,8 +16,9 @@
  * proxy of its src (made on first sight), so the engine answers through
  * the proxy.  The local actors that talked on the channel are known by
  * uuid until they exit (a monitor each prunes the table); a frame for one
- * that has gone is answered as a dead actor answers.  Proxies live as long
- * as the channel: no protocol message says a remote actor has gone.
+ * that has gone is answered as a dead actor answers.  The channel then
+ * tells the peer (a Stop outside any dialog naming it in src: PROTOCOL.md
+ * section 4, "Gone notices"), which drops its proxy of that actor.
  *
  * Handshake: each end sends Hello first (transport/hello.h) and checks
  * the peer's before anything else is read; a bad Hello closes the channel

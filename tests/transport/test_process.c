@@ -64,6 +64,16 @@ static int my_pid(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_FN("tproc.math", "pid", my_pid)
 
+/* The callee process's actor objects not yet freed (tr_stats). */
+static int allocated(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  tr_stats_t s;
+  tr_stats(&s);
+  return tr_buf_from_u64(s.actors_allocated, result);
+}
+TR_EXPORT_FN("tproc.math", "allocated", allocated)
+
 static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
@@ -515,8 +525,9 @@ static int one_call(void *arg) {
 static void *join_actor(void *arg) { return (void *)(intptr_t)tr_join(arg, -1); }
 
 /* A channel knows the local actors that talked on it (to route their
- * answers) only until they exit: 50 short-lived callers leave no actor
- * object behind (actors_allocated counts the ones still referenced). */
+ * answers) only until they exit, and then tells the peer, which forgets
+ * its proxy: 50 short-lived callers leave no actor object behind on
+ * either side (actors_allocated counts the ones still referenced). */
 TR_TEST(process, the_channel_forgets_callers_that_exited, .timeout = 60, .init = setup,
         .fini = teardown) {
   tr_actor_nursery_t *an;
@@ -530,6 +541,8 @@ TR_TEST(process, the_channel_forgets_callers_that_exited, .timeout = 60, .init =
   tr_check_rc(rc, 0);
   tr_stats_t before, now;
   tr_stats(&before);
+  uint64_t theirs_before = p ? run_u64_any(p, "tproc.math.allocated", 0, &rc) : 0;
+  tr_check_rc(rc, 0);
   for (int i = 0; p && rc == 0 && i < 50; i++) {
     tr_actor_t *a = NULL;
     tr_spawn_opts_t so = {.name = "caller"};
@@ -550,6 +563,16 @@ TR_TEST(process, the_channel_forgets_callers_that_exited, .timeout = 60, .init =
   tr_check(now.actors_allocated <= before.actors_allocated,
            "%llu actor objects more than before the 50 callers",
            (unsigned long long)(now.actors_allocated - before.actors_allocated));
+  /* The callee's side: its proxies of the callers go. */
+  uint64_t theirs = 0;
+  rc = 0;
+  until = tr_now() + 5000 * MS;
+  while (p && (theirs = run_u64_any(p, "tproc.math.allocated", 0, &rc)) > theirs_before &&
+         rc == 0 && tr_now() < until && tr_sleep(MS) == 0)
+    ;
+  tr_check_rc(rc, 0);
+  tr_check(theirs <= theirs_before, "the callee process has %llu actor objects more",
+           (unsigned long long)(theirs - theirs_before));
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
   return 0;
