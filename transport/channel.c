@@ -409,10 +409,12 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
   }
   if (m->body == TR_BODY_STOP && m->cid == 0 && x && x->has_src && !x->has_dst) {
     /* The peer's actor src has exited: its proxy goes (what is still sent
-     * to it is answered as a gone actor answers). */
+     * to it is answered as a gone actor answers).  Not the proxies the
+     * channel itself stands on (the child's main actor, the parent): their
+     * ends are the life dialog's, whatever a peer says. */
     for (size_t i = 0; i < c->prx.n; i++)
       if (memcmp(c->prx.v[i].uuid, x->src.uuid, TR_UUID_LEN) == 0 &&
-          c->prx.v[i].a != c->parent_px) {
+          c->prx.v[i].a != c->parent_px && c->prx.v[i].a != c->child_px) {
         (void)tr_send_u64(c->prx.v[i].a, P_EXIT, 0);
         ents_remove_at(&c->prx, i);
         break;
