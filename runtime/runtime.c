@@ -30,11 +30,14 @@
 #include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
 #include "transport/channel.h"
+#include "transport/node.h"
 
 /* The transport, wired in from the top (the layers below only see hooks):
  * tr_main of a child process, and the actor nursery's process children. */
 int (*tr__main_child_hook)(const tr_config_t *cfg) = tr__chan_child_run;
 const tr_rpc_proc_ops_t *tr__rpc_proc_ops = &tr__chan_proc_ops;
+const tr_rpc_node_ops_t *tr__rpc_node_ops = &tr__node_rpc_ops;
+const tr_main_node_ops_t *tr__main_node_ops = &tr__node_main_ops;
 
 /* tr_run is serialised by this flag (CAS 0 -> 1). */
 static uint32_t rt_claimed;
@@ -101,6 +104,7 @@ static void snapshot(tr_stats_t *out) {
   out->actors_spawned = t.spawned;
   out->actors_exited = t.exited;
   out->actors_live = tr_load_relaxed(&tr__actors.live);
+  out->actors_node = tr_load_relaxed(&tr__actors.node_live);
   out->actors_allocated = t.spawned - t.actors_freed;
   out->msgs_handled = t.handled;
   out->dead_letters = t.dead_letters;

@@ -161,6 +161,10 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
     h->is_probe = bx->u.hello.is_probe != 0;
     h->version = bx->u.hello.version;
     h->flags = bx->u.hello.flags;
+    if (bx->u.hello.has_nonce) {
+      h->nonce.len = sizeof bx->u.hello.nonce;
+      h->nonce.data = (uint8_t *)bx->u.hello.nonce;
+    }
     wbin(&h->auth_proof, m->payload);
     t->env.hello = h;
     break;
@@ -912,6 +916,12 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
     x->u.hello.is_probe = h->is_probe != 0;
     x->u.hello.version = h->version;
     x->u.hello.flags = h->flags;
+    if (h->nonce.len != 0) {
+      if (h->nonce.len != sizeof x->u.hello.nonce)
+        return -TR_EPROTO;
+      x->u.hello.has_nonce = 1;
+      memcpy(x->u.hello.nonce, h->nonce.data, sizeof x->u.hello.nonce);
+    }
     if ((rc = tr__dup_opt(&x->u.hello.id.name, h->name)) != 0 ||
         (rc = tr__dup_opt(&x->u.hello.id.addr, h->addr)) != 0 ||
         (rc = rbin(&m->payload, &h->auth_proof)) != 0)

@@ -17,7 +17,7 @@
  *   ----------   -----------------------   --------------------------------
  *   Hello        payload = auth proof      u.hello: id (name, uuid, addr),
  *                                          pid, version, flags, is_registrar,
- *                                          is_probe
+ *                                          is_probe, nonce (has_nonce)
  *   SpawnSpec    payload = run_args        u.spawn_spec: name, ns[n_ns],
  *                                          registry[n_registry], bind_addr,
  *                                          log_level, life_cid, parent
@@ -119,6 +119,8 @@ struct tr_envx {
       int64_t pid;
       uint32_t version, flags;
       uint8_t is_registrar, is_probe;
+      uint8_t has_nonce;
+      uint8_t nonce[32]; /* Hello.nonce: empty or exactly 32 bytes */
     } hello;
     struct {
       char *name;

@@ -30,6 +30,7 @@
 #include "schema/envelope.h"
 #include "transport/hello.h"
 #include "transport/listen.h"
+#include "transport/node.h"
 #include "transport/proc.h"
 #include "transport/wire.h"
 
@@ -50,6 +51,7 @@ enum {
   C_LAST,              /* through the parent's proxy: the main actor's last words are queued */
   C_TICK,              /* heartbeat time: is the peer silent, is this side idle? */
   C_GONE,              /* a local actor that talked here exited (monitor) */
+  C_CLOSE,             /* a channel between nodes: the node is stopping */
   P_EXIT               /* to a proxy: the channel is gone */
 };
 
@@ -71,6 +73,7 @@ typedef struct ents {
 
 typedef struct chan {
   int child_side;
+  uint8_t peer; /* a channel to another node (tr__chan_peer) */
   int fd;
   uint8_t listening; /* holds a reference on the listener (listen.h) */
   tr_fd_watch_t *w, *pw;
@@ -233,6 +236,8 @@ static tr_actor_t *proxy_for(chan_t *c, const uint8_t uuid[TR_UUID_LEN], const c
     tr_log(TR_LOG_ERROR, "channel: no proxy for %s (out of memory)", name ? name : "an actor");
     return NULL;
   }
+  if (c->peer)
+    tr__actor_mark_node(p);
   return p;
 }
 
@@ -282,7 +287,9 @@ static void chan_lost(chan_t *c, int rc, const char *cause) {
   if (rc != -TR_ECLOSED || !(c->final_seen || c->last_in))
     tr_log(rc == -TR_ECLOSED ? TR_LOG_INFO : TR_LOG_WARN, "channel %s: %s",
            tr_actor_name(tr_self()), cause);
-  if (c->child_side) {
+  if (c->peer) {
+    post_lost(c, rc, cause); /* no process to reap: the dialogs learn it now */
+  } else if (c->child_side) {
     /* The parent is gone: so is this child (tractor: a child whose parent
      * channel closes cancels itself). */
     post_lost(c, rc, cause);
@@ -412,12 +419,13 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
      * to it is answered as a gone actor answers).  Not the proxies the
      * channel itself stands on (the child's main actor, the parent): their
      * ends are the life dialog's, whatever a peer says. */
-    for (size_t i = 0; i < c->prx.n; i++)
+    for (size_t i = 0; i < c->prx.n;)
       if (memcmp(c->prx.v[i].uuid, x->src.uuid, TR_UUID_LEN) == 0 &&
           c->prx.v[i].a != c->parent_px && c->prx.v[i].a != c->child_px) {
         (void)tr_send_u64(c->prx.v[i].a, P_EXIT, 0);
-        ents_remove_at(&c->prx, i);
-        break;
+        ents_remove_at(&c->prx, i); /* the last entry moved to i */
+      } else {
+        i++;
       }
     tr_msg_free(m);
     return;
@@ -445,6 +453,14 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
     return;
   }
   tr_actor_t *to = ents_find(&c->loc, x->dst.uuid);
+  if (!to && (to = tr__node_local(x->dst.uuid)) != NULL) {
+    /* A registered actor of this node, found by another node: known here
+     * from now on, as an actor that talked here is. */
+    if (ents_add(&c->loc, x->dst.uuid, to) == 0 &&
+        tr__actor_monitor(to, tr_self(), C_GONE) != 0)
+      (void)ents_remove_id(&c->loc, tr_actor_id(to), NULL);
+    to = ents_find(&c->loc, x->dst.uuid);
+  }
   if (!to) {
     /* Nobody of that uuid has talked here: as a dead actor would. */
     if (m->from && m->body == TR_BODY_START) {
@@ -518,9 +534,11 @@ static void start_main(chan_t *c, tr_msg_t *m) {
     chan_lost(c, -TR_EPROTO, "a SpawnSpec without a parent or a child");
     return;
   }
+  tr__node_child_setup(x->u.spawn_spec.n_registry ? x->u.spawn_spec.registry[0] : NULL,
+                       x->u.spawn_spec.bind_addr);
   int rc = tr__rpc_spawn_served(x->u.spawn_spec.name, x->u.spawn_spec.ns, x->u.spawn_spec.n_ns,
                                 x->u.spawn_spec.run_func, m->payload, c->parent_px, c->life_cid,
-                                x->dst.uuid, &c->main);
+                                x->dst.uuid, NULL, &c->main);
   if (rc) {
     /* Its exit report: the error, then the end. */
     tr__send_error(NULL, c->parent_px, c->life_cid, rc, tr_error_last(), NULL);
@@ -619,7 +637,9 @@ static void on_proc(chan_t *c) {
 static void chan_maybe_exit(chan_t *c) {
   if (c->exiting)
     return;
-  int done = c->child_side ? (c->io_done && (!c->main || c->main_gone)) : (c->proc.pid == 0);
+  int done = c->peer         ? c->io_done
+             : c->child_side ? (c->io_done && (!c->main || c->main_gone))
+                             : (c->proc.pid == 0);
   if (!done)
     return;
   c->exiting = 1;
@@ -771,6 +791,11 @@ static void chan_fn(void *state, tr_msg_t *m) {
   case C_TICK:
     on_tick(c);
     break;
+  case C_CLOSE:
+    if (c->peer)
+      chan_lost(c, -TR_ECLOSED, "this node is stopping");
+    break;
+
   case C_LAST:
     c->last_in = 1;
     chan_try_flush(c);
@@ -819,7 +844,7 @@ static chan_t *chan_alloc(void) {
 
 /* Queues this end's Hello, named after actor `who`. */
 static int queue_hello(chan_t *c, tr_actor_t *who) {
-  tr_hello_info_t hi = {.node = who};
+  tr_hello_info_t hi = {.node = who, .flags = c->child_side ? TR_HELLO_CHILD : 0};
   tr_msg_t *h;
   int rc = tr__hello_new(&hi, &h);
   if (rc == 0)
@@ -856,6 +881,16 @@ static tr_msg_t *spawn_spec(const tr_proc_req_t *req) {
     for (size_t i = 0; i < req->n_enable; i++, x->u.spawn_spec.n_ns++)
       if (!(x->u.spawn_spec.ns[i] = strdup(req->enable[i])))
         goto oom;
+  }
+  char reg[TR_ADDR_MAX], bind[TR_ADDR_MAX];
+  tr__node_spawn_info(reg, sizeof reg, bind, sizeof bind);
+  if (reg[0]) {
+    if (!(x->u.spawn_spec.registry = calloc(1, sizeof(char *))) ||
+        !(x->u.spawn_spec.registry[0] = strdup(reg)))
+      goto oom;
+    x->u.spawn_spec.n_registry = 1;
+    if (bind[0] && !(x->u.spawn_spec.bind_addr = strdup(bind)))
+      goto oom;
   }
   m->payload = tr_buf_ref((tr_buf_t *)req->args);
   return m;
@@ -993,6 +1028,7 @@ static int child_root(void *arg) {
   (void)tr_send_u64(ca, C_INIT, 0);
   (void)tr_join(ca, -1);
   tr_actor_release(ca);
+  tr__node_child_stop(); /* its channels to other nodes, its listener */
   return 0;
 }
 
@@ -1003,3 +1039,76 @@ int tr__chan_child_run(const tr_config_t *cfg) {
 }
 
 const tr_rpc_proc_ops_t tr__chan_proc_ops = {tr__chan_spawn, tr__chan_kill};
+
+/* ---- channels between nodes ------------------------------------------------------- */
+
+int tr__chan_peer(int fd, tr_msg_t *hello, const tr_uid_t *peer, tr_actor_t **out,
+                  tr_actor_t **peer_px) {
+  *out = NULL;
+  if (peer_px)
+    *peer_px = NULL;
+  const char *peer_name = peer ? peer->name : NULL;
+  chan_t *c = chan_alloc();
+  if (!c) {
+    tr_msg_free(hello);
+    close(fd);
+    return TR__ENOMEM();
+  }
+  c->peer = 1;
+  c->fd = fd;
+  c->hello_seen = 1; /* the handshake is done (node.c, listen.c) */
+  if (sock_opts(fd) != 0) {
+    int err = errno;
+    tr_msg_free(hello);
+    chan_exit(c);
+    return TR_ERROR(-TR_EIO, "channel: socket options: %s", strerror(err));
+  }
+  char name[TR_ADDR_MAX + 16];
+  snprintf(name, sizeof name, "chan:%s", peer_name && *peer_name ? peer_name : "peer");
+  tr_spawn_opts_t o = {.name = name, .on_exit = chan_exit};
+  tr_actor_t *ca;
+  int rc = tr_spawn(chan_fn, c, &o, &ca);
+  if (rc) {
+    tr_msg_free(hello);
+    chan_exit(c);
+    return rc;
+  }
+  tr__actor_mark_node(ca);
+  tr_actor_t *px;
+  if (peer && proxy_new(ca, peer->name, peer->uuid, &px) == 0) {
+    /* The Hello's actor, in the table before the channel runs: frames from
+     * it come through this proxy, not a second one. */
+    tr__actor_mark_node(px);
+    if (ents_add(&c->prx, peer->uuid, tr_actor_dup(px)) == 0 && peer_px)
+      *peer_px = tr_actor_dup(px);
+    tr_actor_release(px);
+  }
+  if (hello)
+    chan_queue(c, hello); /* before C_INIT: the first frame */
+  (void)tr_send_u64(ca, C_INIT, 0);
+  *out = ca;
+  return 0;
+}
+
+void tr__chan_close(tr_actor_t *chan) { (void)tr_send_u64(chan, C_CLOSE, 0); }
+
+int tr__chan_proxy(tr_actor_t *chan, const uint8_t uuid[TR_UUID_LEN], const char *name,
+                   tr_actor_t **out) {
+  *out = NULL;
+  tr_actor_t *px;
+  int rc = proxy_new(chan, name, uuid, &px);
+  if (rc)
+    return rc;
+  tr__actor_mark_node(px);
+  /* Not in the channel's table (its turns own that): the proxy exits when
+   * the channel does, told by a monitor (at once if it has already).
+   * Frames from that actor arrive through the channel's own proxy of it;
+   * the dialogs match peers by uuid, so either stands for it. */
+  if ((rc = tr__actor_monitor(chan, px, P_EXIT)) != 0) {
+    (void)tr_send_u64(px, P_EXIT, 0);
+    tr_actor_release(px);
+    return TR__ENOMEM();
+  }
+  *out = px;
+  return 0;
+}

@@ -24,7 +24,7 @@
  * the peer's before anything else is read; a bad Hello closes the channel
  * with a logged reason.
  *
- * Two kinds:
+ * Three kinds:
  *   - a parent's channel to a child process (tr__chan_spawn): it listens
  *     on 127.0.0.1 (a port of the kernel's choice) until that process
  *     connects back (its Hello must name the child's pid), sends
@@ -38,6 +38,11 @@
  *     back, receives the SpawnSpec, starts the child's main actor with the
  *     uuid the parent chose, and ends after that actor's exit report is
  *     written.  A lost parent cancels the main actor.
+ *   - a channel between two nodes (tr__chan_peer, issue 11): dialled by
+ *     node.c to an address it found in the registry, or accepted by the
+ *     listener from such a dialler.  A frame for a local actor that has not
+ *     talked on it yet goes to a registered actor of that uuid
+ *     (tr__node_local).  It ends with its connection.
  *
  * A broken connection (EOF: -TR_ECLOSED, an error: -TR_EIO) ends every
  * dialog between the two sides through the engine's peer-loss entry point
@@ -92,6 +97,33 @@ void tr__chan_kill(tr_actor_t *proxy);
  * Threads: the main thread, with no runtime running.
  */
 int tr__chan_child_run(const tr_config_t *cfg);
+
+/*
+ * A channel to another node over fd, a connected socket whose handshake is
+ * done (node.c dialled it, or the listener accepted it).  hello, when not
+ * NULL, is queued as its first frame (the accepting side's answer).  peer
+ * is the actor the peer's Hello named: the channel's proxy of it is made
+ * now, and *peer_px (when not NULL) gets a reference to it.  Returns 0
+ * with *out (a reference to the channel actor), or -TR_ENOMEM / -TR_EIO
+ * with an error object.
+ * Ownership: takes fd and hello, also on failure (closed, freed); borrows
+ * peer.  Threads: any, while the runtime runs.
+ */
+int tr__chan_peer(int fd, tr_msg_t *hello, const tr_uid_t *peer, tr_actor_t **out,
+                  tr_actor_t **peer_px);
+
+/* Closes a channel between nodes (its dialogs end with -TR_ECLOSED, as
+ * at the peer's close).  Threads: any. */
+void tr__chan_close(tr_actor_t *chan);
+
+/*
+ * A new proxy, on channel `chan`, for the remote actor (uuid, name): a
+ * portal to it sends over that channel.  It exits when the channel does.
+ * Returns 0 with *out (a reference), or -TR_ENOMEM.
+ * Ownership: borrows chan and name.  Threads: any.
+ */
+int tr__chan_proxy(tr_actor_t *chan, const uint8_t uuid[TR_UUID_LEN], const char *name,
+                   tr_actor_t **out);
 
 /* The actor nursery's process children (rpc.h), which runtime.c hands to
  * the dialog engine. */

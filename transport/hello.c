@@ -27,7 +27,7 @@ int tr__hello_new(const tr_hello_info_t *info, tr_msg_t **out) {
   tr_actor_uuid(info->node, x->u.hello.id.uuid);
   x->u.hello.pid = (int64_t)getpid();
   x->u.hello.version = TR_PROTO_VERSION;
-  x->u.hello.flags = 0;
+  x->u.hello.flags = info->flags;
   x->u.hello.is_probe = info->is_probe;
   x->u.hello.is_registrar = info->is_registrar;
   *out = m;
@@ -60,6 +60,9 @@ int tr__hello_check(const tr_msg_t *m, tr_uid_t *peer) {
   if (x->u.hello.pid <= 0)
     return TR_ERROR(-TR_EPROTO, "Hello from %s with pid %lld", x->u.hello.id.name,
                     (long long)x->u.hello.pid);
+  if (x->u.hello.flags & ~TR_HELLO_CHILD)
+    return TR_ERROR(-TR_EPROTO, "Hello from %s with unknown flags %#x", x->u.hello.id.name,
+                    (unsigned)x->u.hello.flags);
   if (peer && tr__uid_copy(peer, &x->u.hello.id) != 0)
     return TR__ENOMEM();
   return 0;

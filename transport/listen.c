@@ -20,11 +20,13 @@
 #include <tractor/log.h>
 #include <tractor/time.h>
 
+#include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
 #include "runtime/reactor/reactor.h"
 #include "schema/envelope.h"
 #include "transport/channel.h"
 #include "transport/hello.h"
+#include "transport/node.h"
 
 enum {
   L_INIT = 0x7e2b0001, /* watch the listening socket */
@@ -184,15 +186,27 @@ static void conn_read(lstate_t *s, conn_t *c) {
       continue;
     int rc = tr__hello_check(m, NULL);
     pid_t pid = rc == 0 ? (pid_t)m->x_->u.hello.pid : 0;
+    if (rc == 0 && used < (size_t)k)
+      rc = TR_ERROR(-TR_EPROTO, "bytes after its Hello");
+    if (rc == 0 && !(m->x_->u.hello.flags & TR_HELLO_CHILD)) {
+      /* Another node: the node answers it, or refuses. */
+      (void)tr__fd_unwatch(c->w);
+      c->w = NULL;
+      rc = tr__node_accept(c->fd, m);
+      if (rc == 0)
+        c->fd = -1; /* the node's now */
+      tr_msg_free(m);
+      if (rc == 0)
+        conn_close(s, c);
+      else
+        refuse(s, c, tr_error_message(tr_error_last()));
+      return;
+    }
     tr_msg_free(m);
     if (rc) {
       char why[200];
       snprintf(why, sizeof why, "%s", tr_error_message(tr_error_last()));
       refuse(s, c, why);
-      return;
-    }
-    if (used < (size_t)k) {
-      refuse(s, c, "bytes after its Hello");
       return;
     }
     c->pid = pid;
@@ -306,26 +320,63 @@ static void listener_exit(void *state) {
   free(s);
 }
 
-int tr__listen_acquire(char *addr, size_t len) {
+int tr__addr_parse(const char *text, struct sockaddr_in *sa) {
+  memset(sa, 0, sizeof *sa);
+  sa->sin_family = AF_INET;
+  const char *colon = text ? strrchr(text, ':') : NULL;
+  char host[64];
+  size_t hlen = colon ? (size_t)(colon - text) : (text ? strlen(text) : 0);
+  if (!text || hlen == 0 || hlen >= sizeof host)
+    return TR_ERROR(-TR_EINVAL, "'%s' is not an address (host:port, IPv4)", text ? text : "");
+  memcpy(host, text, hlen);
+  host[hlen] = '\0';
+  long port = 0;
+  if (colon) {
+    char *end;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || port < 0 || port > 65535)
+      return TR_ERROR(-TR_EINVAL, "'%s': the port is not a number in 0-65535", text);
+  }
+  if (strcmp(host, "localhost") == 0)
+    snprintf(host, sizeof host, "127.0.0.1");
+  if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+    return TR_ERROR(-TR_EINVAL, "'%s': '%s' is not an IPv4 address", text, host);
+  sa->sin_port = htons((uint16_t)port);
+  return 0;
+}
+
+int tr__listen_acquire(char *addr, size_t len) { return tr__listen_bind(NULL, addr, len); }
+
+int tr__listen_bind(const char *where, char *addr, size_t len) {
   int rc = 0;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (where && (rc = tr__addr_parse(where, &sa)) != 0)
+    return rc;
   pthread_mutex_lock(&L.lock);
   if (!L.actor) {
     lstate_t *s = calloc(1, sizeof *s);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sa;
+    int one = 1;
     int l = s ? socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    char want[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &sa.sin_addr, want, sizeof want);
     if (!s) {
       rc = TR__ENOMEM();
-    } else if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(l, 128) != 0 ||
+    } else if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+               bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(l, 128) != 0 ||
                getsockname(l, (struct sockaddr *)&sa, &sl) != 0) {
-      rc = TR_ERROR(-TR_EIO, "cannot listen on 127.0.0.1: %s", strerror(errno));
+      int err = errno;
+      rc = TR_ERROR(err == EADDRINUSE ? -TR_EBUSY : -TR_EIO, "cannot listen on %s:%u: %s", want,
+                    (unsigned)ntohs(sa.sin_port), strerror(err));
     } else {
       s->lfd = l;
-      snprintf(L.addr, sizeof L.addr, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+      snprintf(L.addr, sizeof L.addr, "%s:%u", want, (unsigned)ntohs(sa.sin_port));
       memcpy(s->addr, L.addr, sizeof s->addr);
       tr_spawn_opts_t o = {.name = "listener", .on_exit = listener_exit};
       rc = tr_spawn(listener_fn, s, &o, &L.actor);
       if (rc == 0) {
+        tr__actor_mark_node(L.actor);
         l = -1;
         s = NULL;
         (void)tr_send_u64(L.actor, L_INIT, 0);
@@ -375,6 +426,18 @@ void tr__listen_release(pid_t pid) {
     stop = L.actor;
     L.actor = NULL;
   }
+  pthread_mutex_unlock(&L.lock);
+  if (stop) {
+    (void)tr_send_u64(stop, L_STOP, 0);
+    tr_actor_release(stop);
+  }
+}
+
+void tr__listen_close_now(void) {
+  pthread_mutex_lock(&L.lock);
+  tr_actor_t *stop = L.actor;
+  L.actor = NULL;
+  L.users = 0;
   pthread_mutex_unlock(&L.lock);
   if (stop) {
     (void)tr_send_u64(stop, L_STOP, 0);

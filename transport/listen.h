@@ -1,10 +1,13 @@
 /*
- * The process's listener for its child processes (issue 10): one TCP
- * listening socket on 127.0.0.1 (a port of the kernel's choice), alive
- * while the process has process children, to which every child connects
- * back.  The listener reads each new connection's first frame, which must
- * be a Hello (transport/hello.h) naming the pid of a child being started;
- * it then hands the socket to that child's channel (channel.c).  Anything
+ * The process's listener (issue 10; the node's since issue 11): one TCP
+ * listening socket, on 127.0.0.1 (a port of the kernel's choice) for a
+ * process that only has child processes, or on the node address
+ * (transport/node.h), alive while someone holds a reference.  Every child
+ * connects back to it, and other nodes connect to it.  The listener reads
+ * each new connection's first frame, which must be a Hello
+ * (transport/hello.h).  One flagged TR_HELLO_CHILD must name the pid of a
+ * child being started: the socket goes to that child's channel
+ * (channel.c).  Any other goes to the node (tr__node_accept).  Anything
  * else closes that one connection with a logged reason: garbage, a frame
  * longer than allowed (refused before any allocation), another protocol
  * version, an unknown pid, bytes after the Hello (a child says nothing
@@ -28,6 +31,21 @@
  */
 int tr__listen_acquire(char *addr, size_t len);
 
+/*
+ * As tr__listen_acquire, but a listener started now binds `where`
+ * ("host:port", port 0: the kernel's choice; NULL: 127.0.0.1:0).  With a
+ * listener already running, `where` is not looked at.  Returns 0, or
+ * -TR_EBUSY (the address is in use), -TR_EINVAL (not an address), -TR_EIO
+ * or -TR_ENOMEM, with an error object.  Threads: a turn or task.
+ */
+int tr__listen_bind(const char *where, char *addr, size_t len);
+
+/* Parses "a.b.c.d:port" (or "host" alone: port 0; "localhost" is
+ * 127.0.0.1) into sa.  Returns 0 or -TR_EINVAL with an error object.
+ * Threads: any. */
+struct sockaddr_in;
+int tr__addr_parse(const char *text, struct sockaddr_in *sa);
+
 /* Expects a connection from process pid, for channel `chan` (which gets
  * C_ADOPT with the socket in u64; a reference is kept until then).
  * Threads: any, after tr__listen_acquire. */
@@ -36,6 +54,10 @@ void tr__listen_expect(pid_t pid, tr_actor_t *chan, uint32_t adopt_tag);
 /* Drops the reference (and pid's expectation, if still pending); the last
  * one stops the listener.  Threads: any. */
 void tr__listen_release(pid_t pid);
+
+/* Stops the listener whoever holds it (later releases do nothing): for
+ * the tests of a node that stops answering.  Threads: any. */
+void tr__listen_close_now(void);
 
 /* The listener's address now, for tests: 0, or -TR_ENOTFOUND (none). */
 int tr__listen_addr(char *addr, size_t len);

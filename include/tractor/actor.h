@@ -241,6 +241,31 @@ typedef struct tr_config {
    * integer, overrides it (milliseconds; 0 or less = never); child
    * processes inherit this process's value. */
   int64_t peer_timeout_ns;
+  /* Discovery and trust (discovery.h, docs/OPERATIONS.md); tr_main only.
+   * Strings are copied when tr_main starts.
+   *
+   * registry_addr: the registrar's "host:port" (IPv4).  NULL: the
+   * environment variable TR_REGISTRY_ADDR, else "127.0.0.1:1616".  "off"
+   * turns discovery off (no listener, no registration).  The environment
+   * variable overrides the field, as for the fields above. */
+  const char *registry_addr;
+  /* bind_addr: the host (or "host:port"; port 0 or none = the kernel's
+   * choice) this node listens on for other nodes.  NULL: TR_BIND_ADDR,
+   * else "127.0.0.1".  The registrar's node listens on registry_addr
+   * instead.  A non-loopback bind or registry address needs
+   * allow_insecure (tr_main fails with -TR_EPERM otherwise). */
+  const char *bind_addr;
+  /* secret: reserved for authenticated channels (a mutual
+   * challenge-response on every connection, issue 11), which are not built
+   * yet.  Until they are, a secret given here, in TR_SECRET or through
+   * TR_SECRET_FILE makes tr_main fail with -TR_EINVAL rather than run
+   * without the protection it asks for. */
+  const char *secret;
+  /* allow_insecure: 1 lets this node listen on a non-loopback address
+   * without authentication (anyone who can reach the port can then call
+   * the exposed functions).  The environment variable TR_ALLOW_INSECURE=1
+   * sets it. */
+  int allow_insecure;
 } tr_config_t;
 
 typedef int (*tr_root_fn)(void *arg);
@@ -272,6 +297,11 @@ typedef struct tr_stats {
   uint64_t actors_spawned; /* since tr_run started */
   uint64_t actors_exited;
   uint64_t actors_live;      /* spawned and not yet exited */
+  /* Of those, the node's own (discovery.h): its listener, its registrar,
+   * its channels to other nodes and their proxies.  They live as long as
+   * the node, and tr_main ends them after the root function has returned;
+   * a leak check made inside the root counts the others. */
+  uint64_t actors_node;
   uint64_t actors_allocated; /* actor objects not yet freed (live + referenced) */
   uint64_t msgs_handled;     /* messages delivered to behaviours */
   uint64_t dead_letters;     /* messages freed undelivered */

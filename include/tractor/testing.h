@@ -35,8 +35,8 @@
  * What TR_TEST does, in the Criterion test's process:
  *   1. reserves a free 127.0.0.1 port and sets the environment variable
  *      TR_REGISTRY_ADDR=127.0.0.1:<port>, so that parallel test processes
- *      never share a registry (the runtime reads the variable once the
- *      registry exists; until then the address is only reserved);
+ *      never share a registrar: the test's root becomes the registrar there
+ *      (discovery.h; TR_TEST_NO_DISCOVERY below turns it off);
  *   2. runs tr_main with the body as the root actor's main task, inside a
  *      tr_fail_after scope of TR_TEST_DEADLINE_NS (30 s unless the file
  *      defines it before including this header; TR_TEST_DEADLINE sets it
@@ -122,6 +122,9 @@
 
 /* The deadline of a TR_TEST body, in nanoseconds.  Define it before
  * including this header to change a file's default. */
+/* A file that defines TR_TEST_NO_DISCOVERY before including this header
+ * runs its tests with discovery off (TR_REGISTRY_ADDR=off: no listener, no
+ * registrar), for tests that count the runtime's fds or watches. */
 #ifndef TR_TEST_DEADLINE_NS
 #define TR_TEST_DEADLINE_NS (30 * 1000000000LL)
 #endif
@@ -511,10 +514,10 @@ static inline int tr__test_root(void *arg) {
   for (;;) {
     tr_stats_t st;
     tr_stats(&st);
-    if (st.actors_live <= 1) /* this root actor only */
+    if (st.actors_live - st.actors_node <= 1) /* this root actor only (and the node's) */
       break;
     if (tr_now() >= until) {
-      c->leftover = st.actors_live - 1;
+      c->leftover = st.actors_live - st.actors_node - 1;
       tr_shutdown();
       break;
     }
@@ -548,6 +551,9 @@ static inline int tr__test_reserve_registry(char *addr, size_t len) {
   if (err)
     return err;
   snprintf(addr, len, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+#ifdef TR_TEST_NO_DISCOVERY
+  snprintf(addr, len, "off");
+#endif
   return setenv("TR_REGISTRY_ADDR", addr, 1) == 0 ? 0 : errno;
 }
 

@@ -4,6 +4,7 @@
 
 #include "actor.h"
 #include "buf.h"
+#include "discovery.h"
 #include "errors.h"
 #include "log.h"
 #include "portal.h"

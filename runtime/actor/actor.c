@@ -473,6 +473,8 @@ void tr__actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
    * live cannot reach 0 here while a parent waits for the report: the
    * parent is itself live. */
   TR_COUNT(w, exited, 1);
+  if (tr_load_relaxed(&a->flags) & TR_AF_NODE)
+    tr_faa_relaxed(&tr__actors.node_live, (uint64_t)-1); /* before live: never above it */
   uint64_t live_before = tr_faa_acqrel(&tr__actors.live, (uint64_t)-1);
   if (a->tasks)
     task_ops.on_exit(a); /* an actor-nursery child tells its parent */
@@ -588,4 +590,9 @@ void tr_msg_take(tr_msg_t *m) {
   tr_worker_t *w = tr__worker_self();
   if (w && m && w->cur_msg == m)
     w->cur_msg = NULL;
+}
+
+void tr__actor_mark_node(tr_actor_t *a) {
+  if (!(tr_for_seqcst(&a->flags, TR_AF_NODE) & TR_AF_NODE))
+    tr_faa_relaxed(&tr__actors.node_live, 1);
 }

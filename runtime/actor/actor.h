@@ -29,6 +29,7 @@ struct tr_tasks;
 #define TR_AF_WATCHED 0x8u   /* a monitor may be registered (tr__actor_monitor) */
 #define TR_AF_OWN_UUID 0x10u /* its uuid is stored after its name (tr__actor_spawn_as) */
 #define TR_AF_PROXY 0x20u    /* it stands for an actor of another process */
+#define TR_AF_NODE 0x40u     /* the node's own (tr__actor_mark_node) */
 
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
@@ -86,6 +87,7 @@ typedef struct tr_actors {
   tr_shard_t *shards; /* nworkers + 1 */
   uint32_t stopping;  /* atomic: tr_shutdown was called */
   uint64_t live;      /* atomic: spawned and not yet exited */
+  uint64_t node_live; /* atomic: of those, the node's own (TR_AF_NODE) */
   /* The hang report: its delay after the root returned (< 0: never), when
    * the root returned (tr_now clock; atomic, 0 = not yet), and whether it
    * has been printed (set by tr_run's thread only). */
@@ -233,6 +235,11 @@ static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {
  * Threads: any.
  */
 int tr__actor_monitor(struct tr_actor *target, struct tr_actor *watcher, uint32_t tag);
+
+/* Counts a as the node's own (tr_stats_t.actors_node): the listener, the
+ * registrar, channels between nodes and their proxies, which live as long
+ * as the node.  Call before anything can make a exit.  Threads: any. */
+void tr__actor_mark_node(struct tr_actor *a);
 
 /* Makes every live actor exit at its next turn, waking idle ones with a
  * system message.  Call after setting the runtime's stopping flag.

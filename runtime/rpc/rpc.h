@@ -413,16 +413,28 @@ typedef struct tr_rpc_proc_ops {
 
 extern const tr_rpc_proc_ops_t *tr__rpc_proc_ops;
 
+/* The node's registration of the actors actor nurseries start
+ * (transport/node.h), wired in by runtime.c: an actor's main task calls
+ * started() before it serves (or runs its function) and exiting() after,
+ * also when cancelled. */
+typedef struct tr_rpc_node_ops {
+  void (*started)(void);
+  void (*exiting)(void);
+} tr_rpc_node_ops_t;
+extern const tr_rpc_node_ops_t *tr__rpc_node_ops;
+
 /*
  * Starts the main actor of a child process as its SpawnSpec says: a
  * daemon serving `enable` (run_func NULL) or one call of run_func with
  * args, known by uuid, reporting its exit to watcher on cid.  Returns 0
  * with *out (a reference), or -TR_ENOFUNC / -TR_EFUNCKIND / -TR_ENOMEM ...
- * with an error object.  Ownership: borrows everything.  Threads: a turn.
+ * with an error object.  on_exit (may be NULL; daemons only) runs when the
+ * actor exits, also when it never ran.
+ * Ownership: borrows everything.  Threads: a turn.
  */
 int tr__rpc_spawn_served(const char *name, char *const *enable, size_t n_enable,
                          const char *run_func, tr_buf_t *args, tr_actor_t *watcher, uint64_t cid,
-                         const uint8_t *uuid, tr_actor_t **out);
+                         const uint8_t *uuid, void (*on_exit)(void), tr_actor_t **out);
 
 /* ---- ctx.c */
 

@@ -417,7 +417,18 @@ void tr__rpc_actor_free(tr_tasks_t *ts) {
 typedef struct serve_spec {
   char **enable;
   size_t n_enable;
+  void (*on_exit)(void); /* set: the actor's on_exit frees the spec */
 } serve_spec_t;
+
+static void strv_free(char **v, size_t n);
+
+/* The on_exit of a daemon spawned with one (tr__rpc_spawn_served). */
+static void serve_exit(void *arg) {
+  serve_spec_t *spec = arg;
+  spec->on_exit();
+  strv_free(spec->enable, spec->n_enable); /* NULL once serve_main took it */
+  free(spec);
+}
 
 static int serve_main(void *arg) {
   serve_spec_t *spec = arg;
@@ -425,16 +436,22 @@ static int serve_main(void *arg) {
   tr_tasks_t *ts = self->tasks;
   ts->rpc->enable = spec->enable;
   ts->rpc->n_enable = spec->n_enable;
-  free(spec);
+  spec->enable = NULL;
+  if (!spec->on_exit)
+    free(spec);
   tr_nursery_t *n;
   int rc = tr_nursery_open(&n);
   if (rc)
     return rc;
   ts->rpc->service = n;
   run_early_starts(tr__worker_self(), self);
+  if (tr__rpc_node_ops)
+    tr__rpc_node_ops->started(); /* findable from now on */
   /* Serve until cancelled: requests run as tasks in the service nursery. */
   while (tr_sleep(3600LL * 1000 * 1000 * 1000) == 0)
     ;
+  if (tr__rpc_node_ops)
+    tr__rpc_node_ops->exiting();
   ts->rpc->service = NULL; /* refuse new calls; the ones running are cancelled */
   ts->rpc->serve_done = 1;
   tr_nursery_cancel(n);
@@ -533,8 +550,12 @@ static int run_main(void *arg) {
   run_spec_t *spec = arg;
   tr_buf_t *value = NULL;
   int rc = tr__rpc_check_payload(spec->entry, TR__RPC_ARGS, spec->args);
+  if (tr__rpc_node_ops)
+    tr__rpc_node_ops->started();
   if (rc == 0)
     rc = spec->entry->fn(NULL, spec->args, &value);
+  if (tr__rpc_node_ops)
+    tr__rpc_node_ops->exiting();
   tr_buf_release(spec->args);
   free(spec);
   if (rc == 0)
@@ -617,7 +638,7 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
 
 int tr__rpc_spawn_served(const char *name, char *const *enable, size_t n_enable,
                          const char *run_func, tr_buf_t *args, tr_actor_t *watcher, uint64_t cid,
-                         const uint8_t *uuid, tr_actor_t **out) {
+                         const uint8_t *uuid, void (*on_exit)(void), tr_actor_t **out) {
   tr_spawn_opts_t o = {.name = name ? name : "child"};
   int rc;
   if (run_func) {
@@ -644,10 +665,15 @@ int tr__rpc_spawn_served(const char *name, char *const *enable, size_t n_enable,
     return TR__ENOMEM();
   }
   spec->n_enable = n_enable;
+  spec->on_exit = on_exit;
+  if (on_exit)
+    o.on_exit = serve_exit;
   rc = tr__spawn_task_actor_as(serve_main, spec, &o, watcher, cid, uuid, out);
   if (rc) {
-    strv_free(spec->enable, n_enable);
-    free(spec);
+    if (!on_exit) { /* with on_exit, an actor that was made frees it */
+      strv_free(spec->enable, n_enable);
+      free(spec);
+    }
   } else {
     tr__actor_set_kind(*out, TR_AK_DAEMON);
   }

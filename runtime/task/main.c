@@ -102,6 +102,8 @@ struct main_ctx {
   tr_task_fn fn;
   void *arg;
   int result;
+  const tr_config_t *cfg;
+  tr_error_t *start_err; /* why the node did not start (tr_main's caller gets it) */
 };
 
 /* The root actor's main task: the user's root, after which the hang
@@ -109,7 +111,16 @@ struct main_ctx {
  * for an abandoned tr_to_thread call, say). */
 static int main_task(void *arg) {
   struct main_ctx *c = arg;
-  int rc = c->fn(c->arg);
+  int rc = tr__main_node_ops ? tr__main_node_ops->start(c->cfg) : 0;
+  if (rc == 0) {
+    rc = c->fn(c->arg);
+  } else {
+    const tr_error_t *e = tr_error_last();
+    c->start_err = e ? tr__error_copy(e) : NULL;
+    tr_log(TR_LOG_ERROR, "tr_main: %s", e ? tr_error_message(e) : tr_strerror(rc));
+  }
+  if (tr__main_node_ops)
+    tr__main_node_ops->stop();
   tr__rt_root_returned();
   return rc;
 }
@@ -248,7 +259,7 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
   if (!root)
     return TR_ERROR(-TR_EINVAL, "tr_main: no root function");
   struct main_sig_ctx sc = {.fn = root, .arg = arg};
-  struct main_ctx c = {.fn = root, .arg = arg, .result = 0};
+  struct main_ctx c = {.fn = root, .arg = arg, .result = 0, .cfg = cfg};
   /* One tr_main at a time owns the dispositions (a concurrent one gets
    * -TR_EBUSY from tr_run anyway, and must not restore them under the
    * running one).  Acquire pairs with the release store below. */
@@ -274,5 +285,9 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
     return TR_ERROR(-TR_ECANCELED, "the program was cancelled by %s",
                     signo == SIGINT ? "SIGINT" : "SIGTERM");
   }
+  if (c.start_err && (rc ? rc : c.result) == tr_error_code(c.start_err))
+    tr__error_put(c.start_err); /* the caller's tr_error_last says why */
+  else
+    tr__error_free(c.start_err);
   return rc ? rc : c.result;
 }

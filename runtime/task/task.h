@@ -133,6 +133,15 @@ int tr__spawn_task_actor_as(tr_task_fn fn, void *arg, const tr_spawn_opts_t *opt
 /* tr_main of a child actor process (TR_PARENT_ADDR set): the transport's
  * child runtime (transport/channel.h), returning the exit status. */
 extern int (*tr__main_child_hook)(const tr_config_t *cfg);
+/* The node (transport/node.h), wired in by runtime.c: tr_main's root task
+ * starts it before the user's root function (discovery: probe, become or
+ * join the registrar, register the root; a failure is tr_main's result and
+ * the root function is not called) and stops it after. */
+typedef struct tr_main_node_ops {
+  int (*start)(const tr_config_t *cfg);
+  void (*stop)(void);
+} tr_main_node_ops_t;
+extern const tr_main_node_ops_t *tr__main_node_ops;
 
 /* Called by the exiting task actor (actor.c, through its task ops): the
  * dialog engine's exit (its CancelAcks, the report to an actor nursery),

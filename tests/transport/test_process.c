@@ -539,6 +539,11 @@ TR_TEST(process, the_channel_forgets_callers_that_exited, .timeout = 60, .init =
   if (p)
     (void)run_u64_any(p, "tproc.math.add_one", 1, &rc); /* connected, root known */
   tr_check_rc(rc, 0);
+  /* Registered (its channel to this node's registrar made), and this
+   * node's proxy of it made, before counting. */
+  tr_portal_t *found = NULL;
+  tr_check_rc(tr_wait_for_actor("daemon", tr_now() + 10000 * MS, &found), 0);
+  tr_portal_release(found);
   tr_stats_t before, now;
   tr_stats(&before);
   uint64_t theirs_before = p ? run_u64_any(p, "tproc.math.allocated", 0, &rc) : 0;
@@ -956,7 +961,9 @@ static void *flood_fn(void *arg) {
 
 /* Encodes a Hello as this process would send it, then spoils it. */
 static int hello_frame(int version, int extra, uint8_t **out, size_t *len) {
-  tr_hello_info_t hi = {.node = tr_self()};
+  /* As a child connecting back says it (a node's Hello would be answered:
+   * test_discovery floods those). */
+  tr_hello_info_t hi = {.node = tr_self(), .flags = TR_HELLO_CHILD};
   tr_msg_t *m;
   int rc = tr__hello_new(&hi, &m);
   if (rc)

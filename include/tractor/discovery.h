@@ -1,0 +1,115 @@
+/*
+ * Discovery: finding actors by name through the registrar (tractor's
+ * registry, "arbiter").
+ *
+ * Every program run by tr_main is a node with a registrar address
+ * (tr_config_t.registry_addr, the environment variable TR_REGISTRY_ADDR,
+ * default "127.0.0.1:1616" as tractor's).  When tr_main starts, the root
+ * probes that address:
+ *   - a registrar answers the probe handshake: this node uses it;
+ *   - nothing listens there: this node becomes the registrar (it listens
+ *     on that address and serves the registry itself: the embedded default,
+ *     nothing to start by hand);
+ *   - something else listens (another program, or a tractor node that is
+ *     not a registrar): tr_main fails with -TR_EIO and an error naming the
+ *     address; the root function is not called.
+ * "off" as the address turns discovery off for the program (no listener,
+ * no registration; the calls below fail with -TR_ENOTFOUND).
+ *
+ * What registers: the root actor ("root", or tr_config_t.name) and every
+ * actor an actor nursery starts (tr_start_actor, tr_run_in_actor; thread or
+ * process), under the name it was given, with the address its process
+ * listens on (tr_config_t.bind_addr's host, a port of the kernel's
+ * choice; the registrar's own node listens on the registry address).  An
+ * actor registers when it starts, before it serves its first call, and
+ * unregisters when it exits, also when it is cancelled.  An entry whose
+ * actor is gone without unregistering (its process was killed, its
+ * connection to the registrar broke) is dropped by the registrar when it
+ * next answers; one whose node no longer accepts connections is deleted by
+ * the first tr_find_actor that fails to connect to it.  Names are not
+ * unique (entries of one name coexist); uuids are.
+ *
+ * Registration is asynchronous to whoever started the actor: an actor
+ * just started may not be found yet.  tr_wait_for_actor waits for it (as
+ * tractor's tests do with wait_for_actor).
+ *
+ * Layer: public API.
+ */
+#ifndef TRACTOR_DISCOVERY_H
+#define TRACTOR_DISCOVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tractor/portal.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The registry address when neither the config nor TR_REGISTRY_ADDR names
+ * one. */
+#define TR_REGISTRY_ADDR_DEFAULT "127.0.0.1:1616"
+
+/* One registered actor. */
+typedef struct tr_registry_entry {
+  char *name;        /* the actor's name */
+  uint8_t uuid[16];  /* its uuid */
+  char *addr;        /* "host:port" where its node listens */
+  int64_t pid;       /* its process */
+} tr_registry_entry_t;
+
+/*
+ * Finds an actor named `name` and returns a portal to it: an actor of
+ * this process directly, else one reached over a channel to its node
+ * (opened and handshaken now, or the one already open).  Of several
+ * entries of that name, the most recently registered that answers is
+ * used; an entry whose node refuses the connection is deleted from the
+ * registry and the next one is tried.
+ * Returns 0 with *portal, or:
+ *   -TR_ENOTFOUND   no actor of that name is registered (or none answered);
+ *   -TR_ENORUNTIME  no runtime is running in this process;
+ *   -TR_EPERM       not called from a task;
+ *   -TR_ECANCELED   the calling task is cancelled;
+ *   -TR_EIO         the registrar cannot be reached;
+ * every failure with an error object (tr_error_last) saying why.
+ * Ownership: name is borrowed; *portal is the caller's (tr_portal_release).
+ * Threads: a task.
+ */
+int tr_find_actor(const char *name, tr_portal_t **portal);
+
+/*
+ * As tr_find_actor, but waits until an actor of that name has registered,
+ * or until `deadline` (tr_now() nanoseconds; < 0: no deadline).  Returns
+ * 0 with *portal, -TR_ETIMEDOUT at the deadline, or as tr_find_actor
+ * (never -TR_ENOTFOUND).  The wait is a call to the registrar, cancelled
+ * with the calling task.
+ * Ownership and threads: as tr_find_actor.
+ */
+int tr_wait_for_actor(const char *name, int64_t deadline, tr_portal_t **portal);
+
+/*
+ * Lists the registered actors: *entries (an array of *n, newest first) or
+ * NULL when there are none.  Returns 0, or as tr_find_actor (never
+ * -TR_ENOTFOUND).
+ * Ownership: the array and its strings are the caller's:
+ * tr_registry_entries_free.  Threads: a task.
+ */
+int tr_registry_list(tr_registry_entry_t **entries, size_t *n);
+
+/* Frees what tr_registry_list returned (NULL is a no-op). */
+void tr_registry_entries_free(tr_registry_entry_t *entries, size_t n);
+
+/*
+ * The address this process's node listens on ("host:port"), and whether it
+ * is the registrar.  Returns 0, -TR_ENOTFOUND (no node listener: discovery
+ * is off or nothing has registered yet) or -TR_ENORUNTIME.
+ * Ownership: writes at most len bytes into addr (NUL-terminated).
+ * Threads: any.
+ */
+int tr_node_addr(char *addr, size_t len, int *is_registrar);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,554 @@
+/*
+ * Discovery (issue 11): the registrar embedded in the root, actors that
+ * register and unregister, tr_find_actor / tr_wait_for_actor /
+ * tr_registry_list, stale entries, and what the registry address may hold.
+ * tractor's discovery scenarios: the root registered as itself; register,
+ * then unregister on cancel; wait_for_actor between two siblings; two
+ * actors of one name; eight children of one name cancelled in under 20 s
+ * with every channel closed; a child that closes its listener is not
+ * found and its stale entry is gone; an occupied port that is not a
+ * registrar is refused; a connect-and-drop is harmless; SIGINT shortly
+ * after starting a daemon child.  Each TR_TEST has a registry address of
+ * its own (testing.h), so ctest -j runs them side by side.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TR_TEST_WORKERS 2
+#include <tractor/testing.h>
+
+#include "../support/procs.h"
+#include "transport/listen.h"
+
+#define MS (1000 * 1000LL)
+
+/* ---- exported functions ------------------------------------------------------------------- */
+
+static int ping(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  return tr_buf_from_u64((uint64_t)getpid(), result);
+}
+TR_EXPORT_FN("tdisc.svc", "pid", ping)
+
+/* Waits for the actor named in args, calls its pid, returns that. */
+static int find_and_call(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  char name[64];
+  size_t len = tr_buf_len(args) < sizeof name - 1 ? tr_buf_len(args) : sizeof name - 1;
+  memcpy(name, tr_buf_data(args), len);
+  name[len] = '\0';
+  tr_portal_t *p;
+  int rc = tr_wait_for_actor(name, tr_now() + 20000 * MS, &p);
+  if (rc)
+    return rc;
+  rc = tr_portal_run(p, "tdisc.svc.pid", NULL, result);
+  tr_portal_release(p);
+  return rc;
+}
+TR_EXPORT_FN("tdisc.svc", "find_and_call", find_and_call)
+
+/* The node stops accepting connections (its listener closes). */
+static int close_listener(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr__listen_close_now();
+  return 0;
+}
+TR_EXPORT_FN("tdisc.svc", "close_listener", close_listener)
+
+/* tr_find_actor from this node: its result code, negated. */
+static int find_rc(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  char name[64];
+  size_t len = tr_buf_len(args) < sizeof name - 1 ? tr_buf_len(args) : sizeof name - 1;
+  memcpy(name, tr_buf_data(args), len);
+  name[len] = '\0';
+  tr_portal_t *p = NULL;
+  int rc = tr_find_actor(name, &p);
+  tr_portal_release(p);
+  tr_error_clear();
+  return tr_buf_from_u64((uint64_t)-rc, result);
+}
+TR_EXPORT_FN("tdisc.svc", "find_rc", find_rc)
+
+static const char *const svc_ns[] = {"tdisc.svc"};
+
+static tr_actor_opts_t svc_opts(int spawn) {
+  tr_actor_opts_t o = {.enable = svc_ns, .n_enable = 1, .spawn = spawn};
+  return o;
+}
+
+static uint64_t call_pid(tr_portal_t *p, int *rc) {
+  tr_buf_t *r = NULL;
+  uint64_t v = 0;
+  *rc = tr_portal_run(p, "tdisc.svc.pid", NULL, &r);
+  if (*rc == 0)
+    *rc = tr_buf_to_u64(r, &v);
+  tr_buf_release(r);
+  return v;
+}
+
+/* Entries named `name` in the registry now (-1 on error). */
+static int count_named(const char *name) {
+  tr_registry_entry_t *v;
+  size_t n;
+  if (tr_registry_list(&v, &n) != 0)
+    return -1;
+  int k = 0;
+  for (size_t i = 0; i < n; i++)
+    k += strcmp(v[i].name, name) == 0;
+  tr_registry_entries_free(v, n);
+  return k;
+}
+
+/* Waits up to ms for count_named(name) == want. */
+static int await_count(const char *name, int want, int ms) {
+  int k = -1;
+  for (int i = 0; i < ms / 10; i++) {
+    if ((k = count_named(name)) == want)
+      return k;
+    tr_sleep(10 * MS);
+  }
+  return k;
+}
+
+static int fds_before, threads_before;
+static void setup(void) {
+  fds_before = tr_test_open_fds();
+  threads_before = tr_test_threads();
+}
+static void teardown(void) {
+  cr_expect_eq(tr_test_live_children(), 0, "no child process or zombie is left");
+  cr_expect_eq(tr_test_open_fds(), fds_before, "no fd is left open");
+  cr_expect_eq(tr_test_threads(), threads_before, "no thread is left running");
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+TR_TEST(discovery, root_is_the_registrar_and_registered_as_itself, .timeout = 30, .init = setup,
+        .fini = teardown) {
+  char addr[64];
+  int reg = 0;
+  tr_assert_rc(tr_node_addr(addr, sizeof addr, &reg), 0);
+  tr_check(reg == 1, "the first root is the registrar");
+  tr_check(strcmp(addr, getenv("TR_REGISTRY_ADDR")) == 0, "it listens on %s, not the registry %s",
+           addr, getenv("TR_REGISTRY_ADDR"));
+  tr_portal_t *p;
+  tr_assert_rc(tr_find_actor("root", &p), 0);
+  uint8_t a[16], b[16];
+  tr_actor_uuid(tr_portal_actor(p), a);
+  tr_actor_uuid(tr_self(), b);
+  tr_check(memcmp(a, b, 16) == 0, "the portal is to the root itself");
+  tr_portal_release(p);
+  tr_registry_entry_t *v;
+  size_t n;
+  tr_assert_rc(tr_registry_list(&v, &n), 0);
+  tr_check(n == 1 && strcmp(v[0].name, "root") == 0 && v[0].pid == getpid(),
+           "the registry holds the root only (%zu entries)", n);
+  tr_check(n == 1 && strcmp(v[0].addr, addr) == 0, "at its node's address");
+  tr_registry_entries_free(v, n);
+  tr_check_rc(tr_find_actor("nobody", &p), -TR_ENOTFOUND);
+  tr_check(p == NULL, "no portal");
+  tr_check(tr_error_last() && tr_error_code(tr_error_last()) == -TR_ENOTFOUND,
+           "an error object says why");
+  return 0;
+}
+
+static int register_then_unregister(int spawn) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *f = NULL;
+  tr_actor_opts_t o = svc_opts(spawn);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
+  tr_check_rc(tr_wait_for_actor("svc", tr_now() + 10000 * MS, &f), 0);
+  int rc = 0;
+  uint64_t pid = f ? call_pid(f, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_check(spawn == TR_SPAWN_PROCESS ? pid != (uint64_t)getpid() : pid == (uint64_t)getpid(),
+           "the found actor runs where it was spawned (pid %llu)", (unsigned long long)pid);
+  tr_check(count_named("svc") == 1, "registered once");
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_t *g = NULL;
+  tr_check_rc(tr_find_actor("svc", &g), -TR_ENOTFOUND);
+  tr_check(count_named("svc") == 0, "unregistered when cancelled");
+  tr_portal_release(g);
+  tr_portal_release(f);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(discovery, thread_actor_registers_then_unregisters_on_cancel, .timeout = 30,
+        .init = setup, .fini = teardown) {
+  return register_then_unregister(TR_SPAWN_THREAD);
+}
+
+TR_TEST(discovery, process_actor_registers_then_unregisters_on_cancel, .timeout = 30,
+        .init = setup, .fini = teardown) {
+  return register_then_unregister(TR_SPAWN_PROCESS);
+}
+
+typedef struct sib {
+  tr_portal_t *a;
+  uint64_t pid;
+  int rc;
+} sib_t;
+
+static int ask_a(void *arg) {
+  sib_t *s = arg;
+  tr_buf_t *name = NULL, *r = NULL;
+  s->rc = tr_buf_from_str("b", &name);
+  if (s->rc == 0)
+    s->rc = tr_portal_run(s->a, "tdisc.svc.find_and_call", name, &r);
+  if (s->rc == 0)
+    s->rc = tr_buf_to_u64(r, &s->pid);
+  tr_buf_release(name);
+  tr_buf_release(r);
+  return 0;
+}
+
+TR_TEST(discovery, wait_for_actor_between_two_siblings, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_nursery_t *n;
+  tr_portal_t *b = NULL;
+  sib_t s = {0};
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "a", &o, &s.a), 0);
+  tr_check_rc(tr_nursery_open(&n), 0);
+  tr_check_rc(tr_nursery_spawn(n, ask_a, &s, NULL), 0);
+  tr_sleep(200 * MS); /* a waits for b, which does not exist yet */
+  tr_check_rc(tr_start_actor_opts(an, "b", &o, &b), 0);
+  tr_check_rc(tr_nursery_close(n), 0);
+  tr_check_rc(s.rc, 0);
+  int rc;
+  uint64_t bpid = b ? call_pid(b, &rc) : 0;
+  tr_check(s.pid == bpid && bpid != 0, "a reached b (%llu, b is %llu)",
+           (unsigned long long)s.pid, (unsigned long long)bpid);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(s.a);
+  tr_portal_release(b);
+  return 0;
+}
+
+TR_TEST(discovery, two_actors_of_one_name, .timeout = 60, .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p[2] = {NULL, NULL}, *f = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  for (int i = 0; i < 2; i++)
+    tr_check_rc(tr_start_actor_opts(an, "twin", &o, &p[i]), 0);
+  tr_check_rc(tr_wait_for_actor("twin", tr_now() + 10000 * MS, &f), 0);
+  tr_check(await_count("twin", 2, 10000) == 2, "both registered under one name");
+  tr_registry_entry_t *v;
+  size_t n;
+  tr_check_rc(tr_registry_list(&v, &n), 0);
+  int k = 0;
+  const uint8_t *u[2] = {0};
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i].name, "twin") == 0 && k < 2)
+      u[k++] = v[i].uuid;
+  tr_check(k == 2 && memcmp(u[0], u[1], 16) != 0, "their uuids differ");
+  tr_registry_entries_free(v, n);
+  int rc = 0;
+  uint64_t pid = f ? call_pid(f, &rc) : 0;
+  tr_check_rc(rc, 0);
+  uint64_t p0 = p[0] ? call_pid(p[0], &rc) : 1, p1 = p[1] ? call_pid(p[1], &rc) : 1;
+  tr_check(pid == p0 || pid == p1, "the found one is one of them");
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_check(count_named("twin") == 0, "both gone");
+  tr_portal_release(f);
+  for (int i = 0; i < 2; i++)
+    tr_portal_release(p[i]);
+  return 0;
+}
+
+#define N_MANY 8
+
+TR_TEST(discovery, eight_children_of_one_name_cancelled_quickly, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p[N_MANY] = {0};
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_stats_t st;
+  tr_stats(&st);
+  uint64_t node_before = st.actors_node;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  for (int i = 0; i < N_MANY; i++)
+    tr_check_rc(tr_start_actor_opts(an, "many", &o, &p[i]), 0);
+  tr_check(await_count("many", N_MANY, 20000) == N_MANY, "all %d registered", N_MANY);
+  int64_t t0 = tr_now();
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  int64_t ms = (tr_now() - t0) / MS;
+  tr_check(ms < 20000, "cancelled in %lld ms", (long long)ms);
+  tr_check(count_named("many") == 0, "none left in the registry");
+  /* Their channels to this node (the registrar's) end with their
+   * processes. */
+  for (int i = 0; i < 200; i++) {
+    tr_stats(&st);
+    if (st.actors_node == node_before)
+      break;
+    tr_sleep(10 * MS);
+  }
+  tr_check(st.actors_node == node_before, "every channel closed (%llu node actors, %llu before)",
+           (unsigned long long)st.actors_node, (unsigned long long)node_before);
+  for (int i = 0; i < N_MANY; i++)
+    tr_portal_release(p[i]);
+  return 0;
+}
+
+/* A third node looks the child up: it has no channel to it, so it dials
+ * the registered address, is refused, and deletes the entry.  (This node
+ * would still reach the child over the channel the child registered
+ * through, which the node keeps by the child's address.) */
+TR_TEST(discovery, a_child_that_closes_its_listener_is_not_found, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *seeker = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "stale", &o, &p), 0);
+  tr_check_rc(tr_start_actor_opts(an, "seeker", &o, &seeker), 0);
+  tr_check(await_count("stale", 1, 10000) == 1, "registered");
+  tr_check(await_count("seeker", 1, 10000) == 1, "registered");
+  tr_check_rc(tr_portal_run(p, "tdisc.svc.close_listener", NULL, NULL), 0);
+  int64_t t0 = tr_now();
+  tr_buf_t *name = NULL, *r = NULL;
+  uint64_t v = 0;
+  tr_check_rc(tr_buf_from_str("stale", &name), 0);
+  tr_check_rc(tr_portal_run(seeker, "tdisc.svc.find_rc", name, &r), 0);
+  tr_check_rc(tr_buf_to_u64(r, &v), 0);
+  tr_check(v == TR_ENOTFOUND, "the seeker does not find it (%s)", tr_strerror(-(int)v));
+  tr_check(count_named("stale") == 0, "its stale entry is deleted");
+  tr_check((tr_now() - t0) / MS < 5000, "within a few seconds");
+  int rc;
+  (void)call_pid(p, &rc);
+  tr_check_rc(rc, 0); /* it lives on: only its listener is gone */
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_buf_release(name);
+  tr_buf_release(r);
+  tr_portal_release(p);
+  tr_portal_release(seeker);
+  return 0;
+}
+
+/* Connects to the registry address and closes at once, n times. */
+static void *connect_and_drop(void *arg) {
+  int n = *(int *)arg;
+  struct sockaddr_in sa;
+  if (tr__addr_parse(getenv("TR_REGISTRY_ADDR"), &sa) != 0)
+    return (void *)1;
+  for (int i = 0; i < n; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+      if (fd >= 0)
+        close(fd);
+      return (void *)1;
+    }
+    close(fd);
+  }
+  return NULL;
+}
+
+TR_TEST(discovery, a_connect_and_drop_is_harmless, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  int n = 200;
+  void *bad = (void *)1;
+  uint64_t refused = tr__listen_refused();
+  tr_assert_rc(tr_to_thread(connect_and_drop, &n, &bad), 0);
+  tr_check(bad == NULL, "every connect succeeded");
+  for (int i = 0; i < 500 && tr__listen_refused() < refused + (uint64_t)n; i++)
+    tr_sleep(10 * MS);
+  tr_check(tr__listen_refused() >= refused + (uint64_t)n, "each was closed by the registrar");
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *f = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "after", &o, &p), 0);
+  tr_check_rc(tr_wait_for_actor("after", tr_now() + 10000 * MS, &f), 0);
+  int rc;
+  (void)call_pid(f, &rc);
+  tr_check_rc(rc, 0);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_portal_release(f);
+  return 0;
+}
+
+TR_TEST(discovery, wait_for_actor_times_out, .timeout = 30, .init = setup, .fini = teardown) {
+  tr_portal_t *p = (tr_portal_t *)1;
+  int64_t t0 = tr_now();
+  tr_check_rc(tr_wait_for_actor("never", tr_now() + 200 * MS, &p), -TR_ETIMEDOUT);
+  tr_check(p == NULL, "no portal");
+  tr_check((tr_now() - t0) / MS < 2000, "at its deadline");
+  return 0;
+}
+
+/* ---- what the registry address may hold -------------------------------------------------------- */
+
+typedef struct squatter {
+  int lfd;
+  int garbage; /* answer with bytes that are no frame, else stay silent */
+  pthread_t th;
+} squatter_t;
+
+static void *squat(void *arg) {
+  squatter_t *s = arg;
+  int fd = accept(s->lfd, NULL, NULL);
+  if (fd >= 0) {
+    if (s->garbage) {
+      static const char http[] = "HTTP/1.0 400 Bad Request\r\n\r\n";
+      (void)!write(fd, http, sizeof http - 1);
+    } else {
+      char b[256];
+      while (read(fd, b, sizeof b) > 0)
+        ; /* until the prober gives up */
+    }
+    close(fd);
+  }
+  return NULL;
+}
+
+static int squatter_start(squatter_t *s, int garbage, char *addr, size_t len) {
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  s->garbage = garbage;
+  s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      listen(s->lfd, 4) != 0 || getsockname(s->lfd, (struct sockaddr *)&sa, &sl) != 0)
+    return -1;
+  snprintf(addr, len, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+  return pthread_create(&s->th, NULL, squat, s);
+}
+
+static int never_called;
+static int root_never(void *arg) {
+  (void)arg;
+  never_called = 1;
+  return 0;
+}
+
+/* With discovery off: no listener, and lookups say so. */
+static int root_off(void *arg) {
+  (void)arg;
+  char addr[64];
+  if (tr_node_addr(addr, sizeof addr, NULL) != -TR_ENOTFOUND)
+    return 1;
+  tr_portal_t *p;
+  if (tr_find_actor("root", &p) != -TR_ENOTFOUND)
+    return 2;
+  return 0;
+}
+
+static void occupied(int garbage) {
+  squatter_t s;
+  char addr[64];
+  cr_assert_eq(squatter_start(&s, garbage, addr, sizeof addr), 0);
+  setenv("TR_REGISTRY_ADDR", addr, 1);
+  setenv("TR_PEER_TIMEOUT_MS", "500", 1); /* the handshake's bound too */
+  never_called = 0;
+  int64_t t0 = tr_now();
+  int rc = tr_main(0, NULL, root_never, NULL, NULL);
+  int64_t ms = (tr_now() - t0) / MS;
+  cr_expect_eq(rc, -TR_EIO, "tr_main fails (%s)", tr_strerror(rc));
+  cr_expect_eq(never_called, 0, "the root function is not called");
+  const tr_error_t *e = tr_error_last();
+  const char *msg = e ? tr_error_message(e) : "";
+  cr_expect(strstr(msg, addr) && strstr(msg, "not a tractor registrar"),
+            "the error names the address: %s", msg);
+  cr_expect(ms < 3000, "at once, or at the handshake timeout (%lld ms)", (long long)ms);
+  unsetenv("TR_PEER_TIMEOUT_MS");
+  shutdown(s.lfd, SHUT_RDWR);
+  pthread_join(s.th, NULL);
+  close(s.lfd);
+}
+
+Test(discovery, an_occupied_port_that_answers_garbage_is_refused, .timeout = 30, .init = setup,
+     .fini = teardown) {
+  occupied(1);
+}
+
+Test(discovery, an_occupied_port_that_stays_silent_is_refused, .timeout = 30, .init = setup,
+     .fini = teardown) {
+  occupied(0);
+}
+
+Test(discovery, calls_without_a_runtime_say_so, .timeout = 30) {
+  tr_portal_t *p = (tr_portal_t *)1;
+  cr_expect_eq(tr_find_actor("x", &p), -TR_ENORUNTIME);
+  cr_expect_null(p);
+  cr_expect(tr_error_last() && tr_error_code(tr_error_last()) == -TR_ENORUNTIME,
+            "an error object");
+  cr_expect_eq(tr_wait_for_actor("x", -1, &p), -TR_ENORUNTIME);
+  tr_registry_entry_t *v;
+  size_t n;
+  cr_expect_eq(tr_registry_list(&v, &n), -TR_ENORUNTIME);
+  char a[64];
+  cr_expect_eq(tr_node_addr(a, sizeof a, NULL), -TR_ENORUNTIME);
+}
+
+/* ---- SIGINT --------------------------------------------------------------------------------- */
+
+TR_TEST_EXPECT(discovery, sigint_shortly_after_starting_a_daemon_child, -TR_ECANCELED,
+               .timeout = 30, .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "daemon", &o, &p), 0);
+  tr_sleep(50 * MS);
+  kill(getpid(), SIGINT);
+  int rc = tr_sleep(10000 * MS);
+  tr_check_rc(rc, -TR_ECANCELED);
+  (void)tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  return -TR_ECANCELED;
+}
+
+/* ---- what tr_main refuses ---------------------------------------------------------------------- */
+
+static int refused_start(const char *var, const char *value) {
+  setenv(var, value, 1);
+  setenv("TR_REGISTRY_ADDR", "127.0.0.1:1", 1); /* never reached */
+  never_called = 0;
+  int rc = tr_main(0, NULL, root_never, NULL, NULL);
+  unsetenv(var);
+  return rc;
+}
+
+Test(discovery, a_secret_is_refused_until_channels_authenticate, .timeout = 30) {
+  cr_expect_eq(refused_start("TR_SECRET", "s3cret"), -TR_EINVAL);
+  cr_expect_eq(never_called, 0);
+  const tr_error_t *e = tr_error_last();
+  cr_expect(e && strstr(tr_error_message(e), "secret"), "the error says why");
+}
+
+Test(discovery, a_non_loopback_bind_needs_allow_insecure, .timeout = 30) {
+  cr_expect_eq(refused_start("TR_BIND_ADDR", "198.51.100.7"), -TR_EPERM);
+  cr_expect_eq(never_called, 0);
+  const tr_error_t *e = tr_error_last();
+  cr_expect(e && strstr(tr_error_message(e), "allow_insecure"), "the error says why");
+}
+
+Test(discovery, registry_off_turns_discovery_off, .timeout = 30) {
+  setenv("TR_REGISTRY_ADDR", "off", 1);
+  int rc = tr_main(0, NULL, root_off, NULL, NULL);
+  cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
+}

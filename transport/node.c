@@ -1,0 +1,951 @@
+/*
+ * The node (see node.h) and the discovery API (include/tractor/discovery.h).
+ */
+#define _GNU_SOURCE
+#include "transport/node.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <tractor/discovery.h>
+#include <tractor/log.h>
+#include <tractor/portal.h>
+#include <tractor/task.h>
+#include <tractor/time.h>
+
+#include "runtime/actor/actor.h"
+#include "runtime/error/error.h"
+#include "schema/registry.h"
+#include "transport/channel.h"
+#include "transport/hello.h"
+#include "transport/listen.h"
+#include "transport/registrar.h"
+
+#define HELLO_MAX (64u << 10)
+#define HS_TIMEOUT_MAX_NS (5 * 1000000000LL)
+/* A registrar call's bound (registering, unregistering, finding). */
+#define CALL_TIMEOUT_NS (5 * 1000000000LL)
+/* Probes of the registry address before giving up on a race for it. */
+#define PROBE_TRIES 4
+
+/* A registered actor of this node. */
+typedef struct local {
+  struct local *next;
+  uint8_t uuid[TR_UUID_LEN];
+  tr_actor_t *a; /* a reference */
+} local_t;
+
+/* A channel to another node, by the address that node listens on. */
+typedef struct peer {
+  struct peer *next;
+  char addr[TR_ADDR_MAX];
+  tr_actor_t *chan; /* a reference */
+  tr_actor_t *px;   /* the channel's proxy of its Hello's actor (a reference) */
+  uint8_t uuid[TR_UUID_LEN]; /* its Hello's actor */
+  char name[64];
+  uint8_t is_registrar;
+} peer_t;
+
+static struct {
+  pthread_mutex_t lock;
+  int on;           /* discovery is on */
+  int is_registrar; /* this node keeps the registry */
+  char registry[TR_ADDR_MAX];
+  char bind[TR_ADDR_MAX];
+  char addr[TR_ADDR_MAX]; /* where the listener is, "" while there is none */
+  int listening;          /* the node holds a listener reference */
+  tr_actor_t *self;       /* who Hellos name (a reference) */
+  tr_actor_t *registrar;  /* the registrar actor, or a proxy of it (a reference) */
+  tr_actor_t *reg_local;  /* this node's registrar actor (a reference) */
+  local_t *locals;
+  peer_t *peers;
+} N = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* The calling thread's last error message, or "". */
+static const char *last_msg(void) {
+  const char *m = tr_error_message(tr_error_last());
+  return m ? m : "";
+}
+
+static int64_t hs_timeout(void) {
+  int64_t t = tr__chan_peer_timeout_ns;
+  return t > 0 && t < HS_TIMEOUT_MAX_NS ? t : HS_TIMEOUT_MAX_NS;
+}
+
+/* ---- configuration ------------------------------------------------------------------ */
+
+static const char *cfg_str(const char *field, const char *env) {
+  const char *e = getenv(env);
+  return e && *e ? e : field;
+}
+
+static int is_loopback(const char *addr) {
+  struct sockaddr_in sa;
+  if (tr__addr_parse(addr, &sa) != 0)
+    return 1; /* refused later, with its own error */
+  return (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
+}
+
+/* ---- the node's identity ------------------------------------------------------------ */
+
+/* This node's Hello (a probe's when probe), for a channel or a dial. */
+static int node_hello(int probe, tr_msg_t **out) {
+  pthread_mutex_lock(&N.lock);
+  tr_actor_t *who = N.is_registrar && N.reg_local ? N.reg_local : N.self;
+  who = who ? tr_actor_dup(who) : (tr_self() ? tr_actor_dup(tr_self()) : NULL);
+  char addr[TR_ADDR_MAX];
+  snprintf(addr, sizeof addr, "%s", N.addr);
+  uint8_t reg = (uint8_t)N.is_registrar;
+  pthread_mutex_unlock(&N.lock);
+  if (!who)
+    return TR_ERROR(-TR_ENORUNTIME, "this node has no actor to name in its Hello");
+  tr_hello_info_t hi = {.node = who, .addr = addr[0] ? addr : NULL, .is_probe = (uint8_t)probe,
+                        .is_registrar = reg};
+  int rc = tr__hello_new(&hi, out);
+  tr_actor_release(who);
+  return rc;
+}
+
+/* ---- registered local actors --------------------------------------------------------- */
+
+tr_actor_t *tr__node_local(const uint8_t uuid[TR_UUID_LEN]) {
+  tr_actor_t *a = NULL;
+  pthread_mutex_lock(&N.lock);
+  for (local_t *l = N.locals; l; l = l->next)
+    if (memcmp(l->uuid, uuid, TR_UUID_LEN) == 0) {
+      a = tr_actor_dup(l->a);
+      break;
+    }
+  pthread_mutex_unlock(&N.lock);
+  return a;
+}
+
+static void local_add(tr_actor_t *a) {
+  local_t *l = malloc(sizeof *l);
+  if (!l)
+    return; /* it is then reachable only by those it talks to */
+  tr_actor_uuid(a, l->uuid);
+  l->a = tr_actor_dup(a);
+  pthread_mutex_lock(&N.lock);
+  l->next = N.locals;
+  N.locals = l;
+  pthread_mutex_unlock(&N.lock);
+}
+
+static void local_remove(tr_actor_t *a) {
+  local_t *gone = NULL;
+  pthread_mutex_lock(&N.lock);
+  for (local_t **pp = &N.locals; *pp; pp = &(*pp)->next)
+    if ((*pp)->a == a) {
+      gone = *pp;
+      *pp = gone->next;
+      break;
+    }
+  pthread_mutex_unlock(&N.lock);
+  if (gone) {
+    tr_actor_release(gone->a);
+    free(gone);
+  }
+}
+
+/* ---- dialling ----------------------------------------------------------------------- */
+
+enum { DIAL_RUNNING = 0, DIAL_DONE = 1, DIAL_ABANDONED = 2 };
+
+/* A connect and handshake, run on tr_to_thread's pool. */
+typedef struct dial {
+  char addr[TR_ADDR_MAX];
+  uint8_t *hello; /* this node's Hello frame */
+  size_t hello_len;
+  int64_t deadline;
+  int fd;           /* the result: a handshaken socket, or -1 */
+  int refused;      /* nothing listens there (ECONNREFUSED) */
+  tr_msg_t *peer;   /* the peer's Hello */
+  char why[240];    /* the failure */
+  uint32_t state;   /* DIAL_*: who frees (the last of the dialler and its caller) */
+} dial_t;
+
+static void dial_free(dial_t *d) {
+  if (d->fd >= 0)
+    close(d->fd);
+  tr_msg_free(d->peer);
+  free(d->hello);
+  free(d);
+}
+
+/* Waits for fd to be ready for `ev` until the dial's deadline: 1 ready,
+ * 0 timed out, -1 error (errno). */
+static int dial_wait(dial_t *d, int fd, short ev) {
+  for (;;) {
+    int64_t left = d->deadline - tr_now();
+    if (left <= 0)
+      return 0;
+    struct pollfd p = {.fd = fd, .events = ev};
+    int k = poll(&p, 1, (int)((left + 999999) / 1000000));
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0)
+      return -1;
+    if (k > 0)
+      return 1;
+  }
+}
+
+static void *dial_run(void *arg) {
+  dial_t *d = arg;
+  struct sockaddr_in sa;
+  int fd = -1;
+  tr_frame_dec_t dec;
+  tr__frame_dec_init(&dec, HELLO_MAX);
+  if (tr__addr_parse(d->addr, &sa) != 0) {
+    snprintf(d->why, sizeof d->why, "'%s' is not an address", d->addr);
+    goto out;
+  }
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    snprintf(d->why, sizeof d->why, "socket: %s", strerror(errno));
+    goto out;
+  }
+  int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  if (rc != 0 && errno == EINPROGRESS) {
+    int w = dial_wait(d, fd, POLLOUT);
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (w == 0) {
+      snprintf(d->why, sizeof d->why, "connect to %s: timed out", d->addr);
+      goto fail;
+    }
+    if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+      err = errno;
+    errno = err;
+    rc = err ? -1 : 0;
+  }
+  if (rc != 0) {
+    d->refused = errno == ECONNREFUSED;
+    snprintf(d->why, sizeof d->why, "connect to %s: %s", d->addr, strerror(errno));
+    goto fail;
+  }
+  for (size_t off = 0; off < d->hello_len;) {
+    ssize_t k = send(fd, d->hello + off, d->hello_len - off, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0 && errno == EAGAIN && dial_wait(d, fd, POLLOUT) > 0)
+      continue;
+    if (k < 0) {
+      snprintf(d->why, sizeof d->why, "sending the Hello to %s: %s", d->addr,
+               errno == EAGAIN ? "timed out" : strerror(errno));
+      goto fail;
+    }
+    off += (size_t)k;
+  }
+  /* The peer's Hello, and nothing after it (the peer says nothing more
+   * until this side has spoken again). */
+  while (!d->peer) {
+    uint8_t buf[4096];
+    ssize_t k = recv(fd, buf, sizeof buf, 0);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0 && errno == EAGAIN) {
+      if (dial_wait(d, fd, POLLIN) > 0)
+        continue;
+      snprintf(d->why, sizeof d->why, "%s sent no Hello in time", d->addr);
+      goto fail;
+    }
+    if (k <= 0) {
+      snprintf(d->why, sizeof d->why, "%s closed the connection before its Hello%s%s", d->addr,
+               k < 0 ? ": " : "", k < 0 ? strerror(errno) : "");
+      goto fail;
+    }
+    size_t used = 0;
+    tr_msg_t *m = NULL;
+    int frc = tr__frame_dec_feed(&dec, buf, (size_t)k, &used, &m);
+    if (frc) {
+      snprintf(d->why, sizeof d->why, "%s answered with something other than a Hello (%s)",
+               d->addr, tr_strerror(frc));
+      goto fail;
+    }
+    if (m && used < (size_t)k) {
+      tr_msg_free(m);
+      snprintf(d->why, sizeof d->why, "%s sent bytes after its Hello", d->addr);
+      goto fail;
+    }
+    d->peer = m;
+  }
+  if (tr__hello_check(d->peer, NULL) != 0) {
+    snprintf(d->why, sizeof d->why, "%s: %s", d->addr, last_msg());
+    tr_error_clear();
+    goto fail;
+  }
+  d->fd = fd;
+  fd = -1;
+  goto out;
+fail:
+  tr_msg_free(d->peer);
+  d->peer = NULL;
+out:
+  if (fd >= 0)
+    close(fd);
+  tr__frame_dec_fini(&dec);
+  if (__atomic_exchange_n(&d->state, DIAL_DONE, __ATOMIC_ACQ_REL) == DIAL_ABANDONED)
+    dial_free(d); /* its caller was cancelled and left it to us */
+  return NULL;
+}
+
+/* Connects to addr and exchanges Hellos.  Returns 0 with *fd and *peer
+ * (the peer's Hello: tr_msg_free), or -TR_EIO (with *refused set when
+ * nothing listens), -TR_ECANCELED, -TR_ENOMEM; with an error object. */
+static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refused) {
+  *fd = -1;
+  *peer = NULL;
+  if (refused)
+    *refused = 0;
+  dial_t *d = calloc(1, sizeof *d);
+  if (!d)
+    return TR__ENOMEM();
+  d->fd = -1;
+  snprintf(d->addr, sizeof d->addr, "%s", addr);
+  d->deadline = tr_now() + hs_timeout();
+  tr_msg_t *h;
+  int rc = node_hello(probe, &h);
+  if (rc == 0) {
+    rc = tr__frame_encode(h, 0, &d->hello, &d->hello_len);
+    tr_msg_free(h);
+  }
+  if (rc) {
+    free(d);
+    return rc;
+  }
+  rc = tr_to_thread(dial_run, d, NULL);
+  if (rc) {
+    /* Cancelled while the thread dials: whoever finishes last frees. */
+    if (__atomic_exchange_n(&d->state, DIAL_ABANDONED, __ATOMIC_ACQ_REL) == DIAL_DONE)
+      dial_free(d);
+    return rc;
+  }
+  if (d->fd < 0) {
+    if (refused)
+      *refused = d->refused;
+    rc = TR_ERROR(-TR_EIO, "%s", d->why);
+    dial_free(d);
+    return rc;
+  }
+  *fd = d->fd;
+  *peer = d->peer;
+  d->fd = -1;
+  d->peer = NULL;
+  dial_free(d);
+  return 0;
+}
+
+static peer_t *peer_new(const char *addr, tr_actor_t *chan, tr_actor_t *px,
+                        const tr_msg_t *hello) {
+  peer_t *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  snprintf(p->addr, sizeof p->addr, "%s", addr);
+  p->chan = tr_actor_dup(chan);
+  p->px = px ? tr_actor_dup(px) : NULL;
+  const struct tr_envx *x = hello->x_;
+  memcpy(p->uuid, x->u.hello.id.uuid, TR_UUID_LEN);
+  snprintf(p->name, sizeof p->name, "%s", x->u.hello.id.name);
+  p->is_registrar = x->u.hello.is_registrar;
+  return p;
+}
+
+/* Adds p (NULL: no memory, nothing is kept). */
+static void peer_add(peer_t *p) {
+  if (!p)
+    return;
+  pthread_mutex_lock(&N.lock);
+  p->next = N.peers;
+  N.peers = p;
+  pthread_mutex_unlock(&N.lock);
+}
+
+/* The open channel to addr: a copy of its record with a new channel
+ * reference, or 0 when there is none (the ended ones are dropped). */
+static int peer_find(const char *addr, peer_t *out) {
+  int found = 0;
+  peer_t *dead = NULL;
+  pthread_mutex_lock(&N.lock);
+  for (peer_t **pp = &N.peers; *pp;) {
+    peer_t *p = *pp;
+    if (tr_actor_exited(p->chan)) {
+      *pp = p->next;
+      p->next = dead;
+      dead = p;
+      continue;
+    }
+    if (!found && strcmp(p->addr, addr) == 0) {
+      *out = *p;
+      out->chan = tr_actor_dup(p->chan);
+      out->px = p->px ? tr_actor_dup(p->px) : NULL;
+      found = 1;
+    }
+    pp = &p->next;
+  }
+  pthread_mutex_unlock(&N.lock);
+  while (dead) {
+    peer_t *next = dead->next;
+    tr_actor_release(dead->chan);
+    tr_actor_release(dead->px);
+    free(dead);
+    dead = next;
+  }
+  return found;
+}
+
+/* The channel to the node at addr, dialled when there is none.  *p gets
+ * its record (p->chan a reference).  Returns as dial. */
+static int node_channel(const char *addr, int probe, peer_t *p, int *refused) {
+  if (refused)
+    *refused = 0;
+  if (peer_find(addr, p))
+    return 0;
+  int fd;
+  tr_msg_t *hello;
+  int rc = dial(addr, probe, &fd, &hello, refused);
+  if (rc)
+    return rc;
+  if (probe && !hello->x_->u.hello.is_registrar) {
+    rc = TR_ERROR(-TR_EIO, "%s is a tractor node (%s, pid %lld) but not a registrar", addr,
+                  hello->x_->u.hello.id.name, (long long)hello->x_->u.hello.pid);
+    close(fd);
+    tr_msg_free(hello);
+    return rc;
+  }
+  tr_actor_t *chan, *px = NULL;
+  if ((rc = tr__chan_peer(fd, NULL, &hello->x_->u.hello.id, &chan, &px)) != 0) {
+    tr_msg_free(hello);
+    return rc;
+  }
+  peer_t *rec = peer_new(addr, chan, px, hello);
+  if (rec) {
+    *p = *rec;
+    p->chan = tr_actor_dup(chan);
+    p->px = px ? tr_actor_dup(px) : NULL;
+  } else {
+    memset(p, 0, sizeof *p);
+    p->chan = tr_actor_dup(chan);
+  }
+  peer_add(rec);
+  tr_actor_release(chan);
+  tr_actor_release(px);
+  tr_msg_free(hello);
+  return 0;
+}
+
+int tr__node_accept(int fd, const tr_msg_t *hello) {
+  pthread_mutex_lock(&N.lock);
+  int on = N.on;
+  pthread_mutex_unlock(&N.lock);
+  if (!on)
+    return TR_ERROR(-TR_EPERM, "a node's Hello, and this process accepts only its children");
+  tr_msg_t *mine;
+  int rc = node_hello(0, &mine);
+  if (rc)
+    return rc;
+  const struct tr_envx *x = hello->x_;
+  tr_actor_t *chan, *px = NULL;
+  if ((rc = tr__chan_peer(fd, mine, &x->u.hello.id, &chan, &px)) != 0) {
+    /* fd was taken (closed) all the same */
+    tr_log(TR_LOG_WARN, "node: no channel for %s: %s", x->u.hello.id.name, last_msg());
+    tr_error_clear();
+    return 0;
+  }
+  /* Known by its address, so that a dial there finds this channel. */
+  if (x->u.hello.id.addr && x->u.hello.id.addr[0])
+    peer_add(peer_new(x->u.hello.id.addr, chan, px, hello));
+  tr_actor_release(chan);
+  tr_actor_release(px);
+  return 0;
+}
+
+/* ---- the registrar -------------------------------------------------------------------- */
+
+tr_actor_t *tr__node_registrar(void) {
+  pthread_mutex_lock(&N.lock);
+  tr_actor_t *r = N.registrar ? tr_actor_dup(N.registrar) : NULL;
+  pthread_mutex_unlock(&N.lock);
+  return r;
+}
+
+/* A portal to the registrar: this node's, or a proxy over a channel to
+ * the registry address (dialled again when the last one broke). */
+static int registrar_portal(tr_portal_t **out) {
+  *out = NULL;
+  pthread_mutex_lock(&N.lock);
+  int on = N.on;
+  tr_actor_t *r = N.registrar && !tr_actor_exited(N.registrar) ? tr_actor_dup(N.registrar) : NULL;
+  char where[TR_ADDR_MAX];
+  snprintf(where, sizeof where, "%s", N.registry);
+  pthread_mutex_unlock(&N.lock);
+  if (!on)
+    return TR_ERROR(-TR_ENOTFOUND, "discovery is off in this process (registry_addr \"off\")");
+  if (!r) {
+    peer_t p;
+    int rc = node_channel(where, 1, &p, NULL);
+    if (rc)
+      return TR_ERROR(rc == -TR_ECANCELED ? rc : -TR_EIO, "the registrar at %s: %s", where,
+                      last_msg());
+    tr_actor_release(p.chan);
+    if (!p.is_registrar || !p.px) {
+      tr_actor_release(p.px);
+      return TR_ERROR(p.px ? -TR_EIO : -TR_ENOMEM, "the node at %s is not a registrar", where);
+    }
+    r = p.px;
+    pthread_mutex_lock(&N.lock);
+    tr_actor_t *old = N.registrar;
+    N.registrar = tr_actor_dup(r);
+    pthread_mutex_unlock(&N.lock);
+    tr_actor_release(old);
+  }
+  int rc = tr_portal_from_actor(r, out);
+  tr_actor_release(r);
+  return rc;
+}
+
+/* Calls registrar function `fn` with one entry (or none), bounded by
+ * CALL_TIMEOUT_NS; shielded when `shield` (an exiting actor's last call).
+ * *result (may be NULL) gets the answer. */
+static int registrar_call(const char *fn, const tr_registry_entry_t *e, int shield,
+                          int64_t deadline, tr_buf_t **result) {
+  if (result)
+    *result = NULL;
+  tr_scope_t s;
+  int rc = tr_scope_open(&s, deadline >= 0 ? deadline : TR_NO_DEADLINE, shield);
+  if (rc)
+    return rc;
+  tr_portal_t *p = NULL;
+  tr_buf_t *args = NULL;
+  char q[64];
+  snprintf(q, sizeof q, "%s.%s", TR_REGISTRY_NS, fn);
+  if ((rc = registrar_portal(&p)) == 0 && (rc = tr__reg_pack(e, e ? 1 : 0, &args)) == 0)
+    rc = tr_portal_run(p, q, args, result);
+  tr_buf_release(args);
+  tr_portal_release(p);
+  int crc = tr_scope_close(&s);
+  if (rc == -TR_ECANCELED && tr_scope_cancelled_caught(&s) && deadline >= 0)
+    rc = TR_ERROR(-TR_ETIMEDOUT, "the registrar did not answer %s in time", fn);
+  else if (rc == 0 && crc)
+    rc = crc;
+  return rc;
+}
+
+/* ---- registration ------------------------------------------------------------------------- */
+
+static int ensure_listener(void) {
+  pthread_mutex_lock(&N.lock);
+  int have = N.listening;
+  char where[TR_ADDR_MAX];
+  snprintf(where, sizeof where, "%s", N.bind);
+  pthread_mutex_unlock(&N.lock);
+  if (have)
+    return 0;
+  char addr[TR_ADDR_MAX];
+  int rc = tr__listen_bind(where, addr, sizeof addr);
+  if (rc)
+    return rc;
+  pthread_mutex_lock(&N.lock);
+  if (N.listening) {
+    pthread_mutex_unlock(&N.lock);
+    tr__listen_release(0); /* another task was first */
+    return 0;
+  }
+  N.listening = 1;
+  snprintf(N.addr, sizeof N.addr, "%s", addr);
+  pthread_mutex_unlock(&N.lock);
+  return 0;
+}
+
+static void entry_of(tr_actor_t *a, tr_registry_entry_t *e) {
+  memset(e, 0, sizeof *e);
+  e->name = (char *)tr_actor_name(a);
+  tr_actor_uuid(a, e->uuid);
+  e->addr = N.addr;
+  e->pid = (int64_t)getpid();
+}
+
+/* The calling task's actor registers (a served child, or the root). */
+static int register_self(void) {
+  tr_actor_t *self = tr_self();
+  int rc = ensure_listener();
+  if (rc)
+    return rc;
+  pthread_mutex_lock(&N.lock);
+  if (!N.self)
+    N.self = tr_actor_dup(self);
+  pthread_mutex_unlock(&N.lock);
+  local_add(self);
+  tr_registry_entry_t e;
+  entry_of(self, &e);
+  rc = registrar_call("register", &e, 0, tr_now() + CALL_TIMEOUT_NS, NULL);
+  if (rc)
+    local_remove(self);
+  return rc;
+}
+
+static void unregister_self(void) {
+  tr_actor_t *self = tr_self();
+  /* The task's error (a run_in_actor function's failure) stays its own. */
+  tr_error_t *kept = tr__error_take();
+  local_remove(self);
+  tr_registry_entry_t e;
+  entry_of(self, &e);
+  int rc = registrar_call("unregister", &e, 1, tr_now() + hs_timeout(), NULL);
+  if (rc)
+    tr_log(TR_LOG_INFO, "node: %s could not unregister (%s); the registrar drops it later",
+           tr_actor_name(self), tr_strerror(rc));
+  tr__error_put(kept);
+}
+
+static int node_is_on(void) {
+  pthread_mutex_lock(&N.lock);
+  int on = N.on;
+  pthread_mutex_unlock(&N.lock);
+  return on;
+}
+
+static void served_started(void) {
+  if (!node_is_on())
+    return;
+  if (tr__registrar_is(tr_self()))
+    return; /* the registry's keeper is not in it */
+  int rc = register_self();
+  if (rc) {
+    /* Cancelled before it could: nothing to say. */
+    tr_log(rc == -TR_ECANCELED ? TR_LOG_DEBUG : TR_LOG_WARN, "node: %s could not register: %s",
+           tr_actor_name(tr_self()), last_msg());
+    tr_error_clear();
+  }
+}
+
+static void served_exiting(void) {
+  if (!node_is_on())
+    return;
+  if (tr__registrar_is(tr_self())) {
+    tr__registrar_close();
+    return;
+  }
+  unregister_self();
+}
+
+const tr_rpc_node_ops_t tr__node_rpc_ops = {served_started, served_exiting};
+
+/* ---- start and stop ------------------------------------------------------------------------ */
+
+/* This node becomes the registrar: it listens on the registry address and
+ * starts the registrar actor.  -TR_EBUSY when the address is taken. */
+static int become_registrar(void) {
+  char addr[TR_ADDR_MAX];
+  int rc = tr__listen_bind(N.registry, addr, sizeof addr);
+  if (rc)
+    return rc;
+  tr_actor_t *r;
+  if ((rc = tr__registrar_spawn(&r)) != 0) {
+    tr__listen_release(0);
+    return rc;
+  }
+  pthread_mutex_lock(&N.lock);
+  N.listening = 1;
+  N.is_registrar = 1;
+  snprintf(N.addr, sizeof N.addr, "%s", addr);
+  N.reg_local = r;
+  N.registrar = tr_actor_dup(r);
+  pthread_mutex_unlock(&N.lock);
+  local_add(r); /* other nodes call it by the uuid its Hello names */
+  tr_log(TR_LOG_INFO, "node: this process is the registrar, at %s", addr);
+  return 0;
+}
+
+static void node_reset(void);
+
+static int node_start(const tr_config_t *cfg) {
+  node_reset();
+  const char *reg = cfg_str(cfg ? cfg->registry_addr : NULL, "TR_REGISTRY_ADDR");
+  if (!reg || !*reg)
+    reg = TR_REGISTRY_ADDR_DEFAULT;
+  if (strcmp(reg, "off") == 0)
+    return 0;
+  const char *bind = cfg_str(cfg ? cfg->bind_addr : NULL, "TR_BIND_ADDR");
+  if (!bind || !*bind)
+    bind = "127.0.0.1";
+  struct sockaddr_in sa;
+  int rc;
+  if ((rc = tr__addr_parse(reg, &sa)) != 0 || (rc = tr__addr_parse(bind, &sa)) != 0)
+    return rc;
+  if (strlen(reg) >= TR_ADDR_MAX || strlen(bind) >= TR_ADDR_MAX)
+    return TR_ERROR(-TR_EINVAL, "an address longer than %d bytes", TR_ADDR_MAX - 1);
+  const char *secret = cfg_str(cfg ? cfg->secret : NULL, "TR_SECRET");
+  const char *insecure = getenv("TR_ALLOW_INSECURE");
+  int allow = (cfg && cfg->allow_insecure) || (insecure && strcmp(insecure, "1") == 0);
+  int has_secret = (secret && *secret) || getenv("TR_SECRET_FILE");
+  if (has_secret)
+    return TR_ERROR(-TR_EINVAL, "a secret is configured, and authenticated channels are not "
+                                "built yet: refusing to run without the protection it asks for");
+  if (!allow && (!is_loopback(bind) || !is_loopback(reg)))
+    return TR_ERROR(-TR_EPERM,
+                    "refusing to listen on or register at a non-loopback address (bind %s, "
+                    "registry %s) without authentication: set allow_insecure "
+                    "(TR_ALLOW_INSECURE=1) to accept that anyone who reaches the port may call",
+                    bind, reg);
+  pthread_mutex_lock(&N.lock);
+  N.on = 1;
+  snprintf(N.registry, sizeof N.registry, "%s", reg);
+  snprintf(N.bind, sizeof N.bind, "%s", bind);
+  N.self = tr_actor_dup(tr_self());
+  pthread_mutex_unlock(&N.lock);
+  for (int i = 0;; i++) {
+    peer_t p;
+    int refused;
+    rc = node_channel(reg, 1, &p, &refused);
+    if (rc == 0) {
+      tr_actor_release(p.chan);
+      if (!p.px)
+        return TR__ENOMEM();
+      pthread_mutex_lock(&N.lock);
+      N.registrar = p.px;
+      pthread_mutex_unlock(&N.lock);
+      break;
+    }
+    if (rc == -TR_ECANCELED)
+      return rc;
+    if (!refused)
+      return TR_ERROR(-TR_EIO, "registry_addr %s: something that is not a tractor registrar "
+                               "listens there (%s)",
+                      reg, last_msg());
+    tr_error_clear();
+    rc = become_registrar();
+    if (rc == 0)
+      break;
+    if (rc != -TR_EBUSY || i + 1 == PROBE_TRIES)
+      return rc; /* -TR_EBUSY: another root won the race: probe it */
+    tr_error_clear();
+  }
+  return register_self();
+}
+
+/* Channels, proxies and the listener go (every actor of the node has
+ * exited or is exiting); the state is cleared for a next run. */
+static void node_reset(void) {
+  pthread_mutex_lock(&N.lock);
+  peer_t *peers = N.peers;
+  local_t *locals = N.locals;
+  tr_actor_t *self = N.self, *reg = N.registrar, *local = N.reg_local;
+  int listening = N.listening;
+  N.peers = NULL;
+  N.locals = NULL;
+  N.self = N.registrar = N.reg_local = NULL;
+  N.listening = N.on = N.is_registrar = 0;
+  N.addr[0] = N.registry[0] = N.bind[0] = '\0';
+  pthread_mutex_unlock(&N.lock);
+  while (peers) {
+    peer_t *next = peers->next;
+    tr__chan_close(peers->chan);
+    tr_actor_release(peers->chan);
+    tr_actor_release(peers->px);
+    free(peers);
+    peers = next;
+  }
+  while (locals) {
+    local_t *next = locals->next;
+    tr_actor_release(locals->a);
+    free(locals);
+    locals = next;
+  }
+  if (local)
+    (void)tr_actor_cancel_soon(local);
+  tr_actor_release(local);
+  tr_actor_release(reg);
+  tr_actor_release(self);
+  if (listening)
+    tr__listen_release(0);
+}
+
+static void node_stop(void) {
+  if (node_is_on())
+    unregister_self();
+  node_reset();
+}
+
+const tr_main_node_ops_t tr__node_main_ops = {node_start, node_stop};
+
+void tr__node_child_setup(const char *registry_addr, const char *bind_addr) {
+  pthread_mutex_lock(&N.lock);
+  N.on = registry_addr && *registry_addr && strlen(registry_addr) < TR_ADDR_MAX;
+  if (N.on) {
+    snprintf(N.registry, sizeof N.registry, "%s", registry_addr);
+    snprintf(N.bind, sizeof N.bind, "%s",
+             bind_addr && *bind_addr && strlen(bind_addr) < TR_ADDR_MAX ? bind_addr : "127.0.0.1");
+  }
+  pthread_mutex_unlock(&N.lock);
+}
+
+void tr__node_child_stop(void) { node_reset(); }
+
+void tr__node_spawn_info(char *registry_addr, size_t rlen, char *bind_addr, size_t blen) {
+  pthread_mutex_lock(&N.lock);
+  snprintf(registry_addr, rlen, "%s", N.on ? N.registry : "");
+  /* The child listens on this node's host, on a port of its own. */
+  char host[TR_ADDR_MAX];
+  snprintf(host, sizeof host, "%s", N.on ? N.bind : "");
+  char *colon = strrchr(host, ':');
+  if (colon)
+    *colon = '\0';
+  snprintf(bind_addr, blen, "%s", host);
+  pthread_mutex_unlock(&N.lock);
+}
+
+/* ---- the discovery API -------------------------------------------------------------------- */
+
+static int api_check(const char *fn) {
+  if (!tr_load_acquire(&tr__rt_running))
+    return TR_ERROR(-TR_ENORUNTIME, "%s: no runtime is running", fn);
+  if (!tr__task_current())
+    return TR_ERROR(-TR_EPERM, "%s must be called from a task", fn);
+  return 0;
+}
+
+/* A portal to the actor of entry e: local, or through its node's channel.
+ * -TR_EIO when its node cannot be reached (*refused: nothing listens). */
+static int portal_to(const tr_registry_entry_t *e, tr_portal_t **out, int *refused) {
+  *refused = 0;
+  tr_actor_t *a = tr__node_local(e->uuid);
+  if (a) {
+    int rc = tr_portal_from_actor(a, out);
+    tr_actor_release(a);
+    return rc;
+  }
+  peer_t p;
+  int rc = node_channel(e->addr, 0, &p, refused);
+  if (rc)
+    return rc;
+  if (p.px && memcmp(p.uuid, e->uuid, TR_UUID_LEN) == 0) {
+    a = p.px; /* the node's own actor: the channel's proxy of it */
+    rc = 0;
+  } else {
+    tr_actor_release(p.px);
+    rc = tr__chan_proxy(p.chan, e->uuid, e->name, &a);
+  }
+  tr_actor_release(p.chan);
+  if (rc)
+    return rc;
+  rc = tr_portal_from_actor(a, out);
+  tr_actor_release(a);
+  return rc;
+}
+
+/* Picks the first entry of `found` that answers; deletes the ones whose
+ * node refuses connections. */
+static int pick(const char *name, tr_buf_t *found, tr_portal_t **portal) {
+  tr_registry_entry_t *v;
+  size_t n;
+  int rc = tr__reg_unpack(found, &v, &n);
+  if (rc)
+    return rc;
+  rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' is registered", name);
+  for (size_t i = 0; i < n; i++) {
+    int refused;
+    int prc = portal_to(&v[i], portal, &refused);
+    if (prc == 0) {
+      tr_error_clear();
+      rc = 0;
+      break;
+    }
+    if (prc == -TR_ECANCELED) {
+      rc = prc;
+      break;
+    }
+    tr_log(TR_LOG_INFO, "node: '%s' at %s does not answer (%s)%s", name, v[i].addr,
+           last_msg(), refused ? "; its entry is deleted" : "");
+    if (refused)
+      (void)registrar_call("unregister", &v[i], 0, tr_now() + CALL_TIMEOUT_NS, NULL);
+    rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' answers (the last tried, at %s: %s)", name,
+                  v[i].addr, refused ? "refused the connection" : "no handshake");
+  }
+  tr_registry_entries_free(v, n);
+  return rc;
+}
+
+int tr_find_actor(const char *name, tr_portal_t **portal) {
+  if (portal)
+    *portal = NULL;
+  int rc = api_check(__func__);
+  if (rc)
+    return rc;
+  if (!name || !portal)
+    return TR__EINVAL_NULL();
+  tr_registry_entry_t q = {.name = (char *)name};
+  tr_buf_t *found;
+  if ((rc = registrar_call("find", &q, 0, tr_now() + CALL_TIMEOUT_NS, &found)) != 0)
+    return rc;
+  rc = pick(name, found, portal);
+  tr_buf_release(found);
+  return rc;
+}
+
+int tr_wait_for_actor(const char *name, int64_t deadline, tr_portal_t **portal) {
+  if (portal)
+    *portal = NULL;
+  int rc = api_check(__func__);
+  if (rc)
+    return rc;
+  if (!name || !portal)
+    return TR__EINVAL_NULL();
+  tr_registry_entry_t q = {.name = (char *)name};
+  for (;;) {
+    tr_buf_t *found;
+    if ((rc = registrar_call("wait", &q, 0, deadline, &found)) != 0)
+      return rc;
+    rc = pick(name, found, portal);
+    tr_buf_release(found);
+    if (rc != -TR_ENOTFOUND)
+      return rc;
+    /* Every entry was stale (and is deleted now): wait for a live one. */
+    tr_error_clear();
+  }
+}
+
+int tr_registry_list(tr_registry_entry_t **entries, size_t *n) {
+  if (entries)
+    *entries = NULL;
+  if (n)
+    *n = 0;
+  int rc = api_check(__func__);
+  if (rc)
+    return rc;
+  if (!entries || !n)
+    return TR__EINVAL_NULL();
+  tr_buf_t *all;
+  if ((rc = registrar_call("list", NULL, 0, tr_now() + CALL_TIMEOUT_NS, &all)) != 0)
+    return rc;
+  rc = tr__reg_unpack(all, entries, n);
+  tr_buf_release(all);
+  return rc;
+}
+
+int tr_node_addr(char *addr, size_t len, int *is_registrar) {
+  if (!tr_load_acquire(&tr__rt_running))
+    return TR_ERROR(-TR_ENORUNTIME, "%s: no runtime is running", __func__);
+  pthread_mutex_lock(&N.lock);
+  int rc = N.addr[0] ? 0 : -TR_ENOTFOUND;
+  if (rc == 0) {
+    if (addr && len)
+      snprintf(addr, len, "%s", N.addr);
+    if (is_registrar)
+      *is_registrar = N.is_registrar;
+  }
+  pthread_mutex_unlock(&N.lock);
+  if (rc)
+    return TR_ERROR(rc, "this node has no listener (discovery is off, or nothing registered)");
+  return 0;
+}
