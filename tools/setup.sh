@@ -6,8 +6,11 @@ set -euo pipefail
 
 # libclang-rt-dev: clang's sanitizer and libFuzzer runtimes (only a
 # Recommends of clang, which --no-install-recommends would skip).
+# iproute2: the `ip` program, with which the multi-host tests make their
+# network namespaces, veth pairs and bridge (tests/support/netns.h); a
+# minimal image lacks it, and those tests would only skip.
 PKGS=(cmake make gcc clang libclang-rt-dev pkg-config libck-dev libprotobuf-c-dev
-      protobuf-c-compiler libcriterion-dev)
+      protobuf-c-compiler libcriterion-dev iproute2)
 
 missing=()
 for p in "${PKGS[@]}"; do
