@@ -44,6 +44,7 @@ static struct {
   pthread_cond_t cv;
   job_t *head, *tail;
   int threads, idle, max;
+  int queued; /* jobs not taken yet */
   int quit;
   pthread_t tids[64];
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -60,6 +61,7 @@ static void *pool_main(void *arg) {
     if (!pool.head)
       break; /* quit with an empty queue */
     job_t *j = pool.head;
+    pool.queued--;
     pool.head = j->next;
     if (!pool.head)
       pool.tail = NULL;
@@ -98,8 +100,12 @@ static int pool_submit(job_t *j) {
   else
     pool.head = j;
   pool.tail = j;
+  pool.queued++;
   int rc = 0;
-  if (pool.idle == 0 && pool.threads < pool.max) {
+  /* More jobs waiting than idle threads to take them: one more thread.
+   * (An idle thread counts as idle until it wakes, so "no idle thread"
+   * would let one woken thread take a burst of jobs one by one.) */
+  if (pool.queued > pool.idle && pool.threads < pool.max) {
     if (pthread_create(&pool.tids[pool.threads], NULL, pool_main, NULL) == 0)
       pool.threads++;
     else if (pool.threads == 0)
@@ -107,6 +113,7 @@ static int pool_submit(job_t *j) {
   }
   if (rc) {
     pool.head = pool.tail = NULL; /* it was the only job */
+    pool.queued = 0;
   } else {
     pthread_cond_signal(&pool.cv);
   }
@@ -174,6 +181,7 @@ void tr__to_thread_shutdown(void) {
   pthread_mutex_lock(&pool.lock);
   pool.threads = 0;
   pool.idle = 0;
+  pool.queued = 0;
   pool.quit = 0;
   pthread_mutex_unlock(&pool.lock);
 }
