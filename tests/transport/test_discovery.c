@@ -552,3 +552,102 @@ Test(discovery, registry_off_turns_discovery_off, .timeout = 30) {
   int rc = tr_main(0, NULL, root_off, NULL, NULL);
   cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
 }
+
+/* ---- a standalone registrar (tools/tractor-registry) -------------------------------------------- */
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+static pid_t registry_tool_start(const char *addr) {
+  const char *tool = getenv("TR_REGISTRY_TOOL");
+  if (!tool)
+    return -1;
+  char *const argv[] = {(char *)tool, "--addr", (char *)addr, "-q", NULL};
+  pid_t pid;
+  if (posix_spawn(&pid, tool, NULL, NULL, argv, environ) != 0)
+    return -1;
+  /* Serving once the port accepts (no sleep: the connect says so). */
+  struct sockaddr_in sa;
+  if (tr__addr_parse(addr, &sa) != 0)
+    return -1;
+  for (int i = 0; i < 500; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0)
+      close(fd);
+    if (ok)
+      return pid;
+    struct timespec ts = {0, 10 * MS};
+    nanosleep(&ts, NULL);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return -1;
+}
+
+typedef struct tool_run {
+  char addr[64];
+  pid_t tool;
+  int restarted;
+} tool_run_t;
+
+static int root_with_tool(void *arg) {
+  tool_run_t *t = arg;
+  char mine[64];
+  int registrar = 1;
+  tr_assert_rc(tr_node_addr(mine, sizeof mine, &registrar), 0);
+  tr_assert(registrar == 0, "the tool is the registrar, not this root");
+  tr_portal_t *p = NULL, *f = NULL;
+  tr_check_rc(tr_find_actor("root", &f), 0);
+  tr_portal_release(f);
+  tr_actor_nursery_t *an;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
+  tr_check_rc(tr_wait_for_actor("svc", tr_now() + 10000 * MS, &f), 0);
+  int rc;
+  uint64_t pid = f ? call_pid(f, &rc) : 0;
+  tr_check(pid != 0 && pid != (uint64_t)getpid(), "found the child");
+  /* The registrar dies: the channels between the others stay. */
+  kill(t->tool, SIGKILL);
+  waitpid(t->tool, NULL, 0);
+  uint64_t again = f ? call_pid(f, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_check(again == pid, "the child answers over the channel it had");
+  tr_portal_t *g = NULL;
+  tr_check(tr_find_actor("svc", &g) == -TR_EIO, "no registrar: a clear error, no hang");
+  /* A new registrar takes the port over; a new registration lands there. */
+  t->tool = registry_tool_start(t->addr);
+  t->restarted = t->tool > 0;
+  tr_check(t->restarted, "a new registrar on the same port");
+  tr_portal_t *q = NULL;
+  tr_check_rc(tr_start_actor_opts(an, "late", &o, &q), 0);
+  tr_check_rc(tr_wait_for_actor("late", tr_now() + 10000 * MS, &g), 0);
+  tr_portal_release(g);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_portal_release(q);
+  tr_portal_release(f);
+  return 0;
+}
+
+Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 60,
+     .init = setup, .fini = teardown) {
+  tool_run_t t = {0};
+  cr_assert_eq(tr__test_reserve_registry(t.addr, sizeof t.addr), 0);
+  t.tool = registry_tool_start(t.addr);
+  cr_assert(t.tool > 0, "tractor-registry started at %s", t.addr);
+  int rc = tr_main(0, NULL, root_with_tool, &t, NULL);
+  cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
+  cr_expect_eq(__atomic_load_n(&tr__test_slot.count, __ATOMIC_RELAXED), 0, "%s",
+               tr__test_slot_text() ? tr__test_slot_text() : "");
+  if (t.tool > 0) {
+    int st = -1;
+    kill(t.tool, SIGTERM);
+    cr_expect_eq(waitpid(t.tool, &st, 0), t.tool);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: a clean exit (status %#x)", st);
+  }
+}
