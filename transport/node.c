@@ -536,6 +536,8 @@ static int registrar_call(const char *fn, const tr_registry_entry_t *e, int shie
   int crc = tr_scope_close(&s);
   if (rc == -TR_ECANCELED && tr_scope_cancelled_caught(&s) && deadline >= 0)
     rc = TR_ERROR(-TR_ETIMEDOUT, "the registrar did not answer %s in time", fn);
+  else if (rc == -TR_ECLOSED) /* its end of the channel is gone: unreachable, as a refused dial */
+    rc = TR_ERROR(-TR_EIO, "the registrar is gone (%s): %s", fn, last_msg());
   else if (rc == 0 && crc)
     rc = crc;
   return rc;
