@@ -878,43 +878,36 @@ static int pick(const char *name, tr_buf_t *found, tr_portal_t **portal) {
   return rc;
 }
 
-int tr_find_actor(const char *name, tr_portal_t **portal) {
+/* tr_find_actor (wait 0) and tr_wait_for_actor (wait 1). */
+static int lookup(const char *fn, const char *name, int wait, int64_t deadline,
+                  tr_portal_t **portal) {
   if (portal)
     *portal = NULL;
-  int rc = api_check(__func__);
+  int rc = api_check(fn);
   if (rc)
     return rc;
   if (!name || !portal)
-    return TR__EINVAL_NULL();
-  tr_registry_entry_t q = {.name = (char *)name};
-  tr_buf_t *found;
-  if ((rc = registrar_call("find", &q, 0, tr_now() + CALL_TIMEOUT_NS, &found)) != 0)
-    return rc;
-  rc = pick(name, found, portal);
-  tr_buf_release(found);
-  return rc;
-}
-
-int tr_wait_for_actor(const char *name, int64_t deadline, tr_portal_t **portal) {
-  if (portal)
-    *portal = NULL;
-  int rc = api_check(__func__);
-  if (rc)
-    return rc;
-  if (!name || !portal)
-    return TR__EINVAL_NULL();
+    return TR_ERROR(-TR_EINVAL, "%s: a required argument is NULL", fn);
   tr_registry_entry_t q = {.name = (char *)name};
   for (;;) {
     tr_buf_t *found;
-    if ((rc = registrar_call("wait", &q, 0, deadline, &found)) != 0)
+    if ((rc = registrar_call(wait ? "wait" : "find", &q, 0, deadline, &found)) != 0)
       return rc;
     rc = pick(name, found, portal);
     tr_buf_release(found);
-    if (rc != -TR_ENOTFOUND)
+    if (rc != -TR_ENOTFOUND || !wait)
       return rc;
     /* Every entry was stale (and is deleted now): wait for a live one. */
     tr_error_clear();
   }
+}
+
+int tr_find_actor(const char *name, tr_portal_t **portal) {
+  return lookup(__func__, name, 0, tr_now() + CALL_TIMEOUT_NS, portal);
+}
+
+int tr_wait_for_actor(const char *name, int64_t deadline, tr_portal_t **portal) {
+  return lookup(__func__, name, 1, deadline, portal);
 }
 
 int tr_registry_list(tr_registry_entry_t **entries, size_t *n) {

@@ -58,4 +58,20 @@ static inline int tr_test_threads(void) {
   return n - 2; /* "." and ".." */
 }
 
+/* A test's .init and .fini that check nothing is left behind: no child
+ * process or zombie, no extra fd, no extra thread (Criterion runs each
+ * test in a process of its own, so the counts are the test's). */
+#ifdef cr_expect_eq
+static int tr__procs_fds, tr__procs_threads;
+static inline void tr_test_procs_setup(void) {
+  tr__procs_fds = tr_test_open_fds();
+  tr__procs_threads = tr_test_threads();
+}
+static inline void tr_test_procs_check(void) {
+  cr_expect_eq(tr_test_live_children(), 0, "no child process or zombie is left");
+  cr_expect_eq(tr_test_open_fds(), tr__procs_fds, "no fd is left open");
+  cr_expect_eq(tr_test_threads(), tr__procs_threads, "no thread is left running");
+}
+#endif
+
 #endif

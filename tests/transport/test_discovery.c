@@ -33,6 +33,13 @@
 
 /* ---- exported functions ------------------------------------------------------------------- */
 
+/* The name a call's args carry (a string buffer). */
+static void name_of(const tr_buf_t *args, char *name, size_t size) {
+  size_t len = tr_buf_len(args) < size - 1 ? tr_buf_len(args) : size - 1;
+  memcpy(name, tr_buf_data(args), len);
+  name[len] = '\0';
+}
+
 static int ping(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
@@ -44,9 +51,7 @@ TR_EXPORT_FN("tdisc.svc", "pid", ping)
 static int find_and_call(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   char name[64];
-  size_t len = tr_buf_len(args) < sizeof name - 1 ? tr_buf_len(args) : sizeof name - 1;
-  memcpy(name, tr_buf_data(args), len);
-  name[len] = '\0';
+  name_of(args, name, sizeof name);
   tr_portal_t *p;
   int rc = tr_wait_for_actor(name, tr_now() + 20000 * MS, &p);
   if (rc)
@@ -71,9 +76,7 @@ TR_EXPORT_FN("tdisc.svc", "close_listener", close_listener)
 static int find_rc(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   char name[64];
-  size_t len = tr_buf_len(args) < sizeof name - 1 ? tr_buf_len(args) : sizeof name - 1;
-  memcpy(name, tr_buf_data(args), len);
-  name[len] = '\0';
+  name_of(args, name, sizeof name);
   tr_portal_t *p = NULL;
   int rc = tr_find_actor(name, &p);
   tr_portal_release(p);
@@ -123,16 +126,8 @@ static int await_count(const char *name, int want, int ms) {
   return k;
 }
 
-static int fds_before, threads_before;
-static void setup(void) {
-  fds_before = tr_test_open_fds();
-  threads_before = tr_test_threads();
-}
-static void teardown(void) {
-  cr_expect_eq(tr_test_live_children(), 0, "no child process or zombie is left");
-  cr_expect_eq(tr_test_open_fds(), fds_before, "no fd is left open");
-  cr_expect_eq(tr_test_threads(), threads_before, "no thread is left running");
-}
+static void setup(void) { tr_test_procs_setup(); }
+static void teardown(void) { tr_test_procs_check(); }
 
 /* ---- tests ---------------------------------------------------------------------------------- */
 

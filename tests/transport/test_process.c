@@ -292,16 +292,8 @@ static uint64_t run_u64_any(tr_portal_t *p, const char *fn, uint64_t arg, int *r
 }
 
 /* Every test: nothing left behind. */
-static int fds_before, threads_before;
-static void setup(void) {
-  fds_before = tr_test_open_fds();
-  threads_before = tr_test_threads();
-}
-static void teardown(void) {
-  cr_expect_eq(tr_test_live_children(), 0, "no child process or zombie is left");
-  cr_expect_eq(tr_test_open_fds(), fds_before, "no fd is left open");
-  cr_expect_eq(tr_test_threads(), threads_before, "no thread is left running");
-}
+static void setup(void) { tr_test_procs_setup(); }
+static void teardown(void) { tr_test_procs_check(); }
 
 /* ---- tests --------------------------------------------------------------------------- */
 
