@@ -29,6 +29,7 @@
 #include "runtime/runtime.h"
 #include "runtime/sched/worker.h"
 #include "runtime/task/task.h"
+#include "transport/auth.h"
 #include "transport/channel.h"
 #include "transport/node.h"
 
@@ -151,6 +152,9 @@ static void config_log_level(const tr_config_t *cfg) {
 
 static int rt_init(const tr_config_t *cfg) {
   config_log_level(cfg);
+  int krc = tr__auth_setup(cfg); /* the channels' key: before any handshake */
+  if (krc != 0)
+    return krc;
   memset(&tr__rt, 0, sizeof(tr__rt));
   memset(&tr__actors, 0, sizeof(tr__actors));
   tr__msgpool_reset_counts();
@@ -168,8 +172,10 @@ static int rt_init(const tr_config_t *cfg) {
   pthread_cond_init(&tr__actors.wait_cv, &ca);
   pthread_condattr_destroy(&ca);
   tr__actors.shards = aligned_alloc(TR_CACHELINE, sizeof(tr_shard_t) * (size_t)(n + 1));
-  if (!tr__actors.shards)
+  if (!tr__actors.shards) {
+    tr__auth_clear();
     return TR_ERROR(-TR_ENOMEM, "tr_run: no memory for the runtime's shards");
+  }
   for (int i = 0; i <= n; i++) {
     memset(&tr__actors.shards[i], 0, sizeof(tr_shard_t));
     pthread_mutex_init(&tr__actors.shards[i].lock, NULL);
@@ -192,6 +198,7 @@ static int rt_init(const tr_config_t *cfg) {
     tr_store_release(&tr__rt_running, 0);
     free(tr__actors.shards);
     tr__actors.shards = NULL;
+    tr__auth_clear();
   }
   return rc;
 }
@@ -239,6 +246,7 @@ int tr_run(const tr_config_t *cfg, tr_root_fn root, void *arg) {
   tr_store_release(&tr__rt_running, 0);
   pthread_mutex_unlock(&stats_lock);
   rt_fini();
+  tr__auth_clear();
   tr__fiber_stack_pool_drain();
   /* Before the claim is dropped: no new runtime can start under the
    * callbacks, which were promised a process without actors. */

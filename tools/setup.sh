@@ -9,8 +9,10 @@ set -euo pipefail
 # iproute2: the `ip` program, with which the multi-host tests make their
 # network namespaces, veth pairs and bridge (tests/support/netns.h); a
 # minimal image lacks it, and those tests would only skip.
+# libsodium-dev: the MAC of the channels' challenge-response (HMAC-SHA-512-256,
+# constant-time verify) and fresh nonces from the OS (transport/auth.h).
 PKGS=(cmake make gcc clang libclang-rt-dev pkg-config libck-dev libprotobuf-c-dev
-      protobuf-c-compiler libcriterion-dev iproute2)
+      protobuf-c-compiler libcriterion-dev iproute2 libsodium-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

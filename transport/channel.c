@@ -28,6 +28,7 @@
 #include "runtime/rpc/rpc.h"
 #include "runtime/task/task.h"
 #include "schema/envelope.h"
+#include "transport/auth.h"
 #include "transport/hello.h"
 #include "transport/listen.h"
 #include "transport/node.h"
@@ -82,7 +83,7 @@ typedef struct chan {
   int flush_sent;
   tr_frame_dec_t dec;
   uint8_t *rbuf;
-  uint8_t hello_seen;
+  uint8_t handshaken;
   uint8_t io_done; /* EOF or an error: no more reading or writing */
   uint8_t wr_shut; /* child: shutdown(SHUT_WR) after the last words */
   uint8_t exiting;
@@ -392,23 +393,6 @@ static void start_main(chan_t *c, tr_msg_t *m);
 
 /* One frame from the peer. */
 static void on_frame(chan_t *c, tr_msg_t *m) {
-  if (!c->hello_seen) {
-    tr_uid_t peer = {0};
-    int rc = tr__hello_check(m, &peer);
-    if (rc == 0 && c->has_proc && m->x_->u.hello.pid != c->proc.pid)
-      rc = TR_ERROR(-TR_EPROTO, "Hello from pid %lld, not the child %d",
-                    (long long)m->x_->u.hello.pid, (int)c->proc.pid);
-    tr__uid_fini(&peer);
-    tr_msg_free(m);
-    if (rc) {
-      char cause[200];
-      snprintf(cause, sizeof cause, "handshake refused: %s", tr_error_message(tr_error_last()));
-      chan_lost(c, -TR_EPROTO, cause);
-      return;
-    }
-    c->hello_seen = 1;
-    return;
-  }
   struct tr_envx *x = m->x_;
   if (m->body == TR_BODY_CREDIT && m->cid == 0 && !(x && x->has_dst)) {
     tr_msg_free(m); /* a heartbeat: its arrival was the point */
@@ -566,7 +550,7 @@ static void on_adopt(chan_t *c, int fd) {
     return;
   }
   c->fd = fd;
-  c->hello_seen = 1;
+  c->handshaken = 1;
   c->last_rx = c->last_tx = tr_now();
   tick_post(c);
   if (sock_opts(fd) != 0 || tr__fd_watch(fd, tr_self(), C_IO, &c->w) != 0) {
@@ -740,7 +724,7 @@ static void chan_fn(void *state, tr_msg_t *m) {
     break;
   case C_KILL:
     c->killing = 1;
-    if (!c->hello_seen) {
+    if (!c->handshaken) {
       send_signal(c, SIGKILL); /* not even connected: nothing to lose */
     } else if (!c->term_sent) {
       c->term_sent = 1;
@@ -757,7 +741,7 @@ static void chan_fn(void *state, tr_msg_t *m) {
     send_signal(c, SIGKILL);
     break;
   case C_HS_TIMEOUT:
-    if (!c->hello_seen && c->proc.pid > 0) {
+    if (!c->handshaken && c->proc.pid > 0) {
       tr_log(TR_LOG_WARN, "channel %s: the child process %d did not connect back in time",
              tr_actor_name(tr_self()), (int)c->proc.pid);
       send_signal(c, SIGKILL);
@@ -842,16 +826,6 @@ static chan_t *chan_alloc(void) {
   return c;
 }
 
-/* Queues this end's Hello, named after actor `who`. */
-static int queue_hello(chan_t *c, tr_actor_t *who) {
-  tr_hello_info_t hi = {.node = who, .flags = c->child_side ? TR_HELLO_CHILD : 0};
-  tr_msg_t *h;
-  int rc = tr__hello_new(&hi, &h);
-  if (rc == 0)
-    chan_queue(c, h);
-  return rc;
-}
-
 /* ---- spawning ------------------------------------------------------------------------ */
 
 static tr_msg_t *spawn_spec(const tr_proc_req_t *req) {
@@ -904,7 +878,7 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   chan_t *c = chan_alloc();
   if (!c)
     return TR__ENOMEM();
-  char addr[64], env0[96], env1[64];
+  char addr[64], env0[96], env1[64], env2[128];
   int rc = tr__listen_acquire(addr, sizeof addr);
   if (rc) {
     chan_exit(c);
@@ -915,7 +889,8 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   /* The child expects what this side does (its heartbeats match). */
   snprintf(env1, sizeof env1, "TR_PEER_TIMEOUT_MS=%lld",
            tr__chan_peer_timeout_ns > 0 ? (long long)(tr__chan_peer_timeout_ns / 1000000) : 0LL);
-  char *const env[] = {env0, env1, NULL};
+  tr__auth_child_env(env2, sizeof env2); /* the child has this side's key, or none */
+  char *const env[] = {env0, env1, env2, NULL};
   char *const argv[] = {(char *)(req->exe ? req->exe : "tractor-child"), NULL};
   rc = tr__proc_spawn(req->exe, argv, env, &c->proc);
   if (rc) {
@@ -940,7 +915,7 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   }
   /* Nothing reaches the channel before C_INIT but what is queued here. */
   tr_msg_t *spec = spawn_spec(req);
-  if (proxy_new(ca, req->name, req->uuid, &px) != 0 || !spec || queue_hello(c, req->parent) != 0) {
+  if (proxy_new(ca, req->name, req->uuid, &px) != 0 || !spec) {
     tr_msg_free(spec);
     (void)tr_send_u64(ca, C_INIT, 0);
     (void)tr_send_u64(ca, C_KILL, 0);
@@ -999,6 +974,35 @@ static int connect_back(const char *addr) {
   return fd;
 }
 
+/* The child's end of the handshake with its parent's listener (blocking,
+ * bounded by the handshake timeout).  Returns 0, or -1 with the reason
+ * logged. */
+static int child_handshake(int fd, const char *addr) {
+  /* This end's Hello names the connection itself: no actor of the child
+   * exists yet, and the parent identifies its child by pid. */
+  uint8_t uuid[TR_UUID_LEN];
+  if (getrandom(uuid, sizeof uuid, 0) != (ssize_t)sizeof uuid) {
+    tr_log(TR_LOG_ERROR, "child process: getrandom: %s", strerror(errno));
+    return -1;
+  }
+  tr_hello_info_t hi = {.name = "chan:parent", .uuid = uuid, .flags = TR_HELLO_CHILD};
+  tr_msg_t *h, *peer = NULL;
+  char why[200] = "out of memory";
+  int rc = tr__hello_new(&hi, &h);
+  if (rc == 0) {
+    int64_t t = tr__chan_peer_timeout_ns;
+    int64_t limit = t > 0 && t < HS_TIMEOUT_NS ? t : HS_TIMEOUT_NS;
+    rc = tr__hs_initiate(fd, h, tr_now() + limit, &peer, why, sizeof why);
+    tr_msg_free(h);
+    tr_msg_free(peer);
+  }
+  tr_error_clear();
+  if (rc)
+    tr_log(TR_LOG_ERROR, "child process: the handshake with its parent at %s failed: %s", addr,
+           why);
+  return rc ? -1 : 0;
+}
+
 static int child_root(void *arg) {
   int *status = arg;
   const char *addr = getenv(TR_PARENT_ADDR_ENV);
@@ -1008,6 +1012,10 @@ static int child_root(void *arg) {
            strerror(errno));
     return 1;
   }
+  if (child_handshake(fd, addr) != 0) {
+    close(fd);
+    return 1;
+  }
   chan_t *c = chan_alloc();
   if (!c) {
     close(fd);
@@ -1015,6 +1023,7 @@ static int child_root(void *arg) {
   }
   c->child_side = 1;
   c->fd = fd;
+  c->handshaken = 1;
   c->status = status;
   c->life_cid = UINT64_MAX; /* until the SpawnSpec */
   tr_spawn_opts_t o = {.name = "chan:parent", .on_exit = chan_exit};
@@ -1023,8 +1032,6 @@ static int child_root(void *arg) {
     chan_exit(c);
     return 1;
   }
-  if (queue_hello(c, ca) != 0)
-    tr_log(TR_LOG_ERROR, "child process: no Hello (out of memory)");
   (void)tr_send_u64(ca, C_INIT, 0);
   (void)tr_join(ca, -1);
   tr_actor_release(ca);
@@ -1042,24 +1049,21 @@ const tr_rpc_proc_ops_t tr__chan_proc_ops = {tr__chan_spawn, tr__chan_kill};
 
 /* ---- channels between nodes ------------------------------------------------------- */
 
-int tr__chan_peer(int fd, tr_msg_t *hello, const tr_uid_t *peer, tr_actor_t **out,
-                  tr_actor_t **peer_px) {
+int tr__chan_peer(int fd, const tr_uid_t *peer, tr_actor_t **out, tr_actor_t **peer_px) {
   *out = NULL;
   if (peer_px)
     *peer_px = NULL;
   const char *peer_name = peer ? peer->name : NULL;
   chan_t *c = chan_alloc();
   if (!c) {
-    tr_msg_free(hello);
     close(fd);
     return TR__ENOMEM();
   }
   c->peer = 1;
   c->fd = fd;
-  c->hello_seen = 1; /* the handshake is done (node.c, listen.c) */
+  c->handshaken = 1; /* the handshake is done (node.c, listen.c) */
   if (sock_opts(fd) != 0) {
     int err = errno;
-    tr_msg_free(hello);
     chan_exit(c);
     return TR_ERROR(-TR_EIO, "channel: socket options: %s", strerror(err));
   }
@@ -1069,7 +1073,6 @@ int tr__chan_peer(int fd, tr_msg_t *hello, const tr_uid_t *peer, tr_actor_t **ou
   tr_actor_t *ca;
   int rc = tr_spawn(chan_fn, c, &o, &ca);
   if (rc) {
-    tr_msg_free(hello);
     chan_exit(c);
     return rc;
   }
@@ -1083,8 +1086,6 @@ int tr__chan_peer(int fd, tr_msg_t *hello, const tr_uid_t *peer, tr_actor_t **ou
       *peer_px = tr_actor_dup(px);
     tr_actor_release(px);
   }
-  if (hello)
-    chan_queue(c, hello); /* before C_INIT: the first frame */
   (void)tr_send_u64(ca, C_INIT, 0);
   *out = ca;
   return 0;

@@ -100,17 +100,15 @@ int tr__chan_child_run(const tr_config_t *cfg);
 
 /*
  * A channel to another node over fd, a connected socket whose handshake is
- * done (node.c dialled it, or the listener accepted it).  hello, when not
- * NULL, is queued as its first frame (the accepting side's answer).  peer
+ * done (node.c dialled it, or the listener accepted it).  peer
  * is the actor the peer's Hello named: the channel's proxy of it is made
  * now, and *peer_px (when not NULL) gets a reference to it.  Returns 0
  * with *out (a reference to the channel actor), or -TR_ENOMEM / -TR_EIO
  * with an error object.
- * Ownership: takes fd and hello, also on failure (closed, freed); borrows
- * peer.  Threads: any, while the runtime runs.
+ * Ownership: takes fd, also on failure (closed); borrows peer.
+ * Threads: any, while the runtime runs.
  */
-int tr__chan_peer(int fd, tr_msg_t *hello, const tr_uid_t *peer, tr_actor_t **out,
-                  tr_actor_t **peer_px);
+int tr__chan_peer(int fd, const tr_uid_t *peer, tr_actor_t **out, tr_actor_t **peer_px);
 
 /* Closes a channel between nodes (its dialogs end with -TR_ECLOSED, as
  * at the peer's close).  Threads: any. */

@@ -12,19 +12,23 @@ int tr__hello_new(const tr_hello_info_t *info, tr_msg_t **out) {
   if (!out)
     return TR__EINVAL_NULL();
   *out = NULL;
-  if (!info || !info->node)
+  if (!info || (!info->node && (!info->name || !info->uuid)))
     return TR__EINVAL_NULL();
   tr_msg_t *m;
   if (tr_msg_new(&m) != 0)
     return TR__ENOMEM();
   m->body = TR_BODY_HELLO;
   struct tr_envx *x = tr__envx_get(m);
-  if (!x || tr__dup_opt(&x->u.hello.id.name, tr_actor_name(info->node)) != 0 ||
+  const char *name = info->node ? tr_actor_name(info->node) : info->name;
+  if (!x || tr__dup_opt(&x->u.hello.id.name, name) != 0 ||
       tr__dup_opt(&x->u.hello.id.addr, info->addr) != 0) {
     tr_msg_free(m);
     return TR__ENOMEM();
   }
-  tr_actor_uuid(info->node, x->u.hello.id.uuid);
+  if (info->node)
+    tr_actor_uuid(info->node, x->u.hello.id.uuid);
+  else
+    memcpy(x->u.hello.id.uuid, info->uuid, TR_UUID_LEN);
   x->u.hello.pid = (int64_t)getpid();
   x->u.hello.version = TR_PROTO_VERSION;
   x->u.hello.flags = info->flags;

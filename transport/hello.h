@@ -20,6 +20,10 @@
  * refused: there is no negotiation yet. */
 #define TR_PROTO_VERSION 1u
 
+/* A handshake message is small: a longer frame is refused before it is
+ * read. */
+#define TR_HELLO_MAX (64u << 10)
+
 /* Hello.flags: the sender is a child process connecting back to its
  * parent (the listener hands it to that child's channel); otherwise it is
  * another node (the listener hands it to the node, transport/node.h).
@@ -29,6 +33,8 @@
 /* What one end says of itself. */
 typedef struct tr_hello_info {
   tr_actor_t *node; /* the node's actor: its name and uuid (borrowed) */
+  const char *name; /* or, when node is NULL, this name and uuid (borrowed) */
+  const uint8_t *uuid;
   const char *addr; /* where its node listens, or NULL */
   uint8_t is_probe, is_registrar;
   uint32_t flags; /* TR_HELLO_CHILD or 0 */

@@ -24,6 +24,7 @@
 #include "runtime/error/error.h"
 #include "runtime/reactor/reactor.h"
 #include "schema/envelope.h"
+#include "transport/auth.h"
 #include "transport/channel.h"
 #include "transport/hello.h"
 #include "transport/node.h"
@@ -38,7 +39,6 @@ enum {
 };
 
 #define MAX_PENDING 256       /* connections in their handshake at once */
-#define HELLO_MAX (64u << 10) /* a Hello is small: longer frames are refused */
 #define HS_TIMEOUT_MAX_NS (5 * 1000000000LL)
 #define TICK_NS (200 * 1000000LL)
 #define LOUD_REFUSALS 8 /* logged as warnings; the rest at debug level */
@@ -63,6 +63,13 @@ static uint64_t refused; /* atomic */
 
 uint64_t tr__listen_refused(void) { return __atomic_load_n(&refused, __ATOMIC_RELAXED); }
 
+/* Where a connection is in its handshake (transport/auth.h). */
+enum {
+  CS_HELLO = 0, /* waiting for the initiator's Hello */
+  CS_CONFIRM,   /* answered; waiting for its confirmation (with a key) */
+  CS_PARKED     /* a child, handshaken; waiting until its spawn expects its pid */
+};
+
 /* A connection in its handshake (the listener's turns only). */
 typedef struct conn {
   struct conn *next;
@@ -70,7 +77,10 @@ typedef struct conn {
   tr_fd_watch_t *w;
   uint64_t wid;
   int64_t deadline;
-  pid_t pid; /* the Hello's, once it came and no one expected it yet */
+  uint8_t stage; /* CS_* */
+  pid_t pid;     /* a child's, from its Hello */
+  tr_msg_t *hello; /* the initiator's Hello, kept for the hand-over (CS_CONFIRM) */
+  tr_hs_t hs;
   tr_frame_dec_t dec;
 } conn_t;
 
@@ -101,6 +111,7 @@ static void conn_close(lstate_t *s, conn_t *c) {
   if (c->fd >= 0)
     close(c->fd);
   tr__frame_dec_fini(&c->dec);
+  tr_msg_free(c->hello);
   free(c);
 }
 
@@ -151,26 +162,120 @@ static int try_adopt(lstate_t *s, conn_t *c) {
   return 0;
 }
 
-/* Reads what c sent: its first frame must be a Hello of an expected pid. */
+/* The handshake is over: a child's connection waits for its channel, a
+ * node's goes to the node.  1: c is gone. */
+static int handed_over(lstate_t *s, conn_t *c, tr_msg_t *hello) {
+  if (hello->x_->u.hello.flags & TR_HELLO_CHILD) {
+    c->pid = (pid_t)hello->x_->u.hello.pid;
+    c->stage = CS_PARKED;
+    tr_msg_free(hello);
+    /* No one may expect that pid yet (a spawn registers right after its
+     * posix_spawn returns): then it waits until its deadline. */
+    return try_adopt(s, c) == 0;
+  }
+  (void)tr__fd_unwatch(c->w);
+  c->w = NULL;
+  int rc = tr__node_accept(c->fd, hello);
+  tr_msg_free(hello);
+  if (rc == 0) {
+    c->fd = -1; /* the node's now */
+    conn_close(s, c);
+  } else {
+    refuse(s, c, tr_error_message(tr_error_last()));
+    tr_error_clear();
+  }
+  return 1;
+}
+
+/* Sends m on c's fresh socket at once: a handshake message is far smaller
+ * than any socket buffer, so a short write means a peer that reads
+ * nothing.  Returns 0 or -1. */
+static int send_now(conn_t *c, const tr_msg_t *m) {
+  uint8_t *frame;
+  size_t len;
+  if (tr__frame_encode(m, 0, &frame, &len) != 0)
+    return -1;
+  ssize_t k;
+  do
+    k = send(c->fd, frame, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (k < 0 && errno == EINTR);
+  free(frame);
+  return k == (ssize_t)len ? 0 : -1;
+}
+
+/* The initiator's Hello: checked and answered.  1: c is gone. */
+static int on_hello(lstate_t *s, conn_t *c, tr_msg_t *m) {
+  tr_msg_t *mine = NULL;
+  int rc = tr__hello_check(m, NULL);
+  if (rc == 0) {
+    if (m->x_->u.hello.flags & TR_HELLO_CHILD) {
+      /* A child connecting back: this listener answers for its parent. */
+      tr_hello_info_t hi = {.node = tr_self()};
+      rc = tr__hello_new(&hi, &mine);
+    } else {
+      rc = tr__node_hello(&mine); /* -TR_EPERM: no node, children only */
+    }
+  }
+  if (rc == 0) {
+    /* Sent also when the two ends disagree on authentication: the answer
+     * tells the initiator why it is refused. */
+    rc = tr__hs_answer(&c->hs, m, mine);
+    if (send_now(c, mine) != 0 && rc == 0)
+      rc = TR_ERROR(-TR_EIO, "its answer could not be sent at once");
+  }
+  tr_msg_free(mine);
+  if (rc) {
+    tr_msg_free(m);
+    refuse(s, c, tr_error_message(tr_error_last()));
+    tr_error_clear();
+    return 1;
+  }
+  if (!c->hs.on)
+    return handed_over(s, c, m);
+  c->hello = m;
+  c->stage = CS_CONFIRM;
+  return 0;
+}
+
+/* The initiator's confirmation: its proof.  1: c is gone. */
+static int on_confirm(lstate_t *s, conn_t *c, tr_msg_t *m) {
+  int rc = tr__hs_verify(&c->hs, m);
+  tr_msg_free(m);
+  if (rc) {
+    char why[240];
+    snprintf(why, sizeof why, "%s: %s", c->hello->x_->u.hello.id.name,
+             tr_error_message(tr_error_last()));
+    tr_error_clear();
+    refuse(s, c, why);
+    return 1;
+  }
+  tr_msg_t *hello = c->hello;
+  c->hello = NULL;
+  return handed_over(s, c, hello);
+}
+
+/* Reads what c sent, one handshake frame at a time and never past its
+ * end: what follows the handshake belongs to the channel. */
 static void conn_read(lstate_t *s, conn_t *c) {
   uint8_t buf[4096];
   for (;;) {
-    ssize_t k = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    size_t want = c->stage == CS_PARKED ? 1 : tr__hs_read_max(&c->dec);
+    ssize_t k = recv(c->fd, buf, want < sizeof buf ? want : sizeof buf, MSG_DONTWAIT);
     if (k < 0 && errno == EINTR)
       continue;
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       break;
     if (k <= 0) {
       char why[160];
-      if (c->pid)
+      if (c->stage == CS_PARKED)
         snprintf(why, sizeof why, "its pid %d is no child being started", (int)c->pid);
       else
-        snprintf(why, sizeof why, "%s", k == 0 ? "closed before its Hello" : strerror(errno));
+        snprintf(why, sizeof why, "%s", k == 0 ? "closed in its handshake" : strerror(errno));
       refuse(s, c, why);
       return;
     }
-    if (c->pid) {
-      refuse(s, c, "bytes after its Hello");
+    if (c->stage == CS_PARKED) {
+      refuse(s, c, "bytes before its parent took it");
       return;
     }
     size_t used = 0;
@@ -184,36 +289,8 @@ static void conn_read(lstate_t *s, conn_t *c) {
     }
     if (!m)
       continue;
-    int rc = tr__hello_check(m, NULL);
-    pid_t pid = rc == 0 ? (pid_t)m->x_->u.hello.pid : 0;
-    if (rc == 0 && used < (size_t)k)
-      rc = TR_ERROR(-TR_EPROTO, "bytes after its Hello");
-    if (rc == 0 && !(m->x_->u.hello.flags & TR_HELLO_CHILD)) {
-      /* Another node: the node answers it, or refuses. */
-      (void)tr__fd_unwatch(c->w);
-      c->w = NULL;
-      rc = tr__node_accept(c->fd, m);
-      if (rc == 0)
-        c->fd = -1; /* the node's now */
-      tr_msg_free(m);
-      if (rc == 0)
-        conn_close(s, c);
-      else
-        refuse(s, c, tr_error_message(tr_error_last()));
+    if ((c->stage == CS_HELLO ? on_hello(s, c, m) : on_confirm(s, c, m)) != 0)
       return;
-    }
-    tr_msg_free(m);
-    if (rc) {
-      char why[200];
-      snprintf(why, sizeof why, "%s", tr_error_message(tr_error_last()));
-      refuse(s, c, why);
-      return;
-    }
-    c->pid = pid;
-    if (try_adopt(s, c) == 0)
-      return;
-    /* No one expects that pid (yet: a spawn registers right after its
-     * posix_spawn returns); it waits until its deadline. */
   }
   if (c->w && tr__fd_rearm(c->w, EPOLLIN) != 0)
     refuse(s, c, "cannot re-arm its watch");
@@ -250,7 +327,7 @@ static void on_accept(lstate_t *s) {
     }
     c->fd = fd;
     c->deadline = tr_now() + hs_timeout();
-    tr__frame_dec_init(&c->dec, HELLO_MAX);
+    tr__frame_dec_init(&c->dec, TR_HELLO_MAX);
     c->next = s->conns;
     s->conns = c;
     s->n++;
@@ -288,7 +365,7 @@ static void listener_fn(void *state, tr_msg_t *m) {
   case L_REG:
     for (conn_t *c = s->conns, *next; c; c = next) {
       next = c->next;
-      if (c->pid)
+      if (c->stage == CS_PARKED)
         (void)try_adopt(s, c);
     }
     break;
@@ -299,7 +376,8 @@ static void listener_fn(void *state, tr_msg_t *m) {
       next = c->next;
       if (now >= c->deadline)
         refuse(s, c,
-               c->pid ? "its pid is no child being started" : "silent past the handshake timeout");
+               c->stage == CS_PARKED ? "its pid is no child being started"
+                                     : "its handshake did not finish in time");
     }
     tick(s);
     break;

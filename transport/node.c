@@ -26,11 +26,11 @@
 #include "runtime/error/error.h"
 #include "schema/registry.h"
 #include "transport/channel.h"
+#include "transport/auth.h"
 #include "transport/hello.h"
 #include "transport/listen.h"
 #include "transport/registrar.h"
 
-#define HELLO_MAX (64u << 10)
 #define HS_TIMEOUT_MAX_NS (5 * 1000000000LL)
 /* A registrar call's bound (registering, unregistering, finding). */
 #define CALL_TIMEOUT_NS (5 * 1000000000LL)
@@ -164,48 +164,29 @@ enum { DIAL_RUNNING = 0, DIAL_DONE = 1, DIAL_ABANDONED = 2 };
 /* A connect and handshake, run on tr_to_thread's pool. */
 typedef struct dial {
   char addr[TR_ADDR_MAX];
-  uint8_t *hello; /* this node's Hello frame */
-  size_t hello_len;
+  tr_msg_t *mine; /* this node's Hello */
   int64_t deadline;
-  int fd;           /* the result: a handshaken socket, or -1 */
-  int refused;      /* nothing listens there (ECONNREFUSED) */
-  tr_msg_t *peer;   /* the peer's Hello */
-  char why[240];    /* the failure */
-  uint32_t state;   /* DIAL_*: who frees (the last of the dialler and its caller) */
+  int fd;         /* the result: a handshaken socket, or -1 */
+  int refused;    /* nothing listens there (ECONNREFUSED) */
+  int rc;         /* tr__hs_initiate's: -TR_EPERM when the authentication failed */
+  tr_msg_t *peer; /* the peer's Hello */
+  char why[300];  /* the failure */
+  uint32_t state; /* DIAL_*: who frees (the last of the dialler and its caller) */
 } dial_t;
 
 static void dial_free(dial_t *d) {
   if (d->fd >= 0)
     close(d->fd);
   tr_msg_free(d->peer);
-  free(d->hello);
+  tr_msg_free(d->mine);
   free(d);
-}
-
-/* Waits for fd to be ready for `ev` until the dial's deadline: 1 ready,
- * 0 timed out, -1 error (errno). */
-static int dial_wait(dial_t *d, int fd, short ev) {
-  for (;;) {
-    int64_t left = d->deadline - tr_now();
-    if (left <= 0)
-      return 0;
-    struct pollfd p = {.fd = fd, .events = ev};
-    int k = poll(&p, 1, (int)((left + 999999) / 1000000));
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k < 0)
-      return -1;
-    if (k > 0)
-      return 1;
-  }
 }
 
 static void *dial_run(void *arg) {
   dial_t *d = arg;
   struct sockaddr_in sa;
   int fd = -1;
-  tr_frame_dec_t dec;
-  tr__frame_dec_init(&dec, HELLO_MAX);
+  d->rc = -TR_EIO;
   if (tr__addr_parse(d->addr, &sa) != 0) {
     snprintf(d->why, sizeof d->why, "'%s' is not an address", d->addr);
     goto out;
@@ -217,12 +198,17 @@ static void *dial_run(void *arg) {
   }
   int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
   if (rc != 0 && errno == EINPROGRESS) {
-    int w = dial_wait(d, fd, POLLOUT);
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int w;
+    do {
+      int64_t left = d->deadline - tr_now();
+      w = left <= 0 ? 0 : poll(&p, 1, (int)((left + 999999) / 1000000));
+    } while (w < 0 && errno == EINTR);
     int err = 0;
     socklen_t el = sizeof err;
     if (w == 0) {
       snprintf(d->why, sizeof d->why, "connect to %s: timed out", d->addr);
-      goto fail;
+      goto out;
     }
     if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
       err = errno;
@@ -232,77 +218,28 @@ static void *dial_run(void *arg) {
   if (rc != 0) {
     d->refused = errno == ECONNREFUSED;
     snprintf(d->why, sizeof d->why, "connect to %s: %s", d->addr, strerror(errno));
-    goto fail;
+    goto out;
   }
-  for (size_t off = 0; off < d->hello_len;) {
-    ssize_t k = send(fd, d->hello + off, d->hello_len - off, MSG_NOSIGNAL);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k < 0 && errno == EAGAIN && dial_wait(d, fd, POLLOUT) > 0)
-      continue;
-    if (k < 0) {
-      snprintf(d->why, sizeof d->why, "sending the Hello to %s: %s", d->addr,
-               errno == EAGAIN ? "timed out" : strerror(errno));
-      goto fail;
-    }
-    off += (size_t)k;
-  }
-  /* The peer's Hello, and nothing after it (the peer says nothing more
-   * until this side has spoken again). */
-  while (!d->peer) {
-    uint8_t buf[4096];
-    ssize_t k = recv(fd, buf, sizeof buf, 0);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k < 0 && errno == EAGAIN) {
-      if (dial_wait(d, fd, POLLIN) > 0)
-        continue;
-      snprintf(d->why, sizeof d->why, "%s sent no Hello in time", d->addr);
-      goto fail;
-    }
-    if (k <= 0) {
-      snprintf(d->why, sizeof d->why, "%s closed the connection before its Hello%s%s", d->addr,
-               k < 0 ? ": " : "", k < 0 ? strerror(errno) : "");
-      goto fail;
-    }
-    size_t used = 0;
-    tr_msg_t *m = NULL;
-    int frc = tr__frame_dec_feed(&dec, buf, (size_t)k, &used, &m);
-    if (frc) {
-      snprintf(d->why, sizeof d->why, "%s answered with something other than a Hello (%s)",
-               d->addr, tr_strerror(frc));
-      goto fail;
-    }
-    if (m && used < (size_t)k) {
-      tr_msg_free(m);
-      snprintf(d->why, sizeof d->why, "%s sent bytes after its Hello", d->addr);
-      goto fail;
-    }
-    d->peer = m;
-  }
-  if (tr__hello_check(d->peer, NULL) != 0) {
-    snprintf(d->why, sizeof d->why, "%s: %s", d->addr, last_msg());
-    tr_error_clear();
-    goto fail;
+  char why[200];
+  d->rc = tr__hs_initiate(fd, d->mine, d->deadline, &d->peer, why, sizeof why);
+  if (d->rc) {
+    snprintf(d->why, sizeof d->why, "%s: %s", d->addr, why);
+    goto out;
   }
   d->fd = fd;
   fd = -1;
-  goto out;
-fail:
-  tr_msg_free(d->peer);
-  d->peer = NULL;
 out:
   if (fd >= 0)
     close(fd);
-  tr__frame_dec_fini(&dec);
   if (__atomic_exchange_n(&d->state, DIAL_DONE, __ATOMIC_ACQ_REL) == DIAL_ABANDONED)
     dial_free(d); /* its caller was cancelled and left it to us */
   return NULL;
 }
 
-/* Connects to addr and exchanges Hellos.  Returns 0 with *fd and *peer
+/* Connects to addr and makes the handshake.  Returns 0 with *fd and *peer
  * (the peer's Hello: tr_msg_free), or -TR_EIO (with *refused set when
- * nothing listens), -TR_ECANCELED, -TR_ENOMEM; with an error object. */
+ * nothing listens), -TR_EPERM (the authentication failed: another secret,
+ * or none on one side), -TR_ECANCELED, -TR_ENOMEM; with an error object. */
 static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refused) {
   *fd = -1;
   *peer = NULL;
@@ -314,12 +251,7 @@ static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refu
   d->fd = -1;
   snprintf(d->addr, sizeof d->addr, "%s", addr);
   d->deadline = tr_now() + hs_timeout();
-  tr_msg_t *h;
-  int rc = node_hello(probe, &h);
-  if (rc == 0) {
-    rc = tr__frame_encode(h, 0, &d->hello, &d->hello_len);
-    tr_msg_free(h);
-  }
+  int rc = node_hello(probe, &d->mine);
   if (rc) {
     free(d);
     return rc;
@@ -334,7 +266,7 @@ static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refu
   if (d->fd < 0) {
     if (refused)
       *refused = d->refused;
-    rc = TR_ERROR(-TR_EIO, "%s", d->why);
+    rc = TR_ERROR(d->rc == -TR_EPERM ? -TR_EPERM : -TR_EIO, "%s", d->why);
     dial_free(d);
     return rc;
   }
@@ -424,7 +356,7 @@ static int node_channel(const char *addr, int probe, peer_t *p, int *refused) {
     return rc;
   }
   tr_actor_t *chan, *px = NULL;
-  if ((rc = tr__chan_peer(fd, NULL, &hello->x_->u.hello.id, &chan, &px)) != 0) {
+  if ((rc = tr__chan_peer(fd, &hello->x_->u.hello.id, &chan, &px)) != 0) {
     tr_msg_free(hello);
     return rc;
   }
@@ -444,19 +376,20 @@ static int node_channel(const char *addr, int probe, peer_t *p, int *refused) {
   return 0;
 }
 
-int tr__node_accept(int fd, const tr_msg_t *hello) {
+int tr__node_hello(tr_msg_t **out) {
+  *out = NULL;
   pthread_mutex_lock(&N.lock);
   int on = N.on;
   pthread_mutex_unlock(&N.lock);
   if (!on)
     return TR_ERROR(-TR_EPERM, "a node's Hello, and this process accepts only its children");
-  tr_msg_t *mine;
-  int rc = node_hello(0, &mine);
-  if (rc)
-    return rc;
+  return node_hello(0, out);
+}
+
+int tr__node_accept(int fd, const tr_msg_t *hello) {
   const struct tr_envx *x = hello->x_;
   tr_actor_t *chan, *px = NULL;
-  if ((rc = tr__chan_peer(fd, mine, &x->u.hello.id, &chan, &px)) != 0) {
+  if (tr__chan_peer(fd, &x->u.hello.id, &chan, &px) != 0) {
     /* fd was taken (closed) all the same */
     tr_log(TR_LOG_WARN, "node: no channel for %s: %s", x->u.hello.id.name, last_msg());
     tr_error_clear();
@@ -687,13 +620,9 @@ static int node_start(const tr_config_t *cfg) {
     return rc;
   if (strlen(reg) >= TR_ADDR_MAX || strlen(bind) >= TR_ADDR_MAX)
     return TR_ERROR(-TR_EINVAL, "an address longer than %d bytes", TR_ADDR_MAX - 1);
-  const char *secret = cfg_str(cfg ? cfg->secret : NULL, "TR_SECRET");
   const char *insecure = getenv("TR_ALLOW_INSECURE");
-  int allow = (cfg && cfg->allow_insecure) || (insecure && strcmp(insecure, "1") == 0);
-  int has_secret = (secret && *secret) || getenv("TR_SECRET_FILE");
-  if (has_secret)
-    return TR_ERROR(-TR_EINVAL, "a secret is configured, and authenticated channels are not "
-                                "built yet: refusing to run without the protection it asks for");
+  int allow = tr__auth_on() || (cfg && cfg->allow_insecure) ||
+              (insecure && strcmp(insecure, "1") == 0);
   if (!allow && (!is_loopback(bind) || !is_loopback(reg)))
     return TR_ERROR(-TR_EPERM,
                     "refusing to listen on or register at a non-loopback address (bind %s, "
@@ -721,6 +650,10 @@ static int node_start(const tr_config_t *cfg) {
     }
     if (rc == -TR_ECANCELED)
       return rc;
+    if (rc == -TR_EPERM)
+      return TR_ERROR(-TR_EPERM, "registry_addr %s: the registrar and this node do not share a "
+                                 "secret (%s)",
+                      reg, last_msg());
     if (!refused)
       return TR_ERROR(-TR_EIO, "registry_addr %s: something that is not a tractor registrar "
                                "listens there (%s)",
@@ -867,12 +800,14 @@ static int pick(const char *name, tr_buf_t *found, tr_portal_t **portal) {
       rc = prc;
       break;
     }
-    tr_log(TR_LOG_INFO, "node: '%s' at %s does not answer (%s)%s", name, v[i].addr,
-           last_msg(), refused ? "; its entry is deleted" : "");
+    char why[300];
+    snprintf(why, sizeof why, "%s", last_msg()); /* e.g. another secret: -TR_EPERM's */
+    tr_log(TR_LOG_INFO, "node: '%s' at %s does not answer (%s)%s", name, v[i].addr, why,
+           refused ? "; its entry is deleted" : "");
     if (refused)
       (void)registrar_call("unregister", &v[i], 0, tr_now() + CALL_TIMEOUT_NS, NULL);
     rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' answers (the last tried, at %s: %s)", name,
-                  v[i].addr, refused ? "refused the connection" : "no handshake");
+                  v[i].addr, why);
   }
   tr_registry_entries_free(v, n);
   return rc;

@@ -58,12 +58,19 @@ void tr__node_child_setup(const char *registry_addr, const char *bind_addr);
 void tr__node_spawn_info(char *registry_addr, size_t rlen, char *bind_addr, size_t blen);
 
 /*
- * The listener hands over a connection whose first frame was a Hello of a
- * peer node (not a child connecting back): the node answers with its own
- * Hello and makes a channel of it, or refuses (discovery off).  Returns 0
- * when the node took fd (the channel closes it), or -TR_EPERM with an
- * error object (the listener closes fd and logs the reason).
- * Ownership: borrows hello.  Threads: the listener's turn.
+ * This node's Hello, with which the listener answers another node's
+ * (transport/auth.h adds the nonce and proof).  Returns 0 with *out
+ * (tr_msg_free), or -TR_EPERM with an error object when discovery is off
+ * (this process accepts only its children), or -TR_ENOMEM.
+ * Threads: any.
+ */
+int tr__node_hello(tr_msg_t **out);
+
+/*
+ * The listener hands over a connection whose handshake with another node
+ * is complete (authenticated when there is a key): the node makes a
+ * channel of it.  Returns 0: the node took fd (the channel closes it).
+ * Ownership: borrows hello (the peer's).  Threads: the listener's turn.
  */
 int tr__node_accept(int fd, const tr_msg_t *hello);
 

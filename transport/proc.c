@@ -36,7 +36,8 @@ static int os_fail(const char *what) {
  * with it, and a child that inherited it would take itself for a test
  * worker and abort). */
 static int inherited_marker(const char *var) {
-  static const char *const names[] = {TR_PARENT_PID_ENV "=", "TR_PARENT_ADDR=", "BXFI_MAP="};
+  static const char *const names[] = {TR_PARENT_PID_ENV "=", "TR_PARENT_ADDR=", "TR_AUTH_KEY=",
+                                      "BXFI_MAP="};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strncmp(var, names[i], strlen(names[i])) == 0)
       return 1;

@@ -252,19 +252,27 @@ typedef struct tr_config {
   /* bind_addr: the host (or "host:port"; port 0 or none = the kernel's
    * choice) this node listens on for other nodes.  NULL: TR_BIND_ADDR,
    * else "127.0.0.1".  The registrar's node listens on registry_addr
-   * instead.  A non-loopback bind or registry address needs
+   * instead.  A non-loopback bind or registry address needs a secret or
    * allow_insecure (tr_main fails with -TR_EPERM otherwise). */
   const char *bind_addr;
-  /* secret: reserved for authenticated channels (a mutual
-   * challenge-response on every connection, issue 11), which are not built
-   * yet.  Until they are, a secret given here, in TR_SECRET or through
-   * TR_SECRET_FILE makes tr_main fail with -TR_EINVAL rather than run
-   * without the protection it asks for. */
+  /* secret: with one, every connection this process makes or accepts
+   * (to other nodes, the registrar, its child processes) starts with a
+   * mutual challenge-response: fresh nonces both ways and an HMAC over
+   * both nonces and both ends' uuids, checked in constant time, before
+   * anything on it is dispatched.  A peer with another secret, or none,
+   * is refused with a logged reason (tr_main: -TR_EPERM when that peer is
+   * the registrar).  The environment variable TR_SECRET overrides the
+   * field; without either, TR_SECRET_FILE names a file holding it (a
+   * trailing newline dropped; unreadable or empty: tr_run and tr_main
+   * fail with -TR_EINVAL).  Child processes get this process's key from
+   * it, not the secret.  It authenticates; it does not encrypt
+   * (docs/OPERATIONS.md, "Trust").  Read when the runtime starts (tr_run
+   * too, not only tr_main); the string is not retained. */
   const char *secret;
-  /* allow_insecure: 1 lets this node listen on a non-loopback address
-   * without authentication (anyone who can reach the port can then call
-   * the exposed functions).  The environment variable TR_ALLOW_INSECURE=1
-   * sets it. */
+  /* allow_insecure: 1 lets this node listen on or register at a
+   * non-loopback address without a secret (anyone who can reach the port
+   * can then call the exposed functions).  The environment variable
+   * TR_ALLOW_INSECURE=1 sets it.  With a secret it is not needed. */
   int allow_insecure;
 } tr_config_t;
 

@@ -67,9 +67,11 @@ typedef struct tr_registry_entry {
  * used; an entry whose node refuses the connection is deleted from the
  * registry and the next one is tried.
  * Returns 0 with *portal, or:
- *   -TR_ENOTFOUND   no actor of that name is registered (or none answered);
+ *   -TR_ENOTFOUND   no actor of that name is registered (or none answered:
+ *                   the error says why, e.g. its node has another secret);
  *   -TR_ENORUNTIME  no runtime is running in this process;
- *   -TR_EPERM       not called from a task;
+ *   -TR_EPERM       not called from a task, or the registrar does not share
+ *                   this node's secret;
  *   -TR_ECANCELED   the calling task is cancelled;
  *   -TR_EIO         the registrar cannot be reached;
  * every failure with an error object (tr_error_last) saying why.

@@ -8,8 +8,13 @@
  * with every channel closed; a child that closes its listener is not
  * found and its stale entry is gone; an occupied port that is not a
  * registrar is refused; a connect-and-drop is harmless; SIGINT shortly
- * after starting a daemon child.  Each TR_TEST has a registry address of
- * its own (testing.h), so ctest -j runs them side by side.
+ * after starting a daemon child.  Trust (suite auth): nodes and children
+ * of one secret find and call each other (the child's key gone from its
+ * environment); nodes of another secret, or none, are refused with a
+ * clear error; 1,000 wrong, replayed and proofless handshakes at a live
+ * registrar dispatch nothing, make no channel and leak nothing.  Each
+ * TR_TEST has a registry address of its own (testing.h), so ctest -j runs
+ * them side by side.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -528,13 +533,6 @@ static int refused_start(const char *var, const char *value) {
   return rc;
 }
 
-Test(discovery, a_secret_is_refused_until_channels_authenticate, .timeout = 30) {
-  cr_expect_eq(refused_start("TR_SECRET", "s3cret"), -TR_EINVAL);
-  cr_expect_eq(never_called, 0);
-  const tr_error_t *e = tr_error_last();
-  cr_expect(e && strstr(tr_error_message(e), "secret"), "the error says why");
-}
-
 Test(discovery, a_non_loopback_bind_needs_allow_insecure, .timeout = 30) {
   cr_expect_eq(refused_start("TR_BIND_ADDR", "198.51.100.7"), -TR_EPERM);
   cr_expect_eq(never_called, 0);
@@ -555,11 +553,15 @@ Test(discovery, registry_off_turns_discovery_off, .timeout = 30) {
 
 extern char **environ;
 
-static pid_t registry_tool_start(const char *addr) {
+/* Starts tools/tractor-registry at addr (with --secret secret unless NULL). */
+static pid_t registry_tool_start(const char *addr, const char *secret) {
   const char *tool = getenv("TR_REGISTRY_TOOL");
   if (!tool)
     return -1;
-  char *const argv[] = {(char *)tool, "--addr", (char *)addr, "-q", NULL};
+  char *const plain[] = {(char *)tool, "--addr", (char *)addr, "-q", NULL};
+  char *const with[] = {(char *)tool, "--addr",        (char *)addr, "-q",
+                        "--secret",   (char *)secret, NULL};
+  char *const *argv = secret ? with : plain;
   pid_t pid;
   if (posix_spawn(&pid, tool, NULL, NULL, argv, environ) != 0)
     return -1;
@@ -614,7 +616,7 @@ static int root_with_tool(void *arg) {
   tr_portal_t *g = NULL;
   tr_check(tr_find_actor("svc", &g) == -TR_EIO, "no registrar: a clear error, no hang");
   /* A new registrar takes the port over; a new registration lands there. */
-  t->tool = registry_tool_start(t->addr);
+  t->tool = registry_tool_start(t->addr, NULL);
   t->restarted = t->tool > 0;
   tr_check(t->restarted, "a new registrar on the same port");
   tr_portal_t *q = NULL;
@@ -633,7 +635,7 @@ Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 6
      .init = setup, .fini = teardown) {
   tool_run_t t = {0};
   cr_assert_eq(tr__test_reserve_registry(t.addr, sizeof t.addr), 0);
-  t.tool = registry_tool_start(t.addr);
+  t.tool = registry_tool_start(t.addr, NULL);
   cr_assert(t.tool > 0, "tractor-registry started at %s", t.addr);
   int rc = tr_main(0, NULL, root_with_tool, &t, NULL);
   cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
@@ -645,4 +647,296 @@ Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 6
     cr_expect_eq(waitpid(t.tool, &st, 0), t.tool);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: a clean exit (status %#x)", st);
   }
+}
+
+/* ---- trust: authenticated handshakes (transport/auth.h) ----------------------------------- */
+
+#include "transport/auth.h"
+#include "transport/hello.h"
+
+#define SECRET "correct horse battery staple"
+
+static void setup_secret(void) {
+  setenv("TR_SECRET", SECRET, 1);
+  tr_test_procs_setup();
+}
+static void teardown_secret(void) {
+  unsetenv("TR_SECRET");
+  tr_test_procs_check();
+}
+
+/* 1 when /proc/<pid>/environ holds the key a parent handed over. */
+static int environ_shows_key(pid_t pid) {
+  enum { MAX = 1 << 16 };
+  char path[64], *buf = malloc(MAX); /* not on a task's stack */
+  snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+  FILE *f = buf ? fopen(path, "r") : NULL;
+  if (!f) {
+    free(buf);
+    return -1;
+  }
+  size_t n = fread(buf, 1, MAX - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  int shown = 0;
+  for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+    if (strncmp(buf + i, TR_AUTH_KEY_ENV "=", strlen(TR_AUTH_KEY_ENV) + 1) == 0 &&
+        buf[i + strlen(TR_AUTH_KEY_ENV) + 1] != '\0')
+      shown = 1;
+  free(buf);
+  return shown;
+}
+
+TR_TEST(auth, nodes_with_one_secret_find_and_call_each_other, .timeout = 60,
+        .init = setup_secret, .fini = teardown_secret) {
+  tr_check(tr__auth_on(), "TR_SECRET gives the process a key");
+  tr_actor_nursery_t *an;
+  tr_portal_t *a = NULL, *b = NULL, *f = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  /* Each child connects back to this process (one authenticated
+   * handshake), registers at the registrar here (another), and "a" dials
+   * "b"'s node (a third, between two children). */
+  tr_check_rc(tr_start_actor_opts(an, "a", &o, &a), 0);
+  tr_check_rc(tr_start_actor_opts(an, "b", &o, &b), 0);
+  tr_check_rc(tr_wait_for_actor("b", tr_now() + 10000 * MS, &f), 0);
+  int rc;
+  uint64_t pid_b = f ? call_pid(f, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_buf_t *args = NULL, *r = NULL;
+  uint64_t got = 0;
+  tr_assert_rc(tr_buf_from_str("b", &args), 0);
+  tr_check_rc(tr_portal_run(a, "tdisc.svc.find_and_call", args, &r), 0);
+  if (r)
+    tr_check_rc(tr_buf_to_u64(r, &got), 0);
+  tr_check(got == pid_b && got != 0, "a found and called b: %llu, b is %llu",
+           (unsigned long long)got, (unsigned long long)pid_b);
+  tr_check(environ_shows_key((pid_t)pid_b) == 0,
+           "the key is not left in the child's environment");
+  tr_buf_release(args);
+  tr_buf_release(r);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(a);
+  tr_portal_release(b);
+  tr_portal_release(f);
+  return 0;
+}
+
+static int root_find_root(void *arg) {
+  (void)arg;
+  tr_portal_t *p = NULL;
+  int rc = tr_find_actor("root", &p);
+  tr_portal_release(p);
+  return rc;
+}
+
+/* tr_main against the registrar at addr, with TR_SECRET (or none). */
+static int start_with(const char *addr, const char *secret) {
+  setenv("TR_REGISTRY_ADDR", addr, 1);
+  if (secret)
+    setenv("TR_SECRET", secret, 1);
+  else
+    unsetenv("TR_SECRET");
+  int rc = tr_main(0, NULL, root_find_root, NULL, NULL);
+  unsetenv("TR_SECRET");
+  return rc;
+}
+
+Test(auth, only_nodes_that_share_the_secret_are_let_in, .timeout = 60, .init = setup,
+     .fini = teardown) {
+  char addr[64];
+  cr_assert_eq(tr__test_reserve_registry(addr, sizeof addr), 0);
+  pid_t tool = registry_tool_start(addr, "the registry's secret");
+  cr_assert(tool > 0, "tractor-registry --secret started at %s", addr);
+  cr_expect_eq(start_with(addr, "another secret"), -TR_EPERM);
+  const tr_error_t *e = tr_error_last();
+  cr_expect(e && strstr(tr_error_message(e), "secret"), "the error says why: %s",
+            e ? tr_error_message(e) : "(none)");
+  cr_expect_eq(start_with(addr, NULL), -TR_EPERM, "no secret at all");
+  /* The same secret from a file (a trailing newline is not part of it). */
+  char path[] = "/tmp/tr-secret-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert(fd >= 0);
+  cr_assert_eq(write(fd, "the registry's secret\n", 22), 22);
+  close(fd);
+  setenv("TR_SECRET_FILE", path, 1);
+  cr_expect_eq(start_with(addr, NULL), 0, "TR_SECRET_FILE: %s",
+               tr_error_last() ? tr_error_message(tr_error_last()) : "");
+  unlink(path);
+  cr_expect_eq(start_with(addr, NULL), -TR_EINVAL, "a TR_SECRET_FILE that is gone");
+  e = tr_error_last();
+  cr_expect(e && strstr(tr_error_message(e), path), "the error names the file");
+  unsetenv("TR_SECRET_FILE");
+  int st = -1;
+  kill(tool, SIGTERM);
+  cr_expect_eq(waitpid(tool, &st, 0), tool);
+  /* A registrar without a secret, a node with one. */
+  tool = registry_tool_start(addr, NULL);
+  cr_assert(tool > 0);
+  cr_expect_eq(start_with(addr, SECRET), -TR_EPERM, "a node with a secret, a registrar without");
+  kill(tool, SIGTERM);
+  cr_expect_eq(waitpid(tool, &st, 0), tool);
+}
+
+/* ---- 1,000 wrong, replayed and proofless handshakes ---- */
+
+/* Reads exactly one frame from a blocking socket (NULL: closed or bad). */
+static tr_msg_t *read_frame(int fd) {
+  tr_frame_dec_t dec;
+  tr__frame_dec_init(&dec, TR_HELLO_MAX);
+  tr_msg_t *m = NULL;
+  while (!m) {
+    uint8_t buf[512];
+    size_t want = tr__hs_read_max(&dec);
+    ssize_t k = recv(fd, buf, want < sizeof buf ? want : sizeof buf, 0);
+    size_t used;
+    if (k <= 0 || tr__frame_dec_feed(&dec, buf, (size_t)k, &used, &m) != 0)
+      break;
+  }
+  tr__frame_dec_fini(&dec);
+  return m;
+}
+
+static int send_all(int fd, const uint8_t *p, size_t len) {
+  for (size_t off = 0; off < len;) {
+    ssize_t k = send(fd, p + off, len - off, MSG_NOSIGNAL);
+    if (k <= 0)
+      return -1;
+    off += (size_t)k;
+  }
+  return 0;
+}
+
+static int dial_registry(void) {
+  struct sockaddr_in sa;
+  if (tr__addr_parse(getenv("TR_REGISTRY_ADDR"), &sa) != 0)
+    return -1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct timeval tv = {5, 0}; /* a registrar that keeps the line open fails the test */
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+      connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+typedef struct attack {
+  int n;
+  int closed;  /* connections the registrar closed after the bad confirmation */
+  int answered; /* ... that got the registrar's Hello first */
+  char why[160];
+} attack_t;
+
+static void *attack_run(void *arg) {
+  attack_t *t = arg;
+  uint8_t uuid[TR_UUID_LEN];
+  for (size_t i = 0; i < sizeof uuid; i++)
+    uuid[i] = (uint8_t)(0xa0 + i);
+  tr_hello_info_t hi = {.name = "intruder", .uuid = uuid};
+  tr_msg_t *hello, *peer, *good = NULL;
+  tr_hs_t hs = {0};
+  uint8_t *hframe = NULL, *gframe = NULL;
+  size_t hlen = 0, glen = 0;
+  if (tr__hello_new(&hi, &hello) != 0)
+    return NULL;
+  tr__hs_offer(&hs, hello); /* this process has the key: a nonce */
+  tr__frame_encode(hello, 0, &hframe, &hlen);
+  /* One honest handshake, whose valid confirmation is recorded and never sent. */
+  int fd = dial_registry();
+  if (fd >= 0 && send_all(fd, hframe, hlen) == 0 && (peer = read_frame(fd)) != NULL) {
+    if (tr__hs_confirm(&hs, peer, &good) == 0)
+      tr__frame_encode(good, 0, &gframe, &glen);
+    tr_msg_free(peer);
+  }
+  if (fd >= 0)
+    close(fd);
+  if (!gframe) {
+    snprintf(t->why, sizeof t->why, "the honest handshake did not get a valid answer");
+    goto out;
+  }
+  for (int i = 0; i < t->n; i++) {
+    /* The recorded Hello again (the same nonce); then the recorded proof
+     * (a replay), a proof under another key, or none. */
+    uint8_t *bad = NULL;
+    size_t blen = 0;
+    if (i % 3 == 0) {
+      bad = gframe;
+      blen = glen;
+    } else {
+      tr_msg_t *c;
+      tr_msg_new(&c);
+      c->body = TR_BODY_HELLO;
+      struct tr_envx *x = tr__envx_get(c);
+      x->u.hello.version = TR_PROTO_VERSION;
+      memcpy(x->u.hello.id.uuid, uuid, TR_UUID_LEN);
+      if (i % 3 == 1) {
+        uint8_t junk[TR_AUTH_PROOF];
+        for (size_t j = 0; j < sizeof junk; j++)
+          junk[j] = (uint8_t)(i * 7 + j);
+        tr_buf_from(junk, sizeof junk, &c->payload);
+      }
+      tr__frame_encode(c, 0, &bad, &blen);
+      tr_msg_free(c);
+    }
+    fd = dial_registry();
+    if (fd < 0) {
+      snprintf(t->why, sizeof t->why, "connect %d failed: %s", i, strerror(errno));
+      break;
+    }
+    if (send_all(fd, hframe, hlen) == 0 && (peer = read_frame(fd)) != NULL) {
+      t->answered++;
+      tr_msg_free(peer);
+      uint8_t one;
+      if (send_all(fd, bad, blen) == 0 && recv(fd, &one, 1, 0) == 0)
+        t->closed++;
+    }
+    close(fd);
+    if (bad != gframe)
+      free(bad);
+  }
+out:
+  tr_msg_free(hello);
+  tr_msg_free(good);
+  free(hframe);
+  free(gframe);
+  return NULL;
+}
+
+TR_TEST(auth, a_thousand_wrong_replayed_and_proofless_handshakes_dispatch_nothing,
+        .timeout = 120, .init = setup_secret, .fini = teardown_secret) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *f = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
+  tr_check_rc(tr_wait_for_actor("svc", tr_now() + 10000 * MS, &f), 0);
+  int rc;
+  uint64_t pid = f ? call_pid(f, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_stats_t before, after;
+  tr_stats(&before);
+  int entries = count_named("svc") + count_named("root");
+  uint64_t refused = tr__listen_refused();
+  attack_t t = {.n = 1000};
+  tr_assert_rc(tr_to_thread(attack_run, &t, NULL), 0);
+  tr_check(t.why[0] == '\0', "%s", t.why);
+  tr_check(t.answered == t.n, "the registrar answered every Hello: %d of %d", t.answered, t.n);
+  tr_check(t.closed == t.n, "and closed every connection at its bad proof: %d of %d", t.closed,
+           t.n);
+  tr_check(tr__listen_refused() >= refused + (uint64_t)t.n + 1, "each refusal is counted (%llu)",
+           (unsigned long long)(tr__listen_refused() - refused));
+  tr_stats(&after);
+  tr_check(after.actors_node == before.actors_node,
+           "no channel was made for any of them: node actors %llu, before %llu",
+           (unsigned long long)after.actors_node, (unsigned long long)before.actors_node);
+  tr_check(count_named("svc") + count_named("root") == entries, "the registry is unchanged");
+  tr_check(call_pid(f, &rc) == pid && rc == 0, "the channel to svc still works");
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_portal_release(f);
+  return 0;
 }

@@ -47,8 +47,11 @@ int main(int argc, char **argv) {
       setenv("TR_REGISTRY_ADDR", argv[++i], 1); /* the environment wins over the config */
     } else if (strcmp(a, "--secret") == 0 && i + 1 < argc) {
       cfg.secret = argv[++i];
+      unsetenv("TR_SECRET"); /* the flag wins over the environment */
+      unsetenv("TR_SECRET_FILE");
     } else if (strcmp(a, "--secret-file") == 0 && i + 1 < argc) {
       setenv("TR_SECRET_FILE", argv[++i], 1);
+      unsetenv("TR_SECRET");
     } else if (strcmp(a, "-v") == 0) {
       cfg.log_level = TR_LOG_INFO;
     } else if (strcmp(a, "-vv") == 0) {
