@@ -16,7 +16,9 @@
  * "off" as the address turns discovery off for the program (no listener,
  * no registration; the calls below fail with -TR_ENOTFOUND).
  *
- * What registers: the root actor ("root") and every
+ * What registers: the root actor ("root"; it serves no calls, as it runs
+ * the program's root function: a call to it fails at once with
+ * -TR_ECLOSED, "does not serve calls") and every
  * actor an actor nursery starts (tr_start_actor, tr_run_in_actor; thread or
  * process), under the name it was given, with the address its process
  * listens on (tr_config_t.bind_addr's host, a port of the kernel's

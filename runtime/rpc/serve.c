@@ -128,6 +128,8 @@ static int start_is_duplicate(tr_tasks_t *ts, const tr_msg_t *m) {
   return 0;
 }
 
+static int serve_main(void *arg);
+
 /* Handles a Start; returns 1 when it kept m (queued until the service is
  * up), 0 when the caller may dispose of it. */
 static int on_start(tr_actor_t *a, tr_msg_t *m) {
@@ -136,7 +138,11 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   struct tr_envx *x = m->x_;
   if (!caller)
     return 0; /* nobody to answer: a malformed call (in-process senders set from) */
-  if (!ts->rpc->service && !ts->rpc->serve_done && !ts->stopping) {
+  /* Only a daemon (its main task is serve_main, set before its first
+   * turn) will serve: a call to any other task actor, the root included,
+   * is refused at once rather than kept forever. */
+  int will_serve = ts->main && ts->main->fn == serve_main;
+  if (will_serve && !ts->rpc->service && !ts->rpc->serve_done && !ts->stopping) {
     /* The daemon's main task has not opened its service nursery yet (the
      * call raced its first turn): keep the call, in order, until it has. */
     m->next_ = NULL;

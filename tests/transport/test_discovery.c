@@ -151,6 +151,24 @@ TR_TEST(discovery, root_is_the_registrar_and_registered_as_itself, .timeout = 30
   tr_actor_uuid(tr_self(), b);
   tr_check(memcmp(a, b, 16) == 0, "the portal is to the root itself");
   tr_portal_release(p);
+  /* The root is findable but serves no calls: an actor that calls it is
+   * refused at once, not kept waiting. */
+  tr_actor_nursery_t *an;
+  tr_portal_t *svc = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_THREAD);
+  tr_buf_t *args = NULL, *r = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &svc), 0);
+  tr_assert_rc(tr_buf_from_str("root", &args), 0);
+  int rc = svc ? tr_portal_run(svc, "tdisc.svc.find_and_call", args, &r) : 0;
+  const tr_error_t *e = tr_error_last();
+  tr_check(rc != 0 && e && strstr(tr_error_message(e), "does not serve calls"),
+           "a call to the root is refused: %s", e ? tr_error_message(e) : "(no error)");
+  tr_buf_release(args);
+  tr_buf_release(r);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(svc);
   tr_registry_entry_t *v;
   size_t n;
   tr_assert_rc(tr_registry_list(&v, &n), 0);
@@ -700,7 +718,7 @@ TR_TEST(auth, nodes_with_one_secret_find_and_call_each_other, .timeout = 60,
   tr_check_rc(tr_start_actor_opts(an, "a", &o, &a), 0);
   tr_check_rc(tr_start_actor_opts(an, "b", &o, &b), 0);
   tr_check_rc(tr_wait_for_actor("b", tr_now() + 10000 * MS, &f), 0);
-  int rc;
+  int rc = -TR_ENOTFOUND;
   uint64_t pid_b = f ? call_pid(f, &rc) : 0;
   tr_check_rc(rc, 0);
   tr_buf_t *args = NULL, *r = NULL;
@@ -913,7 +931,7 @@ TR_TEST(auth, a_thousand_wrong_replayed_and_proofless_handshakes_dispatch_nothin
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
   tr_check_rc(tr_wait_for_actor("svc", tr_now() + 10000 * MS, &f), 0);
-  int rc;
+  int rc = -TR_ENOTFOUND;
   uint64_t pid = f ? call_pid(f, &rc) : 0;
   tr_check_rc(rc, 0);
   tr_stats_t before, after;
