@@ -879,3 +879,18 @@ int tr_node_addr(char *addr, size_t len, int *is_registrar) {
     return TR_ERROR(rc, "this node has no listener (discovery is off, or nothing registered)");
   return 0;
 }
+
+/* ---- for the benchmark and tests --------------------------------------------------------- */
+
+int tr__node_handshake(const char *addr) {
+  if (!addr)
+    return TR__EINVAL_NULL();
+  int fd;
+  tr_msg_t *peer;
+  int rc = dial(addr, 0, &fd, &peer, NULL);
+  if (rc)
+    return rc;
+  close(fd);
+  tr_msg_free(peer);
+  return 0;
+}

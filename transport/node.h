@@ -86,4 +86,22 @@ void tr__node_child_stop(void);
  * registrar's own checks; NULL when there is none yet.  Threads: any. */
 tr_actor_t *tr__node_registrar(void);
 
+/*
+ * One connect and handshake with the node at addr ("host:port") through
+ * the dial a new channel uses (this node's Hello, not a probe's, and
+ * whatever else that dial's handshake does, such as proving the secret),
+ * then the socket is closed.  No channel is made on this side; the peer
+ * node makes one of the connection, which ends at that EOF.  For
+ * tr-bench's connect_handshake and for tests, not for the runtime.
+ * Returns 0, or as the dial: -TR_EIO (nothing listens there, the peer
+ * refused, the handshake failed or timed out), -TR_EPERM (the
+ * authentication failed: another secret, or none on one side; or not a
+ * task), -TR_ECANCELED, -TR_ENOMEM, -TR_ENORUNTIME (no actor to name in
+ * the Hello), -TR_EINVAL (addr is NULL); every failure with an error
+ * object.
+ * Ownership: borrows addr; the socket and the peer's Hello are freed here.
+ * Threads: a task (the blocking part runs on tr_to_thread's pool).
+ */
+int tr__node_handshake(const char *addr);
+
 #endif
