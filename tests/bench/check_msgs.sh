@@ -4,7 +4,8 @@
 # BENCH line says which form it measured, so that a reuse figure can never
 # pass for one comparable with the peers.  Also checks that run.sh keeps
 # the two forms apart in its table, and that the cross-process workloads
-# (tcp_rpc, tcp_stream, spawn_process) run and report their fields.
+# (tcp_rpc, tcp_stream, spawn_process) and the discovery ones (find_actor,
+# connect_handshake) run and report their fields.
 #
 #   check_msgs.sh path/to/tr-bench path/to/tools/bench/run.sh
 set -u
@@ -64,6 +65,16 @@ printf '%s\n' "$out" | grep -Eq ' received=3000 rss_kb_parent=[1-9][0-9]* rss_kb
   fail "tcp_stream: want received=3000 and both peak RSS figures, got: $out"
 bench out tcp_stream -n 2000 --window 256
 printf '%s\n' "$out" | grep -q ' window=256 .* ok=1' || fail "tcp_stream --window 256: got: $out"
+# Discovery: a child process's lookups and handshakes, under tr_main on a
+# private registry address (ctest runs with TR_REGISTRY_ADDR=off).
+bench out find_actor --smoke
+[ "$(forms "$out")" = "fresh" ] || fail "find_actor: want one msgs=fresh line, got: $out"
+printf '%s\n' "$out" | grep -Eq ' us_per_op=[0-9.]+ us_median=[0-9.]+ secret=(yes|no) registrar=[a-z]+ ok=1 ' ||
+  fail "find_actor: want us_per_op, us_median, secret, registrar and ok=1, got: $out"
+bench out connect_handshake --smoke
+[ "$(forms "$out")" = "-" ] || fail "connect_handshake: want no msgs= field, got: $out"
+printf '%s\n' "$out" | grep -Eq ' us_per_op=[0-9.]+ us_median=[0-9.]+ secret=(yes|no) registrar=[a-z]+ ok=1 ' ||
+  fail "connect_handshake: want us_per_op, us_median, secret, registrar and ok=1, got: $out"
 "$BIN" tcp_stream --smoke --window 0 >/dev/null 2>&1
 [ $? -eq 2 ] || fail "--window 0 was not refused with status 2"
 "$BIN" pingpong --smoke --msgs sometimes >/dev/null 2>&1

@@ -68,11 +68,13 @@ typedef struct bench_result {
 } bench_result_t;
 
 /*
- * A workload.  Runs on the root thread with the runtime running; n is the
- * size asked for.  Returns 0 (the result, including a failed correctness
- * check, is in *res) or a negative -TR_E* when an API call failed; in that
- * case it has already reported the reason on stderr, shut the runtime down
- * and released every reference it held, so that tr_run can return.
+ * A workload.  Runs on the root thread with the runtime running (one
+ * marked `node` in main.c's table runs in tr_main's root task instead,
+ * discovery on, and must not tr_join); n is the size asked for.  Returns
+ * 0 (the result, including a failed correctness check, is in *res) or a
+ * negative -TR_E* when an API call failed; in that case it has already
+ * reported the reason on stderr, shut the runtime down and released every
+ * reference it held, so that tr_run can return.
  */
 typedef int (*bench_fn)(uint64_t n, bench_result_t *res);
 
@@ -104,11 +106,23 @@ int bench_ctx_stream_stream(uint64_t n, bench_result_t *res); /* mode=stream */
 int bench_tcp_rpc(uint64_t n, bench_result_t *res);
 int bench_tcp_stream(uint64_t n, bench_result_t *res);
 int bench_spawn_process(uint64_t n, bench_result_t *res);
+/* Discovery between processes (bench_discovery.c): node workloads. */
+int bench_find_actor(uint64_t n, bench_result_t *res);
+int bench_connect_handshake(uint64_t n, bench_result_t *res);
+
+/* Before tr_main for a node workload: makes sure this process has a
+ * registry address of its own unless TR_REGISTRY_ADDR names one
+ * (bench_discovery.c says how).  Returns 0, or -1 after saying why on
+ * stderr.  Threads: the root thread, before the runtime starts. */
+int bench_discovery_prepare(void);
 
 /* ---- helpers (main.c) --------------------------------------------------- */
 
 /* Seconds on CLOCK_MONOTONIC (the peers' steady clock).  Threads: any. */
 double bench_now(void);
+
+/* The median of v[0..n), n > 0 (sorts v in place).  Threads: any. */
+double bench_median(double *v, uint64_t n);
 
 /* Resident set size in bytes from /proc/self/status VmRSS, as the peers
  * read it, or -1 when it cannot be read.  Threads: any. */

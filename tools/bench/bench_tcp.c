@@ -186,17 +186,6 @@ int bench_tcp_stream(uint64_t n, bench_result_t *res) {
   return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* The median of v[0..n) (sorts v). */
-static double median(double *v, uint64_t n) {
-  qsort(v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int bench_spawn_process(uint64_t n, bench_result_t *res) {
   tcp_bench_t tb = {.n = n, .child_status = -1};
   tb.first_ms = calloc(n, sizeof *tb.first_ms);
@@ -207,8 +196,8 @@ int bench_spawn_process(uint64_t n, bench_result_t *res) {
     free(tb.cycle_ms);
     return bench_fail("spawn_process", rc);
   }
-  double first_med = median(tb.first_ms, n), first_max = tb.first_ms[n - 1];
-  double cycle_med = median(tb.cycle_ms, n);
+  double first_med = bench_median(tb.first_ms, n), first_max = tb.first_ms[n - 1];
+  double cycle_med = bench_median(tb.cycle_ms, n);
   free(tb.first_ms);
   free(tb.cycle_ms);
   res->n = n;

@@ -18,6 +18,13 @@
  * children run as many workers (TR_WORKERS).  --window sets tcp_stream's
  * credit window (default: the runtime's).
  *
+ * find_actor (sequential tr_find_actor lookups at a live registrar) and
+ * connect_handshake (a fresh connect and handshake to the found actor's
+ * node, each closed at once), in bench_discovery.c, make their calls from
+ * such a child process too.  They run under tr_main, as a node with
+ * discovery on, on a private registry address unless TR_REGISTRY_ADDR
+ * names one; their lines say secret=yes|no.
+ *
  * --msgs picks how the workloads that forward messages get the message of
  * each send (bench.h, bench_msgs_t): fresh (the default, as the peers),
  * reuse, or both, which runs such a workload once per mode, each run with
@@ -43,6 +50,16 @@ double bench_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double bench_median(double *v, uint64_t n) {
+  qsort(v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 long long bench_rss_bytes(void) {
@@ -201,6 +218,7 @@ typedef struct workload {
   uint64_t n_smoke;   /* well under a second each, also under TSan */
   int forms;          /* FORMS_* */
   int relay;          /* through the codec relay: 1 transport=relay, 2 =socket */
+  int node;           /* under tr_main, a node with discovery on (bench.h, bench_fn) */
 } workload_t;
 
 static const workload_t workloads[] = {
@@ -230,6 +248,10 @@ static const workload_t workloads[] = {
     {"tcp_rpc", bench_tcp_rpc, 100000, 500, FORMS_FRESH},
     {"tcp_stream", bench_tcp_stream, 2000000, 5000, FORMS_FRESH},
     {"spawn_process", bench_spawn_process, 100, 3, FORMS_FRESH},
+    /* Discovery between processes: lookups at a live registrar, and
+     * connects with handshake to the node of the actor found. */
+    {"find_actor", bench_find_actor, 10000, 100, FORMS_FRESH, 0, 1},
+    {"connect_handshake", bench_connect_handshake, 2000, 50, FORMS_NONE, 0, 1},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -273,16 +295,23 @@ static int run_one(const workload_t *w, uint64_t n, int workers, bench_msgs_t ms
   bench_fail_reset();
   fprintf(stderr, "# %s n=%" PRIu64 " workers=%d%s%s\n", w->name, n, workers,
           workers == 0 ? " (runtime default)" : "", msgs_field(w, msgs));
+  if (w->node && bench_discovery_prepare() != 0)
+    return 1;
   bench_relay = w->relay;
   if (w->relay)
     tr_test_relay_install_mode(w->relay == 2);
-  rc = tr_run(&cfg, root, &ctx);
+  /* A node workload's root is tr_main's root task (the same function:
+   * tr_root_fn and tr_task_fn agree). */
+  rc = w->node ? tr_main(0, NULL, root, &ctx, &cfg) : tr_run(&cfg, root, &ctx);
   if (w->relay)
     tr_test_relay_uninstall();
   if (rc != 0) {
-    /* Workloads report their own failures; this catches tr_run itself. */
+    /* Workloads report their own failures; this catches tr_run (or
+     * tr_main: a node that could not start says why). */
+    const char *why = tr_error_message(tr_error_last());
     if (!ctx.entered)
-      fprintf(stderr, "tr-bench: %s: tr_run: %s\n", w->name, tr_strerror(rc));
+      fprintf(stderr, "tr-bench: %s: %s: %s\n", w->name, w->node ? "tr_main" : "tr_run",
+              why ? why : tr_strerror(rc));
     return 1;
   }
   if (bench_failed() != 0)
@@ -378,7 +407,7 @@ static void usage(FILE *f) {
           TR_STREAM_WINDOW_REMOTE);
   static const char *const via[] = {"", " transport=relay", " transport=socket"};
   for (i = 0; i < NWORKLOADS; i++)
-    fprintf(f, "  %-13s %10" PRIu64 " / %" PRIu64 "%s%s%s\n", workloads[i].name,
+    fprintf(f, "  %-17s %10" PRIu64 " / %" PRIu64 "%s%s%s\n", workloads[i].name,
             workloads[i].n_default, workloads[i].n_smoke,
             workloads[i].forms == FORMS_BOTH ? " *" : "",
             workloads[i].fn == bench_ctx_stream_stream ? " mode=stream"

@@ -5,7 +5,8 @@
 #   tools/bench/run.sh [path/to/tr-bench] [tr-bench options, e.g. -w 2, --smoke, --msgs both]
 #
 # Environment: REPS (default 3), ONLY="pingpong ring ..." (default: all of them,
-# the cross-process tcp_rpc, tcp_stream and spawn_process included).
+# the cross-process tcp_rpc, tcp_stream, spawn_process, find_actor and
+# connect_handshake included).
 # stdout: every BENCH line as it arrives, then the table.  A run that fails
 # (non-zero exit or no BENCH line) is reported on stderr, left out of the
 # table, and makes the script exit 1.
@@ -18,7 +19,7 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
 fi
 [ -x "$BIN" ] || { echo "run.sh: no tr-bench at $BIN (build first, or pass its path)" >&2; exit 2; }
 REPS=${REPS:-3}
-ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline task_switch task_spawn cancel_storm ctx_stream tcp_rpc tcp_stream spawn_process"}
+ONLY=${ONLY:-"pingpong ring fanin skynet spawn_idle pipeline task_switch task_spawn cancel_storm ctx_stream tcp_rpc tcp_stream spawn_process find_actor connect_handshake"}
 
 LINES=$(mktemp)
 trap 'rm -f "$LINES"' EXIT
@@ -40,7 +41,8 @@ done
 echo "# tr-bench medians of $REPS runs each: $BIN $*"
 # One row per workload (and mode, and msgs= form): median rate and secs, the rate's
 # min..max, how many runs passed their check, and the medians of the extra figures some
-# workloads report (bytes per actor; spawn_process's milliseconds; tcp_stream's peak RSS).
+# workloads report (bytes per actor; spawn_process's milliseconds; tcp_stream's peak RSS;
+# the discovery workloads' microseconds per call).
 awk '
 function median(list,   a, k, i, j, t) {
   k = split(list, a, " ")
@@ -73,7 +75,8 @@ function median(list,   a, k, i, j, t) {
     else if (kv[1] == "ok") oks[w] += (kv[2] == 1)
     else if (kv[1] == "workers") workers[w] = kv[2]
     else if (kv[1] == "bytes_per_actor" || kv[1] == "ms_per_cycle" || kv[1] == "ms_to_first_rpc" ||
-             kv[1] == "rss_kb_parent" || kv[1] == "rss_kb_child") {
+             kv[1] == "rss_kb_parent" || kv[1] == "rss_kb_child" || kv[1] == "us_per_op" ||
+             kv[1] == "us_median") {
       if (!((w, kv[1]) in xv)) xkeys[w] = xkeys[w] " " kv[1]
       xv[w, kv[1]] = xv[w, kv[1]] " " kv[2]
     }
@@ -91,7 +94,7 @@ END {
     for (x = 1; x <= nx; x++) {
       v = median(xv[w, xk[x]])
       if (xk[x] ~ /^rss_kb/) v = sprintf("%d", v)
-      else if (xk[x] ~ /^ms_/) v = sprintf("%.2f", v)
+      else if (xk[x] ~ /^(ms|us)_/) v = sprintf("%.2f", v)
       else v = sprintf("%.1f", v)
       extra = extra sprintf("%s%s=%s", x > 1 ? " " : "", xk[x], v)
     }
