@@ -294,13 +294,43 @@ static peer_t *peer_new(const char *addr, tr_actor_t *chan, tr_actor_t *px,
 }
 
 /* Adds p (NULL: no memory, nothing is kept). */
+/* Takes the records of ended channels out of the list into *dead.
+ * Under N.lock. */
+static void peers_prune_locked(peer_t **dead) {
+  for (peer_t **pp = &N.peers; *pp;) {
+    peer_t *p = *pp;
+    if (tr_actor_exited(p->chan)) {
+      *pp = p->next;
+      p->next = *dead;
+      *dead = p;
+    } else {
+      pp = &p->next;
+    }
+  }
+}
+
+static void peers_free(peer_t *dead) {
+  while (dead) {
+    peer_t *next = dead->next;
+    tr_actor_release(dead->chan);
+    tr_actor_release(dead->px);
+    free(dead);
+    dead = next;
+  }
+}
+
+/* Adds p (NULL: nothing), dropping the records of ended channels, so that
+ * a node that accepts many short connections keeps none of them. */
 static void peer_add(peer_t *p) {
   if (!p)
     return;
+  peer_t *dead = NULL;
   pthread_mutex_lock(&N.lock);
+  peers_prune_locked(&dead);
   p->next = N.peers;
   N.peers = p;
   pthread_mutex_unlock(&N.lock);
+  peers_free(dead);
 }
 
 /* The open channel to addr: a copy of its record with a new channel
@@ -309,30 +339,16 @@ static int peer_find(const char *addr, peer_t *out) {
   int found = 0;
   peer_t *dead = NULL;
   pthread_mutex_lock(&N.lock);
-  for (peer_t **pp = &N.peers; *pp;) {
-    peer_t *p = *pp;
-    if (tr_actor_exited(p->chan)) {
-      *pp = p->next;
-      p->next = dead;
-      dead = p;
-      continue;
-    }
-    if (!found && strcmp(p->addr, addr) == 0) {
+  peers_prune_locked(&dead);
+  for (peer_t *p = N.peers; p && !found; p = p->next)
+    if (strcmp(p->addr, addr) == 0) {
       *out = *p;
       out->chan = tr_actor_dup(p->chan);
       out->px = p->px ? tr_actor_dup(p->px) : NULL;
       found = 1;
     }
-    pp = &p->next;
-  }
   pthread_mutex_unlock(&N.lock);
-  while (dead) {
-    peer_t *next = dead->next;
-    tr_actor_release(dead->chan);
-    tr_actor_release(dead->px);
-    free(dead);
-    dead = next;
-  }
+  peers_free(dead);
   return found;
 }
 
