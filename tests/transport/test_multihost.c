@@ -23,6 +23,9 @@
  *    client's stream ends with -TR_EIO within the timeout and a margin,
  *    the name is no longer found, and the partitioned server and the
  *    registrar exit cleanly (status 0) on SIGTERM.
+ *  - unreachable_registrar_*: a node whose registrar address answers
+ *    nothing (no host has it) fails to start after one handshake timeout,
+ *    not two.
  *
  * Readiness is what the nodes print (READY lines), waited for with
  * deadlines; no sleep orders anything.  Each test tears down in its fini,
@@ -452,4 +455,28 @@ Test(multihost, partition_is_detected_by_heartbeats) {
   cr_assert(running(srv), "the partitioned server lives on until it is stopped");
   stop_node(srv);
   stop_node(reg);
+}
+
+/* A registrar that cannot be reached (an address of the /24 that no host
+ * has: its ARP goes unanswered, the connect neither succeeds nor is
+ * refused) fails the start within the handshake timeout (the peer
+ * timeout, here): once, not once more to undo a registration that never
+ * happened. */
+Test(multihost, unreachable_registrar_fails_start_within_the_timeout) {
+  char pt[16];
+  snprintf(pt, sizeof pt, "%d", PEER_TIMEOUT_MS);
+  make_net(3);
+  env_t e;
+  env_for(&e, 2, SECRET);
+  env_set(&e, "TR_REGISTRY_ADDR", "198.51.100.99:%d", MH_PORT);
+  env_set(&e, "TR_PEER_TIMEOUT_MS", "%s", pt);
+  int64_t t0 = now_ms();
+  node_t *cli = start_node(2, &e, "client", "client", "svc", (char *)NULL);
+  expect_exit(cli, MH_EXIT_START, EXIT_MS);
+  int64_t took = now_ms() - t0;
+  cr_log_info("an unreachable registrar: the start failed after %lld ms", (long long)took);
+  cr_assert_geq(took, PEER_TIMEOUT_MS - 100, "the connect was given its time (%lld ms)",
+                (long long)took);
+  cr_assert_lt(took, PEER_TIMEOUT_MS + 1000, "one handshake timeout, not two (%lld ms)",
+               (long long)took);
 }
