@@ -66,6 +66,7 @@ static struct {
   tr_actor_t *self;       /* who Hellos name (a reference) */
   tr_actor_t *registrar;  /* the registrar actor, or a proxy of it (a reference) */
   tr_actor_t *reg_local;  /* this node's registrar actor (a reference) */
+  int root_registering;   /* node_start got as far as registering the root */
   local_t *locals;
   peer_t *peers;
 } N = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -682,6 +683,9 @@ static int node_start(const tr_config_t *cfg) {
       return rc; /* -TR_EBUSY: another root won the race: probe it */
     tr_error_clear();
   }
+  pthread_mutex_lock(&N.lock);
+  N.root_registering = 1;
+  pthread_mutex_unlock(&N.lock);
   return register_self();
 }
 
@@ -696,7 +700,7 @@ static void node_reset(void) {
   N.peers = NULL;
   N.locals = NULL;
   N.self = N.registrar = N.reg_local = NULL;
-  N.listening = N.on = N.is_registrar = 0;
+  N.listening = N.on = N.is_registrar = N.root_registering = 0;
   N.addr[0] = N.registry[0] = N.bind[0] = '\0';
   pthread_mutex_unlock(&N.lock);
   while (peers) {
@@ -723,7 +727,16 @@ static void node_reset(void) {
 }
 
 static void node_stop(void) {
-  if (node_is_on())
+  pthread_mutex_lock(&N.lock);
+  int registering = N.on && N.root_registering;
+  pthread_mutex_unlock(&N.lock);
+  /* A start that failed before the root's registration (the registrar
+   * refused this node's secret, or could not be reached) has nothing to
+   * undo: unregistering would dial that registrar once more, a second
+   * refused handshake or a second timeout before tr_main returns.  A
+   * registration that was tried is undone even when it failed: it may
+   * have landed after its call timed out. */
+  if (registering)
     unregister_self();
   node_reset();
 }

@@ -469,7 +469,12 @@ int tr_netns_enter(const tr_netns_net_t *net, int i) {
 
 int tr_netns_spawn(const tr_netns_net_t *net, int i, char *const argv[], char *const envp[],
                    pid_t *pid) {
-  if (!argv || !argv[0] || !pid)
+  return tr_netns_spawn_out(net, i, argv, envp, -1, pid);
+}
+
+int tr_netns_spawn_out(const tr_netns_net_t *net, int i, char *const argv[], char *const envp[],
+                       int out_fd, pid_t *pid) {
+  if (!argv || !argv[0] || !pid || out_fd < -1)
     return -EINVAL;
   int nsfd = open_host(net, i);
   if (nsfd < 0)
@@ -501,6 +506,8 @@ int tr_netns_spawn(const tr_netns_net_t *net, int i, char *const argv[], char *c
     else if (getppid() != parent)
       _exit(127); /* the parent died before the prctl: nobody waits for us */
     else if (setns(nsfd, CLONE_NEWNET) != 0)
+      e = errno;
+    else if (out_fd >= 0 && out_fd != 1 && dup2(out_fd, 1) < 0)
       e = errno;
     else {
       sigprocmask(SIG_SETMASK, &none, NULL);

@@ -110,6 +110,18 @@ int tr_netns_enter(const tr_netns_net_t *net, int i);
 int tr_netns_spawn(const tr_netns_net_t *net, int i, char *const argv[], char *const envp[],
                    pid_t *pid);
 
+/* As tr_netns_spawn, with the child's standard output on out_fd (dup2'd
+ * to its fd 1; -1 leaves it this process's), so that a test can read what
+ * the child prints through a pipe, with poll's deadlines.  Make the pipe
+ * with both ends close-on-exec (pipe2 O_CLOEXEC): the child then holds
+ * only its fd 1 (dup2 clears the flag there), and the reader sees EOF once
+ * the child, and whatever it started with the same stdout, has exited.
+ * Ownership: out_fd stays the caller's (close it once spawned, so that
+ * the child holds the only write end); argv and envp as tr_netns_spawn.
+ * Threads: as tr_netns_spawn. */
+int tr_netns_spawn_out(const tr_netns_net_t *net, int i, char *const argv[], char *const envp[],
+                       int out_fd, pid_t *pid);
+
 /* Takes host i's link down (up = 0) or up again (up = 1): eth0 in the host
  * and its port p<i> on the bridge both, so nothing passes either way while
  * it is down.  While down, host i has no route to the /24 (a connect fails
