@@ -161,6 +161,8 @@ static void local_remove(tr_actor_t *a) {
 /* ---- dialling ----------------------------------------------------------------------- */
 
 enum { DIAL_RUNNING = 0, DIAL_DONE = 1, DIAL_ABANDONED = 2 };
+/* Why a dial failed to connect (0: it connected; the handshake failed). */
+enum { DIAL_REFUSED = 1, DIAL_UNREACHABLE = 2 };
 
 /* A connect and handshake, run on tr_to_thread's pool. */
 typedef struct dial {
@@ -168,7 +170,7 @@ typedef struct dial {
   tr_msg_t *mine; /* this node's Hello */
   int64_t deadline;
   int fd;         /* the result: a handshaken socket, or -1 */
-  int refused;    /* nothing listens there (ECONNREFUSED) */
+  int refused;    /* DIAL_REFUSED, DIAL_UNREACHABLE, or 0: connected */
   int rc;         /* tr__hs_initiate's: -TR_EPERM when the authentication failed */
   tr_msg_t *peer; /* the peer's Hello */
   char why[300];  /* the failure */
@@ -208,6 +210,7 @@ static void *dial_run(void *arg) {
     int err = 0;
     socklen_t el = sizeof err;
     if (w == 0) {
+      d->refused = DIAL_UNREACHABLE;
       snprintf(d->why, sizeof d->why, "connect to %s: timed out", d->addr);
       goto out;
     }
@@ -217,7 +220,7 @@ static void *dial_run(void *arg) {
     rc = err ? -1 : 0;
   }
   if (rc != 0) {
-    d->refused = errno == ECONNREFUSED;
+    d->refused = errno == ECONNREFUSED ? DIAL_REFUSED : DIAL_UNREACHABLE;
     snprintf(d->why, sizeof d->why, "connect to %s: %s", d->addr, strerror(errno));
     goto out;
   }
@@ -238,8 +241,9 @@ out:
 }
 
 /* Connects to addr and makes the handshake.  Returns 0 with *fd and *peer
- * (the peer's Hello: tr_msg_free), or -TR_EIO (with *refused set when
- * nothing listens), -TR_EPERM (the authentication failed: another secret,
+ * (the peer's Hello: tr_msg_free), or -TR_EIO (with *refused DIAL_REFUSED
+ * when nothing listens, DIAL_UNREACHABLE when the connect failed
+ * otherwise, 0 when the handshake failed), -TR_EPERM (the authentication failed: another secret,
  * or none on one side), -TR_ECANCELED, -TR_ENOMEM; with an error object. */
 static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refused) {
   *fd = -1;
@@ -671,7 +675,9 @@ static int node_start(const tr_config_t *cfg) {
       return TR_ERROR(-TR_EPERM, "registry_addr %s: the registrar and this node do not share a "
                                  "secret (%s)",
                       reg, last_msg());
-    if (!refused)
+    if (refused == DIAL_UNREACHABLE)
+      return TR_ERROR(-TR_EIO, "registry_addr %s cannot be reached (%s)", reg, last_msg());
+    if (refused != DIAL_REFUSED)
       return TR_ERROR(-TR_EIO, "registry_addr %s: something that is not a tractor registrar "
                                "listens there (%s)",
                       reg, last_msg());
@@ -780,7 +786,7 @@ static int api_check(const char *fn) {
 }
 
 /* A portal to the actor of entry e: local, or through its node's channel.
- * -TR_EIO when its node cannot be reached (*refused: nothing listens). */
+ * -TR_EIO when its node cannot be reached (*refused as dial's). */
 static int portal_to(const tr_registry_entry_t *e, tr_portal_t **out, int *refused) {
   *refused = 0;
   tr_actor_t *a = tr__node_local(e->uuid);
@@ -832,8 +838,8 @@ static int pick(const char *name, tr_buf_t *found, tr_portal_t **portal) {
     char why[300];
     snprintf(why, sizeof why, "%s", last_msg()); /* e.g. another secret: -TR_EPERM's */
     tr_log(TR_LOG_INFO, "node: '%s' at %s does not answer (%s)%s", name, v[i].addr, why,
-           refused ? "; its entry is deleted" : "");
-    if (refused)
+           refused == DIAL_REFUSED ? "; its entry is deleted" : "");
+    if (refused == DIAL_REFUSED)
       (void)registrar_call("unregister", &v[i], 0, tr_now() + CALL_TIMEOUT_NS, NULL);
     rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' answers (the last tried, at %s: %s)", name,
                   v[i].addr, why);
