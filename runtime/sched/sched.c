@@ -56,6 +56,9 @@
 /* A spinning worker looks at the others' next slots once per this many
  * searches (see steal). */
 #define TR_NEXT_PEEK_EVERY 8
+/* How long a worker parks while another's next slot is occupied, before it
+ * looks again whether that worker is stuck (see worker_main). */
+#define TR_STUCK_LOOK_NS 1000000L
 
 tr_rt_t tr__rt;
 static __thread tr_worker_t *tls_worker;
@@ -278,6 +281,22 @@ static struct tr_actor *steal(tr_worker_t *w) {
   return NULL;
 }
 
+
+/* A parked worker's look at the others' next slots: takes one whose
+ * worker has not turned since the last look (*a), and returns 1 when some
+ * slot is occupied (worth another look later). */
+static int look_stuck(tr_worker_t *w, struct tr_actor **a) {
+  int full = 0;
+  *a = NULL;
+  for (int v = 0; v < tr__rt.nworkers && !*a; v++) {
+    if (v == w->index || !tr_load_relaxed(&tr__rt.workers[v].next_slot))
+      continue;
+    full = 1;
+    *a = steal_next(w, v);
+  }
+  return full;
+}
+
 static struct tr_actor *find_work(tr_worker_t *w) {
   struct tr_actor *a;
   if (TR_UNLIKELY(++w->tick % 61 == 0) && (a = inject_pop()))
@@ -412,8 +431,30 @@ static void *worker_main(void *arg) {
     const tr_sched_io_t *io = __atomic_load_n(&io_hooks, __ATOMIC_ACQUIRE);
     if (io)
       io->parking();
-    ck_ec32_wait(&w->ec, &ec_mode, snap, NULL);
+    /* Another worker's next slot may hold an actor whose worker is stuck
+     * in a long turn: its push woke nobody if this worker was spinning
+     * then, and the spin may have ended before its two looks (steal_next).
+     * Nobody else would come for that actor, so while a slot is full this
+     * worker parks for TR_STUCK_LOOK_NS at a time and looks again (no
+     * spin: a few loads).  An idle runtime has empty slots: it sleeps. */
+    a = NULL;
+    for (;;) {
+      struct timespec limit, *deadline = NULL;
+      if (look_stuck(w, &a) && !a) {
+        clock_gettime(CLOCK_MONOTONIC, &limit);
+        limit.tv_nsec += TR_STUCK_LOOK_NS;
+        if (limit.tv_nsec >= 1000000000L) {
+          limit.tv_nsec -= 1000000000L;
+          limit.tv_sec++;
+        }
+        deadline = &limit;
+      }
+      if (a || ck_ec32_wait(&w->ec, &ec_mode, snap, deadline) == 0 || !deadline)
+        break; /* a stuck slot taken, woken, or an untimed wait's end */
+    }
     tr_fand_seqcst(&tr__rt.sleepers, ~bit);
+    if (a)
+      run(w, a);
   }
   tr__fiber_thread_fini();
   tr__msgcache_attach(NULL);
