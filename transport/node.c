@@ -711,7 +711,8 @@ static void node_reset(void) {
   pthread_mutex_unlock(&N.lock);
   while (peers) {
     peer_t *next = peers->next;
-    tr__chan_close(peers->chan);
+    if (!tr_actor_exited(peers->chan)) /* an ended one needs no close (nor a dead letter) */
+      tr__chan_close(peers->chan);
     tr_actor_release(peers->chan);
     tr_actor_release(peers->px);
     free(peers);

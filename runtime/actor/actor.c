@@ -403,11 +403,13 @@ static tr_monitor_t *monitors;
 
 static void monitor_fire(tr_actor_t *target, tr_actor_t *watcher, uint32_t tag) {
   tr_msg_t *m;
-  if (tr_msg_new(&m) == 0) {
+  /* A watcher that has gone needs no news: not even a dead letter (the
+   * count is for messages someone meant to be read). */
+  if (!tr_actor_exited(watcher) && tr_msg_new(&m) == 0) {
     m->tag = tag;
     m->u64 = target->id;
     m->from = tr_actor_dup(target);
-    (void)tr__send(watcher, m); /* a watcher that has gone needs no news */
+    (void)tr__send(watcher, m); /* it may exit meanwhile: then a dead letter */
   }
   tr_actor_release(watcher);
 }
