@@ -286,17 +286,12 @@ static int send_msg(int fd, const tr_msg_t *m, int64_t deadline, char *why, size
   return 0;
 }
 
-int tr__hs_initiate(int fd, tr_msg_t *my_hello, int64_t deadline, tr_msg_t **peer, char *why,
-                    size_t why_len) {
-  *peer = NULL;
-  tr_hs_t hs = {0};
-  tr__hs_offer(&hs, my_hello);
-  int rc = send_msg(fd, my_hello, deadline, why, why_len);
-  if (rc)
-    return rc;
+int tr__hs_read_frame(int fd, int64_t deadline, tr_msg_t **out, char *why, size_t why_len) {
+  *out = NULL;
   tr_frame_dec_t dec;
   tr__frame_dec_init(&dec, TR_HELLO_MAX);
   tr_msg_t *m = NULL;
+  int rc = 0;
   while (!m) {
     uint8_t buf[512];
     size_t want = tr__hs_read_max(&dec);
@@ -325,6 +320,20 @@ int tr__hs_initiate(int fd, tr_msg_t *my_hello, int64_t deadline, tr_msg_t **pee
     }
   }
   tr__frame_dec_fini(&dec);
+  *out = m;
+  return rc;
+}
+
+int tr__hs_initiate(int fd, tr_msg_t *my_hello, int64_t deadline, tr_msg_t **peer, char *why,
+                    size_t why_len) {
+  *peer = NULL;
+  tr_hs_t hs = {0};
+  tr__hs_offer(&hs, my_hello);
+  int rc = send_msg(fd, my_hello, deadline, why, why_len);
+  if (rc)
+    return rc;
+  tr_msg_t *m = NULL;
+  rc = tr__hs_read_frame(fd, deadline, &m, why, why_len);
   tr_msg_t *confirm = NULL;
   if (rc == 0 && (rc = tr__hello_check(m, NULL)) != 0) {
     snprintf(why, why_len, "%s", tr_error_message(tr_error_last()));

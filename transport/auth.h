@@ -118,6 +118,15 @@ int tr__hs_initiate(int fd, tr_msg_t *my_hello, int64_t deadline, tr_msg_t **pee
                     size_t why_len);
 
 /*
+ * Reads exactly one frame of at most TR_HELLO_MAX bytes from fd (blocking
+ * or not; nothing past its end), waiting until deadline (tr_now() clock).
+ * Returns 0 with *out (tr_msg_free), or -TR_EIO with the reason in why
+ * (closed, timed out, not a frame).  Ownership: *out is the caller's.
+ * Threads: any.
+ */
+int tr__hs_read_frame(int fd, int64_t deadline, tr_msg_t **out, char *why, size_t why_len);
+
+/*
  * How many bytes the handshake may read next from a socket without eating
  * into the frame after the current one: the rest of the current frame.
  * Threads: the decoder's.
