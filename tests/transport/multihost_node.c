@@ -458,13 +458,21 @@ static int check_ctx_cancel(run_t *r, tr_portal_t *p) {
   return rc;
 }
 
-static int client_checks(run_t *r) {
+/* The actor r names, waited for: 0 with *p, or fail's code. */
+static int find_or_fail(run_t *r, tr_portal_t **p) {
   char why[300];
-  tr_portal_t *p = NULL;
-  int rc = tr_wait_for_actor(r->name, tr_now() + FIND_MS * MS, &p);
+  int rc = tr_wait_for_actor(r->name, tr_now() + FIND_MS * MS, p);
   if (rc)
     return fail(r, MH_EXIT_NOTFOUND, "tr_wait_for_actor(%s): %s", r->name,
                 why_rc(rc, why, sizeof why));
+  return 0;
+}
+
+static int client_checks(run_t *r) {
+  tr_portal_t *p = NULL;
+  int rc = find_or_fail(r, &p);
+  if (rc)
+    return rc;
   uint64_t pid = 0;
   int64_t stream_ms = 0, cancel_ms = 0;
   if ((rc = check_rpc(r, p, &pid)) == 0 && (rc = check_boxing(r, p)) == 0 &&
@@ -480,10 +488,9 @@ static int client_checks(run_t *r) {
 static int partition_checks(run_t *r) {
   char why[300];
   tr_portal_t *p = NULL;
-  int rc = tr_wait_for_actor(r->name, tr_now() + FIND_MS * MS, &p);
+  int rc = find_or_fail(r, &p);
   if (rc)
-    return fail(r, MH_EXIT_NOTFOUND, "tr_wait_for_actor(%s): %s", r->name,
-                why_rc(rc, why, sizeof why));
+    return rc;
   tr_buf_t *args = NULL, *first = NULL;
   tr_ctx_t *ctx = NULL;
   tr_stream_t *s = NULL;
