@@ -45,6 +45,12 @@ Test(task, outside_a_task_is_eperm, .timeout = 30) {
   cr_assert_eq(tr_nursery_open(&n), -TR_EPERM);
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define SLEEP_SLACK (1000 * MS)
+#else
+#define SLEEP_SLACK (100 * MS)
+#endif
+
 TR_TEST(task, sleep_accuracy_window, .timeout = 60) {
   int64_t delays[] = {1 * MS, 5 * MS, 20 * MS};
   for (int i = 0; i < 3; i++) {
@@ -52,8 +58,11 @@ TR_TEST(task, sleep_accuracy_window, .timeout = 60) {
     tr_assert_rc(tr_sleep(delays[i]), 0);
     int64_t el = tr_now() - t0;
     tr_assert(el >= delays[i], "slept %lld ns", (long long)el);
-    /* generous: a loaded 2-core VM */
-    tr_assert(el < delays[i] + 100 * MS, "slept %lld ns", (long long)el);
+    /* generous: a loaded 2-core VM.  Under TSan with the CPUs busy (ctest
+     * -j2 runs process tests beside it) a 1 ms sleep has been seen to take
+     * ~200 ms in a few runs in a hundred, never in the normal build under
+     * the same load (two busy loops): that build's bound stays 100 ms. */
+    tr_assert(el < delays[i] + SLEEP_SLACK, "slept %lld ns", (long long)el);
   }
   return 0;
 }
