@@ -217,6 +217,37 @@ TR_TEST(discovery, process_actor_registers_then_unregisters_on_cancel, .timeout 
   return register_then_unregister(TR_SPAWN_PROCESS);
 }
 
+/* A child process killed without a word (SIGKILL: no unregister) is
+ * dropped from the registry all the same: its registration's holder, the
+ * channel from its node, ends with the process. */
+TR_TEST(discovery, a_killed_process_child_is_unregistered, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *f = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "victim", &o, &p), 0);
+  tr_check_rc(tr_wait_for_actor("victim", tr_now() + 10000 * MS, &f), 0);
+  int pid = 0, st = 0;
+  if (p)
+    tr_check_rc(tr_portal_process(p, &pid, &st), 0);
+  tr_check(pid > 0, "the child's pid");
+  tr_check(count_named("victim") == 1, "registered");
+  if (pid > 0)
+    kill(pid, SIGKILL);
+  /* The nursery sees its child die: an error that cancels its scope (so
+   * the registry is looked at once the nursery is closed). */
+  tr_check(tr_actor_nursery_close(an) != 0, "the child's death is an error");
+  tr_error_clear();
+  tr_check(await_count("victim", 0, 5000) == 0, "gone from the registry within 5 s");
+  tr_portal_t *g = NULL;
+  tr_check_rc(tr_find_actor("victim", &g), -TR_ENOTFOUND);
+  tr_portal_release(g);
+  tr_portal_release(f);
+  tr_portal_release(p);
+  return 0;
+}
+
 typedef struct sib {
   tr_portal_t *a;
   uint64_t pid;
