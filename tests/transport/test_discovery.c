@@ -97,6 +97,14 @@ static tr_actor_opts_t svc_opts(int spawn) {
   return o;
 }
 
+/* Starts daemon `name` in an and waits (10 s at most) until it is found:
+ * *p its portal from the start, *f the one from the registry. */
+static void start_found(tr_actor_nursery_t *an, const char *name, const tr_actor_opts_t *o,
+                        tr_portal_t **p, tr_portal_t **f) {
+  tr_check_rc(tr_start_actor_opts(an, name, o, p), 0);
+  tr_check_rc(tr_wait_for_actor(name, tr_now() + 10000 * MS, f), 0);
+}
+
 static uint64_t call_pid(tr_portal_t *p, int *rc) {
   tr_buf_t *r = NULL;
   uint64_t v = 0;
@@ -188,8 +196,7 @@ static int register_then_unregister(int spawn) {
   tr_portal_t *p = NULL, *f = NULL;
   tr_actor_opts_t o = svc_opts(spawn);
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
-  tr_check_rc(tr_wait_for_actor("svc", tr_now() + 10000 * MS, &f), 0);
+  start_found(an, "svc", &o, &p, &f);
   int rc = 0;
   uint64_t pid = f ? call_pid(f, &rc) : 0;
   tr_check_rc(rc, 0);
@@ -226,8 +233,7 @@ TR_TEST(discovery, a_killed_process_child_is_unregistered, .timeout = 60, .init 
   tr_portal_t *p = NULL, *f = NULL;
   tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "victim", &o, &p), 0);
-  tr_check_rc(tr_wait_for_actor("victim", tr_now() + 10000 * MS, &f), 0);
+  start_found(an, "victim", &o, &p, &f);
   int pid = 0, st = 0;
   if (p)
     tr_check_rc(tr_portal_process(p, &pid, &st), 0);
@@ -429,8 +435,7 @@ TR_TEST(discovery, a_connect_and_drop_is_harmless, .timeout = 60, .init = setup,
   tr_portal_t *p = NULL, *f = NULL;
   tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "after", &o, &p), 0);
-  tr_check_rc(tr_wait_for_actor("after", tr_now() + 10000 * MS, &f), 0);
+  start_found(an, "after", &o, &p, &f);
   int rc;
   (void)call_pid(f, &rc);
   tr_check_rc(rc, 0);
@@ -651,8 +656,7 @@ static int root_with_tool(void *arg) {
   tr_actor_nursery_t *an;
   tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
-  tr_check_rc(tr_wait_for_actor("svc", tr_now() + 10000 * MS, &f), 0);
+  start_found(an, "svc", &o, &p, &f);
   int rc;
   uint64_t pid = f ? call_pid(f, &rc) : 0;
   tr_check(pid != 0 && pid != (uint64_t)getpid(), "found the child");
@@ -669,8 +673,7 @@ static int root_with_tool(void *arg) {
   t->restarted = t->tool > 0;
   tr_check(t->restarted, "a new registrar on the same port");
   tr_portal_t *q = NULL;
-  tr_check_rc(tr_start_actor_opts(an, "late", &o, &q), 0);
-  tr_check_rc(tr_wait_for_actor("late", tr_now() + 10000 * MS, &g), 0);
+  start_found(an, "late", &o, &q, &g);
   tr_portal_release(g);
   tr_check_rc(tr_actor_nursery_cancel(an), 0);
   tr_check_rc(tr_actor_nursery_close(an), 0);
@@ -747,8 +750,7 @@ TR_TEST(auth, nodes_with_one_secret_find_and_call_each_other, .timeout = 60,
    * handshake), registers at the registrar here (another), and "a" dials
    * "b"'s node (a third, between two children). */
   tr_check_rc(tr_start_actor_opts(an, "a", &o, &a), 0);
-  tr_check_rc(tr_start_actor_opts(an, "b", &o, &b), 0);
-  tr_check_rc(tr_wait_for_actor("b", tr_now() + 10000 * MS, &f), 0);
+  start_found(an, "b", &o, &b, &f);
   int rc = -TR_ENOTFOUND;
   uint64_t pid_b = f ? call_pid(f, &rc) : 0;
   tr_check_rc(rc, 0);
@@ -951,8 +953,7 @@ TR_TEST(auth, a_thousand_wrong_replayed_and_proofless_handshakes_dispatch_nothin
   tr_portal_t *p = NULL, *f = NULL;
   tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
-  tr_check_rc(tr_wait_for_actor("svc", tr_now() + 10000 * MS, &f), 0);
+  start_found(an, "svc", &o, &p, &f);
   int rc = -TR_ENOTFOUND;
   uint64_t pid = f ? call_pid(f, &rc) : 0;
   tr_check_rc(rc, 0);
