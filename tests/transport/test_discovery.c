@@ -67,13 +67,31 @@ static int find_and_call(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **re
 }
 TR_EXPORT_FN("tdisc.svc", "find_and_call", find_and_call)
 
-/* The node stops accepting connections (its listener closes). */
+/* The node stops accepting connections (its listener closes).  Returns
+ * once a connect to its address is refused: the listener closes its
+ * socket in its own turn, after this call has asked it to. */
 static int close_listener(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
   (void)result;
+  char addr[64];
+  struct sockaddr_in sa;
+  int rc = tr__listen_addr(addr, sizeof addr);
+  if (rc == 0)
+    rc = tr__addr_parse(addr, &sa);
   tr__listen_close_now();
-  return 0;
+  for (int i = 0; rc == 0 && i < 5000; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int refused = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 &&
+                  errno == ECONNREFUSED;
+    if (fd >= 0)
+      close(fd);
+    if (refused)
+      return 0;
+    if ((rc = tr_sleep(1 * MS)) != 0)
+      return rc;
+  }
+  return rc ? rc : -TR_ETIMEDOUT;
 }
 TR_EXPORT_FN("tdisc.svc", "close_listener", close_listener)
 
