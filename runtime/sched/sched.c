@@ -59,6 +59,8 @@
 /* How long a worker parks while another's next slot is occupied, before it
  * looks again whether that worker is stuck (see worker_main). */
 #define TR_STUCK_LOOK_NS 1000000L
+/* Sends in one turn after which a hot push wakes a timed sleeper too. */
+#define TR_HOT_WAKE_SENDS 8
 
 tr_rt_t tr__rt;
 static __thread tr_worker_t *tls_worker;
@@ -212,9 +214,17 @@ void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
          * in a long turn, only another worker can run it soon (by taking
          * the slot from a stuck worker), and a parked one never looks.  So
          * when nobody spins, wake one: it spins ~100 us and stays a spinner
-         * through a busy exchange, so this costs one futex wake per spin
-         * period, not per message.  A racy read is fine: it is a hint. */
-        if (TR_UNLIKELY(tr_load_relaxed(&tr__rt.sleepers) != 0))
+         * while the turn goes on, so this costs one futex wake per spin
+         * period.  But not when every sleeper parks timed and this turn
+         * has sent little yet: timed sleepers look at the next slots every
+         * TR_STUCK_LOOK_NS anyway, and in an exchange of short turns (one
+         * worker runs it while the others park) a wake-up per message
+         * would cost more than the message.  A turn that sends in a loop
+         * (a producer) gets its helper at once.  A racy read is fine: it
+         * is a hint. */
+        uint64_t sl = tr_load_relaxed(&tr__rt.sleepers);
+        if (TR_UNLIKELY(sl != 0) && ((sl & ~tr_load_relaxed(&tr__rt.timed)) != 0 ||
+                                     w->turn_sends >= TR_HOT_WAKE_SENDS))
           wake_one();
         return;
       }
@@ -295,6 +305,17 @@ static int look_stuck(tr_worker_t *w, struct tr_actor **a) {
     *a = steal_next(w, v);
   }
   return full;
+}
+
+/* Whether work is visible that a spinner could take: in the inject
+ * queue, or in another worker's queue (this worker's own it runs itself). */
+static int more_work(const tr_worker_t *w) {
+  if (tr_load_relaxed(&tr__rt.inject_len) != 0)
+    return 1;
+  for (int v = 0; v < tr__rt.nworkers; v++)
+    if (v != w->index && tr__runq_size(&tr__rt.workers[v].runq) != 0)
+      return 1;
+  return 0;
 }
 
 static struct tr_actor *find_work(tr_worker_t *w) {
@@ -407,8 +428,10 @@ static void *worker_main(void *arg) {
     if (a) {
       /* The last spinner found work and stops spinning: producers that
        * skipped their wake-up because it was spinning may have published
-       * more, so hand the search to a sleeper (Go's rule). */
-      if (spinners == 1)
+       * more, so if there is more, hand the search to a sleeper (Go's
+       * rule).  Only then: the usual find is the one actor an exchange
+       * needs next, and a wake-up per message would cost more than it. */
+      if (spinners == 1 && more_work(w))
         tr__sched_notify();
       run(w, a);
       continue;
@@ -433,14 +456,34 @@ static void *worker_main(void *arg) {
       io->parking();
     /* Another worker's next slot may hold an actor whose worker is stuck
      * in a long turn: its push woke nobody if this worker was spinning
-     * then, and the spin may have ended before its two looks (steal_next).
-     * Nobody else would come for that actor, so while a slot is full this
-     * worker parks for TR_STUCK_LOOK_NS at a time and looks again (no
-     * spin: a few loads).  An idle runtime has empty slots: it sleeps. */
+     * then or parked timed, and the spin may have ended before its two
+     * looks (steal_next).  Nobody else would come for that actor, so while
+     * a slot is full, or another worker is awake (it may fill one, and
+     * does not wake a timed sleeper for it), this worker parks for
+     * TR_STUCK_LOOK_NS at a time and looks again (no spin: a few loads).
+     * An idle runtime has every worker parked: it sleeps.
+     *
+     * Un-timing races with a hot push that read the timed bit: so the
+     * bit is cleared first, and the slots looked at again after. */
     a = NULL;
+    uint64_t others = (tr__rt.nworkers >= 64 ? ~0ull : (1ull << tr__rt.nworkers) - 1) & ~bit;
+    int is_timed = 0;
     for (;;) {
       struct timespec limit, *deadline = NULL;
-      if (look_stuck(w, &a) && !a) {
+      int full = look_stuck(w, &a);
+      if (a)
+        break;
+      int timed = full || (tr_load_seqcst(&tr__rt.sleepers) & others) != others;
+      if (timed != is_timed) {
+        is_timed = timed;
+        if (timed) {
+          tr_for_seqcst(&tr__rt.timed, bit);
+        } else {
+          tr_fand_seqcst(&tr__rt.timed, ~bit);
+          continue; /* look again (above) */
+        }
+      }
+      if (timed) {
         clock_gettime(CLOCK_MONOTONIC, &limit);
         limit.tv_nsec += TR_STUCK_LOOK_NS;
         if (limit.tv_nsec >= 1000000000L) {
@@ -452,6 +495,8 @@ static void *worker_main(void *arg) {
       if (a || ck_ec32_wait(&w->ec, &ec_mode, snap, deadline) == 0 || !deadline)
         break; /* a stuck slot taken, woken, or an untimed wait's end */
     }
+    if (is_timed)
+      tr_fand_seqcst(&tr__rt.timed, ~bit);
     tr_fand_seqcst(&tr__rt.sleepers, ~bit);
     if (a)
       run(w, a);

@@ -120,6 +120,10 @@ typedef struct tr_rt {
    * to be); `spinning` counts workers looking for work.  A producer wakes
    * a sleeper only when nobody is spinning (the spinner will find it). */
   uint64_t sleepers;
+  /* Bit i set while worker i's park is timed: it wakes every
+   * TR_STUCK_LOOK_NS to look at the other workers' next slots (sched.c,
+   * "Parking"), so a hot push need not wake it. */
+  uint64_t timed;
   uint32_t spinning;
   uint32_t quit; /* atomic: workers exit (set by tr_run at the end) */
   tr_counters_t foreign;
