@@ -251,14 +251,6 @@ static int sock_opts(int fd) {
   return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static void chan_rearm(chan_t *c) {
-  if (!c->w || c->io_done)
-    return;
-  uint32_t ev = EPOLLIN | (tr__wire_pending(&c->q) ? EPOLLOUT : 0);
-  if (tr__fd_rearm(c->w, ev) != 0)
-    tr_log(TR_LOG_ERROR, "channel: cannot re-arm the socket's watch");
-}
-
 static void chan_maybe_exit(chan_t *c);
 static void tick_post(chan_t *c);
 
@@ -314,9 +306,8 @@ static void chan_try_flush(chan_t *c) {
   int wrote, w = tr__wire_flush(&c->q, c->fd, &wrote);
   if (wrote)
     c->last_tx = tr_now();
-  if (w == -EAGAIN) {
-    chan_rearm(c);
-  } else if (w) {
+  /* -EAGAIN: the socket's edge watch reports the room to write. */
+  if (w && w != -EAGAIN) {
     char cause[160];
     snprintf(cause, sizeof cause, "the connection broke: %s", strerror(-w));
     chan_lost(c, -TR_EIO, cause);
@@ -465,8 +456,9 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
   (void)tr_send(to, m); /* a dead receiver: the runtime bounces a call */
 }
 
-/* Reads until EAGAIN. */
-static void chan_read(chan_t *c) {
+/* Reads until EAGAIN (or a short read: see below); until EOF or EAGAIN
+ * when the peer hung up (`hup`: the socket's watch said so). */
+static void chan_read(chan_t *c, int hup) {
   if (!c->rbuf && !(c->rbuf = malloc(RBUF_LEN))) {
     chan_lost(c, -TR_EIO, "out of memory");
     return;
@@ -499,10 +491,12 @@ static void chan_read(chan_t *c) {
       if (m)
         on_frame(c, m);
     }
-    /* A short read drained the socket (as of now): the re-arm after this
-     * turn reports anything that comes later, so the read that would only
-     * say EAGAIN is saved. */
-    if ((size_t)k < RBUF_LEN)
+    /* A short read drained the socket's data (as of now): the edge watch
+     * reports any that comes later (tr__fd_begin_io came before this
+     * read), so the read that would only say EAGAIN is saved.  Not the
+     * end, though, if it came behind the data: its edge has been
+     * reported already, so the next read must see it. */
+    if ((size_t)k < RBUF_LEN && !hup)
       return;
   }
 }
@@ -553,7 +547,7 @@ static void on_adopt(chan_t *c, int fd) {
   c->handshaken = 1;
   c->last_rx = c->last_tx = tr_now();
   tick_post(c);
-  if (sock_opts(fd) != 0 || tr__fd_watch(fd, tr_self(), C_IO, &c->w) != 0) {
+  if (sock_opts(fd) != 0 || tr__fd_watch_edge(fd, tr_self(), C_IO, &c->w) != 0) {
     chan_lost(c, -TR_EIO, "cannot watch the socket");
     return;
   }
@@ -689,7 +683,7 @@ static void chan_fn(void *state, tr_msg_t *m) {
     if (c->fd >= 0) {
       c->last_rx = c->last_tx = tr_now();
       tick_post(c);
-      if (tr__fd_watch(c->fd, tr_self(), C_IO, &c->w) == 0)
+      if (tr__fd_watch_edge(c->fd, tr_self(), C_IO, &c->w) == 0)
         c->wid = tr__fd_watch_id(c->w);
       else
         chan_lost(c, -TR_EIO, "cannot watch the socket");
@@ -706,9 +700,9 @@ static void chan_fn(void *state, tr_msg_t *m) {
     break;
   case C_IO:
     if (c->w && m->cid == c->wid) {
-      chan_read(c);
+      uint32_t ev = tr__fd_begin_io(c->w) | (uint32_t)m->u64;
+      chan_read(c, (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
       chan_try_flush(c);
-      chan_rearm(c);
     }
     break;
   case C_ADOPT:

@@ -77,8 +77,12 @@
  * reports it, so the reactor sends exactly one message per arming and
  * never spins on an fd the owner has not drained yet; the owner re-arms
  * with EPOLL_CTL_MOD from its own turn (epoll_ctl is thread-safe, so that
- * needs no hand-over).  The reactor reads only fields fixed at creation
- * (fd, tag, id, owner) plus the atomic `dead` flag.
+ * needs no hand-over).  An edge watch (tr__fd_watch_edge) is registered
+ * EPOLLET instead and never re-armed: a `pending` flag, set by whoever
+ * turns an event into the notification and cleared by the owner when it
+ * begins handling it, keeps it to one message per turn of the owner.  The
+ * reactor reads only fields fixed at creation (fd, tag, id, owner, edge)
+ * plus the atomic `dead` and `pending` flags.
  *
  * Removal is where the races are: when the owner unwatches, the reactor
  * may hold an event for the watch, taken by an epoll_wait that ran before
@@ -214,6 +218,11 @@ struct tr_fd_watch {
   watcher_t base;
   uint32_t tag;
   uint32_t dead; /* atomic: set by unwatch, read by the reactor */
+  /* An edge watch (tr__fd_watch_edge): PENDING while a notification is
+   * on its way that the owner has not begun handling, with the events of
+   * every readiness reported meanwhile (atomic; see claim_notice). */
+  uint8_t edge;
+  uint32_t pending;
   uint64_t id;
   tr_actor_t *to; /* owned reference until freed */
   /* Under fw.lock: the live list (registered) or, after unwatch, the
@@ -668,8 +677,8 @@ static void io_grace(void) {
         sched_yield();
 }
 
-/* Sends w's owner a notification for `events`, or records the debt when
- * no message can be had.  Reactor thread. */
+/* Sends w's owner a notification for `events` (claimed: claim_notice),
+ * or records the debt when no message can be had.  Reactor thread. */
 static void notify(tr_fd_watch_t *w, uint32_t events) {
   tr_msg_t *m = NULL;
   if (tr_msg_new(&m) != 0) {
@@ -694,12 +703,25 @@ static void notify(tr_fd_watch_t *w, uint32_t events) {
   (void)tr__actor_push(a, m);
 }
 
+/* Whether an event of w becomes a notification: always for a one-shot
+ * watch (the kernel reports one event per arming); for an edge watch only
+ * when none is pending, i.e. the owner has begun handling the last one
+ * (tr__fd_begin_io), so that a stream of packets makes one message per
+ * turn of the owner, not one per packet.  The events are kept either way,
+ * for tr__fd_begin_io to report: an edge that made no message (a FIN
+ * behind data, say) comes again only if something else happens.  Any
+ * thread that took the event. */
+#define PENDING 0x80000000u /* above every EPOLL* event bit we ask for */
+static int claim_notice(tr_fd_watch_t *w, uint32_t events) {
+  return !w->edge || !(__atomic_fetch_or(&w->pending, PENDING | events, __ATOMIC_ACQ_REL) & PENDING);
+}
+
 static void on_fd_ready(watcher_t *base, uint32_t events) {
   tr_fd_watch_t *w = (tr_fd_watch_t *)base;
   /* Acquire pairs with the release store in tr__fd_unwatch.  Only an
    * optimisation: an event taken before the DEL may pass this check just
    * before the owner sets the flag, and the owner tolerates that one. */
-  if (tr_load_acquire(&w->dead))
+  if (tr_load_acquire(&w->dead) || !claim_notice(w, events))
     return;
   notify(w, events);
 }
@@ -730,13 +752,17 @@ static int poll_io(void) {
     n = epoll_wait(io.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
     for (int i = 0; i < n; i++) {
       tr_fd_watch_t *w = (tr_fd_watch_t *)evs[i].data.ptr;
-      if (tr_load_acquire(&w->dead)) /* as in on_fd_ready */
+      if (tr_load_acquire(&w->dead) || !claim_notice(w, evs[i].events)) /* as in on_fd_ready */
         continue;
       tr_msg_t *m = NULL;
       if (tr_msg_new(&m) != 0) {
         /* The owed list is the reactor's: arm the watch again instead, so
-         * the readiness is reported again (to whoever looks next). */
-        (void)fd_ctl(EPOLL_CTL_MOD, w, evs[i].events & (EPOLLIN | EPOLLOUT));
+         * the readiness is reported again (to whoever looks next; a MOD
+         * reports a ready fd whether one-shot or edge). */
+        if (w->edge)
+          tr_store_seqcst(&w->pending, 0); /* the MOD reports it again */
+        (void)fd_ctl(EPOLL_CTL_MOD, w,
+                     w->edge ? EPOLLIN | EPOLLOUT : evs[i].events & (EPOLLIN | EPOLLOUT));
         continue;
       }
       m->tag = w->tag;
@@ -898,12 +924,12 @@ static void reap_doomed(void) {
 static int fd_ctl(int op, tr_fd_watch_t *w, uint32_t events) {
   struct epoll_event ev;
   memset(&ev, 0, sizeof(ev));
-  ev.events = events | EPOLLRDHUP | EPOLLONESHOT;
+  ev.events = events | EPOLLRDHUP | (w->edge ? EPOLLET : EPOLLONESHOT);
   ev.data.ptr = &w->base;
   return epoll_ctl(io.epfd, op, w->base.fd, &ev);
 }
 
-int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
+static int fd_watch(int fd, tr_actor_t *to, uint32_t tag, int edge, tr_fd_watch_t **out) {
   if (out)
     *out = NULL;
   if (fd < 0 || !to || !out)
@@ -915,6 +941,7 @@ int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
   w->base.fd = fd;
   w->base.on_ready = on_fd_ready;
   w->tag = tag;
+  w->edge = (uint8_t)edge;
 
   pthread_mutex_lock(&fw.lock);
   /* `open` implies rx.epfd is the live epoll fd (start sets it first) and
@@ -929,7 +956,7 @@ int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
   w->to = tr_actor_dup(to);
   w->id = ++fw.last_id;
   /* Under the lock, so stop cannot close the epoll fd meanwhile. */
-  if (fd_ctl(EPOLL_CTL_ADD, w, EPOLLIN) != 0) {
+  if (fd_ctl(EPOLL_CTL_ADD, w, edge ? EPOLLIN | EPOLLOUT : EPOLLIN) != 0) {
     int err = errno;
     pthread_mutex_unlock(&fw.lock);
     tr_actor_release(w->to);
@@ -950,10 +977,29 @@ int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
   return 0;
 }
 
+int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
+  return fd_watch(fd, to, tag, 0, out);
+}
+
+int tr__fd_watch_edge(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out) {
+  return fd_watch(fd, to, tag, 1, out);
+}
+
+uint32_t tr__fd_begin_io(tr_fd_watch_t *w) {
+  /* seq_cst, before the owner's first read or write: an event harvested
+   * after the I/O finds the flag clear (the kernel reports an edge after
+   * the data that made it, and the syscalls order the rest). */
+  if (!w || !w->edge)
+    return 0;
+  return __atomic_exchange_n(&w->pending, 0, __ATOMIC_SEQ_CST) & ~PENDING;
+}
+
 int tr__fd_rearm(tr_fd_watch_t *w, uint32_t events) {
-  if (!w || events == 0 || (events & ~(uint32_t)(EPOLLIN | EPOLLOUT)))
+  if (!w || w->edge || events == 0 || (events & ~(uint32_t)(EPOLLIN | EPOLLOUT)))
     return TR_ERROR(-TR_EINVAL,
-                    "fd rearm: events 0x%x is not a non-empty subset of EPOLLIN|EPOLLOUT", events);
+                    "fd rearm: events 0x%x is not a non-empty subset of EPOLLIN|EPOLLOUT, or the "
+                    "watch is an edge watch (never re-armed)",
+                    events);
   if (fd_ctl(EPOLL_CTL_MOD, w, events) != 0) {
     int err = errno;
     int rc = os_error(err);

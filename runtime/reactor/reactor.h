@@ -78,6 +78,35 @@ typedef struct tr_fd_watch tr_fd_watch_t;
 int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
 
 /*
+ * Registers fd as an edge watch: EPOLLIN, EPOLLOUT and EPOLLRDHUP,
+ * edge-triggered, never re-armed.  A readiness (data came, room to write
+ * came back after a write would block, the peer hung up) sends `to` one
+ * notification, as tr__fd_watch's, unless one is pending: one the owner
+ * has not yet begun to handle with tr__fd_begin_io.  So the owner of an
+ * edge watch handles a notification as
+ *     ev = tr__fd_begin_io(w); read until EAGAIN (or a short read, unless
+ *     ev says the peer hung up); write what is queued until EAGAIN;
+ * and never calls tr__fd_rearm: the next readiness after tr__fd_begin_io
+ * makes the next notification.  A notification may find nothing to do
+ * (readiness the owner had already read): "try again", as ever.  For fds
+ * read often, such as a channel's socket: it saves the EPOLL_CTL_MOD a
+ * one-shot watch costs per turn (0.3 to 1 us a system call on our VM; see
+ * tools/bench/io_floor.c).  Same arguments, results, ownership, threads
+ * and removal as tr__fd_watch.
+ */
+int tr__fd_watch_edge(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
+
+/* An edge watch's owner begins handling a notification (before its I/O):
+ * from now on a readiness sends a new one.  Returns the events of every
+ * readiness reported since the previous call, the notification's own
+ * among them: those that came while it was pending made no message, and
+ * an edge does not come again.  So an owner that sees EPOLLRDHUP, EPOLLHUP
+ * or EPOLLERR here must read until EOF or EAGAIN even after a short read
+ * (the end sits behind the data; nothing more will announce it).  0 for
+ * a one-shot watch or NULL.  Threads: the owner, before tr__fd_unwatch. */
+uint32_t tr__fd_begin_io(tr_fd_watch_t *w);
+
+/*
  * Arms the watch again, for `events`: EPOLLIN, EPOLLOUT or both (EPOLLRDHUP
  * is always added).  Call it after reading until EAGAIN, or to wait for
  * room to write after a write would block.  Re-arming a watch that has not
@@ -85,7 +114,7 @@ int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
  * the re-arm may still arrive, followed by one for the new arming, so the
  * owner must treat every notification as "try again", not as a count.
  * Returns 0, -TR_EINVAL (events not a non-empty subset of
- * EPOLLIN|EPOLLOUT, or w NULL) or -TR_ENOMEM / -TR_EIO (epoll_ctl failed;
+ * EPOLLIN|EPOLLOUT, w NULL or an edge watch) or -TR_ENOMEM / -TR_EIO (epoll_ctl failed;
  * the watch stays as it was).
  * Ownership: borrows w.  Threads: the owner (one thread at a time per
  * watch), while the runtime runs and before tr__fd_unwatch.

@@ -124,8 +124,10 @@ static void *write_stream(void *arg) {
 static int writer_task(void *arg) { return tr_to_thread(write_stream, arg, NULL); }
 
 /* The owner's loop: wait for a notification, read in varying sizes
- * checking every byte, re-arm; until the whole stream is in. */
-static int read_stream(tr_fd_watch_t *w, int fd, uint64_t *notes) {
+ * checking every byte, re-arm; until the whole stream is in.  An edge
+ * watch's owner begins its I/O instead of re-arming after it, and reads
+ * until EAGAIN (its contract: data left unread makes no new edge). */
+static int read_stream(tr_fd_watch_t *w, int fd, int edge, uint64_t *notes) {
   uint64_t id = tr__fd_watch_id(w), pos = 0, seed = 0x5eed;
   static uint8_t buf[65536]; /* not on the task's 64 KiB stack */
   while (pos < STREAM_BYTES) {
@@ -138,12 +140,16 @@ static int read_stream(tr_fd_watch_t *w, int fd, uint64_t *notes) {
     tr_assert_eq(tag, TAG_FD);
     tr_assert_eq(cid, id, "a notification for another watch");
     tr_assert(ptr == (void *)w);
-    tr_assert(ev & EPOLLIN, "events 0x%x without EPOLLIN", (unsigned)ev);
+    /* An edge watch reports EPOLLOUT too (the socket is writable): its
+     * first edge may be that alone. */
+    tr_assert(ev & (edge ? EPOLLIN | EPOLLOUT : EPOLLIN), "events 0x%x without EPOLLIN",
+              (unsigned)ev);
     (*notes)++;
+    tr__fd_begin_io(w);
     /* Until EAGAIN, or a budget of up to 128 KiB: a re-arm with data left
      * must fire again at once (a writer as fast as the reader could
      * otherwise keep one notification going for the whole stream). */
-    size_t budget = (size_t)(rnd(&seed) % (128 * 1024)) + 1, got = 0;
+    size_t budget = edge ? SIZE_MAX : (size_t)(rnd(&seed) % (128 * 1024)) + 1, got = 0;
     while (got < budget) {
       size_t want = (size_t)(rnd(&seed) % sizeof(buf)) + 1;
       ssize_t k = read(fd, buf, want);
@@ -158,19 +164,20 @@ static int read_stream(tr_fd_watch_t *w, int fd, uint64_t *notes) {
       pos += (uint64_t)k;
       got += (size_t)k;
     }
-    tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
+    if (!edge)
+      tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
   }
   tr_assert_eq(pos, STREAM_BYTES);
   return 0;
 }
 
-TR_TEST(fd_watch, stream_arrives_in_order_then_eof, .timeout = 60) {
+static int stream_then_eof(int edge) {
   int sv[2];
   tr_assert_eq(nonblocking_pair(sv), 0);
   /* The writer's end blocks: it runs on a tr_to_thread thread. */
   tr_assert_eq(fcntl(sv[1], F_SETFL, 0), 0);
   tr_fd_watch_t *w;
-  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+  tr_assert_rc((edge ? tr__fd_watch_edge : tr__fd_watch)(sv[0], tr_self(), TAG_FD, &w), 0);
   tr_assert(tr__fd_watch_id(w) != 0);
   tr_assert_eq(tr__fd_watch_count(), 1);
 
@@ -179,7 +186,7 @@ TR_TEST(fd_watch, stream_arrives_in_order_then_eof, .timeout = 60) {
   tr_nursery_t *n;
   tr_assert_rc(tr_nursery_open(&n), 0);
   tr_check_rc(tr_nursery_spawn(n, writer_task, &wr, NULL), 0);
-  int rc = read_stream(w, sv[0], &notes);
+  int rc = read_stream(w, sv[0], edge, &notes);
   tr_check_rc(rc, 0);
   if (rc != 0) /* unblock the writer: its sends fail with EPIPE */
     shutdown(sv[0], SHUT_RDWR);
@@ -187,19 +194,136 @@ TR_TEST(fd_watch, stream_arrives_in_order_then_eof, .timeout = 60) {
   tr_assert_rc(rc, 0);
   tr_assert_eq(wr.err, 0, "write: %s", strerror(wr.err));
   tr_assert(notes > 1, "the stream came in one notification: no re-arm was exercised");
+  cr_log_info("%s watch: %llu notifications for %u bytes", edge ? "edge" : "one-shot",
+              (unsigned long long)notes, STREAM_BYTES);
 
-  /* EOF: the peer closes; the (re-armed) watch reports it. */
+  /* EOF: the peer closes; the (re-armed) watch reports it.  An edge
+   * watch may still have a notification for the last bytes on its way
+   * (the loop took the data before its edge was harvested): skip those
+   * that say nothing of the end. */
   close(sv[1]);
-  tr_msg_t *m;
-  tr_assert_rc(recv_msg(&m), 0);
-  uint64_t ev = m->u64, cid = m->cid;
-  tr_msg_free(m);
-  tr_assert_eq(cid, tr__fd_watch_id(w));
+  uint64_t ev, cid;
+  do {
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    ev = m->u64;
+    cid = m->cid;
+    tr_msg_free(m);
+    tr_assert_eq(cid, tr__fd_watch_id(w));
+    ev |= tr__fd_begin_io(w); /* an edge's events that came while pending */
+  } while (edge && !(ev & EPOLLRDHUP));
   tr_assert((ev & (EPOLLIN | EPOLLRDHUP)) == (EPOLLIN | EPOLLRDHUP), "EOF as events 0x%x",
             (unsigned)ev);
   char c;
   tr_assert_eq(read(sv[0], &c, 1), 0);
 
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  tr_assert_rc(wait_watches_freed(5 * SEC), 0);
+  return 0;
+}
+
+TR_TEST(fd_watch, stream_arrives_in_order_then_eof, .timeout = 60) {
+  return stream_then_eof(0);
+}
+
+/* The same stream through an edge watch (tr__fd_watch_edge): no re-arm,
+ * begin-I/O first, read until EAGAIN; not a byte lost at any edge. */
+TR_TEST(fd_watch, edge_stream_arrives_in_order_then_eof, .timeout = 60) {
+  return stream_then_eof(1);
+}
+
+/* A bounded look for a notification that must not come: NULL or it. */
+static int no_notice_within(int64_t ns, uint64_t *got_ev) {
+  tr_scope_t s;
+  tr_msg_t *m = NULL;
+  *got_ev = 0;
+  tr_assert_rc(tr_move_on_after(&s, ns), 0);
+  int rc = tr_recv(&m);
+  tr_assert_rc(tr_scope_close(&s), 0);
+  if (rc == 0) {
+    *got_ev = m->u64 | (1ull << 63);
+    tr_msg_free(m);
+    return 0;
+  }
+  tr_assert_rc(rc, -TR_ECANCELED);
+  return 0;
+}
+
+/* An edge watch's contract, step by step: one notification while one is
+ * pending however much comes; the next readiness after tr__fd_begin_io
+ * makes the next one; EPOLLOUT after a write would block; EOF; no re-arm. */
+TR_TEST(fd_watch, edge_one_notice_until_begin_io, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch_edge(sv[0], tr_self(), TAG_FD, &w), 0);
+  uint64_t id = tr__fd_watch_id(w), ev;
+  tr_msg_t *m;
+
+  /* Registered writable: the first edge. */
+  tr_assert_rc(recv_msg(&m), 0);
+  tr_assert_eq(m->cid, id);
+  tr_assert(m->u64 & EPOLLOUT, "first events 0x%x", (unsigned)m->u64);
+  tr_msg_free(m);
+  /* Pending (no begin-I/O yet): three writes, no further notification. */
+  for (int i = 0; i < 3; i++)
+    tr_assert_eq(write(sv[1], "abc", 3), 3);
+  tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
+  tr_assert_eq(ev, 0, "a second notification (events 0x%llx) while one was pending",
+               (unsigned long long)(ev & 0xffffffffu));
+  /* Begin: the data that came meanwhile is read, and no edge is owed. */
+  tr__fd_begin_io(w);
+  char buf[64];
+  tr_assert_eq(read(sv[0], buf, sizeof buf), 9);
+  tr_assert_eq(read(sv[0], buf, sizeof buf), -1);
+  tr_assert_eq(errno, EAGAIN);
+  /* New data after the begin: a new notification. */
+  tr_assert_eq(write(sv[1], "d", 1), 1);
+  tr_assert_rc(recv_msg(&m), 0);
+  tr_assert_eq(m->cid, id);
+  tr_assert(m->u64 & EPOLLIN, "events 0x%x", (unsigned)m->u64);
+  tr_msg_free(m);
+  tr__fd_begin_io(w);
+  tr_assert_eq(read(sv[0], buf, sizeof buf), 1);
+
+  /* Fill the socket until a write would block: EPOLLOUT once the peer
+   * drains it. */
+  static uint8_t big[65536];
+  while (send(sv[0], big, sizeof big, MSG_NOSIGNAL) > 0)
+    ;
+  tr_assert_eq(errno, EAGAIN);
+  while (read(sv[1], big, sizeof big) > 0)
+    ;
+  tr_assert_rc(recv_msg(&m), 0);
+  tr_assert_eq(m->cid, id);
+  tr_assert(m->u64 & EPOLLOUT, "events 0x%x without EPOLLOUT", (unsigned)m->u64);
+  tr_msg_free(m);
+  tr__fd_begin_io(w);
+
+  /* Re-arming is not for edge watches, and says so. */
+  tr_assert_rc(tr__fd_rearm(w, EPOLLIN), -TR_EINVAL);
+  tr_assert(tr_error_last() != NULL);
+
+  /* EOF behind data, while a notification is pending: its edge makes no
+   * message, and begin-I/O reports it (the owner must read on to it). */
+  tr_assert_eq(write(sv[1], "e", 1), 1);
+  tr_assert_rc(recv_msg(&m), 0);
+  ev = m->u64;
+  tr_msg_free(m);
+  tr_assert(ev & EPOLLIN, "events 0x%x", (unsigned)ev);
+  close(sv[1]);
+  tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
+  tr_assert_eq(ev, 0, "a notification for the end while one was pending");
+  ev = tr__fd_begin_io(w);
+  tr_assert((ev & (EPOLLIN | EPOLLRDHUP)) == (EPOLLIN | EPOLLRDHUP),
+            "begin-I/O reported 0x%x: the end is missing", (unsigned)ev);
+  tr_assert_eq(read(sv[0], buf, sizeof buf), 1);
+  tr_assert_eq(read(sv[0], buf, 1), 0);
+  /* Nothing is left to report: no further notification. */
+  tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
+  tr_assert_eq(ev, 0, "a notification after the end was read");
+  tr_assert_eq(tr__fd_begin_io(w), 0);
   tr_assert_rc(tr__fd_unwatch(w), 0);
   close(sv[0]);
   tr_assert_rc(wait_watches_freed(5 * SEC), 0);
@@ -330,11 +454,11 @@ static int note_late(struct race *r, uint64_t cid) {
  * rounds: writable at once, so the reactor fires while we remove it; for
  * EPOLLIN on even ones: the flood makes it readable within moments) or
  * not at all (every fourth), then unwatch right away. */
-static int race_cycles(int fd, struct race *r) {
+static int race_cycles(int fd, int edge, struct race *r) {
   static uint8_t buf[8192];
   for (int c = 0; c < RACE_CYCLES; c++) {
     tr_fd_watch_t *w;
-    tr_assert_rc(tr__fd_watch(fd, tr_self(), TAG_FD, &w), 0);
+    tr_assert_rc((edge ? tr__fd_watch_edge : tr__fd_watch)(fd, tr_self(), TAG_FD, &w), 0);
     uint64_t id = tr__fd_watch_id(w);
     r->ids[c] = id;
     r->ncycles = c + 1;
@@ -348,17 +472,21 @@ static int race_cycles(int fd, struct race *r) {
         break;
       tr_assert_rc(note_late(r, cid), 0);
     }
-    /* Read one buffer: the flood keeps it readable either way. */
+    /* Read one buffer: the flood keeps it readable either way.  An edge
+     * watch begins its I/O first: the flood's next packet is a new
+     * notification, racing with the unwatch. */
+    if (edge)
+      tr__fd_begin_io(w);
     ssize_t k = read(fd, buf, sizeof(buf));
     tr_assert(k > 0 || (k < 0 && errno == EAGAIN));
-    if (c % 4 != 3)
+    if (!edge && c % 4 != 3)
       tr_assert_rc(tr__fd_rearm(w, (c & 1) ? EPOLLIN | EPOLLOUT : EPOLLIN), 0);
     tr_assert_rc(tr__fd_unwatch(w), 0);
   }
   return 0;
 }
 
-TR_TEST(fd_watch, unwatch_races_with_readiness, .timeout = 120) {
+static int unwatch_race(int edge) {
   int sv[2];
   tr_assert_eq(nonblocking_pair(sv), 0);
   static struct race r;
@@ -368,7 +496,7 @@ TR_TEST(fd_watch, unwatch_races_with_readiness, .timeout = 120) {
   tr_nursery_t *n;
   tr_assert_rc(tr_nursery_open(&n), 0);
   tr_check_rc(tr_nursery_spawn(n, flood_task, &f, NULL), 0);
-  tr_check_rc(race_cycles(sv[0], &r), 0);
+  tr_check_rc(race_cycles(sv[0], edge, &r), 0);
   __atomic_store_n(&f.stop, 1, __ATOMIC_RELEASE);
   tr_assert_rc(tr_nursery_close(n), 0);
   tr_assert_eq(f.err, 0, "flood: %s", strerror(f.err));
@@ -410,6 +538,12 @@ TR_TEST(fd_watch, unwatch_races_with_readiness, .timeout = 120) {
   close(sv[1]);
   return 0;
 }
+
+TR_TEST(fd_watch, unwatch_races_with_readiness, .timeout = 120) { return unwatch_race(0); }
+
+/* The same with edge watches, whose next notification is already possible
+ * while the owner reads (after tr__fd_begin_io), not only after a re-arm. */
+TR_TEST(fd_watch, edge_unwatch_races_with_readiness, .timeout = 120) { return unwatch_race(1); }
 
 /* ---- 4. many watches, and watches left at stop ------------------------------------ */
 
