@@ -699,6 +699,57 @@ Test(sched, idle_runtime_parks, .timeout = TEST_TIMEOUT) {
   cr_assert_gt(c.during.parks, 0, "no worker ever parked");
 }
 
+/* While one worker runs a long turn, the others park timed (they look at
+ * its next slot every millisecond, sched.c "Parking"): a look must not
+ * turn into a spin. */
+
+#define LONG_TURN_NS (300 * 1000000LL)
+/* Measured: ~6 ms looking (normal build), ~36 ms with a short spin after
+ * each look.  TSan makes each look dearer. */
+#ifdef TR_TSAN
+#define LONG_TURN_SLACK_NS (40 * 1000000LL)
+#else
+#define LONG_TURN_SLACK_NS (20 * 1000000LL)
+#endif
+
+struct long_turn_ctx {
+  int64_t cpu_used; /* process CPU during the turn, beyond the turn itself */
+};
+
+static void long_turn_beh(void *state, tr_msg_t *m) {
+  struct long_turn_ctx *c = state;
+  (void)m;
+  int64_t t0 = now_ns(), c0 = cpu_ns();
+  while (now_ns() - t0 < LONG_TURN_NS)
+    ;
+  int64_t wall = now_ns() - t0;
+  c->cpu_used = (cpu_ns() - c0) - wall;
+  CHECK(tr_actor_exit() == 0);
+}
+
+static int long_turn_root(void *arg) {
+  tr_actor_t *a;
+  int rc = tr_spawn(long_turn_beh, arg, NULL, &a);
+  CHECK(rc == 0);
+  if (rc != 0)
+    return 1;
+  CHECK(tr_send_u64(a, TAG_GO, 0) == 0);
+  CHECK(tr_join(a, -1) == 0);
+  tr_actor_release(a);
+  return 0;
+}
+
+Test(sched, long_turn_leaves_others_parked, .timeout = TEST_TIMEOUT) {
+  static struct long_turn_ctx c;
+  tr_stats_t st;
+  run_ok(4, 0, long_turn_root, &c, &st);
+  cr_log_info("parked workers' CPU during a 300 ms turn: %.1f ms (parks %llu)",
+              (double)c.cpu_used / 1e6, (unsigned long long)st.parks);
+  cr_assert_lt(c.cpu_used, LONG_TURN_SLACK_NS,
+               "the parked workers used %lld ms CPU during a 300 ms turn of another",
+               (long long)(c.cpu_used / 1000000));
+}
+
 /* ---- configuration ----------------------------------------------------- */
 
 struct cfg_ctx {
