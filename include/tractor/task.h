@@ -28,6 +28,14 @@
  * These calls are for code running as a task (inside tr_main's root
  * function, or a function started with tr_nursery_spawn); elsewhere they
  * return -TR_EPERM.
+ *
+ * A task may resume on another worker thread after any blocking call.  Do
+ * not carry thread-local state across one: not a thread-local's address,
+ * and not errno, whose address the compiler may keep from before the call
+ * (__errno_location is declared const).  Read errno right after the call
+ * that set it, in a function that makes no blocking call in between (a
+ * noinline helper that returns it, as tests/reactor/test_fd_watch.c's
+ * read_errno).
  */
 #ifndef TRACTOR_TASK_H
 #define TRACTOR_TASK_H
