@@ -670,16 +670,24 @@ static void oneshot_beh(void *state, tr_msg_t *m) {
   CHECK(tr_actor_exit() == 0);
 }
 
-static int idle_root(void *arg) {
-  struct idle_ctx *c = arg;
+/* Spawns beh(state), sends it TAG_GO and waits until it has exited:
+ * 0, or 1 when it could not be spawned. */
+static int run_one_actor(tr_behaviour_fn beh, void *state) {
   tr_actor_t *a;
-  int rc = tr_spawn(oneshot_beh, NULL, NULL, &a);
+  int rc = tr_spawn(beh, state, NULL, &a);
   CHECK(rc == 0);
   if (rc != 0)
     return 1;
   CHECK(tr_send_u64(a, TAG_GO, 0) == 0);
   CHECK(tr_join(a, -1) == 0);
   tr_actor_release(a);
+  return 0;
+}
+
+static int idle_root(void *arg) {
+  struct idle_ctx *c = arg;
+  if (run_one_actor(oneshot_beh, NULL) != 0)
+    return 1;
   /* Quiesced: give the workers time to finish spinning and park, then
    * measure the whole process's CPU over an idle window. */
   sleep_ns(200 * 1000000);
@@ -727,17 +735,7 @@ static void long_turn_beh(void *state, tr_msg_t *m) {
   CHECK(tr_actor_exit() == 0);
 }
 
-static int long_turn_root(void *arg) {
-  tr_actor_t *a;
-  int rc = tr_spawn(long_turn_beh, arg, NULL, &a);
-  CHECK(rc == 0);
-  if (rc != 0)
-    return 1;
-  CHECK(tr_send_u64(a, TAG_GO, 0) == 0);
-  CHECK(tr_join(a, -1) == 0);
-  tr_actor_release(a);
-  return 0;
-}
+static int long_turn_root(void *arg) { return run_one_actor(long_turn_beh, arg); }
 
 Test(sched, long_turn_leaves_others_parked, .timeout = TEST_TIMEOUT) {
   static struct long_turn_ctx c;
@@ -762,15 +760,7 @@ static int cfg_root(void *arg) {
   tr_stats(&st);
   c->workers_seen = st.workers;
   /* The runtime must also work with that many workers. */
-  tr_actor_t *a;
-  int rc = tr_spawn(oneshot_beh, NULL, NULL, &a);
-  CHECK(rc == 0);
-  if (rc != 0)
-    return 1;
-  CHECK(tr_send_u64(a, TAG_GO, 0) == 0);
-  CHECK(tr_join(a, -1) == 0);
-  tr_actor_release(a);
-  return 0;
+  return run_one_actor(oneshot_beh, NULL);
 }
 
 /* Runs cfg_root with cfg.workers and TR_WORKERS=env (NULL: unset) and
