@@ -169,11 +169,11 @@ static struct tr_actor *inject_pop(void) {
 }
 
 /* Clears one sleeper's bit and increments its event count, unless a
- * worker is spinning (it will find the work).  Clearing the bit claims the
+ * worker is spinning (it will find the work) and even_if_spinning is 0.  Clearing the bit claims the
  * wake-up, so two producers do not both wake the same sleeper while
  * another sleeps on. */
-static void wake_one(void) {
-  if (tr_load_relaxed(&tr__rt.spinning) != 0)
+static void wake_one(int even_if_spinning) {
+  if (!even_if_spinning && tr_load_relaxed(&tr__rt.spinning) != 0)
     return;
   uint64_t m = tr_load_relaxed(&tr__rt.sleepers);
   while (m) {
@@ -187,12 +187,26 @@ static void wake_one(void) {
   }
 }
 
-void tr__sched_notify(void) {
+/* Wakes a sleeper for work just published; `foreign`: by a thread that
+ * is no worker (the reactor, tr_run's thread, a tr_to_thread thread),
+ * into the inject queue. */
+static void notify(int foreign) {
   /* seq_cst fence pairs with the fence after a parker sets its sleeper
    * bit: the work we published is ordered before our read of `sleepers`. */
   tr_fence_seqcst();
-  wake_one();
+  /* A foreign push wakes a sleeper even while a worker spins.  A spinner
+   * finds the work only once it runs again, and on a loaded machine the
+   * kernel may keep it off the core for a long time: each of its yields
+   * moves its turn further back (EEVDF's deadline), while a thread woken
+   * from a futex is placed afresh.  Seen: a 1 ms tr_sleep's wake-up, from
+   * the reactor, waited ~180 ms in the inject queue behind a "spinning"
+   * worker (TSan, with test_process beside it).  Foreign pushes are few
+   * (timers, what the reactor drains itself, tr_run's sends), so a futex
+   * wake each is cheap; a worker's own pushes keep the spinner rule. */
+  wake_one(foreign);
 }
+
+void tr__sched_notify(void) { notify(0); }
 
 void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
   if (w) {
@@ -225,7 +239,7 @@ void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
         uint64_t sl = tr_load_relaxed(&tr__rt.sleepers);
         if (TR_UNLIKELY(sl != 0) && ((sl & ~tr_load_relaxed(&tr__rt.timed)) != 0 ||
                                      w->turn_sends >= TR_HOT_WAKE_SENDS))
-          wake_one();
+          wake_one(0);
         return;
       }
       a = old; /* the displaced actor goes to the back of the ring */
@@ -234,8 +248,10 @@ void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot) {
       inject_push(a);
   } else {
     inject_push(a);
+    notify(1);
+    return;
   }
-  tr__sched_notify();
+  notify(0);
 }
 
 /* Takes a victim's next slot, but only if the victim has not started a new
