@@ -185,6 +185,7 @@ static int rt_init(const tr_config_t *cfg) {
   tr__tasks_init();
   tr__rpc_init();
   tr__hang_init();
+  tr__chan_init();
   /* nworkers must be known to live_insert before any worker can spawn. */
   tr__rt.nworkers = n;
   tr_store_release(&tr__rt_running, 1);

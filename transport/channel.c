@@ -110,62 +110,59 @@ typedef struct chan {
   int *status; /* where the exit status goes */
 } chan_t;
 
-typedef struct proxy {
-  tr_actor_t *chan; /* a reference */
-} proxy_t;
-
 /* ---- proxies ------------------------------------------------------------------- */
 
-static void proxy_fn(void *state, tr_msg_t *m) {
-  proxy_t *p = state;
-  if (m->body == 0) {
-    if (m->tag == P_EXIT) {
-      tr_actor_exit();
-    } else if (m->tag == C_KILL || m->tag == C_LAST) {
-      tr_msg_take(m);
-      (void)tr_send(p->chan, m);
-    }
-    return;
-  }
-  tr_msg_take(m);
-  if (tr_actor_exited(p->chan)) {
-    tr__rpc_bounce(tr_self(), m); /* answered as the gone actor would be */
+/*
+ * A proxy is an actor whose state is a reference to its channel (released
+ * with the proxy's memory: tr__actor_is_proxy).  Its protocol messages go
+ * straight to the channel in the sender's send (proxy_send); its turns
+ * only see the channel's control messages.
+ */
+
+/* Protocol message m for proxy px, on to px's channel.  Takes m.  Any
+ * thread (the sender's; tr__actor_set_proxy_send). */
+static int proxy_send(tr_actor_t *px, tr_msg_t *m) {
+  tr_actor_t *chan = px->state;
+  if (tr_actor_exited(chan)) {
+    tr__rpc_bounce(px, m); /* answered as the gone actor would be */
     tr_msg_free(m);
-    return;
+    return 0;
   }
   struct tr_envx *x = tr__envx_get(m);
   if (!x) {
     tr_log(TR_LOG_ERROR, "channel: out of memory; a %s to %s is dropped", tr__body_name(m->body),
-           tr_actor_name(tr_self()));
+           tr_actor_name(px));
     tr_msg_free(m);
-    return;
+    return 0;
   }
   x->has_dst = 1;
-  tr_actor_uuid(tr_self(), x->dst.uuid);
+  tr_actor_uuid(px, x->dst.uuid);
   m->tag = C_OUT;
-  (void)tr_send(p->chan, m);
+  return tr__send(chan, m);
 }
 
-static void proxy_exit(void *state) {
-  proxy_t *p = state;
-  tr_actor_release(p->chan);
-  free(p);
+static void proxy_fn(void *state, tr_msg_t *m) {
+  if (m->body != 0) { /* pushed past tr_send (a timer's, say): the same way on */
+    tr_msg_take(m);
+    (void)proxy_send(tr_self(), m);
+  } else if (m->tag == P_EXIT) {
+    tr_actor_exit();
+  } else if (m->tag == C_KILL || m->tag == C_LAST) {
+    tr_msg_take(m);
+    (void)tr_send(state, m);
+  }
 }
 
 static int proxy_new(tr_actor_t *chan, const char *name, const uint8_t uuid[TR_UUID_LEN],
                      tr_actor_t **out) {
-  proxy_t *p = malloc(sizeof *p);
-  if (!p)
-    return TR__ENOMEM();
-  p->chan = tr_actor_dup(chan);
-  tr_spawn_opts_t o = {.name = name && *name ? name : "remote", .on_exit = proxy_exit};
-  int rc = tr__actor_spawn_as(proxy_fn, p, &o, NULL, uuid, TR_AF_PROXY, out);
-  if (rc) {
-    tr_actor_release(p->chan);
-    free(p);
-  }
+  tr_spawn_opts_t o = {.name = name && *name ? name : "remote"};
+  int rc = tr__actor_spawn_as(proxy_fn, tr_actor_dup(chan), &o, NULL, uuid, TR_AF_PROXY, out);
+  if (rc)
+    tr_actor_release(chan);
   return rc;
 }
+
+void tr__chan_init(void) { tr__actor_set_proxy_send(proxy_send); }
 
 /* ---- tables ---------------------------------------------------------------------- */
 

@@ -114,6 +114,10 @@ int tr__chan_peer(int fd, const tr_uid_t *peer, tr_actor_t **out, tr_actor_t **p
  * at the peer's close).  Threads: any. */
 void tr__chan_close(tr_actor_t *chan);
 
+/* Registers the proxies' send with the actor layer (tr__actor_is_proxy).
+ * Called by tr_run at start-up.  Threads: tr_run's. */
+void tr__chan_init(void);
+
 /*
  * A new proxy, on channel `chan`, for the remote actor (uuid, name): a
  * portal to it sends over that channel.  It exits when the channel does.

@@ -63,6 +63,12 @@ void tr__actor_set_bounce(void (*bounce)(tr_actor_t *dead, tr_msg_t *m)) {
     bounce_hook = bounce;
 }
 
+static int (*proxy_send)(tr_actor_t *px, tr_msg_t *m);
+void tr__actor_set_proxy_send(int (*send)(tr_actor_t *px, tr_msg_t *m)) {
+  if (proxy_send != send)
+    proxy_send = send;
+}
+
 static tr_actor_t **sched_link(tr_actor_t *a) { return &a->sched_next; }
 static int sched_nestable(const tr_actor_t *a) { return a->tasks == NULL; }
 
@@ -85,6 +91,8 @@ static void actor_free(tr_actor_t *a) {
   TR_COUNT(tr__worker_self(), actors_freed, 1);
   if (a->tasks)
     task_ops.free(a->tasks); /* kept until now for tr_task_actor_result */
+  if (tr_load_relaxed(&a->flags) & TR_AF_PROXY)
+    tr_actor_release(a->state); /* its channel: senders read it (tr__actor_is_proxy) */
   free(a);
 }
 
@@ -319,12 +327,18 @@ int tr__actor_push(tr_actor_t *a, tr_msg_t *m) { return push(tr__worker_self(), 
  * task's failure). */
 __attribute__((always_inline)) static inline int send_impl(tr_actor_t *to, tr_msg_t *msg) {
   tr_worker_t *w = tr__worker_self();
+  uint32_t flags = tr_load_acquire(&to->flags);
   /* Fast refusal; the authoritative check is in push. */
-  if (TR_UNLIKELY(tr_load_acquire(&to->flags) & TR_AF_EXITED)) {
+  if (TR_UNLIKELY(flags & TR_AF_EXITED)) {
     if (w && w->cur_msg == msg)
       w->cur_msg = NULL;
     dead_letter(w, to, msg);
     return -TR_ECLOSED;
+  }
+  if (TR_UNLIKELY(flags & TR_AF_PROXY) && msg->body != 0 && proxy_send) {
+    if (w && w->cur_msg == msg)
+      w->cur_msg = NULL;
+    return proxy_send(to, msg); /* straight on to its channel */
   }
   if (to->limit) {
     /* Reserve a slot; give it back if that overshoots the limit.  The
