@@ -2,7 +2,8 @@
  * tr_buf_t: reference-counted immutable bytes (see include/tractor/buf.h).
  *
  * One allocation holds the header and the bytes (a flexible array), so a
- * payload costs one malloc and its data sits next to its count.  The count
+ * payload costs one malloc (none for a small one: BUF_SMALL) and its data
+ * sits next to its count.  The count
  * uses the compiler's __atomic builtins rather than ck_pr: ck_pr's volatile
  * accesses are invisible to ThreadSanitizer, which would then report the
  * free after the last release as a race with every earlier reader.
@@ -18,6 +19,8 @@
 
 #include "tractor/errors.h"
 
+#include "runtime/mem/msgpool.h"
+
 #include "runtime/error/error.h"
 
 struct tr_buf {
@@ -27,6 +30,11 @@ struct tr_buf {
   _Alignas(max_align_t) unsigned char data[];
 };
 
+/* Up to this many bytes a buffer is a small one: a TR_BUF_CHUNK-byte
+ * object of the worker's magazines (runtime/mem/msgpool.c), which a
+ * producer's buffers freed by its consumer reach again without malloc. */
+#define BUF_SMALL (TR_BUF_CHUNK - offsetof(struct tr_buf, data))
+
 int tr_buf_new(size_t len, tr_buf_t **out) {
   tr_buf_t *b;
   if (out == NULL)
@@ -34,7 +42,7 @@ int tr_buf_new(size_t len, tr_buf_t **out) {
   *out = NULL;
   if (len > SIZE_MAX - sizeof *b)
     return TR__ENOMEM();
-  b = malloc(sizeof *b + len);
+  b = len <= BUF_SMALL ? tr__mem_alloc(TR_MEM_BUF) : malloc(sizeof *b + len);
   if (b == NULL)
     return TR__ENOMEM();
   /* Not yet shared: a plain store is enough, and the hand-off to another
@@ -102,8 +110,12 @@ void tr_buf_release(tr_buf_t *b) {
    * their last reads of the bytes happen before the acquire of whoever
    * drops the count to zero and frees.  A standalone acquire fence would
    * be cheaper on the non-final path but TSan does not model fences. */
-  if (__atomic_fetch_sub(&b->refs, 1, __ATOMIC_ACQ_REL) == 1)
-    free(b);
+  if (__atomic_fetch_sub(&b->refs, 1, __ATOMIC_ACQ_REL) == 1) {
+    if (b->len <= BUF_SMALL)
+      tr__mem_free(TR_MEM_BUF, b);
+    else
+      free(b);
+  }
 }
 
 const void *tr_buf_data(const tr_buf_t *b) { return b != NULL ? b->data : NULL; }

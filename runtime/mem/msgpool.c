@@ -1,15 +1,20 @@
 /*
- * Message allocation: a magazine allocator (Bonwick's design, as in the
- * Solaris and Linux slab "magazine" layers).
+ * Small-object allocation: a magazine allocator (Bonwick's design, as in
+ * the Solaris and Linux slab "magazine" layers), for a few classes of
+ * fixed size (msgpool.h): messages, envelope extensions, small buffers.
  *
- * Messages are 64-byte objects allocated and freed at very high rates, and
- * usually not on the same worker: a producer allocates, its consumer frees.
- * Each worker keeps a current magazine of free messages (`pool`) and one
- * full spare.  A worker whose frees fill both hands a full magazine to the
- * process-wide depot; a worker that runs dry takes one from the depot
+ * These are allocated and freed at very high rates, and usually not on the
+ * same worker: a producer allocates, its consumer frees.  glibc's
+ * per-thread cache does not help there (the freeing thread's fills, the
+ * allocating thread's runs dry, and both go to the arena under its lock:
+ * ~17 % of tcp_stream's CPU time before buffers and envxs had magazines).  Each
+ * worker keeps, per class, a current magazine of free objects (`pool`) and
+ * one full spare.  A worker whose frees fill both hands a full magazine to
+ * the class's depot; a worker that runs dry takes one from the depot
  * before falling back to malloc.  So a steady producer/consumer pair costs
- * one depot lock per TR_MSGPOOL_BATCH messages and no malloc at all.
- * Non-worker threads use malloc and free directly.
+ * one depot lock per magazine and no malloc at all.  Every object is one
+ * malloc of its class's size, so threads without a cache (not workers) use
+ * malloc and free directly, on any object.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -24,14 +29,30 @@
 
 static __thread tr_msgcache_t *tls_cache;
 
-/* The depot: a worker that frees more messages than it allocates (a
- * consumer) hands whole magazines to one that allocates more (a producer).
- * One lock per TR_MSGPOOL_BATCH messages.  Magazines are linked through
- * their first message's ptr.  Statically initialised: the depot outlives
- * runs (it is empty between them). */
-static pthread_mutex_t depot_lock = PTHREAD_MUTEX_INITIALIZER;
-static tr_msg_t *depot;
-static unsigned depot_len;
+/* A class and its depot: full magazines handed from a worker that frees
+ * more than it allocates (a consumer) to one that allocates more (a
+ * producer), linked through their first object's second word.
+ * Statically initialised: the depots outlive runs (empty between them). */
+typedef struct mem_class {
+  size_t size;
+  unsigned batch;     /* objects per magazine */
+  unsigned depot_max; /* full magazines kept */
+  pthread_mutex_t lock;
+  void *depot;
+  unsigned depot_len;
+} mem_class_t;
+
+static mem_class_t classes[TR_MEM__CLASSES] = {
+    [TR_MEM_MSG] = {sizeof(tr_msg_t), TR_MSGPOOL_BATCH, TR_DEPOT_MAX, PTHREAD_MUTEX_INITIALIZER,
+                    NULL, 0},
+    /* Fewer and smaller magazines: rarer objects, and a bounded depot
+     * (64 x TR_MEM_SMALL_BATCH x 208 bytes at most). */
+    [TR_MEM_ENVX] = {sizeof(struct tr_envx), TR_MEM_SMALL_BATCH, 64, PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+    [TR_MEM_BUF] = {TR_BUF_CHUNK, TR_MEM_SMALL_BATCH, 64, PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+};
+
+#define NEXT(o) (((void **)(o))[0])      /* a free object's successor */
+#define NEXT_MAG(o) (((void **)(o))[1])  /* a depot magazine's successor */
 
 /* Drops a message's sender reference (tr__msgpool_set_release). */
 static void (*from_release)(tr_actor_t *a);
@@ -67,59 +88,95 @@ void tr__msgpool_reset_counts(void) {
       tr_faa_relaxed(&(foreign), 1);                                                               \
   } while (0)
 
-static void free_chain(tr_msg_t *m) {
-  while (m) {
-    tr_msg_t *next = m->next_;
-    free(m);
-    m = next;
+static void free_chain(void *o) {
+  while (o) {
+    void *next = NEXT(o);
+    free(o);
+    o = next;
   }
 }
 
-/* Takes a full magazine from the depot, or NULL. */
-static tr_msg_t *depot_get(void) {
-  pthread_mutex_lock(&depot_lock);
-  tr_msg_t *mag = depot;
+/* Takes a full magazine from k's depot, or NULL. */
+static void *depot_get(mem_class_t *k) {
+  pthread_mutex_lock(&k->lock);
+  void *mag = k->depot;
   if (mag) {
-    depot = mag->ptr;
-    depot_len--;
+    k->depot = NEXT_MAG(mag);
+    k->depot_len--;
   }
-  pthread_mutex_unlock(&depot_lock);
+  pthread_mutex_unlock(&k->lock);
   return mag;
 }
 
-/* Gives a full magazine to the depot, or frees it when the depot is full. */
-static void depot_put(tr_msg_t *mag) {
-  pthread_mutex_lock(&depot_lock);
-  if (depot_len < TR_DEPOT_MAX) {
-    mag->ptr = depot;
-    depot = mag;
-    depot_len++;
+/* Gives a full magazine to k's depot, or frees it when the depot is full. */
+static void depot_put(mem_class_t *k, void *mag) {
+  pthread_mutex_lock(&k->lock);
+  if (k->depot_len < k->depot_max) {
+    NEXT_MAG(mag) = k->depot;
+    k->depot = mag;
+    k->depot_len++;
     mag = NULL;
   }
-  pthread_mutex_unlock(&depot_lock);
+  pthread_mutex_unlock(&k->lock);
   free_chain(mag);
+}
+
+/* An object from magazine m of class k, or NULL when it and the depot are
+ * empty. */
+static void *mag_get(tr_mag_t *m, mem_class_t *k) {
+  if (TR_UNLIKELY(!m->pool)) {
+    if (m->spare) {
+      m->pool = m->spare;
+      m->spare = NULL;
+    } else {
+      m->pool = depot_get(k);
+    }
+    m->pool_len = m->pool ? k->batch : 0;
+  }
+  void *o = m->pool;
+  if (o) {
+    m->pool = NEXT(o);
+    m->pool_len--;
+  }
+  return o;
+}
+
+static void mag_put(tr_mag_t *m, mem_class_t *k, void *o) {
+  if (TR_UNLIKELY(m->pool_len == k->batch)) {
+    /* The current magazine is full: it becomes the spare, and the old
+     * spare (also full) goes to the depot for an allocating worker. */
+    if (m->spare)
+      depot_put(k, m->spare);
+    m->spare = m->pool;
+    m->pool = NULL;
+    m->pool_len = 0;
+  }
+  NEXT(o) = m->pool;
+  m->pool = o;
+  m->pool_len++;
+}
+
+void *tr__mem_alloc(int k) {
+  tr_msgcache_t *c = tr__msgcache_self();
+  void *o = c ? mag_get(&c->mag[k], &classes[k]) : NULL;
+  return o ? o : malloc(classes[k].size);
+}
+
+void tr__mem_free(int k, void *obj) {
+  tr_msgcache_t *c = tr__msgcache_self();
+  if (!obj)
+    return;
+  if (c)
+    mag_put(&c->mag[k], &classes[k], obj);
+  else
+    free(obj);
 }
 
 int tr_msg_new(tr_msg_t **out) {
   if (!out)
     return TR__EINVAL_NULL();
   tr_msgcache_t *c = tr__msgcache_self();
-  tr_msg_t *m = NULL;
-  if (c) {
-    if (TR_UNLIKELY(!c->pool)) {
-      if (c->spare) {
-        c->pool = c->spare;
-        c->spare = NULL;
-      } else {
-        c->pool = depot_get();
-      }
-      c->pool_len = c->pool ? TR_MSGPOOL_BATCH : 0;
-    }
-    if ((m = c->pool)) {
-      c->pool = m->next_;
-      c->pool_len--;
-    }
-  }
+  tr_msg_t *m = c ? mag_get(&c->mag[TR_MEM_MSG], &classes[TR_MEM_MSG]) : NULL;
   if (!m && !(m = malloc(sizeof(*m)))) {
     *out = NULL;
     return TR__ENOMEM();
@@ -138,61 +195,34 @@ void tr__msgcache_put(tr_msgcache_t *c, tr_msg_t *m) {
   if (m->x_)
     tr__envx_free(m->x_);
   COUNT(c, msgs_freed, foreign_freed);
-  if (!c) {
+  if (c)
+    mag_put(&c->mag[TR_MEM_MSG], &classes[TR_MEM_MSG], m);
+  else
     free(m);
-    return;
-  }
-  if (TR_UNLIKELY(c->pool_len == TR_MSGPOOL_BATCH)) {
-    /* The current magazine is full: it becomes the spare, and the old
-     * spare (also full) goes to the depot for an allocating worker. */
-    if (c->spare)
-      depot_put(c->spare);
-    c->spare = c->pool;
-    c->pool = NULL;
-    c->pool_len = 0;
-  }
-  m->next_ = c->pool;
-  c->pool = m;
-  c->pool_len++;
 }
 
-/* Envelope extensions: a LIFO stack of up to TR_ENVX_CACHE per worker.
- * A Start allocates one on the caller's worker and the callee frees it,
- * usually on the same worker (the next slot keeps a request/reply pair on
- * one core); when they are on different workers one cache runs dry and the
- * other overflows, and the cost is calloc and free, as without the cache.
- * Unlike messages, envxs do not go through the depot: they are rarer and
- * the pair above needs none. */
+/* Envelope extensions: handed out zeroed (tr__envx_get relies on it). */
 struct tr_envx *tr__envx_alloc(void) {
-  tr_msgcache_t *c = tr__msgcache_self();
-  if (c && c->envx_len) {
-    struct tr_envx *x = c->envx[--c->envx_len];
+  struct tr_envx *x = tr__mem_alloc(TR_MEM_ENVX);
+  if (x)
     memset(x, 0, sizeof(*x));
-    return x;
-  }
-  return calloc(1, sizeof(struct tr_envx));
+  return x;
 }
 
-void tr__envx_release(struct tr_envx *x) {
-  tr_msgcache_t *c = tr__msgcache_self();
-  if (c && c->envx_len < TR_ENVX_CACHE) {
-    c->envx[c->envx_len++] = x;
-    return;
-  }
-  free(x);
-}
+void tr__envx_release(struct tr_envx *x) { tr__mem_free(TR_MEM_ENVX, x); }
 
 void tr__msgcache_drain(tr_msgcache_t *c) {
-  free_chain(c->pool);
-  free_chain(c->spare);
-  c->pool = c->spare = NULL;
-  c->pool_len = 0;
-  while (c->envx_len)
-    free(c->envx[--c->envx_len]);
+  for (int k = 0; k < TR_MEM__CLASSES; k++) {
+    free_chain(c->mag[k].pool);
+    free_chain(c->mag[k].spare);
+    memset(&c->mag[k], 0, sizeof c->mag[k]);
+  }
 }
 
 void tr__msgpool_depot_drain(void) {
-  tr_msg_t *mag;
-  while ((mag = depot_get()))
-    free_chain(mag);
+  for (int k = 0; k < TR_MEM__CLASSES; k++) {
+    void *mag;
+    while ((mag = depot_get(&classes[k])))
+      free_chain(mag);
+  }
 }

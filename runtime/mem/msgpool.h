@@ -1,9 +1,10 @@
 /*
- * Message memory (msgpool.c): each worker's magazines of free messages and
- * its cache of envelope extensions, and the process-wide depot of full
- * magazines.  The mem layer knows nothing of workers: the scheduler embeds
- * a tr_msgcache_t in each of its workers and attaches it to the worker's
- * thread, and this layer finds it through its own thread-local pointer.
+ * Small-object memory (msgpool.c): each worker's magazines of free
+ * objects of a few fixed sizes (messages, envelope extensions, small
+ * buffers) and a process-wide depot of full magazines per size.  The mem
+ * layer knows nothing of workers: the scheduler embeds a tr_msgcache_t in
+ * each of its workers and attaches it to the worker's thread, and this
+ * layer finds it through its own thread-local pointer.
  */
 #ifndef TR_MEM_MSGPOOL_H
 #define TR_MEM_MSGPOOL_H
@@ -13,26 +14,46 @@
 #include <tractor/actor.h>
 
 #define TR_MSGPOOL_BATCH 1024 /* messages per magazine */
-#define TR_DEPOT_MAX 256      /* full magazines kept process-wide */
-#define TR_ENVX_CACHE 32      /* free envelope extensions kept per worker */
+#define TR_DEPOT_MAX 256      /* full magazines of messages kept process-wide */
+#define TR_BUF_CHUNK 128      /* a small buffer's allocation */
+#define TR_MEM_SMALL_BATCH 128 /* envxs or small buffers per magazine */
+
+/* The object classes.  Each object of a class is one malloc of the class's
+ * size, so any thread may hand one to free() instead of a cache. */
+enum {
+  TR_MEM_MSG,  /* tr_msg_t */
+  TR_MEM_ENVX, /* struct tr_envx: every Start and Cancel, and every frame
+                * that names an actor, carries one (208 bytes) */
+  TR_MEM_BUF,  /* a tr_buf_t that fits TR_BUF_CHUNK bytes, header included
+                * (buf.c): payloads of 8-byte values and 64-byte items */
+  TR_MEM__CLASSES
+};
 
 struct tr_envx;
 
-/* One thread's message memory.  Touched by its owner only, except the two
- * counters, which tr_stats reads (single writer, relaxed atomics). */
-typedef struct tr_msgcache {
-  /* A magazine of free messages being used and one full spare. */
-  tr_msg_t *pool;
+/* One class's objects in one thread: a magazine being used and one full
+ * spare (objects linked through their first word). */
+typedef struct tr_mag {
+  void *pool;
   unsigned pool_len;
-  tr_msg_t *spare;
-  /* Free envelope extensions (tr__envx_alloc): every Start and Cancel
-   * carries one (208 bytes), which otherwise cost a calloc and a free per
-   * call. */
-  struct tr_envx *envx[TR_ENVX_CACHE];
-  unsigned envx_len;
+  void *spare;
+} tr_mag_t;
+
+/* One thread's small-object memory.  Touched by its owner only, except
+ * the two counters, which tr_stats reads (single writer, relaxed atomics). */
+typedef struct tr_msgcache {
+  tr_mag_t mag[TR_MEM__CLASSES];
   uint64_t msgs_new;
   uint64_t msgs_freed;
 } tr_msgcache_t;
+
+/* An object of class k (TR_MEM_*): from this thread's cache, the depot or
+ * malloc; NULL when out of memory.  Contents undefined.  Freed with
+ * tr__mem_free (or free()).  Threads: any. */
+void *tr__mem_alloc(int k);
+/* Gives back obj (of class k, from tr__mem_alloc; may be NULL) to this
+ * thread's cache, or to free() off a worker.  Threads: any. */
+void tr__mem_free(int k, void *obj);
 
 /* Makes c this thread's message cache (NULL: none, messages go to malloc
  * and free).  A worker thread attaches its own at start and detaches it
@@ -50,9 +71,8 @@ tr_msgcache_t *tr__msgcache_self(void);
  * Ownership: takes m.  Threads: c's owner. */
 void tr__msgcache_put(tr_msgcache_t *c, tr_msg_t *m);
 
-/* Frees c's magazines and extensions (after its thread has stopped), and
- * the depot's magazines (after every worker has stopped).
- * Threads: tr_run's. */
+/* Frees c's magazines (after its thread has stopped), and the depot's
+ * magazines (after every worker has stopped).  Threads: tr_run's. */
 void tr__msgcache_drain(tr_msgcache_t *c);
 void tr__msgpool_depot_drain(void);
 
