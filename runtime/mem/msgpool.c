@@ -29,26 +29,32 @@
 
 static __thread tr_msgcache_t *tls_cache;
 
-/* A class and its depot: full magazines handed from a worker that frees
- * more than it allocates (a consumer) to one that allocates more (a
- * producer), linked through their first object's second word.
- * Statically initialised: the depots outlive runs (empty between them). */
-typedef struct mem_class {
+/* The classes: sizes and magazine sizes, read-only (a hot path reading
+ * them must not share a line with anything written). */
+static const struct {
   size_t size;
   unsigned batch;     /* objects per magazine */
-  unsigned depot_max; /* full magazines kept */
-  pthread_mutex_t lock;
-  void *depot;
-  unsigned depot_len;
-} mem_class_t;
+  unsigned depot_max; /* full magazines kept in the depot */
+} classes[TR_MEM__CLASSES] = {
+    [TR_MEM_MSG] = {sizeof(tr_msg_t), TR_MSGPOOL_BATCH, TR_DEPOT_MAX},
+    /* Smaller magazines and depots: rarer objects, and bounded memory
+     * (64 x TR_MEM_SMALL_BATCH x 208 bytes of envxs at most). */
+    [TR_MEM_ENVX] = {sizeof(struct tr_envx), TR_MEM_SMALL_BATCH, 64},
+    [TR_MEM_BUF] = {TR_BUF_CHUNK, TR_MEM_SMALL_BATCH, 64},
+};
 
-static mem_class_t classes[TR_MEM__CLASSES] = {
-    [TR_MEM_MSG] = {sizeof(tr_msg_t), TR_MSGPOOL_BATCH, TR_DEPOT_MAX, PTHREAD_MUTEX_INITIALIZER,
-                    NULL, 0},
-    /* Fewer and smaller magazines: rarer objects, and a bounded depot
-     * (64 x TR_MEM_SMALL_BATCH x 208 bytes at most). */
-    [TR_MEM_ENVX] = {sizeof(struct tr_envx), TR_MEM_SMALL_BATCH, 64, PTHREAD_MUTEX_INITIALIZER, NULL, 0},
-    [TR_MEM_BUF] = {TR_BUF_CHUNK, TR_MEM_SMALL_BATCH, 64, PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+/* Each class's depot: full magazines handed from a worker that frees more
+ * than it allocates (a consumer) to one that allocates more (a producer),
+ * linked through their first object's second word.  A line each.
+ * Statically initialised: the depots outlive runs (empty between them). */
+static struct depot {
+  pthread_mutex_t lock;
+  void *head;
+  unsigned len;
+} __attribute__((aligned(TR_CACHELINE))) depots[TR_MEM__CLASSES] = {
+    {PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, 0},
 };
 
 #define NEXT(o) (((void **)(o))[0])      /* a free object's successor */
@@ -96,34 +102,37 @@ static void free_chain(void *o) {
   }
 }
 
-/* Takes a full magazine from k's depot, or NULL. */
-static void *depot_get(mem_class_t *k) {
-  pthread_mutex_lock(&k->lock);
-  void *mag = k->depot;
+/* Takes a full magazine from class k's depot, or NULL. */
+static void *depot_get(int k) {
+  struct depot *d = &depots[k];
+  pthread_mutex_lock(&d->lock);
+  void *mag = d->head;
   if (mag) {
-    k->depot = NEXT_MAG(mag);
-    k->depot_len--;
+    d->head = NEXT_MAG(mag);
+    d->len--;
   }
-  pthread_mutex_unlock(&k->lock);
+  pthread_mutex_unlock(&d->lock);
   return mag;
 }
 
-/* Gives a full magazine to k's depot, or frees it when the depot is full. */
-static void depot_put(mem_class_t *k, void *mag) {
-  pthread_mutex_lock(&k->lock);
-  if (k->depot_len < k->depot_max) {
-    NEXT_MAG(mag) = k->depot;
-    k->depot = mag;
-    k->depot_len++;
+/* Gives a full magazine to class k's depot, or frees it when that is full. */
+static void depot_put(int k, void *mag) {
+  struct depot *d = &depots[k];
+  pthread_mutex_lock(&d->lock);
+  if (d->len < classes[k].depot_max) {
+    NEXT_MAG(mag) = d->head;
+    d->head = mag;
+    d->len++;
     mag = NULL;
   }
-  pthread_mutex_unlock(&k->lock);
+  pthread_mutex_unlock(&d->lock);
   free_chain(mag);
 }
 
-/* An object from magazine m of class k, or NULL when it and the depot are
- * empty. */
-static void *mag_get(tr_mag_t *m, mem_class_t *k) {
+/* An object from c's magazines of class k, or NULL when they and the
+ * depot are empty. */
+static void *mag_get(tr_msgcache_t *c, int k) {
+  tr_mag_t *m = &c->mag[k];
   if (TR_UNLIKELY(!m->pool)) {
     if (m->spare) {
       m->pool = m->spare;
@@ -131,7 +140,7 @@ static void *mag_get(tr_mag_t *m, mem_class_t *k) {
     } else {
       m->pool = depot_get(k);
     }
-    m->pool_len = m->pool ? k->batch : 0;
+    m->pool_len = m->pool ? classes[k].batch : 0;
   }
   void *o = m->pool;
   if (o) {
@@ -141,8 +150,9 @@ static void *mag_get(tr_mag_t *m, mem_class_t *k) {
   return o;
 }
 
-static void mag_put(tr_mag_t *m, mem_class_t *k, void *o) {
-  if (TR_UNLIKELY(m->pool_len == k->batch)) {
+static void mag_put(tr_msgcache_t *c, int k, void *o) {
+  tr_mag_t *m = &c->mag[k];
+  if (TR_UNLIKELY(m->pool_len == classes[k].batch)) {
     /* The current magazine is full: it becomes the spare, and the old
      * spare (also full) goes to the depot for an allocating worker. */
     if (m->spare)
@@ -158,7 +168,7 @@ static void mag_put(tr_mag_t *m, mem_class_t *k, void *o) {
 
 void *tr__mem_alloc(int k) {
   tr_msgcache_t *c = tr__msgcache_self();
-  void *o = c ? mag_get(&c->mag[k], &classes[k]) : NULL;
+  void *o = c ? mag_get(c, k) : NULL;
   return o ? o : malloc(classes[k].size);
 }
 
@@ -167,7 +177,7 @@ void tr__mem_free(int k, void *obj) {
   if (!obj)
     return;
   if (c)
-    mag_put(&c->mag[k], &classes[k], obj);
+    mag_put(c, k, obj);
   else
     free(obj);
 }
@@ -176,7 +186,7 @@ int tr_msg_new(tr_msg_t **out) {
   if (!out)
     return TR__EINVAL_NULL();
   tr_msgcache_t *c = tr__msgcache_self();
-  tr_msg_t *m = c ? mag_get(&c->mag[TR_MEM_MSG], &classes[TR_MEM_MSG]) : NULL;
+  tr_msg_t *m = c ? mag_get(c, TR_MEM_MSG) : NULL;
   if (!m && !(m = malloc(sizeof(*m)))) {
     *out = NULL;
     return TR__ENOMEM();
@@ -196,7 +206,7 @@ void tr__msgcache_put(tr_msgcache_t *c, tr_msg_t *m) {
     tr__envx_free(m->x_);
   COUNT(c, msgs_freed, foreign_freed);
   if (c)
-    mag_put(&c->mag[TR_MEM_MSG], &classes[TR_MEM_MSG], m);
+    mag_put(c, TR_MEM_MSG, m);
   else
     free(m);
 }
@@ -222,7 +232,7 @@ void tr__msgcache_drain(tr_msgcache_t *c) {
 void tr__msgpool_depot_drain(void) {
   for (int k = 0; k < TR_MEM__CLASSES; k++) {
     void *mag;
-    while ((mag = depot_get(&classes[k])))
+    while ((mag = depot_get(k)))
       free_chain(mag);
   }
 }
