@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -51,6 +52,8 @@ static void *thief_main(void *arg) {
       t->got++;
     } else if (__atomic_load_n(t->done, __ATOMIC_ACQUIRE) && tr__runq_size(t->q) == 0) {
       return NULL;
+    } else {
+      sched_yield(); /* three thieves and the owner on few cores */
     }
   }
 }
