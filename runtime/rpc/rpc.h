@@ -206,7 +206,8 @@ typedef struct tr_rpc {
   tr_cancel_ack_t *cancel_acks; /* actor cancels to acknowledge at exit */
   tr_uid_t *cancel_by;          /* the first actor that asked, as its Cancel named it */
   struct tr_pub *pubs;          /* pub/sub feeders (pubsub.c) */
-  tr_msg_t *early_starts;       /* Starts that came before the service was up */
+  tr_msg_t *early_starts;       /* Starts that came before the service was up,
+                                 * with Cancels of theirs behind them */
   uint8_t serve_done;           /* the service has ended: refuse new calls */
   /* The exports this actor last called and last served: a caller and a
    * daemon usually name the same function call after call, and an export

@@ -209,36 +209,67 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   return 0;
 }
 
+static int on_cancel(tr_actor_t *a, tr_msg_t *m);
+
 /* Answers the calls that arrived before the service was up (or, once it has
- * ended, refuses them). */
+ * ended, refuses them), and the Cancels that came behind them, in order. */
 static void run_early_starts(tr_worker_t *w, tr_actor_t *a) {
   tr_tasks_t *ts = a->tasks;
   while (ts->rpc->early_starts) {
     tr_msg_t *m = ts->rpc->early_starts;
     ts->rpc->early_starts = m->next_;
     m->next_ = NULL;
-    if (!on_start(a, m))
+    if (!(m->body == TR_BODY_START ? on_start(a, m) : on_cancel(a, m)))
       tr__msg_dispose(w, m);
   }
 }
 
-static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
+/* The actor that sent Cancel m, by uuid: the envelope's src when it
+ * crossed a channel, else its sender. */
+static void cancel_requester(const tr_msg_t *m, uint8_t *u) {
+  if (m->x_ && m->x_->has_src)
+    memcpy(u, m->x_->src.uuid, TR_UUID_LEN);
+  else
+    tr_actor_uuid(m->from, u);
+}
+
+/* Keeps Cancel m behind its Start when that is still waiting for the
+ * service (early_starts), so that it cancels the call once the call
+ * starts instead of finding no dialog now and being lost (the call would
+ * then run to its end for a caller that has gone).  Returns 1 when kept. */
+static int keep_early_cancel(tr_tasks_t *ts, tr_msg_t *m, const uint8_t *req) {
+  tr_msg_t **pp = &ts->rpc->early_starts;
+  int found = 0;
+  for (; *pp; pp = &(*pp)->next_) {
+    uint8_t u[TR_UUID_LEN];
+    if ((*pp)->body == TR_BODY_START && (*pp)->cid == m->u64 &&
+        (start_caller(*pp, u), memcmp(u, req, TR_UUID_LEN) == 0))
+      found = 1;
+  }
+  if (found) {
+    m->next_ = NULL;
+    *pp = m;
+  }
+  return found;
+}
+
+/* Handles a Cancel; returns 1 when it kept m (behind its early Start). */
+static int on_cancel(tr_actor_t *a, tr_msg_t *m) {
   struct tr_envx *x = m->x_;
   if (x && x->u.cancel.whole_actor) {
     tr__on_cancel_actor(a, m);
-    return;
+    return 0;
   }
   tr_ctx_t *c = tr__find_ctx(a->tasks, m->u64, m);
   /* Only the dialog's caller may cancel it: the requester, as the
    * envelope names it, must be the caller Start named. */
   uint8_t req[TR_UUID_LEN];
-  if (x && x->has_src)
-    memcpy(req, x->src.uuid, TR_UUID_LEN);
-  else
-    tr_actor_uuid(m->from, req);
+  cancel_requester(m, req);
+  if (!c && keep_early_cancel(a->tasks, m, req))
+    return 1;
   if (!c || c->side != SIDE_CALLEE || memcmp(req, c->peer_uuid, TR_UUID_LEN) != 0) {
     (void)tr__send_cancel(a, m->from, TR_BODY_CANCEL_ACK, m->u64, 0, 0);
-    return;
+    return 0;
   }
   tr__uid_fini(&c->cancel_req_uid);
   (void)tr__msg_sender(&c->cancel_req_uid, m); /* out of memory: left empty */
@@ -246,6 +277,7 @@ static void on_cancel(tr_actor_t *a, tr_msg_t *m) {
   if (c->task_scope)
     tr__task_cancel_scope_local(c->task, c->task_scope);
   tr__ctx_notify(c);
+  return 0;
 }
 
 /* A protocol message the engine does not act on: counted (tr_stats'
@@ -274,7 +306,8 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     break;
   case TR_BODY_CANCEL:
     if (m->from) {
-      on_cancel(a, m);
+      if (on_cancel(a, m))
+        return;
     } else {
       why = "a Cancel without a sender (only a dialog's caller may cancel it)";
       level = TR_LOG_WARN;
@@ -406,7 +439,8 @@ void tr__rpc_actor_free(tr_tasks_t *ts) {
   while (ts->rpc->early_starts) { /* never served: tell the callers */
     tr_msg_t *m = ts->rpc->early_starts;
     ts->rpc->early_starts = m->next_;
-    if (m->from)
+    /* A Cancel behind its Start needs no answer: the Error ends the call. */
+    if (m->from && m->body == TR_BODY_START)
       tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
     tr_msg_free(m);
   }

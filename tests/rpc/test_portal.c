@@ -155,6 +155,58 @@ TR_TEST(portal, caller_cancel_cancels_remote_task, .timeout = 60) {
   return 0;
 }
 
+/* A Cancel that reaches a daemon before its service is up, behind the
+ * Start it cancels (both wait in early_starts), cancels that call once
+ * it starts; it used to find no dialog and be lost, and the call ran its
+ * 10 s for a caller that had gone.  One worker makes the order certain:
+ * the caller sends Start and Cancel in the root's turn, before the
+ * daemon's first. */
+static int early_caller(void *arg) {
+  tr_portal_t *p = arg;
+  tr_scope_t s;
+  int rc = tr_scope_open(&s, TR_NO_DEADLINE, 0);
+  if (rc)
+    return rc;
+  tr_check_rc(tr_task_started(&s), 0);
+  rc = tr_portal_run(p, "test.slow.sleeps", NULL, NULL);
+  tr_check_rc(rc, -TR_ECANCELED);
+  tr_scope_close(&s);
+  return 0;
+}
+
+static int early_cancel_body(void) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  remote_cancelled = 0;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "slowd", all_ns, 2, &p), 0);
+  if (p) {
+    tr_nursery_t *n;
+    void *scope = NULL;
+    tr_check_rc(tr_nursery_open(&n), 0);
+    tr_check_rc(tr_nursery_start(n, early_caller, p, NULL, &scope), 0);
+    tr_check_rc(tr_checkpoint(), 0); /* the caller sends its Start */
+    if (scope)
+      tr_check_rc(tr_scope_cancel(scope), 0);
+    tr_check_rc(tr_nursery_close(n), 0); /* the caller sends its Cancel */
+    int64_t end = tr_now() + 5000 * MS;
+    while (!__atomic_load_n(&remote_cancelled, __ATOMIC_ACQUIRE) && tr_now() < end)
+      tr_check_rc(tr_sleep(1 * MS), 0);
+    tr_check(__atomic_load_n(&remote_cancelled, __ATOMIC_ACQUIRE),
+             "the call that started after its Cancel was cancelled");
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+Test(portal, cancel_before_the_service_is_up, .timeout = 60) {
+  tr_test_def_t def = {"portal/cancel_before_the_service_is_up", early_cancel_body, 0, 0, .workers = 1};
+  static tr_test_report_t rep;
+  if (tr_test_run(&def, &rep) != 0)
+    cr_assert_fail("%s", rep.message);
+}
+
 TR_TEST(portal, call_to_exited_actor, .timeout = 60) {
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
