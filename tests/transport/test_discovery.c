@@ -441,7 +441,8 @@ static void *connect_and_drop(void *arg) {
 
 TR_TEST(discovery, a_connect_and_drop_is_harmless, .timeout = 60, .init = setup,
         .fini = teardown) {
-  int n = 200;
+  static int n; /* not on the stack: an abandoned thread call reads on */
+  n = 200;
   void *bad = (void *)1;
   uint64_t refused = tr__listen_refused();
   tr_assert_rc(tr_to_thread(connect_and_drop, &n, &bad), 0);
@@ -979,7 +980,9 @@ TR_TEST(auth, a_thousand_wrong_replayed_and_proofless_handshakes_dispatch_nothin
   tr_stats(&before);
   int entries = count_named("svc") + count_named("root");
   uint64_t refused = tr__listen_refused();
-  attack_t t = {.n = 1000};
+  static attack_t t; /* not on the stack: an abandoned thread call reads on */
+  memset(&t, 0, sizeof t);
+  t.n = 1000;
   tr_assert_rc(tr_to_thread(attack_run, &t, NULL), 0);
   tr_check(t.why[0] == '\0', "%s", t.why);
   tr_check(t.answered == t.n, "the registrar answered every Hello: %d of %d", t.answered, t.n);
