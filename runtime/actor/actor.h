@@ -162,18 +162,19 @@ int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_op
                        tr_actor_t **ref);
 
 /* 1 when a stands for an actor of another process (TR_AF_PROXY): messages
- * to it must name their sender (`from`), which it writes into the
- * envelope.
+ * to it must name their sender (`from`), which its channel writes into
+ * the envelope.
  *
  * A proxy's protocol messages (body != 0) do not wait for a turn of the
  * proxy: the send itself hands them to the proxy hook
  * (tr__actor_set_proxy_send), which addresses them and passes them on to
  * the channel that carries them, in the sender's thread.  A turn would
- * only add latency (measured: tcp_rpc +5-9 %), and per-sender order holds
- * as every protocol message to a proxy takes the same way.  So senders
- * read a proxy's state, which for a proxy is a reference to that channel
- * (an actor), set at spawn and released only with the proxy's memory
- * (when the last reference goes), never at its exit. */
+ * only add latency (measured: tcp_stream +15 %, tcp_rpc +3 %), and
+ * per-sender order holds as every protocol message to a proxy takes the
+ * same way.  So senders read a proxy's state, which for a proxy is a
+ * reference to that channel (an actor), set at spawn and released only
+ * with the proxy's memory (when the last reference goes), never at its
+ * exit. */
 static inline int tr__actor_is_proxy(const struct tr_actor *a) {
   return (tr_load_relaxed(&a->flags) & TR_AF_PROXY) != 0;
 }
