@@ -479,14 +479,20 @@ static int serve_main(void *arg) {
   spec->enable = NULL;
   if (!spec->on_exit)
     free(spec);
+  /* Findable before it serves (as tractor registers before it handles its
+   * parent's requests): whoever got an answer from it can find it.  Calls
+   * that come meanwhile wait in early_starts. */
+  if (tr__rpc_node_ops)
+    tr__rpc_node_ops->started();
   tr_nursery_t *n;
   int rc = tr_nursery_open(&n);
-  if (rc)
+  if (rc) {
+    if (tr__rpc_node_ops)
+      tr__rpc_node_ops->exiting();
     return rc;
+  }
   ts->rpc->service = n;
   run_early_starts(tr__worker_self(), self);
-  if (tr__rpc_node_ops)
-    tr__rpc_node_ops->started(); /* findable from now on */
   /* Serve until cancelled: requests run as tasks in the service nursery. */
   while (tr_sleep(3600LL * 1000 * 1000 * 1000) == 0)
     ;

@@ -242,6 +242,34 @@ TR_TEST(discovery, process_actor_registers_then_unregisters_on_cancel, .timeout 
   return register_then_unregister(TR_SPAWN_PROCESS);
 }
 
+/* An actor registers before it serves (tractor's order): once a call to
+ * it has been answered, it is listed, with no wait. */
+static int registered_before_it_serves(int spawn) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = svc_opts(spawn);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "svc", &o, &p), 0);
+  int rc = -1;
+  (void)(p ? call_pid(p, &rc) : 0);
+  tr_check_rc(rc, 0);
+  tr_check(count_named("svc") == 1, "listed as soon as it has answered a call");
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+TR_TEST(discovery, a_thread_actor_is_listed_before_it_serves, .timeout = 30, .init = setup,
+        .fini = teardown) {
+  return registered_before_it_serves(TR_SPAWN_THREAD);
+}
+
+TR_TEST(discovery, a_process_actor_is_listed_before_it_serves, .timeout = 30, .init = setup,
+        .fini = teardown) {
+  return registered_before_it_serves(TR_SPAWN_PROCESS);
+}
+
 /* A child process killed without a word (SIGKILL: no unregister) is
  * dropped from the registry all the same: its registration's holder, the
  * channel from its node, ends with the process. */
