@@ -103,7 +103,9 @@ typedef struct tr_spawn_opts {
    * "actor". */
   const char *name;
   /* 0 = unbounded.  Otherwise tr_send returns -TR_EAGAIN while this many
-   * messages are queued and not yet handled. */
+   * messages are queued and not yet handled.  The runtime's own messages
+   * (timers, fd readiness, RPC dialogs, which have credit windows of their
+   * own) are never refused, though they count. */
   uint32_t mailbox_limit;
   /* Called once, on a worker thread, after the actor has exited (by
    * tr_actor_exit or by tr_shutdown): the place to free state. */

@@ -342,9 +342,13 @@ __attribute__((always_inline)) static inline int send_impl(tr_actor_t *to, tr_ms
   }
   if (to->limit) {
     /* Reserve a slot; give it back if that overshoots the limit.  The
-     * consumer decrements when it pops, so the bound is exact. */
+     * consumer decrements when it pops, so the bound is exact.  Only
+     * application messages are refused: a dialog's protocol messages have
+     * their own flow control (credit windows), nobody to hand a refusal
+     * to when a channel delivers them, and are counted all the same, as
+     * the reactor's notifications are. */
     uint32_t n = tr_faa_relaxed(&to->qlen, 1);
-    if (n >= to->limit) {
+    if (n >= to->limit && msg->body == 0) {
       tr_faa_relaxed(&to->qlen, (uint32_t)-1);
       return -TR_EAGAIN;
     }

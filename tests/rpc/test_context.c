@@ -380,6 +380,59 @@ TR_TEST(context, stream_from_basic, .timeout = 60) {
   return 0;
 }
 
+/* A task actor with a bounded mailbox (tr_spawn_opts_t.mailbox_limit 2)
+ * reads a stream of 1000 values: the limit bounds application messages
+ * only, so every message of the dialog arrives (its window bounds them),
+ * none is refused and lost.  It reports the count to the test's actor. */
+typedef struct bounded_run {
+  tr_actor_t *report_to;
+  uint64_t n;
+  int rc;
+} bounded_run_t;
+
+static int bounded_reader(void *arg) {
+  bounded_run_t *b = arg;
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_buf_t *args = NULL;
+  tr_stream_t *s = NULL;
+  int rc = range_args(0, 1000, &args);
+  if (rc == 0 && (rc = tr_actor_nursery_open(&an, NULL)) == 0) {
+    rc = tr_start_actor(an, "streamer", all_ns, N_ALL, &p);
+    if (rc == 0)
+      rc = tr_portal_open_stream_from(p, "tctx.stream.range", args, NULL, &s);
+    uint64_t v = 0;
+    while (rc == 0 && (rc = recv_u64(s, &v)) == 0 && v == b->n)
+      b->n++;
+    if (rc == -TR_EEOF)
+      rc = s ? tr_stream_close(s) : 0;
+    int crc = tr_actor_nursery_close(an);
+    rc = rc ? rc : crc;
+  }
+  tr_portal_release(p);
+  tr_buf_release(args);
+  b->rc = rc;
+  (void)tr_send_u64(b->report_to, 1, 0);
+  return rc;
+}
+
+TR_TEST(context, a_bounded_mailbox_still_gets_every_dialog_message, .timeout = 60) {
+  static bounded_run_t b; /* read by the reader's actor */
+  b.report_to = tr_self();
+  b.n = 0;
+  b.rc = -1;
+  tr_spawn_opts_t o = {.name = "bounded", .mailbox_limit = 2};
+  tr_actor_t *a = NULL;
+  tr_assert_rc(tr_spawn_task_actor(bounded_reader, &b, &o, &a), 0);
+  tr_msg_t *m = NULL;
+  tr_check_rc(tr_recv(&m), 0);
+  tr_msg_free(m);
+  tr_check_rc(b.rc, 0);
+  tr_check_eq(b.n, 1000, "every value, in order");
+  tr_actor_release(a);
+  return 0;
+}
+
 /* ---- 2. leaving a stream early --------------------------------------------------- */
 
 /* tractor: test_cancellation.py::test_cancel_infinite_streamer (leaving the
