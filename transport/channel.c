@@ -57,6 +57,10 @@ enum {
 };
 
 #define RBUF_LEN (64u << 10)
+/* Remote actors a channel keeps proxies for at once (each one a peer's
+ * actor that talked here and has not exited): a peer that names more is
+ * closed, rather than let it make actors without bound. */
+#define MAX_PROXIES (1u << 16)
 #define HS_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
 #define GRACE_DEFAULT_NS (1000LL * 1000 * 1000)
 
@@ -67,10 +71,19 @@ typedef struct ent {
   tr_actor_t *a;
 } ent_t;
 
+/* The entries, with an index by uuid: open addressing with linear probing,
+ * each slot v's index + 1 (0: free), at least twice as many slots as
+ * entries.  A peer names the uuids, so the slot comes from a keyed mix
+ * (ents_key) rather than the raw bytes, and a channel keeps at most
+ * MAX_PROXIES proxies. */
 typedef struct ents {
   ent_t *v;
-  size_t n, cap, hit;
+  size_t n, cap;
+  uint32_t *ix;
+  size_t ixmask; /* slots - 1; the index exists once ix is set */
 } ents_t;
+
+static uint64_t ents_key; /* ents_home's key: random, set once by tr__chan_init */
 
 typedef struct chan {
   int child_side;
@@ -162,18 +175,64 @@ static int proxy_new(tr_actor_t *chan, const char *name, const uint8_t uuid[TR_U
   return rc;
 }
 
-void tr__chan_init(void) { tr__actor_set_proxy_send(proxy_send); }
+void tr__chan_init(void) {
+  tr__actor_set_proxy_send(proxy_send);
+  if (!ents_key && getrandom(&ents_key, sizeof ents_key, GRND_NONBLOCK) != sizeof ents_key)
+    ents_key = (uint64_t)tr_now() * 0x9e3779b97f4a7c15ull; /* only a spread, not a secret */
+}
 
 /* ---- tables ---------------------------------------------------------------------- */
 
-static tr_actor_t *ents_find(ents_t *t, const uint8_t uuid[TR_UUID_LEN]) {
-  if (t->hit < t->n && memcmp(t->v[t->hit].uuid, uuid, TR_UUID_LEN) == 0)
-    return t->v[t->hit].a;
-  for (size_t i = 0; i < t->n; i++)
-    if (memcmp(t->v[i].uuid, uuid, TR_UUID_LEN) == 0) {
-      t->hit = i;
-      return t->v[i].a;
+static size_t ents_home(const ents_t *t, const uint8_t uuid[TR_UUID_LEN]) {
+  uint64_t a, b;
+  memcpy(&a, uuid, 8);
+  memcpy(&b, uuid + 8, 8);
+  uint64_t h = ((a ^ ents_key) * 0x9e3779b97f4a7c15ull) ^ b;
+  h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ull;
+  return (size_t)(h ^ (h >> 32)) & t->ixmask;
+}
+
+/* The slot that holds entry i. */
+static size_t ents_slot_of(const ents_t *t, size_t i) {
+  size_t s = ents_home(t, t->v[i].uuid);
+  while (t->ix[s] != i + 1)
+    s = (s + 1) & t->ixmask;
+  return s;
+}
+
+static void ents_index_put(ents_t *t, size_t i) {
+  size_t s = ents_home(t, t->v[i].uuid);
+  while (t->ix[s])
+    s = (s + 1) & t->ixmask;
+  t->ix[s] = (uint32_t)(i + 1);
+}
+
+/* Frees slot s, moving later entries of its probe run back (no
+ * tombstones: lookups stop at the first free slot). */
+static void ents_index_del(ents_t *t, size_t s) {
+  for (size_t j = s;;) {
+    j = (j + 1) & t->ixmask;
+    if (!t->ix[j])
+      break;
+    size_t home = ents_home(t, t->v[t->ix[j] - 1].uuid);
+    /* The entry at j may move to s unless its home lies in (s, j]. */
+    int stays = s <= j ? (home > s && home <= j) : (home > s || home <= j);
+    if (!stays) {
+      t->ix[s] = t->ix[j];
+      s = j;
     }
+  }
+  t->ix[s] = 0;
+}
+
+static tr_actor_t *ents_find(ents_t *t, const uint8_t uuid[TR_UUID_LEN]) {
+  if (!t->ix)
+    return NULL;
+  for (size_t s = ents_home(t, uuid); t->ix[s]; s = (s + 1) & t->ixmask) {
+    ent_t *e = &t->v[t->ix[s] - 1];
+    if (memcmp(e->uuid, uuid, TR_UUID_LEN) == 0)
+      return e->a;
+  }
   return NULL;
 }
 
@@ -182,24 +241,36 @@ static int ents_add(ents_t *t, const uint8_t uuid[TR_UUID_LEN], tr_actor_t *a) {
   if (t->n == t->cap) {
     size_t cap = t->cap ? 2 * t->cap : 8;
     ent_t *v = realloc(t->v, cap * sizeof *v);
-    if (!v) {
+    uint32_t *ix = v ? calloc(2 * cap, sizeof *ix) : NULL;
+    if (!ix) {
+      if (v)
+        t->v = v;
       tr_actor_release(a);
       return -TR_ENOMEM;
     }
     t->v = v;
     t->cap = cap;
+    free(t->ix);
+    t->ix = ix;
+    t->ixmask = 2 * cap - 1;
+    for (size_t i = 0; i < t->n; i++)
+      ents_index_put(t, i);
   }
   memcpy(t->v[t->n].uuid, uuid, TR_UUID_LEN);
   t->v[t->n].a = a;
-  t->hit = t->n++;
+  ents_index_put(t, t->n++);
   return 0;
 }
 
 /* Removes entry i with its reference (the last entry takes its place). */
 static void ents_remove_at(ents_t *t, size_t i) {
   tr_actor_release(t->v[i].a);
-  t->v[i] = t->v[--t->n];
-  t->hit = 0;
+  ents_index_del(t, ents_slot_of(t, i));
+  size_t last = --t->n;
+  if (i != last) {
+    t->ix[ents_slot_of(t, last)] = (uint32_t)(i + 1);
+    t->v[i] = t->v[last];
+  }
 }
 
 /* Removes the entry of the actor with id `id`, if any, copying its uuid
@@ -222,14 +293,24 @@ static void ents_free(ents_t *t, int exit_them) {
     tr_actor_release(t->v[i].a);
   }
   free(t->v);
+  free(t->ix);
   memset(t, 0, sizeof *t);
 }
+
+static void chan_lost(chan_t *c, int rc, const char *cause);
 
 /* The proxy for remote actor uuid (made on first sight), borrowed. */
 static tr_actor_t *proxy_for(chan_t *c, const uint8_t uuid[TR_UUID_LEN], const char *name) {
   tr_actor_t *p = ents_find(&c->prx, uuid);
   if (p)
     return p;
+  if (c->prx.n >= MAX_PROXIES) {
+    char cause[160];
+    snprintf(cause, sizeof cause, "the peer has more than %u actors talking on this channel",
+             (unsigned)MAX_PROXIES);
+    chan_lost(c, -TR_EPROTO, cause);
+    return NULL;
+  }
   if (proxy_new(tr_self(), name, uuid, &p) != 0 || ents_add(&c->prx, uuid, p) != 0) {
     tr_log(TR_LOG_ERROR, "channel: no proxy for %s (out of memory)", name ? name : "an actor");
     return NULL;
@@ -316,24 +397,26 @@ static void chan_try_flush(chan_t *c) {
   }
 }
 
-/* Queues m as a frame (m is consumed). */
-static void chan_queue(chan_t *c, tr_msg_t *m) {
+/* Queues m as a frame.  Returns 0 (m is consumed), or the encoder's
+ * refusal (-TR_EMSGSIZE, -TR_EPROTO, -TR_EINVAL, -TR_ENOMEM), logged, with
+ * m still the caller's, who answers for it if anyone waits. */
+static int chan_queue(chan_t *c, tr_msg_t *m) {
   if (c->io_done) {
     tr_msg_free(m);
-    return;
+    return 0;
   }
   int rc = tr__wire_push_msg(&c->q, m, 0);
   if (rc) {
     tr_log(TR_LOG_ERROR, "channel %s: a %s could not be queued (%s)", tr_actor_name(tr_self()),
            tr__body_name(m->body), tr_strerror(rc));
-    tr_msg_free(m);
-    return;
+    return rc;
   }
   tr_msg_free(m);
   if (!c->flush_sent && c->w) { /* before the watch, C_INIT flushes */
     c->flush_sent = 1;
     (void)tr_send_u64(tr_self(), C_FLUSH, 0);
   }
+  return 0;
 }
 
 /* A protocol message from a proxy: its sender into src (named the first
@@ -370,9 +453,20 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
     int code = m->body == TR_BODY_ERROR ? (int)x->u.error.code : 0;
     *c->status = code == 0 || code == TR_ECANCELED ? 0 : 1;
   }
-  tr_actor_release(m->from);
-  m->from = NULL;
-  chan_queue(c, m);
+  int rc = chan_queue(c, m);
+  if (rc) {
+    /* Not sent (the engine refuses values above TR_REMOTE_VALUE_MAX where
+     * they are sent, so this is an envelope out of the ordinary): a
+     * caller waiting for the answer to a Start learns why at once. */
+    if (m->body == TR_BODY_START && m->from) {
+      tr_actor_t *px = ents_find(&c->prx, x->dst.uuid);
+      tr_error_t *e = tr__error_new(rc, NULL, "a call to actor %s could not be sent: %s",
+                                    px ? tr_actor_name(px) : "of another process", tr_strerror(rc));
+      tr__send_error(px, m->from, m->cid, rc, e, NULL);
+      tr__error_free(e);
+    }
+    tr_msg_free(m);
+  }
 }
 
 /* ---- receiving --------------------------------------------------------------------- */
@@ -415,23 +509,34 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
     chan_lost(c, -TR_EPROTO, cause);
     return;
   }
-  tr_actor_t *px = x->has_src ? proxy_for(c, x->src.uuid, x->src.name) : NULL;
-  if (px)
-    m->from = tr_actor_dup(px);
-  if (c->has_proc && m->cid == c->life_cid &&
-      (m->body == TR_BODY_RETURN || m->body == TR_BODY_ERROR) && !c->life_final) {
-    c->final_seen = 1;
-    c->life_final = m; /* delivered once the process is reaped */
-    return;
-  }
-  tr_actor_t *to = ents_find(&c->loc, x->dst.uuid);
-  if (!to && (to = tr__node_local(x->dst.uuid)) != NULL) {
+  int final = c->has_proc && m->cid == c->life_cid &&
+              (m->body == TR_BODY_RETURN || m->body == TR_BODY_ERROR) && !c->life_final;
+  tr_actor_t *to = final ? NULL : ents_find(&c->loc, x->dst.uuid);
+  if (!to && !final && (to = tr__node_local(x->dst.uuid)) != NULL) {
     /* A registered actor of this node, found by another node: known here
      * from now on, as an actor that talked here is. */
     if (ents_add(&c->loc, x->dst.uuid, to) == 0 &&
         tr__actor_monitor(to, tr_self(), C_GONE) != 0)
       (void)ents_remove_id(&c->loc, tr_actor_id(to), NULL);
     to = ents_find(&c->loc, x->dst.uuid);
+  }
+  /* The sender's proxy, made only for a frame that is delivered or
+   * answered: frames for nobody make no actors (MAX_PROXIES bounds the
+   * rest). */
+  if (x->has_src && (final || to || m->body == TR_BODY_START ||
+                     (m->body == TR_BODY_CANCEL && x->u.cancel.whole_actor))) {
+    tr_actor_t *px = proxy_for(c, x->src.uuid, x->src.name);
+    if (c->io_done) { /* too many proxies: the channel is lost */
+      tr_msg_free(m);
+      return;
+    }
+    if (px)
+      m->from = tr_actor_dup(px);
+  }
+  if (final) {
+    c->final_seen = 1;
+    c->life_final = m; /* delivered once the process is reaped */
+    return;
   }
   if (!to) {
     /* Nobody of that uuid has talked here: as a dead actor would. */
@@ -601,10 +706,13 @@ static void on_proc(chan_t *c) {
     c->pw = NULL;
   }
   pid_t pid = c->proc.pid;
-  if (tr__proc_wait(&c->proc, 0) == 0)
+  int rc = tr__proc_wait(&c->proc, 0);
+  if (rc == 0)
     on_reaped(c, pid);
-  else if (tr__fd_watch(c->proc.pidfd, tr_self(), C_PROC, &c->pw) == 0) /* not yet */
+  else if (rc == -TR_ETIMEDOUT && /* not yet: a pidfd is readable once it can be reaped */
+           tr__fd_watch(c->proc.pidfd, tr_self(), C_PROC, &c->pw) == 0)
     c->pwid = tr__fd_watch_id(c->pw);
+  tr_error_clear();
 }
 
 /* ---- the channel actor ------------------------------------------------------------------ */
@@ -660,7 +768,8 @@ static void on_tick(chan_t *c) {
     tr_msg_t *h;
     if (tr_msg_new(&h) == 0) {
       h->body = TR_BODY_CREDIT; /* u64 = n = 0 */
-      chan_queue(c, h);
+      if (chan_queue(c, h) != 0)
+        tr_msg_free(h);
     }
   }
   tick_post(c);
@@ -756,7 +865,8 @@ static void chan_fn(void *state, tr_msg_t *m) {
       if (x) {
         x->has_src = 1;
         memcpy(x->src.uuid, u, TR_UUID_LEN);
-        chan_queue(c, g);
+        if (chan_queue(c, g) != 0)
+          tr_msg_free(g);
       } else {
         tr_msg_free(g);
       }
@@ -866,6 +976,14 @@ oom:
 
 int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   *proxy = NULL;
+  /* The SpawnSpec carries the arguments: refused here, before anything
+   * starts, rather than a child that waits for a spec that cannot come. */
+  if (tr_buf_len(req->args) > TR_REMOTE_VALUE_MAX)
+    return TR_ERROR(-TR_EMSGSIZE,
+                    "the arguments of %s (%zu bytes) are larger than a value for a process child "
+                    "may be (TR_REMOTE_VALUE_MAX, %u bytes)",
+                    req->run_func ? req->run_func : req->name, tr_buf_len(req->args),
+                    (unsigned)TR_REMOTE_VALUE_MAX);
   chan_t *c = chan_alloc();
   if (!c)
     return TR__ENOMEM();
@@ -906,14 +1024,19 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   }
   /* Nothing reaches the channel before C_INIT but what is queued here. */
   tr_msg_t *spec = spawn_spec(req);
-  if (proxy_new(ca, req->name, req->uuid, &px) != 0 || !spec) {
+  int qrc = spec ? chan_queue(c, spec) : -TR_ENOMEM;
+  if (qrc == 0)
+    spec = NULL; /* queued */
+  if (qrc || proxy_new(ca, req->name, req->uuid, &px) != 0) { /* no proxy is left */
     tr_msg_free(spec);
     (void)tr_send_u64(ca, C_INIT, 0);
-    (void)tr_send_u64(ca, C_KILL, 0);
+    (void)tr_send_u64(ca, C_KILL, 0); /* not connected yet: SIGKILL, then the reap */
     tr_actor_release(ca);
-    return TR__ENOMEM();
+    return qrc && qrc != -TR_ENOMEM
+               ? TR_ERROR(qrc, "the SpawnSpec of %s cannot be encoded: %s", req->name,
+                          tr_strerror(qrc))
+               : TR__ENOMEM();
   }
-  chan_queue(c, spec);
   (void)ents_add(&c->prx, req->uuid, tr_actor_dup(px));
   uint8_t pu[TR_UUID_LEN];
   tr_actor_uuid(req->parent, pu);

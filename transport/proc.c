@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <tractor/errors.h>
+#include <tractor/log.h>
 #include <tractor/time.h>
 
 #include "runtime/error/error.h"
@@ -99,10 +100,23 @@ static int try_reap(tr_proc_t *p) {
   int rc;
   while ((rc = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG)) < 0 && errno == EINTR)
     ;
-  if (rc < 0)
-    return -1;
-  if (si.si_pid == 0)
+  if (rc < 0) {
+    /* ECHILD: reaped by someone else (SIGCHLD ignored, or the program
+     * waits for any child): gone, its status lost; taken as 0, as
+     * Python's subprocess does.  Any other error: this child cannot be
+     * waited for, so it is killed (through the pidfd: never a reused
+     * pid) and counted as gone, rather than watched again for ever. */
+    int e = errno;
+    if (e != ECHILD)
+      (void)syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+    tr_log(e == ECHILD ? TR_LOG_WARN : TR_LOG_ERROR,
+           "child process %d cannot be waited for (%s%s): its exit status is unknown, taken as 0",
+           (int)p->pid, strerror(e), e == ECHILD ? ": is SIGCHLD ignored?" : "");
+    si.si_code = CLD_EXITED;
+    si.si_status = 0;
+  } else if (si.si_pid == 0) {
     return 0;
+  }
   p->status = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8 : (si.si_status & 0x7f);
   close(p->pidfd);
   p->pidfd = -1;
@@ -117,10 +131,7 @@ int tr__proc_wait(tr_proc_t *p, int64_t timeout_ns) {
     return 0;
   int64_t deadline = timeout_ns < 0 ? -1 : tr_now() + timeout_ns;
   for (;;) {
-    int r = try_reap(p);
-    if (r < 0)
-      return os_fail("waitid");
-    if (r > 0)
+    if (try_reap(p))
       return 0;
     int ms = -1;
     if (deadline >= 0) {

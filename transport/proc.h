@@ -49,7 +49,10 @@ int tr__proc_spawn(const char *exe, char *const argv[], char *const env[], tr_pr
 /*
  * Waits up to timeout_ns (< 0: forever) for the child to exit and reaps
  * it.  Returns 0 (p->status set, p->pid 0), -TR_ETIMEDOUT (still running),
- * or -TR_EIO.  Reaping twice returns 0 again.
+ * or -TR_EIO (poll failed).  Reaping twice returns 0 again.  A child
+ * someone else reaped (the program ignores SIGCHLD, or waits for any
+ * child) counts as reaped, with status 0 and a logged warning: its real
+ * status is lost.
  * Threads: one thread per tr_proc_t at a time.
  */
 int tr__proc_wait(tr_proc_t *p, int64_t timeout_ns);

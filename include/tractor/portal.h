@@ -391,6 +391,16 @@ typedef struct tr_ctx_opts {
 /* The largest window; a larger request is capped to it. */
 #define TR_STREAM_WINDOW_MAX 65536
 
+/* The largest value (call arguments, a result, a started value, a stream
+ * message) that may go to an actor in another process: a frame's limit
+ * (16 MiB) less room for the envelope.  A larger one is refused where it
+ * is sent, with -TR_EMSGSIZE and an error object naming the sizes: the
+ * call, tr_stream_send or tr_ctx_started returns it; a function whose
+ * result is too large fails the call with it, and tr_run_in_actor_opts
+ * with a process child refuses such arguments before it starts anything.
+ * Between actors of one process values are not copied and have no limit. */
+#define TR_REMOTE_VALUE_MAX ((16u << 20) - (64u << 10))
+
 /*
  * Calls STREAM function `qualified` and returns the stream of values it
  * sends (open_stream_from).  Blocks until the callee has accepted the call
@@ -606,6 +616,9 @@ void tr_portal_release(tr_portal_t *p);
  * reaped (decode with WIFEXITED / WEXITSTATUS / WIFSIGNALED / WTERMSIG
  * of <sys/wait.h>), or -1 while it runs.  An actor nursery's close
  * returns after the reap, so the status is there once it has returned.
+ * A program that ignores SIGCHLD (or reaps any child itself) loses the
+ * status to the kernel: it reads 0 then, as in Python's subprocess, and a
+ * warning is logged.
  * Returns 0, or -TR_EINVAL for a portal to an actor of this process.
  * Ownership: borrows p.  Threads: a task of the actor that owns the
  * nursery while it is open; any thread once it has closed.

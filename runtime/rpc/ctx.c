@@ -538,6 +538,9 @@ int tr_ctx_started(tr_ctx_t *c, const tr_buf_t *value) {
     return TR_ERROR(-TR_EPERM, "tr_ctx_started is for the callee of a context");
   if (c->phase >= PH_STARTED)
     return TR_ERROR(-TR_EBUSY, "tr_ctx_started called twice");
+  int frc = tr__rpc_fits(c->peer, value, "tr_ctx_started: the started value");
+  if (frc)
+    return frc;
   c->phase = PH_STARTED;
   int rc = tr__send_body(c->peer, TR_BODY_STARTED, c->cid, 0, tr_buf_ref((tr_buf_t *)value));
   return rc ? TR_ERROR(rc, "tr_ctx_started: the caller %s is gone", tr_actor_name(c->peer)) : 0;

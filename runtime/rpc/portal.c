@@ -102,6 +102,15 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   tr_actor_uuid(self, x->u.start.caller.uuid);
   x->u.start.has_caller = 1;
   c->peer = tr__rpc_route_to(self, p->actor);
+  char what[300];
+  if (TR_UNLIKELY(tr__actor_is_proxy(c->peer)) && tr_buf_len(args) > TR_REMOTE_VALUE_MAX) {
+    snprintf(what, sizeof what, "the arguments of %s", qualified);
+    rc = tr__rpc_fits(c->peer, args, what);
+    tr_actor_release(c->peer);
+    c->peer = NULL;
+    tr_msg_free(m);
+    return rc;
+  }
   /* Until StartAck names the callee, the peer is the portal's actor. */
   tr_actor_uuid(p->actor, c->peer_uuid);
   tr__ctx_link(self->tasks, c);

@@ -306,6 +306,22 @@ static inline int tr__ctx_refuse_closing(const tr_ctx_t *c) {
                     : 0;
 }
 
+_Static_assert(TR_REMOTE_VALUE_MAX < TR_MAX_FRAME_DEFAULT, "room for the envelope");
+
+/* 0 when value v may go to `peer`; -TR_EMSGSIZE with an error object when
+ * peer is in another process (a proxy) and v is larger than a frame can
+ * carry (TR_REMOTE_VALUE_MAX): refused where it is sent, since a channel
+ * that cannot encode a message has nobody to tell.  `what` names v for
+ * the message ("the arguments of app.f"). */
+static inline int tr__rpc_fits(tr_actor_t *peer, const tr_buf_t *v, const char *what) {
+  if (TR_LIKELY(!tr__actor_is_proxy(peer)) || tr_buf_len(v) <= TR_REMOTE_VALUE_MAX)
+    return 0;
+  return TR_ERROR(-TR_EMSGSIZE,
+                  "%s (%zu bytes) is larger than a value for actor %s in another process may be "
+                  "(TR_REMOTE_VALUE_MAX, %u bytes)",
+                  what, tr_buf_len(v), tr_actor_name(peer), (unsigned)TR_REMOTE_VALUE_MAX);
+}
+
 /* Sends a protocol message of kind body (no sender: the dialog's cid and
  * the receiver's contexts identify it; to a proxy, the current actor).  Returns 0 or as tr__send;
  * the payload reference is passed on, or released on failure. */

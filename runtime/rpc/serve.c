@@ -67,6 +67,11 @@ static int serve_request(void *arg) {
       rc = c->entry->fn(c, c->args, &result);
     if (rc == 0)
       rc = tr__rpc_check_payload(c->entry, TR__RPC_RETURN, result);
+    if (rc == 0 && TR_UNLIKELY(tr__actor_is_proxy(c->peer))) {
+      char what[300];
+      snprintf(what, sizeof what, "the result of %s.%s", c->entry->ns, c->entry->name);
+      rc = tr__rpc_fits(c->peer, result, what); /* the caller gets this error instead */
+    }
     c->task_scope = NULL;
     tr_scope_close(&s);
   }

@@ -64,7 +64,9 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
   }
   if (tr__task_cancelled(t))
     return tr__task_observe_cancel(t, "%s", "");
-  int rc = 0;
+  int rc = tr__rpc_fits(c->peer, msg, "tr_stream_send: the message");
+  if (rc)
+    return rc;
   tr__ctx_enter(c);
   for (;;) {
     if (c->done) {

@@ -206,10 +206,11 @@ TR_EXPORT_FN("tproc.nest", "fail_over_stuck", fail_over_stuck)
 TR_EXPORT_FN("tproc.nest", "daemon", nest_daemon)
 
 static const char *const math_ns[] = {"tproc.math", "tproc.stream", "tproc.ctx", "tproc.stuck",
-                                      "tproc.nest"};
+                                      "tproc.nest", "tproc.big"};
 
 static tr_actor_opts_t daemon_opts(void) {
-  tr_actor_opts_t o = {.enable = math_ns, .n_enable = 5, .spawn = TR_SPAWN_PROCESS};
+  tr_actor_opts_t o = {.enable = math_ns, .n_enable = sizeof math_ns / sizeof math_ns[0],
+                       .spawn = TR_SPAWN_PROCESS};
   return o;
 }
 
@@ -347,6 +348,145 @@ TR_TEST(process, remote_error_is_boxed, .timeout = 60, .init = setup, .fini = te
   }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
+  return 0;
+}
+
+/* ---- values too large for a frame ---------------------------------------------------- */
+
+/* A value of n bytes (n from args). */
+static tr_buf_t *bytes(uint64_t n) {
+  tr_buf_t *b = NULL;
+  return tr_buf_new((size_t)n, &b) == 0 ? b : NULL;
+}
+
+static int big_result(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  uint64_t n = 0;
+  (void)tr_buf_to_u64(args, &n);
+  return (*result = bytes(n)) ? 0 : tr_fail("MemoryError", "no %llu bytes", (unsigned long long)n);
+}
+TR_EXPORT_FN("tproc.big", "result", big_result)
+
+/* The length of its arguments. */
+static int arg_len(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  return tr_buf_from_u64(tr_buf_len(args), result);
+}
+TR_EXPORT_FN("tproc.big", "len", arg_len)
+
+/* Streams one value of n bytes; fails as tr_stream_send did. */
+static int big_stream(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)result;
+  uint64_t n = 0;
+  (void)tr_buf_to_u64(args, &n);
+  tr_stream_t *s = NULL;
+  int rc = tr_ctx_open_stream(ctx, &s);
+  tr_buf_t *b = rc == 0 ? bytes(n) : NULL;
+  if (rc == 0)
+    rc = b ? tr_stream_send(s, b) : -TR_ENOMEM;
+  tr_buf_release(b);
+  return rc;
+}
+TR_EXPORT_STREAM("tproc.big", "stream", big_stream)
+
+/* A message too large for a frame never reaches the channel (which has
+ * nobody to tell): it is refused where it is sent, with -TR_EMSGSIZE and
+ * the sizes, and the dialog ends with that error on both sides.  The
+ * largest allowed value goes through; the daemon serves on. */
+TR_TEST(process, values_too_large_for_a_frame_are_refused_where_they_are_sent, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *q = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_buf_t *huge = bytes(TR_REMOTE_VALUE_MAX + 1ull), *max = bytes(TR_REMOTE_VALUE_MAX), *r = NULL,
+           *n = NULL;
+  tr_assert(huge && max, "two 16 MiB buffers");
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "big", &o, &p), 0);
+  if (p) {
+    /* The caller's arguments. */
+    tr_check_rc(tr_portal_run(p, "tproc.big.len", huge, &r), -TR_EMSGSIZE);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strstr(tr_error_message(e), "TR_REMOTE_VALUE_MAX") &&
+                 strstr(tr_error_message(e), "tproc.big.len"),
+             "the error names the call and the limit: %s", e ? tr_error_message(e) : "(none)");
+    uint64_t len = 0;
+    tr_check_rc(tr_portal_run(p, "tproc.big.len", max, &r), 0);
+    tr_check(r && tr_buf_to_u64(r, &len) == 0 && len == TR_REMOTE_VALUE_MAX,
+             "the largest value goes through (%llu)", (unsigned long long)len);
+    tr_buf_release(r);
+    r = NULL;
+    /* The callee's result: the caller gets the callee's refusal. */
+    tr_assert_rc(tr_buf_from_u64(TR_REMOTE_VALUE_MAX + 1ull, &n), 0);
+    tr_check_rc(tr_portal_run(p, "tproc.big.result", n, &r), -TR_EREMOTE);
+    e = tr_error_last();
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "MessageTooLarge") == 0,
+             "boxed MessageTooLarge: %s", e ? tr_error_message(e) : "(none)");
+    tr_check(r == NULL, "no result");
+    /* A stream message: tr_stream_send refuses it in the callee. */
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_portal_open_stream_from(p, "tproc.big.stream", n, NULL, &s), 0);
+    if (s) {
+      tr_buf_t *v = NULL;
+      tr_check_rc(tr_stream_recv(s, &v), -TR_EREMOTE);
+      e = tr_error_last();
+      tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "MessageTooLarge") == 0,
+               "the stream ends with the callee's refusal: %s", e ? tr_error_message(e) : "(none)");
+      tr_buf_release(v);
+      (void)tr_stream_close(s);
+    }
+    /* run_in_actor's arguments go in the SpawnSpec: refused before any
+     * process starts. */
+    int before = tr_test_live_children();
+    tr_check_rc(tr_run_in_actor_opts(an, "never", "tproc.big.len", huge, &in_proc, &q), -TR_EMSGSIZE);
+    tr_check(q == NULL && tr_test_live_children() == before, "no child started");
+    tr_buf_release(r);
+    r = NULL;
+    tr_check_rc(tr_portal_run(p, "tproc.big.len", n, &r), 0); /* still serving */
+    tr_buf_release(r);
+  }
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_buf_release(huge);
+  tr_buf_release(max);
+  tr_buf_release(n);
+  return 0;
+}
+
+/* A program that ignores SIGCHLD has its children reaped by the kernel,
+ * so their statuses are lost: each counts as reaped, status 0 (a warning
+ * says so), and the nursery closes as usual instead of waiting for a reap
+ * that cannot come. */
+TR_TEST(process, a_program_that_ignores_sigchld_still_closes_its_nursery, .timeout = 30,
+        .init = setup, .fini = teardown) {
+  struct sigaction ign, old;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  tr_assert(sigaction(SIGCHLD, &ign, &old) == 0, "SIGCHLD ignored");
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *q = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_buf_t *arg = NULL, *r = NULL;
+  tr_assert_rc(tr_buf_from_u64(1, &arg), 0);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "ignored", &o, &p), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "once", "tproc.math.add_one", arg, &in_proc, &q), 0);
+  if (p)
+    tr_check_rc(tr_portal_run(p, "tproc.math.add_one", arg, &r), 0);
+  tr_buf_release(r);
+  if (q)
+    tr_check_rc(tr_portal_result(q, &r), 0);
+  tr_buf_release(r);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  int pid = 0, st = -1;
+  tr_check(p && tr_portal_process(p, &pid, &st) == 0 && pid > 0 && st == 0,
+           "the daemon's status is lost, read as 0 (%d)", st);
+  tr_portal_release(p);
+  tr_portal_release(q);
+  tr_buf_release(arg);
+  sigaction(SIGCHLD, &old, NULL);
   return 0;
 }
 
