@@ -994,6 +994,96 @@ out:
   return NULL;
 }
 
+/* ---- frames for nobody ---- */
+
+/* A peer node (a raw socket after an honest handshake) sends n Stop frames
+ * from and to random uuids, then a Start to nobody, whose Error answer
+ * says every earlier frame has been handled.  The live actors are counted
+ * then, while the channel is still up. */
+typedef struct flood {
+  int n, rc, answered;
+  uint64_t live;
+  char why[160];
+} flood_t;
+
+static int send_frame(int fd, tr_msg_t *m) {
+  uint8_t *fr = NULL;
+  size_t len = 0;
+  int rc = tr__frame_encode(m, 0, &fr, &len) == 0 ? send_all(fd, fr, len) : -1;
+  free(fr);
+  tr_msg_free(m);
+  return rc;
+}
+
+static void *flood_run(void *arg) {
+  flood_t *f = arg;
+  uint8_t me[TR_UUID_LEN];
+  for (size_t i = 0; i < sizeof me; i++)
+    me[i] = (uint8_t)(0x5a ^ i);
+  tr_hello_info_t hi = {.name = "flooder", .uuid = me};
+  tr_msg_t *hello = NULL, *peer = NULL, *m;
+  int fd = dial_registry();
+  f->rc = fd < 0 || tr__hello_new(&hi, &hello) != 0
+              ? -1
+              : tr__hs_initiate(fd, hello, tr_now() + 5000 * MS, &peer, f->why, sizeof f->why);
+  tr_msg_free(hello);
+  tr_msg_free(peer);
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; f->rc == 0 && i < f->n; i++) {
+    if (tr_msg_new(&m) != 0)
+      break;
+    m->body = TR_BODY_STOP;
+    m->cid = 1;
+    struct tr_envx *x = tr__envx_get(m);
+    x->has_src = x->has_dst = 1;
+    for (size_t j = 0; j < TR_UUID_LEN; j++) {
+      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+      x->src.uuid[j] = (uint8_t)(seed >> 56);
+      x->dst.uuid[j] = (uint8_t)(seed >> 48);
+    }
+    f->rc = send_frame(fd, m);
+  }
+  if (f->rc == 0 && tr_msg_new(&m) == 0) {
+    m->body = TR_BODY_START;
+    m->cid = 7;
+    struct tr_envx *x = tr__envx_get(m);
+    x->has_src = x->has_dst = 1;
+    memcpy(x->src.uuid, me, TR_UUID_LEN);
+    memset(x->dst.uuid, 0xee, TR_UUID_LEN);
+    (void)tr__envx_set_start(x, "nobody", "here");
+    f->rc = send_frame(fd, m);
+    while (f->rc == 0 && (m = read_frame(fd)) != NULL) {
+      int done = m->body == TR_BODY_ERROR && m->cid == 7; /* heartbeats aside */
+      tr_msg_free(m);
+      if (done) {
+        f->answered = 1;
+        break;
+      }
+    }
+    tr_stats_t st;
+    tr_stats(&st);
+    f->live = st.actors_live;
+  }
+  if (fd >= 0)
+    close(fd);
+  return NULL;
+}
+
+TR_TEST(discovery, frames_for_nobody_make_no_actors, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  static flood_t f; /* the thread's: read after the wait */
+  f.n = 5000;
+  tr_stats_t before;
+  tr_stats(&before);
+  tr_assert_rc(tr_to_thread(flood_run, &f, NULL), 0);
+  tr_check(f.rc == 0, "the flood went out (%d: %s)", f.rc, f.why);
+  tr_check(f.answered, "the Start to nobody was answered");
+  /* The peer's channel and proxy, and the proxy the answer went through. */
+  tr_check(f.live <= before.actors_live + 3, "%llu actors live, %llu before",
+           (unsigned long long)f.live, (unsigned long long)before.actors_live);
+  return 0;
+}
+
 TR_TEST(auth, a_thousand_wrong_replayed_and_proofless_handshakes_dispatch_nothing,
         .timeout = 120, .init = setup_secret, .fini = teardown_secret) {
   tr_actor_nursery_t *an;
