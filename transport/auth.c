@@ -73,14 +73,18 @@ int tr__auth_setup(const tr_config_t *cfg) {
     return TR_ERROR(-TR_ENOMEM, "libsodium cannot start");
   char *hex = getenv(TR_AUTH_KEY_ENV);
   if (hex) {
-    if (!*hex)
+    if (!*hex) {
+      unsetenv(TR_AUTH_KEY_ENV); /* not passed on (see below) */
       return 0; /* the parent has no key: neither has its child */
+    }
     size_t n = 0, len = strlen(hex);
     int bad = sodium_hex2bin(K.key, sizeof K.key, hex, len, NULL, &n, NULL) != 0 ||
               n != sizeof K.key;
     /* Not left readable in this process's environment (nor in
-     * /proc/<pid>/environ, which shows these very bytes). */
+     * /proc/<pid>/environ, which shows these very bytes), nor passed on
+     * to a program this process starts. */
     sodium_memzero(hex, len);
+    unsetenv(TR_AUTH_KEY_ENV);
     if (bad) {
       sodium_memzero(K.key, sizeof K.key);
       return TR_ERROR(-TR_EINVAL, "%s is not %zu bytes in hex", TR_AUTH_KEY_ENV, sizeof K.key);

@@ -899,10 +899,14 @@ static void chan_exit(void *state) {
     close(c->fd);
   if (c->listening)
     tr__listen_release(c->spawned_pid);
+  /* The error a failing tr__chan_spawn reports stays (the stop's own
+   * waits record and clear theirs). */
+  tr_error_t *kept = tr__error_take();
   if (c->has_proc && c->proc.pid > 0)
     (void)tr__proc_stop(&c->proc, 0); /* the runtime is going: no orphan */
   if (c->has_proc && c->proc.pidfd >= 0)
     (void)tr__proc_wait(&c->proc, 0);
+  tr__error_put(kept);
   tr__wire_clear(&c->q);
   tr__frame_dec_fini(&c->dec);
   free(c->rbuf);
@@ -997,7 +1001,8 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   snprintf(env0, sizeof env0, "%s=%s", TR_PARENT_ADDR_ENV, addr);
   /* The child expects what this side does (its heartbeats match). */
   snprintf(env1, sizeof env1, "TR_PEER_TIMEOUT_MS=%lld",
-           tr__chan_peer_timeout_ns > 0 ? (long long)(tr__chan_peer_timeout_ns / 1000000) : 0LL);
+           tr__chan_peer_timeout_ns > 0 ? (long long)((tr__chan_peer_timeout_ns + 999999) / 1000000)
+                                        : 0LL);
   tr__auth_child_env(env2, sizeof env2); /* the child has this side's key, or none */
   char *const env[] = {env0, env1, env2, NULL};
   char *const argv[] = {(char *)(req->exe ? req->exe : "tractor-child"), NULL};
@@ -1117,9 +1122,12 @@ static int child_handshake(int fd, const char *addr) {
   return rc ? -1 : 0;
 }
 
+/* The parent's address, out of the environment (tr__chan_child_run). */
+static char parent_addr[TR_ADDR_MAX];
+
 static int child_root(void *arg) {
   int *status = arg;
-  const char *addr = getenv(TR_PARENT_ADDR_ENV);
+  const char *addr = parent_addr[0] ? parent_addr : NULL;
   int fd = addr ? connect_back(addr) : -1;
   if (fd < 0) {
     tr_log(TR_LOG_ERROR, "child process: cannot connect back to %s: %s", addr ? addr : "(none)",
@@ -1155,7 +1163,27 @@ static int child_root(void *arg) {
 
 int tr__chan_child_run(const tr_config_t *cfg) {
   int status = 1; /* until the main actor's exit report says otherwise */
-  int rc = tr_run(cfg, child_root, &status);
+  /* What the parent set for this process only leaves the environment
+   * before anything else runs, so that a program the child actor starts
+   * (system(), posix_spawn) does not take itself for a child actor
+   * process: the parent's address here, the key in tr__auth_setup.  The
+   * peer timeout the parent chose goes on through the configuration. */
+  const char *addr = getenv(TR_PARENT_ADDR_ENV);
+  snprintf(parent_addr, sizeof parent_addr, "%s", addr ? addr : "");
+  unsetenv(TR_PARENT_ADDR_ENV);
+  tr_config_t c = {0};
+  if (cfg)
+    c = *cfg;
+  const char *pt = getenv("TR_PEER_TIMEOUT_MS");
+  if (pt) {
+    char *end;
+    long long ms = strtoll(pt, &end, 10);
+    if (end != pt && *end == '\0')
+      c.peer_timeout_ns = ms <= 0 ? -1 /* 0 there: never */
+                          : ms > INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000LL;
+    unsetenv("TR_PEER_TIMEOUT_MS");
+  }
+  int rc = tr_run(&c, child_root, &status);
   return rc ? 1 : status;
 }
 

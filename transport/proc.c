@@ -32,12 +32,14 @@ static int os_fail(const char *what) {
 }
 
 /* Variables of this process that would mislead the child: its own
- * parent's markers (a grandchild gets its parent's, from the extras), and
+ * parent's markers (a grandchild gets its parent's, from the extras),
  * Criterion's sandbox marker (BoxFort's BXFI_MAP: a test worker started
  * with it, and a child that inherited it would take itself for a test
- * worker and abort). */
+ * worker and abort), and the shared secret: a child gets the key derived
+ * from it (TR_AUTH_KEY, in the extras), never the secret itself. */
 static int inherited_marker(const char *var) {
   static const char *const names[] = {TR_PARENT_PID_ENV "=", "TR_PARENT_ADDR=", "TR_AUTH_KEY=",
+                                      "TR_PEER_TIMEOUT_MS=", "TR_SECRET=", "TR_SECRET_FILE=",
                                       "BXFI_MAP="};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strncmp(var, names[i], strlen(names[i])) == 0)

@@ -244,7 +244,15 @@ static void main_signals_restore(void) {
   (void)sigaction(SIGTERM, &ms.old_term, NULL);
 }
 
-int tr_spawned_child(void) { return getenv("TR_PARENT_ADDR") != NULL; }
+/* Read once, before main: the child's channel takes its parent's address
+ * out of the environment as it starts (so that programs it runs do not
+ * inherit it), and the answer must not change then. */
+static int spawned_child;
+__attribute__((constructor)) static void spawned_child_ctor(void) {
+  spawned_child = getenv("TR_PARENT_ADDR") != NULL;
+}
+
+int tr_spawned_child(void) { return spawned_child; }
 
 int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t *cfg) {
   (void)argc;

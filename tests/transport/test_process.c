@@ -64,6 +64,22 @@ static int my_pid(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_FN("tproc.math", "pid", my_pid)
 
+/* What this child process's environment still holds of what its parent
+ * set for it alone, as bits (0 expected), plus 1 << 8 when it knows it is
+ * a spawned child. */
+static int child_env(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  static const char *const vars[] = {"TR_PARENT_ADDR", "TR_PARENT_PID",   "TR_AUTH_KEY",
+                                     "TR_SECRET",      "TR_SECRET_FILE", "TR_PEER_TIMEOUT_MS"};
+  uint64_t bits = tr_spawned_child() ? 1u << 8 : 0;
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+    if (getenv(vars[i]))
+      bits |= 1u << i;
+  return tr_buf_from_u64(bits, result);
+}
+TR_EXPORT_FN("tproc.math", "env", child_env)
+
 /* The callee process's actor objects not yet freed (tr_stats). */
 static int allocated(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
@@ -487,6 +503,33 @@ TR_TEST(process, a_program_that_ignores_sigchld_still_closes_its_nursery, .timeo
   tr_portal_release(q);
   tr_buf_release(arg);
   sigaction(SIGCHLD, &old, NULL);
+  return 0;
+}
+
+/* What a parent sets for its child process alone (its address, the
+ * channels' key, the peer timeout) leaves the child's environment as it
+ * starts, and the parent's secret never enters it: a program the child
+ * actor runs does not take itself for a child actor process, nor learn the
+ * key or the secret.  tr_spawned_child still says 1. */
+TR_TEST(process, a_child_passes_on_nothing_of_its_parents_settings, .timeout = 30,
+        .init = setup, .fini = teardown) {
+  setenv("TR_SECRET", "not for children", 1); /* read by runtimes that start from now on */
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_buf_t *r = NULL;
+  uint64_t bits = 0;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "envd", &o, &p), 0);
+  if (p)
+    tr_check_rc(tr_portal_run(p, "tproc.math.env", NULL, &r), 0);
+  tr_check(r && tr_buf_to_u64(r, &bits) == 0 && bits == 1u << 8,
+           "only the spawned-child flag (bits %#llx)", (unsigned long long)bits);
+  tr_buf_release(r);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  unsetenv("TR_SECRET");
   return 0;
 }
 
