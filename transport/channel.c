@@ -355,8 +355,14 @@ static void chan_lost(chan_t *c, int rc, const char *cause) {
   if (c->fd >= 0)
     close(c->fd);
   c->fd = -1;
-  if (rc != -TR_ECLOSED || !(c->final_seen || c->last_in))
-    tr_log(rc == -TR_ECLOSED ? TR_LOG_INFO : TR_LOG_WARN, "channel %s: %s",
+  /* Expected, so not a warning: the end after the child's exit report
+   * (either side), and in the child, once its actor has exited, any end:
+   * the parent closes as soon as it has the report, and a write of the
+   * child's that crosses the close sees a broken pipe. */
+  int expected = (rc == -TR_ECLOSED && (c->final_seen || c->last_in)) ||
+                 (c->child_side && c->main_gone);
+  if (!expected || rc != -TR_ECLOSED)
+    tr_log(expected || rc == -TR_ECLOSED ? TR_LOG_INFO : TR_LOG_WARN, "channel %s: %s",
            tr_actor_name(tr_self()), cause);
   if (c->peer) {
     post_lost(c, rc, cause); /* no process to reap: the dialogs learn it now */
