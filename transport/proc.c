@@ -119,7 +119,10 @@ static int try_reap(tr_proc_t *p) {
   } else if (si.si_pid == 0) {
     return 0;
   }
-  p->status = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8 : (si.si_status & 0x7f);
+  /* As waitpid's status: WIFEXITED/WEXITSTATUS, or WTERMSIG with the
+   * core-dump bit (WCOREDUMP) for CLD_DUMPED. */
+  p->status = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8
+                                       : (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
   close(p->pidfd);
   p->pidfd = -1;
   p->pid = 0;

@@ -106,6 +106,25 @@ TR_TEST(portal, refusals_before_any_task, .timeout = 60) {
   return 0;
 }
 
+/* An enable list that says it has entries but is NULL, or holds a NULL
+ * entry, is refused with an error object; nothing is started. */
+TR_TEST(portal, start_actor_refuses_a_null_enable_list, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  static const char *const holes[] = {"test.math", NULL};
+  tr_actor_opts_t none = {.enable = NULL, .n_enable = 1};
+  tr_actor_opts_t hole = {.enable = holes, .n_enable = 2};
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "a", &none, &p), -TR_EINVAL);
+  tr_check(p == NULL && tr_error_last() && strstr(tr_error_message(tr_error_last()), "enable"),
+           "an error object names the field");
+  tr_check_rc(tr_start_actor_opts(an, "b", &hole, &p), -TR_EINVAL);
+  tr_check(p == NULL && tr_error_last() && strstr(tr_error_message(tr_error_last()), "enable[1]"),
+           "and the entry");
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  return 0;
+}
+
 TR_TEST(portal, remote_error_is_boxed, .timeout = 60) {
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
