@@ -53,10 +53,15 @@ enum {
   C_TICK,              /* heartbeat time: is the peer silent, is this side idle? */
   C_GONE,              /* a local actor that talked here exited (monitor) */
   C_CLOSE,             /* a channel between nodes: the node is stopping */
+  C_READ,              /* read on: the last turn used its budget (u64: the peer hung up) */
   P_EXIT               /* to a proxy: the channel is gone */
 };
 
 #define RBUF_LEN (64u << 10)
+/* Full reads in one turn before the channel lets other actors run and
+ * reads on in its next turn (C_READ): a peer that keeps the socket full
+ * never holds a worker for good. */
+#define READ_BUDGET 16
 /* Remote actors a channel keeps proxies for at once (each one a peer's
  * actor that talked here and has not exited): a peer that names more is
  * closed, rather than let it make actors without bound. */
@@ -571,7 +576,14 @@ static void chan_read(chan_t *c, int hup) {
     chan_lost(c, -TR_EIO, "out of memory");
     return;
   }
-  while (!c->io_done) {
+  for (int reads = 0; !c->io_done; reads++) {
+    if (reads == READ_BUDGET) {
+      /* The edge has been reported: nothing else would come for what is
+       * still unread, so the channel reminds itself. */
+      if (tr_send_u64(tr_self(), C_READ, (uint64_t)hup) != 0)
+        chan_lost(c, -TR_EIO, "out of memory");
+      return;
+    }
     ssize_t k = recv(c->fd, c->rbuf, RBUF_LEN, MSG_DONTWAIT);
     if (k < 0 && errno == EINTR)
       continue;
@@ -814,6 +826,12 @@ static void chan_fn(void *state, tr_msg_t *m) {
     if (c->w && m->cid == c->wid) {
       uint32_t ev = tr__fd_begin_io(c->w) | (uint32_t)m->u64;
       chan_read(c, (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+      chan_try_flush(c);
+    }
+    break;
+  case C_READ:
+    if (c->w) {
+      chan_read(c, (int)m->u64);
       chan_try_flush(c);
     }
     break;
