@@ -237,23 +237,31 @@ typedef struct tr_config {
   int log_level;
   /* A channel to another process whose peer has been silent this long is
    * declared dead (-TR_EIO), as a broken connection is: every dialog over
-   * it ends, so a half-open connection never hangs a caller.  Idle
-   * channels exchange heartbeats a third of it apart.  0 = 5 s; < 0 =
-   * never.  The environment variable TR_PEER_TIMEOUT_MS, when set to an
-   * integer, overrides it (milliseconds; 0 or less = never); child
-   * processes inherit this process's value. */
+   * it ends, so a half-open connection never hangs a caller.  With
+   * timeout T, each channel checks every T/3 and sends a heartbeat when
+   * it has written nothing for T/3, so an idle channel's heartbeats are
+   * up to about 2T/3 apart, and a silent peer is declared dead between T
+   * and 4T/3 after it last sent anything.  0 = 5 s; < 0 = never.  The
+   * environment variable TR_PEER_TIMEOUT_MS, when set to an integer,
+   * overrides it (milliseconds; 0 or less = never); child processes
+   * inherit this process's value, rounded up to whole milliseconds. */
   int64_t peer_timeout_ns;
   /* Discovery and trust (discovery.h, docs/OPERATIONS.md); tr_main only.
    * Strings are copied when tr_main starts.
    *
-   * registry_addr: the registrar's "host:port" (IPv4).  NULL: the
-   * environment variable TR_REGISTRY_ADDR, else "127.0.0.1:1616".  "off"
-   * turns discovery off (no listener, no registration).  The environment
-   * variable overrides the field, as for the fields above. */
+   * registry_addr: the registrar's "host:port" (IPv4).  The environment
+   * variable TR_REGISTRY_ADDR, when set and not empty, overrides the
+   * field, as for the fields above; without either (NULL or ""),
+   * "127.0.0.1:1616".  "off" turns discovery off (no listener for other
+   * nodes, no registration). */
   const char *registry_addr;
   /* bind_addr: the host (or "host:port"; port 0 or none = the kernel's
-   * choice) this node listens on for other nodes.  NULL: TR_BIND_ADDR,
-   * else "127.0.0.1".  The registrar's node listens on registry_addr
+   * choice) this node listens on for other nodes; its child processes
+   * connect back to the same listener.  The environment variable
+   * TR_BIND_ADDR, when set and not empty, overrides the field; without
+   * either (NULL or ""), "127.0.0.1".  Unused when discovery is off (child
+   * processes then connect back to 127.0.0.1, on a port of the kernel's
+   * choice).  The registrar's node listens on registry_addr
    * instead.  A non-loopback bind or registry address needs a secret or
    * allow_insecure (tr_main fails with -TR_EPERM otherwise). */
   const char *bind_addr;

@@ -188,9 +188,10 @@ const char *tr_error_src_uid(const tr_error_t *e);
 const char *tr_error_canceller_uid(const tr_error_t *e);
 const char *tr_error_relay_uid(const tr_error_t *e, size_t i);
 
-/* The relay path (DESIGN's tr_error_relay_path): the uids of the actors
- * that re-raised the error after its source, oldest first.  Out-of-range i
- * gives NULL. */
+/* The relay path (the Error's relay_path, docs/PROTOCOL.md section 3): the
+ * names of the actors that re-raised the error after its source, oldest
+ * first; tr_error_relay_uid(e, i) gives the same hop's uid.  Out-of-range
+ * i gives NULL. */
 size_t tr_error_relay_len(const tr_error_t *e);
 const char *tr_error_relay(const tr_error_t *e, size_t i);
 

@@ -201,6 +201,22 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
  * tractor's Context.cancel timeout), shielded; no dialog's teardown blocks
  * longer than that.
  *
+ * An actor in another process.  When the portal's actor is in another
+ * process (a TR_SPAWN_PROCESS child, or an actor found through
+ * discovery.h), every dialog call (tr_portal_run,
+ * tr_portal_open_stream_from, tr_portal_open_context, tr_stream_*,
+ * tr_ctx_*) may also return, with an error object:
+ *   -TR_EIO       its process or the connection is lost: the process was
+ *                 killed or exited without answering, the connection was
+ *                 reset, or the peer was silent past peer_timeout
+ *                 (actor.h); the message says which ("the peer of this
+ *                 dialog (NAME) is lost: process N exited with status 3");
+ *   -TR_ECLOSED   the connection ended in order;
+ *   -TR_EPROTO    the peer broke the protocol, and the connection is
+ *                 closed (for a child process the dialogs end, as for a
+ *                 lost process, with -TR_EIO once it has been reaped);
+ *   -TR_EMSGSIZE  a value above TR_REMOTE_VALUE_MAX (see there).
+ *
  * Threads: a context and its stream belong to one actor; every operation
  * on them runs in a task of that actor.  On the caller's side:
  *   - tr_ctx_close only from the task that opened the context; it is
@@ -234,15 +250,23 @@ enum tr_spawn_kind {
   TR_SPAWN_THREAD = 1,
   /*
    * A child process: the same executable (or `exe`), started with
-   * posix_spawn; it connects back to this process over TCP on 127.0.0.1,
-   * receives its SpawnSpec and runs the actor (docs/PROTOCOL.md 8.5).
+   * posix_spawn; it connects back over TCP to this node's listener
+   * (127.0.0.1 unless tr_config_t.bind_addr or TR_BIND_ADDR says
+   * otherwise, actor.h), receives its SpawnSpec and runs the actor
+   * (docs/PROTOCOL.md 8.5).
    * The portal works at once (calls wait in the channel until the child
    * has connected).  The child's main must be tr_main (which recognises
    * the child), or, in a Criterion test binary, a main that hands a child
    * to tr_main (tr_spawned_child, task.h).  Cancelling it is a Cancel
-   * request, then SIGTERM, then SIGKILL after the nursery's grace period;
-   * the nursery's close returns once the process is reaped.  A child dies
-   * with its parent (PR_SET_PDEATHSIG, and the end of the connection).
+   * request; if it has not exited one grace period (the nursery's
+   * cancel_grace_ns) later, SIGTERM, then SIGKILL one more grace period
+   * later, so a child that ignores the request is gone within about two
+   * grace periods.  A child that has not connected back yet when the
+   * escalation comes gets SIGKILL at once, and one that does not connect
+   * within 10 s of its start is killed too.  A child killed after a cancel
+   * counts as cancelled.  The nursery's close returns once the process is
+   * reaped.  A child dies with its parent (PR_SET_PDEATHSIG, and the end
+   * of the connection).
    * Functions, arguments and results cross as bytes: pass nothing whose
    * meaning is an address in this process.
    */
@@ -251,7 +275,9 @@ enum tr_spawn_kind {
 
 /* Options of tr_start_actor_opts / tr_run_in_actor_opts. */
 typedef struct tr_actor_opts {
-  /* tr_start_actor_opts: the namespaces the daemon serves. */
+  /* tr_start_actor_opts: the namespaces the daemon serves.  enable may be
+   * NULL only when n_enable is 0, and none of its n_enable strings may be
+   * NULL (-TR_EINVAL otherwise). */
   const char *const *enable;
   size_t n_enable;
   int spawn;       /* enum tr_spawn_kind */
@@ -263,7 +289,8 @@ typedef struct tr_actor_opts {
  * the functions of the `n_enable` namespaces in `enable` until it is
  * cancelled (tractor's start_actor(enable_modules=...)).  Closing the actor
  * nursery cancels its daemons once its other children have finished, as
- * tractor does.  Returns 0, or as tr_actor_nursery_spawn.
+ * tractor does.  Returns 0, or as tr_actor_nursery_spawn (or, when
+ * TR_SPAWN=process makes it a child process, as tr_start_actor_opts).
  * Ownership: name and the enable strings are copied.  *out is the caller's,
  * released with tr_portal_release (it may outlive the actor: calls then
  * return -TR_ECLOSED).
@@ -274,15 +301,18 @@ int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *
 
 /* tr_start_actor with options: opts->enable and n_enable as above, and
  * where the actor runs (opts->spawn).  opts may be NULL.  Returns as
- * tr_start_actor, or -TR_EIO (the process could not be started; nothing is
- * left running) with an error object.  Ownership: borrows opts. */
+ * tr_start_actor, -TR_EINVAL with an error object (nothing started) when
+ * out is NULL, opts->enable is NULL with n_enable > 0, or one of its
+ * strings is NULL, or -TR_EIO (the process could not be started; nothing
+ * is left running) with an error object.  Ownership: borrows opts. */
 int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor_opts_t *opts,
                         tr_portal_t **out);
 
 /*
  * Calls function `qualified` ("ns.func") of the portal's actor with `args`
  * and waits for its result (the run dialog: Start, StartAck, Return or
- * Error).  Returns 0 with *result set (NULL for an empty result), or:
+ * Error).  Returns 0 with *result set (NULL for an empty result; result
+ * may be NULL, and the value is then dropped), or:
  *   -TR_ENOFUNC / -TR_ENOTEXPOSED  the actor refused the call before
  *                                  starting any task;
  *   -TR_EFUNCKIND   the function is a stream or context function (checked
@@ -294,7 +324,11 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
  *   -TR_ECANCELED   the caller is cancelled: before the call, nothing is
  *                   sent; while waiting, the remote task is cancelled too
  *                   (a Cancel for the call is sent, without waiting) and
- *                   its late reply is dropped.
+ *                   its late reply is dropped;
+ *   -TR_EMSGSIZE    the actor is in another process and args is larger
+ *                   than TR_REMOTE_VALUE_MAX: nothing is sent;
+ * and, for an actor in another process, the errors listed under "An actor
+ * in another process" above.
  * Ownership: args is borrowed (the callee gets a reference); *result is
  * the caller's (tr_buf_release).
  * Threads: a task.
@@ -308,7 +342,10 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * ends once its result is in).  A failure of the call is a failure of the
  * child for the nursery (one cancels all).  Returns 0, -TR_ENOFUNC,
  * -TR_EFUNCKIND, or as tr_actor_nursery_spawn (-TR_ECANCELED in a
- * cancelled scope: no child is started).
+ * cancelled scope: no child is started).  With a process child
+ * (TR_SPAWN=process, or opts->spawn below) also -TR_EMSGSIZE (args larger
+ * than TR_REMOTE_VALUE_MAX: nothing is started) and -TR_EIO (the process
+ * could not be started; nothing is left running), with an error object.
  * Ownership: name is copied; args is borrowed (the child gets a
  * reference); *out as tr_start_actor.  Threads: the task that opened
  * `an`.
@@ -317,19 +354,22 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
                     const tr_buf_t *args, tr_portal_t **out);
 
 /* tr_run_in_actor with options (opts->spawn, opts->exe; enable is
- * ignored).  opts may be NULL.  Ownership: borrows opts. */
+ * ignored).  opts may be NULL.  Returns as tr_run_in_actor, the process
+ * child's -TR_EMSGSIZE and -TR_EIO included.  Ownership: borrows opts. */
 int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *qualified,
                          const tr_buf_t *args, const tr_actor_opts_t *opts, tr_portal_t **out);
 
 /*
  * The result of a tr_run_in_actor child: waits (cancellably) until it is
  * in, then returns 0 with *result (a new reference, NULL for an empty
- * result), or the child's error as a RemoteActorError (-TR_EREMOTE, the
- * child's name as source, its error's type as boxed type: exactly the
- * error tr_actor_nursery_close returns for that child), or -TR_ECANCELED
- * if the child was cancelled before its result was in: the same outcome
- * on every call, also after the nursery has closed (the result is cached
- * in the portal).  -TR_EINVAL for a portal from tr_start_actor.
+ * result), or the child's error, exactly the error tr_actor_nursery_close
+ * returns for that child: a RemoteActorError (-TR_EREMOTE, the child's
+ * name as source, its error's type as boxed type), or, for a lost child
+ * process, -TR_EIO, not boxed ("actor NAME@UUID is lost: ...", task.h);
+ * or -TR_ECANCELED if the child was cancelled before its result was in:
+ * the same outcome on every call, also after the nursery has closed (the
+ * result is cached in the portal).  -TR_EINVAL for a portal from
+ * tr_start_actor.
  * Threads: a task of the actor that owns the nursery.
  */
 int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
@@ -343,7 +383,11 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
  * *acked (may be NULL) says whether the ack came in time; for a child of
  * an actor nursery the nursery escalates to a forced cancel at close if
  * not.  The wait is not interrupted by a cancellation of the caller (it is
- * already bounded).  Returns 0 or -TR_EPERM (not in a task).
+ * already bounded).  Returns 0 (at once, with *acked 1, when the actor
+ * has exited already, even outside a task), -TR_EINVAL (p is NULL, or its
+ * actor is the caller's own: use tr_actor_cancel_soon), -TR_EPERM (not in
+ * a task), or the code of a failed send of the request (-TR_ENOMEM; an
+ * actor that exits meanwhile is not a failure), with an error object.
  * Threads: a task.
  */
 int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked);
@@ -614,7 +658,8 @@ void tr_portal_release(tr_portal_t *p);
  * The child process of a TR_SPAWN_PROCESS portal: *pid (may be NULL) its
  * process id; *status (may be NULL) its wait status once the process is
  * reaped (decode with WIFEXITED / WEXITSTATUS / WIFSIGNALED / WTERMSIG
- * of <sys/wait.h>), or -1 while it runs.  An actor nursery's close
+ * of <sys/wait.h>; the core-dump bit is kept, so WCOREDUMP says whether
+ * a killed child dumped core), or -1 while it runs.  An actor nursery's close
  * returns after the reap, so the status is there once it has returned.
  * A program that ignores SIGCHLD (or reaps any child itself) loses the
  * status to the kernel: it reads 0 then, as in Python's subprocess, and a

@@ -34,8 +34,7 @@
  * and not errno, whose address the compiler may keep from before the call
  * (__errno_location is declared const).  Read errno right after the call
  * that set it, in a function that makes no blocking call in between (a
- * noinline helper that returns it, as tests/reactor/test_fd_watch.c's
- * read_errno).
+ * noinline helper that returns errno).
  */
 #ifndef TRACTOR_TASK_H
 #define TRACTOR_TASK_H
@@ -366,13 +365,22 @@ int tr_chan_free(tr_chan_t *ch);
  * and type; an error the child relayed from another actor gains the child
  * as a relay hop instead).  A child that was cancelled has not failed.
  *
+ * The exception is a child process that is lost: its process ended
+ * without an exit report (killed by a signal, _exit, a crash), or its
+ * connection broke.  Its failure is not boxed: code -TR_EIO, type
+ * "TransportError", the message naming the child and the cause, as in
+ * "actor NAME@UUID is lost: process PID was killed by signal 9 (Killed)"
+ * or "... exited with status 3" (docs/PROTOCOL.md 8.4, 8.5).  It counts
+ * as a failure all the same (one cancels all).
+ *
  * Cancelling a child is a request (its tasks are cancelled; shields hold)
  * followed by a bounded wait for it to exit (its exit is the
  * acknowledgement); a child still running after the grace period is
  * cancelled by force (shields ignored).  In-process children are actors
- * of this process; child processes (a later issue) will go through the
- * same supervision code with a different way to cancel and to learn of
- * the exit.
+ * of this process.  Child processes (portal.h, TR_SPAWN_PROCESS) go
+ * through the same supervision code; their forced cancel is SIGTERM,
+ * then SIGKILL one more grace period later (portal.h says more), and
+ * their exit is learnt when the process is reaped.
  */
 typedef struct tr_actor_nursery tr_actor_nursery_t;
 
@@ -399,8 +407,9 @@ int tr_actor_nursery_cancel(tr_actor_nursery_t *an);
 
 /* Waits until every child has exited, escalating cancellation when the
  * parent is cancelled or a child failed.  Returns 0, the single failure
- * (boxed, see above: -TR_EREMOTE), -TR_EGROUP (members boxed), or
- * -TR_ECANCELED (the parent was cancelled, no child failed).
+ * (boxed, see above: -TR_EREMOTE; -TR_EIO for a lost child process),
+ * -TR_EGROUP (members as the single failure would be), or -TR_ECANCELED
+ * (the parent was cancelled, no child failed).
  * Threads: the task that opened it. */
 int tr_actor_nursery_close(tr_actor_nursery_t *an);
 
@@ -409,7 +418,8 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an);
 /*
  * Starts the runtime, runs root(arg) as the main task of the root actor
  * "root", and returns its result once every actor has exited (tr_run's
- * structured end).  argc/argv are reserved for child-process start-up.
+ * structured end).  argc/argv are not used (reserved): a child process
+ * learns what to do from its environment.
  * While it runs, SIGINT and SIGTERM cancel the root actor gracefully (its
  * tasks see -TR_ECANCELED and unwind, nurseries wait for their children,
  * lifetime callbacks run); tr_main then logs "cancelled by SIGINT" (or

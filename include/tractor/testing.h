@@ -634,10 +634,13 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
   if (st.msgs_allocated)
     tr__test_append(msg, len, &mp, "leak: %" PRIu64 " message(s) not freed\n", st.msgs_allocated);
 
-  /* Child processes: no actor runs in a child process yet, but spawning
-   * them is the next step, and a child that outlives its test is a leak
-   * the counters above cannot see.  waitpid fails with ECHILD when this
-   * process has no child left, running or exited. */
+  /* Child processes: a test may start actors in child processes
+   * (TR_SPAWN_PROCESS, with TR_TEST_MAIN below as the executable's main),
+   * and a child that outlives its test is a leak the counters above
+   * cannot see.  tr_main reaps every child process of its nurseries
+   * before it returns, so any child found here is one the test left
+   * behind.  waitpid fails with ECHILD when this process has no child
+   * left, running or exited. */
   int status;
   pid_t child;
   do
