@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <tractor/log.h>
@@ -50,18 +51,48 @@ typedef struct expect {
   uint32_t tag;
 } expect_t;
 
-/* The shared part: who expects whom, and the listener itself. */
+/*
+ * A child's socket on its way to its channel: sent in a C_ADOPT message
+ * and not yet taken (tr__listen_adopted).  The message alone cannot carry
+ * the socket safely: a channel that exits before its turn reads it (its
+ * process died right after connecting, the handshake timeout's SIGKILL, the
+ * runtime stopping) drops it as a dead letter, fd and all.  The record is
+ * what closes it then: its channel's tr__listen_release does.  Exactly one
+ * of three removes a record, under L.lock, and that one owns the fd: the
+ * channel taking it, the channel's release (closes it), or the listener
+ * when its send failed (closes it).
+ */
+typedef struct flight {
+  struct flight *next;
+  pid_t pid;
+  int fd;
+  dev_t dev; /* fd's socket when it was handed over (see flight_close) */
+  ino_t ino;
+} flight_t;
+
+/* The shared part: who expects whom, the sockets in flight, and the
+ * listener itself. */
 static struct {
   pthread_mutex_t lock;
   tr_actor_t *actor; /* a reference, NULL when there is none */
   char addr[64];
   unsigned users;
   expect_t *expects;
+  flight_t *flights;
 } L = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static uint64_t refused; /* atomic */
 
 uint64_t tr__listen_refused(void) { return __atomic_load_n(&refused, __ATOMIC_RELAXED); }
+
+size_t tr__listen_in_flight(void) {
+  size_t n = 0;
+  pthread_mutex_lock(&L.lock);
+  for (flight_t *f = L.flights; f; f = f->next)
+    n++;
+  pthread_mutex_unlock(&L.lock);
+  return n;
+}
 
 /* Where a connection is in its handshake (transport/auth.h). */
 enum {
@@ -123,39 +154,134 @@ static void refuse(lstate_t *s, conn_t *c, const char *why) {
   conn_close(s, c);
 }
 
-/* The expectation for pid, taken out of the list (NULL: none). */
-static expect_t *take_expect(pid_t pid) {
-  expect_t *e = NULL;
-  pthread_mutex_lock(&L.lock);
+/* The expectation for pid, taken out of the list (NULL: none).  Under
+ * L.lock. */
+static expect_t *take_expect_locked(pid_t pid) {
   for (expect_t **pp = &L.expects; *pp; pp = &(*pp)->next)
     if ((*pp)->pid == pid) {
-      e = *pp;
+      expect_t *e = *pp;
       *pp = e->next;
-      break;
+      return e;
     }
+  return NULL;
+}
+
+static expect_t *take_expect(pid_t pid) {
+  pthread_mutex_lock(&L.lock);
+  expect_t *e = take_expect_locked(pid);
   pthread_mutex_unlock(&L.lock);
   return e;
 }
 
-/* Hands c's socket to the channel that expects its pid; 0 when done. */
+/* 1 when someone expects pid (it may stop doing so at once: only a hint
+ * for what to do before taking the expectation). */
+static int expected(pid_t pid) {
+  int found = 0;
+  pthread_mutex_lock(&L.lock);
+  for (expect_t *e = L.expects; e && !found; e = e->next)
+    found = e->pid == pid;
+  pthread_mutex_unlock(&L.lock);
+  return found;
+}
+
+/* The record of fd in flight to pid's channel, taken out of the list (NULL:
+ * none; fd < 0: any of pid's).  Under L.lock. */
+static flight_t *take_flight_locked(pid_t pid, int fd) {
+  for (flight_t **pp = &L.flights; *pp; pp = &(*pp)->next)
+    if ((*pp)->pid == pid && (fd < 0 || (*pp)->fd == fd)) {
+      flight_t *f = *pp;
+      *pp = f->next;
+      return f;
+    }
+  return NULL;
+}
+
+/* Closes the socket of a record taken out of the list, and frees it.  The
+ * record's owner closes it only while fd still names the socket it was
+ * given (the same inode): a channel that took its socket without
+ * tr__listen_adopted, then closed it, would otherwise have this close an fd
+ * number the process has since reused, another channel's socket perhaps.
+ * That cannot happen with a channel that keeps the contract; the check is
+ * there for one that does not, and says so in the log. */
+static void flight_close(flight_t *f) {
+  struct stat st;
+  if (fstat(f->fd, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino) {
+    close(f->fd);
+  } else {
+    static uint64_t misuses; /* atomic */
+    uint64_t n = __atomic_add_fetch(&misuses, 1, __ATOMIC_RELAXED);
+    tr_log(n == 1 ? TR_LOG_ERROR : TR_LOG_DEBUG,
+           "listener: the socket handed to the channel of process %d was taken without "
+           "tr__listen_adopted; it is not closed here (%llu so far)",
+           (int)f->pid, (unsigned long long)n);
+  }
+  free(f);
+}
+
+/* Hands c's socket to the channel that expects its pid; 0 when done (c is
+ * gone), -1 when nobody expects that pid yet (c waits). */
 static int try_adopt(lstate_t *s, conn_t *c) {
-  expect_t *e = take_expect(c->pid);
-  if (!e)
+  if (!expected(c->pid))
     return -1;
-  tr_msg_t *m;
-  if (tr_msg_new(&m) != 0) {
-    tr_actor_release(e->chan);
-    free(e);
-    refuse(s, c, "out of memory");
+  flight_t *f = malloc(sizeof *f);
+  struct stat st;
+  tr_msg_t *m = NULL;
+  const char *why = !f || tr_msg_new(&m) != 0 ? "out of memory"
+                    : fstat(c->fd, &st) != 0  ? "its socket cannot be looked at (fstat)"
+                                              : NULL;
+  if (why) {
+    /* The channel then never hears from its child: its handshake timeout
+     * kills the process. */
+    expect_t *e = take_expect(c->pid);
+    if (e) {
+      tr_actor_release(e->chan);
+      free(e);
+    }
+    free(f);
+    tr_msg_free(m);
+    refuse(s, c, why);
     return 0;
   }
+  /* Out of the epoll set while the fd surely is still c's: once its record
+   * is in the list, the channel's release may close it at any moment. */
   (void)tr__fd_unwatch(c->w);
   c->w = NULL;
+  int fd = c->fd;
+  pid_t pid = c->pid;
+  f->pid = pid;
+  f->fd = fd;
+  f->dev = st.st_dev;
+  f->ino = st.st_ino;
+  /* The record goes in with the expectation taken, under one lock: the
+   * channel's release (which takes both) finds the one or the other. */
+  pthread_mutex_lock(&L.lock);
+  expect_t *e = take_expect_locked(pid);
+  if (e) {
+    f->next = L.flights;
+    L.flights = f;
+  }
+  pthread_mutex_unlock(&L.lock);
+  if (!e) {
+    /* Released between the look and now: its channel has exited. */
+    free(f);
+    tr_msg_free(m);
+    refuse(s, c, "its channel is gone");
+    return 0;
+  }
+  c->fd = -1; /* the record's now (and the channel's once it takes it) */
   m->tag = e->tag;
-  m->u64 = (uint64_t)c->fd;
-  c->fd = -1; /* the channel's now */
-  if (tr_send(e->chan, m) != 0)
-    close((int)m->u64); /* the channel is gone: its process too */
+  m->u64 = (uint64_t)fd;
+  if (tr_send(e->chan, m) != 0) {
+    /* The channel has exited (m is gone with the send): the socket is
+     * closed by whoever removes its record, here or in its release.  f
+     * itself may be freed already: only pid and fd are looked at. */
+    tr_error_clear();
+    pthread_mutex_lock(&L.lock);
+    flight_t *mine = take_flight_locked(pid, fd);
+    pthread_mutex_unlock(&L.lock);
+    if (mine)
+      flight_close(mine);
+  }
   tr_actor_release(e->chan);
   free(e);
   conn_close(s, c);
@@ -492,11 +618,37 @@ void tr__listen_expect(pid_t pid, tr_actor_t *chan, uint32_t adopt_tag) {
   }
 }
 
+int tr__listen_adopted(pid_t pid, int fd) {
+  pthread_mutex_lock(&L.lock);
+  flight_t *f = pid > 0 && fd >= 0 ? take_flight_locked(pid, fd) : NULL;
+  pthread_mutex_unlock(&L.lock);
+  int rc = f ? 0 : -1;
+  free(f);
+  return rc;
+}
+
 void tr__listen_release(pid_t pid) {
-  expect_t *e = pid > 0 ? take_expect(pid) : NULL;
+  /* The expectation and any socket in flight, under one lock: try_adopt
+   * turns the one into the other under it, so neither is missed. */
+  expect_t *e = NULL;
+  flight_t *gone = NULL;
+  pthread_mutex_lock(&L.lock);
+  if (pid > 0) {
+    e = take_expect_locked(pid);
+    for (flight_t *f; (f = take_flight_locked(pid, -1)) != NULL;) {
+      f->next = gone;
+      gone = f;
+    }
+  }
+  pthread_mutex_unlock(&L.lock);
   if (e) {
     tr_actor_release(e->chan);
     free(e);
+  }
+  while (gone) {
+    flight_t *next = gone->next;
+    flight_close(gone); /* its channel never took it */
+    gone = next;
   }
   tr_actor_t *stop = NULL;
   pthread_mutex_lock(&L.lock);

@@ -47,12 +47,29 @@ struct sockaddr_in;
 int tr__addr_parse(const char *text, struct sockaddr_in *sa);
 
 /* Expects a connection from process pid, for channel `chan` (which gets
- * C_ADOPT with the socket in u64; a reference is kept until then).
+ * C_ADOPT with the socket in u64; a reference is kept until then).  The
+ * socket is then "in flight" until the channel takes it with
+ * tr__listen_adopted; one it never takes (the channel exited first, and
+ * the message was dropped) is closed by the channel's tr__listen_release.
  * Threads: any, after tr__listen_acquire. */
 void tr__listen_expect(pid_t pid, tr_actor_t *chan, uint32_t adopt_tag);
 
-/* Drops the reference (and pid's expectation, if still pending); the last
- * one stops the listener.  Threads: any. */
+/*
+ * The channel of process pid takes the socket fd its C_ADOPT message
+ * carried: the first thing its turn does with that message.  Returns 0:
+ * fd is the channel's from now on (to close); -1: it is not, because its
+ * record is gone (released, or never there), so the caller must not use
+ * or close fd, whose number may belong to someone else by now.
+ * Ownership: on 0, fd passes to the caller.  Threads: any (the channel's
+ * turn).
+ */
+int tr__listen_adopted(pid_t pid, int fd);
+
+/* Drops the reference, pid's expectation if still pending, and closes
+ * the socket in flight to pid's channel if the channel never took it (pid
+ * 0: a reference that expects nobody); the last reference stops the
+ * listener.  A channel calls it from its exit, after its last turn.
+ * Threads: any. */
 void tr__listen_release(pid_t pid);
 
 /* Stops the listener whoever holds it (later releases do nothing): for
@@ -64,5 +81,9 @@ int tr__listen_addr(char *addr, size_t len);
 
 /* Connections the listener has refused so far (for tests). */
 uint64_t tr__listen_refused(void);
+
+/* Sockets in flight: handed to a channel and not yet taken nor closed
+ * (for tests; stale as soon as it is returned). */
+size_t tr__listen_in_flight(void);
 
 #endif
