@@ -36,13 +36,22 @@ enum {
   L_CONN,              /* a connection is ready (cid: its watch) */
   L_TICK,              /* handshake deadlines */
   L_REG,               /* a new expectation: look at the waiting connections */
-  L_STOP               /* the last child is gone */
+  L_STOP,              /* the last child is gone */
+  L_RETRY              /* accepting failed for want of fds or memory: try again */
 };
 
 #define MAX_PENDING 256       /* connections in their handshake at once */
 #define HS_TIMEOUT_MAX_NS (5 * 1000000000LL)
 #define TICK_NS (200 * 1000000LL)
 #define LOUD_REFUSALS 8 /* logged as warnings; the rest at debug level */
+/* How long the listener waits before it accepts again when the process is
+ * out of fds or memory.  The connection that could not be accepted stays
+ * in the backlog and keeps the socket readable, so re-arming at once would
+ * turn the listener into a busy loop (a core for as long as the shortage
+ * lasts, and it starves the turns that would free fds).  A tenth of a
+ * second adds at most that much to a connect made during a shortage; the
+ * kernel's backlog holds the connections meanwhile. */
+#define ACCEPT_RETRY_NS (100 * 1000000LL)
 
 typedef struct expect {
   struct expect *next;
@@ -82,8 +91,11 @@ static struct {
 } L = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static uint64_t refused; /* atomic */
+static uint64_t stalls;  /* atomic: accepts that failed for want of fds or memory */
 
 uint64_t tr__listen_refused(void) { return __atomic_load_n(&refused, __ATOMIC_RELAXED); }
+
+uint64_t tr__listen_accept_stalls(void) { return __atomic_load_n(&stalls, __ATOMIC_RELAXED); }
 
 size_t tr__listen_in_flight(void) {
   size_t n = 0;
@@ -123,6 +135,7 @@ typedef struct lstate {
   conn_t *conns;
   unsigned n;
   int ticking;
+  int stalled; /* accepting waits for an L_RETRY (ACCEPT_RETRY_NS) */
 } lstate_t;
 
 static int64_t hs_timeout(void) {
@@ -435,12 +448,46 @@ static void tick(lstate_t *s) {
     tr_msg_free(t);
 }
 
+/* accept4 failed with err for want of fds (EMFILE, ENFILE) or memory
+ * (ENOBUFS, ENOMEM): accepting waits for an L_RETRY instead of the
+ * listening socket's watch, which the connection left in the backlog would
+ * fire at once, and for ever.  Returns 0, or -1 when no timer could be
+ * armed (then the watch is re-armed, busy loop and all, rather than the
+ * listener going deaf). */
+static int stall(lstate_t *s, int err) {
+  __atomic_add_fetch(&stalls, 1, __ATOMIC_RELAXED);
+  if (!s->stalled) {
+    /* Once a shortage, however long it lasts: the retries stay quiet. */
+    static uint64_t episodes; /* atomic */
+    uint64_t n = __atomic_add_fetch(&episodes, 1, __ATOMIC_RELAXED);
+    tr_log(n <= LOUD_REFUSALS ? TR_LOG_WARN : TR_LOG_DEBUG,
+           "listener %s: cannot accept connections (%s); trying again every %lld ms while "
+           "they wait in the backlog (%llu such shortages so far)",
+           s->addr, strerror(err), (long long)(ACCEPT_RETRY_NS / 1000000), (unsigned long long)n);
+  }
+  tr_msg_t *t = NULL;
+  if (tr_msg_new(&t) == 0) {
+    t->tag = L_RETRY;
+    if (tr__timer_post(tr_now() + ACCEPT_RETRY_NS, tr_self(), t, NULL) == 0) {
+      s->stalled = 1;
+      return 0;
+    }
+  }
+  tr_msg_free(t);
+  s->stalled = 0;
+  return -1;
+}
+
 static void on_accept(lstate_t *s) {
+  int starved = 0;
   for (;;) {
     int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED)
+      int err = errno;
+      if (err == EINTR || err == ECONNABORTED)
         continue;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+        starved = stall(s, err) == 0;
       break;
     }
     conn_t *c = s->n < MAX_PENDING ? calloc(1, sizeof *c) : NULL;
@@ -464,6 +511,12 @@ static void on_accept(lstate_t *s) {
     c->wid = tr__fd_watch_id(c->w);
   }
   tick(s);
+  if (starved)
+    return; /* L_RETRY comes back here */
+  if (s->stalled) {
+    s->stalled = 0; /* the backlog is empty, or accepted from */
+    tr_log(TR_LOG_DEBUG, "listener %s: accepting again", s->addr);
+  }
   if (s->lw && tr__fd_rearm(s->lw, EPOLLIN) != 0)
     tr_log(TR_LOG_ERROR, "listener %s: cannot re-arm its watch", s->addr);
 }
@@ -479,6 +532,12 @@ static void listener_fn(void *state, tr_msg_t *m) {
     break;
   case L_ACCEPT:
     if (s->lw && m->cid == s->lwid)
+      on_accept(s);
+    break;
+  case L_RETRY:
+    /* The watch stays disarmed while stalled: no L_ACCEPT comes meanwhile,
+     * so this is the only way back to accepting. */
+    if (s->lw && s->stalled)
       on_accept(s);
     break;
   case L_CONN:

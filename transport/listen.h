@@ -14,6 +14,11 @@
  * more until its parent's Hello), or silence past the handshake timeout.
  * The listener and the other connections go on.
  *
+ * Running out of fds or memory (accept4 fails with EMFILE, ENFILE, ENOBUFS
+ * or ENOMEM) does not make the listener spin on the connection left in the
+ * backlog: it logs once and tries again every 100 ms until the shortage
+ * ends; the connections wait in the kernel's backlog meanwhile.
+ *
  * Layer: transport.
  */
 #ifndef TR_TRANSPORT_LISTEN_H
@@ -81,6 +86,11 @@ int tr__listen_addr(char *addr, size_t len);
 
 /* Connections the listener has refused so far (for tests). */
 uint64_t tr__listen_refused(void);
+
+/* Times accept4 failed for want of fds or memory so far: each is one
+ * attempt, so a listener that does not spin adds about ten a second
+ * during a shortage (for tests). */
+uint64_t tr__listen_accept_stalls(void);
 
 /* Sockets in flight: handed to a channel and not yet taken nor closed
  * (for tests; stale as soon as it is returned). */
