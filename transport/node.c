@@ -261,9 +261,18 @@ static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refu
     free(d);
     return rc;
   }
-  rc = tr_to_thread(dial_run, d, NULL);
+  int queued;
+  rc = tr__to_thread_queued(dial_run, d, NULL, &queued);
+  if (rc && !queued) {
+    /* Refused before any thread saw d (a task already cancelled, no
+     * memory): dial_run will never run to free it, so it goes here. */
+    dial_free(d);
+    return rc;
+  }
   if (rc) {
-    /* Cancelled while the thread dials: whoever finishes last frees. */
+    /* Cancelled while the thread dials: whoever finishes last frees.  The
+     * exchange pairs with dial_run's: the thread's writes to d come before
+     * its DONE, and our ABANDONED tells it that nobody reads them. */
     if (__atomic_exchange_n(&d->state, DIAL_ABANDONED, __ATOMIC_ACQ_REL) == DIAL_DONE)
       dial_free(d);
     return rc;

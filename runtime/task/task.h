@@ -181,6 +181,18 @@ void tr__tasks_free(tr_tasks_t *ts);
 void tr__to_thread_done(struct tr_worker *w, struct tr_actor *a, tr_msg_t *m);
 void tr__to_thread_shutdown(void);
 
+/*
+ * tr_to_thread, also telling whether the job was queued: *queued is 1 when
+ * fn will run (or has run) on the pool, whatever the result; 0 when the
+ * call failed before queuing it (-TR_EINVAL, -TR_EPERM, -TR_ECANCELED for
+ * a task already cancelled, -TR_ENOMEM), and fn never sees arg.  A caller
+ * whose arg owns memory needs this to know who frees it: after an
+ * abandoned wait (-TR_ECANCELED with *queued 1) fn still reads arg; after
+ * a refusal nobody will.  Returns as tr_to_thread.
+ * Ownership: as tr_to_thread.  Threads: a task.
+ */
+int tr__to_thread_queued(void *(*fn)(void *), void *arg, void **result, int *queued);
+
 /* For to_thread.c: the running task, blocking, and reference release. */
 tr_task_t *tr__task_current(void);
 void tr__task_block(tr_task_t *t, int cancellable);

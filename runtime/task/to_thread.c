@@ -121,7 +121,8 @@ static int pool_submit(job_t *j) {
   return rc;
 }
 
-int tr_to_thread(void *(*fn)(void *), void *arg, void **result) {
+int tr__to_thread_queued(void *(*fn)(void *), void *arg, void **result, int *queued) {
+  *queued = 0;
   tr_task_t *t = tr__task_current();
   if (!fn)
     return TR__EINVAL_NULL();
@@ -146,6 +147,7 @@ int tr_to_thread(void *(*fn)(void *), void *arg, void **result) {
     free(j);
     return rc;
   }
+  *queued = 1; /* from here on a pool thread runs fn(arg), waited for or not */
   t->blocked_on = "tr_to_thread";
   tr__task_block(t, 1);
   if (t->timer_fired) {
@@ -156,6 +158,11 @@ int tr_to_thread(void *(*fn)(void *), void *arg, void **result) {
   t->cancel_seen++;
   return TR_ERROR(-TR_ECANCELED, "tr_to_thread: cancelled; the wait was abandoned and the "
                                  "thread call is still running (its result will be dropped)");
+}
+
+int tr_to_thread(void *(*fn)(void *), void *arg, void **result) {
+  int queued;
+  return tr__to_thread_queued(fn, arg, result, &queued);
 }
 
 void tr__to_thread_done(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {

@@ -1,11 +1,12 @@
 /*
- * The listener (transport/listen.h) where it used to lose things.  A
- * child's socket handed to its channel is closed exactly once whatever
- * becomes of the channel: it takes it (tr__listen_adopted); it exits
- * before it reads the C_ADOPT, which is dropped with it; it had exited
- * before the send.  A process out of fds does not make the listener spin
- * on the connection left in its backlog, and the listener accepts again
- * once fds are back.
+ * The listener (transport/listen.h) and the node's dial (transport/node.c)
+ * where they used to lose things.  A child's socket handed to its channel
+ * is closed exactly once whatever becomes of the channel: it takes it
+ * (tr__listen_adopted); it exits before it reads the C_ADOPT, which is
+ * dropped with it; it had exited before the send.  A process out of fds
+ * does not make the listener spin on the connection left in its backlog,
+ * and the listener accepts again once fds are back.  A dial refused before
+ * it starts (a lookup or handshake in a cancelled scope) frees its Hello.
  *
  * The channels here are fakes that keep channel.c's contract with the
  * listener (take the socket with tr__listen_adopted, release the listener
@@ -16,11 +17,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +36,7 @@
 #include "transport/auth.h"
 #include "transport/hello.h"
 #include "transport/listen.h"
+#include "transport/node.h"
 
 #define MS (1000 * 1000LL)
 
@@ -395,4 +400,123 @@ static int out_of_fds_body(void) {
     tr_sleep(1 * MS);
   tr_check(tr__listen_refused() >= refused0 + 2, "both handshakes ended at the listener");
   return 0;
+}
+
+/* ---- dials that never start ------------------------------------------------------------------ */
+
+#define N_CANCELLED 2000
+
+/* A dial in a cancelled scope is refused by tr_to_thread before any thread
+ * sees it: its Hello and record were left for a thread that never came.
+ * The harness counts the messages not freed. */
+TR_TEST(node, handshakes_in_a_cancelled_scope_leak_nothing, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  char addr[64];
+  tr_assert_rc(tr_node_addr(addr, sizeof addr, NULL), 0);
+  tr_check_rc(tr__node_handshake(addr), 0); /* outside the scope: a real one */
+  tr_scope_t s;
+  tr_assert_rc(tr_scope_open(&s, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_cancel(&s), 0);
+  int others = 0, last = 0;
+  for (int i = 0; i < N_CANCELLED; i++) {
+    int rc = tr__node_handshake(addr);
+    if (rc != -TR_ECANCELED) {
+      others++;
+      last = rc;
+    }
+  }
+  tr_error_clear();
+  (void)tr_scope_close(&s);
+  tr_check_eq(others, 0, "every dial was cancelled (one returned %s)", tr_strerror(last));
+  return 0;
+}
+
+/* tractor-registry, the standalone registrar (TR_REGISTRY_TOOL), at addr:
+ * its pid once it accepts connections, or -1. */
+extern char **environ;
+static pid_t registry_tool_start(const char *addr) {
+  const char *tool = getenv("TR_REGISTRY_TOOL");
+  struct sockaddr_in sa;
+  if (!tool || tr__addr_parse(addr, &sa) != 0)
+    return -1;
+  char *const argv[] = {(char *)tool, "--addr", (char *)addr, "-q", NULL};
+  pid_t pid;
+  if (posix_spawn(&pid, tool, NULL, NULL, argv, environ) != 0)
+    return -1;
+  for (int i = 0; i < 500; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0)
+      close(fd);
+    if (ok)
+      return pid;
+    nanosleep(&(struct timespec){0, 10 * MS}, NULL);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return -1;
+}
+
+typedef struct lookups {
+  pid_t tool;
+  int others; /* results that were not -TR_ECANCELED */
+  int last;
+} lookups_t;
+
+/* With the registrar gone, every lookup dials the registry address again;
+ * in a cancelled scope that dial is refused before it starts. */
+static int root_lookups(void *arg) {
+  lookups_t *l = arg;
+  int registrar = 1;
+  tr_assert_rc(tr_node_addr(NULL, 0, &registrar), 0);
+  tr_assert(registrar == 0, "the tool is the registrar");
+  tr_actor_t *r = tr__node_registrar();
+  tr_assert(r != NULL);
+  kill(l->tool, SIGKILL);
+  waitpid(l->tool, NULL, 0);
+  l->tool = -1;
+  /* Its proxy ends with the channel (EOF): the next lookup must dial. */
+  for (int i = 0; i < 5000 && !tr_actor_exited(r); i++)
+    tr_sleep(1 * MS);
+  tr_check(tr_actor_exited(r), "the registrar's proxy is gone");
+  tr_actor_release(r);
+  tr_scope_t s;
+  tr_assert_rc(tr_scope_open(&s, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_cancel(&s), 0);
+  for (int i = 0; i < N_CANCELLED; i++) {
+    tr_portal_t *p = NULL;
+    int rc = i % 2 ? tr_find_actor("anyone", &p) : tr_wait_for_actor("anyone", TR_NO_DEADLINE, &p);
+    tr_portal_release(p);
+    if (rc != -TR_ECANCELED) {
+      l->others++;
+      l->last = rc;
+    }
+  }
+  tr_error_clear();
+  (void)tr_scope_close(&s);
+  return 0;
+}
+
+Test(node, lookups_in_a_cancelled_scope_leak_nothing, .timeout = 60, .init = setup,
+     .fini = teardown) {
+  char addr[64];
+  cr_assert_eq(tr__test_reserve_registry(addr, sizeof addr), 0);
+  lookups_t l = {.tool = registry_tool_start(addr)};
+  cr_assert(l.tool > 0, "tractor-registry started at %s (TR_REGISTRY_TOOL)", addr);
+  tr__test_slot_reset();
+  int rc = tr_main(0, NULL, root_lookups, &l, NULL);
+  if (l.tool > 0) {
+    kill(l.tool, SIGKILL);
+    waitpid(l.tool, NULL, 0);
+  }
+  cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
+  cr_expect_eq(__atomic_load_n(&tr__test_slot.count, __ATOMIC_RELAXED), 0, "%s",
+               tr__test_slot_text() ? tr__test_slot_text() : "");
+  cr_expect_eq(l.others, 0, "every lookup was cancelled (one returned %s)", tr_strerror(l.last));
+  tr_stats_t st;
+  tr_stats(&st);
+  cr_expect_eq(st.msgs_allocated, 0, "%llu message(s) not freed",
+               (unsigned long long)st.msgs_allocated);
+  cr_expect_eq(st.actors_allocated, 0, "%llu actor(s) not freed",
+               (unsigned long long)st.actors_allocated);
 }
