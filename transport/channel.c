@@ -659,6 +659,8 @@ static void send_signal(chan_t *c, int sig) {
 
 /* The child connected back: the listener checked its Hello. */
 static void on_adopt(chan_t *c, int fd) {
+  if (tr__listen_adopted(c->spawned_pid, fd) != 0)
+    return; /* not this channel's any more: the listener's release closed it */
   if (c->fd >= 0 || c->io_done || c->proc.pid == 0) {
     close(fd); /* too late: its process is gone or going */
     return;

@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <tractor/log.h>
@@ -75,8 +74,6 @@ typedef struct flight {
   struct flight *next;
   pid_t pid;
   int fd;
-  dev_t dev; /* fd's socket when it was handed over (see flight_close) */
-  ino_t ino;
 } flight_t;
 
 /* The shared part: who expects whom, the sockets in flight, and the
@@ -209,25 +206,11 @@ static flight_t *take_flight_locked(pid_t pid, int fd) {
   return NULL;
 }
 
-/* Closes the socket of a record taken out of the list, and frees it.  The
- * record's owner closes it only while fd still names the socket it was
- * given (the same inode): a channel that took its socket without
- * tr__listen_adopted, then closed it, would otherwise have this close an fd
- * number the process has since reused, another channel's socket perhaps.
- * That cannot happen with a channel that keeps the contract; the check is
- * there for one that does not, and says so in the log. */
+/* Closes the socket of a record taken out of the list (whoever takes the
+ * record owns the socket: the channel through tr__listen_adopted, or its
+ * release), and frees it. */
 static void flight_close(flight_t *f) {
-  struct stat st;
-  if (fstat(f->fd, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino) {
-    close(f->fd);
-  } else {
-    static uint64_t misuses; /* atomic */
-    uint64_t n = __atomic_add_fetch(&misuses, 1, __ATOMIC_RELAXED);
-    tr_log(n == 1 ? TR_LOG_ERROR : TR_LOG_DEBUG,
-           "listener: the socket handed to the channel of process %d was taken without "
-           "tr__listen_adopted; it is not closed here (%llu so far)",
-           (int)f->pid, (unsigned long long)n);
-  }
+  close(f->fd);
   free(f);
 }
 
@@ -237,11 +220,8 @@ static int try_adopt(lstate_t *s, conn_t *c) {
   if (!expected(c->pid))
     return -1;
   flight_t *f = malloc(sizeof *f);
-  struct stat st;
   tr_msg_t *m = NULL;
-  const char *why = !f || tr_msg_new(&m) != 0 ? "out of memory"
-                    : fstat(c->fd, &st) != 0  ? "its socket cannot be looked at (fstat)"
-                                              : NULL;
+  const char *why = !f || tr_msg_new(&m) != 0 ? "out of memory" : NULL;
   if (why) {
     /* The channel then never hears from its child: its handshake timeout
      * kills the process. */
@@ -263,8 +243,6 @@ static int try_adopt(lstate_t *s, conn_t *c) {
   pid_t pid = c->pid;
   f->pid = pid;
   f->fd = fd;
-  f->dev = st.st_dev;
-  f->ino = st.st_ino;
   /* The record goes in with the expectation taken, under one lock: the
    * channel's release (which takes both) finds the one or the other. */
   pthread_mutex_lock(&L.lock);
