@@ -74,4 +74,45 @@ static inline void tr_test_procs_check(void) {
 }
 #endif
 
+/* tools/tractor-registry, the standalone registrar (its path in
+ * TR_REGISTRY_TOOL), started at addr, with --secret secret unless NULL:
+ * its pid once it accepts connections (no sleep decides: the connect
+ * says so), or -1. */
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "transport/listen.h"
+
+extern char **environ;
+
+static inline pid_t tr_test_registry_tool_start(const char *addr, const char *secret) {
+  const char *tool = getenv("TR_REGISTRY_TOOL");
+  struct sockaddr_in sa;
+  if (!tool || tr__addr_parse(addr, &sa) != 0)
+    return -1;
+  char *const plain[] = {(char *)tool, "--addr", (char *)addr, "-q", NULL};
+  char *const with[] = {(char *)tool, "--addr",        (char *)addr, "-q",
+                        "--secret",   (char *)secret, NULL};
+  pid_t pid;
+  if (posix_spawn(&pid, tool, NULL, NULL, secret ? with : plain, environ) != 0)
+    return -1;
+  for (int i = 0; i < 500; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0)
+      close(fd);
+    if (ok)
+      return pid;
+    nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return -1;
+}
+
 #endif

@@ -649,42 +649,6 @@ Test(discovery, registry_off_turns_discovery_off, .timeout = 30) {
 
 /* ---- a standalone registrar (tools/tractor-registry) -------------------------------------------- */
 
-#include <spawn.h>
-#include <sys/wait.h>
-
-extern char **environ;
-
-/* Starts tools/tractor-registry at addr (with --secret secret unless NULL). */
-static pid_t registry_tool_start(const char *addr, const char *secret) {
-  const char *tool = getenv("TR_REGISTRY_TOOL");
-  if (!tool)
-    return -1;
-  char *const plain[] = {(char *)tool, "--addr", (char *)addr, "-q", NULL};
-  char *const with[] = {(char *)tool, "--addr",        (char *)addr, "-q",
-                        "--secret",   (char *)secret, NULL};
-  char *const *argv = secret ? with : plain;
-  pid_t pid;
-  if (posix_spawn(&pid, tool, NULL, NULL, argv, environ) != 0)
-    return -1;
-  /* Serving once the port accepts (no sleep: the connect says so). */
-  struct sockaddr_in sa;
-  if (tr__addr_parse(addr, &sa) != 0)
-    return -1;
-  for (int i = 0; i < 500; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0)
-      close(fd);
-    if (ok)
-      return pid;
-    struct timespec ts = {0, 10 * MS};
-    nanosleep(&ts, NULL);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, NULL, 0);
-  return -1;
-}
-
 typedef struct tool_run {
   char addr[64];
   pid_t tool;
@@ -716,7 +680,7 @@ static int root_with_tool(void *arg) {
   tr_portal_t *g = NULL;
   tr_check(tr_find_actor("svc", &g) == -TR_EIO, "no registrar: a clear error, no hang");
   /* A new registrar takes the port over; a new registration lands there. */
-  t->tool = registry_tool_start(t->addr, NULL);
+  t->tool = tr_test_registry_tool_start(t->addr, NULL);
   t->restarted = t->tool > 0;
   tr_check(t->restarted, "a new registrar on the same port");
   tr_portal_t *q = NULL;
@@ -734,7 +698,7 @@ Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 6
      .init = setup, .fini = teardown) {
   tool_run_t t = {0};
   cr_assert_eq(tr__test_reserve_registry(t.addr, sizeof t.addr), 0);
-  t.tool = registry_tool_start(t.addr, NULL);
+  t.tool = tr_test_registry_tool_start(t.addr, NULL);
   cr_assert(t.tool > 0, "tractor-registry started at %s", t.addr);
   int rc = tr_main(0, NULL, root_with_tool, &t, NULL);
   cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
@@ -845,7 +809,7 @@ Test(auth, only_nodes_that_share_the_secret_are_let_in, .timeout = 60, .init = s
      .fini = teardown) {
   char addr[64];
   cr_assert_eq(tr__test_reserve_registry(addr, sizeof addr), 0);
-  pid_t tool = registry_tool_start(addr, "the registry's secret");
+  pid_t tool = tr_test_registry_tool_start(addr, "the registry's secret");
   cr_assert(tool > 0, "tractor-registry --secret started at %s", addr);
   cr_expect_eq(start_with(addr, "another secret"), -TR_EPERM);
   const tr_error_t *e = tr_error_last();
@@ -870,7 +834,7 @@ Test(auth, only_nodes_that_share_the_secret_are_let_in, .timeout = 60, .init = s
   kill(tool, SIGTERM);
   cr_expect_eq(waitpid(tool, &st, 0), tool);
   /* A registrar without a secret, a node with one. */
-  tool = registry_tool_start(addr, NULL);
+  tool = tr_test_registry_tool_start(addr, NULL);
   cr_assert(tool > 0);
   cr_expect_eq(start_with(addr, SECRET), -TR_EPERM, "a node with a secret, a registrar without");
   kill(tool, SIGTERM);

@@ -431,32 +431,6 @@ TR_TEST(node, handshakes_in_a_cancelled_scope_leak_nothing, .timeout = 60, .init
   return 0;
 }
 
-/* tractor-registry, the standalone registrar (TR_REGISTRY_TOOL), at addr:
- * its pid once it accepts connections, or -1. */
-extern char **environ;
-static pid_t registry_tool_start(const char *addr) {
-  const char *tool = getenv("TR_REGISTRY_TOOL");
-  struct sockaddr_in sa;
-  if (!tool || tr__addr_parse(addr, &sa) != 0)
-    return -1;
-  char *const argv[] = {(char *)tool, "--addr", (char *)addr, "-q", NULL};
-  pid_t pid;
-  if (posix_spawn(&pid, tool, NULL, NULL, argv, environ) != 0)
-    return -1;
-  for (int i = 0; i < 500; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0)
-      close(fd);
-    if (ok)
-      return pid;
-    nanosleep(&(struct timespec){0, 10 * MS}, NULL);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, NULL, 0);
-  return -1;
-}
-
 typedef struct lookups {
   pid_t tool;
   int others; /* results that were not -TR_ECANCELED */
@@ -501,7 +475,7 @@ Test(node, lookups_in_a_cancelled_scope_leak_nothing, .timeout = 60, .init = set
      .fini = teardown) {
   char addr[64];
   cr_assert_eq(tr__test_reserve_registry(addr, sizeof addr), 0);
-  lookups_t l = {.tool = registry_tool_start(addr)};
+  lookups_t l = {.tool = tr_test_registry_tool_start(addr, NULL)};
   cr_assert(l.tool > 0, "tractor-registry started at %s (TR_REGISTRY_TOOL)", addr);
   tr__test_slot_reset();
   int rc = tr_main(0, NULL, root_lookups, &l, NULL);
