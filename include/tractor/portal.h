@@ -320,7 +320,11 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
  *   -TR_EREMOTE     the function failed: tr_error_last is a
  *                   RemoteActorError whose boxed type, message and trace are
  *                   the remote error's, with the actor's name as source;
- *   -TR_ECLOSED     the actor has exited;
+ *   -TR_ECLOSED     the actor has exited: type TransportClosed, as the
+ *                   refusal of a send to it ("actor NAME has exited"),
+ *                   or boxed in a RemoteActorError with the actor as
+ *                   source when the call reached it (or the channel to
+ *                   its process) as it was going, which answered for it;
  *   -TR_ECANCELED   the caller is cancelled: before the call, nothing is
  *                   sent; while waiting, the remote task is cancelled too
  *                   (a Cancel for the call is sent, without waiting) and
