@@ -337,10 +337,12 @@ static int sock_opts(int fd) {
 static void chan_maybe_exit(chan_t *c);
 static void tick_post(chan_t *c);
 
-/* Every dialog between the two sides ends (the engine's peer loss). */
+/* Every dialog between the two sides ends (the engine's peer loss).  Not
+ * for a local actor that has exited (its C_GONE may still be on its way):
+ * it has no dialogs, and the notices would be dead letters. */
 static void post_lost(chan_t *c, int rc, const char *cause) {
   for (size_t i = 0; i < c->loc.n; i++)
-    for (size_t j = 0; j < c->prx.n; j++)
+    for (size_t j = 0; j < c->prx.n && !tr_actor_exited(c->loc.v[i].a); j++)
       (void)tr__rpc_post_peer_lost(c->loc.v[i].a, c->prx.v[j].uuid, rc, cause);
 }
 
