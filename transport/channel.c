@@ -36,6 +36,7 @@
 #include "transport/wire.h"
 
 int64_t tr__chan_peer_timeout_ns = TR_PEER_TIMEOUT_DEFAULT_NS;
+size_t tr__chan_wire_max = 256u << 20;
 
 /* A channel's own messages (body 0; never on the wire). */
 enum {
@@ -425,6 +426,13 @@ static int chan_queue(chan_t *c, tr_msg_t *m) {
     return rc;
   }
   tr_msg_free(m);
+  size_t waiting = c->q.tail - c->q.head;
+  if (waiting > tr__chan_wire_max) {
+    char cause[160];
+    snprintf(cause, sizeof cause, "the peer reads nothing: %zu bytes wait to be written", waiting);
+    chan_lost(c, -TR_EIO, cause);
+    return 0;
+  }
   if (!c->flush_sent && c->w) { /* before the watch, C_INIT flushes */
     c->flush_sent = 1;
     (void)tr_send_u64(tr_self(), C_FLUSH, 0);

@@ -66,9 +66,17 @@
 #include "runtime/rpc/rpc.h"
 
 /* tr_config_t.peer_timeout_ns as tr_run resolved it (-1: never), and its
- * default.  Heartbeats go a third of it apart on an idle channel. */
+ * default.  An idle channel sends a heartbeat once it has written nothing
+ * for a third of it. */
 extern int64_t tr__chan_peer_timeout_ns;
 #define TR_PEER_TIMEOUT_DEFAULT_NS (5 * 1000000000LL)
+
+/* Bytes a channel holds for its peer, unwritten because the peer does not
+ * read them, before it declares the peer dead (-TR_EIO, "reads nothing"):
+ * answers to calls have no credit window, so a peer that sends calls and
+ * reads no answers would otherwise make this side buffer them for ever.
+ * 256 MiB; tests lower it.  Threads: set before channels exist. */
+extern size_t tr__chan_wire_max;
 
 /* Environment of a child process: where its parent listens. */
 #define TR_PARENT_ADDR_ENV "TR_PARENT_ADDR"

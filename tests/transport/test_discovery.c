@@ -715,6 +715,7 @@ Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 6
 /* ---- trust: authenticated handshakes (transport/auth.h) ----------------------------------- */
 
 #include "transport/auth.h"
+#include "transport/channel.h"
 #include "transport/hello.h"
 
 #define SECRET "correct horse battery staple"
@@ -1045,6 +1046,71 @@ TR_TEST(discovery, frames_for_nobody_make_no_actors, .timeout = 60, .init = setu
   /* The peer's channel and proxy, and the proxy the answer went through. */
   tr_check(f.live <= before.actors_live + 3, "%llu actors live, %llu before",
            (unsigned long long)f.live, (unsigned long long)before.actors_live);
+  return 0;
+}
+
+/* A peer that sends calls and reads none of the answers: once 1 MiB of
+ * them waits in the channel (tr__chan_wire_max, 256 MiB by default), the
+ * peer is dead and its connection closed, rather than buffered for ever.
+ * 100,000 Starts to nobody, each answered by an Error of about 100 bytes:
+ * ~10 MB, more than the kernel's buffers and the mark together. */
+typedef struct deaf {
+  int rc, closed;
+  char why[160];
+} deaf_t;
+
+static void *deaf_run(void *arg) {
+  deaf_t *d = arg;
+  uint8_t me[TR_UUID_LEN];
+  for (size_t i = 0; i < sizeof me; i++)
+    me[i] = (uint8_t)(0x3c ^ i);
+  tr_hello_info_t hi = {.name = "deaf", .uuid = me};
+  tr_msg_t *hello = NULL, *peer = NULL, *m;
+  int fd = dial_registry();
+  /* A fixed receive buffer: the kernel's own buffering stays well below
+   * the answers' 10 MB, and the final read (a window above the MSS) is
+   * quick. */
+  int rcvbuf = 256 << 10;
+  if (fd >= 0)
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  d->rc = fd < 0 || tr__hello_new(&hi, &hello) != 0
+              ? -1
+              : tr__hs_initiate(fd, hello, tr_now() + 5000 * MS, &peer, d->why, sizeof d->why);
+  tr_msg_free(hello);
+  tr_msg_free(peer);
+  for (int i = 0; d->rc == 0 && i < 100000 && tr_msg_new(&m) == 0; i++) {
+    m->body = TR_BODY_START;
+    m->cid = (uint64_t)i + 1;
+    struct tr_envx *x = tr__envx_get(m);
+    x->has_src = x->has_dst = 1;
+    memcpy(x->src.uuid, me, TR_UUID_LEN);
+    memset(x->dst.uuid, 0xee, TR_UUID_LEN);
+    (void)tr__envx_set_start(x, "nobody", "here");
+    if (send_frame(fd, m) != 0)
+      break; /* already closed on us: what the test waits for */
+  }
+  /* Now read: what was written, then the end (EOF or a reset).  A channel
+   * that buffered everything would keep the connection open: the 5 s
+   * receive timeout ends the read then, with closed = 0. */
+  char buf[65536];
+  ssize_t k;
+  while ((k = recv(fd, buf, sizeof buf, 0)) > 0)
+    ;
+  d->closed = k == 0 || (k < 0 && errno == ECONNRESET);
+  if (fd >= 0)
+    close(fd);
+  return NULL;
+}
+
+TR_TEST(discovery, a_peer_that_reads_no_answers_is_dropped, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  static deaf_t d; /* the thread's: read after the wait */
+  size_t mark = tr__chan_wire_max;
+  tr__chan_wire_max = 1u << 20;
+  tr_assert_rc(tr_to_thread(deaf_run, &d, NULL), 0);
+  tr__chan_wire_max = mark;
+  tr_check(d.rc == 0, "the handshake (%d: %s)", d.rc, d.why);
+  tr_check(d.closed, "the connection was closed on the deaf peer");
   return 0;
 }
 
