@@ -1020,8 +1020,8 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
    * starts, rather than a child that waits for a spec that cannot come. */
   if (tr_buf_len(req->args) > TR_REMOTE_VALUE_MAX)
     return TR_ERROR(-TR_EMSGSIZE,
-                    "the arguments of %s (%zu bytes) are larger than a value for a process child "
-                    "may be (TR_REMOTE_VALUE_MAX, %u bytes)",
+                    "the arguments of %s: %zu bytes, more than a value for a process child may "
+                    "hold (TR_REMOTE_VALUE_MAX, %u bytes)",
                     req->run_func ? req->run_func : req->name, tr_buf_len(req->args),
                     (unsigned)TR_REMOTE_VALUE_MAX);
   chan_t *c = chan_alloc();

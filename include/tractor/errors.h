@@ -96,9 +96,9 @@ const char *tr_errtype(int rc);
  *    type says "RemoteActorError" (NULL when not boxed);
  *  - source type: the type where the error was first raised, whatever
  *    the relays (tractor's src_type; NULL when not boxed);
- *  - message, source actor uid, relay path (the uids of the actors that
- *    passed the error on after its source), canceller uid (for
- *    ContextCancelled);
+ *  - message, source actor (name and uid), relay path (the actors that
+ *    passed the error on after its source: names through tr_error_relay,
+ *    uids through tr_error_relay_uid), canceller (for ContextCancelled);
  *  - trace: "file:line function" hops, index 0 where the error was raised,
  *    then each caller that passed it on with TR_TRACE;
  *  - for -TR_EGROUP, the member errors, each a tr_error_t.

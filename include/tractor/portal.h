@@ -444,8 +444,10 @@ typedef struct tr_ctx_opts {
  * (16 MiB) less room for the envelope.  A larger one is refused where it
  * is sent, with -TR_EMSGSIZE and an error object naming the sizes: the
  * call, tr_stream_send or tr_ctx_started returns it; a function whose
- * result is too large fails the call with it, and tr_run_in_actor_opts
- * with a process child refuses such arguments before it starts anything.
+ * result is too large fails in the callee with it, so its caller gets
+ * -TR_EREMOTE with boxed type MessageTooLarge (a failure of the remote
+ * function, as any other); and tr_run_in_actor_opts with a process child
+ * refuses such arguments before it starts anything.
  * Between actors of one process values are not copied and have no limit. */
 #define TR_REMOTE_VALUE_MAX ((16u << 20) - (64u << 10))
 

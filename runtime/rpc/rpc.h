@@ -317,7 +317,7 @@ static inline int tr__rpc_fits(tr_actor_t *peer, const tr_buf_t *v, const char *
   if (TR_LIKELY(!tr__actor_is_proxy(peer)) || tr_buf_len(v) <= TR_REMOTE_VALUE_MAX)
     return 0;
   return TR_ERROR(-TR_EMSGSIZE,
-                  "%s (%zu bytes) is larger than a value for actor %s in another process may be "
+                  "%s: %zu bytes, more than a value for actor %s in another process may hold "
                   "(TR_REMOTE_VALUE_MAX, %u bytes)",
                   what, tr_buf_len(v), tr_actor_name(peer), (unsigned)TR_REMOTE_VALUE_MAX);
 }

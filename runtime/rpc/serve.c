@@ -554,10 +554,10 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
   const char *const *enable = opts ? opts->enable : NULL;
   size_t n_enable = opts ? opts->n_enable : 0;
   if (n_enable && !enable)
-    return TR_ERROR(-TR_EINVAL, "opts.enable is NULL but opts.n_enable is %zu", n_enable);
+    return TR_ERROR(-TR_EINVAL, "the enable list is NULL but says it has %zu entries", n_enable);
   for (size_t i = 0; i < n_enable; i++)
     if (!enable[i])
-      return TR_ERROR(-TR_EINVAL, "opts.enable[%zu] is NULL", i);
+      return TR_ERROR(-TR_EINVAL, "entry %zu of the enable list is NULL", i);
   tr_portal_t *p = calloc(1, sizeof(*p));
   if (!p)
     return TR__ENOMEM();

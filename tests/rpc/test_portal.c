@@ -119,7 +119,7 @@ TR_TEST(portal, start_actor_refuses_a_null_enable_list, .timeout = 60) {
   tr_check(p == NULL && tr_error_last() && strstr(tr_error_message(tr_error_last()), "enable"),
            "an error object names the field");
   tr_check_rc(tr_start_actor_opts(an, "b", &hole, &p), -TR_EINVAL);
-  tr_check(p == NULL && tr_error_last() && strstr(tr_error_message(tr_error_last()), "enable[1]"),
+  tr_check(p == NULL && tr_error_last() && strstr(tr_error_message(tr_error_last()), "entry 1"),
            "and the entry");
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   return 0;
