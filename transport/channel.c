@@ -427,7 +427,7 @@ static int chan_queue(chan_t *c, tr_msg_t *m) {
   }
   tr_msg_free(m);
   size_t waiting = c->q.tail - c->q.head;
-  if (waiting > tr__chan_wire_max) {
+  if (waiting > __atomic_load_n(&tr__chan_wire_max, __ATOMIC_RELAXED)) {
     char cause[160];
     snprintf(cause, sizeof cause, "the peer reads nothing: %zu bytes wait to be written", waiting);
     chan_lost(c, -TR_EIO, cause);

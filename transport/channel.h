@@ -75,7 +75,8 @@ extern int64_t tr__chan_peer_timeout_ns;
  * read them, before it declares the peer dead (-TR_EIO, "reads nothing"):
  * answers to calls have no credit window, so a peer that sends calls and
  * reads no answers would otherwise make this side buffer them for ever.
- * 256 MiB; tests lower it.  Threads: set before channels exist. */
+ * 256 MiB; tests lower it.  Threads: any, with relaxed atomic loads and
+ * stores (channels read it as they queue). */
 extern size_t tr__chan_wire_max;
 
 /* Environment of a child process: where its parent listens. */

@@ -1119,10 +1119,10 @@ static void *deaf_run(void *arg) {
 TR_TEST(discovery, a_peer_that_reads_no_answers_is_dropped, .timeout = 60, .init = setup,
         .fini = teardown) {
   static deaf_t d; /* the thread's: read after the wait */
-  size_t mark = tr__chan_wire_max;
-  tr__chan_wire_max = 1u << 20;
+  size_t mark = __atomic_load_n(&tr__chan_wire_max, __ATOMIC_RELAXED);
+  __atomic_store_n(&tr__chan_wire_max, (size_t)1 << 20, __ATOMIC_RELAXED);
   tr_assert_rc(tr_to_thread(deaf_run, &d, NULL), 0);
-  tr__chan_wire_max = mark;
+  __atomic_store_n(&tr__chan_wire_max, mark, __ATOMIC_RELAXED);
   tr_check(d.rc == 0, "the handshake (%d: %s)", d.rc, d.why);
   tr_check(d.closed, "the connection was closed on the deaf peer after %d Starts (%s)", d.sent,
            d.why);
