@@ -23,8 +23,12 @@
  * process), under the name it was given, with the address its process
  * listens on (tr_config_t.bind_addr's host, a port of the kernel's
  * choice; the registrar's own node listens on the registry address).  An
- * actor registers when it starts, before it serves its first call, and
- * unregisters when it exits, also when it is cancelled.  An entry whose
+ * actor registers when it starts, before it serves its first call (calls
+ * that come meanwhile wait), and unregisters when it exits, also when it
+ * is cancelled.  A registrar that cannot be reached delays the first call
+ * by at most the registrar call's bound (5 s; a refused connection fails
+ * at once): the actor then serves unregistered, with a logged warning.
+ * An entry whose
  * actor is gone without unregistering (its process was killed, its
  * connection to the registrar broke) is dropped by the registrar when it
  * next answers; one whose node no longer accepts connections is deleted by
