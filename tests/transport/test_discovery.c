@@ -679,6 +679,16 @@ static int root_with_tool(void *arg) {
   tr_check(again == pid, "the child answers over the channel it had");
   tr_portal_t *g = NULL;
   tr_check(tr_find_actor("svc", &g) == -TR_EIO, "no registrar: a clear error, no hang");
+  /* A daemon started now registers first, is refused at once, and serves
+   * unregistered (discovery.h): its first call is not held up. */
+  tr_portal_t *u = NULL;
+  tr_actor_opts_t ot = svc_opts(TR_SPAWN_THREAD);
+  int64_t t0 = tr_now();
+  tr_check_rc(tr_start_actor_opts(an, "unlisted", &ot, &u), 0);
+  uint64_t upid = u ? call_pid(u, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_check(upid == (uint64_t)getpid() && tr_now() - t0 < 2000 * MS,
+           "it serves unregistered, at once (%lld ms)", (long long)((tr_now() - t0) / MS));
   /* A new registrar takes the port over; a new registration lands there. */
   t->tool = tr_test_registry_tool_start(t->addr, NULL);
   t->restarted = t->tool > 0;
@@ -690,6 +700,7 @@ static int root_with_tool(void *arg) {
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
   tr_portal_release(q);
+  tr_portal_release(u);
   tr_portal_release(f);
   return 0;
 }
