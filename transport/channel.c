@@ -344,7 +344,8 @@ static void tick_post(chan_t *c);
 static void post_lost(chan_t *c, int rc, const char *cause) {
   for (size_t i = 0; i < c->loc.n; i++)
     for (size_t j = 0; j < c->prx.n && !tr_actor_exited(c->loc.v[i].a); j++)
-      (void)tr__rpc_post_peer_lost(c->loc.v[i].a, c->prx.v[j].uuid, rc, cause);
+      (void)tr__rpc_post_peer_lost(c->loc.v[i].a, c->prx.v[j].uuid, tr_actor_id(tr_self()), rc,
+                                   cause);
 }
 
 /* The connection ended (rc -TR_ECLOSED at EOF, else -TR_EIO or

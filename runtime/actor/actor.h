@@ -179,6 +179,12 @@ static inline int tr__actor_is_proxy(const struct tr_actor *a) {
   return (tr_load_relaxed(&a->flags) & TR_AF_PROXY) != 0;
 }
 
+/* The channel proxy a's messages go through (its state, above), or NULL
+ * when a is no proxy.  Borrowed.  Threads: any holding a reference to a. */
+static inline struct tr_actor *tr__proxy_channel(const struct tr_actor *a) {
+  return a && tr__actor_is_proxy(a) ? (struct tr_actor *)a->state : NULL;
+}
+
 int tr__actor_spawn(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
                     struct tr_tasks *tasks, tr_actor_t **ref);
 

@@ -737,15 +737,16 @@ int tr_ctx_close(tr_ctx_t *c, tr_buf_t **result) {
 
 /* ---- peer loss ------------------------------------------------------------- */
 
-void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc,
+void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], uint64_t via, int rc,
                        const char *cause) {
   tr_tasks_t *ts = self->tasks;
   if (!ts)
     return;
   int n = 0;
   for (tr_ctx_t *c = ts->rpc->dialogs; c; c = c->next) {
-    if (memcmp(c->peer_uuid, uuid, TR_UUID_LEN) != 0 || c->kind == KIND_ACTOR_CANCEL)
-      continue;                  /* an actor cancel's wait is bounded: it ends unacknowledged */
+    if (memcmp(c->peer_uuid, uuid, TR_UUID_LEN) != 0 || c->kind == KIND_ACTOR_CANCEL ||
+        (via && tr_actor_id(tr__proxy_channel(c->peer)) != via))
+      continue; /* an actor cancel's wait is bounded: it ends unacknowledged */
     if (c->kind == KIND_CHILD) { /* a child of this actor's nursery */
       tr__an_child_lost(c, rc, cause);
       n++;
@@ -773,7 +774,7 @@ void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc
   tr_log(TR_LOG_INFO, "peer lost (%s): %d dialog(s) ended", cause ? cause : "no reason given", n);
 }
 
-int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], int rc,
+int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], uint64_t via, int rc,
                            const char *cause) {
   size_t clen = cause ? strlen(cause) : 0;
   tr_buf_t *b;
@@ -783,5 +784,6 @@ int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], int 
   memcpy(tr_buf_wdata(b), uuid, TR_UUID_LEN);
   if (clen)
     memcpy((uint8_t *)tr_buf_wdata(b) + TR_UUID_LEN, cause, clen);
-  return tr__send_body(to, TR_BODY_LOCAL_PEER_LOST, 0, (uint64_t)(rc < 0 ? -rc : rc), b);
+  /* The way lost rides in the cid, which a local notice does not use. */
+  return tr__send_body(to, TR_BODY_LOCAL_PEER_LOST, via, (uint64_t)(rc < 0 ? -rc : rc), b);
 }

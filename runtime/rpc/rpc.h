@@ -365,16 +365,22 @@ static inline void tr__on_yield(tr_ctx_t *c, tr_msg_t *m) {
 
 /*
  * Peer loss (issue 9 item 4): the one entry point that ends every dialog
- * actor self has with the peer of uuid `uuid`.  A caller-side dialog ends
- * with rc (-TR_ECLOSED for an orderly end of the channel, -TR_EIO when it
- * broke) and an error naming the cause, so that no waiting call hangs; a
- * callee-side dialog has its task cancelled (its caller is gone).  Runs in
- * self's turn: tr__rpc_post_peer_lost delivers it there from anywhere.
+ * actor self has with the peer of uuid `uuid` over the way that was lost:
+ * `via`, the id of the channel whose proxies the dialogs send to
+ * (tr__proxy_channel: a channel may have several proxies of one peer), or
+ * 0 for every way.  Other dialogs with that peer go on: a child
+ * process whose node connection to this process ends (its registration,
+ * say) is not lost while its own channel, which carries its life dialog,
+ * still runs.  A caller-side dialog ends with rc (-TR_ECLOSED for an
+ * orderly end of the channel, -TR_EIO when it broke) and an error naming
+ * the cause, so that no waiting call hangs; a callee-side dialog has its
+ * task cancelled (its caller is gone).  Runs in self's turn:
+ * tr__rpc_post_peer_lost delivers it there from anywhere.
  * Ownership: borrows cause.  Threads: self's turn / any.
  */
-void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], int rc,
+void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], uint64_t via, int rc,
                        const char *cause);
-int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], int rc,
+int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], uint64_t via, int rc,
                            const char *cause);
 
 /*

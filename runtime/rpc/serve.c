@@ -415,7 +415,7 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
         clen = sizeof cause - 1;
       memcpy(cause, p + TR_UUID_LEN, clen);
       cause[clen] = '\0';
-      tr__rpc_peer_lost(a, p, -(int)m->u64, cause);
+      tr__rpc_peer_lost(a, p, m->cid, -(int)m->u64, cause);
     } else {
       why = "a peer-lost notice without a uuid";
       level = TR_LOG_WARN;

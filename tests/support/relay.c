@@ -347,7 +347,7 @@ static void end_a(void *state, tr_msg_t *m) {
       if (p->broken)
         break;
       p->broken = 1;
-      tr__rpc_post_peer_lost(p->caller, p->callee_uuid, p->break_rc, p->break_cause);
+      tr__rpc_post_peer_lost(p->caller, p->callee_uuid, 0, p->break_rc, p->break_cause);
       (void)tr_send_u64(p->b, BREAK_B, 0);
       break;
     case STOP_ACK:
@@ -383,7 +383,7 @@ static void end_b(void *state, tr_msg_t *m) {
       (void)tr_send_u64(tr_self(), STOP_LAST, 0);
       break;
     case BREAK_B:
-      tr__rpc_post_peer_lost(p->callee, p->caller_uuid, p->break_rc, p->break_cause);
+      tr__rpc_post_peer_lost(p->callee, p->caller_uuid, 0, p->break_rc, p->break_cause);
       /* fallthrough */
     case STOP_LAST:
       (void)tr_send_u64(p->a, STOP_ACK, 0);
@@ -430,7 +430,7 @@ static void a_done(pair_t *p, int rc, const char *cause) {
   loss_reason(p, &rc, &cause);
   p->broken = 1;
   unlist(p);
-  tr__rpc_post_peer_lost(p->caller, p->callee_uuid, rc, cause);
+  tr__rpc_post_peer_lost(p->caller, p->callee_uuid, 0, rc, cause);
 }
 
 /* A goes once B has acked and everything B wrote before is delivered. */
@@ -458,7 +458,7 @@ static void b_done(pair_t *p, int rc, const char *cause) {
   loss_reason(p, &rc, &cause);
   p->b_lost = 1;
   unlist(p);
-  tr__rpc_post_peer_lost(p->callee, p->caller_uuid, rc, cause);
+  tr__rpc_post_peer_lost(p->callee, p->caller_uuid, 0, rc, cause);
   b_ack_exit(p);
 }
 
