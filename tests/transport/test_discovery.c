@@ -991,19 +991,53 @@ static int send_frame(int fd, tr_msg_t *m) {
   return rc;
 }
 
+/* A peer node by hand: dials this node's listener (the registry address),
+ * with a receive buffer of rcvbuf bytes unless 0 and sends bounded to
+ * 10 s, and handshakes as `name` with uuid me.  Returns the handshake's
+ * result (0, or -1 when the dial failed) with *fd (-1 or a socket to
+ * close), the reason in why. */
+static int peer_node_dial(const char *name, const uint8_t me[TR_UUID_LEN], int rcvbuf, int *fd,
+                          char *why, size_t len) {
+  tr_hello_info_t hi = {.name = name, .uuid = me};
+  tr_msg_t *hello = NULL, *peer = NULL;
+  struct timeval tv = {10, 0};
+  *fd = dial_registry();
+  if (*fd >= 0 && rcvbuf > 0)
+    (void)setsockopt(*fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  if (*fd >= 0)
+    (void)setsockopt(*fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  int rc = *fd < 0 || tr__hello_new(&hi, &hello) != 0
+               ? -1
+               : tr__hs_initiate(*fd, hello, tr_now() + 5000 * MS, &peer, why, len);
+  tr_msg_free(hello);
+  tr_msg_free(peer);
+  return rc;
+}
+
+/* A Start of dialog cid from `me` to an actor nobody has (NULL: out of
+ * memory). */
+static tr_msg_t *start_to_nobody(const uint8_t me[TR_UUID_LEN], uint64_t cid) {
+  tr_msg_t *m;
+  if (tr_msg_new(&m) != 0)
+    return NULL;
+  m->body = TR_BODY_START;
+  m->cid = cid;
+  struct tr_envx *x = tr__envx_get(m);
+  x->has_src = x->has_dst = 1;
+  memcpy(x->src.uuid, me, TR_UUID_LEN);
+  memset(x->dst.uuid, 0xee, TR_UUID_LEN);
+  (void)tr__envx_set_start(x, "nobody", "here");
+  return m;
+}
+
 static void *flood_run(void *arg) {
   flood_t *f = arg;
   uint8_t me[TR_UUID_LEN];
   for (size_t i = 0; i < sizeof me; i++)
     me[i] = (uint8_t)(0x5a ^ i);
-  tr_hello_info_t hi = {.name = "flooder", .uuid = me};
-  tr_msg_t *hello = NULL, *peer = NULL, *m;
-  int fd = dial_registry();
-  f->rc = fd < 0 || tr__hello_new(&hi, &hello) != 0
-              ? -1
-              : tr__hs_initiate(fd, hello, tr_now() + 5000 * MS, &peer, f->why, sizeof f->why);
-  tr_msg_free(hello);
-  tr_msg_free(peer);
+  int fd;
+  tr_msg_t *m;
+  f->rc = peer_node_dial("flooder", me, 0, &fd, f->why, sizeof f->why);
   uint64_t seed = 0x9e3779b97f4a7c15ull;
   for (int i = 0; f->rc == 0 && i < f->n; i++) {
     if (tr_msg_new(&m) != 0)
@@ -1019,14 +1053,7 @@ static void *flood_run(void *arg) {
     }
     f->rc = send_frame(fd, m);
   }
-  if (f->rc == 0 && tr_msg_new(&m) == 0) {
-    m->body = TR_BODY_START;
-    m->cid = 7;
-    struct tr_envx *x = tr__envx_get(m);
-    x->has_src = x->has_dst = 1;
-    memcpy(x->src.uuid, me, TR_UUID_LEN);
-    memset(x->dst.uuid, 0xee, TR_UUID_LEN);
-    (void)tr__envx_set_start(x, "nobody", "here");
+  if (f->rc == 0 && (m = start_to_nobody(me, 7)) != NULL) {
     f->rc = send_frame(fd, m);
     while (f->rc == 0 && (m = read_frame(fd)) != NULL) {
       int done = m->body == TR_BODY_ERROR && m->cid == 7; /* heartbeats aside */
@@ -1078,29 +1105,12 @@ static void *deaf_run(void *arg) {
   uint8_t me[TR_UUID_LEN];
   for (size_t i = 0; i < sizeof me; i++)
     me[i] = (uint8_t)(0x3c ^ i);
-  tr_hello_info_t hi = {.name = "deaf", .uuid = me};
-  tr_msg_t *hello = NULL, *peer = NULL, *m;
-  int fd = dial_registry();
-  /* Bounded buffers: the kernel's share of the answers stays small. */
-  int rcvbuf = 256 << 10;
-  struct timeval tv = {10, 0}; /* a send that blocks this long fails the test */
-  if (fd >= 0) {
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  }
-  d->rc = fd < 0 || tr__hello_new(&hi, &hello) != 0
-              ? -1
-              : tr__hs_initiate(fd, hello, tr_now() + 5000 * MS, &peer, d->why, sizeof d->why);
-  tr_msg_free(hello);
-  tr_msg_free(peer);
-  for (int i = 0; d->rc == 0 && i < 2000000 && tr_msg_new(&m) == 0; i++) {
-    m->body = TR_BODY_START;
-    m->cid = (uint64_t)i + 1;
-    struct tr_envx *x = tr__envx_get(m);
-    x->has_src = x->has_dst = 1;
-    memcpy(x->src.uuid, me, TR_UUID_LEN);
-    memset(x->dst.uuid, 0xee, TR_UUID_LEN);
-    (void)tr__envx_set_start(x, "nobody", "here");
+  int fd;
+  tr_msg_t *m;
+  /* A bounded receive buffer: the kernel's share of the answers stays
+   * small.  A send that blocks 10 s fails the test. */
+  d->rc = peer_node_dial("deaf", me, 256 << 10, &fd, d->why, sizeof d->why);
+  for (int i = 0; d->rc == 0 && i < 2000000 && (m = start_to_nobody(me, (uint64_t)i + 1)); i++) {
     uint8_t *fr = NULL;
     size_t len = 0;
     int erc = tr__frame_encode(m, 0, &fr, &len);
