@@ -593,6 +593,8 @@ static void chan_read(chan_t *c, int hup) {
        * still unread, so the channel reminds itself. */
       if (tr_send_u64(tr_self(), C_READ, (uint64_t)hup) != 0)
         chan_lost(c, -TR_EIO, "out of memory");
+      else
+        tr__actor_yield(); /* or the reminder would come in this turn */
       return;
     }
     ssize_t k = recv(c->fd, c->rbuf, RBUF_LEN, MSG_DONTWAIT);

@@ -546,6 +546,10 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
     if (w->cur_msg)
       tr__msg_dispose(w, w->cur_msg);
     w->cur_msg = NULL;
+    if (TR_UNLIKELY(w->yield_turn)) { /* first: the flag is this turn's */
+      w->yield_turn = 0;
+      break;
+    }
     if (tr_load_relaxed(&a->flags) & TR_AF_EXIT_REQ)
       break;
     stopping = tr_load_relaxed(&tr__actors.stopping) != 0;
@@ -557,7 +561,13 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
     return;
   }
   if (handled == batch || !tr__mbox_mark_empty_sc(&a->mbox))
-    tr__schedule(w, a, 0); /* more to do: back of the queue */
+    tr__sched_requeue(w, a); /* more to do: back of the queue */
+}
+
+void tr__actor_yield(void) {
+  tr_worker_t *w = tr__worker_self();
+  if (w && w->cur_actor && !w->cur_task)
+    w->yield_turn = 1;
 }
 
 /* ---- shutdown ------------------------------------------------------------ */

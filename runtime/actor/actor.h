@@ -225,6 +225,16 @@ void tr__actor_hang_report(int64_t since_ns);
  * Returns 0, or -TR_ECLOSED if it has exited.  Threads: any. */
 int tr__actor_request_cancel(struct tr_actor *a, int force);
 
+/* Ends the running behaviour actor's turn after the message it is
+ * handling: what is left in its mailbox waits behind the other runnable
+ * actors of the worker (the back of its queue), and the worker looks at
+ * the inject queue first (tr__sched_requeue).  For a behaviour that has
+ * done a budget's worth of work and sent itself a reminder to go on (the
+ * channel's reads): without it the reminder would be handled in the same
+ * turn, up to the turn's batch of messages.  Threads: a behaviour (a no-op
+ * elsewhere). */
+void tr__actor_yield(void);
+
 /* Wakes tr_join/tr_run waiters. */
 void tr__rt_broadcast(void);
 

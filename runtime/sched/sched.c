@@ -357,6 +357,13 @@ static struct tr_actor *find_work(tr_worker_t *w) {
   return steal(w);
 }
 
+void tr__sched_requeue(tr_worker_t *w, struct tr_actor *a) {
+  tr__schedule(w, a, 0);
+  /* find_work's ++tick then lands on a multiple of 61 (an unsigned wrap
+   * only shifts the period once). */
+  w->tick = w->tick / 61 * 61 + 60;
+}
+
 static inline void run(tr_worker_t *w, struct tr_actor *a) {
   /* Thieves compare this to tell a stuck worker from a busy one. */
   tr_store_relaxed(&w->turns, w->turns + 1);

@@ -55,6 +55,7 @@ typedef struct tr_worker {
   unsigned next_streak __attribute__((aligned(TR_CACHELINE)));
   unsigned turn_sends; /* tr_send calls in the current turn */
   int helping;         /* inside tr__sched_help (no nesting beyond one) */
+  int yield_turn;      /* the running behaviour asked to end its turn (tr__actor_yield) */
   /* Thief's memory of each victim's next slot at its previous look. */
   struct {
     struct tr_actor *slot;
@@ -146,6 +147,15 @@ tr_worker_t *tr__worker_self(void);
  * `hot` puts it in w's next slot (the sender's core runs it next);
  * otherwise at the back of w's queue, or in the inject queue. */
 void tr__schedule(tr_worker_t *w, struct tr_actor *a, int hot);
+
+/* Puts a, whose turn on worker w has just ended with work left (its batch
+ * used, messages that came in during the turn, or tr__actor_yield), at the
+ * back of w's queue, and makes w look at the inject queue before anything
+ * else, as it does every 61 turns: actors woken by other threads (timers,
+ * fd readiness the reactor reports, sends from plain threads) are not left
+ * behind a busy actor for 61 of its turns.  An empty inject queue costs
+ * one relaxed load.  Threads: worker w. */
+void tr__sched_requeue(tr_worker_t *w, struct tr_actor *a);
 
 /* Starts nworkers workers (tr__rt's locks are initialised by the caller).
  * Returns 0 or -TR_ENOMEM. */

@@ -503,7 +503,7 @@ static void task_turn(tr_worker_t *w, struct tr_actor *a) {
     return;
   }
   if (handled == batch || !tr__mbox_mark_empty_sc(&a->mbox))
-    tr__schedule(w, a, 0);
+    tr__sched_requeue(w, a); /* more to do: back of the queue */
 }
 
 void tr__tasks_stop(struct tr_actor *a) {

@@ -5,15 +5,20 @@
  *   - the inject queue (sends from non-worker threads) is not starved;
  *   - a worker stuck in one long turn gives up its next slot to a thief;
  *   - a behaviour sending in a long loop lets the actors it feeds run
- *     (nested turns at send points), so their mailboxes stay short.
+ *     (nested turns at send points), so their mailboxes stay short;
+ *   - a turn that ends with work left sends the worker to the inject
+ *     queue first, and tr__actor_yield ends a turn after its message.
  * Each would show up here as a hang (caught by the timeout) or a count
  * out of bounds.
  */
 #include <criterion/criterion.h>
+#include <sched.h>
 #include <stdint.h>
 #include <time.h>
 
 #include <tractor/actor.h>
+
+#include "runtime/actor/actor.h" /* tr__actor_yield */
 
 enum { T_KICK = 1, T_STOP, T_DATA };
 
@@ -266,5 +271,131 @@ Test(fairness, long_send_loop_two_workers, .timeout = 120) {
    * four of them can fall behind one producer (more so under TSan): only
    * require that they ran during the loop, not after it. */
   cr_assert_lt(l.x.max_backlog, LOOP_N - 1, "backlog reached %lu", (unsigned long)l.x.max_backlog);
+  assert_clean();
+}
+
+/* ---- turns that end with work left ---------------------------------------- */
+
+/* Sends itself the message it handles, for ever (counting them), and ends
+ * its turn after each one when `yield` (as the channel does after a read
+ * budget).  Notes the largest gap between its count and the other one's. */
+struct busy {
+  uint64_t count;     /* atomic */
+  struct busy *other; /* NULL: none */
+  uint64_t max_gap;
+  int yield;
+};
+
+static void busy_behaviour(void *state, tr_msg_t *m) {
+  struct busy *b = state;
+  if (m->tag == T_STOP) {
+    tr_actor_exit();
+    return;
+  }
+  uint64_t mine = __atomic_add_fetch(&b->count, 1, __ATOMIC_RELEASE);
+  if (b->other) {
+    uint64_t theirs = __atomic_load_n(&b->other->count, __ATOMIC_ACQUIRE);
+    uint64_t gap = mine > theirs ? mine - theirs : theirs - mine;
+    if (gap > b->max_gap)
+      b->max_gap = gap;
+  }
+  if (tr_send(tr_self(), m) != 0)
+    tr_actor_exit();
+  if (b->yield)
+    tr__actor_yield();
+}
+
+#define KICKS 5
+
+struct busy_ctx {
+  struct busy a, b;
+  uint64_t at_kick[KICKS]; /* a's count just before the root kicked latecomer i */
+  uint64_t at_late[KICKS]; /* ... when latecomer i ran (atomic) */
+  uint32_t ran[KICKS];     /* atomic: latecomer i ran */
+  tr_actor_t *stop[2];     /* owned by the last latecomer */
+  int two;                 /* a and b, else a and the latecomers */
+};
+
+struct latecomer {
+  struct busy_ctx *x;
+  int i;
+};
+
+/* Notes a's count; the last one stops the busy actors. */
+static void latecomer_behaviour(void *state, tr_msg_t *m) {
+  struct latecomer *l = state;
+  struct busy_ctx *x = l->x;
+  (void)m;
+  x->at_late[l->i] = __atomic_load_n(&x->a.count, __ATOMIC_ACQUIRE);
+  __atomic_store_n(&x->ran[l->i], 1, __ATOMIC_RELEASE);
+  if (l->i == KICKS - 1)
+    for (int i = 0; i < 2; i++)
+      if (x->stop[i]) {
+        (void)tr_send_u64(x->stop[i], T_STOP, 0);
+        tr_actor_release(x->stop[i]);
+      }
+  tr_actor_exit();
+}
+
+static int busy_root(void *arg) {
+  struct busy_ctx *x = arg;
+  static struct latecomer lc[KICKS];
+  tr_actor_t *late[KICKS];
+  cr_assert_eq(tr_spawn(busy_behaviour, &x->a, NULL, &x->stop[0]), 0);
+  if (x->two)
+    cr_assert_eq(tr_spawn(busy_behaviour, &x->b, NULL, &x->stop[1]), 0);
+  for (int i = 0; i < KICKS; i++) {
+    lc[i] = (struct latecomer){x, i};
+    cr_assert_eq(tr_spawn(latecomer_behaviour, &lc[i], NULL, &late[i]), 0);
+  }
+  cr_assert_eq(tr_send_u64(x->stop[0], T_DATA, 0), 0);
+  if (x->two)
+    cr_assert_eq(tr_send_u64(x->stop[1], T_DATA, 0), 0);
+  for (int i = 0; i < KICKS; i++) {
+    /* Apart by a few thousand messages, so the kicks land at unrelated
+     * points of the worker's 61-turn period. */
+    uint64_t from = __atomic_load_n(&x->a.count, __ATOMIC_ACQUIRE);
+    while (__atomic_load_n(&x->a.count, __ATOMIC_ACQUIRE) < from + 1000 + 997 * (uint64_t)i)
+      sched_yield();
+    x->at_kick[i] = __atomic_load_n(&x->a.count, __ATOMIC_ACQUIRE);
+    cr_assert_eq(tr_send_u64(late[i], T_KICK, 0), 0); /* from the root thread: the inject queue */
+    tr_actor_release(late[i]);
+    while (!__atomic_load_n(&x->ran[i], __ATOMIC_ACQUIRE))
+      sched_yield();
+  }
+  return 0;
+}
+
+/* With one worker, two actors that always have more to do and yield after
+ * each message take turns message by message: the rest of a mailbox waits
+ * behind the other runnable actors.  Without the yield each turn is a
+ * batch (64 messages), and their counts drift that far apart. */
+Test(fairness, a_yield_ends_the_turn_after_the_message, .timeout = 60) {
+  struct busy_ctx x = {.a.yield = 1, .b.yield = 1, .two = 1};
+  x.a.other = &x.b;
+  x.b.other = &x.a;
+  tr_config_t cfg = {.workers = 1};
+  cr_assert_eq(tr_run(&cfg, busy_root, &x), 0);
+  cr_assert_leq(x.a.max_gap, 2, "the counts drifted %llu apart",
+                (unsigned long long)x.a.max_gap);
+  cr_assert_leq(x.b.max_gap, 2, "the counts drifted %llu apart",
+                (unsigned long long)x.b.max_gap);
+  assert_clean();
+}
+
+/* With one worker, an actor that always has more to do (a batch per turn,
+ * no yield) lets an actor woken from another thread run after the turn
+ * under way: each of five latecomers sees at most about one batch more
+ * handled (the kick takes a while to land: 10-87 in 12 runs).  Before a
+ * turn with work left sent the worker to the inject queue first, a
+ * latecomer waited up to 61 turns of a batch each (122 to 3,797 messages
+ * in 20 runs). */
+Test(fairness, a_busy_actor_lets_the_inject_queue_in_after_its_turn, .timeout = 60) {
+  struct busy_ctx x = {0};
+  tr_config_t cfg = {.workers = 1};
+  cr_assert_eq(tr_run(&cfg, busy_root, &x), 0);
+  for (int i = 0; i < KICKS; i++)
+    cr_expect_lt(x.at_late[i] - x.at_kick[i], 256, "latecomer %d waited for %llu of its messages",
+                 i, (unsigned long long)(x.at_late[i] - x.at_kick[i]));
   assert_clean();
 }

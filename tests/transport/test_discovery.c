@@ -31,6 +31,7 @@
 #define TR_TEST_WORKERS 2
 #include <tractor/testing.h>
 
+#include "../support/peer.h"
 #include "../support/procs.h"
 #include "transport/listen.h"
 
@@ -855,39 +856,6 @@ Test(auth, only_nodes_that_share_the_secret_are_let_in, .timeout = 60, .init = s
 
 /* ---- 1,000 wrong, replayed and proofless handshakes ---- */
 
-/* One frame from the registrar (NULL: closed, late or bad). */
-static tr_msg_t *read_frame(int fd) {
-  tr_msg_t *m = NULL;
-  char why[160];
-  (void)tr__hs_read_frame(fd, tr_now() + 5000 * MS, &m, why, sizeof why);
-  return m;
-}
-
-static int send_all(int fd, const uint8_t *p, size_t len) {
-  for (size_t off = 0; off < len;) {
-    ssize_t k = send(fd, p + off, len - off, MSG_NOSIGNAL);
-    if (k <= 0)
-      return -1;
-    off += (size_t)k;
-  }
-  return 0;
-}
-
-static int dial_registry(void) {
-  struct sockaddr_in sa;
-  if (tr__addr_parse(getenv("TR_REGISTRY_ADDR"), &sa) != 0)
-    return -1;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct timeval tv = {5, 0}; /* a registrar that keeps the line open fails the test */
-  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
-      connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    if (fd >= 0)
-      close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 typedef struct attack {
   int n;
   int closed;  /* connections the registrar closed after the bad confirmation */
@@ -910,8 +878,8 @@ static void *attack_run(void *arg) {
   tr__hs_offer(&hs, hello); /* this process has the key: a nonce */
   tr__frame_encode(hello, 0, &hframe, &hlen);
   /* One honest handshake, whose valid confirmation is recorded and never sent. */
-  int fd = dial_registry();
-  if (fd >= 0 && send_all(fd, hframe, hlen) == 0 && (peer = read_frame(fd)) != NULL) {
+  int fd = tr_test_peer_connect();
+  if (fd >= 0 && tr_test_peer_send_all(fd, hframe, hlen) == 0 && (peer = tr_test_peer_read(fd)) != NULL) {
     if (tr__hs_confirm(&hs, peer, &good) == 0)
       tr__frame_encode(good, 0, &gframe, &glen);
     tr_msg_free(peer);
@@ -946,16 +914,16 @@ static void *attack_run(void *arg) {
       tr__frame_encode(c, 0, &bad, &blen);
       tr_msg_free(c);
     }
-    fd = dial_registry();
+    fd = tr_test_peer_connect();
     if (fd < 0) {
       snprintf(t->why, sizeof t->why, "connect %d failed: %s", i, strerror(errno));
       break;
     }
-    if (send_all(fd, hframe, hlen) == 0 && (peer = read_frame(fd)) != NULL) {
+    if (tr_test_peer_send_all(fd, hframe, hlen) == 0 && (peer = tr_test_peer_read(fd)) != NULL) {
       t->answered++;
       tr_msg_free(peer);
       uint8_t one;
-      if (send_all(fd, bad, blen) == 0 && recv(fd, &one, 1, 0) == 0)
+      if (tr_test_peer_send_all(fd, bad, blen) == 0 && recv(fd, &one, 1, 0) == 0)
         t->closed++;
     }
     close(fd);
@@ -982,54 +950,6 @@ typedef struct flood {
   char why[160];
 } flood_t;
 
-static int send_frame(int fd, tr_msg_t *m) {
-  uint8_t *fr = NULL;
-  size_t len = 0;
-  int rc = tr__frame_encode(m, 0, &fr, &len) == 0 ? send_all(fd, fr, len) : -1;
-  free(fr);
-  tr_msg_free(m);
-  return rc;
-}
-
-/* A peer node by hand: dials this node's listener (the registry address),
- * with a receive buffer of rcvbuf bytes unless 0 and sends bounded to
- * 10 s, and handshakes as `name` with uuid me.  Returns the handshake's
- * result (0, or -1 when the dial failed) with *fd (-1 or a socket to
- * close), the reason in why. */
-static int peer_node_dial(const char *name, const uint8_t me[TR_UUID_LEN], int rcvbuf, int *fd,
-                          char *why, size_t len) {
-  tr_hello_info_t hi = {.name = name, .uuid = me};
-  tr_msg_t *hello = NULL, *peer = NULL;
-  struct timeval tv = {10, 0};
-  *fd = dial_registry();
-  if (*fd >= 0 && rcvbuf > 0)
-    (void)setsockopt(*fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-  if (*fd >= 0)
-    (void)setsockopt(*fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  int rc = *fd < 0 || tr__hello_new(&hi, &hello) != 0
-               ? -1
-               : tr__hs_initiate(*fd, hello, tr_now() + 5000 * MS, &peer, why, len);
-  tr_msg_free(hello);
-  tr_msg_free(peer);
-  return rc;
-}
-
-/* A Start of dialog cid from `me` to an actor nobody has (NULL: out of
- * memory). */
-static tr_msg_t *start_to_nobody(const uint8_t me[TR_UUID_LEN], uint64_t cid) {
-  tr_msg_t *m;
-  if (tr_msg_new(&m) != 0)
-    return NULL;
-  m->body = TR_BODY_START;
-  m->cid = cid;
-  struct tr_envx *x = tr__envx_get(m);
-  x->has_src = x->has_dst = 1;
-  memcpy(x->src.uuid, me, TR_UUID_LEN);
-  memset(x->dst.uuid, 0xee, TR_UUID_LEN);
-  (void)tr__envx_set_start(x, "nobody", "here");
-  return m;
-}
-
 static void *flood_run(void *arg) {
   flood_t *f = arg;
   uint8_t me[TR_UUID_LEN];
@@ -1037,7 +957,7 @@ static void *flood_run(void *arg) {
     me[i] = (uint8_t)(0x5a ^ i);
   int fd;
   tr_msg_t *m;
-  f->rc = peer_node_dial("flooder", me, 0, &fd, f->why, sizeof f->why);
+  f->rc = tr_test_peer_dial("flooder", me, 0, &fd, f->why, sizeof f->why);
   uint64_t seed = 0x9e3779b97f4a7c15ull;
   for (int i = 0; f->rc == 0 && i < f->n; i++) {
     if (tr_msg_new(&m) != 0)
@@ -1051,11 +971,11 @@ static void *flood_run(void *arg) {
       x->src.uuid[j] = (uint8_t)(seed >> 56);
       x->dst.uuid[j] = (uint8_t)(seed >> 48);
     }
-    f->rc = send_frame(fd, m);
+    f->rc = tr_test_peer_send(fd, m);
   }
-  if (f->rc == 0 && (m = start_to_nobody(me, 7)) != NULL) {
-    f->rc = send_frame(fd, m);
-    while (f->rc == 0 && (m = read_frame(fd)) != NULL) {
+  if (f->rc == 0 && (m = tr_test_peer_start_to_nobody(me, 7)) != NULL) {
+    f->rc = tr_test_peer_send(fd, m);
+    while (f->rc == 0 && (m = tr_test_peer_read(fd)) != NULL) {
       int done = m->body == TR_BODY_ERROR && m->cid == 7; /* heartbeats aside */
       tr_msg_free(m);
       if (done) {
@@ -1109,8 +1029,8 @@ static void *deaf_run(void *arg) {
   tr_msg_t *m;
   /* A bounded receive buffer: the kernel's share of the answers stays
    * small.  A send that blocks 10 s fails the test. */
-  d->rc = peer_node_dial("deaf", me, 256 << 10, &fd, d->why, sizeof d->why);
-  for (int i = 0; d->rc == 0 && i < 2000000 && (m = start_to_nobody(me, (uint64_t)i + 1)); i++) {
+  d->rc = tr_test_peer_dial("deaf", me, 256 << 10, &fd, d->why, sizeof d->why);
+  for (int i = 0; d->rc == 0 && i < 2000000 && (m = tr_test_peer_start_to_nobody(me, (uint64_t)i + 1)); i++) {
     uint8_t *fr = NULL;
     size_t len = 0;
     int erc = tr__frame_encode(m, 0, &fr, &len);
