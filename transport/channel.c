@@ -107,6 +107,7 @@ typedef struct chan {
   uint8_t wr_shut; /* child: shutdown(SHUT_WR) after the last words */
   uint8_t exiting;
   int64_t last_rx, last_tx; /* when a byte last came in / went out */
+  int64_t over_since;       /* when the write queue was first seen over the mark (0: under) */
   int loss_rc;              /* why the connection ended (0 while it has not) */
   char loss_cause[200];
   ents_t loc, prx;
@@ -412,6 +413,35 @@ static void chan_try_flush(chan_t *c) {
   }
 }
 
+/* Whether the peer reads nothing (and if so, loses it): more than
+ * tr__chan_wire_max bytes wait to be written to it, and it has taken none
+ * for a third of peer_timeout (the heartbeat period), counted from the
+ * later of the last write and the moment the queue was seen over the mark.
+ * Volume alone is no sign: a stream's window of large values may hold
+ * hundreds of MiB while the peer reads as fast as it can.  Under the mark
+ * it costs no clock read (it runs for every frame queued). */
+static int chan_deaf(chan_t *c) {
+  size_t waiting = c->q.tail - c->q.head;
+  if (waiting <= __atomic_load_n(&tr__chan_wire_max, __ATOMIC_RELAXED)) {
+    c->over_since = 0;
+    return 0;
+  }
+  int64_t limit = tr__chan_peer_timeout_ns / 3, now = tr_now();
+  if (limit <= 0)
+    return 0;
+  if (!c->over_since)
+    c->over_since = now;
+  int64_t idle = now - (c->last_tx > c->over_since ? c->last_tx : c->over_since);
+  if (idle <= limit)
+    return 0;
+  char cause[160];
+  snprintf(cause, sizeof cause,
+           "the peer reads nothing: %zu bytes wait to be written, none taken for %lld ms", waiting,
+           (long long)(idle / 1000000));
+  chan_lost(c, -TR_EIO, cause);
+  return 1;
+}
+
 /* Queues m as a frame.  Returns 0 (m is consumed), or the encoder's
  * refusal (-TR_EMSGSIZE, -TR_EPROTO, -TR_EINVAL, -TR_ENOMEM), logged, with
  * m still the caller's, who answers for it if anyone waits. */
@@ -427,13 +457,8 @@ static int chan_queue(chan_t *c, tr_msg_t *m) {
     return rc;
   }
   tr_msg_free(m);
-  size_t waiting = c->q.tail - c->q.head;
-  if (waiting > __atomic_load_n(&tr__chan_wire_max, __ATOMIC_RELAXED)) {
-    char cause[160];
-    snprintf(cause, sizeof cause, "the peer reads nothing: %zu bytes wait to be written", waiting);
-    chan_lost(c, -TR_EIO, cause);
+  if (chan_deaf(c))
     return 0;
-  }
   if (!c->flush_sent && c->w) { /* before the watch, C_INIT flushes */
     c->flush_sent = 1;
     (void)tr_send_u64(tr_self(), C_FLUSH, 0);
@@ -797,6 +822,8 @@ static void on_tick(chan_t *c) {
     chan_lost(c, -TR_EIO, cause);
     return;
   }
+  if (chan_deaf(c)) /* one that has stopped sending too */
+    return;
   if (now - c->last_tx >= tr__chan_peer_timeout_ns / 3 && !tr__wire_pending(&c->q) && !c->wr_shut) {
     tr_msg_t *h;
     if (tr_msg_new(&h) == 0) {

@@ -71,12 +71,14 @@
 extern int64_t tr__chan_peer_timeout_ns;
 #define TR_PEER_TIMEOUT_DEFAULT_NS (5 * 1000000000LL)
 
-/* Bytes a channel holds for its peer, unwritten because the peer does not
- * read them, before it declares the peer dead (-TR_EIO, "reads nothing"):
- * answers to calls have no credit window, so a peer that sends calls and
- * reads no answers would otherwise make this side buffer them for ever.
- * 256 MiB; tests lower it.  Threads: any, with relaxed atomic loads and
- * stores (channels read it as they queue). */
+/* Bytes a channel holds for its peer, unwritten, above which a peer that
+ * has taken none of them for a third of peer_timeout is declared dead
+ * (-TR_EIO, "reads nothing"): answers to calls have no credit window, so
+ * a peer that sends calls and reads no answers would otherwise make this
+ * side buffer them for ever.  Progress, not volume, is the sign: a peer
+ * that reads is kept however much waits for it.  256 MiB; tests lower it.
+ * Threads: any, with relaxed atomic loads and stores (channels read it as
+ * they queue). */
 extern size_t tr__chan_wire_max;
 
 /* Environment of a child process: where its parent listens. */

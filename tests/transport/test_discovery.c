@@ -1007,12 +1007,14 @@ TR_TEST(discovery, frames_for_nobody_make_no_actors, .timeout = 60, .init = setu
   return 0;
 }
 
-/* A peer that sends calls and reads none of the answers: once 1 MiB of
- * them waits in the channel (tr__chan_wire_max, 256 MiB by default), the
+/* A peer that sends calls and reads none of the answers: once more than
+ * 1 MiB of them waits in the channel (tr__chan_wire_max, 256 MiB by
+ * default) and the peer has taken none for a third of peer_timeout, the
  * peer is dead and its connection closed, rather than buffered for ever.
  * The peer sends Starts to nobody, each answered by an Error of about 100
  * bytes, and never reads: once the kernel's buffers and the mark are full
- * the channel closes, and the peer's next sends fail (a reset).  A channel
+ * and the third has passed, the channel closes, and the peer's next sends
+ * fail (a reset).  A channel
  * that buffered everything would take all 2,000,000 Starts (~200 MB of
  * answers), and the test would fail on the count. */
 typedef struct deaf {

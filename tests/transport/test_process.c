@@ -27,6 +27,7 @@
 
 #include "../support/procs.h"
 #include "schema/envelope.h"
+#include "transport/channel.h" /* tr__chan_wire_max */
 #include "transport/hello.h"
 #include "transport/listen.h"
 
@@ -149,6 +150,27 @@ static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   return rc ? rc : tr_buf_from_u64(n, result);
 }
 TR_EXPORT_CONTEXT("tproc.ctx", "echo", echo)
+
+/* Reads a stream to its end after a pause of 200 ms (the sender's queue
+ * fills meanwhile); returns the bytes it read. */
+static int slow_sink(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  tr_stream_t *s = NULL;
+  uint64_t bytes = 0;
+  int rc = tr_ctx_started(ctx, NULL);
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  if (rc == 0)
+    rc = tr_sleep(200 * MS);
+  while (rc == 0) {
+    tr_buf_t *in = NULL;
+    rc = tr_stream_recv(s, &in);
+    bytes += tr_buf_len(in);
+    tr_buf_release(in);
+  }
+  return rc == -TR_EEOF ? tr_buf_from_u64(bytes, result) : rc;
+}
+TR_EXPORT_CONTEXT("tproc.ctx", "slow_sink", slow_sink)
 
 /* Its context's window, as the callee sees it, as the first value. */
 static int window_of(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
@@ -645,6 +667,50 @@ TR_TEST(process, two_way_context, .timeout = 60, .init = setup, .fini = teardown
   tr_buf_release(first);
   tr_buf_release(res);
   tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* A stream of large values fills the sender's queue far beyond the mark
+ * at which a peer that reads nothing is dropped (tr__chan_wire_max,
+ * lowered here to 1 MiB from 256 MiB): 512 values of 64 KiB in flight is
+ * 32 MiB, and the receiver starts reading only after 200 ms.  The peer
+ * reads all the while after that, so nothing is declared dead: only a
+ * peer that takes nothing for a third of peer_timeout is.  (With the
+ * default mark, values of ~520 KiB and more tripped it.) */
+TR_TEST(process, a_window_of_large_values_is_not_taken_for_a_deaf_peer, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  size_t mark = __atomic_load_n(&tr__chan_wire_max, __ATOMIC_RELAXED);
+  __atomic_store_n(&tr__chan_wire_max, (size_t)1 << 20, __ATOMIC_RELAXED);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "sink", &o, &p), 0);
+  tr_ctx_t *ctx = NULL;
+  tr_stream_t *s = NULL;
+  tr_buf_t *v = NULL, *res = NULL;
+  if (p)
+    tr_check_rc(tr_portal_open_context(p, "tproc.ctx.slow_sink", NULL, NULL, &ctx, NULL), 0);
+  if (ctx)
+    tr_check_rc(tr_ctx_open_stream(ctx, &s), 0);
+  tr_assert_rc(tr_buf_new(64 << 10, &v), 0);
+  for (int i = 0; s && i < 600; i++)
+    if (tr_stream_send(s, v) != 0) {
+      tr_check(0, "value %d: %s", i, tr_error_message(tr_error_last()));
+      break;
+    }
+  if (s)
+    tr_check_rc(tr_stream_close(s), 0);
+  if (ctx)
+    tr_check_rc(tr_ctx_close(ctx, &res), 0);
+  uint64_t got = 0;
+  tr_check_rc(tr_buf_to_u64(res, &got), 0);
+  tr_check_eq(got, 600ull << 16, "every byte arrived");
+  tr_buf_release(v);
+  tr_buf_release(res);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  __atomic_store_n(&tr__chan_wire_max, mark, __ATOMIC_RELAXED);
   tr_portal_release(p);
   return 0;
 }
