@@ -254,7 +254,7 @@ int tr_portal_open_context(tr_portal_t *p, const char *qualified, const tr_buf_t
 }
 
 void tr__portal_take_result(tr_portal_t *p, tr_an_child_t *c) {
-  p->has_result = 1;
+  p->has_result = !c->daemon; /* a daemon's portal keeps only pid and status */
   p->result_rc = c->result;
   p->value = c->value;
   c->value = NULL;
@@ -271,8 +271,9 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result) {
   if (!p)
     return TR__EINVAL_NULL();
   tr_an_child_t *c = p->child;
-  if (!c && !p->has_result)
-    return TR_ERROR(-TR_EINVAL, "not a tr_run_in_actor portal");
+  if ((!c && !p->has_result) || (c && c->daemon))
+    return TR_ERROR(-TR_EINVAL, "actor %s has no result: not a tr_run_in_actor portal",
+                    tr_actor_name(p->actor));
   if (c) {
     tr_actor_t *self = tr_self();
     tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;

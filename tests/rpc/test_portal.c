@@ -280,6 +280,25 @@ TR_TEST(portal, run_in_actor_result_cached, .timeout = 60) {
   return 0;
 }
 
+/* A tr_start_actor portal has no result: refused at once, while the daemon
+ * serves (waiting would wait for its end, which only close brings). */
+TR_TEST(portal, a_daemon_portal_has_no_result, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "mathd", math_ns, 1, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_result(p, NULL), -TR_EINVAL);
+    tr_check(tr_error_last() && strstr(tr_error_message(tr_error_last()), "mathd has no result"),
+             "the error names the actor");
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  if (p)
+    tr_check_rc(tr_portal_result(p, NULL), -TR_EINVAL); /* and after the close */
+  tr_portal_release(p);
+  return 0;
+}
+
 TR_TEST(portal, run_in_actor_error_rereturned, .timeout = 60) {
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;

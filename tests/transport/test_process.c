@@ -353,6 +353,11 @@ TR_TEST(process, daemon_serves_calls_then_is_cancelled, .timeout = 60, .init = s
     tr_check_eq(v, i + 1);
   }
   tr_check(tr_test_live_children() == 1, "one child process while it serves");
+  if (p) { /* a daemon has no result: refused at once, not a wait for its end */
+    tr_check_rc(tr_portal_result(p, NULL), -TR_EINVAL);
+    tr_check(tr_error_last() && strstr(tr_error_message(tr_error_last()), "mathd has no result"),
+             "the error names the actor");
+  }
   int ppid = 0, status = 0;
   if (p) {
     tr_check_rc(tr_portal_process(p, &ppid, &status), 0);
