@@ -62,9 +62,12 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
     if (c->cancel_called)
       return tr__ctx_cancelled_here(c, "tr_stream_send");
   }
-  if (tr__task_cancelled(t))
+  /* As tr_stream_recv: once the dialog has ended, its outcome (a remote
+   * error that cancelled the context's scope) is what the caller gets,
+   * not the cancellation it caused. */
+  if (!c->done && tr__task_cancelled(t))
     return tr__task_observe_cancel(t, "%s", "");
-  int rc = tr__rpc_fits(c->peer, msg, "tr_stream_send: the message");
+  int rc = c->done ? 0 : tr__rpc_fits(c->peer, msg, "tr_stream_send: the message");
   if (rc)
     return rc;
   tr__ctx_enter(c);

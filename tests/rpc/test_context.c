@@ -653,6 +653,13 @@ TR_TEST(context, callee_error_cancels_caller_scope, .timeout = 60) {
     int64_t t0 = tr_now();
     tr_check_rc(tr_sleep(10000 * MS), -TR_ECANCELED);
     tr_check(tr_now() - t0 < 5000 * MS, "the remote error cancelled the sleep promptly");
+    if (s) { /* the stream's operations return the error, not the cancellation it caused */
+      uint64_t v = 0;
+      tr_check_rc(send_u64(s, 2), -TR_EREMOTE);
+      tr_check(boxed_is("ValueError"), "tr_stream_send: boxed ValueError");
+      tr_check_rc(recv_u64(s, &v), -TR_EREMOTE);
+      tr_check(boxed_is("ValueError"), "tr_stream_recv: boxed ValueError");
+    }
     tr_check_rc(tr_ctx_close(ctx, NULL), -TR_EREMOTE);
     const tr_error_t *e = tr_error_last();
     tr_check(boxed_is("ValueError"), "boxed ValueError");
