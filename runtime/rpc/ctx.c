@@ -652,9 +652,15 @@ int tr_ctx_result(tr_ctx_t *c, tr_buf_t **result) {
   if (rc)
     return rc;
   tr__ctx_enter(c);
-  while (!c->done && rc == 0) {
-    tr__ctx_discard_rx(c); /* tractor's drain_to_final_msg */
-    rc = tr__rpc_wait_for(c, t, PH_DONE_WAIT, "tr_ctx_result");
+  /* tractor's drain_to_final_msg: every value that arrives is dropped
+   * (and its credit returned) as it comes, so a callee with more than a
+   * window still to send gets to its end. */
+  for (;;) {
+    tr__ctx_discard_rx(c);
+    if (c->done || c->kind_wrong)
+      break;
+    if ((rc = tr__ctx_wait(c, t, "tr_ctx_result")) != 0)
+      break;
   }
   tr__ctx_leave(c);
   if (rc)

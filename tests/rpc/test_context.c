@@ -313,6 +313,21 @@ static int flood(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_CONTEXT("tctx.ctx", "flood", flood)
 
+/* Streams args' count of values, then returns that count. */
+static int count_out(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  uint64_t n = 0;
+  tr_stream_t *s = NULL;
+  int rc = tr_buf_to_u64(args, &n);
+  if (rc == 0)
+    rc = tr_ctx_started(ctx, NULL);
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  for (uint64_t i = 0; rc == 0 && i < n; i++)
+    rc = send_u64(s, i);
+  return rc ? rc : tr_buf_from_u64(n, result);
+}
+TR_EXPORT_CONTEXT("tctx.ctx", "count_out", count_out)
+
 static const char *const all_ns[] = {"tctx.stream", "tctx.misc", "tctx.ctx"};
 #define N_ALL (sizeof all_ns / sizeof all_ns[0])
 
@@ -551,6 +566,41 @@ TR_TEST(context, ctx_simple, .timeout = 60) {
   tr_buf_release(first);
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
+  return 0;
+}
+
+/* tractor: Context.result() drains (drain_to_final_msg): the callee has
+ * many windows of values still to send when the caller asks for the
+ * result, reading none of them; the values are dropped as they come and
+ * their credit returned, so the callee gets to its return.  Both ways in:
+ * tr_ctx_result, and tr_ctx_close alone. */
+TR_TEST(context, result_and_close_drain_what_is_still_coming, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_buf_t *n = NULL;
+  tr_assert_rc(tr_buf_from_u64(500, &n), 0);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "counter", all_ns, N_ALL, &p), 0);
+  tr_ctx_opts_t opts = {.window = 4};
+  for (int close_only = 0; p && close_only < 2; close_only++) {
+    tr_ctx_t *ctx = NULL;
+    tr_check_rc(tr_portal_open_context(p, "tctx.ctx.count_out", n, &opts, &ctx, NULL), 0);
+    if (!ctx)
+      break;
+    tr_buf_t *res = NULL;
+    if (!close_only) {
+      tr_check_rc(tr_ctx_result(ctx, &res), 0);
+      tr_check_eq(buf_u64(res), 500, "tr_ctx_result");
+      tr_buf_release(res);
+      res = NULL;
+    }
+    tr_check_rc(tr_ctx_close(ctx, &res), 0);
+    tr_check_eq(buf_u64(res), 500, "tr_ctx_close");
+    tr_buf_release(res);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_buf_release(n);
   return 0;
 }
 
