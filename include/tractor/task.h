@@ -427,7 +427,11 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an);
  * -TR_ECANCELED, like tractor's
  * KeyboardInterrupt.  A second signal exits hard.  The previous handlers
  * are restored on return.
- * Returns root's result, or tr_run's errors.
+ * Returns root's result, or tr_run's errors.  A negative result leaves
+ * its error object on the calling thread (tr_error_last): the one the root
+ * failed with (a boxed remote error, tr_fail's, ...), or, when the root
+ * returned a bare code with no error of that code recorded, one saying
+ * "the root function returned CODE".
  * Threads: the process's main thread (any non-worker thread).
  */
 int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t *cfg);

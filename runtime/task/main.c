@@ -103,7 +103,7 @@ struct main_ctx {
   void *arg;
   int result;
   const tr_config_t *cfg;
-  tr_error_t *start_err; /* why the node did not start (tr_main's caller gets it) */
+  tr_error_t *err; /* why the root failed, or the node did not start (for tr_main's caller) */
 };
 
 /* The root actor's main task: the user's root, after which the hang
@@ -114,9 +114,19 @@ static int main_task(void *arg) {
   int rc = tr__main_node_ops ? tr__main_node_ops->start(c->cfg) : 0;
   if (rc == 0) {
     rc = c->fn(c->arg);
+    if (rc < 0) {
+      /* The error the root failed with, for tr_main's caller (the task's
+       * error slot goes with the task); one that returned a bare code gets
+       * an object saying so. */
+      const tr_error_t *e = tr_error_last();
+      c->err = e && tr_error_code(e) == rc
+                   ? tr__error_copy(e)
+                   : tr__error_new(rc, NULL, "the root function returned %d (%s)", rc,
+                                   tr_strerror(rc));
+    }
   } else {
     const tr_error_t *e = tr_error_last();
-    c->start_err = e ? tr__error_copy(e) : NULL;
+    c->err = e ? tr__error_copy(e) : NULL;
     tr_log(TR_LOG_ERROR, "tr_main: %s", e ? tr_error_message(e) : tr_strerror(rc));
   }
   if (tr__main_node_ops)
@@ -293,9 +303,9 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
     return TR_ERROR(-TR_ECANCELED, "the program was cancelled by %s",
                     signo == SIGINT ? "SIGINT" : "SIGTERM");
   }
-  if (c.start_err && (rc ? rc : c.result) == tr_error_code(c.start_err))
-    tr__error_put(c.start_err); /* the caller's tr_error_last says why */
+  if (c.err && (rc ? rc : c.result) == tr_error_code(c.err))
+    tr__error_put(c.err); /* the caller's tr_error_last says why */
   else
-    tr__error_free(c.start_err);
+    tr__error_free(c.err);
   return rc ? rc : c.result;
 }

@@ -1,6 +1,7 @@
 /*
- * tr_actor_cancel_soon (async-signal-safe actor cancel) and tr_main's
- * SIGINT/SIGTERM handling.
+ * tr_actor_cancel_soon (async-signal-safe actor cancel), tr_main's
+ * SIGINT/SIGTERM handling, and the error a failing root leaves for
+ * tr_main's caller.
  *
  * The signal tests of tr_main run the program in a child process: fork(),
  * then, before any runtime exists in the child, stderr to a file and exec
@@ -476,4 +477,34 @@ Test(tr_main_signals, handlers_restored_after_tr_main, .timeout = 30) {
   run_main(root_cancels_itself, -TR_ECANCELED);
   sigaction(SIGINT, NULL, &after);
   cr_assert_eq((void *)after.sa_handler, (void *)before.sa_handler);
+}
+
+/* ---- a failing root's error reaches tr_main's caller ---------------------- */
+
+static int failing_root(void *arg) {
+  (void)arg;
+  return tr_fail("ValueError", "the root's own failure");
+}
+
+static int bare_code_root(void *arg) {
+  (void)arg;
+  return -TR_ENOTFOUND; /* no error object of that code */
+}
+
+Test(tr_main_errors, a_failing_root_leaves_its_error_for_the_caller, .timeout = 30) {
+  tr_config_t cfg = {.workers = 2};
+  cr_assert_eq(tr_main(0, NULL, failing_root, NULL, &cfg), -TR_EAPP);
+  const tr_error_t *e = tr_error_last();
+  cr_assert(e != NULL, "tr_main left no error object");
+  cr_expect_eq(tr_error_code(e), -TR_EAPP);
+  cr_expect_str_eq(tr_error_type(e), "ValueError");
+  cr_expect(strstr(tr_error_message(e), "the root's own failure") != NULL, "%s",
+            tr_error_message(e));
+
+  cr_assert_eq(tr_main(0, NULL, bare_code_root, NULL, &cfg), -TR_ENOTFOUND);
+  e = tr_error_last();
+  cr_assert(e != NULL, "tr_main left no error object for a bare code");
+  cr_expect_eq(tr_error_code(e), -TR_ENOTFOUND);
+  cr_expect(strstr(tr_error_message(e), "the root function returned") != NULL, "%s",
+            tr_error_message(e));
 }
