@@ -101,7 +101,11 @@ const char *tr_errtype(int rc);
  *    uids through tr_error_relay_uid), canceller (for ContextCancelled);
  *  - trace: "file:line function" hops, index 0 where the error was raised,
  *    then each caller that passed it on with TR_TRACE;
- *  - for -TR_EGROUP, the member errors, each a tr_error_t.
+ *  - for -TR_EGROUP, the member errors, each a tr_error_t.  A group
+ *    raised in another actor arrives boxed (-TR_EREMOTE, boxed type
+ *    ExceptionGroup) with no members of its own: as tractor's boxed
+ *    ExceptionGroup carries them in its traceback text, each member is
+ *    rendered (tr_error_format) into its trace, under "member I of N:".
  *
  * Ownership: every tr_error_t handed out by this API is borrowed; the
  * strings returned by the accessors live as long as their error.

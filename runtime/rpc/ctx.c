@@ -170,6 +170,67 @@ int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint
   return tr__send(to, m);
 }
 
+/* Appends the NUL-terminated s to the text *t of length *len (capacity
+ * *cap), growing it.  Returns 0, or -1 out of memory (*t unchanged). */
+static int text_add(char **t, size_t *len, size_t *cap, const char *s, size_t n) {
+  if (*len + n + 1 > *cap) {
+    size_t c = *cap ? *cap : 256;
+    while (*len + n + 1 > c)
+      c *= 2;
+    char *b = realloc(*t, c);
+    if (!b)
+      return -1;
+    *t = b;
+    *cap = c;
+  }
+  memcpy(*t + *len, s, n);
+  *len += n;
+  (*t)[*len] = '\0';
+  return 0;
+}
+
+/* e's trace as the Error carries it: one text, a hop per line
+ * (PROTOCOL.md), hop 0 first.  A group's members follow as more lines:
+ * each rendered as tr_error_format does, indented under "member I of N:".
+ * The trace is shown most recent call last, so they go in reverse (the
+ * last member first, each one's lines bottom up) to read top down there,
+ * above the group's own hops.  They travel in the text as tractor's boxed
+ * ExceptionGroup carries its members in its traceback text: a group that
+ * crosses an actor loses none of its causes.  NULL when there is nothing
+ * to say (or no memory); out of memory part way, what was built so far. */
+static char *trace_text(const tr_error_t *e) {
+  char *t = NULL;
+  size_t len = 0, cap = 0, n = tr_error_trace_len(e), g = tr_error_group_count(e);
+  int bad = 0;
+  for (size_t i = 0; i < n && !bad; i++) {
+    const char *h = tr_error_trace(e, i);
+    bad = text_add(&t, &len, &cap, h, strlen(h)) || text_add(&t, &len, &cap, "\n", 1);
+  }
+  for (size_t i = g; i-- > 0 && !bad;) {
+    int rn = tr_error_format(tr_error_group_get(e, i), NULL, 0);
+    char *r = rn > 0 ? malloc((size_t)rn + 1) : NULL;
+    if (!r)
+      break;
+    (void)tr_error_format(tr_error_group_get(e, i), r, (size_t)rn + 1);
+    /* Its lines, last first. */
+    for (char *end = r + rn; end > r && !bad;) {
+      char *line = end;
+      while (line > r && line[-1] != '\n')
+        line--;
+      size_t ln = (size_t)(end - line);
+      if (ln)
+        bad = text_add(&t, &len, &cap, "  ", 2) || text_add(&t, &len, &cap, line, ln) ||
+              text_add(&t, &len, &cap, "\n", 1);
+      end = line > r ? line - 1 : r;
+    }
+    char head[64];
+    int hn = snprintf(head, sizeof head, "member %zu of %zu:\n", i + 1, g);
+    bad = bad || text_add(&t, &len, &cap, head, (size_t)hn);
+    free(r);
+  }
+  return t;
+}
+
 /*
  * Sends Error(cid) built from error object e (may be NULL) and code rc to
  * `to`.  With `canceller` (ContextCancelled), the canceller's uid travels
@@ -201,21 +262,8 @@ static tr_msg_t *error_msg(tr_actor_t *self, uint64_t cid, int rc, const tr_erro
   x->u.error.boxed_type = dup_str(type);
   x->u.error.src_type = dup_str(src_type);
   x->u.error.message = dup_str(e ? tr_error_message(e) : tr_strerror(rc));
-  if (e && tr_error_trace_len(e) > 0) {
-    /* The trace travels as one text, a hop per line (PROTOCOL.md). */
-    size_t len = 0, n = tr_error_trace_len(e);
-    for (size_t i = 0; i < n; i++)
-      len += strlen(tr_error_trace(e, i)) + 1;
-    char *t = malloc(len + 1);
-    if (t) {
-      t[0] = '\0';
-      for (size_t i = 0; i < n; i++) {
-        strcat(t, tr_error_trace(e, i));
-        strcat(t, "\n");
-      }
-      x->u.error.trace = t;
-    }
-  }
+  if (e)
+    x->u.error.trace = trace_text(e);
   x->u.error.has_src = 1;
   if (reboxed) {
     uid_parse(&x->u.error.src, tr_error_src_uid(e) ? tr_error_src_uid(e) : tr_error_src(e));

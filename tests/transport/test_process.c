@@ -272,6 +272,28 @@ static int nested_fail(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **resu
   return call;
 }
 
+/* Two grandchildren (a process and a thread) that fail: the middle's
+ * nursery closes with a group of two, which it raises. */
+static int nested_group(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_actor_nursery_t *an;
+  int rc = tr_actor_nursery_open(&an, NULL);
+  if (rc)
+    return rc;
+  tr_actor_opts_t thread = {.spawn = TR_SPAWN_THREAD};
+  tr_portal_t *p = NULL, *q = NULL;
+  rc = tr_run_in_actor_opts(an, "gc_proc", "tproc.math.fails", NULL, &in_proc, &p);
+  if (rc == 0)
+    rc = tr_run_in_actor_opts(an, "gc_thread", "tproc.math.fails", NULL, &thread, &q);
+  int close_rc = tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  tr_portal_release(q);
+  return rc ? rc : close_rc;
+}
+TR_EXPORT_FN("tproc.nest", "group", nested_group)
+
 static int fail_over_stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
@@ -1048,6 +1070,35 @@ TR_TEST(process, error_boxed_through_two_process_hops, .timeout = 60, .init = se
     size_t n = e ? tr_error_relay_len(e) : 0;
     tr_check(n >= 1 && strcmp(tr_error_relay(e, n - 1), "middle") == 0,
              "relayed by the middle actor (%zu hops)", n);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* A group raised in another process arrives boxed (RemoteActorError,
+ * boxed type ExceptionGroup) with its members in its trace text, as
+ * tractor's boxed ExceptionGroup carries them in its traceback: both
+ * grandchildren's errors, their sources and messages, reach the root. */
+TR_TEST(process, a_group_raised_in_a_child_keeps_its_members, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "middle", &o, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "tproc.nest.group", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    char text[8192];
+    int n = tr_error_format(e, text, sizeof text);
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ExceptionGroup") == 0,
+             "a boxed group: %s", text);
+    tr_check(n > 0 && strstr(text, "member 1 of 2:") && strstr(text, "member 2 of 2:"),
+             "both members: %s", text);
+    tr_check(strstr(text, "gc_proc") && strstr(text, "gc_thread"), "both sources: %s", text);
+    const char *v = strstr(text, "bad input 7");
+    tr_check(v && strstr(v + 1, "bad input 7"), "both messages: %s", text);
   }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
