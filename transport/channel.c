@@ -23,6 +23,7 @@
 #include <tractor/log.h>
 
 #include "runtime/actor/actor.h"
+#include "runtime/platform/log.h" /* tr__log_parse_level */
 #include "runtime/error/error.h"
 #include "runtime/reactor/reactor.h"
 #include "runtime/rpc/rpc.h"
@@ -670,6 +671,9 @@ static void start_main(chan_t *c, tr_msg_t *m) {
     chan_lost(c, -TR_EPROTO, "a SpawnSpec without a parent or a child");
     return;
   }
+  int level;
+  if (x->u.spawn_spec.log_level && tr__log_parse_level(x->u.spawn_spec.log_level, &level) == 0)
+    tr_log_set_level(level); /* the parent's threshold (log.h) */
   tr__node_child_setup(x->u.spawn_spec.n_registry ? x->u.spawn_spec.registry[0] : NULL,
                        x->u.spawn_spec.bind_addr);
   int rc = tr__rpc_spawn_served(x->u.spawn_spec.name, x->u.spawn_spec.ns, x->u.spawn_spec.n_ns,
@@ -1037,6 +1041,12 @@ static tr_msg_t *spawn_spec(const tr_proc_req_t *req) {
     if (bind[0] && !(x->u.spawn_spec.bind_addr = strdup(bind)))
       goto oom;
   }
+  /* The child logs at this process's threshold (tractor's loglevel
+   * passed to a subactor): it has no other way to learn it, a level set
+   * in code or from the command line included. */
+  static const char *const level_names[] = {"off", "error", "warn", "info", "debug"};
+  if (!(x->u.spawn_spec.log_level = strdup(level_names[tr_log_level()])))
+    goto oom;
   m->payload = tr_buf_ref((tr_buf_t *)req->args);
   return m;
 oom:

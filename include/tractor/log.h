@@ -20,6 +20,14 @@
  * threshold comes from, in order: the environment variable TR_LOG ("off",
  * "error", "warn", "info", "debug", or 0-4), read when tr_run or tr_main
  * starts; tr_config_t.log_level; tr_log_set_level; else TR_LOG_WARN.
+ *
+ * A child actor process (TR_SPAWN_PROCESS) takes its parent's threshold
+ * as of its spawn, whatever its own environment or config says (tractor's
+ * loglevel passed to a subactor); tr_log_set_level in the child changes
+ * it from then on.  Its lines go through its own hook: the default writes
+ * to its stderr, which it shares with its parent, unless the program's
+ * main installs a hook before tr_main (a hook installed in the parent's
+ * root task is the parent's alone).
  */
 #ifndef TRACTOR_LOG_H
 #define TRACTOR_LOG_H

@@ -91,6 +91,14 @@ static int allocated(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result
 }
 TR_EXPORT_FN("tproc.math", "allocated", allocated)
 
+/* This process's logging threshold. */
+static int log_level_of(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  return tr_buf_from_u64((uint64_t)tr_log_level(), result);
+}
+TR_EXPORT_FN("tproc.math", "log_level", log_level_of)
+
 static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
@@ -738,6 +746,29 @@ TR_TEST(process, a_window_of_large_values_is_not_taken_for_a_deaf_peer, .timeout
   tr_buf_release(res);
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   __atomic_store_n(&tr__chan_wire_max, mark, __ATOMIC_RELAXED);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* tractor passes its loglevel to a subactor: a child process logs at its
+ * parent's threshold as of the spawn, though it could not learn a level
+ * set in code (or from the command line: it gets no argv) otherwise. */
+TR_TEST(process, a_child_logs_at_its_parents_threshold, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  int before = tr_log_level();
+  tr_log_set_level(before == TR_LOG_INFO ? TR_LOG_ERROR : TR_LOG_INFO);
+  int want = tr_log_level();
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "logger", &o, &p), 0);
+  tr_log_set_level(before); /* the spawn's value counts, not later ones */
+  int rc = 0;
+  uint64_t level = p ? run_u64_any(p, "tproc.math.log_level", 0, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_check_eq(level, (uint64_t)want, "the child's threshold");
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
   return 0;
 }
