@@ -681,7 +681,7 @@ static void start_main(chan_t *c, tr_msg_t *m) {
                                 x->dst.uuid, NULL, &c->main);
   if (rc) {
     /* Its exit report: the error, then the end. */
-    tr__send_error(NULL, c->parent_px, c->life_cid, rc, tr_error_last(), NULL);
+    tr__send_error_for(&x->dst, c->parent_px, c->life_cid, rc, tr_error_last());
     *c->status = 1;
     c->main_gone = 1;
     (void)tr_send_u64(c->parent_px, C_LAST, 0);

@@ -369,7 +369,10 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
  * result), or the child's error, exactly the error tr_actor_nursery_close
  * returns for that child: a RemoteActorError (-TR_EREMOTE, the child's
  * name as source, its error's type as boxed type), or, for a lost child
- * process, -TR_EIO, not boxed ("actor NAME@UUID is lost: ...", task.h);
+ * process, -TR_EIO, not boxed ("actor NAME@UUID is lost: ...", task.h),
+ * or, for a child of another program (opts.exe) that does not serve the
+ * function as a plain one, its refusal as tr_portal_run's, with the child
+ * as source (-TR_ENOFUNC, -TR_ENOTEXPOSED, -TR_EFUNCKIND);
  * or -TR_ECANCELED if the child was cancelled before its result was in:
  * the same outcome on every call, also after the nursery has closed (the
  * result is cached in the portal).  -TR_EINVAL for a portal from

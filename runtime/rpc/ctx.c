@@ -316,6 +316,21 @@ void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, cons
   (void)tr__send(to, m);
 }
 
+void tr__send_error_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int rc,
+                        const tr_error_t *e) {
+  tr_msg_t *m = error_msg(NULL, cid, rc, e, NULL);
+  if (!m)
+    return;
+  /* Not for a boxed error passed on: its source is where it began. */
+  if (src && src->name && !(e && tr_error_boxed_type(e) && tr_error_src(e))) {
+    struct tr_envx *x = m->x_;
+    tr__uid_fini(&x->u.error.src);
+    x->u.error.src.name = dup_str(src->name);
+    memcpy(x->u.error.src.uuid, src->uuid, TR_UUID_LEN);
+  }
+  (void)tr__send(to, m);
+}
+
 /* ---- contexts: common ------------------------------------------------------- */
 
 void tr__ctx_link(tr_tasks_t *ts, tr_ctx_t *c) {

@@ -472,6 +472,11 @@ tr_task_t *tr__rpc_current_task(void);
 
 int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole, int acked);
 
+/* As tr__send_error from no actor, naming src (a wire uid, borrowed) as the
+ * source: for an actor that failed before it existed (a child process
+ * whose main function could not start).  Threads: any. */
+void tr__send_error_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int rc,
+                        const tr_error_t *e);
 void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
                     const char *canceller);
 /* tr__send_error without a canceller, with m->u64 set (TR_LIFE_REAPED). */

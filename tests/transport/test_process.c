@@ -1490,8 +1490,12 @@ TR_TEST(process, another_program_by_path, .timeout = 60, .init = setup, .fini = 
       tr_check_eq(v, 10);
     }
   }
-  if (bad)
+  if (bad) {
     tr_check_rc(tr_portal_result(bad, NULL), -TR_ENOFUNC);
+    e = tr_error_last();
+    tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "bad") == 0,
+             "the refusing child is the source: %s", e && tr_error_src(e) ? tr_error_src(e) : "?");
+  }
   tr_buf_release(arg);
   tr_buf_release(res);
   tr_portal_release(good);
