@@ -175,9 +175,10 @@ static void proxy_fn(void *state, tr_msg_t *m) {
 }
 
 static int proxy_new(tr_actor_t *chan, const char *name, const uint8_t uuid[TR_UUID_LEN],
-                     tr_actor_t **out) {
+                     uint32_t xflags, tr_actor_t **out) {
   tr_spawn_opts_t o = {.name = name && *name ? name : "remote"};
-  int rc = tr__actor_spawn_as(proxy_fn, tr_actor_dup(chan), &o, NULL, uuid, TR_AF_PROXY, out);
+  int rc = tr__actor_spawn_as(proxy_fn, tr_actor_dup(chan), &o, NULL, uuid, TR_AF_PROXY | xflags,
+                              out);
   if (rc)
     tr_actor_release(chan);
   return rc;
@@ -319,7 +320,7 @@ static tr_actor_t *proxy_for(chan_t *c, const uint8_t uuid[TR_UUID_LEN], const c
     chan_lost(c, -TR_EPROTO, cause);
     return NULL;
   }
-  if (proxy_new(tr_self(), name, uuid, &p) != 0 || ents_add(&c->prx, uuid, p) != 0) {
+  if (proxy_new(tr_self(), name, uuid, 0, &p) != 0 || ents_add(&c->prx, uuid, p) != 0) {
     tr_log(TR_LOG_ERROR, "channel: no proxy for %s (out of memory)", name ? name : "an actor");
     return NULL;
   }
@@ -1108,7 +1109,8 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   int qrc = spec ? chan_queue(c, spec) : -TR_ENOMEM;
   if (qrc == 0)
     spec = NULL; /* queued */
-  if (qrc || proxy_new(ca, req->name, req->uuid, &px) != 0) { /* no proxy is left */
+  if (qrc || proxy_new(ca, req->name, req->uuid, req->exe ? 0 : TR_AF_OUR_PROGRAM, &px) != 0) {
+    /* no proxy is left */
     tr_msg_free(spec);
     (void)tr_send_u64(ca, C_INIT, 0);
     (void)tr_send_u64(ca, C_KILL, 0); /* not connected yet: SIGKILL, then the reap */
@@ -1296,7 +1298,7 @@ int tr__chan_peer(int fd, const tr_uid_t *peer, tr_actor_t **out, tr_actor_t **p
   }
   tr__actor_mark_node(ca);
   tr_actor_t *px;
-  if (peer && proxy_new(ca, peer->name, peer->uuid, &px) == 0) {
+  if (peer && proxy_new(ca, peer->name, peer->uuid, 0, &px) == 0) {
     /* The Hello's actor, in the table before the channel runs: frames from
      * it come through this proxy, not a second one. */
     tr__actor_mark_node(px);
@@ -1315,7 +1317,7 @@ int tr__chan_proxy(tr_actor_t *chan, const uint8_t uuid[TR_UUID_LEN], const char
                    tr_actor_t **out) {
   *out = NULL;
   tr_actor_t *px;
-  int rc = proxy_new(chan, name, uuid, &px);
+  int rc = proxy_new(chan, name, uuid, 0, &px);
   if (rc)
     return rc;
   tr__actor_mark_node(px);

@@ -316,7 +316,10 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
  *   -TR_ENOFUNC / -TR_ENOTEXPOSED  the actor refused the call before
  *                                  starting any task;
  *   -TR_EFUNCKIND   the function is a stream or context function (checked
- *                   here, before anything is sent);
+ *                   here, before anything is sent, when the actor runs
+ *                   this program: an actor of this process, or a child
+ *                   process not started from opts.exe; otherwise the
+ *                   actor's own exports decide, and it refuses);
  *   -TR_EREMOTE     the function failed: tr_error_last is a
  *                   RemoteActorError whose boxed type, message and trace are
  *                   the remote error's, with the actor's name as source;

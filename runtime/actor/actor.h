@@ -30,6 +30,7 @@ struct tr_tasks;
 #define TR_AF_OWN_UUID 0x10u /* its uuid is stored after its name (tr__actor_spawn_as) */
 #define TR_AF_PROXY 0x20u    /* it stands for an actor of another process */
 #define TR_AF_NODE 0x40u     /* the node's own (tr__actor_mark_node) */
+#define TR_AF_OUR_PROGRAM 0x80u /* a proxy of a child process of this program (not opts.exe) */
 
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
@@ -177,6 +178,14 @@ int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_op
  * exit. */
 static inline int tr__actor_is_proxy(const struct tr_actor *a) {
   return (tr_load_relaxed(&a->flags) & TR_AF_PROXY) != 0;
+}
+
+/* Whether a serves this program's exports: an actor of this process, or
+ * a proxy of a child process started from this executable.  Anything
+ * else (a child of opts.exe, an actor found through discovery, a parent)
+ * may run another program.  Threads: any holding a reference to a. */
+static inline int tr__actor_runs_our_program(const struct tr_actor *a) {
+  return (tr_load_relaxed(&a->flags) & (TR_AF_PROXY | TR_AF_OUR_PROGRAM)) != TR_AF_PROXY;
 }
 
 /* The channel proxy a's messages go through (its state, above), or NULL

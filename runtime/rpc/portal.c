@@ -45,14 +45,17 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
     return tr__task_observe_cancel(t, "%s was not called: the calling task is cancelled",
                                    qualified);
   /* tractor's early refusal: a name this executable exports with another
-   * kind fails here, before anything is sent.  A name it does not know is
-   * the callee's to decide (its StartAck names the kind; PROTOCOL.md 5). */
+   * kind fails here, before anything is sent, when the callee runs this
+   * program too.  A name it does not know, or a callee that may run
+   * another program, is the callee's to decide (its StartAck names the
+   * kind; PROTOCOL.md 5). */
   tr_rpc_t *r = self->tasks->rpc;
   const tr__rpc_entry_t *e = r->last_called;
   char nsbuf[256];
   const char *ns, *func;
   size_t nl = r->last_called_ns_len;
-  if (e && strncmp(qualified, e->ns, nl) == 0 && qualified[nl] == '.' &&
+  int ours = tr__actor_runs_our_program(p->actor);
+  if (ours && e && strncmp(qualified, e->ns, nl) == 0 && qualified[nl] == '.' &&
       strcmp(qualified + nl + 1, e->name) == 0) {
     ns = e->ns; /* the same export as the last call */
     func = e->name;
@@ -61,7 +64,7 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
     if (!(func = tr__rpc_split_name(qualified, nsbuf, sizeof nsbuf)))
       return TR_ERROR(-TR_EINVAL, "'%s' is not a qualified name ns.func", qualified);
     e = NULL;
-    if (tr__rpc_lookup(ns, func, &e) == 0) {
+    if (ours && tr__rpc_lookup(ns, func, &e) == 0) {
       r->last_called = e;
       r->last_called_ns_len = strlen(e->ns);
     }

@@ -1460,6 +1460,39 @@ TR_TEST(process, a_big_stream_does_not_delay_calls_on_the_same_channel, .timeout
   return 0;
 }
 
+/* A context function named as multihost_node's plain "mh.pid": this
+ * program's export must not decide how another program's is called. */
+static int mh_pid_here(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  return tr_ctx_started(ctx, NULL);
+}
+TR_EXPORT_CONTEXT("mh", "pid", mh_pid_here)
+
+/* A child of another program (opts.exe: multihost_node, TR_OTHER_PROGRAM)
+ * exports "mh.pid" as a plain function, this one as a context function:
+ * tr_portal_run leaves the kind to the callee, and the call goes through.
+ * It was refused here with -TR_EFUNCKIND, from this program's export. */
+TR_TEST(process, another_programs_exports_decide_its_calls, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  const char *exe = getenv("TR_OTHER_PROGRAM");
+  tr_assert(exe && *exe, "TR_OTHER_PROGRAM (tests/CMakeLists.txt) names multihost_node");
+  static const char *const mh_ns[] = {"mh"};
+  tr_actor_opts_t o = {.spawn = TR_SPAWN_PROCESS, .exe = exe, .enable = mh_ns, .n_enable = 1};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "other", &o, &p), 0);
+  int rc = 0;
+  uint64_t pid = p ? run_u64_any(p, "mh.pid", 0, &rc) : 0;
+  tr_check_rc(rc, 0);
+  tr_check(pid != 0 && pid != (uint64_t)getpid(), "answered by the other program (%llu)",
+           (unsigned long long)pid);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
 /* opts.exe: another program built on the library (here this one by its
  * path, so the parent cannot check the function itself: the child does). */
 TR_TEST(process, another_program_by_path, .timeout = 60, .init = setup, .fini = teardown) {
