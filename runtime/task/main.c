@@ -299,6 +299,7 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
   if (signo != 0) {
     /* Whatever the root returned: the program was interrupted, as a
      * KeyboardInterrupt propagates through tractor's runtime. */
+    tr__error_free(c.err);
     tr_log(TR_LOG_WARN, "cancelled by %s", signo == SIGINT ? "SIGINT" : "SIGTERM");
     return TR_ERROR(-TR_ECANCELED, "the program was cancelled by %s",
                     signo == SIGINT ? "SIGINT" : "SIGTERM");
