@@ -68,7 +68,8 @@ enum {
  * actor that talked here and has not exited): a peer that names more is
  * closed, rather than let it make actors without bound. */
 #define MAX_PROXIES (1u << 16)
-#define HS_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
+int64_t tr__chan_hs_timeout_ns = 10LL * 1000 * 1000 * 1000;
+static int64_t hs_timeout(void) { return __atomic_load_n(&tr__chan_hs_timeout_ns, __ATOMIC_RELAXED); }
 #define GRACE_DEFAULT_NS (1000LL * 1000 * 1000)
 
 /* An actor on either side, by uuid: a local actor that has talked on the
@@ -110,6 +111,7 @@ typedef struct chan {
   int64_t last_rx, last_tx; /* when a byte last came in / went out */
   int64_t over_since;       /* when the write queue was first seen over the mark (0: under) */
   int loss_rc;              /* why the connection ended (0 while it has not) */
+  const char *kill_why;     /* why this side killed its child unasked (static), or NULL */
   char loss_cause[200];
   ents_t loc, prx;
   /* A parent's channel to a child process. */
@@ -733,8 +735,12 @@ static void describe_status(const tr_proc_t *p, char *buf, size_t len) {
 /* The child process is reaped: its exit report (held, or made here),
  * then every dialog with its actors ends, then the channel. */
 static void on_reaped(chan_t *c, pid_t pid) {
-  char st[96], cause[320];
+  char st[160], cause[320];
   describe_status(&c->proc, st, sizeof st);
+  if (c->kill_why) { /* killed here, and not on request: say why */
+    size_t l = strlen(st);
+    snprintf(st + l, sizeof st - l, " (by its parent: %s)", c->kill_why);
+  }
   int rc = c->final_seen ? -TR_ECLOSED : -TR_EIO;
   snprintf(cause, sizeof cause, "process %d %s", (int)pid, st);
   /* Died by itself: every dialog fails first, the nursery's child too;
@@ -864,7 +870,7 @@ static void chan_fn(void *state, tr_msg_t *m) {
       tr_msg_t *t;
       if (tr_msg_new(&t) == 0) {
         t->tag = C_HS_TIMEOUT;
-        if (tr__timer_post(tr_now() + HS_TIMEOUT_NS, tr_self(), t, NULL) != 0)
+        if (tr__timer_post(tr_now() + hs_timeout(), tr_self(), t, NULL) != 0)
           tr_msg_free(t);
       }
     }
@@ -915,6 +921,7 @@ static void chan_fn(void *state, tr_msg_t *m) {
     if (!c->handshaken && c->proc.pid > 0) {
       tr_log(TR_LOG_WARN, "channel %s: the child process %d did not connect back in time",
              tr_actor_name(tr_self()), (int)c->proc.pid);
+      c->kill_why = "it did not connect back in time";
       send_signal(c, SIGKILL);
     }
     break;
@@ -1188,7 +1195,7 @@ static int child_handshake(int fd, const char *addr) {
   int rc = tr__hello_new(&hi, &h);
   if (rc == 0) {
     int64_t t = tr__chan_peer_timeout_ns;
-    int64_t limit = t > 0 && t < HS_TIMEOUT_NS ? t : HS_TIMEOUT_NS;
+    int64_t limit = t > 0 && t < hs_timeout() ? t : hs_timeout();
     rc = tr__hs_initiate(fd, h, tr_now() + limit, &peer, why, sizeof why);
     tr_msg_free(h);
     tr_msg_free(peer);

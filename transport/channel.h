@@ -81,6 +81,12 @@ extern int64_t tr__chan_peer_timeout_ns;
  * they queue). */
 extern size_t tr__chan_wire_max;
 
+/* How long a parent waits for its child process to connect back before it
+ * kills it (SIGKILL; the child's exit then says why), and how long a child
+ * tries to connect.  10 s; tests lower it.  Threads: any, with relaxed
+ * atomic loads and stores. */
+extern int64_t tr__chan_hs_timeout_ns;
+
 /* Environment of a child process: where its parent listens. */
 #define TR_PARENT_ADDR_ENV "TR_PARENT_ADDR"
 

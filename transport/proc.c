@@ -76,10 +76,9 @@ int tr__proc_spawn(const char *exe, char *const argv[], char *const env[], tr_pr
   pid_t pid;
   int rc = posix_spawn(&pid, exe ? exe : "/proc/self/exe", NULL, NULL, argv, envp);
   free(envp);
-  if (rc != 0) {
-    errno = rc;
-    return os_fail("posix_spawn");
-  }
+  if (rc != 0)
+    return TR_ERROR(-TR_EIO, "cannot start %s: %s", exe ? exe : "this program (/proc/self/exe)",
+                    strerror(rc));
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) {
     /* No pidfd: stop it and reap it now rather than lose track of it. */

@@ -840,7 +840,10 @@ void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], uint64
     tr__ctx_notify(c);
     n++;
   }
-  tr_log(TR_LOG_INFO, "peer lost (%s): %d dialog(s) ended", cause ? cause : "no reason given", n);
+  /* A peer that goes with nothing open (a child's normal end) is news only
+   * for debugging. */
+  tr_log(n ? TR_LOG_INFO : TR_LOG_DEBUG, "a peer is gone (%s): %d dialog(s) ended with it",
+         cause ? cause : "no reason given", n);
 }
 
 int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], uint64_t via, int rc,

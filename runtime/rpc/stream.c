@@ -33,7 +33,7 @@ void tr__on_yield_overrun(tr_ctx_t *c, tr_msg_t *m) {
     c->cancel_called = 1;
     c->has_out = 1;
     c->done = 1;
-    c->out_rc = TR_ERROR(-TR_EOVERRUN, "StreamOverrun: actor %s sent beyond the window of %u",
+    c->out_rc = TR_ERROR(-TR_EOVERRUN, "actor %s sent beyond the window of %u",
                          tr_actor_name(c->peer), c->window);
     c->out_err = tr__error_take();
   }
@@ -93,7 +93,7 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
       break;
     if (c->overrun_error) {
       rc = TR_ERROR(-TR_EOVERRUN,
-                    "StreamOverrun: actor %s has not consumed the window of %u messages",
+                    "actor %s has not consumed the window of %u messages",
                     tr_actor_name(c->peer), c->window);
       break;
     }

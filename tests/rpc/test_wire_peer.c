@@ -130,7 +130,9 @@ TR_TEST(wire_peer, caller_refuses_yields_beyond_window, .timeout = 60) {
     tr_check_rc(tr_stream_recv(s, &v), -TR_EOVERRUN, "the overrun ends the stream");
     const tr_error_t *e = tr_error_last();
     const char *msg = e ? tr_error_message(e) : NULL;
-    tr_check(msg && strstr(msg, "StreamOverrun") != NULL, "message: %s", msg ? msg : "(none)");
+    tr_check(e && strcmp(tr_error_type(e), "StreamOverrun") == 0, "type: %s",
+             e ? tr_error_type(e) : "(none)");
+    tr_check(msg && strstr(msg, "beyond the window") != NULL, "message: %s", msg ? msg : "(none)");
     tr_check_rc(tr_stream_close(s), -TR_EOVERRUN);
   }
   tr_portal_release(p);

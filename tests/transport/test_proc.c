@@ -133,7 +133,8 @@ Test(proc, spawn_failure_has_an_error, .timeout = 30) {
   tr_proc_t p;
   int rc = tr__proc_spawn("/nonexistent/tr-child", argv, NULL, &p);
   cr_assert_eq(rc, -TR_EIO);
-  cr_assert(tr_error_last() && strstr(tr_error_message(tr_error_last()), "posix_spawn"));
+  cr_assert(tr_error_last() &&
+            strstr(tr_error_message(tr_error_last()), "cannot start /nonexistent/tr-child"));
   cr_assert_eq(tr__proc_spawn(NULL, NULL, NULL, &p), -TR_EINVAL);
   no_children_left();
 }

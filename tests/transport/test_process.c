@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1490,6 +1491,39 @@ TR_TEST(process, another_programs_exports_decide_its_calls, .timeout = 60, .init
            (unsigned long long)pid);
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
+  return 0;
+}
+
+/* A program that never connects back (a shell script that sleeps, as
+ * opts.exe) is killed once the wait for it ends (lowered here from 10 s to
+ * 300 ms), and what fails says so, not only "killed by signal 9". */
+TR_TEST(process, a_child_that_never_connects_back_is_killed_and_says_why, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  char path[] = "/tmp/tr-test-sleeper-XXXXXX";
+  int fd = mkstemp(path);
+  tr_assert(fd >= 0, "a script in /tmp");
+  static const char script[] = "#!/bin/sh\nexec sleep 30\n";
+  tr_assert(write(fd, script, sizeof script - 1) == (ssize_t)(sizeof script - 1));
+  close(fd);
+  tr_assert(chmod(path, 0700) == 0);
+  int64_t wait = __atomic_load_n(&tr__chan_hs_timeout_ns, __ATOMIC_RELAXED);
+  __atomic_store_n(&tr__chan_hs_timeout_ns, 300 * MS, __ATOMIC_RELAXED);
+  tr_actor_opts_t o = {.spawn = TR_SPAWN_PROCESS, .exe = path};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "sleeper", &o, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "tproc.math.pid", NULL, NULL), -TR_EIO);
+    const char *msg = tr_error_message(tr_error_last());
+    tr_check(msg && strstr(msg, "did not connect back"), "the call says why: %s", msg);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), -TR_EIO);
+  const char *msg = tr_error_message(tr_error_last());
+  tr_check(msg && strstr(msg, "did not connect back"), "the nursery says why: %s", msg);
+  __atomic_store_n(&tr__chan_hs_timeout_ns, wait, __ATOMIC_RELAXED);
+  tr_portal_release(p);
+  unlink(path);
   return 0;
 }
 
