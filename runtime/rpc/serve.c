@@ -434,9 +434,12 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
 void tr__rpc_bounce(tr_actor_t *dead, tr_msg_t *m) {
   if (!m->from)
     return;
-  if (m->body == TR_BODY_START)
-    tr__send_error(dead, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
-  else if (m->body == TR_BODY_CANCEL && m->x_ && m->x_->u.cancel.whole_actor)
+  if (m->body == TR_BODY_START) {
+    /* Named: the bare code's text would not say which actor. */
+    tr_error_t *e = tr__error_new(-TR_ECLOSED, NULL, "actor %s has exited", tr_actor_name(dead));
+    tr__send_error(dead, m->from, m->cid, -TR_ECLOSED, e, NULL);
+    tr__error_free(e);
+  } else if (m->body == TR_BODY_CANCEL && m->x_ && m->x_->u.cancel.whole_actor)
     (void)tr__send_cancel(dead, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1); /* gone: done */
 }
 
@@ -445,8 +448,11 @@ void tr__rpc_actor_free(tr_tasks_t *ts) {
     tr_msg_t *m = ts->rpc->early_starts;
     ts->rpc->early_starts = m->next_;
     /* A Cancel behind its Start needs no answer: the Error ends the call. */
-    if (m->from && m->body == TR_BODY_START)
-      tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, NULL, NULL);
+    if (m->from && m->body == TR_BODY_START) {
+      tr_error_t *e = tr__error_new(-TR_ECLOSED, NULL, "the actor exited before it served the call");
+      tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, e, NULL);
+      tr__error_free(e);
+    }
     tr_msg_free(m);
   }
   for (size_t i = 0; i < ts->rpc->n_enable; i++)

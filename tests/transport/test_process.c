@@ -1527,6 +1527,34 @@ TR_TEST(process, a_child_that_never_connects_back_is_killed_and_says_why, .timeo
   return 0;
 }
 
+/* A call to a child actor that was cancelled and has exited is refused
+ * with -TR_ECLOSED, by this side or by the child's, and either way the
+ * error names the actor (it said only "closed: the peer or actor has
+ * exited" when the child's side answered). */
+TR_TEST(process, a_call_to_an_exited_child_names_it, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "quitter", &o, &p), 0);
+  int rc = 0;
+  if (p)
+    (void)run_u64_any(p, "tproc.math.pid", 0, &rc);
+  tr_check_rc(rc, 0);
+  if (p) {
+    tr_check_rc(tr_portal_cancel_actor(p, 5000 * MS, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+      tr_check_rc(tr_portal_run(p, "tproc.math.pid", NULL, NULL), -TR_ECLOSED);
+      const char *msg = tr_error_message(tr_error_last());
+      tr_check(msg && strstr(msg, "quitter"), "call %d names the actor: %s", i, msg);
+    }
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
 /* opts.exe: another program built on the library (here this one by its
  * path, so the parent cannot check the function itself: the child does). */
 TR_TEST(process, another_program_by_path, .timeout = 60, .init = setup, .fini = teardown) {
