@@ -36,6 +36,11 @@
 #define CALL_TIMEOUT_NS (5 * 1000000000LL)
 /* Probes of the registry address before giving up on a race for it. */
 #define PROBE_TRIES 4
+/* tr_wait_for_actor between rounds whose every entry failed without being
+ * deleted (its node unreachable, say): from the first to the last pause,
+ * doubling, so a wait never turns into a busy loop on the registrar. */
+#define WAIT_PAUSE_MIN_NS (10 * 1000000LL)
+#define WAIT_PAUSE_MAX_NS (1000 * 1000000LL)
 
 /* A registered actor of this node. */
 typedef struct local {
@@ -646,8 +651,18 @@ static int node_start(const tr_config_t *cfg) {
     bind = "127.0.0.1";
   struct sockaddr_in sa;
   int rc;
-  if ((rc = tr__addr_parse(reg, &sa)) != 0 || (rc = tr__addr_parse(bind, &sa)) != 0)
-    return rc;
+  /* Each says which setting it is about. */
+  if ((rc = tr__addr_parse(reg, &sa)) != 0)
+    return TR_ERROR(rc, "registry_addr (TR_REGISTRY_ADDR) %s", last_msg());
+  /* No port, or 0, would make every program a registrar of its own on a
+   * port of the kernel's choosing: nobody would find anybody. */
+  if (sa.sin_port == 0)
+    return TR_ERROR(-TR_EINVAL,
+                    "registry_addr (TR_REGISTRY_ADDR) '%s' has no port: give host:port, the "
+                    "same for every program that should find the others",
+                    reg);
+  if ((rc = tr__addr_parse(bind, &sa)) != 0)
+    return TR_ERROR(rc, "bind_addr (TR_BIND_ADDR) %s", last_msg());
   if (strlen(reg) >= TR_ADDR_MAX || strlen(bind) >= TR_ADDR_MAX)
     return TR_ERROR(-TR_EINVAL, "an address longer than %d bytes", TR_ADDR_MAX - 1);
   const char *insecure = getenv("TR_ALLOW_INSECURE");
@@ -869,16 +884,51 @@ static int lookup(const char *fn, const char *name, int wait, int64_t deadline,
   if (!name || !portal)
     return TR_ERROR(-TR_EINVAL, "%s: a required argument is NULL", fn);
   tr_registry_entry_t q = {.name = (char *)name};
+  int64_t pause = WAIT_PAUSE_MIN_NS;
   for (;;) {
     tr_buf_t *found;
-    if ((rc = registrar_call(wait ? "wait" : "find", &q, 0, deadline, &found)) != 0)
+    if ((rc = registrar_call(wait ? "wait" : "find", &q, 0, deadline, &found)) != 0) {
+      if (rc == -TR_ETIMEDOUT && wait) /* the registrar's wait is for a registration */
+        rc = TR_ERROR(-TR_ETIMEDOUT,
+                      "%s: no actor named '%s' was registered before the deadline (or the "
+                      "registrar did not answer)",
+                      fn, name);
       return rc;
-    rc = pick(name, found, portal);
+    }
+    /* Dials are bounded by the deadline too (each by the handshake's
+     * timeout besides). */
+    tr_scope_t s;
+    if ((rc = tr_scope_open(&s, deadline >= 0 ? deadline : TR_NO_DEADLINE, 0)) == 0) {
+      rc = pick(name, found, portal);
+      int crc = tr_scope_close(&s);
+      if (rc == -TR_ECANCELED && tr_scope_cancelled_caught(&s))
+        rc = TR_ERROR(-TR_ETIMEDOUT, "%s: no actor named '%s' answered before the deadline", fn,
+                      name);
+      else if (rc == 0 && crc) {
+        tr_portal_release(*portal);
+        *portal = NULL;
+        rc = crc;
+      }
+    }
     tr_buf_release(found);
     if (rc != -TR_ENOTFOUND || !wait)
       return rc;
-    /* Every entry was stale (and is deleted now): wait for a live one. */
-    tr_error_clear();
+    /* Every entry failed (the refused ones are deleted now): wait for a
+     * live one, after a pause, as an entry that fails without being
+     * deleted (an unreachable node) would be found again at once.  At the
+     * deadline, the last failure says why. */
+    tr_error_t *why = tr__error_take();
+    int64_t until = tr_now() + pause;
+    if (deadline >= 0 && until > deadline)
+      until = deadline;
+    pause = pause * 2 > WAIT_PAUSE_MAX_NS ? WAIT_PAUSE_MAX_NS : pause * 2;
+    if ((rc = tr_sleep_until(until)) != 0 || (deadline >= 0 && tr_now() >= deadline)) {
+      if (rc == 0)
+        rc = TR_ERROR(-TR_ETIMEDOUT, "%s: %s, until the deadline", fn, tr_error_message(why));
+      tr__error_free(why);
+      return rc;
+    }
+    tr__error_free(why);
   }
 }
 

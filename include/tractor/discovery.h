@@ -18,9 +18,11 @@
  *
  * What registers: the root actor ("root"; it serves no calls, as it runs
  * the program's root function: a call to it fails at once with
- * -TR_ECLOSED, "does not serve calls") and every
- * actor an actor nursery starts (tr_start_actor, tr_run_in_actor; thread or
- * process), under the name it was given, with the address its process
+ * -TR_ECLOSED, "does not serve calls"; every program's root is "root", so
+ * a lookup of "root" finds the newest program's, often the caller's own)
+ * and every actor an actor nursery starts to serve calls (tr_start_actor,
+ * tr_run_in_actor; thread or process; not tr_actor_nursery_spawn's, which
+ * run a task function and serve nothing), under the name it was given, with the address its process
  * listens on (tr_config_t.bind_addr's host, a port of the kernel's
  * choice; the registrar's own node listens on the registry address).  An
  * actor registers when it starts, before it serves its first call (calls
@@ -89,9 +91,13 @@ int tr_find_actor(const char *name, tr_portal_t **portal);
 /*
  * As tr_find_actor, but waits until an actor of that name has registered,
  * or until `deadline` (tr_now() nanoseconds; < 0: no deadline).  Returns
- * 0 with *portal, -TR_ETIMEDOUT at the deadline, or as tr_find_actor
- * (never -TR_ENOTFOUND).  The wait is a call to the registrar, cancelled
- * with the calling task.
+ * 0 with *portal, -TR_ETIMEDOUT at the deadline (the dials to the
+ * entries' nodes included), or as tr_find_actor (-TR_ENOTFOUND only with
+ * discovery off).  The wait is a call to the registrar, cancelled with the
+ * calling task.  When every entry of the name fails without being deleted
+ * (its node cannot be reached, or does not answer), it asks again after a
+ * pause, 10 ms doubling up to 1 s; at the deadline the error says what the
+ * last one tried failed with.
  * Ownership and threads: as tr_find_actor.
  */
 int tr_wait_for_actor(const char *name, int64_t deadline, tr_portal_t **portal);

@@ -109,6 +109,24 @@ static int find_rc(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) 
 }
 TR_EXPORT_FN("tdisc.svc", "find_rc", find_rc)
 
+/* Waits for "frozen" with a 1 s deadline (a_wait_keeps_its_deadline_while_it_dials):
+ * the milliseconds it took, when it timed out saying why. */
+static int wait_frozen(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  int64_t t0 = tr_now();
+  tr_portal_t *f = NULL;
+  int rc = tr_wait_for_actor("frozen", t0 + 1000 * MS, &f);
+  tr_portal_release(f);
+  if (rc != -TR_ETIMEDOUT)
+    return rc ? rc : tr_fail("AssertionError", "found a stopped actor");
+  const char *msg = tr_error_message(tr_error_last());
+  if (!msg || !strstr(msg, "answered before the deadline"))
+    return tr_fail("AssertionError", "the wait's reason: %s", msg ? msg : "(none)");
+  return tr_buf_from_u64((uint64_t)((tr_now() - t0) / MS), result);
+}
+TR_EXPORT_FN("tdisc.svc", "wait_frozen", wait_frozen)
+
 static const char *const svc_ns[] = {"tdisc.svc"};
 
 static tr_actor_opts_t svc_opts(int spawn) {
@@ -640,6 +658,63 @@ Test(discovery, a_non_loopback_bind_needs_allow_insecure, .timeout = 30) {
   cr_expect_eq(never_called, 0);
   const tr_error_t *e = tr_error_last();
   cr_expect(e && strstr(tr_error_message(e), "allow_insecure"), "the error says why");
+}
+
+/* A registry address without a port (or port 0) would make every program
+ * a registrar of its own on a port of the kernel's choosing; it is refused,
+ * and a bad address names its setting. */
+Test(discovery, a_registry_address_needs_a_port, .timeout = 30) {
+  static const char *const bad[] = {"127.0.0.1", "127.0.0.1:0"};
+  for (size_t i = 0; i < 2; i++) {
+    setenv("TR_REGISTRY_ADDR", bad[i], 1);
+    never_called = 0;
+    cr_expect_eq(tr_main(0, NULL, root_never, NULL, NULL), -TR_EINVAL, "%s", bad[i]);
+    cr_expect_eq(never_called, 0);
+    const tr_error_t *e = tr_error_last();
+    cr_expect(e && strstr(tr_error_message(e), "has no port"), "%s: %s", bad[i],
+              e ? tr_error_message(e) : "(none)");
+  }
+  setenv("TR_REGISTRY_ADDR", "garbage:1", 1);
+  cr_expect_eq(tr_main(0, NULL, root_never, NULL, NULL), -TR_EINVAL);
+  const tr_error_t *e = tr_error_last();
+  cr_expect(e && strstr(tr_error_message(e), "registry_addr (TR_REGISTRY_ADDR)"), "%s",
+            e ? tr_error_message(e) : "(none)");
+  unsetenv("TR_REGISTRY_ADDR");
+}
+
+/* tr_wait_for_actor keeps its deadline while it dials an entry's node:
+ * "frozen", a child process that registered and was then stopped
+ * (SIGSTOP), accepts connections in the kernel but never answers a Hello.
+ * "waiter", another child, with no channel to it yet, waits for it with a
+ * 1 s deadline (tdisc.svc.wait_frozen): -TR_ETIMEDOUT on time, saying why.
+ * It took the handshake's 5 s bound before, and blamed the registrar. */
+TR_TEST(discovery, a_wait_keeps_its_deadline_while_it_dials, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *frozen = NULL, *waiter = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "frozen", &o, &frozen), 0);
+  tr_check_rc(tr_start_actor_opts(an, "waiter", &o, &waiter), 0);
+  tr_check(await_count("frozen", 1, 20000) == 1, "frozen registered");
+  int pid = 0;
+  if (frozen)
+    tr_check_rc(tr_portal_process(frozen, &pid, NULL), 0);
+  tr_check(pid > 0 && kill(pid, SIGSTOP) == 0, "stopped %d", pid);
+  tr_buf_t *res = NULL;
+  uint64_t ms = 0;
+  if (waiter) {
+    tr_check_rc(tr_portal_run(waiter, "tdisc.svc.wait_frozen", NULL, &res), 0);
+    tr_check_rc(tr_buf_to_u64(res, &ms), 0);
+  }
+  tr_check(ms > 0 && ms < 3000, "the wait returned on time: %llu ms", (unsigned long long)ms);
+  if (pid > 0)
+    kill(pid, SIGCONT);
+  tr_buf_release(res);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(frozen);
+  tr_portal_release(waiter);
+  return 0;
 }
 
 Test(discovery, registry_off_turns_discovery_off, .timeout = 30) {

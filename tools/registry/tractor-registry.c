@@ -21,11 +21,10 @@ static int serve(void *arg) {
   char addr[64];
   int registrar = 0;
   int rc = tr_node_addr(addr, sizeof addr, &registrar);
-  if (rc == 0 && !registrar) {
-    tr_log(TR_LOG_ERROR, "tractor-registry: a registrar already answers at %s",
-           getenv("TR_REGISTRY_ADDR") ? getenv("TR_REGISTRY_ADDR") : "the registry address");
-    return 1;
-  }
+  if (rc == 0 && !registrar) /* main prints it, once */
+    return TR_ERROR(-TR_EBUSY, "a registrar already answers at %s",
+                    getenv("TR_REGISTRY_ADDR") ? getenv("TR_REGISTRY_ADDR")
+                                               : "the registry address");
   if (rc)
     return rc;
   tr_log(TR_LOG_INFO, "tractor-registry: serving the registry at %s", addr);
