@@ -430,9 +430,13 @@ int tr__node_accept(int fd, const tr_msg_t *hello) {
     tr_error_clear();
     return 0;
   }
-  /* Known by its address, so that a dial there finds this channel. */
-  if (x->u.hello.id.addr && x->u.hello.id.addr[0])
-    peer_add(peer_new(x->u.hello.id.addr, chan, px, hello));
+  /* Known by its address, so that a dial there finds this channel; one
+   * without (a node's start-up probe, which became its channel to the
+   * registrar) is kept all the same, under "", which no dial matches, so
+   * that this node's end closes it (node_reset): a registrar that stops
+   * must not wait for its nodes to hang up, nor they for it. */
+  const char *addr = x->u.hello.id.addr ? x->u.hello.id.addr : "";
+  peer_add(peer_new(addr, chan, px, hello));
   tr_actor_release(chan);
   tr_actor_release(px);
   return 0;

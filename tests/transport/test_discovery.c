@@ -799,6 +799,60 @@ Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 6
   }
 }
 
+/* A registrar stopped (SIGTERM) while this node is connected to it exits
+ * at once: it closes its end of every node's channel, rather than wait
+ * for them to hang up (it waited until this node left, ~14 s in an
+ * audit, its hang report firing), and this node, seeing its channel to
+ * the registrar end, dials the address again at its next call: a new
+ * registrar there answers it. */
+static int root_tool_stops(void *arg) {
+  tool_run_t *t = arg;
+  tr_registry_entry_t *v = NULL;
+  size_t n = 0;
+  tr_check_rc(tr_registry_list(&v, &n), 0);
+  tr_registry_entries_free(v, n);
+  int64_t t0 = tr_now();
+  kill(t->tool, SIGTERM);
+  int st = -1;
+  pid_t w = 0;
+  while ((w = waitpid(t->tool, &st, WNOHANG)) == 0 && tr_now() - t0 < 10000 * MS)
+    tr_sleep(10 * MS);
+  int64_t ms = (tr_now() - t0) / MS;
+  tr_check(w == t->tool && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+           "the registrar exited 0 (status %#x)", st);
+  tr_check(ms < 3000, "at once, with this node still connected (%lld ms)", (long long)ms);
+  if (w != t->tool)
+    kill(t->tool, SIGKILL), waitpid(t->tool, NULL, 0);
+  t->tool = tr_test_registry_tool_start(t->addr, NULL);
+  tr_check(t->tool > 0, "a new registrar on the same port");
+  int rc = -1;
+  for (int i = 0; i < 200 && rc != 0; i++) { /* until its end of the old channel is seen */
+    rc = tr_registry_list(&v, &n);
+    if (rc == 0)
+      tr_registry_entries_free(v, n);
+    else
+      tr_sleep(10 * MS);
+  }
+  tr_check_rc(rc, 0, "the new registrar answers this node");
+  return 0;
+}
+
+Test(discovery, a_registrar_stopped_with_nodes_connected_exits_and_they_move_on, .timeout = 60,
+     .init = setup, .fini = teardown) {
+  tool_run_t t = {0};
+  cr_assert_eq(tr__test_reserve_registry(t.addr, sizeof t.addr), 0);
+  t.tool = tr_test_registry_tool_start(t.addr, NULL);
+  cr_assert(t.tool > 0, "tractor-registry started at %s", t.addr);
+  int rc = tr_main(0, NULL, root_tool_stops, &t, NULL);
+  cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
+  cr_expect_eq(__atomic_load_n(&tr__test_slot.count, __ATOMIC_RELAXED), 0, "%s",
+               tr__test_slot_text() ? tr__test_slot_text() : "");
+  if (t.tool > 0) {
+    kill(t.tool, SIGTERM);
+    waitpid(t.tool, NULL, 0);
+  }
+}
+
 /* ---- trust: authenticated handshakes (transport/auth.h) ----------------------------------- */
 
 #include "transport/auth.h"
