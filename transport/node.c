@@ -867,7 +867,7 @@ static int pick(const char *name, tr_buf_t *found, tr_portal_t **portal) {
     char why[300];
     snprintf(why, sizeof why, "%s", last_msg()); /* e.g. another secret: -TR_EPERM's */
     tr_log(TR_LOG_INFO, "node: '%s' at %s does not answer (%s)%s", name, v[i].addr, why,
-           refused == DIAL_REFUSED ? "; its entry is deleted" : "");
+           refused == DIAL_REFUSED ? "; the registrar is asked to drop its entry" : "");
     if (refused == DIAL_REFUSED)
       (void)registrar_call("unregister", &v[i], 0, tr_now() + CALL_TIMEOUT_NS, NULL);
     rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' answers (the last tried, at %s: %s)", name,
@@ -977,6 +977,19 @@ int tr_node_addr(char *addr, size_t len, int *is_registrar) {
   if (rc)
     return TR_ERROR(rc, "this node has no listener (discovery is off, or nothing registered)");
   return 0;
+}
+
+int tr__node_refuses(const char *addr) {
+  int fd, refused = 0;
+  tr_msg_t *peer;
+  tr_error_t *kept = tr__error_take(); /* the caller's error stays its own */
+  int rc = addr ? dial(addr, 0, &fd, &peer, &refused) : -TR_EINVAL;
+  if (rc == 0) {
+    close(fd);
+    tr_msg_free(peer);
+  }
+  tr__error_put(kept);
+  return rc != 0 && refused == DIAL_REFUSED;
 }
 
 /* ---- for the benchmark and tests --------------------------------------------------------- */

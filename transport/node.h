@@ -104,4 +104,11 @@ tr_actor_t *tr__node_registrar(void);
  */
 int tr__node_handshake(const char *addr);
 
+/* 1 when nothing accepts connections at addr, as this node sees it (the
+ * connect is refused); 0 when something answers, or the dial failed any
+ * other way (unreachable, silent, another secret: not a proof that
+ * nothing is there).  The registrar's check before it drops an entry on
+ * another node's word.  Threads: a task. */
+int tr__node_refuses(const char *addr);
+
 #endif

@@ -156,12 +156,20 @@ static int reg_register(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) 
 }
 
 static int reg_unregister(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
-  (void)ctx;
   (void)result;
   tr_registry_entry_t *e;
   int rc = one_entry(args, "unregister", &e);
   if (rc)
     return rc;
+  /* Another node's word that an entry's node refuses connections is true
+   * only from where it stands (another host, another network): the entry
+   * goes only if its node refuses this one too. */
+  if (memcmp(e->uuid, ctx->peer_uuid, TR_UUID_LEN) != 0 && !tr__node_refuses(e->addr)) {
+    rc = TR_ERROR(-TR_EPERM, "registrar: %s at %s answers here: its entry is kept", e->name,
+                  e->addr);
+    tr_registry_entries_free(e, 1);
+    return rc;
+  }
   for (size_t i = 0; i < R.n; i++)
     if (memcmp(R.v[i].e.uuid, e->uuid, TR_UUID_LEN) == 0) {
       reg_drop(i);

@@ -33,8 +33,10 @@
  * An entry whose
  * actor is gone without unregistering (its process was killed, its
  * connection to the registrar broke) is dropped by the registrar when it
- * next answers; one whose node no longer accepts connections is deleted by
- * the first tr_find_actor that fails to connect to it.  Names are not
+ * next answers; one whose node no longer accepts connections is deleted
+ * when a tr_find_actor fails to connect to it and the registrar's own
+ * connection is refused too (from another host or network a node may be
+ * unreachable and alive).  Names are not
  * unique (entries of one name coexist); uuids are.
  *
  * Registration is asynchronous to whoever started the actor: an actor

@@ -33,7 +33,9 @@
 
 #include "../support/peer.h"
 #include "../support/procs.h"
+#include "schema/registry.h" /* tr__reg_pack */
 #include "transport/listen.h"
+#include "transport/node.h" /* tr__node_registrar, TR_REGISTRY_NS */
 
 #define MS (1000 * 1000LL)
 
@@ -797,6 +799,45 @@ Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 6
     cr_expect_eq(waitpid(t.tool, &st, 0), t.tool);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: a clean exit (status %#x)", st);
   }
+}
+
+/* Any node may tell the registrar that an entry's node refuses
+ * connections (a failed lookup does), but that is true only from where it
+ * stands: the registrar drops the entry only if the node refuses it too.
+ * Here the root asks it to drop a live child's entry: it answers the
+ * registrar, so the entry stays, and the ask is refused, saying why.  (A
+ * node that really refuses is dropped: see
+ * a_child_that_closes_its_listener_is_not_found.)  Before, any node's
+ * word deleted a healthy entry for everyone. */
+TR_TEST(discovery, another_nodes_word_does_not_drop_a_live_entry, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *f = NULL, *rp = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  start_found(an, "svc", &o, &p, &f);
+  tr_registry_entry_t *v = NULL;
+  size_t n = 0;
+  tr_check_rc(tr_registry_list(&v, &n), 0);
+  tr_buf_t *args = NULL;
+  for (size_t i = 0; i < n && !args; i++)
+    if (strcmp(v[i].name, "svc") == 0)
+      tr_check_rc(tr__reg_pack(&v[i], 1, &args), 0);
+  tr_actor_t *r = tr__node_registrar();
+  tr_assert(r && args, "this node is the registrar; svc is listed");
+  tr_assert_rc(tr_portal_from_actor(r, &rp), 0);
+  tr_check_rc(tr_portal_run(rp, TR_REGISTRY_NS ".unregister", args, NULL), -TR_EREMOTE);
+  const char *msg = tr_error_message(tr_error_last());
+  tr_check(msg && strstr(msg, "answers here"), "why: %s", msg ? msg : "(none)");
+  tr_check(count_named("svc") == 1, "the entry is kept");
+  tr_registry_entries_free(v, n);
+  tr_buf_release(args);
+  tr_portal_release(rp);
+  tr_actor_release(r);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_portal_release(f);
+  return 0;
 }
 
 /* A registrar stopped (SIGTERM) while this node is connected to it exits
