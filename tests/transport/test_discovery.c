@@ -783,13 +783,15 @@ static int root_with_tool(void *arg) {
   return 0;
 }
 
-Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 60,
-     .init = setup, .fini = teardown) {
+/* Runs root under tr_main with a tractor-registry of its own as the
+ * registrar (t->tool, which root may kill and start again), then stops the
+ * registrar running at the end: SIGTERM, a clean exit. */
+static void with_tool(tr_task_fn root) {
   tool_run_t t = {0};
   cr_assert_eq(tr__test_reserve_registry(t.addr, sizeof t.addr), 0);
   t.tool = tr_test_registry_tool_start(t.addr, NULL);
   cr_assert(t.tool > 0, "tractor-registry started at %s", t.addr);
-  int rc = tr_main(0, NULL, root_with_tool, &t, NULL);
+  int rc = tr_main(0, NULL, root, &t, NULL);
   cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
   cr_expect_eq(__atomic_load_n(&tr__test_slot.count, __ATOMIC_RELAXED), 0, "%s",
                tr__test_slot_text() ? tr__test_slot_text() : "");
@@ -799,6 +801,11 @@ Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 6
     cr_expect_eq(waitpid(t.tool, &st, 0), t.tool);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: a clean exit (status %#x)", st);
   }
+}
+
+Test(discovery, a_standalone_registrar_its_death_and_its_successor, .timeout = 60,
+     .init = setup, .fini = teardown) {
+  with_tool(root_with_tool);
 }
 
 /* Any node may tell the registrar that an entry's node refuses
@@ -880,18 +887,7 @@ static int root_tool_stops(void *arg) {
 
 Test(discovery, a_registrar_stopped_with_nodes_connected_exits_and_they_move_on, .timeout = 60,
      .init = setup, .fini = teardown) {
-  tool_run_t t = {0};
-  cr_assert_eq(tr__test_reserve_registry(t.addr, sizeof t.addr), 0);
-  t.tool = tr_test_registry_tool_start(t.addr, NULL);
-  cr_assert(t.tool > 0, "tractor-registry started at %s", t.addr);
-  int rc = tr_main(0, NULL, root_tool_stops, &t, NULL);
-  cr_expect_eq(rc, 0, "%s", tr_strerror(rc));
-  cr_expect_eq(__atomic_load_n(&tr__test_slot.count, __ATOMIC_RELAXED), 0, "%s",
-               tr__test_slot_text() ? tr__test_slot_text() : "");
-  if (t.tool > 0) {
-    kill(t.tool, SIGTERM);
-    waitpid(t.tool, NULL, 0);
-  }
+  with_tool(root_tool_stops);
 }
 
 /* ---- trust: authenticated handshakes (transport/auth.h) ----------------------------------- */
