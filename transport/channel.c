@@ -38,6 +38,7 @@
 
 int64_t tr__chan_peer_timeout_ns = TR_PEER_TIMEOUT_DEFAULT_NS;
 size_t tr__chan_wire_max = 256u << 20;
+int64_t tr__chan_deaf_after_ns;
 
 /* A channel's own messages (body 0; never on the wire). */
 enum {
@@ -430,7 +431,9 @@ static int chan_deaf(chan_t *c) {
     c->over_since = 0;
     return 0;
   }
-  int64_t limit = tr__chan_peer_timeout_ns / 3, now = tr_now();
+  int64_t limit = __atomic_load_n(&tr__chan_deaf_after_ns, __ATOMIC_RELAXED), now = tr_now();
+  if (limit == 0)
+    limit = tr__chan_peer_timeout_ns / 3;
   if (limit <= 0)
     return 0;
   if (!c->over_since)

@@ -81,6 +81,11 @@ extern int64_t tr__chan_peer_timeout_ns;
  * they queue). */
 extern size_t tr__chan_wire_max;
 
+/* How long a peer over the mark may take nothing before it is declared
+ * deaf: 0 (the default) is a third of peer_timeout, the heartbeat period.
+ * Tests set it.  Threads: any, with relaxed atomic loads and stores. */
+extern int64_t tr__chan_deaf_after_ns;
+
 /* How long a parent waits for its child process to connect back before it
  * kills it (SIGKILL; the child's exit then says why), and how long a child
  * tries to connect.  10 s; tests lower it.  Threads: any, with relaxed

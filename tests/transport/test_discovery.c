@@ -1175,11 +1175,12 @@ TR_TEST(discovery, frames_for_nobody_make_no_actors, .timeout = 60, .init = setu
 
 /* A peer that sends calls and reads none of the answers: once more than
  * 1 MiB of them waits in the channel (tr__chan_wire_max, 256 MiB by
- * default) and the peer has taken none for a third of peer_timeout, the
- * peer is dead and its connection closed, rather than buffered for ever.
+ * default) and the peer has taken none for a while (a third of
+ * peer_timeout; 200 ms here, tr__chan_deaf_after_ns), the peer is dead and
+ * its connection closed, rather than buffered for ever.
  * The peer sends Starts to nobody, each answered by an Error of about 100
  * bytes, and never reads: once the kernel's buffers and the mark are full
- * and the third has passed, the channel closes, and the peer's next sends
+ * and that while has passed, the channel closes, and the peer's next sends
  * fail (a reset).  A channel
  * that buffered everything would take all 2,000,000 Starts (~200 MB of
  * answers), and the test would fail on the count. */
@@ -1230,7 +1231,11 @@ TR_TEST(discovery, a_peer_that_reads_no_answers_is_dropped, .timeout = 60, .init
   static deaf_t d; /* the thread's: read after the wait */
   size_t mark = __atomic_load_n(&tr__chan_wire_max, __ATOMIC_RELAXED);
   __atomic_store_n(&tr__chan_wire_max, (size_t)1 << 20, __ATOMIC_RELAXED);
+  /* A third of peer_timeout is 10 s in sanitized builds (30 s there), by
+   * when an ASan build had taken all 2,000,000 Starts: 200 ms here. */
+  __atomic_store_n(&tr__chan_deaf_after_ns, 200 * MS, __ATOMIC_RELAXED);
   tr_assert_rc(tr_to_thread(deaf_run, &d, NULL), 0);
+  __atomic_store_n(&tr__chan_deaf_after_ns, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&tr__chan_wire_max, mark, __ATOMIC_RELAXED);
   tr_check(d.rc == 0, "the handshake (%d: %s)", d.rc, d.why);
   tr_check(d.closed, "the connection was closed on the deaf peer after %d Starts (%s)", d.sent,
