@@ -8,7 +8,8 @@
  * with every channel closed; a child that closes its listener is not
  * found and its stale entry is gone; an occupied port that is not a
  * registrar is refused; a connect-and-drop is harmless; SIGINT shortly
- * after starting a daemon child.  Trust (suite auth): nodes and children
+ * after starting a daemon child; a wait that finds only an entry whose
+ * node fails the handshake pauses between rounds.  Trust (suite auth): nodes and children
  * of one secret find and call each other (the child's key gone from its
  * environment); nodes of another secret, or none, are refused with a
  * clear error; 1,000 wrong, replayed and proofless handshakes at a live
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -716,6 +718,131 @@ TR_TEST(discovery, a_wait_keeps_its_deadline_while_it_dials, .timeout = 60, .ini
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(frozen);
   tr_portal_release(waiter);
+  return 0;
+}
+
+/* A node by hand that registers "ghost" at an address where every
+ * connection is accepted and closed at once (the handshake fails fast,
+ * and a dial that connected is no reason to delete the entry), counting
+ * the connections until told to stop. */
+typedef struct ghost {
+  uint8_t registrar[TR_UUID_LEN];
+  int registered;   /* atomic: 1 registered, -1 failed */
+  int stop;         /* atomic */
+  int accepts;      /* atomic */
+  char why[160];
+} ghost_t;
+
+static void *ghost_run(void *arg) {
+  ghost_t *g = arg;
+  uint8_t me[TR_UUID_LEN];
+  for (size_t i = 0; i < sizeof me; i++)
+    me[i] = (uint8_t)(0x5a ^ (i * 7));
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd = -1, ok = 0;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  char addr[64];
+  if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 64) != 0 ||
+      getsockname(lfd, (struct sockaddr *)&sa, &sl) != 0) {
+    snprintf(g->why, sizeof g->why, "listen: %s", strerror(errno));
+    goto out;
+  }
+  snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+  if (tr_test_peer_dial("ghost-node", me, 0, &fd, g->why, sizeof g->why) != 0)
+    goto out;
+  tr_registry_entry_t e = {.name = "ghost", .addr = addr, .pid = 1};
+  memcpy(e.uuid, me, TR_UUID_LEN);
+  tr_msg_t *m = NULL;
+  struct tr_envx *x;
+  if (tr_msg_new(&m) != 0 || !(x = tr__envx_get((m->body = TR_BODY_START, m))) ||
+      tr__envx_set_start(x, TR_REGISTRY_NS, "register") != 0 ||
+      tr__reg_pack(&e, 1, &m->payload) != 0) {
+    tr_msg_free(m);
+    snprintf(g->why, sizeof g->why, "out of memory");
+    goto out;
+  }
+  m->cid = 1;
+  x->has_src = x->has_dst = 1;
+  memcpy(x->src.uuid, me, TR_UUID_LEN);
+  memcpy(x->dst.uuid, g->registrar, TR_UUID_LEN);
+  uint8_t *fr = NULL;
+  size_t len = 0;
+  int erc = tr__frame_encode(m, 0, &fr, &len);
+  tr_msg_free(m);
+  if (erc != 0 || tr_test_peer_send_all(fd, fr, len) != 0) {
+    snprintf(g->why, sizeof g->why, "send: %s", erc ? tr_strerror(erc) : strerror(errno));
+    free(fr);
+    goto out;
+  }
+  free(fr);
+  tr_msg_t *r;
+  while ((r = tr_test_peer_read(fd)) && r->body == TR_BODY_START_ACK)
+    tr_msg_free(r);
+  ok = r && r->body == TR_BODY_RETURN;
+  if (!ok)
+    snprintf(g->why, sizeof g->why, "the registrar answered %s", r ? tr__body_name(r->body) : "nothing");
+  tr_msg_free(r);
+  if (!ok)
+    goto out;
+  __atomic_store_n(&g->registered, 1, __ATOMIC_RELEASE);
+  while (!__atomic_load_n(&g->stop, __ATOMIC_ACQUIRE)) {
+    struct timeval tv = {0, 20000};
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(lfd, &rd);
+    if (select(lfd + 1, &rd, NULL, NULL, &tv) > 0) {
+      int c = accept(lfd, NULL, NULL);
+      if (c >= 0) {
+        close(c);
+        __atomic_fetch_add(&g->accepts, 1, __ATOMIC_RELAXED);
+      }
+    }
+  }
+out:
+  if (!ok)
+    __atomic_store_n(&g->registered, -1, __ATOMIC_RELEASE);
+  if (fd >= 0)
+    close(fd);
+  if (lfd >= 0)
+    close(lfd);
+  return NULL;
+}
+
+static void *join_thread(void *arg) {
+  (void)pthread_join(*(pthread_t *)arg, NULL);
+  return NULL;
+}
+
+/* tr_wait_for_actor pauses between rounds whose every entry failed without
+ * being deleted (10 ms, doubling up to 1 s): without the pause, a second's
+ * wait dialled the ghost's address thousands of times. */
+TR_TEST(discovery, a_wait_pauses_between_rounds_that_find_nobody, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  static ghost_t g; /* the thread's until it is joined */
+  memset(&g, 0, sizeof g);
+  tr_actor_t *r = tr__node_registrar();
+  tr_assert(r != NULL, "this node is the registrar");
+  tr_actor_uuid(r, g.registrar);
+  tr_actor_release(r);
+  pthread_t th;
+  tr_assert(pthread_create(&th, NULL, ghost_run, &g) == 0, "thread");
+  for (int i = 0; i < 1000 && __atomic_load_n(&g.registered, __ATOMIC_ACQUIRE) == 0; i++)
+    tr_sleep(10 * MS);
+  tr_check(__atomic_load_n(&g.registered, __ATOMIC_ACQUIRE) == 1, "ghost registered (%s)", g.why);
+  int64_t t0 = tr_now();
+  tr_portal_t *p = NULL;
+  int rc = tr_wait_for_actor("ghost", t0 + 1000 * MS, &p);
+  int64_t ms = (tr_now() - t0) / MS;
+  tr_portal_release(p);
+  int dials = __atomic_load_n(&g.accepts, __ATOMIC_RELAXED);
+  tr_check_rc(rc, -TR_ETIMEDOUT);
+  tr_check(ms >= 900 && ms < 3000, "the wait kept its deadline: %lld ms", (long long)ms);
+  /* 10 + 20 + ... + 640 ms of pauses: 8 rounds at most in a second. */
+  tr_check(dials >= 2 && dials <= 12, "the ghost's address was dialled %d times in %lld ms",
+           dials, (long long)ms);
+  __atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
+  tr_check_rc(tr_to_thread(join_thread, &th, NULL), 0);
+  tr_check(await_count("ghost", 0, 10000) == 0, "the ghost's entry went with its channel");
   return 0;
 }
 
