@@ -58,6 +58,7 @@ typedef struct peer {
   uint8_t uuid[TR_UUID_LEN]; /* its Hello's actor */
   char name[64];
   uint8_t is_registrar;
+  char local[INET_ADDRSTRLEN]; /* this end's address on a dialled channel, or "" */
 } peer_t;
 
 static struct {
@@ -67,6 +68,10 @@ static struct {
   char registry[TR_ADDR_MAX];
   char bind[TR_ADDR_MAX];
   char addr[TR_ADDR_MAX]; /* where the listener is, "" while there is none */
+  /* The address the registrar knows this host by (this end of the channel
+   * to it, or the registry's host for the registrar itself), "" while
+   * unknown: what a listener on a wildcard address registers as. */
+  char seen[INET_ADDRSTRLEN];
   int listening;          /* the node holds a listener reference */
   tr_actor_t *self;       /* who Hellos name (a reference) */
   tr_actor_t *registrar;  /* the registrar actor, or a proxy of it (a reference) */
@@ -177,6 +182,7 @@ typedef struct dial {
   int fd;         /* the result: a handshaken socket, or -1 */
   int refused;    /* DIAL_REFUSED, DIAL_UNREACHABLE, or 0: connected */
   int rc;         /* tr__hs_initiate's: -TR_EPERM when the authentication failed */
+  char local[INET_ADDRSTRLEN]; /* this end's address once connected */
   tr_msg_t *peer; /* the peer's Hello */
   char why[300];  /* the failure */
   uint32_t state; /* DIAL_*: who frees (the last of the dialler and its caller) */
@@ -229,6 +235,11 @@ static void *dial_run(void *arg) {
     snprintf(d->why, sizeof d->why, "connect to %s: %s", d->addr, strerror(errno));
     goto out;
   }
+  struct sockaddr_in me;
+  socklen_t ml = sizeof me;
+  if (getsockname(fd, (struct sockaddr *)&me, &ml) != 0 ||
+      !inet_ntop(AF_INET, &me.sin_addr, d->local, sizeof d->local))
+    d->local[0] = '\0';
   char why[200];
   d->rc = tr__hs_initiate(fd, d->mine, d->deadline, &d->peer, why, sizeof why);
   if (d->rc) {
@@ -250,7 +261,8 @@ out:
  * when nothing listens, DIAL_UNREACHABLE when the connect failed
  * otherwise, 0 when the handshake failed), -TR_EPERM (the authentication failed: another secret,
  * or none on one side), -TR_ECANCELED, -TR_ENOMEM; with an error object. */
-static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refused) {
+static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refused,
+                char local[INET_ADDRSTRLEN]) {
   *fd = -1;
   *peer = NULL;
   if (refused)
@@ -291,6 +303,8 @@ static int dial(const char *addr, int probe, int *fd, tr_msg_t **peer, int *refu
   }
   *fd = d->fd;
   *peer = d->peer;
+  if (local)
+    memcpy(local, d->local, INET_ADDRSTRLEN);
   d->fd = -1;
   d->peer = NULL;
   dial_free(d);
@@ -380,7 +394,8 @@ static int node_channel(const char *addr, int probe, peer_t *p, int *refused) {
     return 0;
   int fd;
   tr_msg_t *hello;
-  int rc = dial(addr, probe, &fd, &hello, refused);
+  char local[INET_ADDRSTRLEN];
+  int rc = dial(addr, probe, &fd, &hello, refused, local);
   if (rc)
     return rc;
   if (probe && !hello->x_->u.hello.is_registrar) {
@@ -396,6 +411,8 @@ static int node_channel(const char *addr, int probe, peer_t *p, int *refused) {
     return rc;
   }
   peer_t *rec = peer_new(addr, chan, px, hello);
+  if (rec)
+    memcpy(rec->local, local, sizeof rec->local);
   if (rec) {
     *p = *rec;
     p->chan = tr_actor_dup(chan);
@@ -478,6 +495,8 @@ static int registrar_portal(tr_portal_t **out) {
     pthread_mutex_lock(&N.lock);
     tr_actor_t *old = N.registrar;
     N.registrar = tr_actor_dup(r);
+    if (p.local[0])
+      memcpy(N.seen, p.local, sizeof N.seen);
     pthread_mutex_unlock(&N.lock);
     tr_actor_release(old);
   }
@@ -541,11 +560,31 @@ static int ensure_listener(void) {
   return 0;
 }
 
-static void entry_of(tr_actor_t *a, tr_registry_entry_t *e) {
+/* Whether addr ("host:port") is on the wildcard host, and where its port
+ * begins (the colon). */
+static const char *wildcard_port(const char *addr) {
+  const char *colon = strrchr(addr, ':');
+  return colon && (size_t)(colon - addr) == strlen("0.0.0.0") && strncmp(addr, "0.0.0.0", 7) == 0
+             ? colon
+             : NULL;
+}
+
+/* Where actor a is reached, as entries say: the listener's address, but
+ * on a wildcard host (bind_addr 0.0.0.0) the address the registrar knows
+ * this host by, which another host can dial (as epmd's names carry the
+ * host, not the bind).  addr is the caller's buffer. */
+static void entry_of(tr_actor_t *a, tr_registry_entry_t *e, char addr[TR_ADDR_MAX]) {
   memset(e, 0, sizeof *e);
   e->name = (char *)tr_actor_name(a);
   tr_actor_uuid(a, e->uuid);
-  e->addr = N.addr;
+  pthread_mutex_lock(&N.lock);
+  const char *port = wildcard_port(N.addr);
+  if (port && N.seen[0])
+    snprintf(addr, TR_ADDR_MAX, "%s%s", N.seen, port);
+  else
+    snprintf(addr, TR_ADDR_MAX, "%s", N.addr);
+  pthread_mutex_unlock(&N.lock);
+  e->addr = addr;
   e->pid = (int64_t)getpid();
 }
 
@@ -560,8 +599,20 @@ static int register_self(void) {
     N.self = tr_actor_dup(self);
   pthread_mutex_unlock(&N.lock);
   local_add(self);
+  /* A listener on a wildcard host registers as the address the registrar
+   * knows this host by: the registrar is dialled first if it has not been
+   * (a child's first registration).  Failing, registrar_call says why. */
+  pthread_mutex_lock(&N.lock);
+  int need_seen = wildcard_port(N.addr) && !N.seen[0];
+  pthread_mutex_unlock(&N.lock);
+  tr_portal_t *rp = NULL;
+  if (need_seen && registrar_portal(&rp) == 0)
+    tr_portal_release(rp);
+  if (need_seen)
+    tr_error_clear();
   tr_registry_entry_t e;
-  entry_of(self, &e);
+  char addr[TR_ADDR_MAX];
+  entry_of(self, &e, addr);
   rc = registrar_call("register", &e, 0, tr_now() + CALL_TIMEOUT_NS, NULL);
   if (rc)
     local_remove(self);
@@ -574,7 +625,8 @@ static void unregister_self(void) {
   tr_error_t *kept = tr__error_take();
   local_remove(self);
   tr_registry_entry_t e;
-  entry_of(self, &e);
+  char addr[TR_ADDR_MAX];
+  entry_of(self, &e, addr);
   int rc = registrar_call("unregister", &e, 1, tr_now() + hs_timeout(), NULL);
   if (rc)
     tr_log(TR_LOG_INFO, "node: %s could not unregister (%s); the registrar drops it later",
@@ -633,6 +685,14 @@ static int become_registrar(void) {
   N.listening = 1;
   N.is_registrar = 1;
   snprintf(N.addr, sizeof N.addr, "%s", addr);
+  /* Its own actors are where nodes reach it (unless that is a wildcard
+   * too: then nothing better is known). */
+  const char *colon = strrchr(N.registry, ':');
+  size_t hl = colon ? (size_t)(colon - N.registry) : 0;
+  if (!wildcard_port(N.registry) && hl > 0 && hl < sizeof N.seen) {
+    memcpy(N.seen, N.registry, hl);
+    N.seen[hl] = '\0';
+  }
   N.reg_local = r;
   N.registrar = tr_actor_dup(r);
   pthread_mutex_unlock(&N.lock);
@@ -694,6 +754,7 @@ static int node_start(const tr_config_t *cfg) {
         return TR__ENOMEM();
       pthread_mutex_lock(&N.lock);
       N.registrar = p.px;
+      memcpy(N.seen, p.local, sizeof N.seen);
       pthread_mutex_unlock(&N.lock);
       break;
     }
@@ -735,7 +796,7 @@ static void node_reset(void) {
   N.locals = NULL;
   N.self = N.registrar = N.reg_local = NULL;
   N.listening = N.on = N.is_registrar = N.root_registering = 0;
-  N.addr[0] = N.registry[0] = N.bind[0] = '\0';
+  N.addr[0] = N.registry[0] = N.bind[0] = N.seen[0] = '\0';
   pthread_mutex_unlock(&N.lock);
   while (peers) {
     peer_t *next = peers->next;
@@ -983,7 +1044,7 @@ int tr__node_refuses(const char *addr) {
   int fd, refused = 0;
   tr_msg_t *peer;
   tr_error_t *kept = tr__error_take(); /* the caller's error stays its own */
-  int rc = addr ? dial(addr, 0, &fd, &peer, &refused) : -TR_EINVAL;
+  int rc = addr ? dial(addr, 0, &fd, &peer, &refused, NULL) : -TR_EINVAL;
   if (rc == 0) {
     close(fd);
     tr_msg_free(peer);
@@ -999,7 +1060,7 @@ int tr__node_handshake(const char *addr) {
     return TR__EINVAL_NULL();
   int fd;
   tr_msg_t *peer;
-  int rc = dial(addr, 0, &fd, &peer, NULL);
+  int rc = dial(addr, 0, &fd, &peer, NULL, NULL);
   if (rc)
     return rc;
   close(fd);

@@ -257,7 +257,8 @@ typedef struct tr_config {
   const char *registry_addr;
   /* bind_addr: the host (or "host:port"; port 0 or none = the kernel's
    * choice) this node listens on for other nodes; its child processes
-   * connect back to the same listener.  The environment variable
+   * connect back to the same listener.  On "0.0.0.0" (every interface),
+   * its actors register the host the registrar knows this one by.  The environment variable
    * TR_BIND_ADDR, when set and not empty, overrides the field; without
    * either (NULL or ""), "127.0.0.1".  Unused when discovery is off (child
    * processes then connect back to 127.0.0.1, on a port of the kernel's

@@ -24,7 +24,10 @@
  * tr_run_in_actor; thread or process; not tr_actor_nursery_spawn's, which
  * run a task function and serve nothing), under the name it was given, with the address its process
  * listens on (tr_config_t.bind_addr's host, a port of the kernel's
- * choice; the registrar's own node listens on the registry address).  An
+ * choice; the registrar's own node listens on the registry address).  A
+ * node that listens on 0.0.0.0 registers the host the registrar knows it
+ * by instead (this end of its connection to the registrar), which other
+ * hosts can dial.  An
  * actor registers when it starts, before it serves its first call (calls
  * that come meanwhile wait), and unregisters when it exits, also when it
  * is cancelled.  A registrar that cannot be reached delays the first call

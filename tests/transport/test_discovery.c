@@ -9,7 +9,8 @@
  * found and its stale entry is gone; an occupied port that is not a
  * registrar is refused; a connect-and-drop is harmless; SIGINT shortly
  * after starting a daemon child; a wait that finds only an entry whose
- * node fails the handshake pauses between rounds.  Trust (suite auth): nodes and children
+ * node fails the handshake pauses between rounds; a node listening on
+ * 0.0.0.0 registers an address another host can dial.  Trust (suite auth): nodes and children
  * of one secret find and call each other (the child's key gone from its
  * environment); nodes of another secret, or none, are refused with a
  * clear error; 1,000 wrong, replayed and proofless handshakes at a live
@@ -843,6 +844,49 @@ TR_TEST(discovery, a_wait_pauses_between_rounds_that_find_nobody, .timeout = 60,
   __atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
   tr_check_rc(tr_to_thread(join_thread, &th, NULL), 0);
   tr_check(await_count("ghost", 0, 10000) == 0, "the ghost's entry went with its channel");
+  return 0;
+}
+
+static void setup_wildcard(void) {
+  setup();
+  setenv("TR_BIND_ADDR", "0.0.0.0", 1);
+  setenv("TR_ALLOW_INSECURE", "1", 1);
+}
+
+static void teardown_wildcard(void) {
+  unsetenv("TR_BIND_ADDR");
+  unsetenv("TR_ALLOW_INSECURE");
+  teardown();
+}
+
+/* A node that listens on every interface (bind_addr 0.0.0.0) registers
+ * the address the registrar reaches it by, which another host could dial,
+ * not 0.0.0.0:port, which means "this host" wherever it is read. */
+TR_TEST(discovery, a_wildcard_listener_registers_an_address_others_can_dial, .timeout = 60,
+        .init = setup_wildcard, .fini = teardown_wildcard) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL, *f = NULL;
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  start_found(an, "svc", &o, &p, &f);
+  tr_registry_entry_t *v = NULL;
+  size_t n = 0;
+  tr_check_rc(tr_registry_list(&v, &n), 0);
+  int seen = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i].name, "svc") == 0) {
+      seen++;
+      tr_check(strncmp(v[i].addr, "127.0.0.1:", 10) == 0 && strcmp(v[i].addr, "127.0.0.1:0") != 0,
+               "svc is registered at %s", v[i].addr);
+    }
+  tr_check(seen == 1, "svc is listed once (%d)", seen);
+  tr_registry_entries_free(v, n);
+  int rc = -TR_ENOTFOUND;
+  tr_check(f && call_pid(f, &rc) > 0 && rc == 0, "svc answers at its entry (%d)", rc);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  tr_portal_release(f);
   return 0;
 }
 
