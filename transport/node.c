@@ -108,13 +108,35 @@ static int is_loopback(const char *addr) {
 
 /* ---- the node's identity ------------------------------------------------------------ */
 
+/* Whether addr ("host:port") is on the wildcard host, and where its port
+ * begins (the colon). */
+static const char *wildcard_port(const char *addr) {
+  const char *colon = strrchr(addr, ':');
+  return colon && (size_t)(colon - addr) == strlen("0.0.0.0") && strncmp(addr, "0.0.0.0", 7) == 0
+             ? colon
+             : NULL;
+}
+
+/* Where this node is reached, as its Hellos and its actors' entries say:
+ * the listener's address, but on a wildcard host (bind_addr 0.0.0.0) the
+ * address the registrar knows this host by, which another host can dial
+ * (as epmd's names carry the host, not the bind).  Under N.lock. */
+static void advertised_locked(char addr[TR_ADDR_MAX]) {
+  const char *port = wildcard_port(N.addr);
+  if (port && N.seen[0])
+    snprintf(addr, TR_ADDR_MAX, "%s%s", N.seen, port);
+  else
+    snprintf(addr, TR_ADDR_MAX, "%s", N.addr);
+}
+
+
 /* This node's Hello (a probe's when probe), for a channel or a dial. */
 static int node_hello(int probe, tr_msg_t **out) {
   pthread_mutex_lock(&N.lock);
   tr_actor_t *who = N.is_registrar && N.reg_local ? N.reg_local : N.self;
   who = who ? tr_actor_dup(who) : (tr_self() ? tr_actor_dup(tr_self()) : NULL);
   char addr[TR_ADDR_MAX];
-  snprintf(addr, sizeof addr, "%s", N.addr);
+  advertised_locked(addr);
   uint8_t reg = (uint8_t)N.is_registrar;
   pthread_mutex_unlock(&N.lock);
   if (!who)
@@ -560,29 +582,14 @@ static int ensure_listener(void) {
   return 0;
 }
 
-/* Whether addr ("host:port") is on the wildcard host, and where its port
- * begins (the colon). */
-static const char *wildcard_port(const char *addr) {
-  const char *colon = strrchr(addr, ':');
-  return colon && (size_t)(colon - addr) == strlen("0.0.0.0") && strncmp(addr, "0.0.0.0", 7) == 0
-             ? colon
-             : NULL;
-}
-
-/* Where actor a is reached, as entries say: the listener's address, but
- * on a wildcard host (bind_addr 0.0.0.0) the address the registrar knows
- * this host by, which another host can dial (as epmd's names carry the
- * host, not the bind).  addr is the caller's buffer. */
+/* Actor a's entry, at this node's advertised address (addr: the caller's
+ * buffer). */
 static void entry_of(tr_actor_t *a, tr_registry_entry_t *e, char addr[TR_ADDR_MAX]) {
   memset(e, 0, sizeof *e);
   e->name = (char *)tr_actor_name(a);
   tr_actor_uuid(a, e->uuid);
   pthread_mutex_lock(&N.lock);
-  const char *port = wildcard_port(N.addr);
-  if (port && N.seen[0])
-    snprintf(addr, TR_ADDR_MAX, "%s%s", N.seen, port);
-  else
-    snprintf(addr, TR_ADDR_MAX, "%s", N.addr);
+  advertised_locked(addr);
   pthread_mutex_unlock(&N.lock);
   e->addr = addr;
   e->pid = (int64_t)getpid();
