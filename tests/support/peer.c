@@ -18,6 +18,11 @@
 
 #define PEER_MS (1000 * 1000LL)
 
+void tr_test_peer_uuid(uint8_t seed, uint8_t me[TR_UUID_LEN]) {
+  for (size_t i = 0; i < TR_UUID_LEN; i++)
+    me[i] = (uint8_t)(seed ^ i);
+}
+
 int tr_test_peer_connect(void) {
   struct sockaddr_in sa;
   if (tr__addr_parse(getenv("TR_REGISTRY_ADDR"), &sa) != 0)

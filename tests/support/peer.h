@@ -16,6 +16,9 @@
 
 #include "schema/envelope.h"
 
+/* A made-up actor uuid for the peer, from seed (me[i] = seed ^ i). */
+void tr_test_peer_uuid(uint8_t seed, uint8_t me[TR_UUID_LEN]);
+
 /* A socket connected to the node at TR_REGISTRY_ADDR, with receives bounded
  * to 5 s (a node that keeps the line open fails the test), or -1. */
 int tr_test_peer_connect(void);

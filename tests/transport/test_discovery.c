@@ -737,8 +737,7 @@ typedef struct ghost {
 static void *ghost_run(void *arg) {
   ghost_t *g = arg;
   uint8_t me[TR_UUID_LEN];
-  for (size_t i = 0; i < sizeof me; i++)
-    me[i] = (uint8_t)(0x5a ^ (i * 7));
+  tr_test_peer_uuid(0x6b, me);
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd = -1, ok = 0;
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t sl = sizeof sa;
@@ -766,16 +765,10 @@ static void *ghost_run(void *arg) {
   x->has_src = x->has_dst = 1;
   memcpy(x->src.uuid, me, TR_UUID_LEN);
   memcpy(x->dst.uuid, g->registrar, TR_UUID_LEN);
-  uint8_t *fr = NULL;
-  size_t len = 0;
-  int erc = tr__frame_encode(m, 0, &fr, &len);
-  tr_msg_free(m);
-  if (erc != 0 || tr_test_peer_send_all(fd, fr, len) != 0) {
-    snprintf(g->why, sizeof g->why, "send: %s", erc ? tr_strerror(erc) : strerror(errno));
-    free(fr);
+  if (tr_test_peer_send(fd, m) != 0) {
+    snprintf(g->why, sizeof g->why, "the register call could not be sent");
     goto out;
   }
-  free(fr);
   tr_msg_t *r;
   while ((r = tr_test_peer_read(fd)) && r->body == TR_BODY_START_ACK)
     tr_msg_free(r);
@@ -1203,8 +1196,7 @@ typedef struct attack {
 static void *attack_run(void *arg) {
   attack_t *t = arg;
   uint8_t uuid[TR_UUID_LEN];
-  for (size_t i = 0; i < sizeof uuid; i++)
-    uuid[i] = (uint8_t)(0xa0 + i);
+  tr_test_peer_uuid(0xa0, uuid);
   tr_hello_info_t hi = {.name = "intruder", .uuid = uuid};
   tr_msg_t *hello, *peer, *good = NULL;
   tr_hs_t hs = {0};
@@ -1290,8 +1282,7 @@ typedef struct flood {
 static void *flood_run(void *arg) {
   flood_t *f = arg;
   uint8_t me[TR_UUID_LEN];
-  for (size_t i = 0; i < sizeof me; i++)
-    me[i] = (uint8_t)(0x5a ^ i);
+  tr_test_peer_uuid(0x5a, me);
   int fd;
   tr_msg_t *m;
   f->rc = tr_test_peer_dial("flooder", me, 0, &fd, f->why, sizeof f->why);
@@ -1363,8 +1354,7 @@ typedef struct deaf {
 static void *deaf_run(void *arg) {
   deaf_t *d = arg;
   uint8_t me[TR_UUID_LEN];
-  for (size_t i = 0; i < sizeof me; i++)
-    me[i] = (uint8_t)(0x3c ^ i);
+  tr_test_peer_uuid(0x3c, me);
   int fd;
   tr_msg_t *m;
   /* A bounded receive buffer: the kernel's share of the answers stays

@@ -93,8 +93,7 @@ static uint8_t *flood_batch(const uint8_t me[TR_UUID_LEN], size_t *len) {
 static void *flood_run(void *arg) {
   flood_t *f = arg;
   uint8_t me[TR_UUID_LEN];
-  for (size_t i = 0; i < sizeof me; i++)
-    me[i] = (uint8_t)(0x71 ^ i);
+  tr_test_peer_uuid(0x71, me);
   int fd;
   size_t len = 0;
   f->rc = tr_test_peer_dial("flooder", me, 0, &fd, f->why, sizeof f->why);
