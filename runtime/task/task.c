@@ -371,6 +371,24 @@ void tr__tasks_cancel_local(tr_tasks_t *ts, tr_scope_t *s) {
   tr__tasks_wake_cancelled(ts);
 }
 
+/* Wakes the first task still blocked in tr_recv, taking it off the queue.
+ * Waiters ahead of it that are already woken (a cancellation made them
+ * ready in this turn) only leave the queue: each task is on the ready list
+ * once, or two wake-ups would run it after it finished. */
+static void wake_receiver(tr_tasks_t *ts) {
+  tr_task_t *t;
+  while ((t = ts->recv_head)) {
+    ts->recv_head = t->recv_next;
+    if (!ts->recv_head)
+      ts->recv_tail = NULL;
+    t->recv_next = NULL;
+    if (t->state == TR_TASK_BLOCKED) {
+      tr__task_ready_push(ts, t);
+      return;
+    }
+  }
+}
+
 void tr__tasks_dispatch(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {
   tr_tasks_t *ts = a->tasks;
   if (!(m->flags_ & TR_MSGF_SYS) && m->body != 0) {
@@ -379,19 +397,13 @@ void tr__tasks_dispatch(tr_worker_t *w, struct tr_actor *a, tr_msg_t *m) {
   }
   if (!(m->flags_ & TR_MSGF_SYS)) {
     /* An application message: to the first task waiting in tr_recv. */
-    tr_task_t *t = ts->recv_head;
     m->next_ = NULL;
     if (ts->inbox_tail)
       ts->inbox_tail->next_ = m;
     else
       ts->inbox_head = m;
     ts->inbox_tail = m;
-    if (t) {
-      ts->recv_head = t->ready_next;
-      if (!ts->recv_head)
-        ts->recv_tail = NULL;
-      tr__task_ready_push(ts, t);
-    }
+    wake_receiver(ts);
     return;
   }
   switch (m->tag) {
@@ -605,8 +617,12 @@ int tr_recv(tr_msg_t **out) {
     return TR__EPERM_NOTASK();
   tr_tasks_t *ts = tr__tasks_of(t);
   for (;;) {
-    if (tr__task_cancelled(t))
+    if (tr__task_cancelled(t)) {
+      /* A message this task was woken for goes to the next receiver. */
+      if (ts->inbox_head)
+        wake_receiver(ts);
       return tr__task_observe_cancel_default(t);
+    }
     if (ts->inbox_head && !ts->recv_head) {
       tr_msg_t *m = ts->inbox_head;
       ts->inbox_head = m->next_;
@@ -617,9 +633,9 @@ int tr_recv(tr_msg_t **out) {
       return 0;
     }
     /* Queue up behind earlier receivers (FIFO). */
-    t->ready_next = NULL;
+    t->recv_next = NULL;
     if (ts->recv_tail)
-      ts->recv_tail->ready_next = t;
+      ts->recv_tail->recv_next = t;
     else
       ts->recv_head = t;
     ts->recv_tail = t;
@@ -628,9 +644,9 @@ int tr_recv(tr_msg_t **out) {
     /* Woken by a message (dispatch dequeued us) or by a cancellation (we
      * may still be queued: leave the queue). */
     tr_task_t **pp = &ts->recv_head, *prev = NULL;
-    for (; *pp; prev = *pp, pp = &(*pp)->ready_next) {
+    for (; *pp; prev = *pp, pp = &(*pp)->recv_next) {
       if (*pp == t) {
-        *pp = t->ready_next;
+        *pp = t->recv_next;
         if (ts->recv_tail == t)
           ts->recv_tail = prev;
         break;

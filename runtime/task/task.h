@@ -35,6 +35,7 @@ typedef struct tr_task {
   tr_fiber_t fiber;
   struct tr_actor *actor;
   struct tr_task *ready_next;
+  struct tr_task *recv_next;   /* the actor's tasks waiting in tr_recv */
   struct tr_task *prev, *next; /* the actor's live tasks */
   tr_scope_t *scope;           /* innermost open scope (chain via parent_) */
   struct tr_nursery *nursery;  /* NULL for the main task and a pending start */
@@ -77,7 +78,7 @@ typedef struct tr_tasks {
   uint8_t run_posted; /* a TR_SYS_RUN is in the mailbox */
   /* tr_recv: application messages not yet taken, and waiting tasks. */
   tr_msg_t *inbox_head, *inbox_tail;
-  tr_task_t *recv_head, *recv_tail; /* linked through ready_next */
+  tr_task_t *recv_head, *recv_tail; /* linked through recv_next */
   /* Set when the actor is a child of an actor nursery: at exit, the main
    * task's result or error goes to `watcher` (a reference) as the final
    * message (Return or Error) of its dialog watch_cid, the parent's record

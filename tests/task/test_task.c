@@ -392,6 +392,75 @@ TR_TEST(task, recv_in_order_and_cancellable, .timeout = 60) {
   return 0;
 }
 
+/* A task blocked in tr_recv whose scope is cancelled and which is sent a
+ * message, both handled in one turn of its actor (cancel first): it was
+ * put on the ready list twice (by the cancellation, then by the message,
+ * through the one link both lists used), ran, finished, and ran again
+ * ("invariant violated: !to->done").  Task b holds the actor's turn, in a
+ * spin, until a thread has pushed both. */
+static struct {
+  tr_actor_t *actor;
+  tr_scope_t *scope;
+  int a_waiting, sent; /* atomic */
+  int a_rc;
+} rr;
+
+static int race_a(void *arg) {
+  (void)arg;
+  tr_scope_t s;
+  tr_assert_rc(tr_scope_open(&s, TR_NO_DEADLINE, 0), 0);
+  rr.scope = &s;
+  __atomic_store_n(&rr.a_waiting, 1, __ATOMIC_RELEASE);
+  tr_msg_t *m = NULL;
+  rr.a_rc = tr_recv(&m);
+  tr_msg_free(m);
+  (void)tr_scope_close(&s);
+  return 0;
+}
+
+static void *race_thread(void *arg) {
+  (void)arg;
+  (void)tr_scope_cancel(rr.scope); /* from a thread: a message to the actor */
+  (void)tr_send_u64(rr.actor, 7, 1);
+  __atomic_store_n(&rr.sent, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static int race_b(void *arg) {
+  (void)arg;
+  while (!__atomic_load_n(&rr.a_waiting, __ATOMIC_ACQUIRE))
+    tr_assert_rc(tr_sleep(1 * MS), 0);
+  /* a runs only when b yields: it is blocked in tr_recv now. */
+  pthread_t th;
+  tr_assert(pthread_create(&th, NULL, race_thread, NULL) == 0);
+  while (!__atomic_load_n(&rr.sent, __ATOMIC_ACQUIRE))
+    ; /* this turn lasts until both messages are in the mailbox */
+  pthread_join(th, NULL);
+  return 0;
+}
+
+static int race_main(void *arg) {
+  (void)arg;
+  rr.actor = tr_self();
+  tr_nursery_t *n;
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  tr_check_rc(tr_nursery_spawn(n, race_a, NULL, NULL), 0);
+  tr_check_rc(tr_nursery_spawn(n, race_b, NULL, NULL), 0);
+  return tr_nursery_close(n);
+}
+
+TR_TEST(task, a_receiver_cancelled_and_sent_to_in_one_turn_runs_once, .timeout = 60) {
+  memset(&rr, 0, sizeof rr);
+  tr_actor_t *a;
+  tr_assert_rc(tr_spawn_task_actor(race_main, NULL, NULL, &a), 0);
+  while (tr_task_actor_result(a) == -TR_EBUSY)
+    tr_check_rc(tr_sleep(1 * MS), 0);
+  tr_check_eq(tr_task_actor_result(a), 0);
+  tr_check_rc(rr.a_rc, -TR_ECANCELED);
+  tr_actor_release(a);
+  return 0;
+}
+
 /* ---- shutdown ------------------------------------------------------------------------ */
 
 TR_TEST_EXPECT(task, shutdown_cancels_tasks, 7, .timeout = 60) {
