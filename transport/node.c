@@ -41,6 +41,13 @@
  * doubling, so a wait never turns into a busy loop on the registrar. */
 #define WAIT_PAUSE_MIN_NS (10 * 1000000LL)
 #define WAIT_PAUSE_MAX_NS (1000 * 1000000LL)
+/* The keeper's pauses between dials of a registrar that is gone (the
+ * same doubling): a registrar back on its port has this node's actors
+ * again within about a second. */
+#define KEEP_PAUSE_MIN_NS (10 * 1000000LL)
+#define KEEP_PAUSE_MAX_NS (1000 * 1000000LL)
+/* The keeper's message: the registrar (proxy) it watched has exited. */
+#define K_DOWN 0x6b646f77u
 
 /* A registered actor of this node. */
 typedef struct local {
@@ -76,6 +83,7 @@ static struct {
   tr_actor_t *self;       /* who Hellos name (a reference) */
   tr_actor_t *registrar;  /* the registrar actor, or a proxy of it (a reference) */
   tr_actor_t *reg_local;  /* this node's registrar actor (a reference) */
+  tr_actor_t *keeper;     /* registers the locals again with a new registrar (a reference) */
   int root_registering;   /* node_start got as far as registering the root */
   local_t *locals;
   peer_t *peers;
@@ -595,7 +603,11 @@ static void entry_of(tr_actor_t *a, tr_registry_entry_t *e, char addr[TR_ADDR_MA
   e->pid = (int64_t)getpid();
 }
 
-/* The calling task's actor registers (a served child, or the root). */
+static void keeper_ensure(void);
+
+/* The calling task's actor registers (a served child, or the root).  It
+ * stays one of the node's locals even when the registrar cannot be
+ * reached: the keeper registers it when one can. */
 static int register_self(void) {
   tr_actor_t *self = tr_self();
   int rc = ensure_listener();
@@ -621,8 +633,7 @@ static int register_self(void) {
   char addr[TR_ADDR_MAX];
   entry_of(self, &e, addr);
   rc = registrar_call("register", &e, 0, tr_now() + CALL_TIMEOUT_NS, NULL);
-  if (rc)
-    local_remove(self);
+  keeper_ensure();
   return rc;
 }
 
@@ -673,6 +684,145 @@ static void served_exiting(void) {
 }
 
 const tr_rpc_node_ops_t tr__node_rpc_ops = {served_started, served_exiting};
+
+/* ---- the keeper: registering again with a new registrar ---------------------------------- */
+
+/*
+ * A registrar that stops (or is restarted, or drops this node after a
+ * pause past peer_timeout) forgets this node's actors, and a new one on
+ * the same address never learns of them: they could not be found any
+ * more though they serve on (epmd and Erlang's global have nodes register
+ * again on reconnect).  So a node that is not the registrar keeps a task
+ * actor, the keeper, that watches its registrar proxy; when that ends it
+ * dials the registry address again, pausing 10 ms, doubling up to 1 s,
+ * between refusals, and when a registrar answers registers every local
+ * actor there again.  The registrar lets a node register actors other
+ * than the caller only at the address the node's Hello named
+ * (tr__node_speaks_for), which a redial's Hello carries.  Started with
+ * the node's first registration; cancelled by node_reset.
+ */
+
+/* Whether local uuid is still registered here (not exited or unregistered). */
+static int still_local(const uint8_t uuid[TR_UUID_LEN]) {
+  tr_actor_t *a = tr__node_local(uuid);
+  int yes = a && !tr_actor_exited(a);
+  tr_actor_release(a);
+  return yes;
+}
+
+/* Registers every live local actor with the registrar now reached.  One
+ * that exits meanwhile unregisters itself, but its word may reach the
+ * registrar before this call does: so an actor found gone after its
+ * registration is unregistered again, behind it on the same channel. */
+static void reregister_locals(void) {
+  pthread_mutex_lock(&N.lock);
+  size_t n = 0;
+  for (local_t *l = N.locals; l; l = l->next)
+    n++;
+  tr_actor_t **v = n ? malloc(n * sizeof *v) : NULL;
+  size_t k = 0;
+  for (local_t *l = N.locals; l && v; l = l->next)
+    v[k++] = tr_actor_dup(l->a);
+  pthread_mutex_unlock(&N.lock);
+  size_t done = 0;
+  for (size_t i = 0; i < k; i++) {
+    tr_registry_entry_t e;
+    char addr[TR_ADDR_MAX];
+    if (!tr_actor_exited(v[i])) {
+      entry_of(v[i], &e, addr);
+      int rc = registrar_call("register", &e, 0, tr_now() + CALL_TIMEOUT_NS, NULL);
+      if (rc == 0 && !still_local(e.uuid))
+        (void)registrar_call("unregister", &e, 1, tr_now() + CALL_TIMEOUT_NS, NULL);
+      if (rc == 0)
+        done++;
+      else if (rc != -TR_ECANCELED)
+        tr_log(TR_LOG_WARN, "node: %s could not register again: %s", e.name, last_msg());
+      tr_error_clear();
+    }
+    tr_actor_release(v[i]);
+  }
+  free(v);
+  if (done)
+    tr_log(TR_LOG_INFO, "node: %zu actor(s) registered again with the registrar", done);
+}
+
+static int keeper_main(void *arg) {
+  (void)arg;
+  tr_actor_t *self = tr_self();
+  while (node_is_on()) {
+    pthread_mutex_lock(&N.lock);
+    tr_actor_t *r = N.registrar ? tr_actor_dup(N.registrar) : NULL;
+    pthread_mutex_unlock(&N.lock);
+    if (r) {
+      /* Until it ends (at once if it has). */
+      uint64_t id = tr_actor_id(r);
+      int rc = tr__actor_monitor(r, self, K_DOWN);
+      tr_actor_release(r);
+      if (rc)
+        return rc;
+      for (int down = 0; !down;) {
+        tr_msg_t *m;
+        if (tr_recv(&m) != 0)
+          return 0; /* cancelled: the node stops */
+        down = m->tag == K_DOWN && m->u64 == id;
+        tr_msg_free(m);
+      }
+    }
+    int64_t pause = KEEP_PAUSE_MIN_NS;
+    for (;;) {
+      tr_portal_t *p = NULL;
+      int rc = registrar_portal(&p); /* a new dial: the old proxy has ended */
+      tr_portal_release(p);
+      tr_error_clear();
+      if (rc == 0)
+        break;
+      if (rc == -TR_ECANCELED || !node_is_on() || tr_sleep(pause) != 0)
+        return 0;
+      pause = pause * 2 > KEEP_PAUSE_MAX_NS ? KEEP_PAUSE_MAX_NS : pause * 2;
+    }
+    reregister_locals();
+  }
+  return 0;
+}
+
+/* Starts the keeper unless it runs, or this node is the registrar. */
+static void keeper_ensure(void) {
+  pthread_mutex_lock(&N.lock);
+  int need = N.on && !N.is_registrar && !N.keeper;
+  pthread_mutex_unlock(&N.lock);
+  if (!need)
+    return;
+  tr_spawn_opts_t o = {.name = "node-keeper"};
+  tr_actor_t *k;
+  if (tr_spawn_task_actor(keeper_main, NULL, &o, &k) != 0) {
+    tr_log(TR_LOG_WARN, "node: no keeper (%s): a new registrar will not learn of this node's "
+                        "actors",
+           last_msg());
+    tr_error_clear();
+    return;
+  }
+  tr__actor_mark_node(k);
+  pthread_mutex_lock(&N.lock);
+  int keep = N.on && !N.keeper;
+  if (keep)
+    N.keeper = tr_actor_dup(k);
+  pthread_mutex_unlock(&N.lock);
+  if (!keep) /* another task was first, or the node stopped meanwhile */
+    (void)tr_actor_cancel_soon(k);
+  tr_actor_release(k);
+}
+
+int tr__node_speaks_for(const tr_actor_t *caller, const char *addr) {
+  const tr_actor_t *chan = tr__proxy_channel(caller);
+  if (!chan || !addr || !*addr)
+    return 0;
+  int yes = 0;
+  pthread_mutex_lock(&N.lock);
+  for (peer_t *p = N.peers; p && !yes; p = p->next)
+    yes = p->chan == chan && strcmp(p->addr, addr) == 0;
+  pthread_mutex_unlock(&N.lock);
+  return yes;
+}
 
 /* ---- start and stop ------------------------------------------------------------------------ */
 
@@ -797,11 +947,11 @@ static void node_reset(void) {
   pthread_mutex_lock(&N.lock);
   peer_t *peers = N.peers;
   local_t *locals = N.locals;
-  tr_actor_t *self = N.self, *reg = N.registrar, *local = N.reg_local;
+  tr_actor_t *self = N.self, *reg = N.registrar, *local = N.reg_local, *keeper = N.keeper;
   int listening = N.listening;
   N.peers = NULL;
   N.locals = NULL;
-  N.self = N.registrar = N.reg_local = NULL;
+  N.self = N.registrar = N.reg_local = N.keeper = NULL;
   N.listening = N.on = N.is_registrar = N.root_registering = 0;
   N.addr[0] = N.registry[0] = N.bind[0] = N.seen[0] = '\0';
   pthread_mutex_unlock(&N.lock);
@@ -823,6 +973,9 @@ static void node_reset(void) {
   if (local)
     (void)tr_actor_cancel_soon(local);
   tr_actor_release(local);
+  if (keeper)
+    (void)tr_actor_cancel_soon(keeper);
+  tr_actor_release(keeper);
   tr_actor_release(reg);
   tr_actor_release(self);
   if (listening)

@@ -104,6 +104,12 @@ tr_actor_t *tr__node_registrar(void);
  */
 int tr__node_handshake(const char *addr);
 
+/* 1 when caller is the proxy of an actor of the node whose channel here
+ * began with a Hello naming addr (the address that node listens on): that
+ * node speaks for the actors it registers there (the registrar's rule for
+ * a node's keeper, which registers its actors again).  Threads: any. */
+int tr__node_speaks_for(const tr_actor_t *caller, const char *addr);
+
 /* 1 when nothing accepts connections at addr, as this node sees it (the
  * connect is refused); 0 when something answers, or the dial failed any
  * other way (unreachable, silent, another secret: not a proof that

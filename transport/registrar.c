@@ -112,15 +112,32 @@ static int one_entry(const tr_buf_t *args, const char *what, tr_registry_entry_t
   return rc;
 }
 
+/* Whether entry e would replace a live entry of its uuid at another address. */
+static int displaces(const tr_registry_entry_t *e) {
+  purge();
+  for (size_t i = 0; i < R.n; i++)
+    if (memcmp(R.v[i].e.uuid, e->uuid, TR_UUID_LEN) == 0 && strcmp(R.v[i].e.addr, e->addr) != 0)
+      return 1;
+  return 0;
+}
+
 static int reg_register(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)result;
   tr_registry_entry_t *e;
   int rc = one_entry(args, "register", &e);
   if (rc)
     return rc;
-  if (memcmp(e->uuid, ctx->peer_uuid, TR_UUID_LEN) != 0)
-    rc = TR_ERROR(-TR_EPERM, "registrar: %s may register only itself, not %s",
-                  tr_ctx_peer(ctx), e->name);
+  /* An actor registers itself; a node's keeper registers its node's actors
+   * again (node.c), but only at the address its node's Hello named, and
+   * never over a live entry of that uuid elsewhere. */
+  int for_self = memcmp(e->uuid, ctx->peer_uuid, TR_UUID_LEN) == 0;
+  if (!for_self && !tr__node_speaks_for(ctx->peer, e->addr))
+    rc = TR_ERROR(-TR_EPERM,
+                  "registrar: %s may register only itself, or actors of its node at the address "
+                  "its node listens on, not %s at %s",
+                  tr_ctx_peer(ctx), e->name, e->addr);
+  else if (!for_self && displaces(e))
+    rc = TR_ERROR(-TR_EPERM, "registrar: %s is registered at another address", e->name);
   else if (!e->name[0])
     rc = TR_ERROR(-TR_EINVAL, "registrar: an entry without a name");
   else if (R.closed)
@@ -164,7 +181,8 @@ static int reg_unregister(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result
   /* Another node's word that an entry's node refuses connections is true
    * only from where it stands (another host, another network): the entry
    * goes only if its node refuses this one too. */
-  if (memcmp(e->uuid, ctx->peer_uuid, TR_UUID_LEN) != 0 && !tr__node_refuses(e->addr)) {
+  if (memcmp(e->uuid, ctx->peer_uuid, TR_UUID_LEN) != 0 && !tr__node_speaks_for(ctx->peer, e->addr) &&
+      !tr__node_refuses(e->addr)) {
     rc = TR_ERROR(-TR_EPERM, "registrar: %s at %s answers here: its entry is kept", e->name,
                   e->addr);
     tr_registry_entries_free(e, 1);

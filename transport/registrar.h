@@ -6,13 +6,19 @@
  * and return RegistryEntries payloads (schema/registry.h;
  * docs/PROTOCOL.md section 9):
  *
- *   register(entry)    the caller registers itself: the entry's uuid must
- *                      be the caller's.  The registrar keeps a reference to
- *                      the caller (its proxy, for a remote one): once that
- *                      has exited (the actor ended, its node's channel
- *                      broke), the entry is dropped at the next answer.
- *   unregister(entry)  drops the entry of that uuid (any caller: a node
- *                      that found it stale deletes it).
+ *   register(entry)    the caller registers itself (the entry's uuid is
+ *                      the caller's), or a node's keeper registers an
+ *                      actor of its node again: then the entry's address
+ *                      must be the one the caller's node named in its
+ *                      Hello (tr__node_speaks_for), and no live entry may
+ *                      hold that uuid at another address.  The registrar
+ *                      keeps a reference to the caller (its proxy, for a
+ *                      remote one): once that has exited (the actor ended,
+ *                      its node's channel broke), the entry is dropped at
+ *                      the next answer.
+ *   unregister(entry)  drops the entry of that uuid: the caller's own, one
+ *                      its node speaks for, or one whose node refuses the
+ *                      registrar's dial too (a node found it stale).
  *   find(entry)        the entries of entry.name, newest first.
  *   wait(entry)        as find, but waits until there is at least one.
  *   list()             every entry, newest first.

@@ -32,7 +32,14 @@
  * that come meanwhile wait), and unregisters when it exits, also when it
  * is cancelled.  A registrar that cannot be reached delays the first call
  * by at most the registrar call's bound (5 s; a refused connection fails
- * at once): the actor then serves unregistered, with a logged warning.
+ * at once): the actor then serves unregistered, with a logged warning,
+ * until a registrar answers again.  A node that is not the registrar
+ * watches its connection to it: when that ends (the registrar stopped,
+ * was restarted, or dropped the node), the node dials the registry
+ * address again (pausing 10 ms, doubling up to 1 s, while it is refused)
+ * and registers every actor of the node that is still alive with the
+ * registrar it reaches, so a registrar restarted on the same address has
+ * them all again within about a second.
  * An entry whose
  * actor is gone without unregistering (its process was killed, its
  * connection to the registrar broke) is dropped by the registrar when it

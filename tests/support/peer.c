@@ -40,7 +40,12 @@ int tr_test_peer_connect(void) {
 
 int tr_test_peer_dial(const char *name, const uint8_t me[TR_UUID_LEN], int rcvbuf, int *fd,
                       char *why, size_t len) {
-  tr_hello_info_t hi = {.name = name, .uuid = me};
+  return tr_test_peer_dial_at(name, me, NULL, rcvbuf, fd, why, len);
+}
+
+int tr_test_peer_dial_at(const char *name, const uint8_t me[TR_UUID_LEN], const char *addr,
+                         int rcvbuf, int *fd, char *why, size_t len) {
+  tr_hello_info_t hi = {.name = name, .uuid = me, .addr = addr};
   tr_msg_t *hello = NULL, *peer = NULL;
   struct timeval tv = {10, 0};
   *fd = tr_test_peer_connect();

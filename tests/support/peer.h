@@ -30,6 +30,11 @@ int tr_test_peer_connect(void);
 int tr_test_peer_dial(const char *name, const uint8_t me[TR_UUID_LEN], int rcvbuf, int *fd,
                       char *why, size_t len);
 
+/* As tr_test_peer_dial, with a Hello that names addr as where this peer
+ * listens (NULL: none). */
+int tr_test_peer_dial_at(const char *name, const uint8_t me[TR_UUID_LEN], const char *addr,
+                         int rcvbuf, int *fd, char *why, size_t len);
+
 /* All of p, or -1. */
 int tr_test_peer_send_all(int fd, const uint8_t *p, size_t len);
 

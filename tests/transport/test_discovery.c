@@ -10,7 +10,9 @@
  * registrar is refused; a connect-and-drop is harmless; SIGINT shortly
  * after starting a daemon child; a wait that finds only an entry whose
  * node fails the handshake pauses between rounds; a node listening on
- * 0.0.0.0 registers an address another host can dial.  Trust (suite auth): nodes and children
+ * 0.0.0.0 registers an address another host can dial; a node registers
+ * other actors only at its own address, and a registrar that comes back has
+ * every live actor again.  Trust (suite auth): nodes and children
  * of one secret find and call each other (the child's key gone from its
  * environment); nodes of another secret, or none, are refused with a
  * clear error; 1,000 wrong, replayed and proofless handshakes at a live
@@ -168,6 +170,24 @@ static int count_named(const char *name) {
     k += strcmp(v[i].name, name) == 0;
   tr_registry_entries_free(v, n);
   return k;
+}
+
+/* Whether an entry `name` at addr is listed, waiting up to ms for one. */
+static int await_at(const char *name, const char *addr, int ms) {
+  for (int i = 0; i < ms / 10; i++) {
+    tr_registry_entry_t *v;
+    size_t n;
+    int found = 0;
+    if (tr_registry_list(&v, &n) == 0) {
+      for (size_t k = 0; k < n; k++)
+        found |= strcmp(v[k].name, name) == 0 && strcmp(v[k].addr, addr) == 0;
+      tr_registry_entries_free(v, n);
+    }
+    if (found)
+      return 1;
+    tr_sleep(10 * MS);
+  }
+  return 0;
 }
 
 /* Waits up to ms for count_named(name) == want. */
@@ -734,6 +754,34 @@ typedef struct ghost {
   char why[160];
 } ghost_t;
 
+/* The hand-made peer me (connected as fd) calls the registrar's register
+ * with entry e as dialog cid: the body of its answer (TR_BODY_RETURN or
+ * TR_BODY_ERROR), or -1 when none came. */
+static int peer_register(int fd, const uint8_t me[TR_UUID_LEN],
+                         const uint8_t registrar[TR_UUID_LEN], const tr_registry_entry_t *e,
+                         uint64_t cid) {
+  tr_msg_t *m = NULL;
+  struct tr_envx *x;
+  if (tr_msg_new(&m) != 0 || !(x = tr__envx_get((m->body = TR_BODY_START, m))) ||
+      tr__envx_set_start(x, TR_REGISTRY_NS, "register") != 0 ||
+      tr__reg_pack(e, 1, &m->payload) != 0) {
+    tr_msg_free(m);
+    return -1;
+  }
+  m->cid = cid;
+  x->has_src = x->has_dst = 1;
+  memcpy(x->src.uuid, me, TR_UUID_LEN);
+  memcpy(x->dst.uuid, registrar, TR_UUID_LEN);
+  if (tr_test_peer_send(fd, m) != 0)
+    return -1;
+  tr_msg_t *r;
+  while ((r = tr_test_peer_read(fd)) && (r->cid != cid || r->body == TR_BODY_START_ACK))
+    tr_msg_free(r);
+  int body = r ? (int)r->body : -1;
+  tr_msg_free(r);
+  return body;
+}
+
 static void *ghost_run(void *arg) {
   ghost_t *g = arg;
   uint8_t me[TR_UUID_LEN];
@@ -752,32 +800,13 @@ static void *ghost_run(void *arg) {
     goto out;
   tr_registry_entry_t e = {.name = "ghost", .addr = addr, .pid = 1};
   memcpy(e.uuid, me, TR_UUID_LEN);
-  tr_msg_t *m = NULL;
-  struct tr_envx *x;
-  if (tr_msg_new(&m) != 0 || !(x = tr__envx_get((m->body = TR_BODY_START, m))) ||
-      tr__envx_set_start(x, TR_REGISTRY_NS, "register") != 0 ||
-      tr__reg_pack(&e, 1, &m->payload) != 0) {
-    tr_msg_free(m);
-    snprintf(g->why, sizeof g->why, "out of memory");
+  int body = peer_register(fd, me, g->registrar, &e, 1);
+  ok = body == TR_BODY_RETURN;
+  if (!ok) {
+    snprintf(g->why, sizeof g->why, "the registrar answered %s",
+             body > 0 ? tr__body_name(body) : "nothing");
     goto out;
   }
-  m->cid = 1;
-  x->has_src = x->has_dst = 1;
-  memcpy(x->src.uuid, me, TR_UUID_LEN);
-  memcpy(x->dst.uuid, g->registrar, TR_UUID_LEN);
-  if (tr_test_peer_send(fd, m) != 0) {
-    snprintf(g->why, sizeof g->why, "the register call could not be sent");
-    goto out;
-  }
-  tr_msg_t *r;
-  while ((r = tr_test_peer_read(fd)) && r->body == TR_BODY_START_ACK)
-    tr_msg_free(r);
-  ok = r && r->body == TR_BODY_RETURN;
-  if (!ok)
-    snprintf(g->why, sizeof g->why, "the registrar answered %s", r ? tr__body_name(r->body) : "nothing");
-  tr_msg_free(r);
-  if (!ok)
-    goto out;
   __atomic_store_n(&g->registered, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n(&g->stop, __ATOMIC_ACQUIRE)) {
     struct timeval tv = {0, 20000};
@@ -837,6 +866,82 @@ TR_TEST(discovery, a_wait_pauses_between_rounds_that_find_nobody, .timeout = 60,
   __atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
   tr_check_rc(tr_to_thread(join_thread, &th, NULL), 0);
   tr_check(await_count("ghost", 0, 10000) == 0, "the ghost's entry went with its channel");
+  return 0;
+}
+
+/* A hand-made node that names 127.0.0.1:5 in its Hello asks the
+ * registrar to register actors other than itself (as a node's keeper does
+ * once a registrar is back): at that address, at another, and over the
+ * root's live entry.  The connection stays open (fd) for the root's checks. */
+typedef struct speaker {
+  uint8_t registrar[TR_UUID_LEN];
+  uint8_t taken[TR_UUID_LEN]; /* the root's uuid, registered at the registry address */
+  int fd;
+  int at_own, elsewhere, over_live; /* the answers' bodies */
+  char why[160];
+} speaker_t;
+
+static void *speaker_run(void *arg) {
+  speaker_t *s = arg;
+  uint8_t me[TR_UUID_LEN];
+  tr_test_peer_uuid(0x4e, me);
+  s->at_own = s->elsewhere = s->over_live = -1;
+  if (tr_test_peer_dial_at("speaker", me, "127.0.0.1:5", 0, &s->fd, s->why, sizeof s->why) != 0)
+    return NULL;
+  tr_registry_entry_t e = {.name = "spoken", .addr = "127.0.0.1:5", .pid = 1};
+  tr_test_peer_uuid(0x4f, e.uuid);
+  s->at_own = peer_register(s->fd, me, s->registrar, &e, 1);
+  e.name = "elsewhere";
+  e.addr = "127.0.0.1:6";
+  tr_test_peer_uuid(0x50, e.uuid);
+  s->elsewhere = peer_register(s->fd, me, s->registrar, &e, 2);
+  e.name = "root";
+  e.addr = "127.0.0.1:5";
+  memcpy(e.uuid, s->taken, TR_UUID_LEN);
+  s->over_live = peer_register(s->fd, me, s->registrar, &e, 3);
+  return NULL;
+}
+
+/* The address of the one entry named `name`, into buf ("" when not one). */
+static void addr_of(const char *name, char *buf, size_t len) {
+  tr_registry_entry_t *v;
+  size_t n;
+  buf[0] = '\0';
+  if (tr_registry_list(&v, &n) != 0)
+    return;
+  int k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i].name, name) == 0 && k++ == 0)
+      snprintf(buf, len, "%s", v[i].addr);
+  if (k != 1)
+    buf[0] = '\0';
+  tr_registry_entries_free(v, n);
+}
+
+TR_TEST(discovery, a_node_registers_other_actors_only_at_the_address_it_listens_on, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  static speaker_t s; /* the thread's while it runs */
+  memset(&s, 0, sizeof s);
+  s.fd = -1;
+  tr_actor_t *r = tr__node_registrar();
+  tr_assert(r != NULL, "this node is the registrar");
+  tr_actor_uuid(r, s.registrar);
+  tr_actor_release(r);
+  tr_actor_uuid(tr_self(), s.taken);
+  char root_at[64], now_at[64];
+  addr_of("root", root_at, sizeof root_at);
+  tr_assert(root_at[0] != '\0', "the root is registered");
+  tr_assert_rc(tr_to_thread(speaker_run, &s, NULL), 0);
+  tr_check(s.at_own == TR_BODY_RETURN, "at its own address: accepted (%d; %s)", s.at_own, s.why);
+  tr_check(s.elsewhere == TR_BODY_ERROR, "at another address: refused (%d)", s.elsewhere);
+  tr_check(s.over_live == TR_BODY_ERROR, "over a live entry: refused (%d)", s.over_live);
+  tr_check(count_named("spoken") == 1 && count_named("elsewhere") == 0, "the registry agrees");
+  addr_of("root", now_at, sizeof now_at);
+  tr_check(strcmp(now_at, root_at) == 0, "the root's entry is where it was (%s, not %s)", root_at,
+           now_at);
+  if (s.fd >= 0)
+    close(s.fd);
+  tr_check(await_count("spoken", 0, 10000) == 0, "its entries go with its channel");
   return 0;
 }
 
@@ -935,6 +1040,16 @@ static int root_with_tool(void *arg) {
   t->tool = tr_test_registry_tool_start(t->addr, NULL);
   t->restarted = t->tool > 0;
   tr_check(t->restarted, "a new registrar on the same port");
+  /* The nodes' keepers register their live actors there again: the child
+   * process's svc, this root, and unlisted, which could not register when
+   * it started. */
+  tr_check(await_count("svc", 1, 10000) == 1, "svc registered again");
+  tr_check(await_at("root", mine, 10000), "this root registered again at %s", mine);
+  tr_check(await_count("unlisted", 1, 10000) == 1, "unlisted registered once it could");
+  tr_portal_t *s2 = NULL;
+  tr_check_rc(tr_find_actor("svc", &s2), 0);
+  tr_check(s2 && call_pid(s2, &rc) == pid && rc == 0, "svc is found there and answers");
+  tr_portal_release(s2);
   tr_portal_t *q = NULL;
   start_found(an, "late", &o, &q, &g);
   tr_portal_release(g);
