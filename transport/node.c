@@ -724,6 +724,8 @@ static void reregister_locals(void) {
   for (local_t *l = N.locals; l && v; l = l->next)
     v[k++] = tr_actor_dup(l->a);
   pthread_mutex_unlock(&N.lock);
+  if (n && !v)
+    tr_log(TR_LOG_WARN, "node: out of memory: %zu actor(s) not registered again", n);
   size_t done = 0;
   for (size_t i = 0; i < k; i++) {
     tr_registry_entry_t e;
@@ -758,8 +760,11 @@ static int keeper_main(void *arg) {
       uint64_t id = tr_actor_id(r);
       int rc = tr__actor_monitor(r, self, K_DOWN);
       tr_actor_release(r);
-      if (rc)
+      if (rc) {
+        tr_log(TR_LOG_WARN, "node: out of memory: this node's actors will not be registered "
+                            "again with a new registrar");
         return rc;
+      }
       for (int down = 0; !down;) {
         tr_msg_t *m;
         if (tr_recv(&m) != 0)
