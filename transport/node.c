@@ -695,7 +695,7 @@ const tr_rpc_node_ops_t tr__node_rpc_ops = {served_started, served_exiting};
  * again on reconnect).  So a node that is not the registrar keeps a task
  * actor, the keeper, that watches its registrar proxy; when that ends it
  * dials the registry address again, pausing 10 ms, doubling up to 1 s,
- * between refusals, and when a registrar answers registers every local
+ * between failed dials, and when a registrar answers registers every local
  * actor there again.  The registrar lets a node register actors other
  * than the caller only at the address the node's Hello named
  * (tr__node_speaks_for), which a redial's Hello carries.  Started with

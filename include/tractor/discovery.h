@@ -36,7 +36,7 @@
  * until a registrar answers again.  A node that is not the registrar
  * watches its connection to it: when that ends (the registrar stopped,
  * was restarted, or dropped the node), the node dials the registry
- * address again (pausing 10 ms, doubling up to 1 s, while it is refused)
+ * address again (pausing 10 ms, doubling up to 1 s, while no registrar answers)
  * and registers every actor of the node that is still alive with the
  * registrar it reaches, so a registrar restarted on the same address has
  * them all again within about a second.
