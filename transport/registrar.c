@@ -178,23 +178,35 @@ static int reg_unregister(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result
   int rc = one_entry(args, "unregister", &e);
   if (rc)
     return rc;
-  /* Another node's word that an entry's node refuses connections is true
-   * only from where it stands (another host, another network): the entry
-   * goes only if its node refuses this one too. */
-  if (memcmp(e->uuid, ctx->peer_uuid, TR_UUID_LEN) != 0 && !tr__node_speaks_for(ctx->peer, e->addr) &&
-      !tr__node_refuses(e->addr)) {
-    rc = TR_ERROR(-TR_EPERM, "registrar: %s at %s answers here: its entry is kept", e->name,
-                  e->addr);
-    tr_registry_entries_free(e, 1);
-    return rc;
+  /* An actor unregisters itself.  Anyone else is judged by the address the
+   * entry holds, not the one they name: a node speaks for the entries at
+   * its own address (its keeper), and another node's word that an entry's
+   * node refuses connections is true only from where it stands (another
+   * host, another network), so the entry goes only if its node refuses
+   * this one too. */
+  char *at = NULL;
+  if (memcmp(e->uuid, ctx->peer_uuid, TR_UUID_LEN) != 0) {
+    for (size_t i = 0; i < R.n && !at; i++)
+      if (memcmp(R.v[i].e.uuid, e->uuid, TR_UUID_LEN) == 0 && !(at = strdup(R.v[i].e.addr)))
+        rc = TR__ENOMEM();
+    if (!rc && at && !tr__node_speaks_for(ctx->peer, at) && !tr__node_refuses(at))
+      rc = TR_ERROR(-TR_EPERM, "registrar: %s at %s answers here: its entry is kept", e->name, at);
+    if (!rc && !at) { /* nothing of that uuid: nothing to drop */
+      tr_registry_entries_free(e, 1);
+      return 0;
+    }
   }
-  for (size_t i = 0; i < R.n; i++)
+  /* The dial above let other calls in: the entry goes only if it is still
+   * the one judged. */
+  for (size_t i = 0; i < R.n && !rc; i++)
     if (memcmp(R.v[i].e.uuid, e->uuid, TR_UUID_LEN) == 0) {
-      reg_drop(i);
+      if (!at || strcmp(R.v[i].e.addr, at) == 0)
+        reg_drop(i);
       break;
     }
+  free(at);
   tr_registry_entries_free(e, 1);
-  return 0;
+  return rc;
 }
 
 static int reg_find(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {

@@ -16,9 +16,11 @@
  *                      remote one): once that has exited (the actor ended,
  *                      its node's channel broke), the entry is dropped at
  *                      the next answer.
- *   unregister(entry)  drops the entry of that uuid: the caller's own, one
- *                      its node speaks for, or one whose node refuses the
- *                      registrar's dial too (a node found it stale).
+ *   unregister(entry)  drops the entry of that uuid: the caller's own; any
+ *                      other only when the address the registrar holds for
+ *                      it is one the caller's node speaks for, or its node
+ *                      there refuses the registrar's dial too (a node found
+ *                      it stale).  The address the call names is not used.
  *   find(entry)        the entries of entry.name, newest first.
  *   wait(entry)        as find, but waits until there is at least one.
  *   list()             every entry, newest first.

@@ -754,16 +754,15 @@ typedef struct ghost {
   char why[160];
 } ghost_t;
 
-/* The hand-made peer me (connected as fd) calls the registrar's register
- * with entry e as dialog cid: the body of its answer (TR_BODY_RETURN or
+/* The hand-made peer me (connected as fd) calls the registrar's function
+ * fn with entry e as dialog cid: the body of its answer (TR_BODY_RETURN or
  * TR_BODY_ERROR), or -1 when none came. */
-static int peer_register(int fd, const uint8_t me[TR_UUID_LEN],
-                         const uint8_t registrar[TR_UUID_LEN], const tr_registry_entry_t *e,
-                         uint64_t cid) {
+static int peer_call(int fd, const uint8_t me[TR_UUID_LEN], const uint8_t registrar[TR_UUID_LEN],
+                     const char *fn, const tr_registry_entry_t *e, uint64_t cid) {
   tr_msg_t *m = NULL;
   struct tr_envx *x;
   if (tr_msg_new(&m) != 0 || !(x = tr__envx_get((m->body = TR_BODY_START, m))) ||
-      tr__envx_set_start(x, TR_REGISTRY_NS, "register") != 0 ||
+      tr__envx_set_start(x, TR_REGISTRY_NS, fn) != 0 ||
       tr__reg_pack(e, 1, &m->payload) != 0) {
     tr_msg_free(m);
     return -1;
@@ -800,7 +799,7 @@ static void *ghost_run(void *arg) {
     goto out;
   tr_registry_entry_t e = {.name = "ghost", .addr = addr, .pid = 1};
   memcpy(e.uuid, me, TR_UUID_LEN);
-  int body = peer_register(fd, me, g->registrar, &e, 1);
+  int body = peer_call(fd, me, g->registrar, "register", &e, 1);
   ok = body == TR_BODY_RETURN;
   if (!ok) {
     snprintf(g->why, sizeof g->why, "the registrar answered %s",
@@ -872,12 +871,13 @@ TR_TEST(discovery, a_wait_pauses_between_rounds_that_find_nobody, .timeout = 60,
 /* A hand-made node that names 127.0.0.1:5 in its Hello asks the
  * registrar to register actors other than itself (as a node's keeper does
  * once a registrar is back): at that address, at another, and over the
- * root's live entry.  The connection stays open (fd) for the root's checks. */
+ * root's live entry, and to drop that entry naming its own address.  The
+ * connection stays open (fd) for the root's checks. */
 typedef struct speaker {
   uint8_t registrar[TR_UUID_LEN];
   uint8_t taken[TR_UUID_LEN]; /* the root's uuid, registered at the registry address */
   int fd;
-  int at_own, elsewhere, over_live; /* the answers' bodies */
+  int at_own, elsewhere, over_live, drop_live; /* the answers' bodies */
   char why[160];
 } speaker_t;
 
@@ -885,20 +885,23 @@ static void *speaker_run(void *arg) {
   speaker_t *s = arg;
   uint8_t me[TR_UUID_LEN];
   tr_test_peer_uuid(0x4e, me);
-  s->at_own = s->elsewhere = s->over_live = -1;
+  s->at_own = s->elsewhere = s->over_live = s->drop_live = -1;
   if (tr_test_peer_dial_at("speaker", me, "127.0.0.1:5", 0, &s->fd, s->why, sizeof s->why) != 0)
     return NULL;
   tr_registry_entry_t e = {.name = "spoken", .addr = "127.0.0.1:5", .pid = 1};
   tr_test_peer_uuid(0x4f, e.uuid);
-  s->at_own = peer_register(s->fd, me, s->registrar, &e, 1);
+  s->at_own = peer_call(s->fd, me, s->registrar, "register", &e, 1);
   e.name = "elsewhere";
   e.addr = "127.0.0.1:6";
   tr_test_peer_uuid(0x50, e.uuid);
-  s->elsewhere = peer_register(s->fd, me, s->registrar, &e, 2);
+  s->elsewhere = peer_call(s->fd, me, s->registrar, "register", &e, 2);
   e.name = "root";
   e.addr = "127.0.0.1:5";
   memcpy(e.uuid, s->taken, TR_UUID_LEN);
-  s->over_live = peer_register(s->fd, me, s->registrar, &e, 3);
+  s->over_live = peer_call(s->fd, me, s->registrar, "register", &e, 3);
+  /* Naming its own address does not let it drop the root's entry, which
+   * is at another (and answers). */
+  s->drop_live = peer_call(s->fd, me, s->registrar, "unregister", &e, 4);
   return NULL;
 }
 
@@ -935,6 +938,8 @@ TR_TEST(discovery, a_node_registers_other_actors_only_at_the_address_it_listens_
   tr_check(s.at_own == TR_BODY_RETURN, "at its own address: accepted (%d; %s)", s.at_own, s.why);
   tr_check(s.elsewhere == TR_BODY_ERROR, "at another address: refused (%d)", s.elsewhere);
   tr_check(s.over_live == TR_BODY_ERROR, "over a live entry: refused (%d)", s.over_live);
+  tr_check(s.drop_live == TR_BODY_ERROR, "dropping a live entry elsewhere: refused (%d)",
+           s.drop_live);
   tr_check(count_named("spoken") == 1 && count_named("elsewhere") == 0, "the registry agrees");
   addr_of("root", now_at, sizeof now_at);
   tr_check(strcmp(now_at, root_at) == 0, "the root's entry is where it was (%s, not %s)", root_at,
