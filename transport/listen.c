@@ -561,6 +561,16 @@ static void listener_exit(void *state) {
   free(s);
 }
 
+int tr__sock_self_connected(int fd) {
+  struct sockaddr_in me, peer;
+  socklen_t ml = sizeof me, pl = sizeof peer;
+  if (getsockname(fd, (struct sockaddr *)&me, &ml) != 0 ||
+      getpeername(fd, (struct sockaddr *)&peer, &pl) != 0 || me.sin_family != AF_INET ||
+      peer.sin_family != AF_INET)
+    return 0;
+  return me.sin_port == peer.sin_port && me.sin_addr.s_addr == peer.sin_addr.s_addr;
+}
+
 int tr__addr_parse(const char *text, struct sockaddr_in *sa) {
   memset(sa, 0, sizeof *sa);
   sa->sin_family = AF_INET;

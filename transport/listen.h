@@ -51,6 +51,13 @@ int tr__listen_bind(const char *where, char *addr, size_t len);
 struct sockaddr_in;
 int tr__addr_parse(const char *text, struct sockaddr_in *sa);
 
+/* Whether connected socket fd reached itself: a connect to a port of this
+ * host where nothing listens may be given that very port as its own
+ * (ephemeral) one, and then TCP's simultaneous open connects the socket to
+ * itself.  It means "refused": the kernel hands out no port a listener
+ * holds.  1 or 0 (0 too when fd's addresses cannot be read). */
+int tr__sock_self_connected(int fd);
+
 /* Expects a connection from process pid, for channel `chan` (which gets
  * C_ADOPT with the socket in u64; a reference is kept until then).  The
  * socket is then "in flight" until the channel takes it with

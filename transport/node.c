@@ -265,6 +265,17 @@ static void *dial_run(void *arg) {
     snprintf(d->why, sizeof d->why, "connect to %s: %s", d->addr, strerror(errno));
     goto out;
   }
+  if (tr__sock_self_connected(fd)) {
+    /* Nothing listens there: it would read its own Hello back.  Closed
+     * at once (no FIN exchange with itself, no TIME_WAIT), so that the
+     * port is free for the listener this refusal may lead to. */
+    struct linger abort_close = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+    d->refused = DIAL_REFUSED;
+    snprintf(d->why, sizeof d->why, "connect to %s: %s (the socket reached itself)", d->addr,
+             strerror(ECONNREFUSED));
+    goto out;
+  }
   struct sockaddr_in me;
   socklen_t ml = sizeof me;
   if (getsockname(fd, (struct sockaddr *)&me, &ml) != 0 ||

@@ -530,9 +530,9 @@ static inline int tr__test_root(void *arg) {
 
 /* Picks a free 127.0.0.1 port (bind port 0, read it back, close) and sets
  * TR_REGISTRY_ADDR.  Another process may take the port between this close
- * and the registry's bind; ephemeral ports are handed out in a rotating
- * order, so that needs an unlucky wrap-around, and the registry is to
- * retry its bind.  Returns 0 or an errno value. */
+ * and the registry's bind (as the source port of a connect, say); the
+ * root's start-up then probes it again (a connect that reaches its own
+ * socket counts as refused) before it binds.  Returns 0 or an errno value. */
 static inline int tr__test_reserve_registry(char *addr, size_t len) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)

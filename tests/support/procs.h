@@ -104,6 +104,10 @@ static inline pid_t tr_test_registry_tool_start(const char *addr, const char *se
   for (int i = 0; i < 500; i++) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (ok && tr__sock_self_connected(fd)) { /* nothing listens yet: free the port at once */
+      ok = 0;
+      (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger){1, 0}, sizeof(struct linger));
+    }
     if (fd >= 0)
       close(fd);
     if (ok)

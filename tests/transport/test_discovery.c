@@ -20,16 +20,22 @@
  * TR_TEST has a registry address of its own (testing.h), so ctest -j runs
  * them side by side.
  */
+#define _GNU_SOURCE /* unshare */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -705,6 +711,75 @@ Test(discovery, a_registry_address_needs_a_port, .timeout = 30) {
   cr_expect(e && strstr(tr_error_message(e), "registry_addr (TR_REGISTRY_ADDR)"), "%s",
             e ? tr_error_message(e) : "(none)");
   unsetenv("TR_REGISTRY_ADDR");
+}
+
+/* A connect to a port of this host where nothing listens may be given
+ * that port as its own, and TCP's simultaneous open then connects the
+ * socket to itself.  A root's probe of the registry address did that now
+ * and then (with ports reserved in the ephemeral range, as tests do): it
+ * read its own Hello back and failed ("not a registrar"), or waited out
+ * the handshake.  Made certain here: in a network namespace of its own
+ * whose only ephemeral port is the registry's, a child process runs
+ * tractor-registry there (exec'd: a fork of this threaded process may not
+ * start threads under TSan).  Its probe is refused, and it serves the
+ * registry until SIGTERM.  Needs root (CAP_SYS_ADMIN) for the namespace;
+ * skipped without it. */
+Test(discovery, a_probe_that_reaches_itself_is_refused, .timeout = 60, .init = setup,
+     .fini = teardown) {
+  const char *tool = getenv("TR_REGISTRY_TOOL");
+  cr_assert(tool && *tool, "TR_REGISTRY_TOOL (tests/CMakeLists.txt) names tractor-registry");
+  int pfd[2];
+  cr_assert_eq(pipe(pfd), 0);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    close(pfd[0]);
+    if (unshare(CLONE_NEWNET) != 0) {
+      dprintf(pfd[1], "skip: unshare(CLONE_NEWNET): %s\n", strerror(errno));
+      _exit(77);
+    }
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    int up = s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0 &&
+             (ifr.ifr_flags |= IFF_UP, ioctl(s, SIOCSIFFLAGS, &ifr) == 0);
+    int f = open("/proc/sys/net/ipv4/ip_local_port_range", O_WRONLY | O_CLOEXEC);
+    int ranged = f >= 0 && write(f, "40000 40000", 11) == 11;
+    if (!up || !ranged) {
+      dprintf(pfd[1], "the namespace's loopback or port range: %s\n", strerror(errno));
+      _exit(1);
+    }
+    close(s);
+    close(f);
+    dup2(pfd[1], 2); /* its log, read by the test */
+    unsetenv("TR_LOG");
+    execl(tool, tool, "--addr", "127.0.0.1:40000", "-v", (char *)NULL);
+    _exit(127);
+  }
+  close(pfd[1]);
+  /* Its log, until it says it serves (or ends). */
+  char out[2000] = "";
+  size_t got = 0;
+  ssize_t k;
+  while (got + 1 < sizeof out && !strstr(out, "serving the registry") &&
+         (k = read(pfd[0], out + got, sizeof out - 1 - got)) > 0) {
+    got += (size_t)k;
+    out[got] = '\0';
+  }
+  int serving = strstr(out, "serving the registry at 127.0.0.1:40000") != NULL;
+  kill(pid, SIGTERM);
+  char rest[256]; /* what it logs as it stops, read to its end (no SIGPIPE) */
+  while (read(pfd[0], rest, sizeof rest) > 0)
+    ;
+  close(pfd[0]);
+  int st = 0;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+    cr_skip("%s", out);
+  cr_expect(serving, "tractor-registry in the namespace: %s", out);
+  cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "it exits 0 on SIGTERM (status %d): %s", st,
+            out);
 }
 
 /* tr_wait_for_actor keeps its deadline while it dials an entry's node:
