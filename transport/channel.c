@@ -187,8 +187,17 @@ static int proxy_new(tr_actor_t *chan, const char *name, const uint8_t uuid[TR_U
   return rc;
 }
 
+/* tr_actor_cancel_soon of a proxy: the remote actor's own cancel,
+ * Cancel(whole_actor) with no requester (so no CancelAck), as the request
+ * came from no actor.  The proxy stays until that actor has exited, so a
+ * nursery still escalates through it and reaps its process. */
+static int proxy_cancel(tr_actor_t *px) {
+  return tr__send_cancel(NULL, px, TR_BODY_CANCEL, tr__rpc_new_cid(), 1, 0);
+}
+
 void tr__chan_init(void) {
   tr__actor_set_proxy_send(proxy_send);
+  tr__actor_set_proxy_cancel(proxy_cancel);
   if (!ents_key && getrandom(&ents_key, sizeof ents_key, GRND_NONBLOCK) != sizeof ents_key)
     ents_key = (uint64_t)tr_now() * 0x9e3779b97f4a7c15ull; /* only a spread, not a secret */
 }
@@ -487,13 +496,19 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
     tr_msg_free(m);
     return;
   }
-  if (m->from && !x->has_src) {
-    uint8_t u[TR_UUID_LEN];
+  uint8_t u[TR_UUID_LEN];
+  if (m->from) {
     tr_actor_uuid(m->from, u);
-    x->has_src = 1;
-    memcpy(x->src.uuid, u, TR_UUID_LEN);
-    if (!ents_find(&c->loc, u)) {
-      x->src.name = strdup(tr_actor_name(m->from));
+    if (!x->has_src) {
+      x->has_src = 1;
+      memcpy(x->src.uuid, u, TR_UUID_LEN);
+    }
+    /* The sender becomes known here, so that answers come back to it: also
+     * one that named itself (a Cancel names its requester, whose first
+     * word here it may be: its CancelAck must find it). */
+    if (memcmp(x->src.uuid, u, TR_UUID_LEN) == 0 && !ents_find(&c->loc, u)) {
+      if (!x->src.name)
+        x->src.name = strdup(tr_actor_name(m->from));
       /* Known here until it exits: the monitor prunes the table, so a
        * long-lived channel does not keep every actor that ever talked on
        * it (its frames after that are answered as a dead actor's). */

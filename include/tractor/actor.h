@@ -371,6 +371,12 @@ int tr_lifetime_push(void (*fn)(void *arg), void *arg);
  * as if their outermost scope were (shields still protect): blocking calls
  * return -TR_ECANCELED, nurseries wait for their children, the actor exits
  * when its tasks have unwound.  A behaviour actor exits at its next turn.
+ * An actor in another process (tr_portal_actor of a process child, or of
+ * an actor found by discovery) is cancelled there, as by an actor cancel
+ * from nobody (PROTOCOL.md 8.2: its dialogs report ContextCancelled naming
+ * itself, and no CancelAck comes); the local stand-in stays until that
+ * actor has exited, so a nursery still escalates (SIGTERM, SIGKILL) and
+ * reaps its process.
  * The request is carried out shortly after, by the runtime's reactor
  * thread; requesting twice is harmless.
  * Returns 0, -TR_EINVAL (a is NULL), -TR_ECLOSED (a has already exited),

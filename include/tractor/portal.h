@@ -347,7 +347,8 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * `qualified` ("ns.func", an FN export) with `args`, then exits
  * (tractor's run_in_actor: the child enables the function's namespace and
  * ends once its result is in).  A failure of the call is a failure of the
- * child for the nursery (one cancels all).  Returns 0, -TR_ENOFUNC,
+ * child for the nursery (one cancels all).  Returns 0, -TR_EINVAL (a
+ * NULL an, qualified or out), -TR_ENOFUNC,
  * -TR_EFUNCKIND, or as tr_actor_nursery_spawn (-TR_ECANCELED in a
  * cancelled scope: no child is started).  With a process child
  * (TR_SPAWN=process, or opts->spawn below) also -TR_EMSGSIZE (args larger

@@ -69,6 +69,12 @@ void tr__actor_set_proxy_send(int (*send)(tr_actor_t *px, tr_msg_t *m)) {
     proxy_send = send;
 }
 
+static int (*proxy_cancel)(tr_actor_t *px);
+void tr__actor_set_proxy_cancel(int (*cancel)(tr_actor_t *px)) {
+  if (proxy_cancel != cancel)
+    proxy_cancel = cancel;
+}
+
 static tr_actor_t **sched_link(tr_actor_t *a) { return &a->sched_next; }
 static int sched_nestable(const tr_actor_t *a) { return a->tasks == NULL; }
 
@@ -594,6 +600,8 @@ void tr__actor_kill_all(void) {
 int tr__actor_request_cancel(tr_actor_t *a, int force) {
   if (tr_actor_exited(a))
     return -TR_ECLOSED;
+  if ((tr_load_relaxed(&a->flags) & TR_AF_PROXY) && proxy_cancel)
+    return proxy_cancel(a); /* the actor it stands for, in its process */
   if (a->tasks)
     return task_ops.cancel(a, force);
   tr_msg_t *m;

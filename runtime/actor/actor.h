@@ -143,6 +143,11 @@ void tr__actor_set_bounce(void (*bounce)(struct tr_actor *dead, tr_msg_t *m));
  * any that may send. */
 void tr__actor_set_proxy_send(int (*send)(struct tr_actor *px, tr_msg_t *m));
 
+/* The transport: a cancellation of proxy px (tr__actor_request_cancel,
+ * from tr_actor_cancel_soon) is a cancel of the actor it stands for, which
+ * the proxy outlives.  Returns 0 or as tr_send.  Threads: any. */
+void tr__actor_set_proxy_cancel(int (*cancel)(struct tr_actor *px));
+
 /* Registers the actor layer's own hooks with the scheduler.  Called by
  * tr_run at start-up.  Threads: tr_run's. */
 void tr__actor_init(void);

@@ -25,7 +25,7 @@
  * CancelAck when the actor exits. */
 void tr__on_cancel_actor(tr_actor_t *a, tr_msg_t *m) {
   tr_tasks_t *ts = a->tasks;
-  tr_cancel_ack_t *k = malloc(sizeof(*k));
+  tr_cancel_ack_t *k = m->from ? malloc(sizeof(*k)) : NULL; /* no requester: no ack */
   if (k) {
     k->to = tr_actor_dup(m->from);
     k->cid = m->cid;

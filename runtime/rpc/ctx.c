@@ -414,7 +414,7 @@ void tr__ctx_discard_rx(tr_ctx_t *c) {
     (void)tr__send_body(c->peer, TR_BODY_CREDIT, c->cid, n, NULL);
 }
 
-void tr__ctx_free(tr_ctx_t *c) {
+void tr__ctx_fini(tr_ctx_t *c) {
   tr__ctx_discard_rx(c);
   tr_msg_free(c->first);
   tr_msg_free(c->final);
@@ -423,6 +423,11 @@ void tr__ctx_free(tr_ctx_t *c) {
   tr_actor_release(c->peer);
   free(c->peer_name);
   tr__uid_fini(&c->cancel_req_uid);
+  memset(c, 0, sizeof *c);
+}
+
+void tr__ctx_free(tr_ctx_t *c) {
+  tr__ctx_fini(c);
   free(c);
 }
 

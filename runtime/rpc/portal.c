@@ -137,35 +137,25 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
   if (rc)
     return rc;
   rc = tr__rpc_wait_for(&c, t, PH_DONE_WAIT, "tr_portal_run");
-  if (rc == 0 && c.kind_wrong && !c.done) {
+  if (rc == 0 && c.kind_wrong) {
     /* A peer built from other code answered with another kind
-     * (PROTOCOL.md section 5): end the dialog, fail the call. */
+     * (PROTOCOL.md section 5): end the dialog, fail the call, whatever
+     * its outcome (it may be in already: a function that ended at once;
+     * then nothing is cancelled). */
     tr__ctx_cancel_and_drain(&c, t);
-    tr__ctx_unlink(c.actor->tasks, &c);
-    tr_msg_free(c.final);
-    tr_actor_release(c.peer);
-    return TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a fn function", qualified);
-  }
-  if (rc) {
-    /* Cancelled: tell the callee; its late reply finds no dialog. */
-    tr__ctx_send_cancel(&c);
-    tr__ctx_unlink(c.actor->tasks, &c);
-    tr_actor_release(c.peer);
-    return rc;
-  }
-  tr__ctx_unlink(c.actor->tasks, &c);
-  if (c.final && c.final->body == TR_BODY_RETURN) {
+    rc = TR_ERROR(-TR_EFUNCKIND, "%s: the callee's function is not a fn function", qualified);
+  } else if (rc) {
+    tr__ctx_send_cancel(&c); /* cancelled: its late reply finds no dialog */
+  } else if (c.final && c.final->body == TR_BODY_RETURN) {
     if (result) {
       *result = c.final->payload;
       c.final->payload = NULL;
     }
-    rc = 0;
   } else {
     rc = tr__ctx_put_outcome(&c);
-    tr__error_free(c.out_err);
   }
-  tr_msg_free(c.final);
-  tr_actor_release(c.peer);
+  tr__ctx_unlink(c.actor->tasks, &c);
+  tr__ctx_fini(&c);
   return rc;
 }
 

@@ -511,6 +511,10 @@ void tr__ctx_wait_until(tr_ctx_t *c, tr_task_t *t, int64_t deadline, const char 
 
 void tr__ctx_discard_rx(tr_ctx_t *c);
 
+/* Releases what c holds (its queued and final messages, outcome, peer):
+ * tr__ctx_fini for a context on the stack, which it leaves zeroed;
+ * tr__ctx_free for one from malloc, which it frees too. */
+void tr__ctx_fini(tr_ctx_t *c);
 void tr__ctx_free(tr_ctx_t *c);
 
 const char *tr__rpc_split_name(const char *qualified, char *ns, size_t cap);

@@ -67,7 +67,8 @@ static int serve_request(void *arg) {
       rc = c->entry->fn(c, c->args, &result);
     if (rc == 0)
       rc = tr__rpc_check_payload(c->entry, TR__RPC_RETURN, result);
-    if (rc == 0 && TR_UNLIKELY(tr__actor_is_proxy(c->peer))) {
+    if (rc == 0 && TR_UNLIKELY(tr__actor_is_proxy(c->peer)) &&
+        tr_buf_len(result) > TR_REMOTE_VALUE_MAX) { /* named only when refused */
       char what[300];
       snprintf(what, sizeof what, "the result of %s.%s", c->entry->ns, c->entry->name);
       rc = tr__rpc_fits(c->peer, result, what); /* the caller gets this error instead */
@@ -310,7 +311,9 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_CANCEL:
-    if (m->from) {
+    /* A whole actor's may come from nobody: tr_actor_cancel_soon of a
+     * proxy of this actor, in another process (no CancelAck then). */
+    if (m->from || (m->x_ && m->x_->u.cancel.whole_actor)) {
       if (on_cancel(a, m))
         return;
     } else {

@@ -161,6 +161,23 @@ static int mh_count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result)
 }
 TR_EXPORT_CONTEXT("mh", "count", mh_count)
 
+/* A stream of 0 and 1 that ends at once: its StartAck, values and Return
+ * reach a caller together. */
+static int mh_two(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  tr_stream_t *s = NULL;
+  int rc = tr_ctx_open_stream(ctx, &s);
+  for (uint64_t i = 0; rc == 0 && i < 2; i++) {
+    tr_buf_t *v = NULL;
+    if ((rc = tr_buf_from_u64(i, &v)) == 0)
+      rc = tr_stream_send(s, v);
+    tr_buf_release(v);
+  }
+  return rc;
+}
+TR_EXPORT_STREAM("mh", "two", mh_two)
+
 static const char *const mh_ns[] = {"mh"};
 
 /* ---- a run ------------------------------------------------------------------------------- */

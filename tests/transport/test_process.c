@@ -1473,7 +1473,11 @@ TR_EXPORT_CONTEXT("mh", "pid", mh_pid_here)
 /* A child of another program (opts.exe: multihost_node, TR_OTHER_PROGRAM)
  * exports "mh.pid" as a plain function, this one as a context function:
  * tr_portal_run leaves the kind to the callee, and the call goes through.
- * It was refused here with -TR_EFUNCKIND, from this program's export. */
+ * It was refused here with -TR_EFUNCKIND, from this program's export.
+ * The other way round, its stream "mh.two" and context "mh.count", which
+ * this program does not have, are refused by their StartAck, every time:
+ * a run of one that ended at once returned 0 and lost its values when
+ * the outcome came in the same turn as the StartAck. */
 TR_TEST(process, another_programs_exports_decide_its_calls, .timeout = 60, .init = setup,
         .fini = teardown) {
   const char *exe = getenv("TR_OTHER_PROGRAM");
@@ -1489,7 +1493,124 @@ TR_TEST(process, another_programs_exports_decide_its_calls, .timeout = 60, .init
   tr_check_rc(rc, 0);
   tr_check(pid != 0 && pid != (uint64_t)getpid(), "answered by the other program (%llu)",
            (unsigned long long)pid);
+  uint64_t two[2] = {2, 0}; /* mh.count: 2 values, unpaced */
+  tr_buf_t *count_args = NULL;
+  tr_check_rc(tr_buf_from(two, sizeof two, &count_args), 0);
+  for (int i = 0; p && i < 10; i++) {
+    tr_buf_t *res = NULL;
+    tr_check_rc(tr_portal_run(p, "mh.two", NULL, &res), -TR_EFUNCKIND, "run of a stream, %d", i);
+    tr_check(res == NULL, "no result");
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strstr(tr_error_message(e), "not a fn function"), "%s",
+             e ? tr_error_message(e) : "(no error)");
+    tr_check_rc(tr_portal_run(p, "mh.count", count_args, &res), -TR_EFUNCKIND,
+                "run of a context, %d", i);
+    tr_buf_release(res);
+  }
+  tr_buf_release(count_args);
+  tr_check_eq(run_u64_any(p, "mh.pid", 0, &rc), pid, "the actor serves on");
   tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* Sleeps until cancelled. */
+static int third_wait(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return tr_sleep_until(TR_NO_DEADLINE);
+}
+TR_EXPORT_FN("tproc.third", "wait", third_wait)
+
+/* an_actor_cancel_from_a_stranger_is_acknowledged: the process actor to
+ * cancel (the root's proxy of it, published before the stranger starts),
+ * and what the stranger saw. */
+static tr_actor_t *third_target;
+static struct {
+  int rc, acked;
+  int64_t ms;
+} third_seen;
+
+/* The stranger's main task: cancels the target's whole actor, its first
+ * message to that process. */
+static int stranger_main(void *arg) {
+  (void)arg;
+  tr_portal_t *q = NULL;
+  int rc = tr_portal_from_actor(__atomic_load_n(&third_target, __ATOMIC_ACQUIRE), &q);
+  int acked = 0;
+  int64_t t0 = tr_now();
+  if (rc == 0)
+    rc = tr_portal_cancel_actor(q, 10000 * MS, &acked);
+  third_seen.ms = (tr_now() - t0) / MS;
+  third_seen.rc = rc;
+  third_seen.acked = acked;
+  tr_portal_release(q);
+  return 0;
+}
+
+/* tr_portal_cancel_actor by an actor that is not the target's parent and
+ * whose first message to its process is the Cancel (portal.h: any actor
+ * may ask), while the root has a call in the target: the root's call
+ * ends ContextCancelled naming the stranger, and the stranger gets its
+ * CancelAck.  The channel dropped that ack, as one for an actor that had
+ * never talked there: the stranger waited out its timeout, *acked 0. */
+TR_TEST(process, an_actor_cancel_from_a_stranger_is_acknowledged, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  static const char *const ns[] = {"tproc.math", "tproc.third"};
+  tr_actor_opts_t d = {.enable = ns, .n_enable = 2, .spawn = TR_SPAWN_PROCESS};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  third_seen.rc = third_seen.acked = -1;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "target", &d, &p), 0);
+  int rc = 0;
+  if (p) /* up and serving */
+    tr_check(run_u64_any(p, "tproc.math.pid", 0, &rc) != 0 && rc == 0, "the target answers");
+  if (p) {
+    __atomic_store_n(&third_target, tr_portal_actor(p), __ATOMIC_RELEASE);
+    tr_check_rc(tr_actor_nursery_spawn(an, "stranger", stranger_main, NULL, NULL), 0);
+    tr_check_rc(tr_portal_run(p, "tproc.third.wait", NULL, NULL), -TR_ECTXCANCELED);
+    const tr_error_t *e = tr_error_last();
+    tr_check_str_eq(e ? tr_error_canceller(e) : "(no error)", "stranger");
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_check_rc(third_seen.rc, 0);
+  tr_check(third_seen.acked == 1 && third_seen.ms < 5000, "acked %d after %lld ms",
+           third_seen.acked, (long long)third_seen.ms);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* tr_actor_cancel_soon of a process child's portal actor (actor.h) cancels
+ * that actor in its process: the process exits and is reaped, and the
+ * nursery's close returns.  The request ended the local stand-in instead:
+ * the child ran on, later calls said "has exited", and a close that came
+ * after the request had been carried out waited for the child forever
+ * (its cancel and SIGTERM/SIGKILL went to the ended stand-in). */
+TR_TEST(process, cancel_soon_of_a_process_child_cancels_it_there, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_opts_t d = daemon_opts();
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  int pid = 0, rc = 0;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "target", &d, &p), 0);
+  if (p)
+    pid = (int)run_u64_any(p, "tproc.math.pid", 0, &rc);
+  tr_check(pid > 0 && rc == 0, "the target answers");
+  if (pid > 0) {
+    tr_check_rc(tr_actor_cancel_soon(tr_portal_actor(p)), 0);
+    /* Its process ends (and is reaped, by the channel): no longer there. */
+    int64_t until = tr_now() + 10000 * MS;
+    while (kill(pid, 0) == 0 && tr_now() < until)
+      tr_check_rc(tr_sleep(10 * MS), 0);
+    tr_check(kill(pid, 0) != 0, "process %d still runs 10 s after the request", pid);
+  }
+  int64_t t0 = tr_now();
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_check(tr_now() - t0 < 2000 * MS, "the close returned at once: %lld ms",
+           (long long)((tr_now() - t0) / MS));
   tr_portal_release(p);
   return 0;
 }
