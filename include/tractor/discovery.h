@@ -17,9 +17,11 @@
  * no registration; the calls below fail with -TR_ENOTFOUND).
  *
  * What registers: the root actor ("root"; it serves no calls, as it runs
- * the program's root function: a call to it fails at once with
- * -TR_ECLOSED, "does not serve calls"; every program's root is "root", so
- * a lookup of "root" finds the newest program's, often the caller's own)
+ * the program's root function: a call to it from another actor fails at
+ * once with -TR_ECLOSED, "does not serve calls", and from the root itself
+ * with -TR_EINVAL, as any call of an actor to itself; every program's root
+ * is "root", so a lookup of "root" finds the newest program's, often the
+ * caller's own)
  * and every actor an actor nursery starts to serve calls (tr_start_actor,
  * tr_run_in_actor; thread or process; not tr_actor_nursery_spawn's, which
  * run a task function and serve nothing), under the name it was given, with the address its process
@@ -116,8 +118,8 @@ int tr_wait_for_actor(const char *name, int64_t deadline, tr_portal_t **portal);
 
 /*
  * Lists the registered actors: *entries (an array of *n, newest first) or
- * NULL when there are none.  Returns 0, or as tr_find_actor (never
- * -TR_ENOTFOUND).
+ * NULL when there are none.  Returns 0, or as tr_find_actor (-TR_ENOTFOUND
+ * only with discovery off: an empty registry is 0 with *n 0).
  * Ownership: the array and its strings are the caller's:
  * tr_registry_entries_free.  Threads: a task.
  */

@@ -334,6 +334,9 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
  *                   its late reply is dropped;
  *   -TR_EMSGSIZE    the actor is in another process and args is larger
  *                   than TR_REMOTE_VALUE_MAX: nothing is sent;
+ *   -TR_EINVAL      p or qualified is NULL, qualified is not "ns.func",
+ *                   or the portal's actor is the caller's own ("an actor
+ *                   cannot call itself through a portal");
  * and, for an actor in another process, the errors listed under "An actor
  * in another process" above.
  * Ownership: args is borrowed (the callee gets a reference); *result is

@@ -32,4 +32,7 @@ cmake -S "$TMP/consumer" -B "$TMP/consumer/build" \
       -DCMAKE_PREFIX_PATH="$TMP/prefix" >/dev/null
 cmake --build "$TMP/consumer/build" >/dev/null
 LD_LIBRARY_PATH="$LIBDIR" "$TMP/consumer/build/counter_cmake" | grep -qx 'sum = 45'
-echo "install check: pkg-config and find_package consumers OK"
+# The installed registrar runs from the prefix alone (no LD_LIBRARY_PATH).
+env -u LD_LIBRARY_PATH "$TMP/prefix/bin/tractor-registry" --help | grep -q '^usage: tractor-registry' ||
+  { echo "the installed tractor-registry does not run from its prefix"; exit 1; }
+echo "install check: pkg-config and find_package consumers, and tractor-registry, OK"

@@ -226,6 +226,9 @@ TR_TEST(discovery, root_is_the_registrar_and_registered_as_itself, .timeout = 30
   tr_actor_uuid(tr_portal_actor(p), a);
   tr_actor_uuid(tr_self(), b);
   tr_check(memcmp(a, b, 16) == 0, "the portal is to the root itself");
+  /* Its own call through it: as any actor's call of itself (discovery.h). */
+  tr_check_rc(tr_portal_run(p, "tdisc.svc.find_rc", NULL, NULL), -TR_EINVAL);
+  tr_error_clear();
   tr_portal_release(p);
   /* The root is findable but serves no calls: an actor that calls it is
    * refused at once, not kept waiting. */
@@ -605,6 +608,10 @@ static int root_off(void *arg) {
   tr_portal_t *p;
   if (tr_find_actor("root", &p) != -TR_ENOTFOUND)
     return 2;
+  tr_registry_entry_t *v = NULL;
+  size_t n = 5;
+  if (tr_registry_list(&v, &n) != -TR_ENOTFOUND || v || n != 0) /* discovery.h */
+    return 3;
   return 0;
 }
 
