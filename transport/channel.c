@@ -109,6 +109,7 @@ typedef struct chan {
   uint8_t io_done; /* EOF or an error: no more reading or writing */
   uint8_t wr_shut; /* child: shutdown(SHUT_WR) after the last words */
   uint8_t exiting;
+  uint8_t closing; /* a channel between nodes: this node is stopping (C_CLOSE) */
   int64_t last_rx, last_tx; /* when a byte last came in / went out */
   int64_t over_since;       /* when the write queue was first seen over the mark (0: under) */
   int loss_rc;              /* why the connection ended (0 while it has not) */
@@ -389,7 +390,20 @@ static void chan_lost(chan_t *c, int rc, const char *cause) {
     tr_log(expected || rc == -TR_ECLOSED ? TR_LOG_INFO : TR_LOG_WARN, "channel %s: %s",
            tr_actor_name(tr_self()), cause);
   if (c->peer) {
-    post_lost(c, rc, cause); /* no process to reap: the dialogs learn it now */
+    /* No process to reap: the dialogs learn it now.  A peer node ends its
+     * dialogs before it closes (each with its final frame: its actors end
+     * them as they exit), so a dialog still open at its EOF was cut off:
+     * the process died (a SIGKILL's close is a FIN as well) or dropped the
+     * connection.  Lost, as on a broken connection; only this node's own
+     * stop ends them with -TR_ECLOSED. */
+    if (rc == -TR_ECLOSED && !c->closing) {
+      char lost[sizeof c->loss_cause + 96];
+      snprintf(lost, sizeof lost, "%s with this dialog open (its process died, or it dropped the connection)",
+               cause);
+      post_lost(c, -TR_EIO, lost);
+    } else {
+      post_lost(c, rc, cause);
+    }
   } else if (c->child_side) {
     /* The parent is gone: so is this child (tractor: a child whose parent
      * channel closes cancels itself). */
@@ -973,6 +987,7 @@ static void chan_fn(void *state, tr_msg_t *m) {
     on_tick(c);
     break;
   case C_CLOSE:
+    c->closing = 1;
     if (c->peer)
       chan_lost(c, -TR_ECLOSED, "this node is stopping");
     break;

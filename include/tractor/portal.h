@@ -208,10 +208,14 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
  * tr_ctx_*) may also return, with an error object:
  *   -TR_EIO       its process or the connection is lost: the process was
  *                 killed or exited without answering, the connection was
- *                 reset, or the peer was silent past peer_timeout
- *                 (actor.h); the message says which ("the peer of this
- *                 dialog (NAME) is lost: process N exited with status 3");
- *   -TR_ECLOSED   the connection ended in order;
+ *                 reset, the peer was silent past peer_timeout (actor.h),
+ *                 or (a node found through discovery.h) its connection
+ *                 ended while the dialog was open: a node ends its dialogs
+ *                 before it closes, so that is a node that died, and a
+ *                 SIGKILL's close looks no different on the wire; the
+ *                 message says which ("the peer of this dialog (NAME) is
+ *                 lost: process N exited with status 3");
+ *   -TR_ECLOSED   the connection ended in order: this node is stopping;
  *   -TR_EPROTO    the peer broke the protocol, and the connection is
  *                 closed (for a child process the dialogs end, as for a
  *                 lost process, with -TR_EIO once it has been reaped);

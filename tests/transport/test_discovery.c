@@ -140,6 +140,47 @@ static int wait_frozen(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **resu
 }
 TR_EXPORT_FN("tdisc.svc", "wait_frozen", wait_frozen)
 
+/* Calls of tdisc.svc.slow started in this process. */
+static uint64_t slow_started; /* atomic */
+
+/* Runs until cancelled: a call that stays in flight. */
+static int slow(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  __atomic_fetch_add(&slow_started, 1, __ATOMIC_SEQ_CST);
+  return tr_sleep(60000 * MS);
+}
+TR_EXPORT_FN("tdisc.svc", "slow", slow)
+
+static int slow_count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  return tr_buf_from_u64(__atomic_load_n(&slow_started, __ATOMIC_SEQ_CST), result);
+}
+TR_EXPORT_FN("tdisc.svc", "slow_started", slow_count)
+
+/* Finds the actor named in args and calls its tdisc.svc.slow: the call's
+ * code, negated (a_call_cut_off_by_a_killed_node_is_lost); for -TR_EIO it
+ * fails unless the error says the dialog was cut off. */
+static int call_slow(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  char name[64];
+  name_of(args, name, sizeof name);
+  tr_portal_t *p;
+  int rc = tr_wait_for_actor(name, tr_now() + 20000 * MS, &p);
+  if (rc)
+    return rc;
+  rc = tr_portal_run(p, "tdisc.svc.slow", NULL, NULL);
+  tr_portal_release(p);
+  const char *msg = tr_error_message(tr_error_last());
+  if (rc == -TR_EIO && (!msg || !strstr(msg, "the peer closed the connection with this dialog open")))
+    return tr_fail("AssertionError", "the loss's reason: %s", msg ? msg : "(none)");
+  tr_error_clear();
+  return tr_buf_from_u64((uint64_t)-rc, result);
+}
+TR_EXPORT_FN("tdisc.svc", "call_slow", call_slow)
+
 static const char *const svc_ns[] = {"tdisc.svc"};
 
 static tr_actor_opts_t svc_opts(int spawn) {
@@ -395,6 +436,75 @@ TR_TEST(discovery, wait_for_actor_between_two_siblings, .timeout = 60, .init = s
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(s.a);
   tr_portal_release(b);
+  return 0;
+}
+
+typedef struct cut {
+  tr_portal_t *caller;
+  int rc;
+  uint64_t code;
+} cut_t;
+
+static int call_victim(void *arg) {
+  cut_t *c = arg;
+  tr_buf_t *name = NULL, *r = NULL;
+  c->rc = tr_buf_from_str("victim", &name);
+  if (c->rc == 0)
+    c->rc = tr_portal_run(c->caller, "tdisc.svc.call_slow", name, &r);
+  if (c->rc == 0)
+    c->rc = tr_buf_to_u64(r, &c->code);
+  tr_buf_release(name);
+  tr_buf_release(r);
+  return 0;
+}
+
+/* A node killed (SIGKILL) while another node's call to it is in flight:
+ * the kernel closes the dead process's sockets with a FIN, as an orderly
+ * close, but a node ends its dialogs before it closes, so the call is lost
+ * (-TR_EIO, saying it was cut off), not closed.  "caller" and "victim" are
+ * sibling process children: the call runs over the channel between their
+ * nodes.  The victim has a nursery of its own, and the task that waits for
+ * the caller's answer runs outside it: the victim's death cancels that
+ * nursery's scope, not the call. */
+TR_TEST(discovery, a_call_cut_off_by_a_killed_node_is_lost, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an_c, *an_v;
+  tr_nursery_t *n;
+  tr_portal_t *v = NULL;
+  cut_t c = {0};
+  tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
+  tr_assert_rc(tr_actor_nursery_open(&an_c, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an_c, "caller", &o, &c.caller), 0);
+  tr_check_rc(tr_nursery_open(&n), 0);
+  tr_check_rc(tr_nursery_spawn(n, call_victim, &c, NULL), 0);
+  tr_check_rc(tr_actor_nursery_open(&an_v, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an_v, "victim", &o, &v), 0);
+  int pid = 0;
+  if (v)
+    tr_check_rc(tr_portal_process(v, &pid, NULL), 0);
+  /* In flight once the victim has started it. */
+  uint64_t started = 0;
+  int64_t end = tr_now() + 20000 * MS;
+  while (v && started == 0 && tr_now() < end) {
+    tr_buf_t *r = NULL;
+    if (tr_portal_run(v, "tdisc.svc.slow_started", NULL, &r) == 0)
+      (void)tr_buf_to_u64(r, &started);
+    tr_buf_release(r);
+    if (started == 0)
+      tr_check_rc(tr_sleep(2 * MS), 0);
+  }
+  tr_check(started == 1, "the victim started the call (%llu)", (unsigned long long)started);
+  tr_check(pid > 0 && kill(pid, SIGKILL) == 0, "killed %d", pid);
+  tr_check(tr_actor_nursery_close(an_v) != 0, "the victim's death is an error");
+  tr_error_clear();
+  tr_check_rc(tr_nursery_close(n), 0);
+  tr_check_rc(c.rc, 0);
+  tr_check(c.code == TR_EIO, "the cut-off call is lost: code -%llu, not -TR_EIO",
+           (unsigned long long)c.code);
+  tr_check_rc(tr_actor_nursery_cancel(an_c), 0);
+  tr_check_rc(tr_actor_nursery_close(an_c), 0);
+  tr_portal_release(v);
+  tr_portal_release(c.caller);
   return 0;
 }
 
