@@ -1514,14 +1514,60 @@ TR_TEST(process, another_programs_exports_decide_its_calls, .timeout = 60, .init
   return 0;
 }
 
+/* Calls of tproc.third.wait started in this process. */
+static uint64_t third_started; /* atomic */
+
 /* Sleeps until cancelled. */
 static int third_wait(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
   (void)result;
+  __atomic_fetch_add(&third_started, 1, __ATOMIC_SEQ_CST);
   return tr_sleep_until(TR_NO_DEADLINE);
 }
 TR_EXPORT_FN("tproc.third", "wait", third_wait)
+
+static int third_started_of(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  return tr_buf_from_u64(__atomic_load_n(&third_started, __ATOMIC_SEQ_CST), result);
+}
+TR_EXPORT_FN("tproc.third", "started", third_started_of)
+
+/* A call of tproc.third.wait in flight in a task of its own, and how it
+ * ended: its code and its error's canceller. */
+typedef struct third_call {
+  tr_portal_t *p;
+  int rc;
+  char canceller[64];
+} third_call_t;
+
+static int third_call_main(void *arg) {
+  third_call_t *t = arg;
+  t->rc = tr_portal_run(t->p, "tproc.third.wait", NULL, NULL);
+  const tr_error_t *e = tr_error_last();
+  const char *by = e ? tr_error_canceller(e) : NULL;
+  snprintf(t->canceller, sizeof t->canceller, "%s", by ? by : "(none)");
+  tr_error_clear();
+  return 0;
+}
+
+/* Starts t's call in a task of n and returns once the target has started
+ * it (polling its count through p), or after 20 s; 1 when it has. */
+static int third_call_start(tr_nursery_t *n, third_call_t *t) {
+  if (tr_nursery_spawn(n, third_call_main, t, NULL) != 0)
+    return 0;
+  uint64_t started = 0;
+  for (int64_t end = tr_now() + 20000 * MS; started == 0 && tr_now() < end;) {
+    tr_buf_t *r = NULL;
+    if (tr_portal_run(t->p, "tproc.third.started", NULL, &r) == 0)
+      (void)tr_buf_to_u64(r, &started);
+    tr_buf_release(r);
+    if (started == 0 && tr_sleep(2 * MS) != 0)
+      break;
+  }
+  return started == 1;
+}
 
 /* an_actor_cancel_from_a_stranger_is_acknowledged: the process actor to
  * cancel (the root's proxy of it, published before the stranger starts),
@@ -1551,7 +1597,8 @@ static int stranger_main(void *arg) {
 
 /* tr_portal_cancel_actor by an actor that is not the target's parent and
  * whose first message to its process is the Cancel (portal.h: any actor
- * may ask), while the root has a call in the target: the root's call
+ * may ask), while the root has a call in the target (started there before
+ * the stranger is: third_call_start): the root's call
  * ends ContextCancelled naming the stranger, and the stranger gets its
  * CancelAck.  The channel dropped that ack, as one for an actor that had
  * never talked there: the stranger waited out its timeout, *acked 0. */
@@ -1568,11 +1615,16 @@ TR_TEST(process, an_actor_cancel_from_a_stranger_is_acknowledged, .timeout = 60,
   if (p) /* up and serving */
     tr_check(run_u64_any(p, "tproc.math.pid", 0, &rc) != 0 && rc == 0, "the target answers");
   if (p) {
+    /* The call first (in flight in the target), then the stranger. */
+    third_call_t t = {.p = p, .rc = 1};
+    tr_nursery_t *n;
+    tr_check_rc(tr_nursery_open(&n), 0);
+    tr_check(third_call_start(n, &t), "the target started the call");
     __atomic_store_n(&third_target, tr_portal_actor(p), __ATOMIC_RELEASE);
     tr_check_rc(tr_actor_nursery_spawn(an, "stranger", stranger_main, NULL, NULL), 0);
-    tr_check_rc(tr_portal_run(p, "tproc.third.wait", NULL, NULL), -TR_ECTXCANCELED);
-    const tr_error_t *e = tr_error_last();
-    tr_check_str_eq(e ? tr_error_canceller(e) : "(no error)", "stranger");
+    tr_check_rc(tr_nursery_close(n), 0);
+    tr_check_rc(t.rc, -TR_ECTXCANCELED);
+    tr_check_str_eq(t.canceller, "stranger");
   }
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_check_rc(third_seen.rc, 0);
@@ -1583,14 +1635,16 @@ TR_TEST(process, an_actor_cancel_from_a_stranger_is_acknowledged, .timeout = 60,
 }
 
 /* tr_actor_cancel_soon of a process child's portal actor (actor.h) cancels
- * that actor in its process: the process exits and is reaped, and the
+ * that actor in its process: the call in flight there ends ContextCancelled
+ * naming the actor itself, the process exits and is reaped, and the
  * nursery's close returns.  The request ended the local stand-in instead:
  * the child ran on, later calls said "has exited", and a close that came
  * after the request had been carried out waited for the child forever
  * (its cancel and SIGTERM/SIGKILL went to the ended stand-in). */
 TR_TEST(process, cancel_soon_of_a_process_child_cancels_it_there, .timeout = 60, .init = setup,
         .fini = teardown) {
-  tr_actor_opts_t d = daemon_opts();
+  static const char *const ns[] = {"tproc.math", "tproc.third"};
+  tr_actor_opts_t d = {.enable = ns, .n_enable = 2, .spawn = TR_SPAWN_PROCESS};
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
   int pid = 0, rc = 0;
@@ -1599,6 +1653,11 @@ TR_TEST(process, cancel_soon_of_a_process_child_cancels_it_there, .timeout = 60,
   if (p)
     pid = (int)run_u64_any(p, "tproc.math.pid", 0, &rc);
   tr_check(pid > 0 && rc == 0, "the target answers");
+  third_call_t t = {.p = p, .rc = 1};
+  tr_nursery_t *n;
+  tr_check_rc(tr_nursery_open(&n), 0);
+  if (pid > 0)
+    tr_check(third_call_start(n, &t), "the target started the call");
   if (pid > 0) {
     tr_check_rc(tr_actor_cancel_soon(tr_portal_actor(p)), 0);
     /* Its process ends (and is reaped, by the channel): no longer there. */
@@ -1607,6 +1666,11 @@ TR_TEST(process, cancel_soon_of_a_process_child_cancels_it_there, .timeout = 60,
       tr_check_rc(tr_sleep(10 * MS), 0);
     tr_check(kill(pid, 0) != 0, "process %d still runs 10 s after the request", pid);
   }
+  /* The call in flight there ends ContextCancelled, the actor itself the
+   * canceller (actor.h: as by an actor cancel from nobody). */
+  tr_check_rc(tr_nursery_close(n), 0);
+  tr_check_rc(t.rc, -TR_ECTXCANCELED);
+  tr_check_str_eq(t.canceller, "target");
   int64_t t0 = tr_now();
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_check(tr_now() - t0 < 2000 * MS, "the close returned at once: %lld ms",
