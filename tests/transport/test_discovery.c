@@ -1366,6 +1366,49 @@ Test(discovery, a_registrar_stopped_with_nodes_connected_exits_and_they_move_on,
   with_tool(root_tool_stops);
 }
 
+/* The keeper's pauses between failed dials double from 10 ms but stop at
+ * 1 s (node.c, "the keeper"): after a registrar has been down for 6 s, a
+ * new one on its port has this node's actors again within about a second.
+ * Doubling without the bound would have paused 5 s by then (dials at
+ * 2.5 s, then 5.1 s, then 10.2 s): the root's entry would come back 4 s
+ * after the restart. */
+static int root_keeper_cap(void *arg) {
+  tool_run_t *t = arg;
+  char mine[64];
+  int registrar = 1;
+  tr_assert_rc(tr_node_addr(mine, sizeof mine, &registrar), 0);
+  tr_assert(registrar == 0, "the tool is the registrar, not this root");
+  tr_check(await_at("root", mine, 10000), "this root is registered at %s", mine);
+  kill(t->tool, SIGKILL);
+  waitpid(t->tool, NULL, 0);
+  t->tool = -1;
+  /* The port is held meanwhile (bound, not listening: dials are refused),
+   * so that no connect elsewhere takes it as its source port. */
+  struct sockaddr_in sa;
+  int one = 1, hold = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  tr_check(hold >= 0 && tr__addr_parse(t->addr, &sa) == 0 &&
+               setsockopt(hold, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+               bind(hold, (struct sockaddr *)&sa, sizeof sa) == 0,
+           "the registry port held: %s", strerror(errno));
+  tr_check_rc(tr_sleep(6000 * MS), 0); /* down long enough for the pauses to reach the bound */
+  if (hold >= 0)
+    close(hold);
+  t->tool = tr_test_registry_tool_start(t->addr, NULL);
+  tr_check(t->tool > 0, "a new registrar on the same port");
+  int64_t t0 = tr_now();
+  int back = t->tool > 0 && await_at("root", mine, 10000);
+  int64_t ms = (tr_now() - t0) / MS;
+  tr_check(back, "this root registered again at %s", mine);
+  tr_check(ms < 2500, "registered again %lld ms after the restart (the keeper's pause is at most 1 s)",
+           (long long)ms);
+  return 0;
+}
+
+Test(discovery, the_keepers_pause_between_dials_is_bounded, .timeout = 60, .init = setup,
+     .fini = teardown) {
+  with_tool(root_keeper_cap);
+}
+
 /* ---- trust: authenticated handshakes (transport/auth.h) ----------------------------------- */
 
 #include "transport/auth.h"
