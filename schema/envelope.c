@@ -30,6 +30,7 @@
  */
 #include "schema/envelope.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,7 @@
 
 #include "schema/tractor.pb-c.h"
 #include "tractor/errors.h"
+#include "tractor/portal.h" /* TR_REMOTE_ERROR_TEXT_MAX */
 
 /* ---- body kinds ----------------------------------------------------------- */
 
@@ -74,6 +76,28 @@ static int case_to_kind(Tractor__Envelope__BodyCase c) {
  * drop const only because the generated structs are shared with unpacking:
  * packing never writes through these pointers. */
 static char *wstr(const char *s) { return (char *)(s != NULL ? s : protobuf_c_empty_string); }
+
+/* An error's text for the wire (TR_REMOTE_ERROR_TEXT_MAX, portal.h): s
+ * itself when it is short enough, else a copy cut at a UTF-8 character's
+ * start with a note of the whole length, in *mem (the caller frees it).
+ * NULL only when that copy could not be had. */
+static char *wcut(const char *s, char **mem) {
+  static const char note[] = " ... [cut: %zu bytes in all]";
+  size_t len = s != NULL ? strlen(s) : 0;
+  if (len <= TR_REMOTE_ERROR_TEXT_MAX)
+    return wstr(s);
+  char tail[sizeof note + 24];
+  int tl = snprintf(tail, sizeof tail, note, len);
+  size_t keep = TR_REMOTE_ERROR_TEXT_MAX - (size_t)tl;
+  while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
+    keep--; /* s[keep], the first byte left out, begins a character */
+  char *c = malloc(keep + (size_t)tl + 1);
+  if (c == NULL)
+    return NULL;
+  memcpy(c, s, keep);
+  memcpy(c + keep, tail, (size_t)tl + 1);
+  return *mem = c;
+}
 
 static void wbin(ProtobufCBinaryData *b, const tr_buf_t *p) {
   b->len = tr_buf_len(p);
@@ -119,9 +143,12 @@ struct enc {
   Tractor__ActorRef ref_a, ref_b; /* Start.caller, SpawnSpec.parent,
                                    * Error.src / canceller */
   void *relay_mem;                /* Error.relay_path: pointers, then refs */
+  char *cut[2];                   /* Error.message, Error.trace when cut (wcut) */
 };
 
 static const struct tr_envx zero_x;
+
+static void enc_fini(struct enc *t);
 
 /* Fills t from m.  Returns 0, -TR_EPROTO, -TR_EINVAL or -TR_ENOMEM; on
  * failure t owns nothing. */
@@ -130,6 +157,7 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
   const struct tr_envx *bx; /* body fields: zero when x_ carries none */
 
   t->relay_mem = NULL;
+  t->cut[0] = t->cut[1] = NULL;
   if (m->body == TR_BODY_NONE || m->body >= TR_BODY__COUNT)
     return -TR_EPROTO;
   if (x != NULL && x->kind != TR_BODY_NONE && x->kind != m->body)
@@ -250,8 +278,11 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
     }
     e->boxed_type = wstr(bx->u.error.boxed_type);
     e->src_type = wstr(bx->u.error.src_type);
-    e->message = wstr(bx->u.error.message);
-    e->trace = wstr(bx->u.error.trace);
+    if ((e->message = wcut(bx->u.error.message, &t->cut[0])) == NULL ||
+        (e->trace = wcut(bx->u.error.trace, &t->cut[1])) == NULL) {
+      enc_fini(t);
+      return -TR_ENOMEM;
+    }
     if (bx->u.error.has_canceller) {
       wref(&t->ref_b, &bx->u.error.canceller);
       e->canceller = &t->ref_b;
@@ -261,15 +292,13 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
     if (n != 0) {
       Tractor__ActorRef **ptrs;
       Tractor__ActorRef *refs;
-      if (bx->u.error.relay == NULL)
-        return -TR_EINVAL;
-      if (n > SIZE_MAX / (sizeof *ptrs + sizeof *refs))
-        return -TR_ENOMEM;
       /* Refs after the pointer array: the pointers' alignment suffices
        * for a struct of pointers and sizes. */
-      t->relay_mem = malloc(n * (sizeof *ptrs + sizeof *refs));
-      if (t->relay_mem == NULL)
-        return -TR_ENOMEM;
+      if (bx->u.error.relay == NULL || n > SIZE_MAX / (sizeof *ptrs + sizeof *refs) ||
+          (t->relay_mem = malloc(n * (sizeof *ptrs + sizeof *refs))) == NULL) {
+        enc_fini(t); /* the texts cut above */
+        return bx->u.error.relay == NULL ? -TR_EINVAL : -TR_ENOMEM;
+      }
       ptrs = t->relay_mem;
       refs = (Tractor__ActorRef *)(ptrs + n);
       for (size_t i = 0; i < n; i++) {
@@ -311,6 +340,9 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
 static void enc_fini(struct enc *t) {
   free(t->relay_mem);
   t->relay_mem = NULL;
+  free(t->cut[0]);
+  free(t->cut[1]);
+  t->cut[0] = t->cut[1] = NULL;
 }
 
 static size_t clamp_max(size_t max_frame) {

@@ -465,6 +465,15 @@ typedef struct tr_ctx_opts {
  * Between actors of one process values are not copied and have no limit. */
 #define TR_REMOTE_VALUE_MAX ((16u << 20) - (64u << 10))
 
+/* The most of an error's text that goes to an actor in another process:
+ * its message and its trace (as tr_error_message and tr_error_trace give
+ * them) are each cut to this many bytes, at a UTF-8 character's start, and
+ * end with " ... [cut: N bytes in all]" when they were longer.  So an
+ * error of any size reaches the caller, as a RemoteActorError of the
+ * same type and code (it could not be sent at all, and the caller waited
+ * for it forever).  Between actors of one process nothing is cut. */
+#define TR_REMOTE_ERROR_TEXT_MAX (64u << 10)
+
 /*
  * Calls STREAM function `qualified` and returns the stream of values it
  * sends (open_stream_from).  Blocks until the callee has accepted the call

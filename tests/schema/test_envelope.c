@@ -14,6 +14,7 @@
 #include "schema/envelope.h"
 #include "schema/tractor.pb-c.h"
 #include "tractor/errors.h"
+#include "tractor/portal.h" /* TR_REMOTE_ERROR_TEXT_MAX */
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -442,6 +443,36 @@ Test(envelope, error, .timeout = 30) {
   assert_uid_eq(&y->u.error.canceller, &x->u.error.canceller);
   cr_assert_eq(y->u.error.cid, 78);
   cr_assert_eq(y->u.error.code, TR_ECTXCANCELED);
+  tr_msg_free(d);
+  tr_msg_free(m);
+}
+
+/* An error's message and trace above TR_REMOTE_ERROR_TEXT_MAX are cut on
+ * the wire, at a character's start, with a note of their whole length; a
+ * text of exactly the limit is not (portal.h). */
+Test(envelope, error_texts_are_cut_to_the_limit, .timeout = 30) {
+  size_t big = TR_REMOTE_ERROR_TEXT_MAX + 1000;
+  char *msg = malloc(big + 1), *trace = malloc(TR_REMOTE_ERROR_TEXT_MAX + 1);
+  cr_assert(msg && trace);
+  for (size_t i = 0; i < big; i++) /* "ab" + 3-byte characters (U+20AC) */
+    msg[i] = i < 2 ? 'a' + (char)i : (char)((i - 2) % 3 == 0 ? 0xE2 : (i - 2) % 3 == 1 ? 0x82 : 0xAC);
+  msg[big] = '\0';
+  memset(trace, 't', TR_REMOTE_ERROR_TEXT_MAX);
+  trace[TR_REMOTE_ERROR_TEXT_MAX] = '\0';
+  tr_msg_t *m = mk(TR_BODY_ERROR);
+  xof(m)->u.error.message = msg;
+  xof(m)->u.error.trace = trace;
+  tr_msg_t *d = roundtrip(m);
+  const struct tr_envx *y = d->x_;
+  char note[64];
+  snprintf(note, sizeof note, " ... [cut: %zu bytes in all]", big);
+  size_t len = strlen(y->u.error.message), nl = strlen(note);
+  cr_assert_leq(len, TR_REMOTE_ERROR_TEXT_MAX);
+  cr_assert_gt(len, TR_REMOTE_ERROR_TEXT_MAX - nl - 3);
+  cr_assert_str_eq(y->u.error.message + len - nl, note);
+  cr_assert_eq((len - nl - 2) % 3, 0, "whole characters kept (%zu bytes)", len - nl);
+  cr_assert_eq(memcmp(y->u.error.message, msg, len - nl), 0);
+  cr_assert_str_eq(y->u.error.trace, trace, "a text of exactly the limit is whole");
   tr_msg_free(d);
   tr_msg_free(m);
 }

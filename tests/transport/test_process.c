@@ -108,6 +108,32 @@ static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_FN("tproc.math", "fails", fails)
 
+/* The length of fails_big's message: above a frame's limit. */
+#define BIG_ERROR_LEN (17u << 20)
+
+/* Fails with a message of BIG_ERROR_LEN bytes: "xx", then "é" (2 bytes in
+ * UTF-8) up to a last 'y': a cut at an odd offset splits a character (the
+ * cut's own arithmetic lands on one). */
+static int fails_big(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  char *m = malloc(BIG_ERROR_LEN + 1);
+  if (!m)
+    return tr_fail("MemoryError", "no room for the message");
+  m[0] = m[1] = 'x';
+  for (size_t i = 2; i + 1 < BIG_ERROR_LEN; i += 2) {
+    m[i] = (char)0xC3;
+    m[i + 1] = (char)0xA9;
+  }
+  m[BIG_ERROR_LEN - 1] = 'y';
+  m[BIG_ERROR_LEN] = '\0';
+  int rc = tr_fail("ValueError", "%s", m);
+  free(m);
+  return rc;
+}
+TR_EXPORT_FN("tproc.math", "fails_big", fails_big)
+
 /* Sends 0 .. n-1 (n from args; 0 = endless). */
 static int count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)result;
@@ -419,6 +445,44 @@ TR_TEST(process, remote_error_is_boxed, .timeout = 60, .init = setup, .fini = te
     tr_check(e && strstr(tr_error_message(e), "bad input 7") != NULL, "the remote message");
     tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "failer") == 0, "the source actor");
     tr_check_rc(tr_portal_run(p, "tproc.math.nope", NULL, NULL), -TR_ENOFUNC);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* An error whose message is larger than a frame (17 MiB) reaches the
+ * caller cut to TR_REMOTE_ERROR_TEXT_MAX bytes, at a character's start,
+ * saying so: the same type, the start of its message.  It could not be
+ * encoded, the channel dropped it, and the caller waited forever. */
+TR_TEST(process, a_remote_error_too_large_for_a_frame_is_cut, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "failer", &o, &p), 0);
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "tproc.math.fails_big", NULL, NULL), -TR_EREMOTE);
+    const tr_error_t *e = tr_error_last();
+    const char *msg = e ? tr_error_message(e) : NULL;
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "ValueError") == 0,
+             "the remote type");
+    char note[64];
+    snprintf(note, sizeof note, " ... [cut: %u bytes in all]", BIG_ERROR_LEN);
+    const char *at = msg ? strstr(msg, note) : NULL;
+    tr_check(at != NULL && at[strlen(note)] == '\0', "the message ends with the note: ...%s",
+             msg && strlen(msg) > 80 ? msg + strlen(msg) - 80 : msg ? msg : "(none)");
+    const char *start = msg ? strstr(msg, "xx\xc3\xa9") : NULL;
+    tr_check(start != NULL && at != NULL && at > start, "the start of the remote message is kept");
+    if (start && at && at > start) {
+      size_t kept = (size_t)(at - start);
+      tr_check(kept <= TR_REMOTE_ERROR_TEXT_MAX && kept > TR_REMOTE_ERROR_TEXT_MAX - 64,
+               "%zu bytes of it kept", kept);
+      tr_check(kept % 2 == 0, "cut between characters (%zu bytes: \"xx\" and whole 2-byte ones)",
+               kept);
+    }
+    tr_check_rc(tr_portal_run(p, "tproc.math.pid", NULL, NULL), 0, "the actor serves on");
   }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
