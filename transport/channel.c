@@ -110,6 +110,10 @@ typedef struct chan {
   uint8_t wr_shut; /* child: shutdown(SHUT_WR) after the last words */
   uint8_t exiting;
   uint8_t closing; /* a channel between nodes: this node is stopping (C_CLOSE) */
+  /* Pending timers (0: none), cancelled at exit: each holds a reference
+   * to the channel and a message, which would outlive it until it fired
+   * (the handshake's, 10 s after every spawn). */
+  uint64_t hs_timer, tick_timer, kill_timer;
   int64_t last_rx, last_tx; /* when a byte last came in / went out */
   int64_t over_since;       /* when the write queue was first seen over the mark (0: under) */
   int loss_rc;              /* why the connection ended (0 while it has not) */
@@ -354,6 +358,15 @@ static int sock_opts(int fd) {
 static void chan_maybe_exit(chan_t *c);
 static void tick_post(chan_t *c);
 
+/* Arms the kill timer with k (its tag set): SIGKILL after the grace
+ * period.  One at a time: a newer one replaces it. */
+static void kill_timer_post(chan_t *c, tr_msg_t *k) {
+  if (c->kill_timer)
+    (void)tr_timer_cancel(c->kill_timer);
+  if (tr__timer_post(tr_now() + c->grace, tr_self(), k, &c->kill_timer) != 0)
+    tr_msg_free(k);
+}
+
 /* Every dialog between the two sides ends (the engine's peer loss).  Not
  * for a local actor that has exited (its C_GONE may still be on its way):
  * it has no dialogs, and the notices would be dead letters. */
@@ -415,8 +428,7 @@ static void chan_lost(chan_t *c, int rc, const char *cause) {
     tr_msg_t *k;
     if (tr_msg_new(&k) == 0) {
       k->tag = C_KILL_HARD;
-      if (tr__timer_post(tr_now() + c->grace, tr_self(), k, NULL) != 0)
-        tr_msg_free(k);
+      kill_timer_post(c, k);
     }
   }
   chan_maybe_exit(c);
@@ -844,7 +856,7 @@ static void tick_post(chan_t *c) {
   if (tr_msg_new(&t) != 0)
     return;
   t->tag = C_TICK;
-  if (tr__timer_post(tr_now() + tr__chan_peer_timeout_ns / 3, tr_self(), t, NULL) != 0)
+  if (tr__timer_post(tr_now() + tr__chan_peer_timeout_ns / 3, tr_self(), t, &c->tick_timer) != 0)
     tr_msg_free(t);
 }
 
@@ -902,7 +914,7 @@ static void chan_fn(void *state, tr_msg_t *m) {
       tr_msg_t *t;
       if (tr_msg_new(&t) == 0) {
         t->tag = C_HS_TIMEOUT;
-        if (tr__timer_post(tr_now() + hs_timeout(), tr_self(), t, NULL) != 0)
+        if (tr__timer_post(tr_now() + hs_timeout(), tr_self(), t, &c->hs_timer) != 0)
           tr_msg_free(t);
       }
     }
@@ -1002,6 +1014,10 @@ static void chan_fn(void *state, tr_msg_t *m) {
 
 static void chan_exit(void *state) {
   chan_t *c = state;
+  uint64_t timers[] = {c->hs_timer, c->tick_timer, c->kill_timer};
+  for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
+    if (timers[i])
+      (void)tr_timer_cancel(timers[i]); /* -TR_ENOTFOUND: it has fired */
   if (c->w)
     (void)tr__fd_unwatch(c->w);
   if (c->pw)

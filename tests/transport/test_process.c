@@ -451,6 +451,50 @@ TR_TEST(process, remote_error_is_boxed, .timeout = 60, .init = setup, .fini = te
   return 0;
 }
 
+/* A process child's channel is freed soon after the child has gone: its
+ * timers (the handshake's, the heartbeat's, the kill's) are cancelled as
+ * it exits.  They held the channel and a message each until they fired:
+ * the handshake's 10 s after every spawn. */
+TR_TEST(process, a_childs_channel_is_freed_once_it_is_over, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_opts_t o = daemon_opts();
+  tr_stats_t before, now;
+  /* The first child starts what outlives it (the listener): counted in,
+   * once the figures are still for 50 ms (its own channel gone). */
+  for (int i = 0; i < 4; i++) {
+    for (int64_t end = tr_now() + 3000 * MS; i == 1 && tr_now() < end;) {
+      tr_stats(&before);
+      tr_check_rc(tr_sleep(50 * MS), 0);
+      tr_stats(&now);
+      if (now.actors_allocated == before.actors_allocated &&
+          now.msgs_allocated == before.msgs_allocated)
+        break;
+    }
+    tr_actor_nursery_t *an;
+    tr_portal_t *p = NULL;
+    tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+    tr_check_rc(tr_start_actor_opts(an, "brief", &o, &p), 0);
+    int rc = 0;
+    if (p)
+      tr_check(run_u64_any(p, "tproc.math.pid", 0, &rc) != 0 && rc == 0, "it answers");
+    tr_check_rc(tr_actor_nursery_cancel(an), 0);
+    tr_check_rc(tr_actor_nursery_close(an), 0);
+    tr_portal_release(p);
+  }
+  int64_t t0 = tr_now(), end = t0 + 3000 * MS;
+  do {
+    tr_stats(&now);
+  } while ((now.actors_allocated != before.actors_allocated ||
+            now.msgs_allocated != before.msgs_allocated) &&
+           tr_now() < end && tr_sleep(5 * MS) == 0);
+  tr_check(now.actors_allocated == before.actors_allocated &&
+               now.msgs_allocated == before.msgs_allocated,
+           "3 s after 3 children: %lld actors and %lld messages more than before",
+           (long long)(now.actors_allocated - before.actors_allocated),
+           (long long)(now.msgs_allocated - before.msgs_allocated));
+  return 0;
+}
+
 /* An error whose message is larger than a frame (17 MiB) reaches the
  * caller cut to TR_REMOTE_ERROR_TEXT_MAX bytes, at a character's start,
  * saying so: the same type, the start of its message.  It could not be
