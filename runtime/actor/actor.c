@@ -445,6 +445,7 @@ int tr__actor_monitor(tr_actor_t *target, tr_actor_t *watcher, uint32_t tag) {
   if (!k)
     return TR__ENOMEM();
   *k = (tr_monitor_t){NULL, target, tr_actor_dup(watcher), tag};
+  tr_for_seqcst(&watcher->flags, TR_AF_WATCHING);
   pthread_mutex_lock(&monitors_lock);
   tr_for_seqcst(&target->flags, TR_AF_WATCHED);
   int exited = (tr_load_seqcst(&target->flags) & TR_AF_EXITED) != 0;
@@ -458,6 +459,32 @@ int tr__actor_monitor(tr_actor_t *target, tr_actor_t *watcher, uint32_t tag) {
     free(k);
   }
   return 0;
+}
+
+/* Drops the monitors a watches with (a's exit): their message would be a
+ * dead letter, and their reference would keep a until the target exits. */
+static void monitors_drop_watcher(tr_actor_t *a) {
+  if (!(tr_load_seqcst(&a->flags) & TR_AF_WATCHING))
+    return;
+  tr_monitor_t *mine = NULL;
+  pthread_mutex_lock(&monitors_lock);
+  for (tr_monitor_t **pp = &monitors; *pp;) {
+    tr_monitor_t *k = *pp;
+    if (k->watcher == a) {
+      *pp = k->next;
+      k->next = mine;
+      mine = k;
+    } else {
+      pp = &k->next;
+    }
+  }
+  pthread_mutex_unlock(&monitors_lock);
+  while (mine) {
+    tr_monitor_t *k = mine;
+    mine = k->next;
+    tr_actor_release(k->watcher);
+    free(k);
+  }
 }
 
 /* Tells a's watchers that it has exited (a's exit, after EXITED). */
@@ -507,6 +534,7 @@ void tr__actor_finish_exit(tr_worker_t *w, tr_actor_t *a) {
   /* After everything a sent, its exit reports and CancelAcks included.  A
    * live watcher keeps tr_run waiting; a dead one is a dead letter. */
   monitors_fire(a);
+  monitors_drop_watcher(a);
   /* tr_join returns on DONE, so a joiner may free what on_exit used.
    * seq_cst pairs with tr_join's increment of joiners (Dekker): either we
    * see the joiner and broadcast, or it sees TR_AF_DONE. */

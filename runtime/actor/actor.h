@@ -31,6 +31,7 @@ struct tr_tasks;
 #define TR_AF_PROXY 0x20u    /* it stands for an actor of another process */
 #define TR_AF_NODE 0x40u     /* the node's own (tr__actor_mark_node) */
 #define TR_AF_OUR_PROGRAM 0x80u /* a proxy of a child process of this program (not opts.exe) */
+#define TR_AF_WATCHING 0x100u   /* it has watched another (tr__actor_monitor) */
 
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
@@ -277,7 +278,9 @@ static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {
  * receiver sees them first).  For runtime
  * pieces that stand for an actor (a relay, a transport's proxy) and must
  * learn of its end.  There is no demonitor: a monitor ends with its
- * message.  Returns 0 or -TR_ENOMEM.
+ * message, or when watcher exits first (a long-lived target, such as a
+ * root, would otherwise keep every exited watcher: a channel per child
+ * process).  Returns 0 or -TR_ENOMEM.
  * Ownership: borrows both; keeps a reference to watcher until it is told.
  * Threads: any.
  */

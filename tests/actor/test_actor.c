@@ -1058,3 +1058,53 @@ Test(actor, non_worker_sends_wake_workers, .timeout = TEST_TIMEOUT) {
     cr_assert_eq(c.last[i], WAKE_ROUNDS);
   cr_assert_gt(st.parks, 0);
 }
+
+/* ---- monitors (runtime/actor/actor.h) ---------------------------------- */
+
+#include "runtime/actor/actor.h" /* tr__actor_monitor */
+
+static void idle_beh(void *state, tr_msg_t *m) {
+  (void)state;
+  if (m->tag == TAG_EXIT)
+    CHECK(tr_actor_exit() == 0);
+}
+
+static uint64_t allocated_now(void) {
+  tr_stats_t st;
+  tr_stats(&st);
+  return st.actors_allocated;
+}
+
+/* A watcher that exits before its target is freed with its last
+ * reference: its monitor goes with it.  The monitor held the watcher until
+ * the target exited, so a long-lived target (a root, a registrar) kept
+ * every exited watcher (a channel that had talked for it) alive. */
+static int monitor_root(void *arg) {
+  (void)arg;
+  tr_actor_t *target = NULL, *watcher = NULL;
+  CHECK(tr_spawn(idle_beh, NULL, NULL, &target) == 0);
+  CHECK(tr_spawn(idle_beh, NULL, NULL, &watcher) == 0);
+  if (!target || !watcher)
+    return 1;
+  CHECK(tr__actor_monitor(target, watcher, TAG_DATA) == 0);
+  uint64_t before = allocated_now();
+  CHECK(tr_send_u64(watcher, TAG_EXIT, 0) == 0);
+  CHECK(tr_join(watcher, 20 * SEC) == 0);
+  tr_actor_release(watcher);
+  /* The exiting worker drops its own reference just after tr_join's
+   * wake-up: wait for the count, bounded. */
+  int64_t end = now_ns() + 5 * SEC;
+  while (allocated_now() != before - 1 && now_ns() < end)
+    sleep_ns(100000);
+  CHECK(allocated_now() == before - 1);
+  CHECK(!tr_actor_exited(target));
+  CHECK(tr_send_u64(target, TAG_EXIT, 0) == 0);
+  CHECK(tr_join(target, 20 * SEC) == 0);
+  tr_actor_release(target);
+  return 0;
+}
+
+Test(actor, a_monitor_does_not_keep_an_exited_watcher, .timeout = TEST_TIMEOUT) {
+  tr_stats_t st;
+  run_ok(2, monitor_root, NULL, &st);
+}
