@@ -461,16 +461,14 @@ int tr__actor_monitor(tr_actor_t *target, tr_actor_t *watcher, uint32_t tag) {
   return 0;
 }
 
-/* Drops the monitors a watches with (a's exit): their message would be a
- * dead letter, and their reference would keep a until the target exits. */
-static void monitors_drop_watcher(tr_actor_t *a) {
-  if (!(tr_load_seqcst(&a->flags) & TR_AF_WATCHING))
-    return;
+/* Unlinks the monitors of target a (as_watcher 0) or of watcher a
+ * (as_watcher 1) and returns them, chained. */
+static tr_monitor_t *monitors_take(tr_actor_t *a, int as_watcher) {
   tr_monitor_t *mine = NULL;
   pthread_mutex_lock(&monitors_lock);
   for (tr_monitor_t **pp = &monitors; *pp;) {
     tr_monitor_t *k = *pp;
-    if (k->watcher == a) {
+    if ((as_watcher ? k->watcher : k->target) == a) {
       *pp = k->next;
       k->next = mine;
       mine = k;
@@ -479,9 +477,16 @@ static void monitors_drop_watcher(tr_actor_t *a) {
     }
   }
   pthread_mutex_unlock(&monitors_lock);
-  while (mine) {
-    tr_monitor_t *k = mine;
-    mine = k->next;
+  return mine;
+}
+
+/* Drops the monitors a watches with (a's exit): their message would be a
+ * dead letter, and their reference would keep a until the target exits. */
+static void monitors_drop_watcher(tr_actor_t *a) {
+  if (!(tr_load_seqcst(&a->flags) & TR_AF_WATCHING))
+    return;
+  for (tr_monitor_t *k = monitors_take(a, 1), *next; k; k = next) {
+    next = k->next;
     tr_actor_release(k->watcher);
     free(k);
   }
@@ -491,18 +496,7 @@ static void monitors_drop_watcher(tr_actor_t *a) {
 static void monitors_fire(tr_actor_t *a) {
   if (!(tr_load_seqcst(&a->flags) & TR_AF_WATCHED))
     return;
-  tr_monitor_t *mine = NULL;
-  pthread_mutex_lock(&monitors_lock);
-  for (tr_monitor_t **pp = &monitors; *pp;) {
-    tr_monitor_t *k = *pp;
-    if (k->target == a) {
-      *pp = k->next;
-      k->next = mine;
-      mine = k;
-    } else
-      pp = &k->next;
-  }
-  pthread_mutex_unlock(&monitors_lock);
+  tr_monitor_t *mine = monitors_take(a, 0);
   while (mine) {
     tr_monitor_t *k = mine;
     mine = k->next;

@@ -394,20 +394,24 @@ TR_TEST(discovery, a_killed_process_child_is_unregistered, .timeout = 60, .init 
   return 0;
 }
 
-typedef struct sib {
-  tr_portal_t *a;
-  uint64_t pid;
+/* A call with a name as its argument and a number as its result, made in
+ * a task of its own (ask_main): the portal, function and name, then its
+ * code and result. */
+typedef struct ask {
+  tr_portal_t *p;
+  const char *fn, *name;
   int rc;
-} sib_t;
+  uint64_t out;
+} ask_t;
 
-static int ask_a(void *arg) {
-  sib_t *s = arg;
+static int ask_main(void *arg) {
+  ask_t *s = arg;
   tr_buf_t *name = NULL, *r = NULL;
-  s->rc = tr_buf_from_str("b", &name);
+  s->rc = tr_buf_from_str(s->name, &name);
   if (s->rc == 0)
-    s->rc = tr_portal_run(s->a, "tdisc.svc.find_and_call", name, &r);
+    s->rc = tr_portal_run(s->p, s->fn, name, &r);
   if (s->rc == 0)
-    s->rc = tr_buf_to_u64(r, &s->pid);
+    s->rc = tr_buf_to_u64(r, &s->out);
   tr_buf_release(name);
   tr_buf_release(r);
   return 0;
@@ -418,43 +422,24 @@ TR_TEST(discovery, wait_for_actor_between_two_siblings, .timeout = 60, .init = s
   tr_actor_nursery_t *an;
   tr_nursery_t *n;
   tr_portal_t *b = NULL;
-  sib_t s = {0};
+  ask_t s = {.fn = "tdisc.svc.find_and_call", .name = "b"};
   tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "a", &o, &s.a), 0);
+  tr_check_rc(tr_start_actor_opts(an, "a", &o, &s.p), 0);
   tr_check_rc(tr_nursery_open(&n), 0);
-  tr_check_rc(tr_nursery_spawn(n, ask_a, &s, NULL), 0);
+  tr_check_rc(tr_nursery_spawn(n, ask_main, &s, NULL), 0);
   tr_sleep(200 * MS); /* a waits for b, which does not exist yet */
   tr_check_rc(tr_start_actor_opts(an, "b", &o, &b), 0);
   tr_check_rc(tr_nursery_close(n), 0);
   tr_check_rc(s.rc, 0);
   int rc;
   uint64_t bpid = b ? call_pid(b, &rc) : 0;
-  tr_check(s.pid == bpid && bpid != 0, "a reached b (%llu, b is %llu)",
-           (unsigned long long)s.pid, (unsigned long long)bpid);
+  tr_check(s.out == bpid && bpid != 0, "a reached b (%llu, b is %llu)",
+           (unsigned long long)s.out, (unsigned long long)bpid);
   tr_check_rc(tr_actor_nursery_cancel(an), 0);
   tr_check_rc(tr_actor_nursery_close(an), 0);
-  tr_portal_release(s.a);
+  tr_portal_release(s.p);
   tr_portal_release(b);
-  return 0;
-}
-
-typedef struct cut {
-  tr_portal_t *caller;
-  int rc;
-  uint64_t code;
-} cut_t;
-
-static int call_victim(void *arg) {
-  cut_t *c = arg;
-  tr_buf_t *name = NULL, *r = NULL;
-  c->rc = tr_buf_from_str("victim", &name);
-  if (c->rc == 0)
-    c->rc = tr_portal_run(c->caller, "tdisc.svc.call_slow", name, &r);
-  if (c->rc == 0)
-    c->rc = tr_buf_to_u64(r, &c->code);
-  tr_buf_release(name);
-  tr_buf_release(r);
   return 0;
 }
 
@@ -471,12 +456,12 @@ TR_TEST(discovery, a_call_cut_off_by_a_killed_node_is_lost, .timeout = 60, .init
   tr_actor_nursery_t *an_c, *an_v;
   tr_nursery_t *n;
   tr_portal_t *v = NULL;
-  cut_t c = {0};
+  ask_t c = {.fn = "tdisc.svc.call_slow", .name = "victim"};
   tr_actor_opts_t o = svc_opts(TR_SPAWN_PROCESS);
   tr_assert_rc(tr_actor_nursery_open(&an_c, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an_c, "caller", &o, &c.caller), 0);
+  tr_check_rc(tr_start_actor_opts(an_c, "caller", &o, &c.p), 0);
   tr_check_rc(tr_nursery_open(&n), 0);
-  tr_check_rc(tr_nursery_spawn(n, call_victim, &c, NULL), 0);
+  tr_check_rc(tr_nursery_spawn(n, ask_main, &c, NULL), 0);
   tr_check_rc(tr_actor_nursery_open(&an_v, NULL), 0);
   tr_check_rc(tr_start_actor_opts(an_v, "victim", &o, &v), 0);
   int pid = 0;
@@ -499,12 +484,12 @@ TR_TEST(discovery, a_call_cut_off_by_a_killed_node_is_lost, .timeout = 60, .init
   tr_error_clear();
   tr_check_rc(tr_nursery_close(n), 0);
   tr_check_rc(c.rc, 0);
-  tr_check(c.code == TR_EIO, "the cut-off call is lost: code -%llu, not -TR_EIO",
-           (unsigned long long)c.code);
+  tr_check(c.out == TR_EIO, "the cut-off call is lost: code -%llu, not -TR_EIO",
+           (unsigned long long)c.out);
   tr_check_rc(tr_actor_nursery_cancel(an_c), 0);
   tr_check_rc(tr_actor_nursery_close(an_c), 0);
   tr_portal_release(v);
-  tr_portal_release(c.caller);
+  tr_portal_release(c.p);
   return 0;
 }
 
