@@ -66,18 +66,24 @@ static int ping(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_FN("tdisc.svc", "pid", ping)
 
-/* Waits for the actor named in args, calls its pid, returns that. */
-static int find_and_call(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
-  (void)ctx;
+/* Waits (20 s at most) for the actor named in args and runs its function
+ * fn: the call's code and result. */
+static int call_named(const tr_buf_t *args, const char *fn, tr_buf_t **result) {
   char name[64];
   name_of(args, name, sizeof name);
   tr_portal_t *p;
   int rc = tr_wait_for_actor(name, tr_now() + 20000 * MS, &p);
   if (rc)
     return rc;
-  rc = tr_portal_run(p, "tdisc.svc.pid", NULL, result);
+  rc = tr_portal_run(p, fn, NULL, result);
   tr_portal_release(p);
   return rc;
+}
+
+/* Waits for the actor named in args, calls its pid, returns that. */
+static int find_and_call(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  return call_named(args, "tdisc.svc.pid", result);
 }
 TR_EXPORT_FN("tdisc.svc", "find_and_call", find_and_call)
 
@@ -165,14 +171,7 @@ TR_EXPORT_FN("tdisc.svc", "slow_started", slow_count)
  * fails unless the error says the dialog was cut off. */
 static int call_slow(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
-  char name[64];
-  name_of(args, name, sizeof name);
-  tr_portal_t *p;
-  int rc = tr_wait_for_actor(name, tr_now() + 20000 * MS, &p);
-  if (rc)
-    return rc;
-  rc = tr_portal_run(p, "tdisc.svc.slow", NULL, NULL);
-  tr_portal_release(p);
+  int rc = call_named(args, "tdisc.svc.slow", NULL);
   const char *msg = tr_error_message(tr_error_last());
   if (rc == -TR_EIO && (!msg || !strstr(msg, "the peer closed the connection with this dialog open")))
     return tr_fail("AssertionError", "the loss's reason: %s", msg ? msg : "(none)");

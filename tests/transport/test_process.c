@@ -1660,6 +1660,19 @@ static int third_call_main(void *arg) {
   return 0;
 }
 
+/* Starts "target" in an, serving tproc.math and tproc.third, as a process
+ * child: its pid once it answers (0 if it does not), *p its portal. */
+static int start_target(tr_actor_nursery_t *an, tr_portal_t **p) {
+  static const char *const ns[] = {"tproc.math", "tproc.third"};
+  tr_actor_opts_t d = {.enable = ns, .n_enable = 2, .spawn = TR_SPAWN_PROCESS};
+  int rc = 0, pid = 0;
+  tr_check_rc(tr_start_actor_opts(an, "target", &d, p), 0);
+  if (*p)
+    pid = (int)run_u64_any(*p, "tproc.math.pid", 0, &rc);
+  tr_check(pid > 0 && rc == 0, "the target answers");
+  return rc == 0 ? pid : 0;
+}
+
 /* Starts t's call in a task of n and returns once the target has started
  * it (polling its count through p), or after 20 s; 1 when it has. */
 static int third_call_start(tr_nursery_t *n, third_call_t *t) {
@@ -1712,17 +1725,11 @@ static int stranger_main(void *arg) {
  * never talked there: the stranger waited out its timeout, *acked 0. */
 TR_TEST(process, an_actor_cancel_from_a_stranger_is_acknowledged, .timeout = 60, .init = setup,
         .fini = teardown) {
-  static const char *const ns[] = {"tproc.math", "tproc.third"};
-  tr_actor_opts_t d = {.enable = ns, .n_enable = 2, .spawn = TR_SPAWN_PROCESS};
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
   third_seen.rc = third_seen.acked = -1;
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "target", &d, &p), 0);
-  int rc = 0;
-  if (p) /* up and serving */
-    tr_check(run_u64_any(p, "tproc.math.pid", 0, &rc) != 0 && rc == 0, "the target answers");
-  if (p) {
+  if (start_target(an, &p) > 0) {
     /* The call first (in flight in the target), then the stranger. */
     third_call_t t = {.p = p, .rc = 1};
     tr_nursery_t *n;
@@ -1751,16 +1758,10 @@ TR_TEST(process, an_actor_cancel_from_a_stranger_is_acknowledged, .timeout = 60,
  * (its cancel and SIGTERM/SIGKILL went to the ended stand-in). */
 TR_TEST(process, cancel_soon_of_a_process_child_cancels_it_there, .timeout = 60, .init = setup,
         .fini = teardown) {
-  static const char *const ns[] = {"tproc.math", "tproc.third"};
-  tr_actor_opts_t d = {.enable = ns, .n_enable = 2, .spawn = TR_SPAWN_PROCESS};
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
-  int pid = 0, rc = 0;
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
-  tr_check_rc(tr_start_actor_opts(an, "target", &d, &p), 0);
-  if (p)
-    pid = (int)run_u64_any(p, "tproc.math.pid", 0, &rc);
-  tr_check(pid > 0 && rc == 0, "the target answers");
+  int pid = start_target(an, &p);
   third_call_t t = {.p = p, .rc = 1};
   tr_nursery_t *n;
   tr_check_rc(tr_nursery_open(&n), 0);
