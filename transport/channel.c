@@ -359,11 +359,10 @@ static void chan_maybe_exit(chan_t *c);
 static void tick_post(chan_t *c);
 
 /* Arms the kill timer with k (its tag set): SIGKILL after the grace
- * period.  One at a time: a newer one replaces it. */
+ * period.  One at a time: one already pending fires sooner, so it stays
+ * and k goes. */
 static void kill_timer_post(chan_t *c, tr_msg_t *k) {
-  if (c->kill_timer)
-    (void)tr_timer_cancel(c->kill_timer);
-  if (tr__timer_post(tr_now() + c->grace, tr_self(), k, &c->kill_timer) != 0)
+  if (c->kill_timer || tr__timer_post(tr_now() + c->grace, tr_self(), k, &c->kill_timer) != 0)
     tr_msg_free(k);
 }
 
@@ -953,12 +952,12 @@ static void chan_fn(void *state, tr_msg_t *m) {
       tr_msg_t *k;
       if (tr_msg_new(&k) == 0) {
         k->tag = C_KILL_HARD;
-        if (tr__timer_post(tr_now() + c->grace, tr_self(), k, NULL) != 0)
-          tr_msg_free(k);
+        kill_timer_post(c, k);
       }
     }
     break;
   case C_KILL_HARD:
+    c->kill_timer = 0; /* fired */
     send_signal(c, SIGKILL);
     break;
   case C_HS_TIMEOUT:
