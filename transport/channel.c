@@ -118,7 +118,7 @@ typedef struct chan {
   int64_t over_since;       /* when the write queue was first seen over the mark (0: under) */
   int loss_rc;              /* why the connection ended (0 while it has not) */
   const char *kill_why;     /* why this side killed its child unasked (static), or NULL */
-  char loss_cause[200];
+  char loss_cause[320]; /* as long as the longest cause built here */
   ents_t loc, prx;
   /* A parent's channel to a child process. */
   tr_proc_t proc;
@@ -682,6 +682,7 @@ static void chan_read(chan_t *c, int hup) {
       return;
     }
     c->last_rx = tr_now();
+    tr__fd_hot(c->w); /* the answer to what this turn writes: probed for */
     for (size_t off = 0; off < (size_t)k && !c->io_done;) {
       size_t used = 0;
       tr_msg_t *m = NULL;

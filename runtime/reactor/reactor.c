@@ -645,8 +645,30 @@ static int os_error(int err);
  * grace period: every worker that was inside when the watches were taken
  * off the set has left (a poll that starts later cannot report them).
  * Stop closes io.open first and waits the same way before closing fds.
+ *
+ * Probing.  Found by epoll_wait, an answer costs its receiver two system
+ * calls (the epoll_wait that reports it, then the owner's read); the raw
+ * floor of an exchange that spins on the read itself is a third faster
+ * (tools/bench/io_floor.c: spin against epoll_et).  So an owner that has
+ * just read data marks its watch hot on the worker running it
+ * (tr__fd_hot), and while that worker spins over the next IO_PROBE_NS it
+ * probes the watch instead of polling: it sends the owner a notification
+ * as if epoll had reported EPOLLIN (claimed like one: claim_notice, so
+ * never a second while one is pending), and the owner's read is the poll.
+ * Every IO_EPOLL_EVERY-th round still asks epoll_wait, for every other fd.
+ * A probe that finds nothing costs what a poll that finds nothing costs
+ * (a system call, plus a message and a turn of the owner); a watch left
+ * quiet for IO_PROBE_NS cools and is no longer probed, and a worker probes
+ * only while it spins, so an idle runtime still sleeps.  Measured, tcp_rpc
+ * between two processes (-w 1, 10 interleaved pairs): median round trip
+ * 13.0 -> 11.9 us, 68k -> 75k round trips/s.  The hot watch is a pointer
+ * in the worker (tr_worker_t.io_hot), read only inside a poll (io_enter):
+ * tr__fd_unwatch clears it from every worker before the watch is doomed,
+ * and the grace period covers a poll that read it just before.
  */
 #define IO_TICK_MS 1
+#define IO_PROBE_NS 200000LL /* as the scheduler's spin bound (TR_SPIN_NS) */
+#define IO_EPOLL_EVERY 4
 static struct {
   int epfd;
   uint32_t open;                /* atomic: workers may poll and arm */
@@ -655,7 +677,7 @@ static struct {
   uint32_t seq[TR_MAX_WORKERS]; /* atomic: odd while worker i is inside */
   uint64_t seen;                /* reactor thread: sum of seq at its last look */
   /* atomic (relaxed): tr__reactor_stats's counters */
-  uint64_t polled, drained, ticked, wakeups;
+  uint64_t polled, drained, ticked, wakeups, probed;
 } io = {.epfd = -1};
 
 void tr__reactor_stats(tr_reactor_stats_t *out) {
@@ -663,6 +685,7 @@ void tr__reactor_stats(tr_reactor_stats_t *out) {
   out->drained = tr_load_relaxed(&io.drained);
   out->ticked = tr_load_relaxed(&io.ticked);
   out->wakeups = tr_load_relaxed(&io.wakeups);
+  out->probed = tr_load_relaxed(&io.probed);
 }
 
 /* Waits until every worker inside a poll now has left it. */
@@ -675,6 +698,22 @@ static void io_grace(void) {
     if (snap[i] & 1u)
       while (tr_load_seqcst(&io.seq[i]) == snap[i])
         sched_yield();
+}
+
+/* Sends w's owner the notification m for `events` (claimed:
+ * claim_notice).  Any thread that took the events. */
+static void send_notice(tr_fd_watch_t *w, tr_msg_t *m, uint32_t events) {
+  m->tag = w->tag;
+  m->u64 = events;
+  m->cid = w->id;
+  m->ptr = w;
+  tr_actor_t *a = w->to;
+  /* As in deliver: keep a limited mailbox's count balanced, never refuse
+   * (the fd is disarmed: a refused notification would never come again). */
+  if (a->limit)
+    tr_faa_relaxed(&a->qlen, 1);
+  /* An exited owner makes this a dead letter, counted by the push. */
+  (void)tr__actor_push(a, m);
 }
 
 /* Sends w's owner a notification for `events` (claimed: claim_notice),
@@ -690,17 +729,7 @@ static void notify(tr_fd_watch_t *w, uint32_t events) {
     }
     return;
   }
-  m->tag = w->tag;
-  m->u64 = events;
-  m->cid = w->id;
-  m->ptr = w;
-  tr_actor_t *a = w->to;
-  /* As in deliver: keep a limited mailbox's count balanced, never refuse
-   * (the fd is disarmed: a refused notification would never come again). */
-  if (a->limit)
-    tr_faa_relaxed(&a->qlen, 1);
-  /* An exited owner makes this a dead letter, counted by the push. */
-  (void)tr__actor_push(a, m);
+  send_notice(w, m, events);
 }
 
 /* Whether an event of w becomes a notification: always for a one-shot
@@ -739,7 +768,35 @@ static uint32_t *io_enter(void) {
   return seq;
 }
 
-/* A spinning worker's poll (see io above).  Returns the events it handled. */
+/* Probes wk's hot watch (see "Probing" above), unless this round asks
+ * epoll_wait, the watch has cooled, or a notification of it is pending
+ * anyway.  Returns 1 when it probed.  Inside a poll (io_enter). */
+static int probe(tr_worker_t *wk) {
+  tr_fd_watch_t *w = __atomic_load_n(&wk->io_hot, __ATOMIC_ACQUIRE);
+  if (!w || ++wk->io_round % IO_EPOLL_EVERY == 0)
+    return 0;
+  if (tr_now() >= wk->io_hot_until) {
+    /* Only tr__fd_unwatch races with this (it clears it too). */
+    (void)__atomic_compare_exchange_n(&wk->io_hot, &w, NULL, 0, __ATOMIC_RELAXED,
+                                      __ATOMIC_RELAXED);
+    return 0;
+  }
+  if (tr_load_acquire(&w->dead) || (tr_load_relaxed(&w->pending) & PENDING))
+    return 0;
+  tr_msg_t *m = NULL;
+  if (tr_msg_new(&m) != 0)
+    return 0;
+  if (!claim_notice(w, EPOLLIN)) {
+    tr_msg_free(m);
+    return 0;
+  }
+  send_notice(w, m, EPOLLIN);
+  tr_faa_relaxed(&io.probed, 1);
+  return 1;
+}
+
+/* A spinning worker's poll (see io above).  Returns the events it handled
+ * (0 after a probe: the owner's read will tell). */
 static int poll_io(void) {
   if (tr_load_relaxed(&io.watches) == 0)
     return 0; /* no sockets: no system call */
@@ -747,7 +804,7 @@ static int poll_io(void) {
   if (!seq)
     return 0;
   int n = 0;
-  if (tr_load_seqcst(&io.open)) {
+  if (tr_load_seqcst(&io.open) && !probe(tr__worker_self())) {
     struct epoll_event evs[16];
     n = epoll_wait(io.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
     for (int i = 0; i < n; i++) {
@@ -765,13 +822,7 @@ static int poll_io(void) {
                      w->edge ? EPOLLIN | EPOLLOUT : evs[i].events & (EPOLLIN | EPOLLOUT));
         continue;
       }
-      m->tag = w->tag;
-      m->u64 = evs[i].events;
-      m->cid = w->id;
-      m->ptr = w;
-      if (w->to->limit)
-        tr_faa_relaxed(&w->to->qlen, 1);
-      (void)tr__actor_push(w->to, m);
+      send_notice(w, m, evs[i].events);
     }
   }
   tr_faa_seqcst(seq, 1); /* even: left */
@@ -994,6 +1045,14 @@ uint32_t tr__fd_begin_io(tr_fd_watch_t *w) {
   return __atomic_exchange_n(&w->pending, 0, __ATOMIC_SEQ_CST) & ~PENDING;
 }
 
+void tr__fd_hot(tr_fd_watch_t *w) {
+  tr_worker_t *wk = tr__worker_self();
+  if (!w || !w->edge || !wk)
+    return;
+  wk->io_hot_until = tr_now() + IO_PROBE_NS;
+  __atomic_store_n(&wk->io_hot, w, __ATOMIC_RELEASE);
+}
+
 int tr__fd_rearm(tr_fd_watch_t *w, uint32_t events) {
   if (!w || w->edge || events == 0 || (events & ~(uint32_t)(EPOLLIN | EPOLLOUT)))
     return TR_ERROR(-TR_EINVAL,
@@ -1015,6 +1074,13 @@ int tr__fd_unwatch(tr_fd_watch_t *w) {
   /* First, synchronously: after this no epoll_wait that starts reports the
    * fd, and the caller may close it. */
   int err = fd_ctl(EPOLL_CTL_DEL, w, 0) == 0 ? 0 : errno;
+  /* No worker probes it from now on (a poll inside already is waited for,
+   * as one that took its event is). */
+  for (int i = 0; w->edge && i < tr__rt.nworkers; i++) {
+    tr_fd_watch_t *hot = w;
+    (void)__atomic_compare_exchange_n(&tr__rt.workers[i].io_hot, &hot, NULL, 0, __ATOMIC_SEQ_CST,
+                                      __ATOMIC_RELAXED);
+  }
   /* Release pairs with the acquire loads in on_fd_ready and pay_owed. */
   tr_store_release(&w->dead, 1);
   pthread_mutex_lock(&fw.lock);

@@ -106,6 +106,17 @@ int tr__fd_watch_edge(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out)
  * a one-shot watch or NULL.  Threads: the owner, before tr__fd_unwatch. */
 uint32_t tr__fd_begin_io(tr_fd_watch_t *w);
 
+/* An edge watch's owner has just read data from its fd: while the worker
+ * running it spins over the next 200 us (IO_PROBE_NS), it probes w, that
+ * is, sends the owner a notification (u64 = EPOLLIN) as if epoll had
+ * reported the fd readable, instead of waiting for epoll_wait to say so.
+ * The owner's read is then the poll: the answer to what it wrote costs
+ * one system call to find, not two (reactor.c, "Probing").  A probe may
+ * find nothing (a notification that finds nothing, as ever).  No effect
+ * on a one-shot watch, NULL, or off the workers.  Threads: the owner, in
+ * its turn, before tr__fd_unwatch. */
+void tr__fd_hot(tr_fd_watch_t *w);
+
 /*
  * Arms the watch again, for `events`: EPOLLIN, EPOLLOUT or both (EPOLLRDHUP
  * is always added).  Call it after reading until EAGAIN, or to wait for
@@ -165,6 +176,7 @@ size_t tr__fd_watch_count(void);
  */
 typedef struct tr_reactor_stats {
   uint64_t polled, drained, ticked, wakeups;
+  uint64_t probed; /* probes of hot watches (tr__fd_hot) */
 } tr_reactor_stats_t;
 void tr__reactor_stats(tr_reactor_stats_t *out);
 

@@ -77,6 +77,13 @@ typedef struct tr_worker {
    * thread while it runs. */
   tr_msgcache_t mem;
   tr_counters_t c;
+  /* The reactor's probing (reactor.c, "Probing"): the edge watch whose
+   * owner last read data on this worker (atomic: tr__fd_unwatch clears it
+   * from any thread), until when it counts as hot, and the spin rounds
+   * counted for the probes' rhythm.  Otherwise this worker's only. */
+  struct tr_fd_watch *io_hot;
+  int64_t io_hot_until;
+  unsigned io_round;
   /* Aligned to a pair of lines: CPUs fetch lines in 128-byte pairs (the
    * adjacent-line prefetcher), so a worker's last line, written by its
    * owner at every turn (mem, c), must not pair with the next worker's

@@ -212,6 +212,10 @@ static int read_stream(tr_fd_watch_t *w, int fd, struct writer *wr, uint64_t *no
       pos += (uint64_t)k;
       got += (size_t)k;
     }
+    /* An edge watch's owner marks it hot, as a channel does: probes
+     * (notifications that may find nothing) join the stream's. */
+    if (edge && got)
+      tr__fd_hot(w);
     if (!edge)
       tr_assert_rc(tr__fd_rearm(w, EPOLLIN), 0);
   }
@@ -530,6 +534,11 @@ static int race_cycles(int fd, int edge, struct race *r) {
     int err;
     ssize_t k = read_errno(fd, buf, sizeof(buf), &err);
     tr_assert(k > 0 || (k < 0 && err == EAGAIN), "read: %s", strerror(err));
+    /* Hot, as a channel marks it: a worker may be probing it while it is
+     * removed (the probe must see the watch gone, or finish before it is
+     * freed), and a probe counts as the one late notification. */
+    if (edge && k > 0)
+      tr__fd_hot(w);
     if (!edge && c % 4 != 3)
       tr_assert_rc(tr__fd_rearm(w, (c & 1) ? EPOLLIN | EPOLLOUT : EPOLLIN), 0);
     tr_assert_rc(tr__fd_unwatch(w), 0);
@@ -763,6 +772,77 @@ TR_TEST(fd_watch, spinning_workers_take_readiness, .timeout = 60) {
               (unsigned long long)polled, (unsigned long long)drained);
   tr_assert(polled > 0, "no readiness was taken by a spinning worker (%llu by the reactor)",
             (unsigned long long)drained);
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  close(sv[1]);
+  return wait_watches_freed(5 * SEC);
+}
+
+/* Takes notifications for the edge watch w until `ns` have passed with
+ * none: each begins its I/O and finds nothing to read. */
+static int drain_quiet(tr_fd_watch_t *w, int fd, int64_t ns) {
+  for (;;) {
+    uint64_t ev;
+    tr_assert_rc(no_notice_within(ns, &ev), 0);
+    if (!ev)
+      return 0;
+    tr__fd_begin_io(w);
+    char c;
+    int err;
+    tr_assert(read_errno(fd, &c, 1, &err) < 0 && err == EAGAIN, "a byte nobody wrote");
+  }
+}
+
+/* The same ping through an edge watch that the owner marks hot after each
+ * read (tr__fd_hot), as a channel does: the worker spinning while we wait
+ * probes it (a notification before epoll has said anything), so some
+ * pings are found by probes.  A probe may come before the byte: then the
+ * read finds nothing and we wait again.  Once the pings stop, the watch
+ * cools within IO_PROBE_NS (200 us) and the probing stops: an idle
+ * runtime makes none. */
+TR_TEST(fd_watch, spinning_workers_probe_a_hot_watch, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch_edge(sv[0], tr_self(), TAG_FD, &w), 0);
+  tr_reactor_stats_t before, after, idle;
+  tr__reactor_stats(&before);
+  uint64_t empty = 0;
+  for (int i = 0; i < 1000; i++) {
+    char c = (char)i;
+    tr_assert_eq(write(sv[1], &c, 1), 1);
+    for (;;) {
+      tr_msg_t *m;
+      tr_assert_rc(recv_msg(&m), 0);
+      tr_assert_eq(m->cid, tr__fd_watch_id(w));
+      tr_msg_free(m);
+      tr__fd_begin_io(w);
+      char got;
+      int err;
+      ssize_t k = read_errno(sv[0], &got, 1, &err);
+      if (k == 1) {
+        tr_assert_eq(got, (char)i, "ping %d", i);
+        tr__fd_hot(w);
+        break;
+      }
+      tr_assert(k < 0 && err == EAGAIN, "read: %zd, %s", k, strerror(err));
+      empty++;
+    }
+  }
+  tr__reactor_stats(&after);
+  uint64_t probed = after.probed - before.probed;
+  cr_log_info("1000 pings: %llu probes, %llu notifications found nothing; %llu polled",
+              (unsigned long long)probed, (unsigned long long)empty,
+              (unsigned long long)(after.polled - before.polled));
+  tr_assert(probed > 0, "no probe in 1000 pings (%llu found by polls)",
+            (unsigned long long)(after.polled - before.polled));
+  /* Idle: once nothing has come for 20 ms, nothing is probed for 50 ms. */
+  tr_assert_rc(drain_quiet(w, sv[0], 20 * MS), 0);
+  tr__reactor_stats(&idle);
+  tr_assert_rc(drain_quiet(w, sv[0], 50 * MS), 0);
+  tr__reactor_stats(&after);
+  tr_assert_eq(after.probed, idle.probed, "%llu probes of a watch idle for 20 ms",
+               (unsigned long long)(after.probed - idle.probed));
   tr_assert_rc(tr__fd_unwatch(w), 0);
   close(sv[0]);
   close(sv[1]);

@@ -10,7 +10,10 @@
  *    caf/tcp_bench.cpp, erlang/bench.erl): one untimed warm-up call with
  *    0, then calls 1..N, each carrying its index i as an 8-byte integer (a
  *    new buffer per call) that the daemon echoes and the caller checks;
- *    rate = N / secs.
+ *    rate = N / secs.  The line also gives the median and the 99th
+ *    percentile of the single calls (us_median, us_p99): on a shared VM
+ *    the mean moves with a few stalls of a millisecond or more (host
+ *    steal), the median with the runtime's own path.
  *  - tcp_stream: N one-way 64-byte messages (a new buffer each, as CAF's
  *    std::string and Erlang's binary) from the caller to a context task of
  *    the daemon, through the context's stream under the runtime's default
@@ -54,6 +57,7 @@ typedef struct tcp_bench {
   uint32_t window;  /* tcp_stream: the context's window */
   double *first_ms; /* spawn_process: per cycle, to the first call's result */
   double *cycle_ms; /* spawn_process: per cycle, to the nursery's close */
+  double *call_us;  /* tcp_rpc: per call (N) */
 } tcp_bench_t;
 
 static const tr_actor_opts_t daemon_opts = {
@@ -95,10 +99,13 @@ static int rpc_main(void *arg) {
   /* The warm-up: waits for the child to connect back and serve. */
   if (rc == 0 && (rc = echo_call(p, 0, &ok)) == 0 && !ok)
     rc = bench_fail("tcp_rpc: warm-up echo", -TR_EPROTO);
-  double t0 = bench_now();
+  double t0 = bench_now(), prev = t0;
   for (uint64_t i = 1; rc == 0 && i <= tb->n; i++) {
     rc = echo_call(p, i, &ok);
     tb->ok += (uint64_t)ok;
+    double now = bench_now();
+    tb->call_us[i - 1] = (now - prev) * 1e6;
+    prev = now;
   }
   tb->secs = bench_now() - t0;
   return close_daemon(an, p, tb, rc);
@@ -152,16 +159,23 @@ static int spawn_main(void *arg) {
 }
 
 int bench_tcp_rpc(uint64_t n, bench_result_t *res) {
-  tcp_bench_t tb = {.n = n, .child_status = -1};
+  tcp_bench_t tb = {.n = n, .child_status = -1, .call_us = calloc(n ? n : 1, sizeof(double))};
+  if (!tb.call_us)
+    return bench_fail("tcp_rpc", -TR_ENOMEM);
   int rc = bench_run_task(rpc_main, &tb);
-  if (rc)
+  if (rc) {
+    free(tb.call_us);
     return bench_fail("tcp_rpc", rc);
+  }
   res->n = n;
   res->secs = tb.secs;
   res->rate = (double)n / tb.secs;
   res->ok = tb.ok == n && exited_clean(&tb);
-  snprintf(res->extra, sizeof res->extra, " arg_bytes=8 warmup=1 us_per_rt=%.2f",
-           tb.secs * 1e6 / (double)n);
+  double median = n ? bench_median(tb.call_us, n) : 0; /* sorts them */
+  snprintf(res->extra, sizeof res->extra,
+           " arg_bytes=8 warmup=1 us_per_rt=%.2f us_median=%.2f us_p99=%.1f",
+           tb.secs * 1e6 / (double)n, median, n ? tb.call_us[n - 1 - n / 100] : 0.0);
+  free(tb.call_us);
   return 0;
 }
 
