@@ -119,4 +119,26 @@ static inline pid_t tr_test_registry_tool_start(const char *addr, const char *se
   return -1;
 }
 
+/* Stops a tool started above: SIGTERM, then its exit awaited for up to
+ * 10 s; one that is still there then is killed (SIGKILL) and reaped, so
+ * that a registrar that does not stop fails its test, saying so, rather
+ * than hang it (and outlive it, holding ctest's output pipe).  *status:
+ * its wait status.  Returns 0 when it exited on SIGTERM within the bound,
+ * -1 when it had to be killed (or could not be waited for). */
+static inline int tr_test_registry_tool_stop(pid_t pid, int *status) {
+  *status = -1;
+  kill(pid, SIGTERM);
+  for (int i = 0; i < 1000; i++) {
+    pid_t w = waitpid(pid, status, WNOHANG);
+    if (w == pid)
+      return 0;
+    if (w < 0)
+      return -1;
+    nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, status, 0);
+  return -1;
+}
+
 #endif
