@@ -102,7 +102,8 @@ typedef struct chan {
   tr_fd_watch_t *w, *pw;
   uint64_t wid, pwid;
   tr_wire_q_t q;
-  int flush_sent;
+  int unflushed;  /* frames queued since the last write */
+  int flush_sent; /* a C_FLUSH is on its way */
   tr_frame_dec_t dec;
   uint8_t *rbuf;
   uint8_t handshaken;
@@ -436,6 +437,7 @@ static void chan_lost(chan_t *c, int rc, const char *cause) {
 static void chan_try_flush(chan_t *c) {
   if (c->io_done || c->fd < 0)
     return;
+  c->unflushed = 0;
   int wrote, w = tr__wire_flush(&c->q, c->fd, &wrote);
   if (wrote)
     c->last_tx = tr_now();
@@ -498,12 +500,8 @@ static int chan_queue(chan_t *c, tr_msg_t *m) {
     return rc;
   }
   tr_msg_free(m);
-  if (chan_deaf(c))
-    return 0;
-  if (!c->flush_sent && c->w) { /* before the watch, C_INIT flushes */
-    c->flush_sent = 1;
-    (void)tr_send_u64(tr_self(), C_FLUSH, 0);
-  }
+  if (!chan_deaf(c))
+    c->unflushed = 1; /* written once this message is handled (chan_fn) */
   return 0;
 }
 
@@ -890,8 +888,7 @@ static void on_tick(chan_t *c) {
   tick_post(c);
 }
 
-static void chan_fn(void *state, tr_msg_t *m) {
-  chan_t *c = state;
+static void chan_handle(chan_t *c, tr_msg_t *m) {
   if (m->body != 0) {
     if (m->tag == C_OUT)
       chan_out(c, (tr_msg_take(m), m));
@@ -1010,6 +1007,23 @@ static void chan_fn(void *state, tr_msg_t *m) {
     chan_maybe_exit(c);
     break;
   }
+}
+
+/* The channel's behaviour.  What handling m queued is written once the
+ * mailbox has nothing more for the channel: one write for a batch of
+ * messages (a call's StartAck and Return, say), as soon as the batch is
+ * over.  With more mail behind m, a C_FLUSH goes behind it instead, so
+ * that a sender that keeps the mailbox full still has its frames written
+ * in bounded batches. */
+static void chan_fn(void *state, tr_msg_t *m) {
+  chan_t *c = state;
+  chan_handle(c, m);
+  if (!c->unflushed || !c->w || c->io_done || c->exiting || c->flush_sent)
+    return; /* before the watch, C_INIT writes */
+  if (tr__actor_has_mail() && tr_send_u64(tr_self(), C_FLUSH, 0) == 0)
+    c->flush_sent = 1;
+  else
+    chan_try_flush(c);
 }
 
 static void chan_exit(void *state) {

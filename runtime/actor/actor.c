@@ -598,6 +598,13 @@ void tr__actor_yield(void) {
     w->yield_turn = 1;
 }
 
+int tr__actor_has_mail(void) {
+  tr_worker_t *w = tr__worker_self();
+  if (!w || !w->cur_actor || w->cur_task)
+    return 0;
+  return tr__mbox_has_more_sc(&w->cur_actor->mbox);
+}
+
 /* ---- shutdown ------------------------------------------------------------ */
 
 void tr__actor_kill_all(void) {

@@ -250,6 +250,12 @@ int tr__actor_request_cancel(struct tr_actor *a, int force);
  * elsewhere). */
 void tr__actor_yield(void);
 
+/* Whether the running behaviour actor's mailbox holds another message
+ * (or one is being pushed): the message in hand is the last of the turn
+ * when it does not.  For work worth doing once per batch of messages
+ * (the channel's write).  Threads: a behaviour (0 elsewhere). */
+int tr__actor_has_mail(void);
+
 /* Wakes tr_join/tr_run waiters. */
 void tr__rt_broadcast(void);
 

@@ -634,10 +634,9 @@ static int os_error(int err);
  *    to sleep (parking; or by the reactor when it sees every worker
  *    asleep), not after every event: while workers spin, a reactor woken
  *    for every packet would be a second thread per message competing for
- *    the cores.  While it is disarmed, the reactor wakes every IO_TICK_MS
- *    and drains io.epfd itself if no worker has polled since its last
- *    look (all of them busy running actors), so readiness waits at most
- *    that long for a thread.
+ *    the cores.  While it is disarmed, the reactor ticks: it wakes now
+ *    and then and drains io.epfd itself if no worker has polled since its
+ *    last look (all of them busy running actors).
  *
  * A worker may hold an event of a watch that is being removed, as the
  * reactor may (see "Removal" above).  So each worker's io.seq is odd while
@@ -645,6 +644,22 @@ static int os_error(int err);
  * grace period: every worker that was inside when the watches were taken
  * off the set has left (a poll that starts later cannot report them).
  * Stop closes io.open first and waits the same way before closing fds.
+ *
+ * The tick.  Its wait starts at IO_TICK_MS and doubles, up to
+ * IO_TICK_MAX_MS, with each look that finds that the workers have polled
+ * meanwhile (the usual case: they spin between turns); a look that finds
+ * none has polled drains, and the wait is IO_TICK_MS again.  So while
+ * workers take readiness themselves the reactor wakes 250 times a second,
+ * not 1000: each of those wake-ups takes a core from a spinning worker
+ * for a few microseconds, and tcp_rpc's slowest calls came from them
+ * (-w 1, 4 runs each: the 99th percentile went from 44-71 us with a 1 ms
+ * tick to 25-47 us with one backing off to 8 ms, and calls over 20 us
+ * from 3200-4400 to 1400-2600 per 100k; at 4 ms, -w 2, 6 interleaved
+ * pairs: p99 lower in 5).  The price: when every
+ * worker turns busy at once, readiness may wait up to twice
+ * IO_TICK_MAX_MS (one look that still sees their last polls, then the
+ * one that drains) instead of 1 ms; Go's netpoller waits up to 10 ms
+ * (sysmon) in the same case.
  *
  * Probing.  Found by epoll_wait, an answer costs its receiver two system
  * calls (the epoll_wait that reports it, then the owner's read); the raw
@@ -667,6 +682,7 @@ static int os_error(int err);
  * and the grace period covers a poll that read it just before.
  */
 #define IO_TICK_MS 1
+#define IO_TICK_MAX_MS 4
 #define IO_PROBE_NS 200000LL /* as the scheduler's spin bound (TR_SPIN_NS) */
 #define IO_EPOLL_EVERY 4
 static struct {
@@ -676,9 +692,10 @@ static struct {
   uint32_t armed;               /* atomic: io.epfd's entry in rx.epfd is armed */
   uint32_t seq[TR_MAX_WORKERS]; /* atomic: odd while worker i is inside */
   uint64_t seen;                /* reactor thread: sum of seq at its last look */
+  int tick_ms;                  /* reactor thread: the wait until its next look */
   /* atomic (relaxed): tr__reactor_stats's counters */
-  uint64_t polled, drained, ticked, wakeups, probed;
-} io = {.epfd = -1};
+  uint64_t polled, drained, ticked, wakeups, probed, ticks;
+} io = {.epfd = -1, .tick_ms = IO_TICK_MS};
 
 void tr__reactor_stats(tr_reactor_stats_t *out) {
   out->polled = tr_load_relaxed(&io.polled);
@@ -686,6 +703,7 @@ void tr__reactor_stats(tr_reactor_stats_t *out) {
   out->ticked = tr_load_relaxed(&io.ticked);
   out->wakeups = tr_load_relaxed(&io.wakeups);
   out->probed = tr_load_relaxed(&io.probed);
+  out->ticks = tr_load_relaxed(&io.ticks);
 }
 
 /* Waits until every worker inside a poll now has left it. */
@@ -892,7 +910,7 @@ static void on_io(watcher_t *base, uint32_t events) {
 }
 
 /* The reactor's look while io.epfd's entry is disarmed, at the end of
- * every loop iteration (at least every IO_TICK_MS): with every worker
+ * every loop iteration (at least every io.tick_ms): with every worker
  * asleep it arms the entry (a worker that parked just before the entry
  * fired saw it armed and left it); otherwise, when no worker has polled
  * since the last look, it drains io.epfd itself. */
@@ -903,14 +921,20 @@ static void io_tick(void) {
   uint64_t all = n >= 64 ? ~0ull : (1ull << n) - 1;
   if ((tr_load_seqcst(&tr__rt.sleepers) & all) == all) {
     io_arm();
+    io.tick_ms = IO_TICK_MS;
     return;
   }
   uint64_t sum = 0;
   for (int i = 0; i < n; i++)
     sum += tr_load_relaxed(&io.seq[i]);
-  uint64_t n_ticked;
-  if (sum == io.seen && (n_ticked = io_drain()) != 0)
-    tr_faa_relaxed(&io.ticked, n_ticked);
+  if (sum == io.seen) {
+    uint64_t n_ticked = io_drain();
+    if (n_ticked != 0)
+      tr_faa_relaxed(&io.ticked, n_ticked);
+    io.tick_ms = IO_TICK_MS;
+  } else if (io.tick_ms < IO_TICK_MAX_MS) {
+    io.tick_ms *= 2;
+  }
   io.seen = sum;
 }
 
@@ -1228,9 +1252,11 @@ static void *reactor_main(void *arg) {
   struct epoll_event evs[64];
   /* Acquire pairs with the release store in tr__reactor_stop. */
   while (!tr_load_acquire(&rx.quit)) {
-    int timeout = fw.owed ? OWED_RETRY_MS : tr_load_relaxed(&io.armed) ? -1 : IO_TICK_MS;
+    int timeout = fw.owed ? OWED_RETRY_MS : tr_load_relaxed(&io.armed) ? -1 : io.tick_ms;
     int n = epoll_wait(rx.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
     tr_faa_relaxed(&io.wakeups, 1);
+    if (n == 0 && timeout > 0 && !fw.owed)
+      tr_faa_relaxed(&io.ticks, 1);
     if (n < 0) {
       /* Signals are blocked on this thread, but a debugger or a stop
        * signal can still interrupt the wait. */
@@ -1290,6 +1316,7 @@ int tr__reactor_start(void) {
   if (rc == 0)
     rc = watch(&rx.io, EPOLLIN | EPOLLONESHOT); /* armed (see io) */
   io.seen = 0; /* before the thread that uses it */
+  io.tick_ms = IO_TICK_MS;
   tr_store_seqcst(&io.armed, 1);
   if (rc == 0) {
     /* The thread inherits a full signal mask: process-directed signals go

@@ -849,6 +849,40 @@ TR_TEST(fd_watch, spinning_workers_probe_a_hot_watch, .timeout = 60) {
   return wait_watches_freed(5 * SEC);
 }
 
+/* While workers take readiness themselves, the reactor's tick backs off
+ * (reactor.c, "The tick"): pings against ourselves for at least 200 ms
+ * keep a worker polling, and the tick's wake-ups must be well under one
+ * per millisecond (a 1 ms tick gives about one per millisecond; the
+ * backed-off one, one per 4 ms).  A worker that parks meanwhile arms the
+ * reactor's set, which stops the tick: that can only lower the count. */
+TR_TEST(fd_watch, the_tick_backs_off_while_workers_poll, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+  tr_assert_rc(ping_self(sv, w, 100), 0); /* workers have polled: the set is disarmed */
+  tr_reactor_stats_t before, after;
+  tr__reactor_stats(&before);
+  int64_t t0 = tr_now(), ms;
+  int pings = 0;
+  do {
+    tr_assert_rc(ping_self(sv, w, 100), 0);
+    pings += 100;
+  } while ((ms = (tr_now() - t0) / MS) < 200);
+  tr__reactor_stats(&after);
+  uint64_t ticks = after.ticks - before.ticks;
+  cr_log_info("%d pings in %lld ms: %llu ticks, %llu taken by workers, %llu by the reactor", pings,
+              (long long)ms, (unsigned long long)ticks,
+              (unsigned long long)(after.polled - before.polled),
+              (unsigned long long)(after.drained - before.drained));
+  tr_assert((int64_t)ticks * 2 < ms, "%llu ticks in %lld ms of polling workers",
+            (unsigned long long)ticks, (long long)ms);
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  close(sv[1]);
+  return wait_watches_freed(5 * SEC);
+}
+
 static int busy_go, busy_stop; /* atomic */
 
 /* Keeps its worker busy (no yield, no poll) until told to stop. */
@@ -869,7 +903,8 @@ static void *join_main(void *arg) {
  * nobody polls, so the reactor must take the readiness itself.  The first
  * round may wake it through its armed set (a worker parked before); that
  * disarms the set, and with nobody parking the later rounds find it
- * disarmed: those are taken by the reactor's 1 ms tick. */
+ * disarmed: those are taken by the reactor's tick (back at 1 ms once a
+ * look finds that nobody polled). */
 TR_TEST(fd_watch, the_reactor_takes_readiness_while_every_worker_is_busy, .timeout = 60) {
   int sv[2];
   tr_assert_eq(nonblocking_pair(sv), 0);

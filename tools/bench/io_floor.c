@@ -15,7 +15,8 @@
  *
  * work_ns adds that much busy user time per message on each side (a
  * runtime's own work: decode, dispatch, encode).  Prints one line per mode:
- *   BENCH io_floor mode=M n=N secs=S rate=R us_per_rt=U work_ns=W
+ *   BENCH io_floor mode=M n=N secs=S rate=R us_per_rt=U us_median=D us_p99=P work_ns=W
+ * (us_median and us_p99 of the single round trips, as tcp_rpc's).
  * It is a measuring stick for tcp_rpc, not a workload of the runtime.
  */
 #define _GNU_SOURCE
@@ -98,6 +99,11 @@ static int side_recv(side_t *s, uint64_t *x) {
   }
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
 static int side_send(side_t *s, uint64_t x) { return send(s->fd, &x, 8, 0) == 8 ? 0 : -1; }
 
 static int run_mode(int mode, long n, long work_ns) {
@@ -135,11 +141,17 @@ static int run_mode(int mode, long n, long work_ns) {
   uint64_t y = 0;
   if (rc == 0 && (side_send(&s, 0) != 0 || !side_recv(&s, &y))) /* warm-up */
     rc = -1;
-  double t0 = now();
+  double *us = calloc((size_t)n, sizeof(double));
+  if (!us)
+    rc = -1;
+  double t0 = now(), prev = t0;
   for (long i = 1; rc == 0 && i <= n; i++) {
     busy(work_ns);
     if (side_send(&s, (uint64_t)i) != 0 || !side_recv(&s, &y) || y != (uint64_t)i)
       rc = -1;
+    double t = now();
+    us[i - 1] = (t - prev) * 1e6;
+    prev = t;
   }
   double secs = now() - t0;
   close(sv[0]);
@@ -147,14 +159,21 @@ static int run_mode(int mode, long n, long work_ns) {
     close(s.ep);
   int st;
   waitpid(pid, &st, 0);
-  if (rc == 0)
-    printf("BENCH io_floor mode=%s n=%ld secs=%.6f rate=%.1f us_per_rt=%.2f work_ns=%ld\n",
-           mode_name[mode], n, secs, (double)n / secs, secs * 1e6 / (double)n, work_ns);
+  if (rc == 0) {
+    qsort(us, (size_t)n, sizeof(double), cmp_double);
+    printf("BENCH io_floor mode=%s n=%ld secs=%.6f rate=%.1f us_per_rt=%.2f us_median=%.2f "
+           "us_p99=%.1f work_ns=%ld\n",
+           mode_name[mode], n, secs, (double)n / secs, secs * 1e6 / (double)n, us[n / 2],
+           us[n - 1 - n / 100], work_ns);
+  }
+  free(us);
   return rc;
 }
 
 int main(int argc, char **argv) {
   long n = argc > 1 ? atol(argv[1]) : 100000;
+  if (n < 1)
+    n = 1;
   long work_ns = argc > 2 ? atol(argv[2]) : 0;
   setvbuf(stdout, NULL, _IOLBF, 0);
   for (int m = 0; m < M_COUNT; m++)
