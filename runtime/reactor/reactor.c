@@ -654,7 +654,7 @@ static int os_error(int err);
  * for a few microseconds, and tcp_rpc's slowest calls came from them
  * (-w 1, 4 runs each: the 99th percentile went from 44-71 us with a 1 ms
  * tick to 25-47 us with one backing off to 8 ms, and calls over 20 us
- * from 3200-4400 to 1400-2600 per 100k; at 4 ms, -w 2, 6 interleaved
+ * from 2800-4400 to 1400-2600 per 100k; at 4 ms, -w 2, 6 interleaved
  * pairs: p99 lower in 5).  The price: when every
  * worker turns busy at once, readiness may wait up to twice
  * IO_TICK_MAX_MS (one look that still sees their last polls, then the
