@@ -13,7 +13,8 @@
  *    rate = N / secs.  The line also gives the median and the 99th
  *    percentile of the single calls (us_median, us_p99): on a shared VM
  *    the mean moves with a few stalls of a millisecond or more (host
- *    steal), the median with the runtime's own path.
+ *    steal), the median with the runtime's own path; steal_pct says how
+ *    much of the timed section the host took (steal.h).
  *  - tcp_stream: N one-way 64-byte messages (a new buffer each, as CAF's
  *    std::string and Erlang's binary) from the caller to a context task of
  *    the daemon, through the context's stream under the runtime's default
@@ -44,6 +45,7 @@
 #include <sys/wait.h>
 
 #include "bench.h"
+#include "steal.h"
 
 #define STREAM_PAYLOAD 64 /* bytes per message, as the peers' tcp_stream */
 
@@ -58,6 +60,7 @@ typedef struct tcp_bench {
   double *first_ms; /* spawn_process: per cycle, to the first call's result */
   double *cycle_ms; /* spawn_process: per cycle, to the nursery's close */
   double *call_us;  /* tcp_rpc: per call (N) */
+  double steal_pct; /* tcp_rpc: host steal over the timed calls (steal.h) */
 } tcp_bench_t;
 
 static const tr_actor_opts_t daemon_opts = {
@@ -99,6 +102,7 @@ static int rpc_main(void *arg) {
   /* The warm-up: waits for the child to connect back and serve. */
   if (rc == 0 && (rc = echo_call(p, 0, &ok)) == 0 && !ok)
     rc = bench_fail("tcp_rpc: warm-up echo", -TR_EPROTO);
+  long long steal0 = bench_steal_ticks();
   double t0 = bench_now(), prev = t0;
   for (uint64_t i = 1; rc == 0 && i <= tb->n; i++) {
     rc = echo_call(p, i, &ok);
@@ -108,6 +112,7 @@ static int rpc_main(void *arg) {
     prev = now;
   }
   tb->secs = bench_now() - t0;
+  tb->steal_pct = bench_steal_pct(steal0, bench_steal_ticks(), tb->secs);
   return close_daemon(an, p, tb, rc);
 }
 
@@ -173,8 +178,9 @@ int bench_tcp_rpc(uint64_t n, bench_result_t *res) {
   res->ok = tb.ok == n && exited_clean(&tb);
   double median = n ? bench_median(tb.call_us, n) : 0; /* sorts them */
   snprintf(res->extra, sizeof res->extra,
-           " arg_bytes=8 warmup=1 us_per_rt=%.2f us_median=%.2f us_p99=%.1f",
-           tb.secs * 1e6 / (double)n, median, n ? tb.call_us[n - 1 - n / 100] : 0.0);
+           " arg_bytes=8 warmup=1 us_per_rt=%.2f us_median=%.2f us_p99=%.1f steal_pct=%.1f",
+           tb.secs * 1e6 / (double)n, median, n ? tb.call_us[n - 1 - n / 100] : 0.0,
+           tb.steal_pct);
   free(tb.call_us);
   return 0;
 }

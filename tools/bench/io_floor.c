@@ -16,7 +16,8 @@
  * work_ns adds that much busy user time per message on each side (a
  * runtime's own work: decode, dispatch, encode).  Prints one line per mode:
  *   BENCH io_floor mode=M n=N secs=S rate=R us_per_rt=U us_median=D us_p99=P work_ns=W
- * (us_median and us_p99 of the single round trips, as tcp_rpc's).
+ *         steal_pct=T
+ * (us_median, us_p99 and steal_pct as tcp_rpc's: steal.h).
  * It is a measuring stick for tcp_rpc, not a workload of the runtime.
  */
 #define _GNU_SOURCE
@@ -33,6 +34,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "steal.h"
 
 enum { M_SPIN, M_1SHOT, M_ET, M_ET_YIELD, M_COUNT };
 static const char *const mode_name[M_COUNT] = {"spin", "epoll_1shot", "epoll_et", "epoll_et_y"};
@@ -144,6 +147,7 @@ static int run_mode(int mode, long n, long work_ns) {
   double *us = calloc((size_t)n, sizeof(double));
   if (!us)
     rc = -1;
+  long long steal0 = bench_steal_ticks();
   double t0 = now(), prev = t0;
   for (long i = 1; rc == 0 && i <= n; i++) {
     busy(work_ns);
@@ -154,6 +158,7 @@ static int run_mode(int mode, long n, long work_ns) {
     prev = t;
   }
   double secs = now() - t0;
+  double steal = bench_steal_pct(steal0, bench_steal_ticks(), secs);
   close(sv[0]);
   if (s.ep >= 0)
     close(s.ep);
@@ -162,9 +167,9 @@ static int run_mode(int mode, long n, long work_ns) {
   if (rc == 0) {
     qsort(us, (size_t)n, sizeof(double), cmp_double);
     printf("BENCH io_floor mode=%s n=%ld secs=%.6f rate=%.1f us_per_rt=%.2f us_median=%.2f "
-           "us_p99=%.1f work_ns=%ld\n",
+           "us_p99=%.1f work_ns=%ld steal_pct=%.1f\n",
            mode_name[mode], n, secs, (double)n / secs, secs * 1e6 / (double)n, us[n / 2],
-           us[n - 1 - n / 100], work_ns);
+           us[n - 1 - n / 100], work_ns, steal);
   }
   free(us);
   return rc;
