@@ -46,7 +46,6 @@ enum {
   C_IO,                /* the socket is ready */
   C_ADOPT,             /* from the listener: the child's socket (u64), Hello checked */
   C_PROC,              /* the child process exited (pidfd) */
-  C_FLUSH,             /* write the queue */
   C_OUT,               /* a protocol message from a proxy, for the wire */
   C_KILL,              /* stop the child process */
   C_KILL_HARD,         /* the grace period is over: SIGKILL */
@@ -102,8 +101,7 @@ typedef struct chan {
   tr_fd_watch_t *w, *pw;
   uint64_t wid, pwid;
   tr_wire_q_t q;
-  int unflushed;  /* frames queued since the last write */
-  int flush_sent; /* a C_FLUSH is on its way */
+  int unflushed; /* frames queued since the last write */
   tr_frame_dec_t dec;
   uint8_t *rbuf;
   uint8_t handshaken;
@@ -501,7 +499,7 @@ static int chan_queue(chan_t *c, tr_msg_t *m) {
   }
   tr_msg_free(m);
   if (!chan_deaf(c))
-    c->unflushed = 1; /* written once this message is handled (chan_fn) */
+    c->unflushed = 1; /* written at the end of the turn (chan_fn) */
   return 0;
 }
 
@@ -936,10 +934,6 @@ static void chan_handle(chan_t *c, tr_msg_t *m) {
     if (c->pw && m->cid == c->pwid)
       on_proc(c);
     break;
-  case C_FLUSH:
-    c->flush_sent = 0;
-    chan_try_flush(c);
-    break;
   case C_KILL:
     c->killing = 1;
     if (!c->handshaken) {
@@ -1009,21 +1003,20 @@ static void chan_handle(chan_t *c, tr_msg_t *m) {
   }
 }
 
-/* The channel's behaviour.  What handling m queued is written once the
- * mailbox has nothing more for the channel: one write for a batch of
- * messages (a call's StartAck and Return, say), as soon as the batch is
- * over.  With more mail behind m, a C_FLUSH goes behind it instead, so
- * that a sender that keeps the mailbox full still has its frames written
- * in bounded batches. */
+/* The channel's behaviour.  What its messages queued is written at the end
+ * of the turn (TR_AF_TURN_END: called with m == NULL): one write for a
+ * batch of messages (a call's StartAck and Return, say), as soon as the
+ * mailbox has nothing more, and at the latest after a turn's worth of
+ * messages (tr_config_t.batch), so that a sender that keeps the mailbox
+ * full still has its frames written in bounded batches. */
 static void chan_fn(void *state, tr_msg_t *m) {
   chan_t *c = state;
-  chan_handle(c, m);
-  if (!c->unflushed || !c->w || c->io_done || c->exiting || c->flush_sent)
-    return; /* before the watch, C_INIT writes */
-  if (tr__actor_has_mail() && tr_send_u64(tr_self(), C_FLUSH, 0) == 0)
-    c->flush_sent = 1;
-  else
-    chan_try_flush(c);
+  if (m) {
+    chan_handle(c, m);
+    return;
+  }
+  if (c->unflushed && c->w && !c->io_done && !c->exiting)
+    chan_try_flush(c); /* before the watch, C_INIT writes */
 }
 
 static void chan_exit(void *state) {
@@ -1058,6 +1051,12 @@ static void chan_exit(void *state) {
   tr_actor_release(c->main);
   tr_msg_free(c->life_final);
   free(c);
+}
+
+/* Spawns a channel actor with state c (see tr_spawn). */
+static int chan_actor_new(chan_t *c, const char *name, tr_actor_t **ref) {
+  tr_spawn_opts_t o = {.name = name, .on_exit = chan_exit};
+  return tr__actor_spawn_as(chan_fn, c, &o, NULL, NULL, TR_AF_TURN_END, ref);
 }
 
 static chan_t *chan_alloc(void) {
@@ -1167,9 +1166,8 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
     c->grace = req->grace_ns;
   char name[160];
   snprintf(name, sizeof name, "chan:%s", req->name);
-  tr_spawn_opts_t o = {.name = name, .on_exit = chan_exit};
   tr_actor_t *ca, *px;
-  rc = tr_spawn(chan_fn, c, &o, &ca);
+  rc = chan_actor_new(c, name, &ca);
   if (rc) {
     chan_exit(c); /* stops and reaps the process */
     return rc;
@@ -1296,9 +1294,8 @@ static int child_root(void *arg) {
   c->handshaken = 1;
   c->status = status;
   c->life_cid = UINT64_MAX; /* until the SpawnSpec */
-  tr_spawn_opts_t o = {.name = "chan:parent", .on_exit = chan_exit};
   tr_actor_t *ca;
-  if (tr_spawn(chan_fn, c, &o, &ca) != 0) {
+  if (chan_actor_new(c, "chan:parent", &ca) != 0) {
     chan_exit(c);
     return 1;
   }
@@ -1359,9 +1356,8 @@ int tr__chan_peer(int fd, const tr_uid_t *peer, tr_actor_t **out, tr_actor_t **p
   }
   char name[TR_ADDR_MAX + 16];
   snprintf(name, sizeof name, "chan:%s", peer_name && *peer_name ? peer_name : "peer");
-  tr_spawn_opts_t o = {.name = name, .on_exit = chan_exit};
   tr_actor_t *ca;
-  int rc = tr_spawn(chan_fn, c, &o, &ca);
+  int rc = chan_actor_new(c, name, &ca);
   if (rc) {
     chan_exit(c);
     return rc;

@@ -248,9 +248,10 @@ int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_op
   if (!a)
     return TR__ENOMEM();
   memset(a, 0, sizeof(*a));
-  if (uuid) { /* behind the name (or where it would be) */
+  a->flags = xflags; /* not shared yet */
+  if (uuid) {         /* behind the name (or where it would be) */
     memcpy(a->name + name_len, uuid, 16);
-    a->flags = TR_AF_OWN_UUID | xflags; /* not shared yet */
+    a->flags |= TR_AF_OWN_UUID;
   }
   tr__mbox_init(&a->mbox);
   a->refs = ref ? 2 : 1; /* the actor's own, plus the caller's */
@@ -582,6 +583,8 @@ void tr__actor_run(tr_worker_t *w, tr_actor_t *a) {
       break;
     stopping = tr_load_relaxed(&tr__actors.stopping) != 0;
   }
+  if (TR_UNLIKELY(tr_load_relaxed(&a->flags) & TR_AF_TURN_END) && handled)
+    a->behaviour(a->state, NULL); /* the turn's end (TR_AF_TURN_END) */
   w->cur_actor = NULL;
   tr_counter_add(&w->c.handled, (uint64_t)handled);
   if ((tr_load_relaxed(&a->flags) & TR_AF_EXIT_REQ) || tr_load_acquire(&tr__actors.stopping)) {
@@ -596,13 +599,6 @@ void tr__actor_yield(void) {
   tr_worker_t *w = tr__worker_self();
   if (w && w->cur_actor && !w->cur_task)
     w->yield_turn = 1;
-}
-
-int tr__actor_has_mail(void) {
-  tr_worker_t *w = tr__worker_self();
-  if (!w || !w->cur_actor || w->cur_task)
-    return 0;
-  return tr__mbox_has_more_sc(&w->cur_actor->mbox);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */

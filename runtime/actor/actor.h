@@ -32,6 +32,10 @@ struct tr_tasks;
 #define TR_AF_NODE 0x40u     /* the node's own (tr__actor_mark_node) */
 #define TR_AF_OUR_PROGRAM 0x80u /* a proxy of a child process of this program (not opts.exe) */
 #define TR_AF_WATCHING 0x100u   /* it has watched another (tr__actor_monitor) */
+/* Its behaviour is also called with m == NULL at the end of every turn
+ * that handled a message (tr__actor_spawn_as): work done once per batch
+ * of messages, such as a channel's write. */
+#define TR_AF_TURN_END 0x200u
 
 /* flags_ bits of tr_msg_t owned by the runtime. */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
@@ -162,6 +166,8 @@ void tr__actor_init(void);
  * child process's main actor, which has the uuid its parent chose for it
  * (tractor's parent names its child's uid).  xflags may add TR_AF_PROXY.
  * The uuid is copied behind the name, so other actors pay nothing.
+ * uuid may be NULL (the process's, as tr__actor_spawn), to spawn a
+ * behaviour actor with xflags TR_AF_TURN_END.
  * Threads: as tr__actor_spawn.
  */
 int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_opts_t *opts,
@@ -249,12 +255,6 @@ int tr__actor_request_cancel(struct tr_actor *a, int force);
  * turn, up to the turn's batch of messages.  Threads: a behaviour (a no-op
  * elsewhere). */
 void tr__actor_yield(void);
-
-/* Whether the running behaviour actor's mailbox holds another message
- * (or one is being pushed): the message in hand is the last of the turn
- * when it does not.  For work worth doing once per batch of messages
- * (the channel's write).  Threads: a behaviour (0 elsewhere). */
-int tr__actor_has_mail(void);
 
 /* Wakes tr_join/tr_run waiters. */
 void tr__rt_broadcast(void);

@@ -112,18 +112,6 @@ static inline tr_msg_t *tr__mbox_pop_sc(tr_mbox_t *q) {
 }
 
 /*
- * Whether a message is queued or being linked (a producer between its
- * exchange and its link), without taking it.  A push may come any time
- * after a 0.  Threads: the single consumer.
- */
-static inline int tr__mbox_has_more_sc(tr_mbox_t *q) {
-  tr_msg_t *stub = tr__mbox_stub(q);
-  if (q->tail != stub || tr_load_acquire(&q->stub.next_) != NULL)
-    return 1;
-  return ((uintptr_t)tr_load_acquire(&q->head) & ~TR_MBOX_EMPTY) != (uintptr_t)stub;
-}
-
-/*
  * Marks the mailbox empty and unscheduled if nothing is queued or in
  * flight.  Returns 1 when marked: from then on the next producer schedules
  * the actor.  Returns 0 when a message is present: the consumer keeps the

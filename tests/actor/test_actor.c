@@ -1108,3 +1108,71 @@ Test(actor, a_monitor_does_not_keep_an_exited_watcher, .timeout = TEST_TIMEOUT) 
   tr_stats_t st;
   run_ok(2, monitor_root, NULL, &st);
 }
+
+/* ---- the turn's end (TR_AF_TURN_END, runtime/actor/actor.h) ------------- */
+
+#define TE_BATCH 8
+#define TE_MSGS 1000
+
+typedef struct turn_end {
+  tr_actor_t *self;   /* set before the first message */
+  uint64_t in_turn;   /* messages handled since the last end */
+  uint64_t handled;   /* all of them */
+  uint64_t ends;      /* hook calls */
+  uint64_t max_batch; /* most messages between two ends */
+  uint64_t bad;       /* an end with nothing handled, or outside the actor */
+} turn_end_t;
+
+static void turn_end_beh(void *state, tr_msg_t *m) {
+  turn_end_t *t = state;
+  if (m) {
+    t->in_turn++;
+    t->handled++;
+    if (m->tag == TAG_EXIT)
+      CHECK(tr_actor_exit() == 0);
+    return;
+  }
+  if (t->in_turn == 0 || tr_self() != t->self)
+    t->bad++;
+  if (t->in_turn > t->max_batch)
+    t->max_batch = t->in_turn;
+  t->in_turn = 0;
+  t->ends++;
+}
+
+static int turn_end_root(void *arg) {
+  turn_end_t *t = arg;
+  tr_actor_t *a = NULL;
+  /* Spawned from this (non-worker) thread: it runs only once mail comes,
+   * after t->self is set. */
+  CHECK(tr__actor_spawn_as(turn_end_beh, t, NULL, NULL, NULL, TR_AF_TURN_END, &a) == 0);
+  if (!a)
+    return 1;
+  t->self = a;
+  for (int i = 0; i < TE_MSGS; i++)
+    CHECK(tr_send_u64(a, i == TE_MSGS - 1 ? TAG_EXIT : TAG_DATA, (uint64_t)i) == 0);
+  CHECK(tr_join(a, 20 * SEC) == 0);
+  tr_actor_release(a);
+  return 0;
+}
+
+/* An actor spawned with TR_AF_TURN_END has its behaviour called with no
+ * message after every turn that handled mail, inside the actor (tr_self
+ * is it), and never between two turns' worth of messages: a turn handles
+ * at most tr_config_t.batch, so the ends come at least every batch.  The
+ * last end comes after the message that made it exit. */
+Test(actor, the_turn_end_follows_every_turn_that_handled_mail, .timeout = TEST_TIMEOUT) {
+  turn_end_t t = {0};
+  tr_config_t cfg = {.workers = 2, .batch = TE_BATCH};
+  unsetenv("TR_WORKERS");
+  cr_assert_eq(tr_run(&cfg, turn_end_root, &t), 0);
+  assert_no_fails();
+  cr_assert_eq(t.handled, TE_MSGS);
+  cr_assert_eq(t.bad, 0, "%llu ends with nothing handled or outside the actor",
+               (unsigned long long)t.bad);
+  cr_assert_eq(t.in_turn, 0, "the exit's turn ended with its hook");
+  cr_assert_leq(t.max_batch, TE_BATCH, "max batch %llu", (unsigned long long)t.max_batch);
+  cr_assert_geq(t.ends, TE_MSGS / TE_BATCH, "ends %llu", (unsigned long long)t.ends);
+  tr_stats_t st;
+  assert_clean(&st);
+}

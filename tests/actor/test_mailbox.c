@@ -47,42 +47,6 @@ Test(mailbox, empty_bit_and_fifo, .timeout = 10) {
   cr_assert_eq(tr__mbox_mark_empty_sc(&q), 1);
 }
 
-/* tr__mbox_has_more_sc tells whether another message is there, without
- * taking it: after each pop until the last, in every state of the stub. */
-Test(mailbox, has_more_looks_without_taking, .timeout = 10) {
-  tr_mbox_t q;
-  tr__mbox_init(&q);
-  cr_assert_eq(tr__mbox_has_more_sc(&q), 0);
-  for (int round = 0; round < 2; round++) {
-    for (uint64_t i = 1; i <= 3; i++)
-      (void)tr__mbox_push_mp(&q, mk(0, i));
-    for (uint64_t i = 1; i <= 3; i++) {
-      cr_assert_eq(tr__mbox_has_more_sc(&q), 1, "round %d: before pop %d", round, (int)i);
-      cr_assert_eq(tr__mbox_has_more_sc(&q), 1, "a look takes nothing");
-      tr_msg_t *m = tr__mbox_pop_sc(&q);
-      cr_assert_not_null(m);
-      cr_assert_eq(m->u64, i, "a look changes no order");
-      free(m);
-      cr_assert_eq(tr__mbox_has_more_sc(&q), i < 3, "round %d: after pop %d", round, (int)i);
-    }
-    cr_assert_null(tr__mbox_pop_sc(&q));
-    cr_assert_eq(tr__mbox_mark_empty_sc(&q), 1);
-    cr_assert_eq(tr__mbox_has_more_sc(&q), 0, "marked empty");
-  }
-  /* A producer between its exchange and its link counts as more: head
-   * has moved past the stub, the link is not there yet. */
-  tr_msg_t *m = mk(0, 9);
-  m->next_ = NULL;
-  tr_msg_t *prev = (tr_msg_t *)((uintptr_t)tr_xchg_acqrel(&q.head, m) & ~TR_MBOX_EMPTY);
-  cr_assert_eq(tr__mbox_has_more_sc(&q), 1, "a push in flight");
-  tr_store_release(&prev->next_, m); /* the link: the push completes */
-  cr_assert_eq(tr__mbox_has_more_sc(&q), 1);
-  tr_msg_t *got = tr__mbox_pop_sc(&q);
-  cr_assert_eq(got, m);
-  free(got);
-  cr_assert_eq(tr__mbox_has_more_sc(&q), 0);
-}
-
 Test(mailbox, chain_push, .timeout = 10) {
   tr_mbox_t q;
   tr__mbox_init(&q);
