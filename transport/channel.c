@@ -439,11 +439,18 @@ static void chan_try_flush(chan_t *c) {
   int wrote, w = tr__wire_flush(&c->q, c->fd, &wrote);
   if (wrote)
     c->last_tx = tr_now();
-  /* -EAGAIN: the socket's edge watch reports the room to write. */
   if (w && w != -EAGAIN) {
     char cause[160];
     snprintf(cause, sizeof cause, "the connection broke: %s", strerror(-w));
     chan_lost(c, -TR_EIO, cause);
+    return;
+  }
+  /* Blocked: the socket's edge watch reports the room to write, from now
+   * until all is written (before the watch exists, its creation flushes
+   * again).  Dropping it can fail only harmlessly (notifications for
+   * nothing); taking it cannot be done without. */
+  if (c->w && tr__fd_want_out(c->w, w == -EAGAIN) != 0 && w == -EAGAIN) {
+    chan_lost(c, -TR_EIO, "cannot watch the socket for room to write");
     return;
   }
   if (!tr__wire_pending(&c->q) && c->child_side && c->last_in && !c->wr_shut) {

@@ -78,7 +78,9 @@
  * never spins on an fd the owner has not drained yet; the owner re-arms
  * with EPOLL_CTL_MOD from its own turn (epoll_ctl is thread-safe, so that
  * needs no hand-over).  An edge watch (tr__fd_watch_edge) is registered
- * EPOLLET instead and never re-armed: a `pending` flag, set by whoever
+ * EPOLLET instead and never re-armed (EPOLLOUT only while its owner asks:
+ * tr__fd_want_out, an EPOLL_CTL_MOD on and off around a blocked write,
+ * from the owner's turn as a re-arm): a `pending` flag, set by whoever
  * turns an event into the notification and cleared by the owner when it
  * begins handling it, keeps it to one message per turn of the owner.  The
  * reactor reads only fields fixed at creation (fd, tag, id, owner, edge)
@@ -222,6 +224,7 @@ struct tr_fd_watch {
    * on its way that the owner has not begun handling, with the events of
    * every readiness reported meanwhile (atomic; see claim_notice). */
   uint8_t edge;
+  uint8_t out; /* an edge watch: EPOLLOUT is watched too (the owner's; tr__fd_want_out) */
   uint32_t pending;
   uint64_t id;
   tr_actor_t *to; /* owned reference until freed */
@@ -836,6 +839,10 @@ static int poll_io(void) {
          * reports a ready fd whether one-shot or edge). */
         if (w->edge)
           tr_store_seqcst(&w->pending, 0); /* the MOD reports it again */
+        /* An edge watch gets EPOLLOUT too, whatever its owner asked
+         * (tr__fd_want_out; reading that here would race with it): a
+         * notification too many is "try again", one too few a write that
+         * waits for ever. */
         (void)fd_ctl(EPOLL_CTL_MOD, w,
                      w->edge ? EPOLLIN | EPOLLOUT : evs[i].events & (EPOLLIN | EPOLLOUT));
         continue;
@@ -1031,7 +1038,7 @@ static int fd_watch(int fd, tr_actor_t *to, uint32_t tag, int edge, tr_fd_watch_
   w->to = tr_actor_dup(to);
   w->id = ++fw.last_id;
   /* Under the lock, so stop cannot close the epoll fd meanwhile. */
-  if (fd_ctl(EPOLL_CTL_ADD, w, edge ? EPOLLIN | EPOLLOUT : EPOLLIN) != 0) {
+  if (fd_ctl(EPOLL_CTL_ADD, w, EPOLLIN) != 0) {
     int err = errno;
     pthread_mutex_unlock(&fw.lock);
     tr_actor_release(w->to);
@@ -1075,6 +1082,21 @@ void tr__fd_hot(tr_fd_watch_t *w) {
     return;
   wk->io_hot_until = tr_now() + IO_PROBE_NS;
   __atomic_store_n(&wk->io_hot, w, __ATOMIC_RELEASE);
+}
+
+int tr__fd_want_out(tr_fd_watch_t *w, int on) {
+  if (!w || !w->edge)
+    return TR_ERROR(-TR_EINVAL, "fd want-out: %s", w ? "a one-shot watch (re-arm it instead)"
+                                                     : "no watch");
+  if (w->out == (on != 0))
+    return 0;
+  if (fd_ctl(EPOLL_CTL_MOD, w, on ? EPOLLIN | EPOLLOUT : EPOLLIN) != 0) {
+    int err = errno;
+    return TR_ERROR(os_error(err), "fd %d: EPOLLOUT not %s: epoll_ctl: %s", w->base.fd,
+                    on ? "watched" : "dropped", strerror(err));
+  }
+  w->out = on != 0;
+  return 0;
 }
 
 int tr__fd_rearm(tr_fd_watch_t *w, uint32_t events) {

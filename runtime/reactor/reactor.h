@@ -78,14 +78,16 @@ typedef struct tr_fd_watch tr_fd_watch_t;
 int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
 
 /*
- * Registers fd as an edge watch: EPOLLIN, EPOLLOUT and EPOLLRDHUP,
- * edge-triggered, never re-armed.  A readiness (data came, room to write
- * came back after a write would block, the peer hung up) sends `to` one
- * notification, as tr__fd_watch's, unless one is pending: one the owner
- * has not yet begun to handle with tr__fd_begin_io.  So the owner of an
- * edge watch handles a notification as
+ * Registers fd as an edge watch: EPOLLIN and EPOLLRDHUP, edge-triggered,
+ * never re-armed; EPOLLOUT as well only while the owner asks for it
+ * (tr__fd_want_out), after a write would block.  A readiness (data came,
+ * room to write came back, the peer hung up) sends `to` one notification,
+ * as tr__fd_watch's, unless one is pending: one the owner has not yet
+ * begun to handle with tr__fd_begin_io.  So the owner of an edge watch
+ * handles a notification as
  *     ev = tr__fd_begin_io(w); read until EAGAIN (or a short read, unless
- *     ev says the peer hung up); write what is queued until EAGAIN;
+ *     ev says the peer hung up); write what is queued until EAGAIN (then
+ *     tr__fd_want_out(w, 1); once all is written, tr__fd_want_out(w, 0));
  * and never calls tr__fd_rearm: the next readiness after tr__fd_begin_io
  * makes the next notification.  A notification may find nothing to do
  * (readiness the owner had already read): "try again", as ever.  For fds
@@ -95,6 +97,23 @@ int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
  * and removal as tr__fd_watch.
  */
 int tr__fd_watch_edge(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
+
+/*
+ * Whether an edge watch also reports room to write (EPOLLOUT): on after a
+ * write would block, so that the notification comes when the peer has
+ * read; off once everything is written.  Not watched all the time because
+ * on a connection in use the kernel makes an EPOLLOUT edge for every
+ * acknowledgement that frees send space, and each edge would be a
+ * notification and a turn of the owner for nothing (tcp_rpc: one per
+ * round trip on each side, as many as the calls).  Turning it on when
+ * the fd is writable already reports that at once (epoll_ctl re-polls the
+ * fd), so no edge is lost between the blocked write and the call.
+ * Returns 0 (also when it already was so), -TR_EINVAL (w NULL or a
+ * one-shot watch) or -TR_ENOMEM / -TR_EIO (epoll_ctl failed; the watch
+ * stays as it was).  Ownership: borrows w.  Threads: the owner, in its
+ * turn, before tr__fd_unwatch.
+ */
+int tr__fd_want_out(tr_fd_watch_t *w, int on);
 
 /* An edge watch's owner begins handling a notification (before its I/O):
  * from now on a readiness sends a new one.  Returns the events of every

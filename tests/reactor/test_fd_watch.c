@@ -186,10 +186,9 @@ static int read_stream(tr_fd_watch_t *w, int fd, struct writer *wr, uint64_t *no
     tr_assert_eq(tag, TAG_FD);
     tr_assert_eq(cid, id, "a notification for another watch");
     tr_assert(ptr == (void *)w);
-    /* An edge watch reports EPOLLOUT too (the socket is writable): its
-     * first edge may be that alone. */
-    tr_assert(ev & (edge ? EPOLLIN | EPOLLOUT : EPOLLIN), "events 0x%x without EPOLLIN",
-              (unsigned)ev);
+    /* Only data makes these (an edge watch reports EPOLLOUT only when its
+     * owner asks: tr__fd_want_out). */
+    tr_assert(ev & EPOLLIN, "events 0x%x without EPOLLIN", (unsigned)ev);
     (*notes)++;
     tr__fd_begin_io(w);
     /* Until EAGAIN, or a budget of up to 128 KiB: a re-arm with data left
@@ -305,7 +304,8 @@ static int no_notice_within(int64_t ns, uint64_t *got_ev) {
 
 /* An edge watch's contract, step by step: one notification while one is
  * pending however much comes; the next readiness after tr__fd_begin_io
- * makes the next one; EPOLLOUT after a write would block; EOF; no re-arm. */
+ * makes the next one; EPOLLOUT only while the owner asks for it
+ * (tr__fd_want_out), after a write would block; EOF; no re-arm. */
 TR_TEST(fd_watch, edge_one_notice_until_begin_io, .timeout = 60) {
   int sv[2];
   tr_assert_eq(nonblocking_pair(sv), 0);
@@ -314,13 +314,18 @@ TR_TEST(fd_watch, edge_one_notice_until_begin_io, .timeout = 60) {
   uint64_t id = tr__fd_watch_id(w), ev;
   tr_msg_t *m;
 
-  /* Registered writable: the first edge. */
+  /* Registered writable, but room to write is not watched: nothing. */
+  tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
+  tr_assert_eq(ev, 0, "a notification (events 0x%llx) for a writable socket nobody waits on",
+               (unsigned long long)(ev & 0xffffffffu));
+  /* Data: the first edge. */
+  tr_assert_eq(write(sv[1], "abc", 3), 3);
   tr_assert_rc(recv_msg(&m), 0);
   tr_assert_eq(m->cid, id);
-  tr_assert(m->u64 & EPOLLOUT, "first events 0x%x", (unsigned)m->u64);
+  tr_assert(m->u64 & EPOLLIN, "first events 0x%x", (unsigned)m->u64);
   tr_msg_free(m);
-  /* Pending (no begin-I/O yet): three writes, no further notification. */
-  for (int i = 0; i < 3; i++)
+  /* Pending (no begin-I/O yet): two more writes, no further notification. */
+  for (int i = 0; i < 2; i++)
     tr_assert_eq(write(sv[1], "abc", 3), 3);
   tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
   tr_assert_eq(ev, 0, "a second notification (events 0x%llx) while one was pending",
@@ -341,11 +346,25 @@ TR_TEST(fd_watch, edge_one_notice_until_begin_io, .timeout = 60) {
   tr__fd_begin_io(w);
   tr_assert_eq(read(sv[0], buf, sizeof buf), 1);
 
-  /* Fill the socket until a write would block: EPOLLOUT once the peer
-   * drains it. */
+  /* Writes that leave room make no notification: EPOLLOUT is not watched
+   * (the acknowledgements of a connection in use would make one each). */
+  static uint8_t big[65536];
+  for (int i = 0; i < 3; i++) {
+    tr_assert_eq(write(sv[0], "xyz", 3), 3);
+    tr_assert_eq(read(sv[1], big, sizeof big), 3);
+  }
+  tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
+  tr_assert_eq(ev, 0, "a notification (events 0x%llx) for room nobody asked for",
+               (unsigned long long)(ev & 0xffffffffu));
+  /* Fill the socket until a write would block, then ask for room:
+   * EPOLLOUT once the peer drains it. */
   err = send_until_blocked(sv[0]);
   tr_assert_eq(err, EAGAIN, "send: %s", strerror(err));
-  static uint8_t big[65536];
+  tr_assert_rc(tr__fd_want_out(w, 1), 0);
+  tr_assert_rc(tr__fd_want_out(w, 1), 0); /* again: no change */
+  tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
+  tr_assert_eq(ev, 0, "room reported (events 0x%llx) while the socket is full",
+               (unsigned long long)(ev & 0xffffffffu));
   while (read(sv[1], big, sizeof big) > 0)
     ;
   tr_assert_rc(recv_msg(&m), 0);
@@ -362,6 +381,24 @@ TR_TEST(fd_watch, edge_one_notice_until_begin_io, .timeout = 60) {
       break;
     tr__fd_begin_io(w);
   }
+
+  /* All written: room is not watched any more. */
+  tr_assert_rc(tr__fd_want_out(w, 0), 0);
+  for (int i = 0; i < 3; i++) {
+    tr_assert_eq(write(sv[0], "xyz", 3), 3);
+    tr_assert_eq(read(sv[1], big, sizeof big), 3);
+  }
+  tr_assert_rc(no_notice_within(50 * MS, &ev), 0);
+  tr_assert_eq(ev, 0, "a notification (events 0x%llx) after room was dropped",
+               (unsigned long long)(ev & 0xffffffffu));
+  /* Asked for while there is room: reported at once (no edge is lost
+   * between a blocked write and the ask). */
+  tr_assert_rc(tr__fd_want_out(w, 1), 0);
+  tr_assert_rc(recv_msg(&m), 0);
+  tr_assert(m->u64 & EPOLLOUT, "events 0x%x without EPOLLOUT", (unsigned)m->u64);
+  tr_msg_free(m);
+  tr__fd_begin_io(w);
+  tr_assert_rc(tr__fd_want_out(w, 0), 0);
 
   /* Re-arming is not for edge watches, and says so. */
   tr_assert_rc(tr__fd_rearm(w, EPOLLIN), -TR_EINVAL);
@@ -441,6 +478,10 @@ TR_TEST(fd_watch, epollout_after_the_peer_drains, .timeout = 60) {
   tr_assert_rc(tr__fd_rearm(w, 0), -TR_EINVAL);
   tr_assert(tr_error_last() != NULL);
   tr_assert_rc(tr__fd_rearm(w, EPOLLPRI), -TR_EINVAL);
+  tr_error_clear();
+  tr_assert_rc(tr__fd_want_out(w, 1), -TR_EINVAL); /* for edge watches */
+  tr_assert(tr_error_last() != NULL);
+  tr_assert_rc(tr__fd_want_out(NULL, 1), -TR_EINVAL);
   tr_fd_watch_t *dup = NULL;
   tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &dup), -TR_EINVAL); /* already watched */
   tr_assert(dup == NULL);
