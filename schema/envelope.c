@@ -597,7 +597,9 @@ static int next_field(span_t *in, uint32_t *seen, unsigned *field, uint64_t *v, 
   if (key >= 0x80 || f == 0 || (*seen & (1u << f)))
     return -1;
   *seen |= 1u << f;
-  if (vget(&p, end, v) != 0)
+  if (p < end && *p < 0x80) /* a one-byte varint: most lengths and values */
+    *v = *p++;
+  else if (vget(&p, end, v) != 0)
     return -1;
   if (wt == WT_LEN) {
     if (*v > (uint64_t)(end - p))
@@ -634,6 +636,12 @@ static int get_str(char **dst, span_t s) {
 
 /* An ActorRef into u (zeroed by the caller). */
 static int get_ref(tr_uid_t *u, span_t in) {
+  /* The usual shape, a uuid alone (a receiver, a caller, a sender already
+   * named): its 18 bytes are the only canonical encoding of that ref. */
+  if (in.n == 2 + TR_UUID_LEN && in.p[0] == TAG(2, WT_LEN) && in.p[1] == TR_UUID_LEN) {
+    memcpy(u->uuid, in.p + 2, TR_UUID_LEN);
+    return 0;
+  }
   uint32_t seen = 0;
   unsigned f;
   uint64_t v;
