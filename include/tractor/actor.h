@@ -326,7 +326,8 @@ typedef struct tr_stats {
   uint64_t dead_letters;     /* messages freed undelivered */
   uint64_t msgs_allocated;   /* messages not yet freed (excluding pool caches) */
   uint64_t steals;           /* actors taken from another worker's queue */
-  uint64_t parks;            /* times a worker went to sleep */
+  uint64_t parks;            /* times a worker went to sleep (each look of a
+                                worker parked while others run counts) */
   /* Protocol messages the dialog engine dropped: late replies to dialogs
    * that ended, messages for no dialog, malformed ones.  Each is logged
    * with its reason (TR_LOG_DEBUG for the expected late ones, TR_LOG_WARN
