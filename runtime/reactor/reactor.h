@@ -80,7 +80,11 @@ int tr__fd_watch(int fd, tr_actor_t *to, uint32_t tag, tr_fd_watch_t **out);
 /*
  * Registers fd as an edge watch: EPOLLIN and EPOLLRDHUP, edge-triggered,
  * never re-armed; EPOLLOUT as well only while the owner asks for it
- * (tr__fd_want_out), after a write would block.  A readiness (data came,
+ * (tr__fd_want_out), after a write would block.  (One exception: when a
+ * worker cannot allocate a notification it re-arms the watch with
+ * EPOLLOUT too, so that nothing is lost; until the owner next turns
+ * EPOLLOUT on and off, room to write may then make notifications with
+ * nothing to do.)  A readiness (data came,
  * room to write came back, the peer hung up) sends `to` one notification,
  * as tr__fd_watch's, unless one is pending: one the owner has not yet
  * begun to handle with tr__fd_begin_io.  So the owner of an edge watch
