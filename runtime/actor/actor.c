@@ -113,7 +113,13 @@ void tr_actor_release(tr_actor_t *a) {
     actor_free(a);
 }
 
-const char *tr_actor_name(const tr_actor_t *a) { return a ? (a->named ? a->name : "actor") : NULL; }
+const char *tr_actor_name(const tr_actor_t *a) {
+  if (!a)
+    return NULL;
+  /* An own uuid comes first (tr__actor_spawn_as): set before the actor is
+   * shared, so a relaxed read of the flag is enough. */
+  return a->named ? a->name + (tr_load_relaxed(&a->flags) & TR_AF_OWN_UUID ? 16 : 0) : "actor";
+}
 uint64_t tr_actor_id(const tr_actor_t *a) { return a ? a->id : 0; }
 
 /* ---- uids ------------------------------------------------------------------ */
@@ -144,7 +150,7 @@ void tr_actor_uuid(const tr_actor_t *a, uint8_t out[16]) {
     return;
   }
   if (TR_UNLIKELY(tr_load_relaxed(&a->flags) & TR_AF_OWN_UUID)) {
-    memcpy(out, a->name + (a->named ? strlen(a->name) + 1 : 0), 16);
+    memcpy(out, a->name, 16);
     return;
   }
   /* Acquire pairs with pthread_once's publication of proc_nonce: a thread
@@ -244,13 +250,14 @@ int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_op
    * as long as the actor's memory (its last reference). */
   const char *name = opts ? opts->name : NULL;
   size_t name_len = name ? strlen(name) + 1 : 0;
-  tr_actor_t *a = malloc(sizeof(*a) + name_len + (uuid ? 16 : 0));
+  size_t uuid_len = uuid ? 16 : 0;
+  tr_actor_t *a = malloc(sizeof(*a) + uuid_len + name_len);
   if (!a)
     return TR__ENOMEM();
   memset(a, 0, sizeof(*a));
   a->flags = xflags; /* not shared yet */
-  if (uuid) {         /* behind the name (or where it would be) */
-    memcpy(a->name + name_len, uuid, 16);
+  if (uuid) { /* first, so that tr_actor_uuid needs no strlen */
+    memcpy(a->name, uuid, 16);
     a->flags |= TR_AF_OWN_UUID;
   }
   tr__mbox_init(&a->mbox);
@@ -258,7 +265,7 @@ int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_op
   a->behaviour = behaviour;
   a->state = state;
   if (name) {
-    memcpy(a->name, name, name_len);
+    memcpy(a->name + uuid_len, name, name_len);
     a->named = 1;
   }
   a->limit = opts ? opts->mailbox_limit : 0;

@@ -27,7 +27,7 @@ struct tr_tasks;
 #define TR_AF_EXIT_REQ 0x2u  /* tr_actor_exit called during this turn */
 #define TR_AF_DONE 0x4u      /* exit finished: on_exit has run (tr_join) */
 #define TR_AF_WATCHED 0x8u   /* a monitor may be registered (tr__actor_monitor) */
-#define TR_AF_OWN_UUID 0x10u /* its uuid is stored after its name (tr__actor_spawn_as) */
+#define TR_AF_OWN_UUID 0x10u /* its uuid is stored before its name (tr__actor_spawn_as) */
 #define TR_AF_PROXY 0x20u    /* it stands for an actor of another process */
 #define TR_AF_NODE 0x40u     /* the node's own (tr__actor_mark_node) */
 #define TR_AF_OUR_PROGRAM 0x80u /* a proxy of a child process of this program (not opts.exe) */
@@ -75,7 +75,9 @@ struct tr_actor {
   struct tr_tasks *tasks;                 /* NULL for a behaviour-only actor */
   /* The spawn name, copied into the actor's own allocation (when named):
    * the 112-byte struct and a name of up to 7 bytes still fit malloc's
-   * 128-byte chunk, so a short name costs no memory. */
+   * 128-byte chunk, so a short name costs no memory.  An actor with an
+   * own uuid (TR_AF_OWN_UUID) has its 16 bytes first, the name behind
+   * them: read both through tr_actor_uuid and tr_actor_name. */
   char name[];
 };
 

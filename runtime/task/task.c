@@ -269,7 +269,7 @@ int tr__task_new(struct tr_actor *a, tr_task_fn fn, void *arg, const tr_task_opt
    * whole in the usual case, and the name then points there at no cost;
    * only a name the label cuts short gets a copy of its own. */
   const char *name = (opts && opts->name) ? opts->name : "task";
-  t->name = set_label(t->label, sizeof(t->label), a->named ? a->name : "actor", name);
+  t->name = set_label(t->label, sizeof(t->label), tr_actor_name(a), name);
   if (TR_UNLIKELY(!t->name)) {
     if (!(t->name = strdup(name))) {
       if (reused) { /* give it back as it was */
