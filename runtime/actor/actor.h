@@ -167,7 +167,8 @@ void tr__actor_init(void);
  * an actor of another process and is known by that actor's uuid, and a
  * child process's main actor, which has the uuid its parent chose for it
  * (tractor's parent names its child's uid).  xflags may add TR_AF_PROXY.
- * The uuid is copied behind the name, so other actors pay nothing.
+ * The uuid is copied in front of the name (read without a strlen), so
+ * other actors pay nothing.
  * uuid may be NULL (the process's, as tr__actor_spawn), to spawn a
  * behaviour actor with xflags TR_AF_TURN_END.
  * Threads: as tr__actor_spawn.
