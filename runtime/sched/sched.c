@@ -410,10 +410,16 @@ void tr__sched_help(tr_worker_t *w) {
     if (!a)
       break;
     if (!hooks.nestable(a)) {
-      /* A task actor needs the worker's own stack: leave it queued (at the
-       * back; its order relative to others does not matter) and stop. */
-      if (!tr__runq_push_sp(&w->runq, a))
-        inject_push(a);
+      /* A task actor needs the worker's own stack: it runs next, after
+       * this turn, from the next slot (empty now: it was taken above or
+       * seen empty, and only this worker fills it), and the help stops.
+       * Not at the back of the ring: behaviours that send in loops help
+       * once a turn, and the ring's front after each of them was that
+       * task actor again, so it went round and round without ever
+       * running (seen: a test's root task, four self-sending actors on
+       * two workers, starved for good in 1 run of 7). */
+      TR_TSAN_RELEASE(a);
+      tr_store_release(&w->next_slot, a);
       break;
     }
     hooks.run(w, a);

@@ -7,7 +7,9 @@
  *   - a behaviour sending in a long loop lets the actors it feeds run
  *     (nested turns at send points), so their mailboxes stay short;
  *   - a turn that ends with work left sends the worker to the inject
- *     queue first, and tr__actor_yield ends a turn after its message.
+ *     queue first, and tr__actor_yield ends a turn after its message;
+ *   - a task actor queued behind behaviours that send in loops still runs
+ *     (their nested turns cannot run it, and must not push it back).
  * Each would show up here as a hang (caught by the timeout) or a count
  * out of bounds.
  */
@@ -17,6 +19,7 @@
 #include <time.h>
 
 #include <tractor/actor.h>
+#include <tractor/task.h>
 
 #include "runtime/actor/actor.h" /* tr__actor_yield */
 
@@ -402,5 +405,95 @@ Test(fairness, a_busy_actor_lets_the_inject_queue_in_after_its_turn, .timeout = 
     cr_expect_lt(waited, 2 * 64, "latecomer %d waited for %llu of its messages", i,
                  (unsigned long long)waited);
   }
+  assert_clean();
+}
+
+/* ---- a task actor behind send loops ----------------------------------------- */
+
+#define PING_ROUNDS 2000
+#define LOOPERS 3
+
+/* Answers each message to the actor in its ptr (a task actor waiting for
+ * the answer, so alive), and exits on T_STOP. */
+static void echo_behaviour(void *state, tr_msg_t *m) {
+  (void)state;
+  if (m->tag == T_STOP) {
+    tr_actor_exit();
+    return;
+  }
+  if (tr_send_u64(m->ptr, T_DATA, m->u64) != 0)
+    tr_actor_exit();
+}
+
+struct selfping {
+  tr_actor_t *echo; /* borrowed */
+  uint32_t rounds;  /* atomic: done so far */
+};
+
+/* PING_ROUNDS round trips to the echo actor.  Each answer wakes this
+ * actor; now and then (the next slot's streak limit) it waits in the run
+ * queue, behind the busy actors. */
+static int selfping_task(void *arg) {
+  struct selfping *s = arg;
+  for (int i = 0; i < PING_ROUNDS; i++) {
+    tr_msg_t *m;
+    if (tr_msg_new(&m) != 0)
+      return -1;
+    m->tag = T_DATA;
+    m->u64 = (uint64_t)i;
+    m->ptr = tr_self();
+    if (tr_send(s->echo, m) != 0 || tr_recv(&m) != 0)
+      return -1;
+    tr_msg_free(m);
+    __atomic_store_n(&s->rounds, (uint32_t)i + 1, __ATOMIC_RELEASE);
+  }
+  return 0;
+}
+
+struct starve_ctx {
+  struct busy b[LOOPERS];
+  struct selfping sp;
+};
+
+static int starve_root(void *arg) {
+  struct starve_ctx *x = arg;
+  tr_actor_t *lp[LOOPERS], *t, *e;
+  for (int i = 0; i < LOOPERS; i++) {
+    cr_assert_eq(tr_spawn(busy_behaviour, &x->b[i], NULL, &lp[i]), 0);
+    cr_assert_eq(tr_send_u64(lp[i], T_DATA, 0), 0);
+  }
+  cr_assert_eq(tr_spawn(echo_behaviour, NULL, NULL, &e), 0);
+  x->sp.echo = e;
+  cr_assert_eq(tr_spawn_task_actor(selfping_task, &x->sp, NULL, &t), 0);
+  double end = now_s() + 20;
+  while (__atomic_load_n(&x->sp.rounds, __ATOMIC_ACQUIRE) < PING_ROUNDS && now_s() < end)
+    sched_yield();
+  for (int i = 0; i < LOOPERS; i++) {
+    cr_assert_eq(tr_send_u64(lp[i], T_STOP, 0), 0);
+    tr_actor_release(lp[i]);
+  }
+  if (__atomic_load_n(&x->sp.rounds, __ATOMIC_ACQUIRE) < PING_ROUNDS)
+    cr_assert_eq(tr_actor_cancel_soon(t), 0);
+  cr_expect_eq(tr_join(t, -1), 0);
+  tr_actor_release(t);
+  cr_assert_eq(tr_send_u64(e, T_STOP, 0), 0);
+  tr_actor_release(e);
+  return 0;
+}
+
+/* With one worker, three actors that always have more to do (a batch of
+ * 64 sends to themselves per turn, so each turn runs nested turns at its
+ * 64th send) and a task actor in round trips with a fourth: the nested
+ * turns take the run queue's front, and a task actor there cannot run
+ * nested.  It must run after the turn under way.  When the nested turns
+ * put it at the back instead, the front was that task actor again after
+ * every turn, and it never ran (found by a test of the reactor, which hung
+ * in 1 run of 7 on two workers). */
+Test(fairness, a_task_actor_behind_send_loops_runs, .timeout = 60) {
+  struct starve_ctx x = {0};
+  tr_config_t cfg = {.workers = 1};
+  cr_assert_eq(tr_run(&cfg, starve_root, &x), 0);
+  cr_assert_eq(x.sp.rounds, PING_ROUNDS, "the task actor ran %u of %d rounds in 20 s",
+               x.sp.rounds, PING_ROUNDS);
   assert_clean();
 }
