@@ -630,7 +630,9 @@ static int os_error(int err);
  *    to what an actor just wrote is picked up by a core that is awake
  *    anyway, and the actor it wakes runs on that core at once, instead of
  *    waking the reactor thread, which costs tens of microseconds on a
- *    small VM and then a hand-over to a worker;
+ *    small VM and then a hand-over to a worker; and a busy worker, between
+ *    turns, when nobody else has polled for a while (busy_io, see "The
+ *    tick");
  *  - the reactor, when no worker may be polling.  io.epfd sits in the
  *    reactor's own set, one-shot: armed, it wakes the reactor, which takes
  *    everything ready (io_drain).  It is re-armed only when a worker goes
@@ -639,7 +641,7 @@ static int os_error(int err);
  *    for every packet would be a second thread per message competing for
  *    the cores.  While it is disarmed, the reactor ticks: it wakes now
  *    and then and drains io.epfd itself if no worker has polled since its
- *    last look (all of them busy running actors).
+ *    last look (all of them inside long turns).
  *
  * A worker may hold an event of a watch that is being removed, as the
  * reactor may (see "Removal" above).  So each worker's io.seq is odd while
@@ -650,19 +652,26 @@ static int os_error(int err);
  *
  * The tick.  Its wait starts at IO_TICK_MS and doubles, up to
  * IO_TICK_MAX_MS, with each look that finds that the workers have polled
- * meanwhile (the usual case: they spin between turns); a look that finds
- * none has polled drains, and the wait is IO_TICK_MS again.  So while
- * workers take readiness themselves the reactor wakes 250 times a second,
- * not 1000: each of those wake-ups takes a core from a spinning worker
- * for a few microseconds, and tcp_rpc's slowest calls came from them
- * (-w 1, 4 runs each: the 99th percentile went from 44-71 us with a 1 ms
- * tick to 25-47 us with one backing off to 8 ms, and calls over 20 us
- * from 2800-4400 to 1400-2600 per 100k; at 4 ms, -w 2, 6 interleaved
- * pairs: p99 lower in 5).  The price: when every
- * worker turns busy at once, readiness may wait up to twice
- * IO_TICK_MAX_MS (one look that still sees their last polls, then the
- * one that drains) instead of 1 ms; Go's netpoller waits up to 10 ms
- * (sysmon) in the same case.
+ * meanwhile; a look that finds none has polled drains, and the wait is
+ * IO_TICK_MS again.  Workers poll while they spin, and a busy worker
+ * polls too, between two turns once in a while (with its look at the
+ * inject queue, every 61 searches for work: busy_io), when no worker has
+ * polled since its last such look.  So the tick takes readiness only
+ * while every worker is inside a long turn (when nothing could run the
+ * owner anyway, except a worker the drain wakes), and backs off to one
+ * look every 64 ms otherwise.  Its wake-ups are what it must avoid: each
+ * takes a core from a spinning worker, and tcp_rpc's slowest calls came
+ * from them (-w 1, 4 runs each: the 99th percentile went from 44-71 us
+ * with a 1 ms tick to 25-47 us with one backing off to 8 ms; then, with
+ * the busy workers' polls and the back-off to 64 ms instead of 4 ms, -w 2,
+ * 8 interleaved triples: p99 49.7 -> 31.6 us, calls over 40 us 1250 ->
+ * 842 per 100k, the mean call 10.8 % -> 6.8 % over the median).  The
+ * price: readiness that comes while every worker is inside a long turn
+ * waits up to twice IO_TICK_MAX_MS (one look that still sees their last
+ * polls, then the one that drains) instead of 1 ms, where before the
+ * busy polls it waited up to 8 ms; Go's netpoller waits up to 10 ms
+ * (sysmon) in that case.  With short turns it waits at most 61 of them,
+ * where the tick made it wait 1 ms.
  *
  * Probing.  Found by epoll_wait, an answer costs its receiver two system
  * calls (the epoll_wait that reports it, then the owner's read); the raw
@@ -685,7 +694,7 @@ static int os_error(int err);
  * and the grace period covers a poll that read it just before.
  */
 #define IO_TICK_MS 1
-#define IO_TICK_MAX_MS 4
+#define IO_TICK_MAX_MS 64
 #define IO_PROBE_NS 200000LL /* as the scheduler's spin bound (TR_SPIN_NS) */
 #define IO_EPOLL_EVERY 4
 static struct {
@@ -816,16 +825,17 @@ static int probe(tr_worker_t *wk) {
   return 1;
 }
 
-/* A spinning worker's poll (see io above).  Returns the events it handled
- * (0 after a probe: the owner's read will tell). */
-static int poll_io(void) {
+/* A worker's poll (see io above): a spinning one's (may_probe), or a busy
+ * one's, which asks epoll_wait.  Returns the events it handled (0 after a
+ * probe: the owner's read will tell). */
+static int poll_fds(int may_probe) {
   if (tr_load_relaxed(&io.watches) == 0)
     return 0; /* no sockets: no system call */
   uint32_t *seq = io_enter();
   if (!seq)
     return 0;
   int n = 0;
-  if (tr_load_seqcst(&io.open) && !probe(tr__worker_self())) {
+  if (tr_load_seqcst(&io.open) && !(may_probe && probe(tr__worker_self()))) {
     struct epoll_event evs[16];
     n = epoll_wait(io.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
     for (int i = 0; i < n; i++) {
@@ -857,6 +867,25 @@ static int poll_io(void) {
   return n;
 }
 
+static int poll_io(void) { return poll_fds(1); }
+
+/* A busy worker's look (tr_sched_io_t.busy; see "The tick" above): polls
+ * when no worker has polled since this worker's last look, i.e. while
+ * every worker runs actors.  io.seq moves by 2 per poll. */
+static void busy_io(void) {
+  tr_worker_t *wk = tr__worker_self();
+  if (tr_load_relaxed(&io.watches) == 0 || !wk)
+    return;
+  uint64_t sum = 0;
+  for (int i = 0; i < tr__rt.nworkers; i++)
+    sum += tr_load_relaxed(&io.seq[i]);
+  if (sum == wk->io_seen) {
+    (void)poll_fds(0);
+    sum += 2;
+  }
+  wk->io_seen = sum;
+}
+
 /* Arms io.epfd's entry in the reactor's set, unless it is armed already.
  * Any thread; a worker only inside (io_enter), so that stop cannot close
  * the fds under it. */
@@ -886,7 +915,7 @@ static void parking_io(void) {
   tr_faa_seqcst(seq, 1);
 }
 
-static const tr_sched_io_t sched_io = {.poll = poll_io, .parking = parking_io};
+static const tr_sched_io_t sched_io = {.poll = poll_io, .parking = parking_io, .busy = busy_io};
 
 /* Takes every event io.epfd has now; returns how many.  Reactor thread. */
 static uint64_t io_drain(void) {

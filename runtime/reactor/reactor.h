@@ -189,13 +189,13 @@ size_t tr__fd_watch_count(void);
 
 /*
  * What happened to readiness so far in this process (all runtimes), for
- * tests and diagnostics: the events of fd watches taken by spinning
- * workers (polled) and by the reactor thread (drained: every worker was
- * asleep or busy), of which its tick took `ticked` (the workers had not
- * polled since the last tick: all busy), the reactor thread's wake-ups
- * (loop turns: events, timers, the tick while workers poll) and of those
- * the tick's own (`ticks`: its wait ran out; 1 to 4 ms apart, see
- * reactor.c "The tick").  Stale when returned.
+ * tests and diagnostics: the events of fd watches taken by workers
+ * (polled: spinning, or busy between turns) and by the reactor thread
+ * (drained: every worker was asleep, or inside a long turn), of which its
+ * tick took `ticked` (the workers had not polled since the last tick), the
+ * reactor thread's wake-ups (loop turns: events, timers, the tick while
+ * workers poll) and of those the tick's own (`ticks`: its wait ran out;
+ * 1 to 64 ms apart, see reactor.c "The tick").  Stale when returned.
  * Threads: any thread.
  */
 typedef struct tr_reactor_stats {

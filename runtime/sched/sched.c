@@ -7,7 +7,8 @@
  * it cannot starve), and finally the other workers' rings, round-robin.
  * With nothing found it spins briefly, polling the watched fds between
  * looks (tr_sched_io_t), then parks on its own ck_ec event count, telling
- * the reactor first that it must watch the fds itself.
+ * the reactor first that it must watch the fds itself.  A busy worker
+ * polls them too, every 61 turns, when no worker has since its last look.
  *
  * Parking without lost wake-ups (Dekker-style, both sides seq_cst):
  *   parker:   set my bit in `sleepers`; fence; look for work again; wait on
@@ -439,6 +440,13 @@ static void *worker_main(void *arg) {
   for (;;) {
     struct tr_actor *a = find_work(w);
     if (a) {
+      /* With find_work's look at the inject queue: the fds, if nobody has
+       * looked at them meanwhile (reactor.c, "The tick"). */
+      if (TR_UNLIKELY(w->tick % 61 == 0)) {
+        const tr_sched_io_t *io = __atomic_load_n(&io_hooks, __ATOMIC_ACQUIRE);
+        if (io)
+          io->busy();
+      }
       run(w, a);
       continue;
     }

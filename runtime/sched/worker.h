@@ -80,10 +80,12 @@ typedef struct tr_worker {
   /* The reactor's probing (reactor.c, "Probing"): the edge watch whose
    * owner last read data on this worker (atomic: tr__fd_unwatch clears it
    * from any thread), until when it counts as hot, and the spin rounds
-   * counted for the probes' rhythm.  Otherwise this worker's only. */
+   * counted for the probes' rhythm, and the workers' polls counted at its
+   * last busy look (tr_sched_io_t.busy).  Otherwise this worker's only. */
   struct tr_fd_watch *io_hot;
   int64_t io_hot_until;
   unsigned io_round;
+  uint64_t io_seen;
   /* Aligned to a pair of lines: CPUs fetch lines in 128-byte pairs (the
    * adjacent-line prefetcher), so a worker's last line, written by its
    * owner at every turn (mem, c), must not pair with the next worker's
@@ -113,12 +115,16 @@ void tr__sched_set_ops(const tr_sched_ops_t *ops);
  *    for work; returns the readiness events it turned into messages (0 at
  *    once when no fd is watched);
  *  - parking: a worker is about to sleep, so nobody may be polling: the
- *    reactor must watch the fds itself until a worker polls again.
- * Both run on worker threads and must not block.  The reactor sets them
+ *    reactor must watch the fds itself until a worker polls again;
+ *  - busy: a busy worker's look, between two turns once in a while (with
+ *    its look at the inject queue): it polls when no worker has polled
+ *    since its last such look (all of them running actors).
+ * All run on worker threads and must not block.  The reactor sets them
  * at start and clears them (NULL) at stop; the struct is static. */
 typedef struct tr_sched_io {
   int (*poll)(void);
   void (*parking)(void);
+  void (*busy)(void);
 } tr_sched_io_t;
 void tr__sched_set_io(const tr_sched_io_t *io);
 

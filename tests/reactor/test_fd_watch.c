@@ -898,7 +898,7 @@ TR_TEST(fd_watch, spinning_workers_probe_a_hot_watch, .timeout = 60) {
  * (reactor.c, "The tick"): pings against ourselves for at least 200 ms
  * keep a worker polling, and the tick's wake-ups must be well under one
  * per millisecond (a 1 ms tick gives about one per millisecond; the
- * backed-off one, one per 4 ms).  A worker that parks meanwhile arms the
+ * backed-off one, one per 64 ms).  A worker that parks meanwhile arms the
  * reactor's set, which stops the tick: that can only lower the count. */
 TR_TEST(fd_watch, the_tick_backs_off_while_workers_poll, .timeout = 60) {
   int sv[2];
@@ -996,6 +996,63 @@ TR_TEST(fd_watch, the_reactor_takes_readiness_while_every_worker_is_busy, .timeo
   cr_log_info("20 rounds with every worker busy: %llu taken by the tick",
               (unsigned long long)(now.ticked - first.ticked));
   tr_assert(now.ticked > first.ticked, "the tick never took any");
+  tr_assert_rc(tr__fd_unwatch(w), 0);
+  close(sv[0]);
+  close(sv[1]);
+  return wait_watches_freed(5 * SEC);
+}
+
+static int loop_stop; /* atomic */
+
+/* Sends its message back to itself until told to stop, then exits: a
+ * stream of short turns that keeps a worker busy without parking it. */
+static void self_looper(void *state, tr_msg_t *m) {
+  (void)state;
+  if (__atomic_load_n(&loop_stop, __ATOMIC_ACQUIRE)) {
+    tr_check_rc(tr_actor_exit(), 0);
+    return;
+  }
+  tr_msg_take(m);
+  tr_check_rc(tr_send(tr_self(), m), 0);
+}
+
+/* Both workers busy with short turns (four actors that keep sending to
+ * themselves): nobody spins or parks, so nobody polls between looks for
+ * work.  The workers look at the fds themselves between turns, once no
+ * worker has polled for a while (reactor.c, "The tick"), so the reactor's
+ * tick, which backs off while they do, takes none of the readiness: the
+ * reactor itself takes at most the few that a worker's park armed it for
+ * (the first round's, say). */
+TR_TEST(fd_watch, busy_workers_take_readiness_between_turns, .timeout = 60) {
+  int sv[2];
+  tr_assert_eq(nonblocking_pair(sv), 0);
+  tr_fd_watch_t *w;
+  tr_assert_rc(tr__fd_watch(sv[0], tr_self(), TAG_FD, &w), 0);
+  __atomic_store_n(&loop_stop, 0, __ATOMIC_SEQ_CST);
+  enum { LOOPERS = 4 };
+  tr_actor_t *lp[LOOPERS];
+  for (int i = 0; i < LOOPERS; i++) {
+    tr_assert_rc(tr_spawn(self_looper, NULL, NULL, &lp[i]), 0);
+    tr_assert_rc(tr_send_u64(lp[i], 1, 0), 0);
+  }
+  tr_assert_rc(ping_self(sv, w, 1), 0); /* may be the reactor's (armed) */
+  tr_reactor_stats_t before, after;
+  tr__reactor_stats(&before);
+  tr_assert_rc(ping_self(sv, w, 200), 0);
+  tr__reactor_stats(&after);
+  __atomic_store_n(&loop_stop, 1, __ATOMIC_SEQ_CST);
+  for (int i = 0; i < LOOPERS; i++) {
+    void *joined = NULL;
+    tr_check_rc(tr_to_thread(join_main, lp[i], &joined), 0);
+    tr_actor_release(lp[i]);
+  }
+  uint64_t polled = after.polled - before.polled, drained = after.drained - before.drained;
+  uint64_t ticked = after.ticked - before.ticked;
+  cr_log_info("200 pings with busy workers: %llu taken by workers, %llu by the reactor (%llu "
+              "by its tick)",
+              (unsigned long long)polled, (unsigned long long)drained, (unsigned long long)ticked);
+  tr_assert_eq(ticked, 0, "the tick took %llu of 200", (unsigned long long)ticked);
+  tr_assert(polled >= 190, "workers took only %llu of 200", (unsigned long long)polled);
   tr_assert_rc(tr__fd_unwatch(w), 0);
   close(sv[0]);
   close(sv[1]);
