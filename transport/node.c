@@ -177,9 +177,16 @@ static void local_add(tr_actor_t *a) {
   tr_actor_uuid(a, l->uuid);
   l->a = tr_actor_dup(a);
   pthread_mutex_lock(&N.lock);
-  l->next = N.locals;
-  N.locals = l;
+  int on = N.on; /* not after node_reset (as peer_add) */
+  if (on) {
+    l->next = N.locals;
+    N.locals = l;
+  }
   pthread_mutex_unlock(&N.lock);
+  if (!on) {
+    tr_actor_release(l->a);
+    free(l);
+  }
 }
 
 static void local_remove(tr_actor_t *a) {
@@ -394,16 +401,30 @@ static void peers_free(peer_t *dead) {
 }
 
 /* Adds p (NULL: nothing), dropping the records of ended channels, so that
- * a node that accepts many short connections keeps none of them. */
+ * a node that accepts many short connections keeps none of them.  A node
+ * that has been reset meanwhile (its handshake ended after tr_main began
+ * to end the node) keeps nothing: nobody would close that channel or drop
+ * the record, so it is closed and dropped here (seen: the channel and
+ * proxy of an accepted connection left referenced after tr_main, 3 runs of
+ * 60 of test_listen under load). */
 static void peer_add(peer_t *p) {
   if (!p)
     return;
   peer_t *dead = NULL;
   pthread_mutex_lock(&N.lock);
+  int on = N.on;
   peers_prune_locked(&dead);
-  p->next = N.peers;
-  N.peers = p;
+  if (on) {
+    p->next = N.peers;
+    N.peers = p;
+  }
   pthread_mutex_unlock(&N.lock);
+  if (!on) {
+    if (!tr_actor_exited(p->chan))
+      tr__chan_close(p->chan);
+    p->next = dead;
+    dead = p;
+  }
   peers_free(dead);
 }
 
@@ -534,10 +555,13 @@ static int registrar_portal(tr_portal_t **out) {
     }
     r = p.px;
     pthread_mutex_lock(&N.lock);
-    tr_actor_t *old = N.registrar;
-    N.registrar = tr_actor_dup(r);
-    if (p.local[0])
-      memcpy(N.seen, p.local, sizeof N.seen);
+    tr_actor_t *old = NULL;
+    if (N.on) { /* not after node_reset (as peer_add) */
+      old = N.registrar;
+      N.registrar = tr_actor_dup(r);
+      if (p.local[0])
+        memcpy(N.seen, p.local, sizeof N.seen);
+    }
     pthread_mutex_unlock(&N.lock);
     tr_actor_release(old);
   }
