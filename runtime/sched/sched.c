@@ -8,7 +8,7 @@
  * With nothing found it spins briefly, polling the watched fds between
  * looks (tr_sched_io_t), then parks on its own ck_ec event count, telling
  * the reactor first that it must watch the fds itself.  A busy worker
- * polls them too, every 61 turns, when no worker has since its last look.
+ * polls them too, between turns, when no worker has for 100 us.
  *
  * Parking without lost wake-ups (Dekker-style, both sides seq_cst):
  *   parker:   set my bit in `sleepers`; fence; look for work again; wait on

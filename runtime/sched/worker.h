@@ -81,11 +81,13 @@ typedef struct tr_worker {
    * owner last read data on this worker (atomic: tr__fd_unwatch clears it
    * from any thread), until when it counts as hot, and the spin rounds
    * counted for the probes' rhythm, and the workers' polls counted at its
-   * last busy look (tr_sched_io_t.busy).  Otherwise this worker's only. */
+   * last busy look (tr_sched_io_t.busy) with when that count last moved.
+   * Otherwise this worker's only. */
   struct tr_fd_watch *io_hot;
   int64_t io_hot_until;
   unsigned io_round;
   uint64_t io_seen;
+  int64_t io_seen_at;
   /* Aligned to a pair of lines: CPUs fetch lines in 128-byte pairs (the
    * adjacent-line prefetcher), so a worker's last line, written by its
    * owner at every turn (mem, c), must not pair with the next worker's
@@ -118,7 +120,7 @@ void tr__sched_set_ops(const tr_sched_ops_t *ops);
  *    reactor must watch the fds itself until a worker polls again;
  *  - busy: a busy worker's look, between two turns once in a while (with
  *    its look at the inject queue): it polls when no worker has polled
- *    since its last such look (all of them running actors).
+ *    for a while (all of them running actors).
  * All run on worker threads and must not block.  The reactor sets them
  * at start and clears them (NULL) at stop; the struct is static. */
 typedef struct tr_sched_io {
