@@ -10,11 +10,12 @@
  *    caf/tcp_bench.cpp, erlang/bench.erl): one untimed warm-up call with
  *    0, then calls 1..N, each carrying its index i as an 8-byte integer (a
  *    new buffer per call) that the daemon echoes and the caller checks;
- *    rate = N / secs.  The line also gives the median and the 99th
- *    percentile of the single calls (us_median, us_p99): on a shared VM
- *    the mean moves with a few stalls of a millisecond or more (host
- *    steal), the median with the runtime's own path; steal_pct says how
- *    much of the timed section the host took (steal.h).
+ *    rate = N / secs.  The line also gives the median, the 99th and the
+ *    99.9th percentile of the single calls (us_median, us_p99, us_p999):
+ *    on a shared VM the mean moves with a few stalls of a millisecond or
+ *    more (host steal), the median with the runtime's own path; slow_pct
+ *    says how much of the time went to stalls (calls over 4x the median),
+ *    steal_pct how much of the timed section the host took (steal.h).
  *  - tcp_stream: N one-way 64-byte messages (a new buffer each, as CAF's
  *    std::string and Erlang's binary) from the caller to a context task of
  *    the daemon, through the context's stream under the runtime's default
@@ -178,8 +179,10 @@ int bench_tcp_rpc(uint64_t n, bench_result_t *res) {
   res->ok = tb.ok == n && exited_clean(&tb);
   double median = n ? bench_median(tb.call_us, n) : 0; /* sorts them */
   snprintf(res->extra, sizeof res->extra,
-           " arg_bytes=8 warmup=1 us_per_rt=%.2f us_median=%.2f us_p99=%.1f steal_pct=%.1f",
+           " arg_bytes=8 warmup=1 us_per_rt=%.2f us_median=%.2f us_p99=%.1f us_p999=%.1f"
+           " slow_pct=%.1f steal_pct=%.1f",
            tb.secs * 1e6 / (double)n, median, n ? tb.call_us[n - 1 - n / 100] : 0.0,
+           n ? tb.call_us[n - 1 - n / 1000] : 0.0, bench_slow_pct(tb.call_us, n, median),
            tb.steal_pct);
   free(tb.call_us);
   return 0;

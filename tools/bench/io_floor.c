@@ -15,9 +15,10 @@
  *
  * work_ns adds that much busy user time per message on each side (a
  * runtime's own work: decode, dispatch, encode).  Prints one line per mode:
- *   BENCH io_floor mode=M n=N secs=S rate=R us_per_rt=U us_median=D us_p99=P work_ns=W
- *         steal_pct=T
- * (us_median, us_p99 and steal_pct as tcp_rpc's: steal.h).
+ *   BENCH io_floor mode=M n=N secs=S rate=R us_per_rt=U us_median=D us_p99=P us_p999=Q
+ *         slow_pct=L work_ns=W steal_pct=T
+ * (us_median, us_p99, us_p999, slow_pct and steal_pct as tcp_rpc's:
+ * steal.h).
  * It is a measuring stick for tcp_rpc, not a workload of the runtime.
  */
 #define _GNU_SOURCE
@@ -167,9 +168,10 @@ static int run_mode(int mode, long n, long work_ns) {
   if (rc == 0) {
     qsort(us, (size_t)n, sizeof(double), cmp_double);
     printf("BENCH io_floor mode=%s n=%ld secs=%.6f rate=%.1f us_per_rt=%.2f us_median=%.2f "
-           "us_p99=%.1f work_ns=%ld steal_pct=%.1f\n",
+           "us_p99=%.1f us_p999=%.1f slow_pct=%.1f work_ns=%ld steal_pct=%.1f\n",
            mode_name[mode], n, secs, (double)n / secs, secs * 1e6 / (double)n, us[n / 2],
-           us[n - 1 - n / 100], work_ns, steal);
+           us[n - 1 - n / 100], us[n - 1 - n / 1000],
+           bench_slow_pct(us, (unsigned long)n, us[n / 2]), work_ns, steal);
   }
   free(us);
   return rc;
