@@ -670,8 +670,8 @@ static int os_error(int err);
  * waits up to twice IO_TICK_MAX_MS (one look that still sees their last
  * polls, then the one that drains) instead of 1 ms, where before the
  * busy polls it waited up to 8 ms; Go's netpoller waits up to 10 ms
- * (sysmon) in that case.  With short turns it waits IO_BUSY_NS (100 us)
- * and 61 of them at most, where the tick made it wait 1 ms.
+ * (sysmon) in that case.  With short turns it waits about IO_BUSY_NS
+ * (100 us) plus up to 61 of them, where the tick made it wait 1 ms.
  *
  * Probing.  Found by epoll_wait, an answer costs its receiver two system
  * calls (the epoll_wait that reports it, then the owner's read); the raw
