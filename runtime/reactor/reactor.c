@@ -707,7 +707,7 @@ static struct {
   uint64_t seen;                /* reactor thread: sum of seq at its last look */
   int tick_ms;                  /* reactor thread: the wait until its next look */
   /* atomic (relaxed): tr__reactor_stats's counters */
-  uint64_t polled, drained, ticked, wakeups, probed, ticks;
+  uint64_t polled, drained, ticked, wakeups, probed, ticks, resets;
 } io = {.epfd = -1, .tick_ms = IO_TICK_MS};
 
 void tr__reactor_stats(tr_reactor_stats_t *out) {
@@ -717,6 +717,7 @@ void tr__reactor_stats(tr_reactor_stats_t *out) {
   out->wakeups = tr_load_relaxed(&io.wakeups);
   out->probed = tr_load_relaxed(&io.probed);
   out->ticks = tr_load_relaxed(&io.ticks);
+  out->resets = tr_load_relaxed(&io.resets);
 }
 
 /* Waits until every worker inside a poll now has left it. */
@@ -967,6 +968,7 @@ static void io_tick(void) {
   if ((tr_load_seqcst(&tr__rt.sleepers) & all) == all) {
     io_arm();
     io.tick_ms = IO_TICK_MS;
+    tr_faa_relaxed(&io.resets, 1);
     return;
   }
   uint64_t sum = 0;
@@ -977,6 +979,7 @@ static void io_tick(void) {
     if (n_ticked != 0)
       tr_faa_relaxed(&io.ticked, n_ticked);
     io.tick_ms = IO_TICK_MS;
+    tr_faa_relaxed(&io.resets, 1);
   } else if (io.tick_ms < IO_TICK_MAX_MS) {
     io.tick_ms *= 2;
   }

@@ -195,13 +195,15 @@ size_t tr__fd_watch_count(void);
  * tick took `ticked` (the workers had not polled since the last tick), the
  * reactor thread's wake-ups (loop turns: events, timers, the tick while
  * workers poll) and of those the tick's own (`ticks`: its wait ran out;
- * 1 to 64 ms apart, see reactor.c "The tick").  Stale when returned.
+ * 1 to 64 ms apart, see reactor.c "The tick"), and the tick's looks that
+ * set its wait back to 1 ms (`resets`: no worker had polled since the
+ * last look, or every worker was asleep).  Stale when returned.
  * Threads: any thread.
  */
 typedef struct tr_reactor_stats {
   uint64_t polled, drained, ticked, wakeups;
   uint64_t probed; /* probes of hot watches (tr__fd_hot) */
-  uint64_t ticks;
+  uint64_t ticks, resets;
 } tr_reactor_stats_t;
 void tr__reactor_stats(tr_reactor_stats_t *out);
 
