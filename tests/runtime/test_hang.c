@@ -17,7 +17,9 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <poll.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +84,12 @@ static void capture_end(void) {
   close(cap.rd);
 }
 
+/* A run's result: 0, or the failure with what tr_error_last says. */
+static void assert_ran(int rc) {
+  const tr_error_t *e = tr_error_last();
+  cr_assert_eq(rc, 0, "the run failed: %d (%s)", rc, e ? tr_error_message(e) : tr_strerror(rc));
+}
+
 static int count_of(const char *hay, const char *needle) {
   int n = 0;
   for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
@@ -91,10 +99,17 @@ static int count_of(const char *hay, const char *needle) {
 
 /* ---- the forgotten actors ------------------------------------------------------ */
 
-/* The report delays below (a few hundred ms) leave the forgotten actors
- * ample time to reach their blocking calls before the report, also under
- * the sanitizers on a loaded machine. */
+/* The root returns only once each forgotten task has reached the call it
+ * blocks in (each posts `blocking` just before it, in the same turn, so
+ * the report, which the actors answer in a later turn, sees it blocked).
+ * Without that wait, a report delay of a few hundred ms was not always
+ * enough: once, under TSan in CI, two of the actors had not had their
+ * first turn when the report came 300 ms after the root returned (under
+ * TSan with two CPU hogs beside it, the root's three spawns alone once
+ * took 324 ms: threads are off their cores that long). */
+#define BLOCKING_TASKS 4 /* sleepy's main; forgotten-7's main, reader and waiter */
 static struct scenario {
+  sem_t blocking;      /* posted by each forgotten task before it blocks */
   int64_t delay_ns;    /* the run's report delay: the reader waits 3 of them */
   tr_actor_t *idle;    /* a behaviour, waiting for mail */
   tr_actor_t *sleepy;  /* a task actor asleep, with two messages it never takes */
@@ -109,6 +124,7 @@ static void idle_beh(void *state, tr_msg_t *m) {
 
 static int sleepy_main(void *arg) {
   (void)arg;
+  CHECK(sem_post(&sc.blocking) == 0);
   return tr_sleep(600000 * MS) == -TR_ECANCELED ? 0 : -TR_EINVAL;
 }
 
@@ -122,6 +138,7 @@ static void *read_report(void *arg) {
 static int reader_task(void *arg) {
   (void)arg;
   void *got = NULL;
+  CHECK(sem_post(&sc.blocking) == 0);
   CHECK(tr_to_thread(read_report, NULL, &got) == 0);
   sc.got_report = got != NULL;
   CHECK(tr_sleep(3 * sc.delay_ns) == 0); /* a second report would come here */
@@ -136,6 +153,7 @@ static int reader_task(void *arg) {
 static int waiter_task(void *arg) {
   (void)arg;
   tr_msg_t *m = NULL;
+  CHECK(sem_post(&sc.blocking) == 0);
   CHECK(tr_recv(&m) == 0);
   CHECK(m && m->tag == TAG_WAKE);
   tr_msg_free(m);
@@ -149,6 +167,7 @@ static int forgotten_main(void *arg) {
   tr_task_opts_t r = {.name = "reader"}, w = {.name = "waiter"};
   CHECK(tr_nursery_spawn(n, reader_task, NULL, &r) == 0);
   CHECK(tr_nursery_spawn(n, waiter_task, NULL, &w) == 0);
+  CHECK(sem_post(&sc.blocking) == 0);
   CHECK(tr_nursery_close(n) == 0);
   return 0;
 }
@@ -168,9 +187,25 @@ static int spawn_forgotten(void) {
   return 0;
 }
 
+static void *wait_blocking(void *arg) {
+  (void)arg;
+  for (int i = 0; i < BLOCKING_TASKS; i++)
+    while (sem_wait(&sc.blocking) != 0)
+      CHECK(errno == EINTR);
+  return NULL;
+}
+
+static void scenario_begin(int64_t delay_ns) {
+  memset(&sc, 0, sizeof sc);
+  cr_assert_eq(sem_init(&sc.blocking, 0, 0), 0);
+  sc.delay_ns = delay_ns;
+}
+
 static int forgetful_root(void *arg) {
   (void)arg;
-  return spawn_forgotten(); /* tr_run's root returns at once */
+  int rc = spawn_forgotten();
+  (void)wait_blocking(NULL); /* tr_run's root is no worker: it may block */
+  return rc;
 }
 
 static void check_report(const char *out) {
@@ -191,14 +226,13 @@ static void check_report(const char *out) {
 /* tr_run's root returns while three actors it forgot are alive: the report
  * names each, once, and tr_run keeps waiting until they are released. */
 Test(hang, report_names_forgotten_actors_once, .timeout = 120) {
-  memset(&sc, 0, sizeof sc);
-  sc.delay_ns = 250 * MS;
+  scenario_begin(250 * MS);
   unsetenv("TR_HANG_REPORT_MS");
   tr_config_t cfg = {.workers = 2, .hang_report_ns = sc.delay_ns};
   capture_begin();
   int rc = tr_run(&cfg, forgetful_root, NULL);
   capture_end();
-  cr_assert_eq(rc, 0);
+  assert_ran(rc);
   assert_no_fails();
   check_report(cap.buf);
   tr_stats_t st;
@@ -210,15 +244,14 @@ Test(hang, report_names_forgotten_actors_once, .timeout = 120) {
 /* The environment overrides the configuration: TR_HANG_REPORT_MS turns on
  * a report that the configuration turned off. */
 Test(hang, env_sets_the_delay, .timeout = 120) {
-  memset(&sc, 0, sizeof sc);
-  sc.delay_ns = 200 * MS;
+  scenario_begin(200 * MS);
   setenv("TR_HANG_REPORT_MS", "200", 1);
   tr_config_t cfg = {.workers = 2, .hang_report_ns = -1};
   capture_begin();
   int rc = tr_run(&cfg, forgetful_root, NULL);
   capture_end();
   unsetenv("TR_HANG_REPORT_MS");
-  cr_assert_eq(rc, 0);
+  assert_ran(rc);
   assert_no_fails();
   check_report(cap.buf);
 }
@@ -226,18 +259,19 @@ Test(hang, env_sets_the_delay, .timeout = 120) {
 /* Under tr_main, the delay starts when the root task returns. */
 static int forgetful_root_task(void *arg) {
   (void)arg;
-  return spawn_forgotten();
+  int rc = spawn_forgotten();
+  CHECK(tr_to_thread(wait_blocking, NULL, NULL) == 0);
+  return rc;
 }
 
 Test(hang, tr_main_reports_after_the_root_task, .timeout = 120) {
-  memset(&sc, 0, sizeof sc);
-  sc.delay_ns = 250 * MS;
+  scenario_begin(250 * MS);
   unsetenv("TR_HANG_REPORT_MS");
   tr_config_t cfg = {.workers = 2, .hang_report_ns = sc.delay_ns};
   capture_begin();
   int rc = tr_main(0, NULL, forgetful_root_task, NULL, &cfg);
   capture_end();
-  cr_assert_eq(rc, 0);
+  assert_ran(rc);
   assert_no_fails();
   check_report(cap.buf);
 }
@@ -260,7 +294,7 @@ Test(hang, none_when_actors_finish_in_time, .timeout = 60) {
   capture_begin();
   int rc = tr_run(&cfg, brief_root, NULL);
   capture_end();
-  cr_assert_eq(rc, 0);
+  assert_ran(rc);
   assert_no_fails();
   cr_assert_eq(cap.len, 0, "unexpected output:\n%s", cap.buf);
 }
@@ -280,7 +314,7 @@ Test(hang, none_when_turned_off, .timeout = 60) {
   capture_begin();
   int rc = tr_run(&cfg, lingering_root, NULL);
   capture_end();
-  cr_assert_eq(rc, 0);
+  assert_ran(rc);
   cr_assert_eq(cap.len, 0, "unexpected output:\n%s", cap.buf);
 
   setenv("TR_HANG_REPORT_MS", "0", 1);
@@ -289,7 +323,7 @@ Test(hang, none_when_turned_off, .timeout = 60) {
   rc = tr_run(&cfg, lingering_root, NULL);
   capture_end();
   unsetenv("TR_HANG_REPORT_MS");
-  cr_assert_eq(rc, 0);
+  assert_ran(rc);
   assert_no_fails();
   cr_assert_eq(cap.len, 0, "unexpected output:\n%s", cap.buf);
 }
@@ -313,10 +347,11 @@ Test(hang, none_while_the_root_runs, .timeout = 60) {
   /* 1 s: the companion's cancel must land well within it, also under
    * sanitizers on a loaded machine. */
   tr_config_t cfg = {.workers = 2, .hang_report_ns = 1000 * MS};
+  scenario_begin(cfg.hang_report_ns); /* the companion (sleepy_main) posts sc.blocking */
   capture_begin();
   int rc = tr_main(0, NULL, patient_root, NULL, &cfg);
   capture_end();
-  cr_assert_eq(rc, 0);
+  assert_ran(rc);
   assert_no_fails();
   cr_assert_eq(cap.len, 0, "unexpected output:\n%s", cap.buf);
 }
