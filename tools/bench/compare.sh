@@ -14,6 +14,10 @@
 # MSGS (tr-bench --msgs: fresh, the default, allocates a message per send
 # as the peers do; "both" adds rows tractor-c/reuse, which forward the
 # message in hand and have no peer counterpart).
+# With the raw floor, a last line gives tcp_rpc against the busy-poll floor
+# of the same repetition (the host's speed moves both: on the 2-core VM the
+# floor itself ranged 101k-139k within one run), and the median of those
+# ratios.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -56,3 +60,17 @@ awk '
     for (k in r) { split(k, p, " ");
       printf "%-13s %-17s %14.0f %10.3f %10s\n", p[1], p[2], med(r[k]), med(s[k]), (k in m) ? med(m[k]) : "-" }
   }' "$LINES" | (read -r h; echo "$h"; sort)
+
+# tcp_rpc against the raw busy-poll floor, repetition by repetition.
+awk '
+  $2 == "tcp_rpc" && ($3 == "impl=tractor-c" || $3 == "impl=raw_c_socket_spin") {
+    for (k=4; k<=NF; k++) if ($k ~ /^rate=/) rate=substr($k,6);
+    if ($3 == "impl=tractor-c") ours[++no]=rate; else floor[++nf]=rate }
+  END {
+    n = no < nf ? no : nf;
+    if (n == 0) exit;
+    line = "";
+    for (i=1; i<=n; i++) { q[i] = ours[i] / floor[i]; line = line sprintf(" %.0f%%", 100*q[i]) }
+    for (i=1; i<=n; i++) for (j=i+1; j<=n; j++) if (q[j] < q[i]) { t=q[i]; q[i]=q[j]; q[j]=t }
+    printf "tcp_rpc / raw_c_socket_spin in the same repetition:%s (median %.0f%%)\n", line, 100*q[int((n+1)/2)]
+  }' "$LINES"
