@@ -60,13 +60,27 @@ static const Tractor__Envelope__BodyCase kind_to_case[TR_BODY__COUNT] = {
     [TR_BODY_CREDIT] = TRACTOR__ENVELOPE__BODY_CREDIT,
 };
 
+/* The other way (read for every frame): 0, TR_BODY_NONE, for the cases
+ * this build does not know. */
+static const uint8_t case_kind[] = {
+    [TRACTOR__ENVELOPE__BODY_HELLO] = TR_BODY_HELLO,
+    [TRACTOR__ENVELOPE__BODY_SPAWN_SPEC] = TR_BODY_SPAWN_SPEC,
+    [TRACTOR__ENVELOPE__BODY_START] = TR_BODY_START,
+    [TRACTOR__ENVELOPE__BODY_START_ACK] = TR_BODY_START_ACK,
+    [TRACTOR__ENVELOPE__BODY_STARTED] = TR_BODY_STARTED,
+    [TRACTOR__ENVELOPE__BODY_YIELD] = TR_BODY_YIELD,
+    [TRACTOR__ENVELOPE__BODY_STOP] = TR_BODY_STOP,
+    [TRACTOR__ENVELOPE__BODY_RET] = TR_BODY_RETURN,
+    [TRACTOR__ENVELOPE__BODY_ERROR] = TR_BODY_ERROR,
+    [TRACTOR__ENVELOPE__BODY_CANCEL] = TR_BODY_CANCEL,
+    [TRACTOR__ENVELOPE__BODY_CANCEL_ACK] = TR_BODY_CANCEL_ACK,
+    [TRACTOR__ENVELOPE__BODY_CREDIT] = TR_BODY_CREDIT,
+};
+
 /* Returns the kind of a oneof case, or TR_BODY_NONE for NOT_SET and for any
  * case this build does not know. */
 static int case_to_kind(Tractor__Envelope__BodyCase c) {
-  for (int k = 1; k < TR_BODY__COUNT; k++)
-    if (kind_to_case[k] == c)
-      return k;
-  return TR_BODY_NONE;
+  return (unsigned)c < sizeof case_kind ? case_kind[c] : TR_BODY_NONE;
 }
 
 /* ---- encoding --------------------------------------------------------------- */
@@ -112,6 +126,13 @@ static void wref(Tractor__ActorRef *r, const tr_uid_t *u) {
   r->uuid.data = (uint8_t *)u->uuid;
 }
 
+/* A ref of a uuid alone (a route's). */
+static void wuuid(Tractor__ActorRef *r, const uint8_t *uuid) {
+  tractor__actor_ref__init(r);
+  r->uuid.len = TR_UUID_LEN;
+  r->uuid.data = (uint8_t *)uuid;
+}
+
 static int strv_ok(char *const *v, size_t n) {
   if (n != 0 && v == NULL)
     return 0;
@@ -152,7 +173,7 @@ static void enc_fini(struct enc *t);
 
 /* Fills t from m.  Returns 0, -TR_EPROTO, -TR_EINVAL or -TR_ENOMEM; on
  * failure t owns nothing. */
-static int enc_build(const tr_msg_t *m, struct enc *t) {
+static int enc_build(const tr_msg_t *m, const tr_route_t *rt, struct enc *t) {
   const struct tr_envx *x = m->x_;
   const struct tr_envx *bx; /* body fields: zero when x_ carries none */
 
@@ -166,12 +187,19 @@ static int enc_build(const tr_msg_t *m, struct enc *t) {
 
   tractor__envelope__init(&t->env);
   t->env.cid = m->cid;
+  /* The envx's refs, else the route's uuids (a ref of the uuid alone). */
   if (x != NULL && x->has_src) {
     wref(&t->src, &x->src);
+    t->env.src = &t->src;
+  } else if (rt != NULL && rt->has_src) {
+    wuuid(&t->src, rt->src);
     t->env.src = &t->src;
   }
   if (x != NULL && x->has_dst) {
     wref(&t->dst, &x->dst);
+    t->env.dst = &t->dst;
+  } else if (rt != NULL && rt->has_dst) {
+    wuuid(&t->dst, rt->dst);
     t->env.dst = &t->dst;
   }
   t->env.body_case = kind_to_case[m->body];
@@ -527,8 +555,28 @@ static uint8_t *hot_body_put(uint8_t *p, const tr_msg_t *m, const struct tr_envx
   }
 }
 
+/* Field src or dst: the envx's ref u, else a route's uuid (a ref of the
+ * uuid alone), else none. */
+static size_t route_size(const tr_uid_t *u, const uint8_t *uuid) {
+  return u != NULL ? lfield(ref_size(u)) : uuid != NULL ? lfield(lfield(TR_UUID_LEN)) : 0;
+}
+static uint8_t *put_route(uint8_t *p, unsigned field, const tr_uid_t *u, const uint8_t *uuid) {
+  if (u != NULL)
+    return put_ref(p, field, u);
+  if (uuid == NULL)
+    return p;
+  p = put_len(p, field, lfield(TR_UUID_LEN));
+  return put_raw(p, 2, uuid, TR_UUID_LEN);
+}
+#define ROUTE_SRC(x, rt)                                                                          \
+  ((x) != NULL && (x)->has_src ? NULL : (rt) != NULL && (rt)->has_src ? (rt)->src : NULL)
+#define ROUTE_DST(x, rt)                                                                          \
+  ((x) != NULL && (x)->has_dst ? NULL : (rt) != NULL && (rt)->has_dst ? (rt)->dst : NULL)
+#define X_SRC(x) ((x) != NULL && (x)->has_src ? &(x)->src : NULL)
+#define X_DST(x) ((x) != NULL && (x)->has_dst ? &(x)->dst : NULL)
+
 /* The Envelope's size for a hot body m (checked: 0 or an error). */
-static int hot_size(const tr_msg_t *m, size_t *n, size_t *body) {
+static int hot_size(const tr_msg_t *m, const tr_route_t *rt, size_t *n, size_t *body) {
   const struct tr_envx *x = m->x_;
   if (x != NULL && x->kind != TR_BODY_NONE && x->kind != m->body)
     return -TR_EINVAL;
@@ -537,20 +585,18 @@ static int hot_size(const tr_msg_t *m, size_t *n, size_t *body) {
   if (rc != 0)
     return rc;
   *body = hot_body_size(m, bx);
-  *n = vfield(m->cid) + (x != NULL && x->has_src ? lfield(ref_size(&x->src)) : 0) +
-       (x != NULL && x->has_dst ? lfield(ref_size(&x->dst)) : 0) + lfield(*body);
+  *n = vfield(m->cid) + route_size(X_SRC(x), ROUTE_SRC(x, rt)) +
+       route_size(X_DST(x), ROUTE_DST(x, rt)) + lfield(*body);
   return 0;
 }
 
 /* Writes the Envelope of a hot body m whose sizes hot_size gave. */
-static void hot_put(const tr_msg_t *m, size_t body, uint8_t *p) {
+static void hot_put(const tr_msg_t *m, const tr_route_t *rt, size_t body, uint8_t *p) {
   const struct tr_envx *x = m->x_;
   const struct tr_envx *bx = (x != NULL && x->kind == m->body) ? x : &zero_x;
   p = put_varint(p, 1, m->cid);
-  if (x != NULL && x->has_src)
-    p = put_ref(p, 2, &x->src);
-  if (x != NULL && x->has_dst)
-    p = put_ref(p, 3, &x->dst);
+  p = put_route(p, 2, X_SRC(x), ROUTE_SRC(x, rt));
+  p = put_route(p, 3, X_DST(x), ROUTE_DST(x, rt));
   p = put_len(p, (unsigned)kind_to_case[m->body], body);
   (void)hot_body_put(p, m, bx);
 }
@@ -634,11 +680,16 @@ static int get_str(char **dst, span_t s) {
   return 0;
 }
 
+/* The usual shape of an ActorRef, a uuid alone (a receiver, a caller, a
+ * sender already named): its 18 bytes are the only canonical encoding of
+ * that ref. */
+static int uuid_only(span_t in) {
+  return in.n == 2 + TR_UUID_LEN && in.p[0] == TAG(2, WT_LEN) && in.p[1] == TR_UUID_LEN;
+}
+
 /* An ActorRef into u (zeroed by the caller). */
 static int get_ref(tr_uid_t *u, span_t in) {
-  /* The usual shape, a uuid alone (a receiver, a caller, a sender already
-   * named): its 18 bytes are the only canonical encoding of that ref. */
-  if (in.n == 2 + TR_UUID_LEN && in.p[0] == TAG(2, WT_LEN) && in.p[1] == TR_UUID_LEN) {
+  if (uuid_only(in)) {
     memcpy(u->uuid, in.p + 2, TR_UUID_LEN);
     return 0;
   }
@@ -734,7 +785,7 @@ static int get_body(tr_msg_t *m, struct tr_envx *x, span_t in) {
 /* Decodes the canonical form of a hot body into m (fresh from tr_msg_new).
  * Returns 0, HOT_PASS (m may be partly filled: free it and let protobuf-c
  * decide) or -TR_ENOMEM. */
-static int hot_decode(const uint8_t *data, size_t len, tr_msg_t *m) {
+static int hot_decode(const uint8_t *data, size_t len, tr_route_t *rt, tr_msg_t *m) {
   span_t in = {data, len}, src = {0}, dst = {0}, body = {0};
   uint32_t seen = 0;
   unsigned f;
@@ -760,20 +811,28 @@ static int hot_decode(const uint8_t *data, size_t len, tr_msg_t *m) {
   m->body = (uint16_t)kind;
   struct tr_envx *x = NULL;
   int has_src = (seen >> 2) & 1, has_dst = (seen >> 3) & 1;
-  /* As from_pb: an envx only where there are fields to hold. */
-  if (has_src || has_dst || kind == TR_BODY_START || kind == TR_BODY_CANCEL ||
+  /* As from_pb: an envx only where there are fields to hold; with a route,
+   * a ref of the uuid alone goes there only. */
+  int src_x = has_src && !(rt && uuid_only(src)), dst_x = has_dst && !(rt && uuid_only(dst));
+  if (src_x || dst_x || kind == TR_BODY_START || kind == TR_BODY_CANCEL ||
       kind == TR_BODY_CANCEL_ACK) {
     if ((x = tr__envx_get(m)) == NULL)
       return -TR_ENOMEM;
   }
   int rc = 0;
-  if (has_src) {
+  if (src_x) {
     x->has_src = 1;
     rc = get_ref(&x->src, src);
   }
-  if (rc == 0 && has_dst) {
+  if (rc == 0 && dst_x) {
     x->has_dst = 1;
     rc = get_ref(&x->dst, dst);
+  }
+  if (rc == 0 && rt) {
+    if ((rt->has_src = (uint8_t)has_src))
+      memcpy(rt->src, src_x ? x->src.uuid : src.p + 2, TR_UUID_LEN);
+    if ((rt->has_dst = (uint8_t)has_dst))
+      memcpy(rt->dst, dst_x ? x->dst.uuid : dst.p + 2, TR_UUID_LEN);
   }
   return rc != 0 ? rc : get_body(m, x, body);
 }
@@ -784,12 +843,12 @@ static uint8_t *malloc_room(void *ctx, size_t n) { return *(uint8_t **)ctx = mal
 /* Encodes m after hdr bytes of header room (0, or 4 for the frame length),
  * into the room reserve(ctx, n) gives; max bounds the Envelope; pb forces
  * the protobuf-c path (for the tests that compare the two). */
-static int encode(const tr_msg_t *m, size_t hdr, size_t max, int pb,
+static int encode(const tr_msg_t *m, const tr_route_t *rt, size_t hdr, size_t max, int pb,
                   uint8_t *(*reserve)(void *ctx, size_t n), void *ctx, size_t *len) {
   struct enc t;
   size_t n = 0, body = 0;
   int hot = !pb && hot_kind(m->body);
-  int rc = hot ? hot_size(m, &n, &body) : enc_build(m, &t);
+  int rc = hot ? hot_size(m, rt, &n, &body) : enc_build(m, rt, &t);
 
   *len = 0;
   if (rc != 0)
@@ -803,7 +862,7 @@ static int encode(const tr_msg_t *m, size_t hdr, size_t max, int pb,
     return n > max ? -TR_EMSGSIZE : -TR_ENOMEM;
   }
   if (hot) {
-    hot_put(m, body, buf + hdr);
+    hot_put(m, rt, body, buf + hdr);
   } else {
     size_t packed = tractor__envelope__pack(&t.env, buf + hdr);
     enc_fini(&t);
@@ -825,7 +884,7 @@ static int encode(const tr_msg_t *m, size_t hdr, size_t max, int pb,
 static int encode_malloc(const tr_msg_t *m, size_t hdr, size_t max, int pb, uint8_t **out,
                          size_t *len) {
   *out = NULL;
-  int rc = encode(m, hdr, max, pb, malloc_room, out, len);
+  int rc = encode(m, NULL, hdr, max, pb, malloc_room, out, len);
   if (rc != 0) {
     free(*out); /* a failed pack after the room was had; never today */
     *out = NULL;
@@ -845,17 +904,17 @@ int tr__frame_encode(const tr_msg_t *m, size_t max_frame, uint8_t **out, size_t 
   return encode_malloc(m, 4, clamp_max(max_frame), 0, out, len);
 }
 
-int tr__frame_encode_with(const tr_msg_t *m, size_t max_frame,
+int tr__frame_encode_with(const tr_msg_t *m, const tr_route_t *rt, size_t max_frame,
                           uint8_t *(*reserve)(void *ctx, size_t n), void *ctx, size_t *len) {
-  return encode(m, 4, clamp_max(max_frame), 0, reserve, ctx, len);
+  return encode(m, rt, 4, clamp_max(max_frame), 0, reserve, ctx, len);
 }
 
 size_t tr__env_encoded_size(const tr_msg_t *m) {
   struct enc t;
   size_t n, body;
   if (hot_kind(m->body))
-    return hot_size(m, &n, &body) == 0 ? n : 0;
-  if (enc_build(m, &t) != 0)
+    return hot_size(m, NULL, &n, &body) == 0 ? n : 0;
+  if (enc_build(m, NULL, &t) != 0)
     return 0;
   n = tractor__envelope__get_packed_size(&t.env);
   enc_fini(&t);
@@ -915,7 +974,13 @@ static int rstrv(char ***dst, size_t *dst_n, char *const *v, size_t n) {
 
 /* Fills m from the unpacked envelope e.  On failure m may be partly filled;
  * everything it holds is reachable from it, so tr_msg_free cleans up. */
-static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
+/* An ActorRef of a uuid alone (as uuid_only, for protobuf-c's tree). */
+static int pb_uuid_only(const Tractor__ActorRef *r) {
+  return r->uuid.len == TR_UUID_LEN && (r->name == NULL || r->name[0] == '\0') &&
+         (r->addr == NULL || r->addr[0] == '\0');
+}
+
+static int from_pb(const Tractor__Envelope *e, tr_route_t *rt, tr_msg_t *m) {
   int kind = case_to_kind(e->body_case);
   struct tr_envx *x = NULL;
   int rc = 0;
@@ -926,23 +991,32 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
   m->cid = e->cid;
 
   /* Only bodies with fields in the union (and Cancel's flags) need an
-   * envx, besides src and dst. */
-  if (e->src != NULL || e->dst != NULL || kind == TR_BODY_HELLO || kind == TR_BODY_SPAWN_SPEC ||
+   * envx, besides src and dst; with a route, a ref of the uuid alone goes
+   * there only. */
+  int src_x = e->src != NULL && !(rt && pb_uuid_only(e->src));
+  int dst_x = e->dst != NULL && !(rt && pb_uuid_only(e->dst));
+  if (src_x || dst_x || kind == TR_BODY_HELLO || kind == TR_BODY_SPAWN_SPEC ||
       kind == TR_BODY_START || kind == TR_BODY_ERROR || kind == TR_BODY_CANCEL ||
       kind == TR_BODY_CANCEL_ACK) {
     x = tr__envx_get(m);
     if (x == NULL)
       return -TR_ENOMEM;
   }
-  if (e->src != NULL) {
+  if (src_x) {
     x->has_src = 1;
     if ((rc = rref(&x->src, e->src)) != 0)
       return rc;
   }
-  if (e->dst != NULL) {
+  if (dst_x) {
     x->has_dst = 1;
     if ((rc = rref(&x->dst, e->dst)) != 0)
       return rc;
+  }
+  if (rt) {
+    if ((rt->has_src = e->src != NULL))
+      memcpy(rt->src, src_x ? x->src.uuid : e->src->uuid.data, TR_UUID_LEN);
+    if ((rt->has_dst = e->dst != NULL))
+      memcpy(rt->dst, dst_x ? x->dst.uuid : e->dst->uuid.data, TR_UUID_LEN);
   }
 
   switch (kind) {
@@ -1072,7 +1146,7 @@ static int from_pb(const Tractor__Envelope *e, tr_msg_t *m) {
 }
 
 /* protobuf-c's decode of data into a new message (*out). */
-static int decode_pb(const uint8_t *data, size_t len, tr_msg_t **out) {
+static int decode_pb(const uint8_t *data, size_t len, tr_route_t *rt, tr_msg_t **out) {
   static const uint8_t empty[1];
   Tractor__Envelope *e;
   tr_msg_t *m;
@@ -1091,7 +1165,7 @@ static int decode_pb(const uint8_t *data, size_t len, tr_msg_t **out) {
     tractor__envelope__free_unpacked(e, NULL);
     return rc;
   }
-  rc = from_pb(e, m);
+  rc = from_pb(e, rt, m);
   tractor__envelope__free_unpacked(e, NULL);
   if (rc != 0) {
     tr_msg_free(m);
@@ -1101,8 +1175,10 @@ static int decode_pb(const uint8_t *data, size_t len, tr_msg_t **out) {
   return 0;
 }
 
-int tr__env_decode(const uint8_t *data, size_t len, tr_msg_t **out) {
+int tr__env_decode(const uint8_t *data, size_t len, tr_route_t *rt, tr_msg_t **out) {
   *out = NULL;
+  if (rt)
+    rt->has_src = rt->has_dst = 0;
   if (data == NULL && len != 0)
     return -TR_EINVAL;
   if (len != 0) {
@@ -1110,23 +1186,27 @@ int tr__env_decode(const uint8_t *data, size_t len, tr_msg_t **out) {
     int rc = tr_msg_new(&m);
     if (rc != 0)
       return rc;
-    rc = hot_decode(data, len, m);
+    rc = hot_decode(data, len, rt, m);
     if (rc == 0) {
       *out = m;
       return 0;
     }
     tr_msg_free(m);
+    if (rt)
+      rt->has_src = rt->has_dst = 0;
     if (rc != HOT_PASS)
       return rc;
   }
-  return decode_pb(data, len, out);
+  return decode_pb(data, len, rt, out);
 }
 
-int tr__env_decode_pb(const uint8_t *data, size_t len, tr_msg_t **out) {
+int tr__env_decode_pb(const uint8_t *data, size_t len, tr_route_t *rt, tr_msg_t **out) {
   *out = NULL;
+  if (rt)
+    rt->has_src = rt->has_dst = 0;
   if (data == NULL && len != 0)
     return -TR_EINVAL;
-  return decode_pb(data, len, out);
+  return decode_pb(data, len, rt, out);
 }
 
 /* ---- frames ------------------------------------------------------------------ */
@@ -1154,7 +1234,7 @@ static void dec_reset(tr_frame_dec_t *d) {
 }
 
 int tr__frame_dec_feed(tr_frame_dec_t *d, const uint8_t *data, size_t len, size_t *consumed,
-                       tr_msg_t **out) {
+                       tr_route_t *rt, tr_msg_t **out) {
   size_t off = 0;
   int rc;
 
@@ -1196,7 +1276,7 @@ int tr__frame_dec_feed(tr_frame_dec_t *d, const uint8_t *data, size_t len, size_
     if (d->body == NULL && avail >= d->need) {
       /* The whole body is in this chunk: decode it in place, no copy. */
       size_t n = d->need;
-      rc = tr__env_decode(data + off, n, out);
+      rc = tr__env_decode(data + off, n, rt, out);
       off += n;
       dec_reset(d);
       if (rc != 0)
@@ -1221,7 +1301,7 @@ int tr__frame_dec_feed(tr_frame_dec_t *d, const uint8_t *data, size_t len, size_
       off += k;
     }
     if (d->have == d->need) {
-      rc = tr__env_decode(d->body, d->need, out);
+      rc = tr__env_decode(d->body, d->need, rt, out);
       dec_reset(d);
       if (rc != 0)
         goto poison;

@@ -9,7 +9,8 @@
  * so the rest of the runtime sees tr_msg_t and never protobuf-c.
  *
  * Where each body's fields live.  msg->cid is Envelope.cid for every body;
- * x_->src / x_->dst (with has_src / has_dst) are Envelope.src / dst.  A
+ * x_->src / x_->dst (with has_src / has_dst) are Envelope.src / dst, or a
+ * channel keeps them beside the message as its route (tr_route_t).  A
  * message whose x_ is NULL has neither and has every x_ field below at its
  * zero value, so a Yield or Credit between local actors needs no x_ at all.
  *
@@ -99,6 +100,19 @@ typedef struct tr_uid {
   uint8_t uuid[TR_UUID_LEN];
   char *addr;
 } tr_uid_t;
+
+/*
+ * A frame's route: Envelope.src and .dst by uuid, kept beside a message
+ * instead of in its envx.  A channel routes by them (the receiving actor,
+ * the sender's proxy) and needs nothing else of them, so a Yield, a Return
+ * or a StartAck crosses it without an envx on either side; the first frame
+ * of an actor on a channel names it, and a named ref lives in the envx.
+ * When both have a field, the envx's wins (encoding).
+ */
+typedef struct tr_route {
+  uint8_t has_src, has_dst;
+  uint8_t src[TR_UUID_LEN], dst[TR_UUID_LEN];
+} tr_route_t;
 
 /*
  * Protocol fields of a message beyond the common ones (see the table at the
@@ -242,7 +256,7 @@ int tr__env_encode(const tr_msg_t *m, uint8_t **out, size_t *len);
  * envelope.c); same contract.
  */
 int tr__env_encode_pb(const tr_msg_t *m, uint8_t **out, size_t *len);
-int tr__env_decode_pb(const uint8_t *data, size_t len, tr_msg_t **out);
+int tr__env_decode_pb(const uint8_t *data, size_t len, tr_route_t *rt, tr_msg_t **out);
 
 /*
  * The number of bytes tr__env_encode would produce, or 0 when m cannot be
@@ -256,11 +270,14 @@ size_t tr__env_encoded_size(const tr_msg_t *m);
  * made with tr_msg_new.  Returns 0, -TR_EPROTO (not an Envelope, no known
  * body, a required field missing, a bad uuid or functype) or -TR_ENOMEM.
  * The input is untrusted: any bytes are safe.
+ * rt: NULL, or where the Envelope's src and dst go as a route (tr_route_t:
+ * every present one's uuid; a ref of a uuid alone goes only there, one with
+ * a name or an address into the envx too); without it they go into the envx.
  * Ownership: borrows data; on success the caller owns *out (tr_msg_free).
  * On failure *out is NULL and nothing is left allocated.
  * Threads: any thread.
  */
-int tr__env_decode(const uint8_t *data, size_t len, tr_msg_t **out);
+int tr__env_decode(const uint8_t *data, size_t len, tr_route_t *rt, tr_msg_t **out);
 
 /*
  * Encodes m as one frame: a 4-byte little-endian length, then the Envelope.
@@ -278,11 +295,12 @@ int tr__frame_encode(const tr_msg_t *m, size_t max_frame, uint8_t **out, size_t 
  * is known and the message checked, so a failure before that asks for
  * none.  On success the frame is in those bytes and *len == n.  Returns as
  * tr__frame_encode.  A socket's write queue (transport/wire.h) uses it to
- * encode straight into its buffer.
+ * encode straight into its buffer.  rt (may be NULL): the src and dst of a
+ * message whose envx has none (tr_route_t).
  * Ownership: borrows m; the room is the caller's.  Threads: as
  * tr__env_encode.
  */
-int tr__frame_encode_with(const tr_msg_t *m, size_t max_frame,
+int tr__frame_encode_with(const tr_msg_t *m, const tr_route_t *rt, size_t max_frame,
                           uint8_t *(*reserve)(void *ctx, size_t n), void *ctx, size_t *len);
 
 /*
@@ -316,13 +334,14 @@ void tr__frame_dec_init(tr_frame_dec_t *d, size_t max_frame);
  * above max_frame, detected from the header alone, before any allocation),
  * -TR_EPROTO (a zero length, or a body that does not decode), -TR_ENOMEM.
  * An error poisons the decoder: every later feed returns the same error
- * with *consumed 0, since the stream has lost its framing.
+ * with *consumed 0, since the stream has lost its framing.  rt: as for
+ * tr__env_decode, filled for the message returned.
  * Ownership: borrows data (nothing points into it after the call); the
  * caller owns *out (tr_msg_free).
  * Threads: as tr__frame_dec_init.
  */
 int tr__frame_dec_feed(tr_frame_dec_t *d, const uint8_t *data, size_t len, size_t *consumed,
-                       tr_msg_t **out);
+                       tr_route_t *rt, tr_msg_t **out);
 
 /* Frees a partly received frame, if any.  d may be reused after
  * tr__frame_dec_init.  Threads: as tr__frame_dec_init. */

@@ -316,7 +316,7 @@ int tr__hs_read_frame(int fd, int64_t deadline, tr_msg_t **out, char *why, size_
       break;
     }
     size_t used;
-    int frc = tr__frame_dec_feed(&dec, buf, (size_t)k, &used, &m);
+    int frc = tr__frame_dec_feed(&dec, buf, (size_t)k, &used, NULL, &m);
     if (frc) {
       snprintf(why, why_len, "the answer is no Hello (%s)", tr_strerror(frc));
       rc = -TR_EIO;

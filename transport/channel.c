@@ -25,6 +25,7 @@
 #include "runtime/actor/actor.h"
 #include "runtime/platform/log.h" /* tr__log_parse_level */
 #include "runtime/error/error.h"
+#include "runtime/mem/msgpool.h" /* TR_MSGF_PTR_REF */
 #include "runtime/reactor/reactor.h"
 #include "runtime/rpc/rpc.h"
 #include "runtime/task/task.h"
@@ -148,7 +149,10 @@ typedef struct chan {
  */
 
 /* Protocol message m for proxy px, on to px's channel.  Takes m.  Any
- * thread (the sender's; tr__actor_set_proxy_send). */
+ * thread (the sender's; tr__actor_set_proxy_send).  The message names its
+ * receiver by a reference to px in ptr (TR_MSGF_PTR_REF: dropped with the
+ * message), which the channel writes as the envelope's dst: an envx for
+ * it would cost an allocation per Yield. */
 static int proxy_send(tr_actor_t *px, tr_msg_t *m) {
   tr_actor_t *chan = px->state;
   if (tr_actor_exited(chan)) {
@@ -156,15 +160,10 @@ static int proxy_send(tr_actor_t *px, tr_msg_t *m) {
     tr_msg_free(m);
     return 0;
   }
-  struct tr_envx *x = tr__envx_get(m);
-  if (!x) {
-    tr_log(TR_LOG_ERROR, "channel: out of memory; a %s to %s is dropped", tr__body_name(m->body),
-           tr_actor_name(px));
-    tr_msg_free(m);
-    return 0;
-  }
-  x->has_dst = 1;
-  tr_actor_uuid(px, x->dst.uuid);
+  if (m->flags_ & TR_MSGF_PTR_REF) /* sent again (proxy_fn) */
+    tr_actor_release(m->ptr);
+  m->ptr = tr_actor_dup(px);
+  m->flags_ |= TR_MSGF_PTR_REF;
   m->tag = C_OUT;
   return tr__send(chan, m);
 }
@@ -490,15 +489,16 @@ static int chan_deaf(chan_t *c) {
   return 1;
 }
 
-/* Queues m as a frame.  Returns 0 (m is consumed), or the encoder's
+/* Queues m as a frame (rt: its src and dst where its envx has none, or
+ * NULL).  Returns 0 (m is consumed), or the encoder's
  * refusal (-TR_EMSGSIZE, -TR_EPROTO, -TR_EINVAL, -TR_ENOMEM), logged, with
  * m still the caller's, who answers for it if anyone waits. */
-static int chan_queue(chan_t *c, tr_msg_t *m) {
+static int chan_queue(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
   if (c->io_done) {
     tr_msg_free(m);
     return 0;
   }
-  int rc = tr__wire_push_msg(&c->q, m, 0);
+  int rc = tr__wire_push_msg(&c->q, m, rt, 0);
   if (rc) {
     tr_log(TR_LOG_ERROR, "channel %s: a %s could not be queued (%s)", tr_actor_name(tr_self()),
            tr__body_name(m->body), tr_strerror(rc));
@@ -510,31 +510,42 @@ static int chan_queue(chan_t *c, tr_msg_t *m) {
   return 0;
 }
 
-/* A protocol message from a proxy: its sender into src (named the first
- * time the peer hears of it), the sender known as local from now on. */
+/* A protocol message from a proxy (proxy_send: ptr is the proxy, its
+ * receiver): its sender into src (named the first time the peer hears of
+ * it), the sender known as local from now on. */
 static void chan_out(chan_t *c, tr_msg_t *m) {
   struct tr_envx *x = m->x_;
+  tr_actor_t *px = m->ptr;
   if (c->io_done) {
     /* The connection is gone (the dialogs open then have been told): a
      * call made now is answered as a gone actor answers it, in the name of
      * the actor it was for, instead of waiting for an answer that cannot
      * come. */
-    tr_actor_t *dead = ents_find(&c->prx, x->dst.uuid);
-    tr__rpc_bounce(dead ? dead : tr_self(), m);
+    tr__rpc_bounce(px, m);
     tr_msg_free(m);
     return;
   }
+  tr_route_t rt = {.has_dst = 1};
+  tr_actor_uuid(px, rt.dst);
   uint8_t u[TR_UUID_LEN];
   if (m->from) {
     tr_actor_uuid(m->from, u);
-    if (!x->has_src) {
-      x->has_src = 1;
-      memcpy(x->src.uuid, u, TR_UUID_LEN);
-    }
+    const uint8_t *src = x && x->has_src ? x->src.uuid : u;
     /* The sender becomes known here, so that answers come back to it: also
      * one that named itself (a Cancel names its requester, whose first
-     * word here it may be: its CancelAck must find it). */
-    if (memcmp(x->src.uuid, u, TR_UUID_LEN) == 0 && !ents_find(&c->loc, u)) {
+     * word here it may be: its CancelAck must find it).  Named in src,
+     * which then needs the envx. */
+    if (memcmp(src, u, TR_UUID_LEN) == 0 && !ents_find(&c->loc, u)) {
+      if (!x && !(x = tr__envx_get(m))) {
+        tr_log(TR_LOG_ERROR, "channel: out of memory; a %s to %s is dropped",
+               tr__body_name(m->body), tr_actor_name(px));
+        tr_msg_free(m);
+        return;
+      }
+      if (!x->has_src) {
+        x->has_src = 1;
+        memcpy(x->src.uuid, u, TR_UUID_LEN);
+      }
       if (!x->src.name)
         x->src.name = strdup(tr_actor_name(m->from));
       /* Known here until it exits: the monitor prunes the table, so a
@@ -544,21 +555,24 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
           tr__actor_monitor(m->from, tr_self(), C_GONE) != 0)
         (void)ents_remove_id(&c->loc, tr_actor_id(m->from), NULL);
     }
+    if (!(x && x->has_src)) {
+      rt.has_src = 1;
+      memcpy(rt.src, u, TR_UUID_LEN);
+    }
   }
   if (c->child_side && m->cid == c->life_cid && c->main && m->from == c->main &&
       (m->body == TR_BODY_RETURN || m->body == TR_BODY_ERROR)) {
     int code = m->body == TR_BODY_ERROR ? (int)x->u.error.code : 0;
     *c->status = code == 0 || code == TR_ECANCELED ? 0 : 1;
   }
-  int rc = chan_queue(c, m);
+  int rc = chan_queue(c, m, &rt);
   if (rc) {
     /* Not sent (the engine refuses values above TR_REMOTE_VALUE_MAX where
      * they are sent, so this is an envelope out of the ordinary): a
      * caller waiting for the answer to a Start learns why at once. */
     if (m->body == TR_BODY_START && m->from) {
-      tr_actor_t *px = ents_find(&c->prx, x->dst.uuid);
       tr_error_t *e = tr__error_new(rc, NULL, "a call to actor %s could not be sent: %s",
-                                    px ? tr_actor_name(px) : "of another process", tr_strerror(rc));
+                                    tr_actor_name(px), tr_strerror(rc));
       tr__send_error(px, m->from, m->cid, rc, e, NULL);
       tr__error_free(e);
     }
@@ -568,22 +582,26 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
 
 /* ---- receiving --------------------------------------------------------------------- */
 
-static void start_main(chan_t *c, tr_msg_t *m);
+static void start_main(chan_t *c, tr_msg_t *m, const tr_route_t *rt);
 
-/* One frame from the peer. */
-static void on_frame(chan_t *c, tr_msg_t *m) {
+/* The name a frame gives its ref u (src or dst), or NULL: a named ref is
+ * the envx's (tr_route_t). */
+#define REF_NAME(x, f) ((x) && (x)->has_##f ? (x)->f.name : NULL)
+
+/* One frame from the peer, with its route rt (the decoder's). */
+static void on_frame(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
   struct tr_envx *x = m->x_;
-  if (m->body == TR_BODY_CREDIT && m->cid == 0 && !(x && x->has_dst)) {
+  if (m->body == TR_BODY_CREDIT && m->cid == 0 && !rt->has_dst) {
     tr_msg_free(m); /* a heartbeat: its arrival was the point */
     return;
   }
-  if (m->body == TR_BODY_STOP && m->cid == 0 && x && x->has_src && !x->has_dst) {
+  if (m->body == TR_BODY_STOP && m->cid == 0 && rt->has_src && !rt->has_dst) {
     /* The peer's actor src has exited: its proxy goes (what is still sent
      * to it is answered as a gone actor answers).  Not the proxies the
      * channel itself stands on (the child's main actor, the parent): their
      * ends are the life dialog's, whatever a peer says. */
     for (size_t i = 0; i < c->prx.n;)
-      if (memcmp(c->prx.v[i].uuid, x->src.uuid, TR_UUID_LEN) == 0 &&
+      if (memcmp(c->prx.v[i].uuid, rt->src, TR_UUID_LEN) == 0 &&
           c->prx.v[i].a != c->parent_px && c->prx.v[i].a != c->child_px) {
         (void)tr_send_u64(c->prx.v[i].a, P_EXIT, 0);
         ents_remove_at(&c->prx, i); /* the last entry moved to i */
@@ -594,41 +612,48 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
     return;
   }
   if (m->body == TR_BODY_SPAWN_SPEC && c->child_side && !c->main) {
-    start_main(c, m);
+    start_main(c, m, rt);
     tr_msg_free(m);
     return;
   }
-  if (m->body == TR_BODY_HELLO || m->body == TR_BODY_SPAWN_SPEC || !x || !x->has_dst) {
+  if (m->body == TR_BODY_HELLO || m->body == TR_BODY_SPAWN_SPEC || !rt->has_dst) {
     char cause[160];
     snprintf(cause, sizeof cause, "protocol error: an unexpected %s%s", tr__body_name(m->body),
-             x && x->has_dst ? "" : " without a receiver");
+             rt->has_dst ? "" : " without a receiver");
     tr_msg_free(m);
     chan_lost(c, -TR_EPROTO, cause);
     return;
   }
   int final = c->has_proc && m->cid == c->life_cid &&
               (m->body == TR_BODY_RETURN || m->body == TR_BODY_ERROR) && !c->life_final;
-  tr_actor_t *to = final ? NULL : ents_find(&c->loc, x->dst.uuid);
-  if (!to && !final && (to = tr__node_local(x->dst.uuid)) != NULL) {
+  tr_actor_t *to = final ? NULL : ents_find(&c->loc, rt->dst);
+  if (!to && !final && (to = tr__node_local(rt->dst)) != NULL) {
     /* A registered actor of this node, found by another node: known here
      * from now on, as an actor that talked here is. */
-    if (ents_add(&c->loc, x->dst.uuid, to) == 0 &&
-        tr__actor_monitor(to, tr_self(), C_GONE) != 0)
+    if (ents_add(&c->loc, rt->dst, to) == 0 && tr__actor_monitor(to, tr_self(), C_GONE) != 0)
       (void)ents_remove_id(&c->loc, tr_actor_id(to), NULL);
-    to = ents_find(&c->loc, x->dst.uuid);
+    to = ents_find(&c->loc, rt->dst);
   }
   /* The sender's proxy, made only for a frame that is delivered or
    * answered: frames for nobody make no actors (MAX_PROXIES bounds the
    * rest). */
-  if (x->has_src && (final || to || m->body == TR_BODY_START ||
-                     (m->body == TR_BODY_CANCEL && x->u.cancel.whole_actor))) {
-    tr_actor_t *px = proxy_for(c, x->src.uuid, x->src.name);
+  if (rt->has_src && (final || to || m->body == TR_BODY_START ||
+                      (m->body == TR_BODY_CANCEL && x->u.cancel.whole_actor))) {
+    tr_actor_t *px = proxy_for(c, rt->src, REF_NAME(x, src));
     if (c->io_done) { /* too many proxies: the channel is lost */
       tr_msg_free(m);
       return;
     }
-    if (px)
+    if (px) {
       m->from = tr_actor_dup(px);
+    } else if (!(x && x->has_src)) {
+      /* No proxy (out of memory): the sender's uuid in the envx then, for
+       * whoever checks who sent it (tr__msg_sender_uuid). */
+      if ((x = tr__envx_get(m)) != NULL) {
+        x->has_src = 1;
+        memcpy(x->src.uuid, rt->src, TR_UUID_LEN);
+      }
+    }
   }
   if (final) {
     c->final_seen = 1;
@@ -638,16 +663,17 @@ static void on_frame(chan_t *c, tr_msg_t *m) {
   if (!to) {
     /* Nobody of that uuid has talked here: as a dead actor would. */
     if (m->from && m->body == TR_BODY_START) {
+      const char *dn = REF_NAME(x, dst);
       tr_error_t *e = tr__error_new(-TR_ECLOSED, NULL, "no actor %s in process %d",
-                                    x->dst.name ? x->dst.name : "of that uuid", (int)getpid());
+                                    dn ? dn : "of that uuid", (int)getpid());
       tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, e, NULL);
       tr__error_free(e);
     } else if (m->from && m->body == TR_BODY_CANCEL && x->u.cancel.whole_actor) {
       (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1);
     } else {
+      const char *dn = REF_NAME(x, dst);
       tr_log(TR_LOG_DEBUG, "channel %s: a %s for %s, which has not talked here, is dropped",
-             tr_actor_name(tr_self()), tr__body_name(m->body),
-             x->dst.name ? x->dst.name : "an unknown actor");
+             tr_actor_name(tr_self()), tr__body_name(m->body), dn ? dn : "an unknown actor");
     }
     tr_msg_free(m);
     return;
@@ -689,7 +715,8 @@ static void chan_read(chan_t *c, int hup) {
     for (size_t off = 0; off < (size_t)k && !c->io_done;) {
       size_t used = 0;
       tr_msg_t *m = NULL;
-      int frc = tr__frame_dec_feed(&c->dec, c->rbuf + off, (size_t)k - off, &used, &m);
+      tr_route_t rt;
+      int frc = tr__frame_dec_feed(&c->dec, c->rbuf + off, (size_t)k - off, &used, &rt, &m);
       if (frc) {
         char cause[200];
         snprintf(cause, sizeof cause, "a bad frame: %s", tr_strerror(frc));
@@ -698,7 +725,7 @@ static void chan_read(chan_t *c, int hup) {
       }
       off += used;
       if (m)
-        on_frame(c, m);
+        on_frame(c, m, &rt);
     }
     /* A short read drained the socket's data (as of now): the edge watch
      * reports any that comes later (tr__fd_begin_io came before this
@@ -712,12 +739,23 @@ static void chan_read(chan_t *c, int hup) {
 
 /* ---- the child's side ----------------------------------------------------------------- */
 
-static void start_main(chan_t *c, tr_msg_t *m) {
+static void start_main(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
   struct tr_envx *x = m->x_;
-  const tr_uid_t *par = x->u.spawn_spec.has_parent ? &x->u.spawn_spec.parent : &x->src;
+  /* The envelope's refs as uids (borrowed names): the envx's when named. */
+  tr_uid_t src = {0}, dst = {0};
+  if (x->has_src)
+    src = x->src;
+  else if (rt->has_src)
+    memcpy(src.uuid, rt->src, TR_UUID_LEN);
+  if (x->has_dst)
+    dst = x->dst;
+  else if (rt->has_dst)
+    memcpy(dst.uuid, rt->dst, TR_UUID_LEN);
+  const tr_uid_t *par = x->u.spawn_spec.has_parent ? &x->u.spawn_spec.parent : &src;
   c->life_cid = x->u.spawn_spec.life_cid;
-  c->parent_px = proxy_for(c, par->uuid, par->name);
-  if (!c->parent_px || !x->has_dst) {
+  c->parent_px = (x->u.spawn_spec.has_parent || rt->has_src) ? proxy_for(c, par->uuid, par->name)
+                                                             : NULL;
+  if (!c->parent_px || !rt->has_dst) {
     chan_lost(c, -TR_EPROTO, "a SpawnSpec without a parent or a child");
     return;
   }
@@ -728,16 +766,16 @@ static void start_main(chan_t *c, tr_msg_t *m) {
                        x->u.spawn_spec.bind_addr);
   int rc = tr__rpc_spawn_served(x->u.spawn_spec.name, x->u.spawn_spec.ns, x->u.spawn_spec.n_ns,
                                 x->u.spawn_spec.run_func, m->payload, c->parent_px, c->life_cid,
-                                x->dst.uuid, NULL, &c->main);
+                                dst.uuid, NULL, &c->main);
   if (rc) {
     /* Its exit report: the error, then the end. */
-    tr__send_error_for(&x->dst, c->parent_px, c->life_cid, rc, tr_error_last());
+    tr__send_error_for(&dst, c->parent_px, c->life_cid, rc, tr_error_last());
     *c->status = 1;
     c->main_gone = 1;
     (void)tr_send_u64(c->parent_px, C_LAST, 0);
     return;
   }
-  (void)ents_add(&c->loc, x->dst.uuid, tr_actor_dup(c->main));
+  (void)ents_add(&c->loc, dst.uuid, tr_actor_dup(c->main));
   if (tr__actor_monitor(c->main, tr_self(), C_DOWN) != 0)
     tr_log(TR_LOG_ERROR, "channel: cannot monitor the child's main actor");
 }
@@ -886,7 +924,7 @@ static void on_tick(chan_t *c) {
     tr_msg_t *h;
     if (tr_msg_new(&h) == 0) {
       h->body = TR_BODY_CREDIT; /* u64 = n = 0 */
-      if (chan_queue(c, h) != 0)
+      if (chan_queue(c, h, NULL) != 0)
         tr_msg_free(h);
     }
   }
@@ -981,15 +1019,11 @@ static void chan_handle(chan_t *c, tr_msg_t *m) {
     tr_msg_t *g;
     /* Forgotten here, and the peer told, so that it forgets its proxy. */
     if (ents_remove_id(&c->loc, m->u64, u) && !c->io_done && tr_msg_new(&g) == 0) {
-      struct tr_envx *x = tr__envx_get((g->body = TR_BODY_STOP, g));
-      if (x) {
-        x->has_src = 1;
-        memcpy(x->src.uuid, u, TR_UUID_LEN);
-        if (chan_queue(c, g) != 0)
-          tr_msg_free(g);
-      } else {
+      tr_route_t rt = {.has_src = 1};
+      memcpy(rt.src, u, TR_UUID_LEN);
+      g->body = TR_BODY_STOP;
+      if (chan_queue(c, g, &rt) != 0)
         tr_msg_free(g);
-      }
     }
     break;
   }
@@ -1181,7 +1215,7 @@ int tr__chan_spawn(tr_proc_req_t *req, tr_actor_t **proxy) {
   }
   /* Nothing reaches the channel before C_INIT but what is queued here. */
   tr_msg_t *spec = spawn_spec(req);
-  int qrc = spec ? chan_queue(c, spec) : -TR_ENOMEM;
+  int qrc = spec ? chan_queue(c, spec, NULL) : -TR_ENOMEM;
   if (qrc == 0)
     spec = NULL; /* queued */
   if (qrc || proxy_new(ca, req->name, req->uuid, req->exe ? 0 : TR_AF_OUR_PROGRAM, &px) != 0) {

@@ -397,7 +397,7 @@ static void conn_read(lstate_t *s, conn_t *c) {
     }
     size_t used = 0;
     tr_msg_t *m = NULL;
-    int frc = tr__frame_dec_feed(&c->dec, buf, (size_t)k, &used, &m);
+    int frc = tr__frame_dec_feed(&c->dec, buf, (size_t)k, &used, NULL, &m);
     if (frc != 0) {
       char why[200];
       snprintf(why, sizeof why, "a bad frame: %s", tr_strerror(frc));

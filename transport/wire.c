@@ -47,9 +47,9 @@ static uint8_t *room(void *ctx, size_t n) {
   return p;
 }
 
-int tr__wire_push_msg(tr_wire_q_t *q, const tr_msg_t *m, size_t max_frame) {
+int tr__wire_push_msg(tr_wire_q_t *q, const tr_msg_t *m, const tr_route_t *rt, size_t max_frame) {
   size_t len = 0, head = q->head, tail = q->tail;
-  int rc = tr__frame_encode_with(m, max_frame, room, q, &len);
+  int rc = tr__frame_encode_with(m, rt, max_frame, room, q, &len);
   if (rc != 0) {
     /* Nothing of it stays (room may have moved the waiting bytes to the
      * front: their count is what it was). */

@@ -21,6 +21,8 @@
 
 #include <tractor/actor.h>
 
+#include "schema/envelope.h"
+
 #define TR_WIRE_KEEP (256u << 10) /* bytes of buffer kept once drained */
 
 typedef struct tr_wire_q {
@@ -33,10 +35,12 @@ typedef struct tr_wire_q {
 void tr__wire_init(tr_wire_q_t *q);
 
 /* Encodes m as one frame (tr__frame_encode's, max_frame bounding its
- * Envelope) at the end of the queue.  Returns 0, or tr__frame_encode's
- * error (-TR_EMSGSIZE, -TR_EPROTO, -TR_EINVAL, -TR_ENOMEM), in which case
- * the queue is as it was.  Ownership: borrows m.  Threads: its owner's. */
-int tr__wire_push_msg(tr_wire_q_t *q, const tr_msg_t *m, size_t max_frame);
+ * Envelope; rt, which may be NULL, its src and dst where m's envx has none:
+ * tr__frame_encode_with) at the end of the queue.  Returns 0, or
+ * tr__frame_encode's error (-TR_EMSGSIZE, -TR_EPROTO, -TR_EINVAL,
+ * -TR_ENOMEM), in which case the queue is as it was.  Ownership: borrows m
+ * and rt.  Threads: its owner's. */
+int tr__wire_push_msg(tr_wire_q_t *q, const tr_msg_t *m, const tr_route_t *rt, size_t max_frame);
 
 /* Writes the queue to fd until it is empty or the socket is full (never
  * raises SIGPIPE).  Returns 0 (empty), -EAGAIN (full: wait for

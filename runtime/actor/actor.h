@@ -37,7 +37,8 @@ struct tr_tasks;
  * of messages, such as a channel's write. */
 #define TR_AF_TURN_END 0x200u
 
-/* flags_ bits of tr_msg_t owned by the runtime. */
+/* flags_ bits of tr_msg_t owned by the runtime (and TR_MSGF_PTR_REF,
+ * runtime/mem/msgpool.h). */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
 
 /* A system message (TR_MSGF_SYS) the actor layer answers itself, for both

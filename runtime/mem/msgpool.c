@@ -202,6 +202,8 @@ void tr__msgcache_put(tr_msgcache_t *c, tr_msg_t *m) {
     tr_buf_release(m->payload);
   if (m->from)
     from_release(m->from);
+  if (TR_UNLIKELY(m->flags_ & TR_MSGF_PTR_REF))
+    from_release(m->ptr);
   if (m->x_)
     tr__envx_free(m->x_);
   COUNT(c, msgs_freed, foreign_freed);

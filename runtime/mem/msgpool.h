@@ -66,7 +66,14 @@ void tr__msgcache_attach(tr_msgcache_t *c);
  * Threads: any. */
 tr_msgcache_t *tr__msgcache_self(void);
 
-/* Frees message m (its payload, sender reference and extension) into c,
+/* tr_msg_t.flags_ bit (the others: runtime/actor/actor.h): ptr holds an
+ * actor reference, dropped with the message as its sender reference is.  A
+ * channel's proxy hands a protocol message to its channel so, naming the
+ * receiver without an envx (transport/channel.c, proxy_send). */
+#define TR_MSGF_PTR_REF 0x2u
+
+/* Frees message m (its payload, sender reference, TR_MSGF_PTR_REF
+ * reference and extension) into c,
  * or with c == NULL to the C heap.  Does not count a dead letter.
  * Ownership: takes m.  Threads: c's owner. */
 void tr__msgcache_put(tr_msgcache_t *c, tr_msg_t *m);

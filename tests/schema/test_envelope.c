@@ -69,7 +69,7 @@ static tr_msg_t *roundtrip(const tr_msg_t *m) {
   cr_assert_eq(tr__env_encode(m, &bytes, &len), 0);
   cr_assert_not_null(bytes);
   cr_assert_eq(len, tr__env_encoded_size(m));
-  cr_assert_eq(tr__env_decode(bytes, len, &d), 0);
+  cr_assert_eq(tr__env_decode(bytes, len, NULL, &d), 0);
   free(bytes);
   cr_assert_not_null(d);
   cr_assert_eq(d->body, m->body);
@@ -83,7 +83,7 @@ static tr_msg_t *roundtrip(const tr_msg_t *m) {
 
 static int decode_rc(const uint8_t *p, size_t n) {
   tr_msg_t *d = (tr_msg_t *)0x1;
-  int rc = tr__env_decode(p, n, &d);
+  int rc = tr__env_decode(p, n, NULL, &d);
   if (rc == 0)
     tr_msg_free(d);
   else
@@ -330,7 +330,7 @@ Test(envelope, spawn_spec_parent_uuid_checked, .timeout = 30) {
   cr_assert_not_null(p);
   tractor__envelope__pack(&e, p);
   tr_msg_t *d = NULL;
-  cr_assert_eq(tr__env_decode(p, n, &d), 0);
+  cr_assert_eq(tr__env_decode(p, n, NULL, &d), 0);
   free(p);
   cr_assert_eq(d->x_->u.spawn_spec.life_cid, 41);
   cr_assert_eq(d->x_->u.spawn_spec.has_parent, 1);
@@ -772,7 +772,7 @@ Test(envelope, decode_unknown_body, .timeout = 30) {
   /* An unknown field next to a known body is forward-compatible: accepted. */
   static const uint8_t stop_plus_unknown[] = {0x08, 0x07, 0x52, 0x00, 0x80, 0x01, 0x05};
   tr_msg_t *d = NULL;
-  cr_assert_eq(tr__env_decode(stop_plus_unknown, sizeof stop_plus_unknown, &d), 0);
+  cr_assert_eq(tr__env_decode(stop_plus_unknown, sizeof stop_plus_unknown, NULL, &d), 0);
   cr_assert_eq(d->body, TR_BODY_STOP);
   cr_assert_eq(d->cid, 7);
   tr_msg_free(d);
@@ -931,14 +931,14 @@ Test(frame, one_chunk, .timeout = 30) {
   tr__frame_dec_init(&d, 0);
   size_t used = 0;
   tr_msg_t *out = NULL;
-  cr_assert_eq(tr__frame_dec_feed(&d, p, n, &used, &out), 0);
+  cr_assert_eq(tr__frame_dec_feed(&d, p, n, &used, NULL, &out), 0);
   cr_assert_eq(used, n);
   cr_assert_not_null(out);
   assert_start(out, 21, "one chunk");
   tr_msg_free(out);
 
   /* The decoder is ready for the next frame. */
-  cr_assert_eq(tr__frame_dec_feed(&d, p, n, &used, &out), 0);
+  cr_assert_eq(tr__frame_dec_feed(&d, p, n, &used, NULL, &out), 0);
   cr_assert_not_null(out);
   tr_msg_free(out);
   tr__frame_dec_fini(&d);
@@ -956,7 +956,7 @@ Test(frame, byte_by_byte, .timeout = 30) {
     for (size_t i = 0; i < n; i++) {
       size_t used = 99;
       tr_msg_t *out = (tr_msg_t *)0x1;
-      cr_assert_eq(tr__frame_dec_feed(&d, p + i, 1, &used, &out), 0);
+      cr_assert_eq(tr__frame_dec_feed(&d, p + i, 1, &used, NULL, &out), 0);
       cr_assert_eq(used, 1);
       if (i + 1 < n) {
         cr_assert_null(out, "message before its last byte (%zu of %zu)", i, n);
@@ -987,17 +987,17 @@ Test(frame, two_frames_in_one_chunk, .timeout = 30) {
   tr__frame_dec_init(&d, 0);
   size_t used;
   tr_msg_t *out;
-  cr_assert_eq(tr__frame_dec_feed(&d, both, na + nb, &used, &out), 0);
+  cr_assert_eq(tr__frame_dec_feed(&d, both, na + nb, &used, NULL, &out), 0);
   cr_assert_eq(used, na, "stops after the first message");
   assert_start(out, 31, "first");
   tr_msg_free(out);
-  cr_assert_eq(tr__frame_dec_feed(&d, both + used, na + nb - used, &used, &out), 0);
+  cr_assert_eq(tr__frame_dec_feed(&d, both + used, na + nb - used, &used, NULL, &out), 0);
   cr_assert_eq(used, nb);
   cr_assert_eq(out->body, TR_BODY_CREDIT);
   cr_assert_eq(out->cid, 32);
   cr_assert_eq(out->u64, 16);
   tr_msg_free(out);
-  cr_assert_eq(tr__frame_dec_feed(&d, both, 0, &used, &out), 0);
+  cr_assert_eq(tr__frame_dec_feed(&d, both, 0, &used, NULL, &out), 0);
   cr_assert_eq(used, 0);
   cr_assert_null(out);
   tr__frame_dec_fini(&d);
@@ -1040,7 +1040,7 @@ Test(frame, random_chunking, .timeout = 30) {
       while (pos < chunk) {
         size_t used;
         tr_msg_t *out;
-        cr_assert_eq(tr__frame_dec_feed(&d, stream + off + pos, chunk - pos, &used, &out), 0);
+        cr_assert_eq(tr__frame_dec_feed(&d, stream + off + pos, chunk - pos, &used, NULL, &out), 0);
         pos += used;
         if (out != NULL) {
           char args[32];
@@ -1067,7 +1067,7 @@ Test(frame, every_prefix_needs_more, .timeout = 30) {
     tr__frame_dec_init(&d, 0);
     size_t used = 99;
     tr_msg_t *out = (tr_msg_t *)0x1;
-    cr_assert_eq(tr__frame_dec_feed(&d, p, len, &used, &out), 0);
+    cr_assert_eq(tr__frame_dec_feed(&d, p, len, &used, NULL, &out), 0);
     cr_assert_eq(used, len);
     cr_assert_null(out, "a message from a %zu-byte prefix of %zu", len, n);
     /* Ending mid-frame frees the partial body (ASan checks the leak). */
@@ -1081,7 +1081,7 @@ static void assert_poisoned(tr_frame_dec_t *d, int err) {
   static const uint8_t more[] = {1, 0, 0, 0, 0x52};
   size_t used = 99;
   tr_msg_t *out = (tr_msg_t *)0x1;
-  cr_assert_eq(tr__frame_dec_feed(d, more, sizeof more, &used, &out), err);
+  cr_assert_eq(tr__frame_dec_feed(d, more, sizeof more, &used, NULL, &out), err);
   cr_assert_eq(used, 0);
   cr_assert_null(out);
 }
@@ -1095,7 +1095,7 @@ Test(frame, oversized_length_refused_from_the_header, .timeout = 30) {
   /* Only the header is fed: the error cannot come from a failed allocation
    * of 4 GiB or from the body, only from the check. */
   tr__frame_dec_init(&d, 0);
-  cr_assert_eq(tr__frame_dec_feed(&d, hdr, 4, &used, &out), -TR_EMSGSIZE);
+  cr_assert_eq(tr__frame_dec_feed(&d, hdr, 4, &used, NULL, &out), -TR_EMSGSIZE);
   cr_assert_null(out);
   cr_assert_null(d.body, "nothing allocated");
   assert_poisoned(&d, -TR_EMSGSIZE);
@@ -1106,18 +1106,18 @@ Test(frame, oversized_length_refused_from_the_header, .timeout = 30) {
   const uint8_t h2[] = {(uint8_t)over, (uint8_t)(over >> 8), (uint8_t)(over >> 16),
                         (uint8_t)(over >> 24)};
   tr__frame_dec_init(&d, 0);
-  cr_assert_eq(tr__frame_dec_feed(&d, h2, 2, &used, &out), 0);
-  cr_assert_eq(tr__frame_dec_feed(&d, h2 + 2, 2, &used, &out), -TR_EMSGSIZE);
+  cr_assert_eq(tr__frame_dec_feed(&d, h2, 2, &used, NULL, &out), 0);
+  cr_assert_eq(tr__frame_dec_feed(&d, h2 + 2, 2, &used, NULL, &out), -TR_EMSGSIZE);
   tr__frame_dec_fini(&d);
 
   /* A custom limit is inclusive. */
   static const uint8_t h10[] = {10, 0, 0, 0}, h11[] = {11, 0, 0, 0};
   tr__frame_dec_init(&d, 10);
-  cr_assert_eq(tr__frame_dec_feed(&d, h10, 4, &used, &out), 0);
+  cr_assert_eq(tr__frame_dec_feed(&d, h10, 4, &used, NULL, &out), 0);
   cr_assert_null(out);
   tr__frame_dec_fini(&d);
   tr__frame_dec_init(&d, 10);
-  cr_assert_eq(tr__frame_dec_feed(&d, h11, 4, &used, &out), -TR_EMSGSIZE);
+  cr_assert_eq(tr__frame_dec_feed(&d, h11, 4, &used, NULL, &out), -TR_EMSGSIZE);
   tr__frame_dec_fini(&d);
 }
 
@@ -1127,7 +1127,7 @@ Test(frame, zero_length_is_a_protocol_error, .timeout = 30) {
   size_t used;
   tr_msg_t *out;
   tr__frame_dec_init(&d, 0);
-  cr_assert_eq(tr__frame_dec_feed(&d, zero, sizeof zero, &used, &out), -TR_EPROTO);
+  cr_assert_eq(tr__frame_dec_feed(&d, zero, sizeof zero, &used, NULL, &out), -TR_EPROTO);
   cr_assert_null(out);
   assert_poisoned(&d, -TR_EPROTO);
   tr__frame_dec_fini(&d);
@@ -1142,10 +1142,10 @@ Test(frame, bad_body_poisons, .timeout = 30) {
     tr_msg_t *out;
     tr__frame_dec_init(&d, 0);
     if (split) {
-      cr_assert_eq(tr__frame_dec_feed(&d, bad, 5, &used, &out), 0);
-      cr_assert_eq(tr__frame_dec_feed(&d, bad + 5, 1, &used, &out), -TR_EPROTO);
+      cr_assert_eq(tr__frame_dec_feed(&d, bad, 5, &used, NULL, &out), 0);
+      cr_assert_eq(tr__frame_dec_feed(&d, bad + 5, 1, &used, NULL, &out), -TR_EPROTO);
     } else {
-      cr_assert_eq(tr__frame_dec_feed(&d, bad, sizeof bad, &used, &out), -TR_EPROTO);
+      cr_assert_eq(tr__frame_dec_feed(&d, bad, sizeof bad, &used, NULL, &out), -TR_EPROTO);
     }
     cr_assert_null(out);
     assert_poisoned(&d, -TR_EPROTO);
@@ -1171,7 +1171,7 @@ Test(frame, random_streams_never_crash, .timeout = 30) {
     while (off < n) {
       size_t used;
       tr_msg_t *out;
-      int rc = tr__frame_dec_feed(&d, buf + off, n - off, &used, &out);
+      int rc = tr__frame_dec_feed(&d, buf + off, n - off, &used, NULL, &out);
       if (rc != 0) {
         cr_assert(rc == -TR_EPROTO || rc == -TR_EMSGSIZE, "rc %d", rc);
         break;
@@ -1280,12 +1280,26 @@ static tr_msg_t *rnd_hot(uint64_t *s) {
   return m;
 }
 
-/* Decodes p with both decoders: the same verdict, and messages that
- * protobuf-c encodes to the same bytes.  Returns the verdict. */
+static uint8_t *room_malloc(void *ctx, size_t n) { return *(uint8_t **)ctx = malloc(n); }
+
+/* m as a frame with route rt (tr__frame_encode_with), malloc'd. */
+static uint8_t *frame_with(const tr_msg_t *m, const tr_route_t *rt, size_t *n) {
+  uint8_t *p = NULL;
+  cr_assert_eq(tr__frame_encode_with(m, rt, 0, room_malloc, &p, n), 0);
+  return p;
+}
+
+/* Decodes p with both decoders, with and without a route: the same verdict,
+ * messages that protobuf-c encodes to the same bytes, and with a route the
+ * same route, and frames of the same bytes as without one.  Returns the
+ * verdict. */
 static int assert_decoders_agree(const uint8_t *p, size_t n) {
-  tr_msg_t *a = NULL, *b = NULL;
-  int ra = tr__env_decode(p, n, &a), rb = tr__env_decode_pb(p, n, &b);
+  tr_msg_t *a = NULL, *b = NULL, *ra_m = NULL, *rb_m = NULL;
+  tr_route_t rta, rtb;
+  int ra = tr__env_decode(p, n, NULL, &a), rb = tr__env_decode_pb(p, n, NULL, &b);
+  int rra = tr__env_decode(p, n, &rta, &ra_m), rrb = tr__env_decode_pb(p, n, &rtb, &rb_m);
   cr_assert_eq(ra, rb, "the decoders disagree: %d and %d on %zu bytes", ra, rb, n);
+  cr_assert(rra == ra && rrb == ra, "a route changes the verdict: %d, %d and %d", ra, rra, rrb);
   if (ra == 0) {
     uint8_t *ea, *eb;
     size_t la, lb;
@@ -1295,8 +1309,22 @@ static int assert_decoders_agree(const uint8_t *p, size_t n) {
     cr_assert_eq((a->x_ != NULL), (b->x_ != NULL));
     free(ea);
     free(eb);
+    /* With routes: the same uuids, and the same frame as without. */
+    cr_assert(rta.has_src == rtb.has_src && rta.has_dst == rtb.has_dst);
+    cr_assert(!rta.has_src || memcmp(rta.src, rtb.src, TR_UUID_LEN) == 0);
+    cr_assert(!rta.has_dst || memcmp(rta.dst, rtb.dst, TR_UUID_LEN) == 0);
+    size_t lf, lfa, lfb;
+    uint8_t *f = frame_with(a, NULL, &lf), *fa = frame_with(ra_m, &rta, &lfa),
+            *fb = frame_with(rb_m, &rtb, &lfb);
+    cr_assert(lf == lfa && memcmp(f, fa, lf) == 0, "a routed decode encodes differently");
+    cr_assert(lf == lfb && memcmp(f, fb, lf) == 0, "a routed decode encodes differently (pb)");
+    free(f);
+    free(fa);
+    free(fb);
     tr_msg_free(a);
     tr_msg_free(b);
+    tr_msg_free(ra_m);
+    tr_msg_free(rb_m);
   }
   return ra;
 }
@@ -1314,7 +1342,7 @@ Test(envelope, hot_bodies_encode_as_protobuf_c_does, .timeout = 60) {
     cr_assert_eq(tr__env_encoded_size(m), lf);
     /* The fast decoder takes what it wrote, as protobuf-c reads it. */
     tr_msg_t *d = NULL;
-    cr_assert_eq(tr__env_decode(fast, lf, &d), 0);
+    cr_assert_eq(tr__env_decode(fast, lf, NULL, &d), 0);
     cr_assert_eq(d->body, m->body);
     cr_assert_eq(d->cid, m->cid);
     cr_assert_eq(d->u64, m->u64);
@@ -1512,4 +1540,81 @@ Test(envelope, decoders_agree_on_non_canonical_values, .timeout = 30) {
   /* Several of them are valid protobuf (the bool, the window truncated to
    * 32 bits, the cid twice, the unknown field): not all refused. */
   cr_assert_gt(n_ok, 3);
+}
+
+/* A channel's route (tr_route_t): the envelope's src and dst kept beside
+ * the message.  Refs of a uuid alone travel there and need no envx; a
+ * named ref is the envx's, and its uuid is in the route too; encoding
+ * writes the route where the envx has no ref, so the bytes are the same
+ * either way, on both encoder paths (hot Yield, protobuf-c Error). */
+Test(envelope, route_carries_uuid_refs_without_an_envx, .timeout = 30) {
+  const int bodies[] = {TR_BODY_YIELD, TR_BODY_ERROR};
+  for (size_t b = 0; b < sizeof bodies / sizeof bodies[0]; b++) {
+    /* The reference: the refs in an envx, the src named. */
+    tr_msg_t *m = mk(bodies[b]);
+    m->cid = 77;
+    set_payload(m, "item");
+    struct tr_envx *x = xof(m);
+    x->has_src = x->has_dst = 1;
+    set_uid(&x->src, NULL, 1, NULL);
+    set_uid(&x->dst, NULL, 100, NULL);
+    if (bodies[b] == TR_BODY_ERROR) {
+      x->u.error.code = 5;
+      x->u.error.message = strdup("boom");
+    }
+    size_t n0;
+    uint8_t *f0 = frame_with(m, NULL, &n0);
+
+    /* Decoded with a route: both refs there, none in an envx (a Yield
+     * then has no envx at all). */
+    tr_frame_dec_t d;
+    tr__frame_dec_init(&d, 0);
+    size_t used;
+    tr_msg_t *got = NULL;
+    tr_route_t rt;
+    cr_assert_eq(tr__frame_dec_feed(&d, f0, n0, &used, &rt, &got), 0);
+    cr_assert_not_null(got);
+    cr_assert(rt.has_src && rt.has_dst);
+    cr_assert_eq(memcmp(rt.src, x->src.uuid, TR_UUID_LEN), 0);
+    cr_assert_eq(memcmp(rt.dst, x->dst.uuid, TR_UUID_LEN), 0);
+    if (bodies[b] == TR_BODY_YIELD)
+      cr_assert_null(got->x_, "a Yield of uuid refs needs no envx");
+    else
+      cr_assert(!got->x_->has_src && !got->x_->has_dst);
+    /* Encoded with that route: the same frame. */
+    size_t n1;
+    uint8_t *f1 = frame_with(got, &rt, &n1);
+    cr_assert(n1 == n0 && memcmp(f1, f0, n0) == 0);
+    /* The envx's ref wins over the route's. */
+    tr_route_t other = rt;
+    other.src[0] ^= 0xff;
+    free(f1);
+    f1 = frame_with(m, &other, &n1);
+    cr_assert(n1 == n0 && memcmp(f1, f0, n0) == 0, "the envx's src is written, not the route's");
+    free(f1);
+    tr_msg_free(got);
+
+    /* A named src: in the envx (with its name) and in the route. */
+    x->src.name = strdup("alice");
+    free(f0);
+    f0 = frame_with(m, NULL, &n0);
+    cr_assert_eq(tr__frame_dec_feed(&d, f0, n0, &used, &rt, &got), 0);
+    cr_assert(rt.has_src && rt.has_dst);
+    cr_assert_eq(memcmp(rt.src, x->src.uuid, TR_UUID_LEN), 0);
+    cr_assert(got->x_ && got->x_->has_src && !got->x_->has_dst);
+    cr_assert_str_eq(got->x_->src.name, "alice");
+    f1 = frame_with(got, &rt, &n1);
+    cr_assert(n1 == n0 && memcmp(f1, f0, n0) == 0);
+    free(f1);
+    tr_msg_free(got);
+
+    /* Without a route the decoder keeps both in the envx, as before. */
+    cr_assert_eq(tr__frame_dec_feed(&d, f0, n0, &used, NULL, &got), 0);
+    cr_assert(got->x_ && got->x_->has_src && got->x_->has_dst);
+    cr_assert_eq(memcmp(got->x_->dst.uuid, x->dst.uuid, TR_UUID_LEN), 0);
+    tr_msg_free(got);
+    tr__frame_dec_fini(&d);
+    free(f0);
+    tr_msg_free(m);
+  }
 }

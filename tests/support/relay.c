@@ -102,7 +102,7 @@ static tr_msg_t *through_codec(tr_msg_t *m) {
   tr_msg_t *out = NULL;
   int rc = tr__env_encode(m, &buf, &len);
   if (rc == 0)
-    rc = tr__env_decode(buf, len, &out);
+    rc = tr__env_decode(buf, len, NULL, &out);
   if (rc)
     tr_log(TR_LOG_ERROR, "codec relay: %s did not go through the codec (%d)",
            tr__body_name(m->body), rc);
@@ -242,7 +242,7 @@ static void to_sock(sock_end_t *e, tr_msg_t *m) {
       x->has_dst = 1;
     }
   }
-  int rc = tr__wire_push_msg(&e->q, m, 0);
+  int rc = tr__wire_push_msg(&e->q, m, NULL, 0);
   if (rc) {
     tr_log(TR_LOG_ERROR, "codec relay: %s did not go through the codec (%d)",
            tr__body_name(m->body), rc);
@@ -292,7 +292,7 @@ static int sock_read(sock_end_t *e, tr_actor_t *to, int *rc, char *cause, size_t
     for (size_t off = 0; off < (size_t)k;) {
       size_t used = 0;
       tr_msg_t *m = NULL;
-      int frc = tr__frame_dec_feed(&e->dec, e->rbuf + off, (size_t)k - off, &used, &m);
+      int frc = tr__frame_dec_feed(&e->dec, e->rbuf + off, (size_t)k - off, &used, NULL, &m);
       if (frc) {
         *rc = -TR_EIO;
         snprintf(cause, cause_len, "relay socket: a bad frame (%d)", frc);

@@ -21,7 +21,7 @@ static tr_msg_t *over_the_wire(tr_msg_t *m) {
   if (tr__frame_encode(m, 0, &buf, &len) == 0) {
     tr_frame_dec_t d;
     tr__frame_dec_init(&d, 0);
-    if (tr__frame_dec_feed(&d, buf, len, &used, &out) < 0)
+    if (tr__frame_dec_feed(&d, buf, len, &used, NULL, &out) < 0)
       out = NULL;
     tr__frame_dec_fini(&d);
   }
@@ -94,7 +94,7 @@ TR_TEST(hello, refusals_say_why) {
   size_t used = 0;
   tr_msg_t *out = NULL;
   tr__frame_dec_init(&d, 0);
-  tr_check(tr__frame_dec_feed(&d, junk, sizeof junk, &used, &out) < 0, "junk is refused");
+  tr_check(tr__frame_dec_feed(&d, junk, sizeof junk, &used, NULL, &out) < 0, "junk is refused");
   tr_check(out == NULL);
   tr__frame_dec_fini(&d);
   tr_check_rc(tr__hello_new(NULL, &m), -TR_EINVAL);
