@@ -495,10 +495,17 @@ static uint8_t *put_varint(uint8_t *p, unsigned field, uint64_t v) {
   *p++ = TAG(field, WT_VARINT);
   return vput(p, v);
 }
+/* ActorRef.uuid: a constant size, so the copy is inline. */
+static uint8_t *put_uuid(uint8_t *p, const uint8_t *uuid) {
+  *p++ = TAG(2, WT_LEN);
+  *p++ = TR_UUID_LEN;
+  memcpy(p, uuid, TR_UUID_LEN);
+  return p + TR_UUID_LEN;
+}
 static uint8_t *put_ref(uint8_t *p, unsigned field, const tr_uid_t *u) {
   p = put_len(p, field, ref_size(u));
   p = put_str(p, 1, u->name);
-  p = put_raw(p, 2, u->uuid, TR_UUID_LEN);
+  p = put_uuid(p, u->uuid);
   return put_str(p, 3, u->addr);
 }
 
@@ -566,7 +573,7 @@ static uint8_t *put_route(uint8_t *p, unsigned field, const tr_uid_t *u, const u
   if (uuid == NULL)
     return p;
   p = put_len(p, field, lfield(TR_UUID_LEN));
-  return put_raw(p, 2, uuid, TR_UUID_LEN);
+  return put_uuid(p, uuid);
 }
 #define ROUTE_SRC(x, rt)                                                                          \
   ((x) != NULL && (x)->has_src ? NULL : (rt) != NULL && (rt)->has_src ? (rt)->src : NULL)
