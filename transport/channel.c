@@ -90,6 +90,9 @@ typedef struct ents {
   size_t n, cap;
   uint32_t *ix;
   size_t ixmask; /* slots - 1; the index exists once ix is set */
+  size_t last;   /* the entry found last: a stream's frames name the same
+                    actors, so ents_find looks there first (checked by its
+                    uuid, so no change to the table makes it wrong) */
 } ents_t;
 
 static uint64_t ents_key; /* ents_home's key: random, set once by tr__chan_init */
@@ -250,12 +253,16 @@ static void ents_index_del(ents_t *t, size_t s) {
 }
 
 static tr_actor_t *ents_find(ents_t *t, const uint8_t uuid[TR_UUID_LEN]) {
+  if (t->last < t->n && memcmp(t->v[t->last].uuid, uuid, TR_UUID_LEN) == 0)
+    return t->v[t->last].a;
   if (!t->ix)
     return NULL;
   for (size_t s = ents_home(t, uuid); t->ix[s]; s = (s + 1) & t->ixmask) {
     ent_t *e = &t->v[t->ix[s] - 1];
-    if (memcmp(e->uuid, uuid, TR_UUID_LEN) == 0)
+    if (memcmp(e->uuid, uuid, TR_UUID_LEN) == 0) {
+      t->last = t->ix[s] - 1;
       return e->a;
+    }
   }
   return NULL;
 }
