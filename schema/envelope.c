@@ -1310,16 +1310,22 @@ int tr__frame_dec_feed(tr_frame_dec_t *d, const uint8_t *data, size_t len, size_
     size_t avail = len - off;
 
     if (d->hdr_have < 4) {
-      size_t k = 4 - d->hdr_have;
-      if (k > avail)
-        k = avail;
-      memcpy(d->hdr + d->hdr_have, data + off, k);
-      d->hdr_have = (uint8_t)(d->hdr_have + k);
-      off += k;
-      if (d->hdr_have < 4)
-        break;
-      d->need = (uint32_t)d->hdr[0] | (uint32_t)d->hdr[1] << 8 | (uint32_t)d->hdr[2] << 16 |
-                (uint32_t)d->hdr[3] << 24;
+      const uint8_t *h = data + off;
+      if (d->hdr_have == 0 && avail >= 4) { /* the whole header here: read in place */
+        off += 4;
+        d->hdr_have = 4;
+      } else {
+        size_t k = 4 - d->hdr_have;
+        if (k > avail)
+          k = avail;
+        memcpy(d->hdr + d->hdr_have, data + off, k);
+        d->hdr_have = (uint8_t)(d->hdr_have + k);
+        off += k;
+        if (d->hdr_have < 4)
+          break;
+        h = d->hdr;
+      }
+      d->need = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
       d->have = 0;
       /* The limit is enforced here, on the header alone, so a peer cannot
        * make us allocate more than max_frame by announcing a huge frame. */
