@@ -22,8 +22,8 @@
  * size, so any thread may hand one to free() instead of a cache. */
 enum {
   TR_MEM_MSG,  /* tr_msg_t */
-  TR_MEM_ENVX, /* struct tr_envx: every Start and Cancel, and every frame
-                * that names an actor, carries one (208 bytes) */
+  TR_MEM_ENVX, /* struct tr_envx: every Start and Cancel, and a frame that
+                * names an actor by name, carries one (208 bytes) */
   TR_MEM_BUF,  /* a tr_buf_t that fits TR_BUF_CHUNK bytes, header included
                 * (buf.c): payloads of 8-byte values and 64-byte items */
   TR_MEM__CLASSES
