@@ -535,6 +535,7 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
   tr_route_t rt = {.has_dst = 1};
   tr_actor_uuid(px, rt.dst);
   uint8_t u[TR_UUID_LEN];
+  int rc = 0;
   if (m->from) {
     tr_actor_uuid(m->from, u);
     const uint8_t *src = x && x->has_src ? x->src.uuid : u;
@@ -544,39 +545,41 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
      * which then needs the envx. */
     if (memcmp(src, u, TR_UUID_LEN) == 0 && !ents_find(&c->loc, u)) {
       if (!x && !(x = tr__envx_get(m))) {
-        tr_log(TR_LOG_ERROR, "channel: out of memory; a %s to %s is dropped",
-               tr__body_name(m->body), tr_actor_name(px));
-        tr_msg_free(m);
-        return;
+        rc = -TR_ENOMEM; /* not sent: answered below */
+        tr_log(TR_LOG_ERROR, "channel %s: out of memory; a %s to %s is not sent",
+               tr_actor_name(tr_self()), tr__body_name(m->body), tr_actor_name(px));
+      } else {
+        if (!x->has_src) {
+          x->has_src = 1;
+          memcpy(x->src.uuid, u, TR_UUID_LEN);
+        }
+        if (!x->src.name)
+          x->src.name = strdup(tr_actor_name(m->from));
+        /* Known here until it exits: the monitor prunes the table, so a
+         * long-lived channel does not keep every actor that ever talked on
+         * it (its frames after that are answered as a dead actor's). */
+        if (ents_add(&c->loc, u, tr_actor_dup(m->from)) == 0 &&
+            tr__actor_monitor(m->from, tr_self(), C_GONE) != 0)
+          (void)ents_remove_id(&c->loc, tr_actor_id(m->from), NULL);
       }
-      if (!x->has_src) {
-        x->has_src = 1;
-        memcpy(x->src.uuid, u, TR_UUID_LEN);
-      }
-      if (!x->src.name)
-        x->src.name = strdup(tr_actor_name(m->from));
-      /* Known here until it exits: the monitor prunes the table, so a
-       * long-lived channel does not keep every actor that ever talked on
-       * it (its frames after that are answered as a dead actor's). */
-      if (ents_add(&c->loc, u, tr_actor_dup(m->from)) == 0 &&
-          tr__actor_monitor(m->from, tr_self(), C_GONE) != 0)
-        (void)ents_remove_id(&c->loc, tr_actor_id(m->from), NULL);
     }
     if (!(x && x->has_src)) {
       rt.has_src = 1;
       memcpy(rt.src, u, TR_UUID_LEN);
     }
   }
-  if (c->child_side && m->cid == c->life_cid && c->main && m->from == c->main &&
+  if (rc == 0 && c->child_side && m->cid == c->life_cid && c->main && m->from == c->main &&
       (m->body == TR_BODY_RETURN || m->body == TR_BODY_ERROR)) {
     int code = m->body == TR_BODY_ERROR ? (int)x->u.error.code : 0;
     *c->status = code == 0 || code == TR_ECANCELED ? 0 : 1;
   }
-  int rc = chan_queue(c, m, &rt);
+  if (rc == 0)
+    rc = chan_queue(c, m, &rt);
   if (rc) {
-    /* Not sent (the engine refuses values above TR_REMOTE_VALUE_MAX where
-     * they are sent, so this is an envelope out of the ordinary): a
-     * caller waiting for the answer to a Start learns why at once. */
+    /* Not sent (out of memory, or the encoder refused it: the engine
+     * refuses values above TR_REMOTE_VALUE_MAX where they are sent, so
+     * this is an envelope out of the ordinary): a caller waiting for the
+     * answer to a Start learns why at once. */
     if (m->body == TR_BODY_START && m->from) {
       tr_error_t *e = tr__error_new(rc, NULL, "a call to actor %s could not be sent: %s",
                                     tr_actor_name(px), tr_strerror(rc));
