@@ -619,9 +619,20 @@ typedef struct span {
   size_t n;
 } span_t;
 
-/* Reads a varint of at most 10 bytes whose value fits 64 bits; 0 or -1. */
-static int vget(const uint8_t **pp, const uint8_t *end, uint64_t *v) {
+/* vget past its first byte: a cid's two or three bytes unrolled, then the
+ * general loop. */
+static int vget_more(const uint8_t **pp, const uint8_t *end, uint64_t *v) {
   const uint8_t *p = *pp;
+  if (end - p >= 2 && p[0] >= 0x80 && p[1] < 0x80) {
+    *v = (p[0] & 0x7fu) | (uint64_t)p[1] << 7;
+    *pp = p + 2;
+    return 0;
+  }
+  if (end - p >= 3 && p[0] >= 0x80 && p[1] >= 0x80 && p[2] < 0x80) {
+    *v = (p[0] & 0x7fu) | (uint64_t)(p[1] & 0x7f) << 7 | (uint64_t)p[2] << 14;
+    *pp = p + 3;
+    return 0;
+  }
   uint64_t r = 0;
   for (unsigned shift = 0; shift < 64 && p < end; shift += 7) {
     uint8_t b = *p++;
@@ -635,6 +646,18 @@ static int vget(const uint8_t **pp, const uint8_t *end, uint64_t *v) {
     }
   }
   return -1;
+}
+
+/* Reads a varint of at most 10 bytes whose value fits 64 bits; 0 or -1.
+ * Most lengths and values take one byte: that case is inline. */
+static inline int vget(const uint8_t **pp, const uint8_t *end, uint64_t *v) {
+  const uint8_t *p = *pp;
+  if (p < end && p[0] < 0x80) {
+    *v = p[0];
+    *pp = p + 1;
+    return 0;
+  }
+  return vget_more(pp, end, v);
 }
 
 /*
@@ -723,6 +746,43 @@ static int get_ref(tr_uid_t *u, span_t in) {
   return r < 0 ? HOT_PASS : 0;
 }
 
+/* A length-delimited field `tag` with a one-byte length at *pp, if there
+ * is one: its span, and *pp past it. */
+static int canon_len(const uint8_t **pp, const uint8_t *end, uint8_t tag, span_t *sp) {
+  const uint8_t *p = *pp;
+  if (end - p < 2 || p[0] != tag || p[1] >= 0x80 || p[1] > end - p - 2)
+    return 0;
+  sp->p = p + 2;
+  sp->n = p[1];
+  *pp = p + 2 + p[1];
+  return 1;
+}
+
+/* A Start as our encoders write it, read straight through: ns and func,
+ * then args and caller where present, each with a one-byte length, then
+ * the window (a varint) and the flag (a one-byte varint) where present, in
+ * that order to the end.  Its spans (caller->p NULL: none) and u64, and 1;
+ * or 0, and get_body's loop reads it: the same fields, so the same result. */
+static int canon_start(span_t in, span_t *ns, span_t *fn, span_t *args, span_t *caller,
+                       uint64_t *u64) {
+  const uint8_t *p = in.p, *end = in.p + in.n;
+  if (!canon_len(&p, end, TAG(1, WT_LEN), ns) || !canon_len(&p, end, TAG(2, WT_LEN), fn))
+    return 0;
+  (void)canon_len(&p, end, TAG(3, WT_LEN), args);
+  (void)canon_len(&p, end, TAG(4, WT_LEN), caller);
+  *u64 = 0;
+  if (p < end && p[0] == TAG(5, WT_VARINT)) {
+    p++;
+    if (vget(&p, end, u64) != 0 || *u64 > UINT32_MAX)
+      return 0;
+  }
+  if (end - p >= 2 && p[0] == TAG(6, WT_VARINT) && p[1] <= 1) {
+    *u64 |= (uint64_t)p[1] << 32;
+    p += 2;
+  }
+  return p == end;
+}
+
 /* A bool's varint: 0 or 1, else HOT_PASS. */
 #define BOOL_OK(v) ((v) <= 1)
 
@@ -740,6 +800,26 @@ static int get_body(tr_msg_t *m, struct tr_envx *x, span_t in) {
      * length, as canon_envelope reads the envelope (the loop below would
      * read the same). */
     return tr_buf_from(in.p + 2, in.n - 2, &m->payload);
+  if ((kind == TR_BODY_START_ACK || kind == TR_BODY_CREDIT) && in.n == 2 &&
+      in.p[0] == TAG(1, WT_VARINT) && in.p[1] < 0x80) {
+    /* A functype, a credit: one field of one byte (as the loop reads it) */
+    if (kind == TR_BODY_START_ACK && (in.p[1] < TR_FUNC_FN || in.p[1] > TR_FUNC_CONTEXT))
+      return HOT_PASS;
+    m->u64 = in.p[1];
+    return 0;
+  }
+  if (kind == TR_BODY_START) {
+    span_t args = {0}, caller = {0};
+    if (canon_start(in, &ns, &fn, &args, &caller, &v)) {
+      m->u64 = v;
+      rc = args.n ? tr_buf_from(args.p, args.n, &m->payload) : 0;
+      if (rc == 0 && caller.p)
+        rc = (x->u.start.has_caller = 1, get_ref(&x->u.start.caller, caller));
+      in.n = 0; /* read: the loop ends at once */
+    } else {
+      ns = fn = (span_t){0};
+    }
+  }
   while (rc == 0 && (r = next_field(&in, &seen, &f, &v, &s)) > 0) {
     switch (kind) {
     case TR_BODY_START:
@@ -798,21 +878,6 @@ static int get_body(tr_msg_t *m, struct tr_envx *x, span_t in) {
   return 0;
 }
 
-/* Decodes the canonical form of a hot body into m (fresh from tr_msg_new).
- * Returns 0, HOT_PASS (m may be partly filled: free it and let protobuf-c
- * decide) or -TR_ENOMEM. */
-/* A length-delimited field `tag` with a one-byte length at *pp, if there
- * is one: its span, and *pp past it. */
-static int canon_len(const uint8_t **pp, const uint8_t *end, uint8_t tag, span_t *sp) {
-  const uint8_t *p = *pp;
-  if (end - p < 2 || p[0] != tag || p[1] >= 0x80 || p[1] > end - p - 2)
-    return 0;
-  sp->p = p + 2;
-  sp->n = p[1];
-  *pp = p + 2 + p[1];
-  return 1;
-}
-
 /* The envelope as our encoders write it, read straight through: cid, src
  * and dst where present, in that order, then a hot body to the end.  Fills
  * what the field loop of hot_decode would and returns 1, or returns 0 and
@@ -847,6 +912,9 @@ static int canon_envelope(const uint8_t *p, const uint8_t *end, uint64_t *cid, s
   return 1;
 }
 
+/* Decodes the canonical form of a hot body into m (fresh from tr_msg_new).
+ * Returns 0, HOT_PASS (m may be partly filled: free it and let protobuf-c
+ * decide) or -TR_ENOMEM. */
 static int hot_decode(const uint8_t *data, size_t len, tr_route_t *rt, tr_msg_t *m) {
   span_t in = {data, len}, src = {0}, dst = {0}, body = {0};
   uint32_t seen = 0;
