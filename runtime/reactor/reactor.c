@@ -682,13 +682,29 @@ static int os_error(int err);
  * probes the watch instead of polling: it sends the owner a notification
  * as if epoll had reported EPOLLIN (claimed like one: claim_notice, so
  * never a second while one is pending), and the owner's read is the poll.
- * Every IO_EPOLL_EVERY-th round still asks epoll_wait, for every other fd.
+ * A probe counts as work found (poll_fds returns 1): the spinner runs the
+ * owner at once, where after a poll that found nothing it yields first.
+ * Every IO_EPOLL_EVERY-th round still asks epoll_wait, for every other fd
+ * (and yields when that finds nothing), so another fd waits at most that
+ * many rounds (each a probe, a turn of its owner and a read: tens of
+ * microseconds for the 64) unless another worker polls first.
  * A probe that finds nothing costs what a poll that finds nothing costs
  * (a system call, plus a message and a turn of the owner); a watch left
  * quiet for IO_PROBE_NS cools and is no longer probed, and a worker probes
  * only while it spins, so an idle runtime still sleeps.  Measured, tcp_rpc
  * between two processes (-w 1, 10 interleaved pairs): median round trip
- * 13.0 -> 11.9 us, 68k -> 75k round trips/s.  The hot watch is a pointer
+ * 13.0 -> 11.9 us, 68k -> 75k round trips/s.  Then with the epoll_wait
+ * every 64th round instead of every 4th, and no yield between a probe and
+ * the owner's read (tcp_rpc, 30k calls, 10 to 12 interleaved runs each,
+ * paired with the old rule): -w 2 +4 % and +10 % (8/10 and 10/10 runs
+ * better, in two phases of the host), -w 1 +3 % (9/12); tcp_stream -w 2
+ * 3.6-3.9 M -> 4.6-4.8 M messages/s.  Either change alone was worse on
+ * one of the two: epoll_wait less often but a yield after each probe lost
+ * 12 % on tcp_stream, and no yield with epoll_wait every 4th round lost
+ * 10 % on tcp_rpc (twice the epoll_waits per call: rounds got shorter).
+ * An epoll_wait that finds the hot fd ready costs as a probe does, but
+ * each one on a socket the peer is writing to slows the exchange more
+ * than its own system call (measured, not explained).  The hot watch is a pointer
  * in the worker (tr_worker_t.io_hot), read only inside a poll (io_enter):
  * tr__fd_unwatch clears it from every worker before the watch is doomed,
  * and the grace period covers a poll that read it just before.
@@ -696,7 +712,7 @@ static int os_error(int err);
 #define IO_TICK_MS 1
 #define IO_TICK_MAX_MS 64
 #define IO_PROBE_NS 200000LL /* as the scheduler's spin bound (TR_SPIN_NS) */
-#define IO_EPOLL_EVERY 4
+#define IO_EPOLL_EVERY 64
 #define IO_BUSY_NS 100000LL /* a busy worker polls when nobody has for this long */
 static struct {
   int epfd;
@@ -828,16 +844,17 @@ static int probe(tr_worker_t *wk) {
 }
 
 /* A worker's poll (see io above): a spinning one's (may_probe), or a busy
- * one's, which asks epoll_wait.  Returns the events it handled (0 after a
- * probe: the owner's read will tell). */
+ * one's, which asks epoll_wait.  Returns the events it handled, or 1
+ * after a probe (a notification sent: work, as an event is; see
+ * "Probing"). */
 static int poll_fds(int may_probe) {
   if (tr_load_relaxed(&io.watches) == 0)
     return 0; /* no sockets: no system call */
   uint32_t *seq = io_enter();
   if (!seq)
     return 0;
-  int n = 0;
-  if (tr_load_seqcst(&io.open) && !(may_probe && probe(tr__worker_self()))) {
+  int n = 0, probed = 0;
+  if (tr_load_seqcst(&io.open) && !(may_probe && (probed = probe(tr__worker_self())))) {
     struct epoll_event evs[16];
     n = epoll_wait(io.epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), 0);
     for (int i = 0; i < n; i++) {
@@ -863,6 +880,8 @@ static int poll_fds(int may_probe) {
     }
   }
   tr_faa_seqcst(seq, 1); /* even: left */
+  if (probed)
+    return 1;
   if (n <= 0)
     return 0;
   tr_faa_relaxed(&io.polled, (uint64_t)n);

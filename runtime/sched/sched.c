@@ -462,7 +462,8 @@ static void *worker_main(void *arg) {
        * two processes on 2 cores 3.0k -> 25.8k round trips/s, in-process
        * workloads unchanged).  With fds watched, a round also looks at
        * them (the reactor's netpoll, reactor.c "Workers poll too"), and
-       * yields only when that found nothing. */
+       * yields only when that sent nothing (a probe of a hot watch sends
+       * its owner a notification: reactor.c "Probing"). */
       const tr_sched_io_t *io = __atomic_load_n(&io_hooks, __ATOMIC_ACQUIRE);
       if (!io || io->poll() == 0)
         sched_yield();

@@ -114,8 +114,9 @@ void tr__sched_set_ops(const tr_sched_ops_t *ops);
 /* The workers' part in watching fds (see "Workers poll too" in
  * reactor.c):
  *  - poll: a spinning worker's look at the watched fds, between its looks
- *    for work; returns the readiness events it turned into messages (0 at
- *    once when no fd is watched);
+ *    for work; returns the readiness events it turned into messages, or 1
+ *    for a probe of a hot watch (reactor.c "Probing"), 0 when it sent
+ *    nothing (at once when no fd is watched);
  *  - parking: a worker is about to sleep, so nobody may be polling: the
  *    reactor must watch the fds itself until a worker polls again;
  *  - busy: a busy worker's look, between two turns once in a while (with
