@@ -839,6 +839,31 @@ static int drain_quiet(tr_fd_watch_t *w, int fd, int64_t ns) {
   }
 }
 
+/* One ping through edge watch w on the pair sv: writes c to sv[1], waits
+ * for the notifications until the read of sv[0] gets it (counting those
+ * that found nothing in *empty), and marks the watch hot after that read,
+ * as a channel does. */
+static int hot_ping(tr_fd_watch_t *w, const int sv[2], char c, uint64_t *empty) {
+  tr_assert_eq(write(sv[1], &c, 1), 1);
+  for (;;) {
+    tr_msg_t *m;
+    tr_assert_rc(recv_msg(&m), 0);
+    tr_assert_eq(m->cid, tr__fd_watch_id(w));
+    tr_msg_free(m);
+    tr__fd_begin_io(w);
+    char got;
+    int err;
+    ssize_t k = read_errno(sv[0], &got, 1, &err);
+    if (k == 1) {
+      tr_assert_eq(got, c);
+      tr__fd_hot(w);
+      return 0;
+    }
+    tr_assert(k < 0 && err == EAGAIN, "read: %zd, %s", k, strerror(err));
+    (*empty)++;
+  }
+}
+
 /* The same ping through an edge watch that the owner marks hot after each
  * read (tr__fd_hot), as a channel does: the worker spinning while we wait
  * probes it (a notification before epoll has said anything), so some
@@ -854,27 +879,8 @@ TR_TEST(fd_watch, spinning_workers_probe_a_hot_watch, .timeout = 60) {
   tr_reactor_stats_t before, after, idle;
   tr__reactor_stats(&before);
   uint64_t empty = 0;
-  for (int i = 0; i < 1000; i++) {
-    char c = (char)i;
-    tr_assert_eq(write(sv[1], &c, 1), 1);
-    for (;;) {
-      tr_msg_t *m;
-      tr_assert_rc(recv_msg(&m), 0);
-      tr_assert_eq(m->cid, tr__fd_watch_id(w));
-      tr_msg_free(m);
-      tr__fd_begin_io(w);
-      char got;
-      int err;
-      ssize_t k = read_errno(sv[0], &got, 1, &err);
-      if (k == 1) {
-        tr_assert_eq(got, (char)i, "ping %d", i);
-        tr__fd_hot(w);
-        break;
-      }
-      tr_assert(k < 0 && err == EAGAIN, "read: %zd, %s", k, strerror(err));
-      empty++;
-    }
-  }
+  for (int i = 0; i < 1000; i++)
+    tr_assert_rc(hot_ping(w, sv, (char)i, &empty), 0);
   tr__reactor_stats(&after);
   uint64_t probed = after.probed - before.probed;
   cr_log_info("1000 pings: %llu probes, %llu notifications found nothing; %llu polled",
@@ -944,26 +950,9 @@ TR_TEST(fd_watch, a_parking_worker_leaves_the_fds_to_a_polling_one, .timeout = 6
    * its own). */
   int64_t end = tr_now() + 20 * SEC;
   int pings = 0;
-  for (; tr_load_seqcst(&pk.sent) < 100 && tr_now() < end; pings++) {
-    char c = (char)pings;
-    tr_assert_eq(write(sv[1], &c, 1), 1);
-    for (;;) {
-      tr_msg_t *m;
-      tr_assert_rc(recv_msg(&m), 0);
-      tr_assert_eq(m->cid, tr__fd_watch_id(w));
-      tr_msg_free(m);
-      tr__fd_begin_io(w);
-      char got;
-      int err;
-      ssize_t k = read_errno(sv[0], &got, 1, &err);
-      if (k == 1) {
-        tr_assert_eq(got, c, "ping %d", pings);
-        tr__fd_hot(w);
-        break;
-      }
-      tr_assert(k < 0 && err == EAGAIN, "read: %zd, %s", k, strerror(err));
-    }
-  }
+  uint64_t empty = 0;
+  for (; tr_load_seqcst(&pk.sent) < 100 && tr_now() < end; pings++)
+    tr_assert_rc(hot_ping(w, sv, (char)pings, &empty), 0);
   tr__reactor_stats(&after);
   tr_store_release(&pk.stop, 1);
   int jrc = pthread_join(th, NULL);
