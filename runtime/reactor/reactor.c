@@ -932,7 +932,6 @@ static void io_arm(void) {
     tr_store_seqcst(&io.armed, 0);
 }
 
-/* A worker goes to sleep (tr_sched_io_t.parking). */
 /* Whether every worker has its sleeper bit set (seq_cst). */
 static int all_asleep(void) {
   int n = tr__rt.nworkers;
@@ -940,6 +939,7 @@ static int all_asleep(void) {
   return (tr_load_seqcst(&tr__rt.sleepers) & all) == all;
 }
 
+/* A worker goes to sleep (tr_sched_io_t.parking). */
 static void parking_io(void) {
   if (tr_load_relaxed(&io.watches) == 0 || tr_load_relaxed(&io.armed))
     return;
