@@ -401,18 +401,25 @@ TR_TEST(portal, group_of_25_failing_children, .timeout = 60) {
 
 /* ---- cancel_actor ------------------------------------------------------------ */
 
-/* A context that says started from inside a shield, then sleeps there:
- * once its caller has the started value, the actor is sure to ignore a
- * cancel request for 300 ms. */
+/* A context that says started from inside a shield, then waits there for
+ * its caller's Stop: once its caller has the started value, the actor is
+ * sure to ignore a cancel request until the caller closes its stream (no
+ * timing: a fixed sleep would let a starved caller see the ack). */
 static int stubborn(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)args;
   (void)result;
   tr_scope_t s;
   int rc = tr_scope_open(&s, TR_NO_DEADLINE, 1);
   if (rc == 0) {
+    tr_stream_t *st = NULL;
     rc = tr_ctx_started(ctx, NULL);
     if (rc == 0)
-      rc = tr_sleep(300 * MS); /* shielded: ignores a cancel request */
+      rc = tr_ctx_open_stream(ctx, &st);
+    tr_buf_t *v = NULL;
+    while (rc == 0 && (rc = tr_stream_recv(st, &v)) == 0) /* shielded: ignores a cancel */
+      tr_buf_release(v);
+    if (rc == -TR_EEOF)
+      rc = 0;
     tr_scope_close(&s);
   }
   return rc;
@@ -432,18 +439,21 @@ TR_TEST(portal, cancel_actor_acked_or_not, .timeout = 60) {
   if (d)
     tr_check_rc(tr_portal_cancel_actor(d, 2000 * MS, &acked), 0);
   tr_check_eq(acked, 1);
-  /* An actor in a shielded sleep (it said so: started) does not exit
-   * within 20 ms: no ack. */
+  /* An actor whose context holds a shield until this side's Stop (it said
+   * so: started) cannot exit within 20 ms: no ack. */
   tr_ctx_t *ctx = NULL;
   tr_buf_t *first = NULL;
+  tr_stream_t *st = NULL;
   if (s)
     tr_check_rc(tr_portal_open_context(s, "test.stubborn.hold", NULL, NULL, &ctx, &first), 0);
+  if (ctx)
+    tr_check_rc(tr_ctx_open_stream(ctx, &st), 0);
   acked = -1;
   if (s && ctx)
     tr_check_rc(tr_portal_cancel_actor(s, 20 * MS, &acked), 0);
   tr_check_eq(acked, 0);
   if (ctx) {
-    int crc = tr_ctx_close(ctx, NULL); /* its sleep ends; the actor's cancel follows */
+    int crc = tr_ctx_close(ctx, NULL); /* Stop ends its wait; the actor's cancel follows */
     tr_check(crc == 0 || crc == -TR_ECANCELED || crc == -TR_ECTXCANCELED, "ctx close: %d", crc);
   }
   tr_buf_release(first);
