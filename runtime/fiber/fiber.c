@@ -49,6 +49,32 @@
 #endif
 #endif
 
+/* TSan keeps a shadow call stack per fiber, pushed and popped by the
+ * instrumented functions' entries and exits.  A fiber's first frame
+ * (tr__fiber_start, and uc_entry under it) never returns, and a helper of
+ * the switch that is not inlined enters on one context and exits on the
+ * other; either way every run would leave a frame behind, so a fiber could
+ * not be reused without a new TSan context, which costs milliseconds (a
+ * memset of its whole state: task_spawn --smoke ran at 300 tasks/s).  So
+ * those frames are not instrumented (UNTRACKED: gcc's no_sanitize_thread
+ * drops the entry hook too, clang needs disable_sanitizer_instrumentation):
+ * a fiber's shadow stack is empty again when its fn has returned, and
+ * tr__fiber_reset keeps the fiber's context.  What the new run inherits is
+ * the old run's clock: an order that holds anyway, since the fiber was
+ * handed over in between. */
+#if defined(TR_FIBER_TSAN) && !defined(__clang__)
+#define UNTRACKED __attribute__((no_sanitize_thread))
+#define TSAN_KEEP_FIBER 1
+#elif defined(TR_FIBER_TSAN) && defined(__has_attribute)
+#if __has_attribute(disable_sanitizer_instrumentation)
+#define UNTRACKED __attribute__((disable_sanitizer_instrumentation))
+#define TSAN_KEEP_FIBER 1
+#endif
+#endif
+#if !defined(UNTRACKED)
+#define UNTRACKED
+#endif
+
 #if defined(TR_FIBER_ASAN)
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -83,7 +109,59 @@ void tr__fiber_entry(void);
  * tr__fiber_entry (or the ucontext trampoline); never returns.  Not static
  * because the assembly calls it; hidden so that call stays inside the
  * library. */
-__attribute__((noreturn, visibility("hidden"))) void tr__fiber_start(tr_fiber_t *f);
+__attribute__((noreturn, visibility("hidden"))) UNTRACKED void tr__fiber_start(tr_fiber_t *f);
+
+/* ---- TSan contexts ------------------------------------------------------ */
+
+#if defined(TSAN_KEEP_FIBER)
+/* A fiber's TSan context outlives it: ended fibers leave theirs in a pool
+ * that new fibers take from, as their stacks do (stack.h; the same bound,
+ * each context holding about 0.8 MiB as a live one does).  The mutex
+ * orders a context's old user before its new one, as the hand-over of a
+ * fiber between runs does.  Drained with the stacks at runtime shutdown. */
+static pthread_mutex_t tsan_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *tsan_pool[TR_FIBER_POOL_MAX];
+static unsigned tsan_pool_n;
+
+static void *tsan_context_get(void) {
+  pthread_mutex_lock(&tsan_pool_lock);
+  void *t = tsan_pool_n > 0 ? tsan_pool[--tsan_pool_n] : NULL;
+  pthread_mutex_unlock(&tsan_pool_lock);
+  return t ? t : __tsan_create_fiber(0);
+}
+
+static void tsan_context_put(void *t) {
+  pthread_mutex_lock(&tsan_pool_lock);
+  if (tsan_pool_n < TR_FIBER_POOL_MAX) {
+    tsan_pool[tsan_pool_n++] = t;
+    t = NULL;
+  }
+  pthread_mutex_unlock(&tsan_pool_lock);
+  if (t)
+    __tsan_destroy_fiber(t);
+}
+
+static void tsan_context_drain(void) {
+  for (;;) {
+    pthread_mutex_lock(&tsan_pool_lock);
+    void *t = tsan_pool_n > 0 ? tsan_pool[--tsan_pool_n] : NULL;
+    pthread_mutex_unlock(&tsan_pool_lock);
+    if (!t)
+      return;
+    __tsan_destroy_fiber(t);
+  }
+}
+#elif defined(TR_FIBER_TSAN)
+static void *tsan_context_get(void) { return __tsan_create_fiber(0); }
+static void tsan_context_put(void *t) { __tsan_destroy_fiber(t); }
+#endif
+
+void tr__fiber_stack_pool_drain(void) {
+  tr__stack_drain();
+#if defined(TSAN_KEEP_FIBER)
+  tsan_context_drain();
+#endif
+}
 
 /* ---- per-thread state -------------------------------------------------- */
 
@@ -102,7 +180,7 @@ static __thread tr_fiber_t *running __attribute__((tls_model("initial-exec")));
 /* Called on the outgoing side just before the stacks change.  `exiting`
  * says the outgoing fiber will never run again, so ASan may free its fake
  * stack (the NULL save slot). */
-static inline void before_switch(tr_fiber_t *from, tr_fiber_t *to, int exiting) {
+UNTRACKED static inline void before_switch(tr_fiber_t *from, tr_fiber_t *to, int exiting) {
 #if defined(TR_FIBER_ASAN)
   /* A main context's bounds were learnt when it last switched into a
    * fiber (after_switch); a main is never the target before that. */
@@ -123,7 +201,7 @@ static inline void before_switch(tr_fiber_t *from, tr_fiber_t *to, int exiting) 
 }
 
 /* Called on the incoming side (self) right after the stacks changed. */
-static inline void after_switch(tr_fiber_t *self) {
+UNTRACKED static inline void after_switch(tr_fiber_t *self) {
 #if defined(TR_FIBER_ASAN)
   const void *bottom;
   size_t size;
@@ -140,7 +218,7 @@ static inline void after_switch(tr_fiber_t *self) {
 #endif
 }
 
-static inline void swap_to(tr_fiber_t *from, tr_fiber_t *to) {
+UNTRACKED static inline void swap_to(tr_fiber_t *from, tr_fiber_t *to) {
 #if TR_FIBER_UCONTEXT
   int rc = swapcontext(&from->uc, &to->uc);
   TR_ASSERT(rc == 0);
@@ -160,7 +238,7 @@ void tr__fiber_init_main(tr_fiber_t *main) {
 
 #if TR_FIBER_UCONTEXT
 /* makecontext passes only int arguments; the pointer travels in halves. */
-static void uc_entry(unsigned hi, unsigned lo) {
+UNTRACKED static void uc_entry(unsigned hi, unsigned lo) {
   tr__fiber_start((tr_fiber_t *)(uintptr_t)(((uint64_t)hi << 32) | lo));
 }
 #endif
@@ -219,7 +297,7 @@ int tr__fiber_init(tr_fiber_t *f, size_t stack_size, tr_fiber_fn fn, void *arg) 
   f->fn = fn;
   f->arg = arg;
 #if defined(TR_FIBER_TSAN)
-  f->tsan_fiber = __tsan_create_fiber(0);
+  f->tsan_fiber = tsan_context_get();
 #endif
 #if defined(TR_FIBER_VALGRIND)
   f->valgrind_id = VALGRIND_STACK_REGISTER(lo, lo + size);
@@ -231,8 +309,8 @@ int tr__fiber_init(tr_fiber_t *f, size_t stack_size, tr_fiber_fn fn, void *arg) 
 void tr__fiber_reset(tr_fiber_t *f, tr_fiber_fn fn, void *arg) {
   TR_ASSERT(f->stack_lo != NULL);
   TR_ASSERT(f->done || !f->started);
-#if defined(TR_FIBER_TSAN)
-  __tsan_destroy_fiber(f->tsan_fiber);
+#if defined(TR_FIBER_TSAN) && !defined(TSAN_KEEP_FIBER)
+  __tsan_destroy_fiber(f->tsan_fiber); /* a frame behind: a clean stack */
   f->tsan_fiber = __tsan_create_fiber(0);
 #endif
 #if defined(TR_FIBER_ASAN)
@@ -252,7 +330,7 @@ void tr__fiber_destroy(tr_fiber_t *f) {
   TR_ASSERT(f->stack_lo != NULL);
   TR_ASSERT(f->done || !f->started);
 #if defined(TR_FIBER_TSAN)
-  __tsan_destroy_fiber(f->tsan_fiber);
+  tsan_context_put(f->tsan_fiber);
   f->tsan_fiber = NULL;
 #endif
 #if defined(TR_FIBER_VALGRIND)

@@ -164,8 +164,11 @@ void tr__fiber_thread_init(void);
 void tr__fiber_thread_fini(void);
 
 /*
- * Unmaps every stack cached in the pool (runtime shutdown).  Stacks of
- * live fibers are not affected and return to the pool later as usual.
+ * Unmaps every stack cached in the pool (runtime shutdown), and in TSan
+ * builds destroys the TSan contexts kept for reuse (fiber.c), which TSan
+ * counts as live threads: with any at exit it sleeps a second first
+ * (its atexit_sleep_ms).  Stacks of live fibers are not affected and
+ * return to the pool later as usual.
  * Threads: any thread.
  */
 void tr__fiber_stack_pool_drain(void);

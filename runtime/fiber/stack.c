@@ -136,7 +136,7 @@ void tr__stack_put(char *lo, size_t size) {
   unmap_stack(lo, size);
 }
 
-void tr__fiber_stack_pool_drain(void) {
+void tr__stack_drain(void) {
   /* Detach everything under the lock, unmap outside it: munmap is slow
    * and other threads may be creating fibers meanwhile. */
   struct bin taken[BINS];

@@ -59,4 +59,8 @@ int tr__stack_get(size_t size, char **lo);
  * Threads: any thread. */
 void tr__stack_put(char *lo, size_t size);
 
+/* Unmaps every stack cached in the pool (tr__fiber_stack_pool_drain).
+ * Threads: any thread. */
+void tr__stack_drain(void);
+
 #endif

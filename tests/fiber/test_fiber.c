@@ -227,6 +227,26 @@ Test(fiber, ten_thousand_fibers_reuse_stacks, .timeout = 180) {
   free(fs);
 }
 
+/* One fiber run again and again (as a task actor's spare is): more runs
+ * than TSan's shadow call stack has entries (64Ki), which a first frame
+ * left behind per run would overflow (fiber.c, FIRST_FRAME). */
+Test(fiber, reset_runs_one_fiber_many_times, .timeout = 120) {
+  enum { RUNS = 100000 };
+  tr_fiber_t main, f;
+  struct once o = {0};
+  tr__fiber_init_main(&main);
+  cr_assert_eq(tr__fiber_init(&f, 0, once_fiber, &o), 0);
+  for (int i = 0; i < RUNS; i++) {
+    if (i > 0)
+      tr__fiber_reset(&f, once_fiber, &o);
+    tr__fiber_switch(&main, &f);
+    if (!tr__fiber_done(&f) || o.ran != i + 1)
+      cr_assert_fail("run %d: done %d, ran %d", i, tr__fiber_done(&f), o.ran);
+  }
+  tr__fiber_destroy(&f);
+  cr_assert_eq(o.ran, RUNS);
+}
+
 /* ---- migration between threads ------------------------------------------ */
 
 #define HOPS 2000
