@@ -123,10 +123,16 @@ static pthread_mutex_t tsan_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *tsan_pool[TR_FIBER_POOL_MAX];
 static unsigned tsan_pool_n;
 
-static void *tsan_context_get(void) {
+/* A pooled context, or NULL when the pool is empty. */
+static void *tsan_pool_pop(void) {
   pthread_mutex_lock(&tsan_pool_lock);
   void *t = tsan_pool_n > 0 ? tsan_pool[--tsan_pool_n] : NULL;
   pthread_mutex_unlock(&tsan_pool_lock);
+  return t;
+}
+
+static void *tsan_context_get(void) {
+  void *t = tsan_pool_pop();
   return t ? t : __tsan_create_fiber(0);
 }
 
@@ -142,14 +148,8 @@ static void tsan_context_put(void *t) {
 }
 
 static void tsan_context_drain(void) {
-  for (;;) {
-    pthread_mutex_lock(&tsan_pool_lock);
-    void *t = tsan_pool_n > 0 ? tsan_pool[--tsan_pool_n] : NULL;
-    pthread_mutex_unlock(&tsan_pool_lock);
-    if (!t)
-      return;
+  for (void *t; (t = tsan_pool_pop()) != NULL;)
     __tsan_destroy_fiber(t);
-  }
 }
 #elif defined(TR_FIBER_TSAN)
 static void *tsan_context_get(void) { return __tsan_create_fiber(0); }
