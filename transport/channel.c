@@ -159,7 +159,8 @@ typedef struct chan {
 static int proxy_send(tr_actor_t *px, tr_msg_t *m) {
   tr_actor_t *chan = px->state;
   if (tr_actor_exited(chan)) {
-    tr__rpc_bounce(px, m); /* answered as the gone actor would be */
+    tr__actor_mark_gone(px); /* no way to it any more */
+    tr__rpc_bounce(px, m);   /* answered as the gone actor would be */
     tr_msg_free(m);
     return 0;
   }
@@ -375,6 +376,9 @@ static void kill_timer_post(chan_t *c, tr_msg_t *k) {
  * for a local actor that has exited (its C_GONE may still be on its way):
  * it has no dialogs, and the notices would be dead letters. */
 static void post_lost(chan_t *c, int rc, const char *cause) {
+  /* First the proxies read as exited: whoever a notice wakes may look. */
+  for (size_t j = 0; j < c->prx.n; j++)
+    tr__actor_mark_gone(c->prx.v[j].a);
   for (size_t i = 0; i < c->loc.n; i++)
     for (size_t j = 0; j < c->prx.n && !tr_actor_exited(c->loc.v[i].a); j++)
       (void)tr__rpc_post_peer_lost(c->loc.v[i].a, c->prx.v[j].uuid, tr_actor_id(tr_self()), rc,
@@ -528,6 +532,7 @@ static void chan_out(chan_t *c, tr_msg_t *m) {
      * call made now is answered as a gone actor answers it, in the name of
      * the actor it was for, instead of waiting for an answer that cannot
      * come. */
+    tr__actor_mark_gone(px);
     tr__rpc_bounce(px, m);
     tr_msg_free(m);
     return;
@@ -613,6 +618,7 @@ static void on_frame(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
     for (size_t i = 0; i < c->prx.n;)
       if (memcmp(c->prx.v[i].uuid, rt->src, TR_UUID_LEN) == 0 &&
           c->prx.v[i].a != c->parent_px && c->prx.v[i].a != c->child_px) {
+        tr__actor_mark_gone(c->prx.v[i].a);
         (void)tr_send_u64(c->prx.v[i].a, P_EXIT, 0);
         ents_remove_at(&c->prx, i); /* the last entry moved to i */
       } else {
@@ -667,6 +673,10 @@ static void on_frame(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
   }
   if (final) {
     c->final_seen = 1;
+    /* The child's actor has exited (this is its exit report): it reads so
+     * from now on, before a call that crossed its exit is answered. */
+    if (c->child_px)
+      tr__actor_mark_gone(c->child_px);
     c->life_final = m; /* delivered once the process is reaped */
     return;
   }

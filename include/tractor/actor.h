@@ -197,7 +197,12 @@ int tr_actor_uid(const tr_actor_t *a, char *buf, size_t len);
 /* Room for a uid of a name of n bytes: name, '@', 32 hex digits, NUL. */
 #define TR_UID_LEN(n) ((n) + 34)
 
-/* 1 once the actor has exited, else 0.  Threads: any thread. */
+/* 1 once the actor has exited, else 0.  For an actor in another process
+ * (tr_portal_actor of a process child, or of an actor found through
+ * discovery.h: a local stand-in), 1 once this process knows that it has
+ * gone: its channel heard that it exited, or lost the connection (its
+ * process reaped, the connection broken or closed), before any dialog
+ * with it is told of the end.  Threads: any thread. */
 int tr_actor_exited(const tr_actor_t *a);
 
 /*

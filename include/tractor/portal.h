@@ -71,7 +71,9 @@ typedef enum tr_functype { TR_FUNC_FN = 1, TR_FUNC_STREAM = 2, TR_FUNC_CONTEXT =
  * Ownership: args is borrowed for the duration of the call (NULL means
  * empty).  A FN function may store a buffer in *result (initially NULL)
  * and hands its reference to the runtime; a result left NULL is the empty
- * value.  On failure the runtime releases whatever *result holds.
+ * value.  Empty is NULL everywhere: a zero-length buffer sent as a value
+ * (arguments, a result, a started value, a stream message) is received
+ * as NULL, in-process as from another process.  On failure the runtime releases whatever *result holds.
  * Threads: runs as a task of the callee actor.
  */
 typedef int (*tr_rpc_fn)(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result);
@@ -215,7 +217,13 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
  *                 SIGKILL's close looks no different on the wire; the
  *                 message says which ("the peer of this dialog (NAME) is
  *                 lost: process N exited with status 3");
- *   -TR_ECLOSED   the connection ended in order: this node is stopping;
+ *   -TR_ECLOSED   the connection ended in order: this node is stopping,
+ *                 or the actor's process exited after its exit report (the
+ *                 actor had ended, or was ending, without answering this
+ *                 dialog: a call that crossed its exit, say); the message
+ *                 says which, in the same words as for -TR_EIO ("... is
+ *                 lost: process N exited with status 0"), and the actor
+ *                 reads as exited (tr_actor_exited) by then;
  *   -TR_EPROTO    the peer broke the protocol, and the connection is
  *                 closed (for a child process the dialogs end, as for a
  *                 lost process, with -TR_EIO once it has been reaped);
@@ -247,8 +255,9 @@ typedef struct tr_portal tr_portal_t;
 /* Where an actor-nursery child runs (tr_actor_opts_t.spawn). */
 enum tr_spawn_kind {
   /* The process default: the environment variable TR_SPAWN ("thread" or
-   * "process"), else TR_SPAWN_THREAD (tractor's start method, set once
-   * for a whole program). */
+   * "process"; unset or empty: "thread"; anything else makes the call
+   * fail with -TR_EINVAL), else TR_SPAWN_THREAD (tractor's start method,
+   * set once for a whole program). */
   TR_SPAWN_DEFAULT = 0,
   /* An actor of this process, on the runtime's workers. */
   TR_SPAWN_THREAD = 1,
@@ -284,7 +293,7 @@ typedef struct tr_actor_opts {
    * NULL (-TR_EINVAL otherwise). */
   const char *const *enable;
   size_t n_enable;
-  int spawn;       /* enum tr_spawn_kind */
+  int spawn;       /* enum tr_spawn_kind; another value: -TR_EINVAL */
   const char *exe; /* TR_SPAWN_PROCESS: the program; NULL: this one */
 } tr_actor_opts_t;
 
@@ -294,7 +303,8 @@ typedef struct tr_actor_opts {
  * cancelled (tractor's start_actor(enable_modules=...)).  Closing the actor
  * nursery cancels its daemons once its other children have finished, as
  * tractor does.  Returns 0, or as tr_actor_nursery_spawn (or, when
- * TR_SPAWN=process makes it a child process, as tr_start_actor_opts).
+ * TR_SPAWN=process makes it a child process, as tr_start_actor_opts), or
+ * -TR_EINVAL when TR_SPAWN is set to neither "thread" nor "process".
  * Ownership: name and the enable strings are copied.  *out is the caller's,
  * released with tr_portal_release (it may outlive the actor: calls then
  * return -TR_ECLOSED).
@@ -307,7 +317,7 @@ int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *
  * where the actor runs (opts->spawn).  opts may be NULL.  Returns as
  * tr_start_actor, -TR_EINVAL with an error object (nothing started) when
  * out is NULL, opts->enable is NULL with n_enable > 0, or one of its
- * strings is NULL, or -TR_EIO (the process could not be started; nothing
+ * strings is NULL, or opts->spawn is not an enum tr_spawn_kind, or -TR_EIO (the process could not be started; nothing
  * is left running) with an error object.  Ownership: borrows opts. */
 int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor_opts_t *opts,
                         tr_portal_t **out);
@@ -355,7 +365,8 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * (tractor's run_in_actor: the child enables the function's namespace and
  * ends once its result is in).  A failure of the call is a failure of the
  * child for the nursery (one cancels all).  Returns 0, -TR_EINVAL (a
- * NULL an, qualified or out), -TR_ENOFUNC,
+ * NULL an, qualified or out, or TR_SPAWN set to neither "thread" nor
+ * "process"), -TR_ENOFUNC,
  * -TR_EFUNCKIND, or as tr_actor_nursery_spawn (-TR_ECANCELED in a
  * cancelled scope: no child is started).  With a process child
  * (TR_SPAWN=process, or opts->spawn below) also -TR_EMSGSIZE (args larger
@@ -370,7 +381,9 @@ int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualif
 
 /* tr_run_in_actor with options (opts->spawn, opts->exe; enable is
  * ignored).  opts may be NULL.  Returns as tr_run_in_actor, the process
- * child's -TR_EMSGSIZE and -TR_EIO included.  Ownership: borrows opts. */
+ * child's -TR_EMSGSIZE and -TR_EIO included, and -TR_EINVAL (nothing
+ * started) when opts->spawn is not an enum tr_spawn_kind or TR_SPAWN is
+ * neither "thread" nor "process".  Ownership: borrows opts. */
 int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *qualified,
                          const tr_buf_t *args, const tr_actor_opts_t *opts, tr_portal_t **out);
 
@@ -402,7 +415,9 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
  * an actor nursery the nursery escalates to a forced cancel at close if
  * not.  The wait is not interrupted by a cancellation of the caller (it is
  * already bounded).  Returns 0 (at once, with *acked 1, when the actor
- * has exited already, even outside a task), -TR_EINVAL (p is NULL, or its
+ * has exited already, even outside a task: tr_actor_exited of
+ * tr_portal_actor(p) says so, or an earlier cancel through p was
+ * acknowledged), -TR_EINVAL (p is NULL, or its
  * actor is the caller's own: use tr_actor_cancel_soon), -TR_EPERM (not in
  * a task), or the code of a failed send of the request (-TR_ENOMEM; an
  * actor that exits meanwhile is not a failure), with an error object.

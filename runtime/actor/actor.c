@@ -178,8 +178,9 @@ int tr_actor_uid(const tr_actor_t *a, char *buf, size_t len) {
 }
 
 int tr_actor_exited(const tr_actor_t *a) {
-  /* Acquire pairs with the release in tr__actor_finish_exit. */
-  return a && (tr_load_acquire(&a->flags) & TR_AF_EXITED) != 0;
+  /* Acquire pairs with the release in tr__actor_finish_exit (and the
+   * fetch-or of tr__actor_mark_gone). */
+  return a && (tr_load_acquire(&a->flags) & (TR_AF_EXITED | TR_AF_GONE)) != 0;
 }
 
 tr_actor_t *tr_self(void) {
@@ -660,6 +661,11 @@ void tr_msg_take(tr_msg_t *m) {
   tr_worker_t *w = tr__worker_self();
   if (w && m && w->cur_msg == m)
     w->cur_msg = NULL;
+}
+
+void tr__actor_mark_gone(tr_actor_t *a) {
+  TR_ASSERT(tr__actor_is_proxy(a));
+  (void)tr_for_seqcst(&a->flags, TR_AF_GONE);
 }
 
 void tr__actor_mark_node(tr_actor_t *a) {

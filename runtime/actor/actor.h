@@ -36,6 +36,9 @@ struct tr_tasks;
  * that handled a message (tr__actor_spawn_as): work done once per batch
  * of messages, such as a channel's write. */
 #define TR_AF_TURN_END 0x200u
+/* A proxy whose remote actor is known to have gone (tr__actor_mark_gone):
+ * it reads as exited from then on. */
+#define TR_AF_GONE 0x400u
 
 /* flags_ bits of tr_msg_t owned by the runtime (and TR_MSGF_PTR_REF,
  * runtime/mem/msgpool.h). */
@@ -295,6 +298,14 @@ static inline void tr__actor_set_kind(struct tr_actor *a, int kind) {
  * Threads: any.
  */
 int tr__actor_monitor(struct tr_actor *target, struct tr_actor *watcher, uint32_t tag);
+
+/* Proxy a's remote actor has gone: its channel saw its gone notice, or
+ * lost the connection (its process reaped, or no way to reach it again).
+ * tr_actor_exited(a) is 1 from now on, before the stand-in itself exits
+ * (in a later turn of its own), so that whoever learns of the end through
+ * a dialog (a call failing with "lost", say) finds the actor exited.
+ * Threads: the channel's turn, before it tells anyone. */
+void tr__actor_mark_gone(struct tr_actor *a);
 
 /* Counts a as the node's own (tr_stats_t.actors_node): the listener, the
  * registrar, channels between nodes and their proxies, which live as long

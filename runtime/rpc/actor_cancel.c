@@ -62,7 +62,9 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
     *acked = 0;
   if (!p)
     return TR__EINVAL_NULL();
-  if (tr_actor_exited(p->actor)) {
+  /* Exited: as far as this side knows (an actor in another process is
+   * known gone once its ack came, or its channel said so). */
+  if (__atomic_load_n(&p->cancel_acked, __ATOMIC_ACQUIRE) || tr_actor_exited(p->actor)) {
     if (acked)
       *acked = 1;
     return 0;
@@ -93,6 +95,8 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
   while (!c.done && tr_now() < deadline)
     tr__ctx_wait_until(&c, t, deadline, "tr_portal_cancel_actor");
   tr__ctx_unlink(self->tasks, &c);
+  if (c.done) /* atomic: a portal may serve tasks of several actors */
+    __atomic_store_n(&p->cancel_acked, 1, __ATOMIC_RELEASE);
   if (acked)
     *acked = c.done;
   return 0;

@@ -184,7 +184,7 @@ void tr__an_report_exit(tr_actor_t *a) {
     if (tr_msg_new(&m) == 0) {
       m->body = TR_BODY_RETURN;
       m->cid = ts->watch_cid;
-      m->payload = v;
+      m->payload = tr__rpc_value(v);
       if (tr__actor_is_proxy(to)) /* the watcher is in another process */
         m->from = tr_actor_dup(a);
       (void)tr__send(to, m);

@@ -96,7 +96,7 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
     tr_msg_free(m);
     return TR__ENOMEM();
   }
-  m->payload = tr_buf_ref((tr_buf_t *)args);
+  m->payload = tr__rpc_value(tr_buf_ref((tr_buf_t *)args));
   m->from = tr_actor_dup(self);
   /* The caller by uuid in the envelope: what the callee checks a Cancel
    * against.  No name: only the uuid decides, and a run dialog's cost is

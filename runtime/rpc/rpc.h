@@ -82,6 +82,7 @@ struct tr_portal {
   tr_buf_t *value;
   tr_error_t *error;
   int pid, status; /* a child process's (tr_portal_process), once cached */
+  uint8_t cancel_acked; /* a tr_portal_cancel_actor was acknowledged: the actor has exited */
 };
 
 enum { SIDE_CALLER = 1, SIDE_CALLEE = 2 };
@@ -322,6 +323,19 @@ static inline int tr__rpc_fits(tr_actor_t *peer, const tr_buf_t *v, const char *
                   what, tr_buf_len(v), tr_actor_name(peer), (unsigned)TR_REMOTE_VALUE_MAX);
 }
 
+/* A value as a dialog carries it: a reference to a buffer, or NULL for the
+ * empty value (portal.h: "NULL for an empty result").  A zero-length
+ * buffer becomes NULL here, where every value is sent, as the wire makes
+ * it (an absent field): so the receiver sees the same in-process and
+ * across processes.  Takes v's reference. */
+static inline tr_buf_t *tr__rpc_value(tr_buf_t *v) {
+  if (v && tr_buf_len(v) == 0) {
+    tr_buf_release(v);
+    return NULL;
+  }
+  return v;
+}
+
 /* Sends a protocol message of kind body (no sender: the dialog's cid and
  * the receiver's contexts identify it; to a proxy, the current actor).  Returns 0 or as tr__send;
  * the payload reference is passed on, or released on failure. */
@@ -335,7 +349,7 @@ static inline int tr__send_body(tr_actor_t *to, int body, uint64_t cid, uint64_t
   m->body = (uint16_t)body;
   m->cid = cid;
   m->u64 = u64;
-  m->payload = payload;
+  m->payload = tr__rpc_value(payload);
   /* A proxy writes the sender on the wire (tr__actor_is_proxy); between
    * local actors the cid says enough. */
   if (TR_UNLIKELY(tr__actor_is_proxy(to)))

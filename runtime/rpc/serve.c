@@ -519,12 +519,25 @@ static int serve_main(void *arg) {
   return 0; /* a cancelled daemon ended normally */
 }
 
-/* The spawn kind in force: opts', else TR_SPAWN, else a thread. */
+/* The spawn kind in force (TR_SPAWN_THREAD or TR_SPAWN_PROCESS): opts',
+ * else TR_SPAWN's, else a thread.  -TR_EINVAL with an error object for a
+ * value that is neither (a typo would otherwise run the child quietly in
+ * the wrong place). */
 static int spawn_kind(const tr_actor_opts_t *opts) {
-  if (opts && opts->spawn)
-    return opts->spawn;
+  if (opts && opts->spawn) {
+    if (opts->spawn == TR_SPAWN_THREAD || opts->spawn == TR_SPAWN_PROCESS)
+      return opts->spawn;
+    return TR_ERROR(-TR_EINVAL,
+                    "opts.spawn is %d: TR_SPAWN_DEFAULT (0), TR_SPAWN_THREAD (1) or "
+                    "TR_SPAWN_PROCESS (2) expected",
+                    opts->spawn);
+  }
   const char *e = getenv("TR_SPAWN");
-  return e && strcmp(e, "process") == 0 ? TR_SPAWN_PROCESS : TR_SPAWN_THREAD;
+  if (!e || !*e || strcmp(e, "thread") == 0)
+    return TR_SPAWN_THREAD;
+  if (strcmp(e, "process") == 0)
+    return TR_SPAWN_PROCESS;
+  return TR_ERROR(-TR_EINVAL, "TR_SPAWN is \"%.64s\": \"thread\" or \"process\" expected", e);
 }
 
 static void strv_free(char **v, size_t n) {
@@ -567,12 +580,15 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
   for (size_t i = 0; i < n_enable; i++)
     if (!enable[i])
       return TR_ERROR(-TR_EINVAL, "entry %zu of the enable list is NULL", i);
+  int kind = spawn_kind(opts);
+  if (kind < 0)
+    return kind;
   tr_portal_t *p = calloc(1, sizeof(*p));
   if (!p)
     return TR__ENOMEM();
   tr_an_child_t *c;
   int rc;
-  if (spawn_kind(opts) == TR_SPAWN_PROCESS) {
+  if (kind == TR_SPAWN_PROCESS) {
     tr_proc_req_t req = {.name = name,
                          .enable = (char *const *)enable,
                          .n_enable = n_enable,
@@ -662,7 +678,10 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
   if (!an || !qualified)
     return TR__EINVAL_NULL();
   const tr__rpc_entry_t *e;
-  int proc = spawn_kind(opts) == TR_SPAWN_PROCESS;
+  int kind = spawn_kind(opts);
+  if (kind < 0)
+    return kind;
+  int proc = kind == TR_SPAWN_PROCESS;
   /* Another program's functions are its own business (it answers). */
   int rc = proc && opts && opts->exe ? 0 : resolve_run(qualified, &e);
   if (rc)
@@ -682,7 +701,7 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
       return TR__ENOMEM();
     }
     spec->entry = e;
-    spec->args = tr_buf_ref((tr_buf_t *)args);
+    spec->args = tr__rpc_value(tr_buf_ref((tr_buf_t *)args));
     rc = tr__actor_nursery_spawn_rec(an, name, run_main, spec, 0, &p->actor, &c);
     if (rc) {
       tr_buf_release(spec->args);
@@ -714,7 +733,7 @@ int tr__rpc_spawn_served(const char *name, char *const *enable, size_t n_enable,
     if (!spec)
       return TR__ENOMEM();
     spec->entry = e;
-    spec->args = tr_buf_ref(args);
+    spec->args = tr__rpc_value(tr_buf_ref(args));
     rc = tr__spawn_task_actor_as(run_main, spec, &o, watcher, cid, uuid, out);
     if (rc) {
       tr_buf_release(spec->args);

@@ -30,6 +30,21 @@ static int nothing(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) 
 }
 TR_EXPORT_FN("test.math", "nothing", nothing)
 
+/* An empty value as a zero-length buffer: received as NULL, as "nothing"'s. */
+static int empty_buf(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  return tr_buf_new(0, result);
+}
+TR_EXPORT_FN("test.math", "empty_buf", empty_buf)
+
+/* 1 when its arguments came as NULL (the empty value), else 0. */
+static int args_null(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  return tr_buf_from_u64(args == NULL, result);
+}
+TR_EXPORT_FN("test.math", "args_null", args_null)
+
 static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
@@ -81,6 +96,22 @@ TR_TEST(portal, simple_rpc_and_empty_result, .timeout = 60) {
   if (p)
     tr_check_rc(tr_portal_run(p, "test.math.nothing", NULL, &res), 0);
   tr_check(res == NULL, "empty result");
+  /* Empty is NULL in-process as across processes: a zero-length buffer,
+   * as a result or as arguments, arrives as NULL. */
+  res = (tr_buf_t *)1;
+  if (p)
+    tr_check_rc(tr_portal_run(p, "test.math.empty_buf", NULL, &res), 0);
+  tr_check(res == NULL, "a zero-length result is NULL (%p)", (void *)res);
+  tr_buf_t *none;
+  tr_assert_rc(tr_buf_new(0, &none), 0);
+  uint64_t was_null = 0;
+  res = NULL;
+  if (p)
+    tr_check_rc(tr_portal_run(p, "test.math.args_null", none, &res), 0);
+  tr_check_rc(tr_buf_to_u64(res, &was_null), 0);
+  tr_check_eq(was_null, 1, "zero-length arguments arrive as NULL");
+  tr_buf_release(res);
+  tr_buf_release(none);
   /* Closing the nursery cancels the daemon (only daemons are left). */
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
@@ -121,6 +152,37 @@ TR_TEST(portal, start_actor_refuses_a_null_enable_list, .timeout = 60) {
   tr_check_rc(tr_start_actor_opts(an, "b", &hole, &p), -TR_EINVAL);
   tr_check(p == NULL && tr_error_last() && strstr(tr_error_message(tr_error_last()), "entry 1"),
            "and the entry");
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  return 0;
+}
+
+/* A spawn kind that is none (opts.spawn, or TR_SPAWN) is refused with an
+ * error object; nothing is started (it once ran the child in-process). */
+TR_TEST(portal, start_actor_refuses_a_bad_spawn_kind, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t bad = {.enable = math_ns, .n_enable = 1, .spawn = 7};
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "a", &bad, &p), -TR_EINVAL);
+  tr_check(p == NULL && tr_error_last() && strstr(tr_error_message(tr_error_last()), "spawn is 7"),
+           "an error object names the field: %s",
+           tr_error_last() ? tr_error_message(tr_error_last()) : "-");
+  tr_check_rc(tr_run_in_actor_opts(an, "b", "test.math.nothing", NULL, &bad, &p), -TR_EINVAL);
+  tr_check(p == NULL, "nothing started");
+  /* The environment's default, misspelt (restored before anything else
+   * reads it: the _tcp run sets it to "process"). */
+  const char *was = getenv("TR_SPAWN");
+  char *keep = was ? strdup(was) : NULL;
+  setenv("TR_SPAWN", "proces", 1);
+  tr_check_rc(tr_start_actor(an, "c", math_ns, 1, &p), -TR_EINVAL);
+  tr_check(tr_error_last() && strstr(tr_error_message(tr_error_last()), "TR_SPAWN is \"proces\""),
+           "the error names the variable: %s",
+           tr_error_last() ? tr_error_message(tr_error_last()) : "-");
+  if (keep)
+    setenv("TR_SPAWN", keep, 1);
+  else
+    unsetenv("TR_SPAWN");
+  free(keep);
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   return 0;
 }
@@ -439,6 +501,12 @@ TR_TEST(portal, cancel_actor_acked_or_not, .timeout = 60) {
   if (d)
     tr_check_rc(tr_portal_cancel_actor(d, 2000 * MS, &acked), 0);
   tr_check_eq(acked, 1);
+  /* Exited, as the ack said: a second cancel says so at once, even with
+   * no time to wait (an actor in another process included). */
+  acked = -1;
+  if (d)
+    tr_check_rc(tr_portal_cancel_actor(d, 0, &acked), 0);
+  tr_check_eq(acked, 1, "a second cancel of an acknowledged actor");
   /* An actor whose context holds a shield until this side's Stop (it said
    * so: started) cannot exit within 20 ms: no ack. */
   tr_ctx_t *ctx = NULL;

@@ -1054,11 +1054,46 @@ TR_TEST(process, child_killed_mid_stream_is_a_clear_error, .timeout = 60, .init 
   const tr_error_t *e = tr_error_last();
   tr_check(e && strstr(tr_error_message(e), "signal 9") != NULL, "says the process was killed: %s",
            e ? tr_error_message(e) : "(no error)");
+  /* Told of the loss, the caller finds the actor exited (its stand-in was
+   * marked before the dialog heard), and a cancel is acknowledged at once. */
+  tr_check(p && tr_actor_exited(tr_portal_actor(p)), "the lost actor reads as exited");
+  int acked = -1;
+  if (p)
+    tr_check_rc(tr_portal_cancel_actor(p, 0, &acked), 0);
+  tr_check_eq(acked, 1, "a cancel of the lost actor");
   if (s)
     (void)tr_stream_close(s);
   rc = tr_actor_nursery_close(an);
   tr_check(rc == -TR_EIO, "the nursery reports the lost child (%d)", rc);
   tr_portal_release(p);
+  return 0;
+}
+
+/* A call that crosses the actor's exit (sent after its acknowledged
+ * cancel, before this side has heard that the process ended) fails with
+ * -TR_ECLOSED, and by then the actor reads as exited: whoever learns of
+ * the end through a dialog finds tr_actor_exited agreeing. */
+TR_TEST(process, a_call_after_the_exit_finds_the_actor_exited, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  for (int i = 0; i < 5; i++) {
+    tr_portal_t *p = NULL;
+    tr_actor_opts_t o = daemon_opts();
+    tr_check_rc(tr_start_actor_opts(an, "brief", &o, &p), 0);
+    if (!p)
+      break;
+    int rc = 0, acked = -1;
+    (void)run_u64_any(p, "tproc.math.pid", 0, &rc);
+    tr_check_rc(rc, 0);
+    tr_check_rc(tr_portal_cancel_actor(p, 5000 * MS, &acked), 0);
+    tr_check_eq(acked, 1);
+    tr_check_rc(tr_portal_run(p, "tproc.math.pid", NULL, NULL), -TR_ECLOSED);
+    tr_check(tr_actor_exited(tr_portal_actor(p)), "round %d: the call said %s, the actor reads as %s",
+             i, tr_error_last() ? tr_error_message(tr_error_last()) : "-", "live");
+    tr_portal_release(p);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
   return 0;
 }
 
