@@ -201,7 +201,11 @@ const char *tr_error_relay(const tr_error_t *e, size_t i);
 
 /* The trace: "file:line function" hops, 0 being where the error was raised
  * and each next one the caller that passed it on.  Out-of-range i gives
- * NULL. */
+ * NULL.  A boxed remote error's trace is the source's rendered trace, one
+ * line per hop in the same order: so a remote error group's members
+ * ("member 1 of 2:", their types, codes and traces) are lines too, and
+ * read from the last index down to 0 they give the text tr_error_format
+ * prints ("most recent call last"). */
 size_t tr_error_trace_len(const tr_error_t *e);
 const char *tr_error_trace(const tr_error_t *e, size_t i);
 

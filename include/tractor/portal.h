@@ -366,8 +366,11 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * ends once its result is in).  A failure of the call is a failure of the
  * child for the nursery (one cancels all).  Returns 0, -TR_EINVAL (a
  * NULL an, qualified or out, or TR_SPAWN set to neither "thread" nor
- * "process"), -TR_ENOFUNC,
- * -TR_EFUNCKIND, or as tr_actor_nursery_spawn (-TR_ECANCELED in a
+ * "process"), -TR_ENOFUNC or -TR_EFUNCKIND (looked up in this program's
+ * exports before anything starts, so not boxed: a plain error of type
+ * "ModuleNotExposed.NoFunction" or "FunctionKindError", where tr_portal_run
+ * gets the callee's answer boxed; with opts->exe, another program,
+ * the child's refusal is its failure instead), or as tr_actor_nursery_spawn (-TR_ECANCELED in a
  * cancelled scope: no child is started).  With a process child
  * (TR_SPAWN=process, or opts->spawn below) also -TR_EMSGSIZE (args larger
  * than TR_REMOTE_VALUE_MAX: nothing is started) and -TR_EIO (the process
@@ -550,7 +553,8 @@ int tr_ctx_started(tr_ctx_t *ctx, const tr_buf_t *value);
  * tr_ctx_close still absorbs that cancellation and returns 0.
  * Ownership: *out belongs to the context (valid until tr_ctx_close on the
  * caller's side, until the function returns on the callee's); close it with
- * tr_stream_close to send Stop.
+ * tr_stream_close to send Stop.  On failure *out is set to NULL (a stream
+ * already open stays open: keep its pointer elsewhere, not in *out).
  */
 int tr_ctx_open_stream(tr_ctx_t *ctx, tr_stream_t **out);
 
