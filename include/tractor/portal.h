@@ -73,7 +73,8 @@ typedef enum tr_functype { TR_FUNC_FN = 1, TR_FUNC_STREAM = 2, TR_FUNC_CONTEXT =
  * and hands its reference to the runtime; a result left NULL is the empty
  * value.  Empty is NULL everywhere: a zero-length buffer sent as a value
  * (arguments, a result, a started value, a stream message) is received
- * as NULL, in-process as from another process.  On failure the runtime releases whatever *result holds.
+ * as NULL, in-process as from another process.  On failure the runtime
+ * releases whatever *result holds.
  * Threads: runs as a task of the callee actor.
  */
 typedef int (*tr_rpc_fn)(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result);
@@ -317,7 +318,8 @@ int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *
  * where the actor runs (opts->spawn).  opts may be NULL.  Returns as
  * tr_start_actor, -TR_EINVAL with an error object (nothing started) when
  * out is NULL, opts->enable is NULL with n_enable > 0, or one of its
- * strings is NULL, or opts->spawn is not an enum tr_spawn_kind, or -TR_EIO (the process could not be started; nothing
+ * strings is NULL, or opts->spawn is not an enum tr_spawn_kind, or
+ * -TR_EIO (the process could not be started; nothing
  * is left running) with an error object.  Ownership: borrows opts. */
 int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor_opts_t *opts,
                         tr_portal_t **out);
@@ -370,8 +372,9 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * exports before anything starts, so not boxed: a plain error of type
  * "ModuleNotExposed.NoFunction" or "FunctionKindError", where tr_portal_run
  * gets the callee's answer boxed; with opts->exe, another program,
- * the child's refusal is its failure instead), or as tr_actor_nursery_spawn (-TR_ECANCELED in a
- * cancelled scope: no child is started).  With a process child
+ * the child's refusal is its failure instead), or as
+ * tr_actor_nursery_spawn (-TR_ECANCELED in a cancelled scope: no child is
+ * started).  With a process child
  * (TR_SPAWN=process, or opts->spawn below) also -TR_EMSGSIZE (args larger
  * than TR_REMOTE_VALUE_MAX: nothing is started) and -TR_EIO (the process
  * could not be started; nothing is left running), with an error object.

@@ -1089,8 +1089,9 @@ TR_TEST(process, a_call_after_the_exit_finds_the_actor_exited, .timeout = 60, .i
     tr_check_rc(tr_portal_cancel_actor(p, 5000 * MS, &acked), 0);
     tr_check_eq(acked, 1);
     tr_check_rc(tr_portal_run(p, "tproc.math.pid", NULL, NULL), -TR_ECLOSED);
-    tr_check(tr_actor_exited(tr_portal_actor(p)), "round %d: the call said %s, the actor reads as %s",
-             i, tr_error_last() ? tr_error_message(tr_error_last()) : "-", "live");
+    tr_check(tr_actor_exited(tr_portal_actor(p)),
+             "round %d: the call said %s, the actor reads as %s", i,
+             tr_error_last() ? tr_error_message(tr_error_last()) : "-", "live");
     tr_portal_release(p);
   }
   tr_check_rc(tr_actor_nursery_close(an), 0);
