@@ -304,7 +304,8 @@ int tr__actor_monitor(struct tr_actor *target, struct tr_actor *watcher, uint32_
  * tr_actor_exited(a) is 1 from now on, before the stand-in itself exits
  * (in a later turn of its own), so that whoever learns of the end through
  * a dialog (a call failing with "lost", say) finds the actor exited.
- * Threads: the channel's turn, before it tells anyone. */
+ * Threads: any (an atomic fetch-or): the channel's turn, before it tells
+ * anyone, or a sender that finds the channel ended (proxy_send). */
 void tr__actor_mark_gone(struct tr_actor *a);
 
 /* Counts a as the node's own (tr_stats_t.actors_node): the listener, the
