@@ -117,7 +117,10 @@ typedef struct chan {
    * to the channel and a message, which would outlive it until it fired
    * (the handshake's, 10 s after every spawn). */
   uint64_t hs_timer, tick_timer, kill_timer;
-  int64_t last_rx, last_tx; /* when a byte last came in / went out */
+  /* When a byte last came in / went out, on the coarse clock
+   * (tr__now_coarse: read per message, compared at the heartbeat's
+   * period, a third of peer_timeout). */
+  int64_t last_rx, last_tx;
   int64_t over_since;       /* when the write queue was first seen over the mark (0: under) */
   int loss_rc;              /* why the connection ended (0 while it has not) */
   const char *kill_why;     /* why this side killed its child unasked (static), or NULL */
@@ -448,7 +451,7 @@ static void chan_try_flush(chan_t *c) {
   c->unflushed = 0;
   int wrote, w = tr__wire_flush(&c->q, c->fd, &wrote);
   if (wrote)
-    c->last_tx = tr_now();
+    c->last_tx = tr__now_coarse();
   if (w && w != -EAGAIN) {
     char cause[160];
     snprintf(cause, sizeof cause, "the connection broke: %s", strerror(-w));
@@ -730,7 +733,7 @@ static void chan_read(chan_t *c, int hup) {
       chan_lost(c, k == 0 ? -TR_ECLOSED : -TR_EIO, cause);
       return;
     }
-    c->last_rx = tr_now();
+    c->last_rx = tr__now_coarse();
     tr__fd_hot(c->w); /* the answer to what this turn writes: probed for */
     for (size_t off = 0; off < (size_t)k && !c->io_done;) {
       size_t used = 0;
@@ -817,7 +820,7 @@ static void on_adopt(chan_t *c, int fd) {
   }
   c->fd = fd;
   c->handshaken = 1;
-  c->last_rx = c->last_tx = tr_now();
+  c->last_rx = c->last_tx = tr__now_coarse();
   tick_post(c);
   if (sock_opts(fd) != 0 || tr__fd_watch_edge(fd, tr_self(), C_IO, &c->w) != 0) {
     chan_lost(c, -TR_EIO, "cannot watch the socket");
@@ -962,7 +965,7 @@ static void chan_handle(chan_t *c, tr_msg_t *m) {
     if (c->has_proc && tr__fd_watch(c->proc.pidfd, tr_self(), C_PROC, &c->pw) == 0)
       c->pwid = tr__fd_watch_id(c->pw);
     if (c->fd >= 0) {
-      c->last_rx = c->last_tx = tr_now();
+      c->last_rx = c->last_tx = tr__now_coarse();
       tick_post(c);
       if (tr__fd_watch_edge(c->fd, tr_self(), C_IO, &c->w) == 0)
         c->wid = tr__fd_watch_id(c->w);

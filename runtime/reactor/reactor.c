@@ -262,6 +262,12 @@ int64_t tr_now(void) {
   return (int64_t)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
 }
 
+int64_t tr__now_coarse(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
+}
+
 /* ---- heap (rx.lock held) ----------------------------------------------- */
 
 static int earlier(const tr_timer_t *a, const tr_timer_t *b) {
@@ -678,8 +684,10 @@ static int os_error(int err);
  * floor of an exchange that spins on the read itself is a third faster
  * (tools/bench/io_floor.c: spin against epoll_et).  So an owner that has
  * just read data marks its watch hot on the worker running it
- * (tr__fd_hot), and while that worker spins over the next IO_PROBE_NS it
- * probes the watch instead of polling: it sends the owner a notification
+ * (tr__fd_hot), and while that worker spins, until IO_PROBE_NS after its
+ * first probe of the watch since that read (the read itself reads no clock:
+ * tcp_rpc would pay 25 ns on every message), it probes the watch instead
+ * of polling: it sends the owner a notification
  * as if epoll had reported EPOLLIN (claimed like one: claim_notice, so
  * never a second while one is pending), and the owner's read is the poll.
  * A probe counts as work found (poll_fds returns 1): the spinner runs the
@@ -823,7 +831,10 @@ static int probe(tr_worker_t *wk) {
   tr_fd_watch_t *w = __atomic_load_n(&wk->io_hot, __ATOMIC_ACQUIRE);
   if (!w || ++wk->io_round % IO_EPOLL_EVERY == 0)
     return 0;
-  if (tr_now() >= wk->io_hot_until) {
+  int64_t now = tr_now();
+  if (wk->io_hot_until == 0) {
+    wk->io_hot_until = now + IO_PROBE_NS; /* the first probe since the read */
+  } else if (now >= wk->io_hot_until) {
     /* Only tr__fd_unwatch races with this (it clears it too). */
     (void)__atomic_compare_exchange_n(&wk->io_hot, &w, NULL, 0, __ATOMIC_RELAXED,
                                       __ATOMIC_RELAXED);
@@ -1157,7 +1168,7 @@ void tr__fd_hot(tr_fd_watch_t *w) {
   tr_worker_t *wk = tr__worker_self();
   if (!w || !w->edge || !wk)
     return;
-  wk->io_hot_until = tr_now() + IO_PROBE_NS;
+  wk->io_hot_until = 0; /* set by the next probe (see "Probing") */
   __atomic_store_n(&wk->io_hot, w, __ATOMIC_RELEASE);
 }
 

@@ -79,10 +79,11 @@ typedef struct tr_worker {
   tr_counters_t c;
   /* The reactor's probing (reactor.c, "Probing"): the edge watch whose
    * owner last read data on this worker (atomic: tr__fd_unwatch clears it
-   * from any thread), until when it counts as hot, and the spin rounds
-   * counted for the probes' rhythm, and the workers' polls counted at its
-   * last busy look (tr_sched_io_t.busy) with when that count last moved.
-   * Otherwise this worker's only. */
+   * from any thread), until when it counts as hot (0: for IO_PROBE_NS
+   * from its next probe), the spin rounds counted for the probes' rhythm,
+   * and the workers' polls counted at its last busy look
+   * (tr_sched_io_t.busy) with when that count last moved.  Otherwise this
+   * worker's only. */
   struct tr_fd_watch *io_hot;
   int64_t io_hot_until;
   unsigned io_round;
