@@ -142,6 +142,7 @@ static int main_root(void *arg) {
   int rc = tr_spawn_task_actor(main_task, c, &o, &a);
   if (rc)
     return rc;
+  TR_ASSERT(a != NULL); /* what gcc's LTO cannot see: a spawn that returned 0 set it */
   tr__actor_set_kind(a, TR_AK_ROOT);
   tr__rt_wait_end(a); /* tr_join, with the hang report */
   c->result = tr_task_actor_result(a);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build tree into a scratch prefix and builds the README's
-# example against it twice: with pkg-config (tractor.pc) and with CMake's
-# find_package(tractor).  Both programs must run and print the right sum.
+# example against it: with pkg-config (tractor.pc), against libtractor.a
+# without LTO (gcc and clang), and with CMake's find_package(tractor).
+# Every program must run and print the right sum.
 # Usage: check_install.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 BUILD=$1
@@ -19,6 +20,19 @@ cc -std=gnu11 -Wall -Werror "$SRC/examples/counter.c" -o "$TMP/counter_pc" \
    $(pkg-config --cflags --libs tractor)
 LD_LIBRARY_PATH="$LIBDIR" "$TMP/counter_pc" | grep -qx 'sum = 45'
 
+# The static library, linked without LTO by both compilers: with LTO on
+# (TR_LTO, gcc Release builds) its objects carry machine code besides gcc's
+# LTO bytecode, so neither gcc -fno-lto nor clang needs the bytecode.
+PRIV=$(pkg-config --static --libs tractor | sed 's/-ltractor\b//')
+for c in gcc clang; do
+  command -v "$c" >/dev/null || continue
+  extra=
+  [ "$c" = gcc ] && extra=-fno-lto
+  "$c" -std=gnu11 -Wall -Werror $extra "$SRC/examples/counter.c" -o "$TMP/counter_static_$c" \
+     $(pkg-config --cflags tractor) "$LIBDIR/libtractor.a" $PRIV
+  "$TMP/counter_static_$c" | grep -qx 'sum = 45'
+done
+
 # CMake consumer.
 mkdir -p "$TMP/consumer"
 cat >"$TMP/consumer/CMakeLists.txt" <<CMK
@@ -35,4 +49,4 @@ LD_LIBRARY_PATH="$LIBDIR" "$TMP/consumer/build/counter_cmake" | grep -qx 'sum = 
 # The installed registrar runs from the prefix alone (no LD_LIBRARY_PATH).
 env -u LD_LIBRARY_PATH "$TMP/prefix/bin/tractor-registry" --help | grep -q '^usage: tractor-registry' ||
   { echo "the installed tractor-registry does not run from its prefix"; exit 1; }
-echo "install check: pkg-config and find_package consumers, and tractor-registry, OK"
+echo "install check: pkg-config, static (no LTO) and find_package consumers, and tractor-registry, OK"
