@@ -21,8 +21,9 @@ cc -std=gnu11 -Wall -Werror "$SRC/examples/counter.c" -o "$TMP/counter_pc" \
 LD_LIBRARY_PATH="$LIBDIR" "$TMP/counter_pc" | grep -qx 'sum = 45'
 
 # The static library, linked without LTO by both compilers: with LTO on
-# (TR_LTO, gcc Release builds) its objects carry machine code besides gcc's
-# LTO bytecode, so neither gcc -fno-lto nor clang needs the bytecode.
+# (TR_LTO: optimised gcc builds, the normal CI build too) its objects carry
+# machine code besides gcc's LTO bytecode, so neither gcc -fno-lto nor
+# clang needs the bytecode.
 PRIV=$(pkg-config --static --libs tractor | sed 's/-ltractor\b//')
 for c in gcc clang; do
   command -v "$c" >/dev/null || continue
