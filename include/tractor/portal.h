@@ -417,10 +417,14 @@ int tr_portal_result(tr_portal_t *p, tr_buf_t **result);
  * the actor sends as it exits.  Every context the actor serves reports
  * ContextCancelled to its own caller, naming the calling actor as the
  * canceller.
- * *acked (may be NULL) says whether the ack came in time; for a child of
- * an actor nursery the nursery escalates to a forced cancel at close if
- * not.  The wait is not interrupted by a cancellation of the caller (it is
- * already bounded).  Returns 0 (at once, with *acked 1, when the actor
+ * *acked (may be NULL) says whether the ack came in time.  If it did not,
+ * and the caller is a task of the actor whose nursery started the portal's
+ * actor, that nursery's close forces the cancel (the wait was its grace
+ * period): a forced cancel in-process, SIGTERM then SIGKILL for a child
+ * process.  A lost connection to the actor's process ends the wait as its
+ * exit does (*acked 1; tr_actor_exited says so too), so even a wait with
+ * no limit ends when that process dies.  The wait is not interrupted by a
+ * cancellation of the caller (it is bounded, or ends with the actor).  Returns 0 (at once, with *acked 1, when the actor
  * has exited already, even outside a task: tr_actor_exited of
  * tr_portal_actor(p) says so, or an earlier cancel through p was
  * acknowledged), -TR_EINVAL (p is NULL, or its

@@ -80,14 +80,18 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
   tr_ctx_t c;
   tr__ctx_init(&c, self, SIDE_CALLER, KIND_ACTOR_CANCEL, tr__rpc_new_cid(), NULL);
   c.task = t;
+  /* The peer, so that the loss of its channel ends the wait as its exit
+   * (tr__rpc_peer_lost): no ack can come then, and without a timeout the
+   * wait would never end. */
+  c.peer = tr__rpc_route_to(self, p->actor);
+  tr_actor_uuid(p->actor, c.peer_uuid);
   tr__ctx_link(self->tasks, &c);
-  tr_actor_t *to = tr__rpc_route_to(self, p->actor);
-  int rc = tr__send_cancel(self, to, TR_BODY_CANCEL, c.cid, 1, 0);
-  tr_actor_release(to);
+  int rc = tr__send_cancel(self, c.peer, TR_BODY_CANCEL, c.cid, 1, 0);
   if (rc == -TR_ECLOSED)
     c.done = 1; /* it has exited meanwhile: nothing left to cancel */
   else if (rc) {
     tr__ctx_unlink(self->tasks, &c);
+    tr_actor_release(c.peer);
     return TR_ERROR(rc, "tr_portal_cancel_actor: the cancel request to %s was not sent",
                     tr_actor_name(p->actor));
   }
@@ -95,6 +99,12 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
   while (!c.done && tr_now() < deadline)
     tr__ctx_wait_until(&c, t, deadline, "tr_portal_cancel_actor");
   tr__ctx_unlink(self->tasks, &c);
+  tr_actor_release(c.peer);
+  /* Unacknowledged: the nursery's close forces the cancel, when this is
+   * the nursery's actor (only it may read the record; another actor's
+   * cancel leaves it, and the nursery's own rules apply). */
+  if (!c.done && p->child_of == tr_actor_id(self) && p->child)
+    tr__an_cancel_unacked(p->child);
   if (c.done) /* atomic: a portal may serve tasks of several actors */
     __atomic_store_n(&p->cancel_acked, 1, __ATOMIC_RELEASE);
   if (acked)

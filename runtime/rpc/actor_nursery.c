@@ -81,6 +81,26 @@ static void force_cancel(tr_an_child_t *c) {
     (void)tr__actor_request_cancel(c->actor, 1);
 }
 
+void tr__an_cancel_unacked(tr_an_child_t *c) {
+  struct tr_actor_nursery *an = c->an;
+  if (c->exited || c->unacked)
+    return;
+  c->unacked = 1;
+  c->cancel_sent = 1; /* it was */
+  if (an->waiting)
+    tr__task_wake_blocked(an->parent);
+}
+
+/* At close: forces the cancel of every child an unacknowledged
+ * tr_portal_cancel_actor left running (its wait was the grace). */
+static void force_unacked(struct tr_actor_nursery *an) {
+  for (tr_an_child_t *c = an->children; c; c = c->next)
+    if (c->unacked == 1 && !c->exited) {
+      c->unacked = 2;
+      force_cancel(c);
+    }
+}
+
 static void force_cancel_all(struct tr_actor_nursery *an) {
   an->forced = 1;
   for (tr_an_child_t *c = an->children; c; c = c->next)
@@ -383,6 +403,7 @@ int tr_actor_nursery_close(tr_actor_nursery_t *an) {
                     "tr_actor_nursery_close: only the task that opened the nursery may close it");
   an->closing = 1;
   while (an->live > 0) {
+    force_unacked(an);
     if (!an->cancelling && tr__task_cancelled(t))
       request_cancel_all(an); /* the parent is cancelled: so are children */
     if (!an->cancelling && an->live == daemons_live(an))

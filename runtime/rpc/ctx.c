@@ -818,9 +818,19 @@ void tr__rpc_peer_lost(tr_actor_t *self, const uint8_t uuid[TR_UUID_LEN], uint64
     return;
   int n = 0;
   for (tr_ctx_t *c = ts->rpc->dialogs; c; c = c->next) {
-    if (memcmp(c->peer_uuid, uuid, TR_UUID_LEN) != 0 || c->kind == KIND_ACTOR_CANCEL ||
+    if (memcmp(c->peer_uuid, uuid, TR_UUID_LEN) != 0 ||
         (via && tr_actor_id(tr__proxy_channel(c->peer)) != via))
-      continue; /* an actor cancel's wait is bounded: it ends unacknowledged */
+      continue;
+    if (c->kind == KIND_ACTOR_CANCEL) {
+      /* No ack can come: the actor reads as exited now (its stand-in is
+       * marked gone), and so the wait ends as at its exit. */
+      if (!c->done) {
+        c->done = 1;
+        tr__ctx_notify(c);
+        n++;
+      }
+      continue;
+    }
     if (c->kind == KIND_CHILD) { /* a child of this actor's nursery */
       tr__an_child_lost(c, rc, cause);
       n++;

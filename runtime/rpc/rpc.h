@@ -63,6 +63,8 @@ typedef struct tr_an_child {
   uint8_t lost;    /* its peer was lost: failed, waiting for its exit */
   uint8_t daemon;  /* serves until cancelled: close cancels it (tractor) */
   uint8_t proc;    /* in a child process: actor is the transport's proxy */
+  uint8_t unacked; /* 1: a tr_portal_cancel_actor went unacknowledged, so close
+                    * forces its cancel; 2: close has */
   int pid, status; /* proc: its process, and its wait status (-1 until reaped) */
   /* tr_run_in_actor: the main function's result, a copy of its error for
    * tr_portal_result, the task waiting for it, and the portal to hand the
@@ -76,6 +78,8 @@ typedef struct tr_an_child {
 struct tr_portal {
   tr_actor_t *actor;    /* a reference */
   tr_an_child_t *child; /* nursery child: its record while the nursery is open */
+  uint64_t child_of;     /* nursery child: its nursery's actor (tr_actor_id), the
+                          * only one that may read child (set once) */
   /* run_in_actor results once the nursery has closed (cached). */
   uint8_t has_result;
   int result_rc;
@@ -585,6 +589,11 @@ void tr__an_child_ended(tr_ctx_t *c);
  * child fails with rc and cause, and is killed; its exit report still
  * ends the dialog. */
 void tr__an_child_lost(tr_ctx_t *c, int rc, const char *cause);
+
+/* A tr_portal_cancel_actor of child c went unacknowledged: the nursery's
+ * close forces c's cancel (SIGTERM, then SIGKILL, for a child process).
+ * In the turn of the nursery's actor. */
+void tr__an_cancel_unacked(tr_an_child_t *c);
 
 /* The child's side, as it exits: its main task's outcome to its watcher
  * (Return with the run_in_actor value, or Error). */

@@ -95,7 +95,11 @@ static int serve_request(void *arg) {
     tr__error_free(e);
   } else {
     tr_buf_release(result);
-    tr__send_error(self, c->peer, c->cid, rc, tr_error_last(), NULL);
+    /* -TR_ECANCELED that nobody caused (the function's own scope, say) is
+     * a failure of the function: boxed for the caller, who was not
+     * cancelled (an unboxed -TR_ECANCELED would say it was). */
+    tr__send_error(self, c->peer, c->cid, rc == -TR_ECANCELED ? -TR_EREMOTE : rc, tr_error_last(),
+                   NULL);
   }
   if (c->cancel_req)
     (void)tr__send_cancel(self, c->peer, TR_BODY_CANCEL_ACK, c->cid, 0, 1);
@@ -612,7 +616,8 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
     free(p);
     return rc;
   }
-  p->child = c; /* for tr_portal_cancel_actor's wait */
+  p->child = c; /* for tr_portal_cancel_actor's escalation */
+  p->child_of = tr_actor_id(tr_self());
   c->portal = p;
   *out = p;
   return 0;
@@ -715,6 +720,7 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
     return rc;
   }
   p->child = c;
+  p->child_of = tr_actor_id(tr_self());
   c->portal = p;
   *out = p;
   return 0;

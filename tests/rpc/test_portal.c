@@ -53,6 +53,23 @@ static int fails(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_FN("test.math", "fails", fails)
 
+/* Cancels a scope of its own and returns the -TR_ECANCELED it got: a
+ * failure of the function, nobody cancelled the call. */
+static int self_cancelled(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_scope_t s;
+  int rc = tr_scope_open(&s, TR_NO_DEADLINE, 0);
+  if (rc == 0) {
+    tr_scope_cancel(&s);
+    rc = tr_sleep(1000 * MS);
+    tr_scope_close(&s);
+  }
+  return rc;
+}
+TR_EXPORT_FN("test.math", "self_cancelled", self_cancelled)
+
 static int stream_fn(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   (void)args;
@@ -201,6 +218,14 @@ TR_TEST(portal, remote_error_is_boxed, .timeout = 60) {
     tr_check(e && tr_error_src(e) && strcmp(tr_error_src(e), "mathd") == 0, "source");
     tr_check(e && strstr(tr_error_message(e), "bad input 7") != NULL, "message");
     tr_check(e && tr_error_trace_len(e) >= 1, "remote trace");
+    /* A -TR_ECANCELED of the function's own making is its failure, boxed:
+     * the caller was not cancelled, and its own code must not say so. */
+    tr_check_rc(tr_portal_run(p, "test.math.self_cancelled", NULL, NULL), -TR_EREMOTE);
+    e = tr_error_last();
+    tr_check(e && tr_error_boxed_type(e) && strcmp(tr_error_boxed_type(e), "Cancelled") == 0,
+             "boxed type: %s", e && tr_error_boxed_type(e) ? tr_error_boxed_type(e) : "(none)");
+    tr_check(e && strstr(tr_error_message(e), "was cancelled") != NULL, "message: %s",
+             e ? tr_error_message(e) : "(none)");
     /* The daemon survives its call's failure and keeps serving. */
     tr_buf_t *arg, *res = NULL;
     tr_check_rc(tr_buf_from_u64(1, &arg), 0);
@@ -488,6 +513,33 @@ static int stubborn(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result)
 }
 TR_EXPORT_CONTEXT("test.stubborn", "hold", stubborn)
 
+/* Enters a shield, says so (test.stubborn.in_shield, which its actor
+ * serves meanwhile, in this process or a child process), and sleeps there
+ * for 30 s: only a forced cancel ends it early. */
+static int shielded_in;
+static int shielded_sleep(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_scope_t s;
+  int rc = tr_scope_open(&s, TR_NO_DEADLINE, 1);
+  if (rc == 0) {
+    __atomic_store_n(&shielded_in, 1, __ATOMIC_RELEASE);
+    rc = tr_sleep(30000 * MS);
+    __atomic_store_n(&shielded_in, 0, __ATOMIC_RELEASE);
+    tr_scope_close(&s);
+  }
+  return rc;
+}
+TR_EXPORT_FN("test.stubborn", "sleep", shielded_sleep)
+
+static int in_shield(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  return tr_buf_from_u64((uint64_t)__atomic_load_n(&shielded_in, __ATOMIC_ACQUIRE), result);
+}
+TR_EXPORT_FN("test.stubborn", "in_shield", in_shield)
+
 static const char *const stubborn_ns[] = {"test.stubborn"};
 
 TR_TEST(portal, cancel_actor_acked_or_not, .timeout = 60) {
@@ -529,6 +581,57 @@ TR_TEST(portal, cancel_actor_acked_or_not, .timeout = 60) {
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(d);
   tr_portal_release(s);
+  return 0;
+}
+
+/* shielded_cancel_is_forced_at_close: the call that keeps the child in
+ * its shield (its outcome does not matter: the child is forced out). */
+static int run_shielded(void *arg) {
+  (void)tr_portal_run(arg, "test.stubborn.sleep", NULL, NULL);
+  return 0;
+}
+
+/* A child that does not acknowledge a cancel in time (its shield holds) is
+ * cancelled by force as soon as its nursery closes, as portal.h says, not
+ * one grace period later as the daemons a close ends: in-process a forced
+ * cancel, a child process SIGTERM (then SIGKILL after the grace). */
+TR_TEST(portal, an_unacked_cancel_is_forced_at_close, .timeout = 60) {
+  const int64_t grace = 3000 * MS;
+  tr_nursery_t *n = NULL;
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_nursery_opts_t no = {.cancel_grace_ns = grace};
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  tr_assert_rc(tr_actor_nursery_open(&an, &no), 0);
+  tr_check_rc(tr_start_actor(an, "shielded", stubborn_ns, 1, &p), 0);
+  if (p)
+    tr_check_rc(tr_nursery_spawn(n, run_shielded, p, NULL), 0);
+  /* Until the child is inside its shield (a cancel before would end it). */
+  uint64_t in = 0;
+  for (int64_t end = tr_now() + 20000 * MS; p && !in && tr_now() < end;) {
+    tr_buf_t *r = NULL;
+    if (tr_portal_run(p, "test.stubborn.in_shield", NULL, &r) != 0 || tr_buf_to_u64(r, &in) != 0)
+      in = 0;
+    tr_buf_release(r);
+    if (!in && tr_sleep(1 * MS) != 0)
+      break;
+  }
+  tr_check_eq(in, 1, "the child entered its shield");
+  int acked = -1;
+  if (p)
+    tr_check_rc(tr_portal_cancel_actor(p, 20 * MS, &acked), 0);
+  tr_check_eq(acked, 0, "the shield holds against a request");
+  int pid = 0;
+  int proc = p && tr_portal_process(p, &pid, NULL) == 0;
+  int64_t t0 = tr_now();
+  int rc = tr_actor_nursery_close(an);
+  int64_t ms = (tr_now() - t0) / MS, bound = grace / 2 / MS;
+  tr_check(ms < bound, "the close forced the cancel at once (%lld ms, bound %lld)", (long long)ms,
+           (long long)bound);
+  /* In-process the shielded call ends cancelled; a killed process is lost. */
+  tr_check(rc == 0 || (proc && rc == -TR_EIO), "the nursery's close (%d)", rc);
+  tr_check_rc(tr_nursery_close(n), 0);
+  tr_portal_release(p);
   return 0;
 }
 

@@ -231,6 +231,18 @@ static int stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
 }
 TR_EXPORT_FN("tproc.stuck", "sleep", stuck)
 
+/* Says started, then blocks its actor in sleep(30): a cancel request
+ * cannot be seen until it returns. */
+static int started_then_stuck(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  (void)result;
+  int rc = tr_ctx_started(ctx, NULL);
+  if (rc == 0)
+    sleep(30);
+  return rc;
+}
+TR_EXPORT_CONTEXT("tproc.stuck", "started_sleep", started_then_stuck)
+
 /* Shuts down every TCP socket of this process (its channels): a broken
  * connection, seen by both ends. */
 static int shut_tcp_sockets(void) {
@@ -1063,6 +1075,59 @@ TR_TEST(process, child_killed_mid_stream_is_a_clear_error, .timeout = 60, .init 
   tr_check_eq(acked, 1, "a cancel of the lost actor");
   if (s)
     (void)tr_stream_close(s);
+  rc = tr_actor_nursery_close(an);
+  tr_check(rc == -TR_EIO, "the nursery reports the lost child (%d)", rc);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* Kills the process given after 100 ms: the main task, which does not
+ * yield before its wait, has sent its cancel request by then. */
+static int kill_soon(void *arg) {
+  int rc = tr_sleep(100 * MS);
+  if (rc == 0 && kill(*(pid_t *)arg, SIGKILL) != 0)
+    rc = tr_fail("OSError", "kill: %s", strerror(errno));
+  return rc;
+}
+
+/* A cancel of a whole actor with no time limit, whose process dies before
+ * it acknowledges (it sits in sleep(30), deaf to the request): the lost
+ * connection ends the wait as the actor's exit does, at once, where it
+ * used to wait for ever. */
+TR_TEST(process, an_unlimited_actor_cancel_ends_when_the_process_dies, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_nursery_t *n = NULL;
+  tr_portal_t *p = NULL;
+  tr_ctx_t *ctx = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "deaf", &o, &p), 0);
+  int rc = 0;
+  pid_t pid = p ? (pid_t)run_u64_any(p, "tproc.math.pid", 0, &rc) : 0;
+  tr_check_rc(rc, 0);
+  if (rc == 0)
+    tr_check_rc(rc = tr_portal_open_context(p, "tproc.stuck.started_sleep", NULL, NULL, &ctx,
+                                            NULL),
+                0);
+  if (rc == 0 && (rc = tr_nursery_open(&n)) == 0) {
+    tr_check_rc(tr_nursery_spawn(n, kill_soon, &pid, NULL), 0);
+    int acked = -1;
+    int64_t t0 = tr_now();
+    tr_check_rc(tr_portal_cancel_actor(p, -1, &acked), 0);
+    int64_t ms = (tr_now() - t0) / MS;
+    tr_check_eq(acked, 1, "the lost actor counts as exited");
+    tr_check(ms < 5000, "the wait ended with the process (%lld ms)", (long long)ms);
+    tr_check(tr_actor_exited(tr_portal_actor(p)), "the actor reads as exited");
+    /* The lost child failed its actor nursery, which cancels the scopes
+     * inside it (one cancels all). */
+    rc = tr_nursery_close(n);
+    tr_check(rc == 0 || rc == -TR_ECANCELED, "the killer's nursery (%d)", rc);
+  }
+  if (ctx) {
+    int crc = tr_ctx_close(ctx, NULL);
+    tr_check(crc == -TR_EIO || crc == -TR_ECLOSED, "the context ends with the loss (%d)", crc);
+  }
   rc = tr_actor_nursery_close(an);
   tr_check(rc == -TR_EIO, "the nursery reports the lost child (%d)", rc);
   tr_portal_release(p);
