@@ -196,6 +196,9 @@ static int rt_init(const tr_config_t *cfg) {
     tr__rt.workers = NULL;
   }
   if (rc != 0) {
+    /* Every failure above is bare (the layers' own starts): say which. */
+    (void)TR_ERROR(rc, "tr_run: the runtime could not start its %d worker threads and reactor: %s",
+                   n, tr_strerror(rc));
     tr_store_release(&tr__rt_running, 0);
     free(tr__actors.shards);
     tr__actors.shards = NULL;

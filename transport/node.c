@@ -546,8 +546,10 @@ static int registrar_portal(tr_portal_t **out) {
     peer_t p;
     int rc = node_channel(where, 1, &p, NULL);
     if (rc)
-      return TR_ERROR(rc == -TR_ECANCELED ? rc : -TR_EIO, "the registrar at %s: %s", where,
-                      last_msg());
+      /* Cancelled, or refused for the secret (discovery.h), keep their
+       * codes; every other failure means it cannot be reached. */
+      return TR_ERROR(rc == -TR_ECANCELED || rc == -TR_EPERM ? rc : -TR_EIO,
+                      "the registrar at %s: %s", where, last_msg());
     tr_actor_release(p.chan);
     if (!p.is_registrar || !p.px) {
       tr_actor_release(p.px);

@@ -299,8 +299,10 @@ typedef int (*tr_root_fn)(void *arg);
  * root has returned and every actor has exited (printing the hang report
  * once if that takes hang_report_ns), then stops and joins the workers and
  * frees every actor and pooled message.  Returns root's result,
- * or -TR_EBUSY (a runtime is already running in this process), -TR_EINVAL
- * or -TR_ENOMEM when the runtime cannot start (root is then not called).
+ * or -TR_EBUSY (a runtime is already running in this process), -TR_EINVAL,
+ * -TR_ENOMEM or -TR_EIO (a thread, epoll or timer could not be created)
+ * when the runtime cannot start (root is then not called), with an error
+ * object on the calling thread.
  * Ownership: cfg may be NULL (defaults) and is not retained.
  * Threads: any thread that is not a worker; one runtime per process at a time.
  */

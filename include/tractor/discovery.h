@@ -95,7 +95,10 @@ typedef struct tr_registry_entry {
  *   -TR_EPERM       not called from a task, or the registrar does not share
  *                   this node's secret;
  *   -TR_ECANCELED   the calling task is cancelled;
+ *   -TR_ETIMEDOUT   the registrar, or the node of the entry tried, did not
+ *                   answer within 5 s (the lookup's own deadline);
  *   -TR_EIO         the registrar cannot be reached;
+ *   -TR_EINVAL      name or portal is NULL;
  * every failure with an error object (tr_error_last) saying why.
  * Ownership: name is borrowed; *portal is the caller's (tr_portal_release).
  * Threads: a task.

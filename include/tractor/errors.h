@@ -123,9 +123,11 @@ typedef struct tr_error tr_error_t;
 
 /*
  * The calling task's last error, or NULL when it has none.
- * Ownership: borrowed; valid until the task's next failing call that
- * records an error (tr_fail, or a library call returning -TR_E*) or
- * tr_error_clear().  Copy what must outlive that.
+ * Ownership: borrowed; valid until the task's next call into the library
+ * other than the tr_error_* accessors (as errno's value, a failing call
+ * replaces it, and a call that succeeds may clear it: tr_portal_run,
+ * tr_ctx_result and tr_stream_close do), or tr_error_clear().  Copy
+ * (tr_error_copy) or take (tr_error_take) what must outlive that.
  * Threads: any thread; the error is the current task's (or, outside a
  * task, the current thread's).
  */
@@ -223,7 +225,8 @@ const tr_error_t *tr_error_group_get(const tr_error_t *e, size_t i);
  * NUL), whatever len was; buf always ends with a NUL when len > 0 (the
  * rendering is cut short when it does not fit).  buf may be NULL when len
  * is 0, to measure.  Returns -TR_EMSGSIZE if the rendering would exceed
- * INT_MAX bytes.
+ * INT_MAX bytes, recording no error object (one would replace the error
+ * being rendered, which is often tr_error_last's).
  * Ownership: borrows e; writes at most len bytes to buf.
  * Threads: as the accessors.
  */

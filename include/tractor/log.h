@@ -52,7 +52,10 @@ enum tr_log_level {
  * Ownership: line is borrowed for the call.
  * Threads: called on the thread that logs (a worker, the reactor, the
  * thread running tr_run), possibly on several at once; it must not block
- * for long and must not call back into the runtime, except tr_log_*.
+ * for long and must not call back into the runtime, except
+ * tr_log_set_level, tr_log_level and tr_log_level_name (not
+ * tr_log_set_hook: it waits until running hooks have returned, so a hook
+ * that calls it never returns).
  */
 typedef void (*tr_log_hook_fn)(void *arg, int level, const char *line);
 

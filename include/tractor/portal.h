@@ -195,7 +195,9 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
  *
  * Cancelled callers.  Every call that opens a dialog (tr_portal_run,
  * tr_portal_open_stream_from, tr_portal_open_context, tr_run_in_actor,
- * tr_start_actor) checks the calling task's cancellation first: in a
+ * tr_start_actor) checks the calling task's cancellation before it sends
+ * or starts anything (after checking its own arguments: a bad name or
+ * kind still gives -TR_EINVAL, -TR_ENOFUNC or -TR_EFUNCKIND): in a
  * cancelled scope it returns -TR_ECANCELED at once, with tr_error_last
  * saying so, and sends nothing (the remote function never runs).  Leaving
  * a dialog that is not over while cancelled (a cancelled open, an early
@@ -236,7 +238,10 @@ const tr_rpc_export_t *tr_rpc_registry_next(const tr_rpc_export_t *prev);
  *     refused (-TR_EBUSY, nothing done, nothing freed) while another task
  *     is inside an operation on the context (a receive, a send,
  *     tr_ctx_result, a subscriber), and while it runs, operations that
- *     other tasks start on the context are refused with -TR_EBUSY;
+ *     other tasks start on the context are refused with -TR_EBUSY, except
+ *     tr_ctx_cancel (its Cancel goes out, and the close waits for the
+ *     answer) and tr_stream_close of the context's stream (it only sends
+ *     Stop, once);
  *   - every other operation (tr_stream_send/recv/subscribe/close,
  *     tr_ctx_result, tr_ctx_cancel, tr_ctx_cancel_wait, the accessors)
  *     from any task of the actor, several at once (each blocked task is
@@ -522,9 +527,10 @@ int tr_portal_open_stream_from(tr_portal_t *p, const char *qualified, const tr_b
 /*
  * Opens a context with CONTEXT function `qualified`: blocks until the
  * callee calls tr_ctx_started, then returns 0 with *ctx and *first (the
- * started value, a new reference, NULL if empty).  If the function fails or
- * returns before started, that outcome is returned (boxed, as
- * tr_portal_run) and no ctx is made.  -TR_ECANCELED in a cancelled scope
+ * started value, a new reference, NULL if empty).  If the function fails
+ * before started, that failure is returned (boxed, as tr_portal_run); if
+ * it returns 0 without calling tr_ctx_started, -TR_EPROTO ("... returned
+ * before calling tr_ctx_started"); either way no ctx is made.  -TR_ECANCELED in a cancelled scope
  * (nothing sent), or when the caller is cancelled while waiting for
  * started (the callee is cancelled, with the bounded teardown above).
  * The context opens a cancel scope on the calling task (tractor's
@@ -658,8 +664,9 @@ uint32_t tr_ctx_window(const tr_ctx_t *ctx);
  * direction's window; without credit it waits for the receiver to consume
  * (cancellable: -TR_ECANCELED), or with TR_OVERRUN_ERROR returns
  * -TR_EOVERRUN at once without sending.  Other errors: -TR_ECLOSED after
- * tr_stream_close on this side, -TR_EPERM on a subscriber, and the
- * context's outcome once it has ended (the boxed remote error,
+ * tr_stream_close on this side or when the peer actor has exited,
+ * -TR_ENOMEM (nothing sent, no credit spent), -TR_EPERM on a subscriber,
+ * and the context's outcome once it has ended (the boxed remote error,
  * -TR_ECTXCANCELED, or -TR_ECLOSED after a Return).
  * Ownership: msg is borrowed (the receiver gets a reference; in-process
  * nothing is copied: do not modify the buffer afterwards).

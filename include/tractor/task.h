@@ -78,7 +78,9 @@ typedef struct tr_scope {
  * Opens a cancel scope on the current task.  deadline is absolute on
  * tr_now's clock (TR_NO_DEADLINE for none); shield != 0 protects the
  * region from cancellation by enclosing scopes.  Returns 0, -TR_EPERM
- * (not in a task) or -TR_ENOMEM (deadline timer).
+ * (not in a task), -TR_ENOMEM (deadline timer) or -TR_ENORUNTIME (a
+ * deadline once tr_shutdown has begun: no timer is armed any more), with
+ * an error object.
  * Ownership: s is the caller's; it must stay valid until tr_scope_close.
  * Threads: a task.
  */
@@ -134,8 +136,9 @@ int tr_nursery_open(tr_nursery_t **out);
  * Starts fn(arg) as a new task of the current actor, inside the nursery.
  * It runs when the current task next blocks.  fn returns 0 or a negative
  * -TR_E* code (with the task's error object set, e.g. by tr_fail).
- * Returns 0, -TR_ECLOSED (the nursery is closing or closed), -TR_EPERM
- * (not a task of the nursery's actor) or -TR_ENOMEM.
+ * Returns 0, -TR_ECLOSED (the nursery is closing: a closed one has been
+ * freed, and must not be used), -TR_EPERM (not a task of the nursery's
+ * actor) or -TR_ENOMEM.
  * Ownership: arg is borrowed by the task until fn returns; opts is not
  * retained (opts->name is copied).  Threads: a task of the same actor.
  */
@@ -164,7 +167,7 @@ int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_op
  * -TR_ECANCELED there and is not moved, as trio's started() in a
  * cancelled start); -TR_EAPP with type "RuntimeError" when the task
  * returned without calling tr_task_started (trio's "child exited without
- * calling task_status.started()"); -TR_ECLOSED (n is closing or closed),
+ * calling task_status.started()"); -TR_ECLOSED (n is closing),
  * -TR_EPERM (not a task of n's actor), -TR_EINVAL or -TR_ENOMEM.  On any
  * failure *value is NULL.
  * Ownership: as tr_nursery_spawn; the started value passes to the caller.
@@ -208,7 +211,9 @@ int tr_nursery_close(tr_nursery_t *n);
 /* ---- time and yielding ---------------------------------------------------- */
 
 /* Sleeps for ns nanoseconds (<= 0: just a checkpoint) or until the
- * absolute deadline.  Returns 0, -TR_ECANCELED, -TR_EPERM. */
+ * absolute deadline.  Returns 0, -TR_ECANCELED, -TR_EPERM, or, without
+ * sleeping, -TR_ENOMEM or -TR_ENORUNTIME (once tr_shutdown has begun no
+ * timer is armed), each with an error object. */
 int tr_sleep(int64_t ns);
 int tr_sleep_until(int64_t deadline);
 
@@ -230,7 +235,9 @@ int tr_recv(tr_msg_t **out);
  * Runs fn(arg) on a separate, bounded pool of threads (8 by default; the
  * environment variable TR_TO_THREAD_MAX overrides it) and waits for it,
  * so blocking C code never stalls a worker.  Returns 0 with *result set to
- * fn's return value (result may be NULL), -TR_EPERM outside a task, or
+ * fn's return value (result may be NULL), -TR_EPERM outside a task,
+ * -TR_EINVAL (fn is NULL), -TR_ENOMEM (no pool thread could be started,
+ * and none runs: fn is not called), or
  * -TR_ECANCELED when the caller is cancelled: the wait is abandoned (the
  * thread call keeps running to its end and its result is dropped; C code
  * cannot be interrupted), and tr_error_last says so.  The actor stays

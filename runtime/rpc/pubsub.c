@@ -270,7 +270,9 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
       pub->refs = 1; /* the feeder task's */
       rc = ts->rpc->service
                ? tr__nursery_spawn_internal(ts->rpc->service, feeder_main, pub, pub->key)
-               : TR_ERROR(-TR_ECLOSED, "the publisher's actor no longer serves");
+               : -TR_ECLOSED;
+      if (rc == -TR_ECLOSED) /* the other's errors are recorded */
+        (void)TR_ERROR(rc, "the publisher's actor no longer serves");
       if (rc) {
         free(pub->key);
         free(pub);

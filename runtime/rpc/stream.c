@@ -105,7 +105,13 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
     return rc;
   c->credit--;
   rc = tr__send_body(c->peer, TR_BODY_YIELD, c->cid, 0, tr_buf_ref((tr_buf_t *)msg));
-  return rc ? TR_ERROR(-TR_ECLOSED, "actor %s has exited", tr_actor_name(c->peer)) : 0;
+  if (rc == 0)
+    return 0;
+  if (rc != -TR_ECLOSED) { /* no message could be had: nothing was sent */
+    c->credit++;
+    return TR_ERROR(rc, "tr_stream_send to actor %s: %s", tr_actor_name(c->peer), tr_strerror(rc));
+  }
+  return TR_ERROR(-TR_ECLOSED, "actor %s has exited", tr_actor_name(c->peer));
 }
 
 /* Takes the next received value of the context, returning credit as the

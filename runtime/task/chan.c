@@ -272,9 +272,10 @@ int tr_chan_send(tr_chan_t *ch, void *item) {
 }
 
 int tr_chan_recv(tr_chan_t *ch, void **item) {
+  if (item)
+    *item = NULL; /* every failure says NULL (task.h) */
   if (!ch || !item)
     return TR_ERROR(-TR_EINVAL, "tr_chan_recv: no channel or no item pointer");
-  *item = NULL;
   tr_task_t *t = owner_task(ch, "tr_chan_recv");
   if (!t)
     return -TR_EPERM;
@@ -318,9 +319,10 @@ int tr_chan_send_nowait(tr_chan_t *ch, void *item) {
 }
 
 int tr_chan_recv_nowait(tr_chan_t *ch, void **item) {
+  if (item)
+    *item = NULL; /* every failure says NULL (task.h) */
   if (!ch || !item)
     return TR_ERROR(-TR_EINVAL, "tr_chan_recv_nowait: no channel or no item pointer");
-  *item = NULL;
   if (!owner_task(ch, "tr_chan_recv_nowait"))
     return -TR_EPERM;
   int rc = try_recv(ch, item);

@@ -309,5 +309,7 @@ int tr_main(int argc, char **argv, tr_task_fn root, void *arg, const tr_config_t
     tr__error_put(c.err); /* the caller's tr_error_last says why */
   else
     tr__error_free(c.err);
+  if (!rc && c.result < 0 && !c.err) /* the root task never ran: no stack for it */
+    return TR_ERROR(c.result, "tr_main: the root task could not run: %s", tr_strerror(c.result));
   return rc ? rc : c.result;
 }

@@ -145,7 +145,7 @@ int tr__to_thread_queued(void *(*fn)(void *), void *arg, void **result, int *que
     t->refs--;
     tr_actor_release(j->actor);
     free(j);
-    return rc;
+    return TR_ERROR(rc, "tr_to_thread: no pool thread could be started");
   }
   *queued = 1; /* from here on a pool thread runs fn(arg), waited for or not */
   t->blocked_on = "tr_to_thread";

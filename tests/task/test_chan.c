@@ -242,6 +242,13 @@ TR_TEST(chan, nowait_calls, .timeout = 60) {
   tr_assert(item == NULL);
   tr_assert_rc(tr_chan_recv_nowait(ch, &item), -TR_EEOF);
   tr_assert_rc(tr_chan_free(ch), 0);
+  /* Every failure sets *item to NULL, a missing channel's too (task.h). */
+  item = I(3);
+  tr_assert_rc(tr_chan_recv_nowait(NULL, &item), -TR_EINVAL);
+  tr_assert(item == NULL);
+  item = I(3);
+  tr_assert_rc(tr_chan_recv(NULL, &item), -TR_EINVAL);
+  tr_assert(item == NULL);
   return 0;
 }
 

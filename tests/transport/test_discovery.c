@@ -1355,6 +1355,41 @@ Test(discovery, a_registrar_stopped_with_nodes_connected_exits_and_they_move_on,
   with_tool(root_tool_stops);
 }
 
+/* A registrar that comes back with a secret this node does not have:
+ * tr_find_actor says -TR_EPERM, as discovery.h promises, not the -TR_EIO
+ * of a registrar that cannot be reached (the dial's own code was lost). */
+static int root_registrar_changes_secret(void *arg) {
+  tool_run_t *t = arg;
+  tr_portal_t *p = NULL;
+  tr_check_rc(tr_find_actor("root", &p), 0);
+  tr_portal_release(p);
+  p = NULL;
+  kill(t->tool, SIGKILL);
+  waitpid(t->tool, NULL, 0);
+  t->tool = tr_test_registry_tool_start(t->addr, "a secret this node lacks");
+  tr_check(t->tool > 0, "a new registrar on the same port");
+  int rc = -1;
+  /* Until this node has seen the old channel end (its calls fail with
+   * -TR_EIO meanwhile). */
+  for (int64_t end = tr_now() + 20000 * MS; rc != -TR_EPERM && tr_now() < end;) {
+    rc = tr_find_actor("root", &p);
+    tr_portal_release(p);
+    p = NULL;
+    if (rc != -TR_EPERM && tr_sleep(10 * MS) != 0)
+      break;
+  }
+  tr_check_rc(rc, -TR_EPERM);
+  const tr_error_t *e = tr_error_last();
+  tr_check(e && strstr(tr_error_message(e), "secret"), "the error says why: %s",
+           e ? tr_error_message(e) : "(none)");
+  return 0;
+}
+
+Test(auth, a_registrar_with_another_secret_is_eperm_for_a_running_node, .timeout = 60,
+     .init = setup, .fini = teardown) {
+  with_tool(root_registrar_changes_secret);
+}
+
 /* The keeper's pauses between failed dials double from 10 ms but stop at
  * 1 s (node.c, "the keeper"): after a registrar has been down for 6 s, a
  * new one on its port has this node's actors again within about a second.
