@@ -717,6 +717,15 @@ void tr__task_wait_until(tr_task_t *t, int64_t deadline) {
     }
   }
   t->timer_fired = 0;
+  if (deadline != TR_NO_DEADLINE && !armed) {
+    /* No timer (tr_shutdown has begun, or no memory for one): nothing
+     * might ever end this wait at its deadline, so the task yields instead
+     * (behind the ready ones, or to other actors at the turn's end) and
+     * its caller looks at the clock again. */
+    tr__task_ready_push(tr__tasks_of(t), t);
+    tr__fiber_switch(&t->fiber, &tr__worker_self()->main);
+    return;
+  }
   tr__task_block(t, 0);
   if (armed && !t->timer_fired && tr_timer_cancel(timer) == 0)
     tr__task_release_ref(tr__tasks_of(t), t);

@@ -150,7 +150,9 @@ extern const tr_main_node_ops_t *tr__main_node_ops;
 void tr__tasks_notify_exit(struct tr_actor *a);
 
 /* For actor_nursery.c: timed, non-cancellable wait (woken early by
- * tr__task_wake_blocked), and making a blocked task ready. */
+ * tr__task_wake_blocked; once tr_shutdown has begun no timer can be armed,
+ * and it only yields, so callers loop until their deadline), and making a
+ * blocked task ready. */
 void tr__task_wait_until(tr_task_t *t, int64_t deadline);
 void tr__task_wake_blocked(tr_task_t *t);
 void tr__task_cancel_scope_local(tr_task_t *t, tr_scope_t *s);

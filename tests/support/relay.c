@@ -307,10 +307,16 @@ static int sock_read(sock_end_t *e, tr_actor_t *to, int *rc, char *cause, size_t
   }
 }
 
+static void unlist(pair_t *p);
+
 static void pair_end_exit(void *state) {
   pair_t *p = state;
   if (__atomic_sub_fetch(&p->ends, 1, __ATOMIC_ACQ_REL) != 0)
     return;
+  /* Both ends gone: off the table first, also when they went without a
+   * stop of their own (tr_shutdown ends every actor), or route would find
+   * the freed pair. */
+  unlist(p);
   tr_actor_release(p->a);
   tr_actor_release(p->b);
   tr_actor_release(p->caller);

@@ -484,6 +484,50 @@ TR_TEST_EXPECT(task, shutdown_cancels_tasks, 7, .timeout = 60) {
   return 7;
 }
 
+/* An actor-nursery child that sits in a shield (a receive nothing will
+ * answer) when tr_shutdown comes: its nursery's close still forces it out
+ * after the grace period, although no timer can be armed any more (the
+ * close used to block for ever: its wait for the grace had no timer). */
+static int deaf_in_shield;
+static int shielded_recv(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_scope_t s;
+  tr_chan_t *ch = NULL;
+  int rc = tr_scope_open(&s, TR_NO_DEADLINE, 1);
+  if (rc)
+    return rc;
+  if ((rc = tr_chan_new(&ch, 1)) == 0) {
+    void *item;
+    __atomic_store_n(&deaf_in_shield, 1, __ATOMIC_RELEASE);
+    rc = tr_chan_recv(ch, &item); /* only a forced cancel ends this */
+    (void)tr_chan_free(ch);
+  }
+  tr_scope_close(&s);
+  return rc;
+}
+TR_EXPORT_FN("ttask.deaf", "recv", shielded_recv)
+
+TR_TEST_EXPECT(task, shutdown_still_forces_a_shielded_child_out, 7, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_nursery_opts_t no = {.cancel_grace_ns = 200 * MS};
+  tr_assert_rc(tr_actor_nursery_open(&an, &no), 0);
+  tr_check_rc(tr_run_in_actor(an, "deaf", "ttask.deaf.recv", NULL, &p), 0);
+  while (p && !__atomic_load_n(&deaf_in_shield, __ATOMIC_ACQUIRE))
+    if (tr_sleep(1 * MS) != 0)
+      break;
+  tr_check_rc(tr_shutdown(), 0);
+  int64_t t0 = tr_now();
+  int rc = tr_actor_nursery_close(an);
+  int64_t ms = (tr_now() - t0) / MS;
+  tr_check(rc == -TR_ECANCELED, "the close is cancelled with the shutdown (%d)", rc);
+  tr_check(ms < 5000, "it forced the child out after the grace (%lld ms)", (long long)ms);
+  tr_portal_release(p);
+  return 7;
+}
+
 /* ---- tr_to_thread ---------------------------------------------------------------------- */
 
 static int in_flight, max_in_flight;
