@@ -343,6 +343,10 @@ void tr__frame_dec_init(tr_frame_dec_t *d, size_t max_frame);
 int tr__frame_dec_feed(tr_frame_dec_t *d, const uint8_t *data, size_t len, size_t *consumed,
                        tr_route_t *rt, tr_msg_t **out);
 
+/* Whether d is inside a frame (part of its header or body fed): an EOF
+ * now cuts a frame short.  Threads: as tr__frame_dec_init. */
+static inline int tr__frame_dec_mid(const tr_frame_dec_t *d) { return d->hdr_have > 0; }
+
 /* Frees a partly received frame, if any.  d may be reused after
  * tr__frame_dec_init.  Threads: as tr__frame_dec_init. */
 void tr__frame_dec_fini(tr_frame_dec_t *d);

@@ -11,8 +11,10 @@ set -euo pipefail
 # minimal image lacks it, and those tests would only skip.
 # libsodium-dev: the MAC of the channels' challenge-response (HMAC-SHA-512-256,
 # constant-time verify) and fresh nonces from the OS (transport/auth.h).
+# python3: the layering check (ctest "layers", tools/layers.py), which
+# CMake leaves out where there is no interpreter.
 PKGS=(cmake make gcc clang libclang-rt-dev pkg-config libck-dev libprotobuf-c-dev
-      protobuf-c-compiler libcriterion-dev iproute2 libsodium-dev)
+      protobuf-c-compiler libcriterion-dev iproute2 libsodium-dev python3)
 
 missing=()
 for p in "${PKGS[@]}"; do

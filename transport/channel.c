@@ -727,10 +727,15 @@ static void chan_read(chan_t *c, int hup) {
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       return;
     if (k <= 0) {
+      /* An EOF in the middle of a frame is no orderly close: -TR_EIO
+       * (PROTOCOL.md 3), as a reset. */
+      int mid = k == 0 && tr__frame_dec_mid(&c->dec);
       char cause[160];
       snprintf(cause, sizeof cause, "%s",
-               k == 0 ? "the peer closed the connection" : strerror(errno));
-      chan_lost(c, k == 0 ? -TR_ECLOSED : -TR_EIO, cause);
+               k < 0  ? strerror(errno)
+               : mid  ? "the peer closed the connection in the middle of a frame"
+                      : "the peer closed the connection");
+      chan_lost(c, k == 0 && !mid ? -TR_ECLOSED : -TR_EIO, cause);
       return;
     }
     c->last_rx = tr__now_coarse();

@@ -62,9 +62,7 @@ static int serve_request(void *arg) {
     c->task_scope = &s;
     if (c->cancel_req)
       tr_scope_cancel(&s);
-    rc = tr__rpc_check_payload(c->entry, TR__RPC_ARGS, c->args);
-    if (rc == 0)
-      rc = c->entry->fn(c, c->args, &result);
+    rc = c->entry->fn(c, c->args, &result); /* its args were checked (on_start) */
     if (rc == 0)
       rc = tr__rpc_check_payload(c->entry, TR__RPC_RETURN, result);
     if (rc == 0 && TR_UNLIKELY(tr__actor_is_proxy(c->peer)) &&
@@ -180,6 +178,8 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   if (rc == 0 && start_is_duplicate(ts, m))
     rc = TR_ERROR(-TR_EPROTO, "a second Start for dialog %llu from the same caller",
                   (unsigned long long)m->cid);
+  if (rc == 0) /* typed arguments: before any task (PROTOCOL.md 5, step 3) */
+    rc = tr__rpc_check_payload(e, TR__RPC_ARGS, m->payload);
   if (rc) {
     /* Refused before any task starts (tractor's ModuleNotExposed etc.). */
     tr_error_t *err = tr__error_take();

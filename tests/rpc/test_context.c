@@ -1215,6 +1215,9 @@ static int typed_bad_yield(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **
 }
 TR_EXPORT_STREAM_TYPED("tctx.typed", "bad_yield", typed_bad_yield, NULL,
                        &tractor__actor_ref__descriptor)
+/* Typed arguments, for a stream: checked before any task starts. */
+TR_EXPORT_STREAM_TYPED("tctx.typed", "typed_args", typed_bad_yield,
+                       &tractor__actor_ref__descriptor, NULL)
 
 /* tractor: test_pldrx_limiting.py (MsgTypeError for a payload that does
  * not decode as the declared type), through real dialogs. */
@@ -1252,6 +1255,17 @@ TR_TEST(context, typed_payloads_refused_with_msgtype, .timeout = 60) {
       tr_check_rc(tr_stream_recv(s, &v), -TR_EMSGTYPE, "the dialog has ended");
       tr_check_rc(tr_stream_close(s), -TR_EMSGTYPE);
     }
+    /* Arguments that do not decode are refused in place of StartAck, before
+     * any task (PROTOCOL.md 5, step 3): the open itself fails. */
+    s = NULL;
+    tr_buf_t *bad2;
+    tr_assert_rc(tr_buf_from(not_a_ref, sizeof not_a_ref - 1, &bad2), 0);
+    tr_check_rc(tr_portal_open_stream_from(p, "tctx.typed.typed_args", bad2, NULL, &s),
+                -TR_EMSGTYPE);
+    tr_check(s == NULL, "no stream for a refused open");
+    e = tr_error_last();
+    tr_check(e && strstr(tr_error_message(e), "tractor.ActorRef") != NULL, "names the type");
+    tr_buf_release(bad2);
   }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);

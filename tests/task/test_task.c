@@ -515,9 +515,11 @@ TR_TEST_EXPECT(task, shutdown_still_forces_a_shielded_child_out, 7, .timeout = 6
   tr_actor_nursery_opts_t no = {.cancel_grace_ns = 200 * MS};
   tr_assert_rc(tr_actor_nursery_open(&an, &no), 0);
   tr_check_rc(tr_run_in_actor(an, "deaf", "ttask.deaf.recv", NULL, &p), 0);
-  while (p && !__atomic_load_n(&deaf_in_shield, __ATOMIC_ACQUIRE))
+  for (int64_t end = tr_now() + 20000 * MS;
+       p && !__atomic_load_n(&deaf_in_shield, __ATOMIC_ACQUIRE) && tr_now() < end;)
     if (tr_sleep(1 * MS) != 0)
       break;
+  tr_check(__atomic_load_n(&deaf_in_shield, __ATOMIC_ACQUIRE), "the child is in its shield");
   tr_check_rc(tr_shutdown(), 0);
   int64_t t0 = tr_now();
   int rc = tr_actor_nursery_close(an);

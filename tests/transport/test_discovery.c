@@ -1712,6 +1712,59 @@ TR_TEST(discovery, frames_for_nobody_make_no_actors, .timeout = 60, .init = setu
   return 0;
 }
 
+/* A peer that closes its connection in the middle of a frame (half a
+ * header): no orderly close (-TR_ECLOSED) but a broken connection,
+ * -TR_EIO, which the node logs as a warning saying so (PROTOCOL.md 3). */
+static pthread_mutex_t cut_lock = PTHREAD_MUTEX_INITIALIZER;
+static int cut_seen;
+static void cut_hook(void *arg, int level, const char *line) {
+  (void)arg;
+  if (level == TR_LOG_WARN && strstr(line, "closed the connection in the middle of a frame")) {
+    pthread_mutex_lock(&cut_lock);
+    cut_seen = 1;
+    pthread_mutex_unlock(&cut_lock);
+  }
+}
+
+typedef struct cut {
+  int rc;
+  char why[160];
+} cut_t;
+
+static void *cut_run(void *arg) {
+  cut_t *c = arg;
+  uint8_t me[TR_UUID_LEN];
+  tr_test_peer_uuid(0x5d, me);
+  int fd = -1;
+  c->rc = tr_test_peer_dial("cutter", me, 0, &fd, c->why, sizeof c->why);
+  static const uint8_t half[2] = {0x10, 0x00}; /* 2 of a header's 4 bytes */
+  if (c->rc == 0 && tr_test_peer_send_all(fd, half, sizeof half) != 0)
+    c->rc = -1;
+  if (fd >= 0)
+    close(fd);
+  return NULL;
+}
+
+TR_TEST(discovery, an_eof_in_the_middle_of_a_frame_is_a_broken_connection, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  static cut_t c; /* the thread's: read after the wait */
+  cut_seen = 0;
+  tr_log_set_hook(cut_hook, NULL);
+  tr_check_rc(tr_to_thread(cut_run, &c, NULL), 0);
+  tr_check(c.rc == 0, "the peer handshook and sent half a header (%s)", c.why);
+  int seen = 0;
+  for (int64_t end = tr_now() + 10000 * MS; !seen && tr_now() < end;) {
+    pthread_mutex_lock(&cut_lock);
+    seen = cut_seen;
+    pthread_mutex_unlock(&cut_lock);
+    if (!seen && tr_sleep(2 * MS) != 0)
+      break;
+  }
+  tr_log_set_hook(NULL, NULL);
+  tr_check(seen, "the node warned of a connection cut in the middle of a frame");
+  return 0;
+}
+
 /* A peer that sends calls and reads none of the answers: once more than
  * 1 MiB of them waits in the channel (tr__chan_wire_max, 256 MiB by
  * default) and the peer has taken none for a while (a third of
