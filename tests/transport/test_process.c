@@ -1081,13 +1081,11 @@ TR_TEST(process, child_killed_mid_stream_is_a_clear_error, .timeout = 60, .init 
   return 0;
 }
 
-/* Kills the process given after 100 ms: the main task, which does not
- * yield before its wait, has sent its cancel request by then. */
+/* Kills the process given.  A spawned task runs when the spawning task
+ * next blocks (task.h): here, once the main task has sent its cancel
+ * request and waits for the ack. */
 static int kill_soon(void *arg) {
-  int rc = tr_sleep(100 * MS);
-  if (rc == 0 && kill(*(pid_t *)arg, SIGKILL) != 0)
-    rc = tr_fail("OSError", "kill: %s", strerror(errno));
-  return rc;
+  return kill(*(pid_t *)arg, SIGKILL) == 0 ? 0 : tr_fail("OSError", "kill: %s", strerror(errno));
 }
 
 /* A cancel of a whole actor with no time limit, whose process dies before
