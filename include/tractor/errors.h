@@ -125,8 +125,10 @@ typedef struct tr_error tr_error_t;
  * The calling task's last error, or NULL when it has none.
  * Ownership: borrowed; valid until the task's next call into the library
  * other than the tr_error_* accessors (as errno's value, a failing call
- * replaces it, and a call that succeeds may clear it: tr_portal_run,
- * tr_ctx_result and tr_stream_close do), or tr_error_clear().  Copy
+ * replaces it, and a call that succeeds may clear it: tr_portal_run and
+ * tr_stream_close do, and so does tr_ctx_result, unless the 0 it returns
+ * is an absorbed ContextCancelled, which it leaves here to read), or
+ * tr_error_clear().  Copy
  * (tr_error_copy) or take (tr_error_take) what must outlive that.
  * Threads: any thread; the error is the current task's (or, outside a
  * task, the current thread's).

@@ -90,7 +90,19 @@
  * on.  The fixture reports a body that returned with a region still open.
  *
  * Threads: the assertions work on any thread (tasks, behaviours, plain
- * threads, tr_to_thread functions).  TR_TEST bodies and tr_test_run run
+ * threads, tr_to_thread functions).
+ *
+ * Processes: they work in process children too (TR_SPAWN_PROCESS, with
+ * TR_TEST_MAIN as the executable's main, and their own children).  A child
+ * process has a slot of its own that nobody reads, so there each failure
+ * is also appended to a file the fixture creates for the test (named in
+ * the environment variable TR_TEST_CHILD_FAILURES, which children
+ * inherit).  After tr_main the fixture reads the file, counts those
+ * failures with its own, and removes the file.  The report marks them
+ * "[in child process <pid>]".  The first failure shown is this process's
+ * own if it has one, else the first a child recorded.  A tr_assert in a
+ * child also ends its function with the AssertionError, which reaches the
+ * parent boxed (-TR_EREMOTE), as any remote failure does.  TR_TEST bodies and tr_test_run run
  * one tractor test at a time per process, on a thread that is not a
  * runtime worker (Criterion's, which runs each test in its own process).
  *
@@ -103,6 +115,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -113,6 +126,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -326,6 +340,35 @@ static inline const char *tr__test_rcstr(char *buf, size_t len, int rc) {
   return buf;
 }
 
+/* The environment variable naming the file where process children record
+ * their failures (see "Processes" above). */
+#define TR__TEST_CHILD_ENV "TR_TEST_CHILD_FAILURES"
+
+/* Appends one failure of this process child to the fixture's file: one
+ * record, "file:line: in func(): head (actor 'name') [in child process
+ * pid]", ending in a NUL, written with one O_APPEND write so that records
+ * of concurrent children do not mix.  Nothing happens when the file is
+ * not named (no fixture above this process) or cannot be opened.
+ * Threads: any. */
+static inline void tr__test_child_record(const char *file, int line, const char *func,
+                                         const char *head) {
+  const char *path = getenv(TR__TEST_CHILD_ENV);
+  if (!path || !*path)
+    return;
+  char rec[1024];
+  size_t rp = 0;
+  tr_actor_t *self = tr_self();
+  tr__test_append(rec, sizeof rec, &rp, "%s:%d: in %s(): %s", file, line, func, head);
+  if (self)
+    tr__test_append(rec, sizeof rec, &rp, " (actor '%s')", tr_actor_name(self));
+  tr__test_append(rec, sizeof rec, &rp, " [in child process %d]", (int)getpid());
+  int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  (void)!write(fd, rec, rp + 1); /* with its NUL */
+  close(fd);
+}
+
 /* The common part of the tr__test_fail_* functions.  err_rc != 0 asks for
  * the current error object to be shown when it carries that code (it is
  * then the failure the rc check saw). */
@@ -352,6 +395,10 @@ static inline int tr__test_vfail(int raise, const char *file, int line, const ch
     e = NULL; /* a stale error from an earlier call */
   if (e)
     tr__test_append(head, sizeof head, &hp, " [%s: %s]", tr_error_type(e), tr_error_message(e));
+
+  /* In a process child, the failure goes to the fixture's file too. */
+  if (tr_spawned_child())
+    tr__test_child_record(file, line, func, head);
 
   int empty = 0;
   /* acq_rel CAS, paired with the acquire load in tr__test_slot_text: only
@@ -451,6 +498,59 @@ static inline const char *tr__test_slot_text(void) {
 }
 
 /* ---- the runner ---------------------------------------------------------------- */
+
+/* Creates the (empty) file where process children record their failures,
+ * in $TMPDIR or /tmp, and names it in TR__TEST_CHILD_ENV for them.
+ * Returns 0, or an errno value (then children's failures are not seen,
+ * as before this file existed).  Threads: the runner's, before tr_main. */
+static inline int tr__test_child_file(char *path, size_t len) {
+  const char *dir = getenv("TMPDIR");
+  if (!dir || !*dir)
+    dir = "/tmp";
+  int n = snprintf(path, len, "%s/tr-test-failures-XXXXXX", dir);
+  if (n < 0 || (size_t)n >= len)
+    return ENAMETOOLONG;
+  int fd = mkstemp(path);
+  if (fd < 0)
+    return errno;
+  close(fd);
+  if (setenv(TR__TEST_CHILD_ENV, path, 1) != 0) {
+    int err = errno;
+    unlink(path);
+    return err;
+  }
+  return 0;
+}
+
+/* Reads what process children recorded in path, keeps the first record's
+ * text in first (len bytes), removes the file and its environment
+ * variable, and returns how many failures were recorded.  Threads: the
+ * runner's, after tr_main. */
+static inline unsigned tr__test_child_read(const char *path, char *first, size_t len) {
+  unsigned count = 0;
+  memset(first, 0, len); /* first[len - 1] stays the end */
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[4096];
+    size_t fp = 0, in_record = 0;
+    ssize_t k;
+    while ((k = read(fd, buf, sizeof buf)) > 0 || (k < 0 && errno == EINTR)) {
+      for (ssize_t i = 0; i < k; i++) {
+        if (count == 0 && fp + 1 < len)
+          first[fp++] = buf[i]; /* the NUL ends it */
+        in_record = buf[i] != '\0';
+        if (!in_record)
+          count++;
+      }
+    }
+    if (in_record) /* a record cut short: a child died writing it */
+      count++;
+    close(fd);
+  }
+  unlink(path);
+  unsetenv(TR__TEST_CHILD_ENV);
+  return count;
+}
 
 /* Shared by the runner's thread and the body's root task.  The runner
  * writes it before tr_main and reads it after; the root task writes it in
@@ -579,9 +679,16 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
   c.def = def;
   c.deadline_ns = def->deadline_ns > 0 ? def->deadline_ns : TR_TEST_DEADLINE_NS;
   tr_config_t cfg = {.workers = def->workers};
+  static char child_path[512];
+  int have_file = tr__test_child_file(child_path, sizeof child_path) == 0;
   rep->rc = tr_main(0, NULL, tr__test_root, &c, &cfg);
   rep->timed_out = c.timed_out;
   rep->assertions_failed = __atomic_load_n(&tr__test_slot.count, __ATOMIC_RELAXED);
+  /* Every child process has been reaped: its records are all in. */
+  static char child_first[1024];
+  unsigned child_failed = have_file ? tr__test_child_read(child_path, child_first,
+                                                          sizeof child_first) : 0;
+  rep->assertions_failed += child_failed;
 
   if (!c.ran) {
     char r[112];
@@ -592,6 +699,8 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
     tr__test_append(msg, len, &mp, "test body exceeded its %g s deadline\n",
                     (double)c.deadline_ns / 1e9);
   const char *first = tr__test_slot_text();
+  if (!first && child_failed)
+    first = child_first;
   if (first) {
     tr__test_append(msg, len, &mp, "assertion failed: %s\n", first);
     if (rep->assertions_failed > 1)

@@ -39,11 +39,6 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
     return TR__EPERM_NOTASK();
   if (p->actor == self)
     return TR_ERROR(-TR_EINVAL, "an actor cannot call itself through a portal");
-  /* trio's rule: a call in a cancelled scope fails before doing anything,
-   * so no Start is sent and the remote function never runs. */
-  if (tr__task_cancelled(t))
-    return tr__task_observe_cancel(t, "%s was not called: the calling task is cancelled",
-                                   qualified);
   /* tractor's early refusal: a name this executable exports with another
    * kind fails here, before anything is sent, when the callee runs this
    * program too.  A name it does not know, or a callee that may run
@@ -74,6 +69,12 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
   if (e && e->kind != kind)
     return TR_ERROR(-TR_EFUNCKIND, "%s is a %s function; use tr_portal_%s", qualified,
                     tr__rpc_kind_name(e->kind), portal_call[e->kind]);
+  /* trio's rule: a call in a cancelled scope fails before doing anything,
+   * so no Start is sent and the remote function never runs.  After the
+   * checks of its own arguments above (portal.h, "Cancelled callers"). */
+  if (tr__task_cancelled(t))
+    return tr__task_observe_cancel(t, "%s was not called: the calling task is cancelled",
+                                   qualified);
   /* The default window is the caller's to choose (by where the callee
    * is), and the Start names it, so both sides use the same. */
   tr_ctx_opts_t o = {.window = 0, .overrun = opts ? opts->overrun : TR_OVERRUN_BLOCK};
@@ -156,6 +157,8 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
   }
   tr__ctx_unlink(c.actor->tasks, &c);
   tr__ctx_fini(&c);
+  if (rc == 0)
+    tr_error_clear(); /* errors.h: a successful call clears the last error */
   return rc;
 }
 

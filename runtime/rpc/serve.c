@@ -163,7 +163,9 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   const tr__rpc_entry_t *e = NULL;
   int rc;
   if (ts->stopping)
-    rc = TR_ERROR(-TR_ECANCELED, "actor %s is being cancelled", tr_actor_name(a));
+    /* Going, as portal.h says of a call that reaches an actor as it goes
+     * (-TR_ECANCELED would tell the caller that it is cancelled). */
+    rc = TR_ERROR(-TR_ECLOSED, "actor %s is being cancelled", tr_actor_name(a));
   else if (!ts->rpc->service)
     rc = TR_ERROR(-TR_ECLOSED, "actor %s does not serve calls", tr_actor_name(a));
   else if (!x || !x->u.start.ns || !x->u.start.func)

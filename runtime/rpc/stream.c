@@ -227,6 +227,7 @@ int tr_stream_close(tr_stream_t *s) {
         break;
       }
     free(s);
+    tr_error_clear(); /* errors.h: a successful close clears the last error */
     return 0;
   }
   tr_task_t *t = tr__rpc_current_task();
@@ -239,11 +240,10 @@ int tr_stream_close(tr_stream_t *s) {
     if (!c->done)
       tr__ctx_cancel_and_drain(c, t);
     int rc = 0;
-    if (c->done) {
+    if (c->done)
       rc = tr__ctx_put_outcome(c);
-      if (rc == 0)
-        tr_error_clear();
-    }
+    if (rc == 0)
+      tr_error_clear(); /* errors.h: a successful close clears the last error */
     tr__bcast_free(s->bc);
     tr__ctx_unlink(c->actor->tasks, c);
     tr__ctx_free(c);
@@ -254,5 +254,6 @@ int tr_stream_close(tr_stream_t *s) {
     (void)tr__send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
   }
   c->tx_stop = 1;
+  tr_error_clear();
   return 0;
 }

@@ -220,6 +220,18 @@ TR_TEST(cancel, openers_in_cancelled_scope_send_nothing, .timeout = 60) {
     tr_check_rc(tr_portal_open_stream_from(p, "tcan.stream.mark", NULL, NULL, &st), -TR_ECANCELED);
     tr_check(st == NULL, "no stream");
 
+    /* Arguments first (portal.h, "Cancelled callers"): a bad name or a
+     * kind this program knows to be wrong is that error, cancelled or not. */
+    tr_check_rc(tr_portal_run(p, "nodot", NULL, NULL), -TR_EINVAL);
+    tr_check_rc(tr_portal_run(p, "tcan.stream.mark", NULL, NULL), -TR_EFUNCKIND);
+    st = NULL;
+    tr_check_rc(tr_portal_open_stream_from(p, "tcan.fn.mark", NULL, NULL, &st), -TR_EFUNCKIND);
+    tr_check(st == NULL, "no stream");
+    ctx = NULL;
+    tr_check_rc(tr_portal_open_context(p, "nodot", NULL, NULL, &ctx, NULL), -TR_EINVAL);
+    tr_check_rc(tr_portal_open_context(p, "tcan.fn.mark", NULL, NULL, &ctx, NULL), -TR_EFUNCKIND);
+    tr_check(ctx == NULL, "no context");
+
     tr_portal_t *q = NULL;
     tr_check_rc(tr_run_in_actor(an, "oneshot", "tcan.fn.mark", NULL, &q), -TR_ECANCELED);
     tr_check(q == NULL && cancelled_error(), "run_in_actor refused with an error object");
@@ -236,6 +248,7 @@ TR_TEST(cancel, openers_in_cancelled_scope_send_nothing, .timeout = 60) {
      * been sent, its function would have marked before this one counts. */
     tr_buf_t *n = NULL;
     tr_check_rc(tr_portal_run(p, "tcan.fn.count", NULL, &n), 0);
+    tr_check(tr_error_last() == NULL, "a successful call clears the last error (errors.h)");
     tr_check_eq(buf_u64(n), 0, "no refused call reached the callee");
     tr_buf_release(n);
   }

@@ -1300,6 +1300,7 @@ TR_TEST(context, recv_is_a_cancellation_point, .timeout = 60) {
       tr_check(v == NULL);
     }
     tr_check_rc(tr_stream_close(s), 0);
+    tr_check(tr_error_last() == NULL, "a successful close clears the recv's error (errors.h)");
   }
   tr_check_rc(tr_scope_close(&sc), 0);
   tr_check(tr_scope_cancelled_caught(&sc), "the scope caught its cancellation");

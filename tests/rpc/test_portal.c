@@ -621,6 +621,18 @@ TR_TEST(portal, an_unacked_cancel_is_forced_at_close, .timeout = 60) {
   if (p)
     tr_check_rc(tr_portal_cancel_actor(p, 20 * MS, &acked), 0);
   tr_check_eq(acked, 0, "the shield holds against a request");
+  /* A call to an actor that is being cancelled is refused as one to an
+   * actor that is going (portal.h: -TR_ECLOSED, boxed, with the actor as
+   * source), not -TR_ECANCELED, which would say that this caller is
+   * cancelled. */
+  if (p) {
+    tr_check_rc(tr_portal_run(p, "test.stubborn.in_shield", NULL, NULL), -TR_ECLOSED);
+    const tr_error_t *e = tr_error_last();
+    tr_check(e && strcmp(tr_error_type(e), "RemoteActorError") == 0 &&
+                 tr_error_src(e) && strcmp(tr_error_src(e), "shielded") == 0,
+             "boxed, from the actor (%s from %s)", e ? tr_error_type(e) : "no error",
+             e && tr_error_src(e) ? tr_error_src(e) : "nobody");
+  }
   int pid = 0;
   int proc = p && tr_portal_process(p, &pid, NULL) == 0;
   int64_t t0 = tr_now();

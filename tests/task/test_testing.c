@@ -193,6 +193,54 @@ Test(testing, region_left_open_is_reported, .timeout = 60) {
             "%s", rep.message);
 }
 
+/* ---- failures in process children ------------------------------------------------ */
+
+/* Runs in a child process: one check fails there, another passes, and the
+ * function itself succeeds, so only the fixture's file can tell the test. */
+static int checks_in_child(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  tr_check_eq(1, 2, "in the %s", "child");
+  tr_check_eq(3, 3);
+  return 0;
+}
+TR_EXPORT_FN("ttesting", "checks_in_child", checks_in_child)
+
+static int child_pid;
+
+static int process_child_check_body(void) {
+  static const tr_actor_opts_t opts = {.spawn = TR_SPAWN_PROCESS};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "checker", "ttesting.checks_in_child", NULL, &opts, &p), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  if (p) {
+    tr_check_rc(tr_portal_result(p, NULL), 0); /* the function itself succeeded */
+    tr_check_rc(tr_portal_process(p, &child_pid, NULL), 0);
+    tr_portal_release(p);
+  }
+  return 0;
+}
+
+Test(testing, check_failing_in_a_process_child_is_reported, .timeout = 60) {
+  child_pid = 0;
+  cr_assert_eq(run_body(process_child_check_body, 0, &rep), -TR_EAPP, "%s", rep.message);
+  cr_assert(!rep.passed);
+  cr_assert_eq(rep.assertions_failed, 1, "%s", rep.message);
+  cr_assert_neq(child_pid, 0, "%s", rep.message);
+  char want[128];
+  snprintf(want, sizeof want, "(actor 'checker') [in child process %d]", child_pid);
+  cr_assert(strstr(rep.message, "assertion failed: "), "%s", rep.message);
+  cr_assert(strstr(rep.message, "in checks_in_child(): tr_check_eq(1, 2) failed: 1 != 2: in the "
+                                "child"),
+            "%s", rep.message);
+  cr_assert(strstr(rep.message, want), "%s", rep.message);
+  /* The file is gone, and so is its name: the next test starts clean. */
+  cr_assert_null(getenv("TR_TEST_CHILD_FAILURES"));
+}
+
 /* ---- TR_TEST itself --------------------------------------------------------------- */
 
 TR_TEST(testing, registry_address_is_private, .timeout = 60) {
