@@ -65,7 +65,7 @@ typedef struct tr_scope {
   uint64_t id_;
   int64_t deadline_;
   uint64_t timer_;
-  uint64_t cancel_seen_;
+  uint64_t cancel_seen_; /* cancellations this scope caught */
   uint8_t shield_;
   uint8_t cancel_called_;
   uint8_t caught_;
@@ -100,9 +100,16 @@ int tr_scope_cancel(tr_scope_t *s);
 /*
  * Closes the scope (LIFO with other scopes and nurseries of this task).
  * Returns 0, or -TR_ETIMEDOUT for a tr_fail_after scope whose deadline
- * cancelled it.  After close, tr_scope_cancelled_caught tells whether a
- * cancellation of this scope was observed inside it (a blocking call
- * returned -TR_ECANCELED because of it), as trio's cancelled_caught.
+ * cancelled it (its timer fired before the close: a body that never
+ * blocks nor yields may pass the deadline unnoticed, and then closes with
+ * 0, as trio's fail_after when no Cancelled was raised).  After close,
+ * tr_scope_cancelled_caught tells whether a cancellation of this scope
+ * was observed inside it (a blocking call returned -TR_ECANCELED because
+ * of it), as trio's cancelled_caught.  The scope that a cancellation is
+ * "because of" is trio's: of the cancelled scopes the call could see
+ * (out to the first shield), the outermost one.  So a scope that catches
+ * nothing itself (its cancel came after the inner scope had caught its
+ * own, or a shielded inner scope's deadline cancelled the call) reads 0.
  * Threads: the scope's task.
  */
 int tr_scope_close(tr_scope_t *s);

@@ -138,7 +138,7 @@ int tr_nursery_start(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_op
   if (n->closing)
     return TR_ERROR(-TR_ECLOSED, "tr_nursery_start: the nursery is closing");
   if (tr__task_cancelled(t)) {
-    t->cancel_seen++;
+    tr__scope_chain_saw_cancel(t->scope);
     return TR_ERROR(-TR_ECANCELED, "tr_nursery_start cancelled");
   }
   tr_task_t *c;
@@ -169,7 +169,7 @@ int tr_nursery_start(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_op
   }
   tr__error_free(st.error);
   if (tr__task_cancelled(t)) {
-    t->cancel_seen++;
+    tr__scope_chain_saw_cancel(t->scope);
     return TR_ERROR(-TR_ECANCELED, "tr_nursery_start cancelled before the task started");
   }
   return tr_fail("RuntimeError", "child exited without calling tr_task_started()");
@@ -187,7 +187,7 @@ int tr_task_started(void *value) {
   if (tr__scope_chain_cancelled(st->base, ts)) {
     /* trio's started() in a cancelled start: the task stays with the
      * caller, which returns -TR_ECANCELED once the task has ended. */
-    t->cancel_seen++;
+    tr__scope_chain_saw_cancel(st->base);
     return TR_ERROR(-TR_ECANCELED, "tr_task_started: the caller of tr_nursery_start was "
                                    "cancelled; the value was not delivered");
   }

@@ -44,7 +44,6 @@ int tr_scope_open(tr_scope_t *s, int64_t deadline, int shield) {
   s->id_ = ++tr__tasks_of(t)->next_id;
   s->deadline_ = deadline;
   s->shield_ = shield != 0;
-  s->cancel_seen_ = t->cancel_seen;
   if (deadline != TR_NO_DEADLINE) {
     if (deadline <= tr_now()) {
       s->cancel_called_ = 1; /* already past: cancelled from the start */
@@ -108,7 +107,7 @@ int tr_scope_close(tr_scope_t *s) {
   s->timer_ = 0;
   t->scope = s->parent_;
   s->open_ = 0;
-  s->caught_ = s->cancel_called_ && t->cancel_seen > s->cancel_seen_;
+  s->caught_ = s->cancel_called_ && s->cancel_seen_ > 0; /* tr__scope_chain_saw_cancel */
   if (s->fail_ && s->deadline_hit_)
     return TR_ERROR(-TR_ETIMEDOUT, "fail_after deadline expired");
   return 0;

@@ -92,6 +92,24 @@ int tr__task_cancelled(tr_task_t *t) {
   return tr__scope_chain_cancelled(t->scope, tr__tasks_of(t));
 }
 
+/* trio's rule for who catches a Cancelled: a scope that is cancelled and
+ * whose parent's cancellation it cannot see (the parent is not cancelled,
+ * or this scope is shielded).  Walking out from the innermost scope, that
+ * is the outermost cancelled scope before the first shield (the shielded
+ * scope included).  A cancel that comes from no scope (the actor's own
+ * stop) is caught by none. */
+void tr__scope_chain_saw_cancel(tr_scope_t *s) {
+  tr_scope_t *catcher = NULL;
+  for (; s; s = s->parent_) {
+    if (s->cancel_called_)
+      catcher = s;
+    if (s->shield_)
+      break;
+  }
+  if (catcher)
+    catcher->cancel_seen_++;
+}
+
 /* Blocks the running task until something makes it ready again.  With
  * `cancellable`, a cancellation of the task's scopes also wakes it.  The
  * task may come back on another worker thread.  The caller names what it
@@ -108,7 +126,7 @@ void tr__task_block(tr_task_t *t, int cancellable) {
 
 int tr__task_observe_cancel_at(tr_task_t *t, const char *file, int line, const char *func,
                                const char *fmt, ...) {
-  t->cancel_seen++;
+  tr__scope_chain_saw_cancel(t->scope);
   char msg[256];
   va_list ap;
   va_start(ap, fmt);

@@ -46,7 +46,6 @@ typedef struct tr_task {
   uint32_t state;
   uint32_t refs;          /* in-flight wake messages that point at this task */
   uint64_t wait_gen;      /* bumped at each block: stale wakes are ignored */
-  uint64_t cancel_seen;   /* blocking calls that returned -TR_ECANCELED */
   uint8_t cancellable;    /* the current block ends on cancellation */
   uint8_t timer_fired;    /* the current sleep's timer delivered */
   uint8_t has_stack;      /* the fiber has been given its stack */
@@ -213,6 +212,11 @@ int tr__task_cancelled(tr_task_t *t);
  */
 #define tr__task_observe_cancel(t, ...)                                                            \
   tr__task_observe_cancel_at((t), __FILE__, __LINE__, __func__, __VA_ARGS__)
+/* A blocking call of t returns -TR_ECANCELED because of the scopes of
+ * chain (t->scope, or the chain the call waited under): the scope that
+ * catches it is marked (tr_scope_cancelled_caught). */
+void tr__scope_chain_saw_cancel(tr_scope_t *chain);
+
 int tr__task_observe_cancel_at(tr_task_t *t, const char *file, int line, const char *func,
                                const char *fmt, ...) TR__PRINTF(5, 6);
 

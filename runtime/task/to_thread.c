@@ -155,7 +155,7 @@ int tr__to_thread_queued(void *(*fn)(void *), void *arg, void **result, int *que
       *result = t->job_result;
     return 0;
   }
-  t->cancel_seen++;
+  tr__scope_chain_saw_cancel(t->scope);
   return TR_ERROR(-TR_ECANCELED, "tr_to_thread: cancelled; the wait was abandoned and the "
                                  "thread call is still running (its result will be dropped)");
 }

@@ -270,6 +270,47 @@ TR_TEST(task, cancelled_caught_needs_an_observer, .timeout = 60) {
   return 0;
 }
 
+/* Which scope catches a cancellation is trio's rule: of the cancelled
+ * scopes the blocking call could see (out to the first shield), the
+ * outermost.  A scope cancelled later, with no blocking call after, caught
+ * nothing. */
+TR_TEST(task, cancelled_caught_is_the_scope_that_caused_it, .timeout = 60) {
+  tr_scope_t outer, inner;
+  /* An inner scope catches its own cancel; the outer one is cancelled after. */
+  tr_assert_rc(tr_scope_open(&outer, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_open(&inner, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_cancel(&inner), 0);
+  tr_check_rc(tr_checkpoint(), -TR_ECANCELED);
+  tr_check_rc(tr_scope_close(&inner), 0);
+  tr_check_rc(tr_scope_cancel(&outer), 0);
+  tr_assert_rc(tr_scope_close(&outer), 0);
+  tr_check(tr_scope_cancelled_caught(&inner), "the inner scope caught its own cancel");
+  tr_check(!tr_scope_cancelled_caught(&outer), "the outer scope saw no cancel of its own");
+
+  /* A shielded inner scope's deadline, inside a cancelled outer scope. */
+  tr_assert_rc(tr_scope_open(&outer, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_cancel(&outer), 0);
+  tr_check_rc(tr_scope_open(&inner, tr_now() + 10 * MS, 1), 0);
+  tr_check_rc(tr_sleep(10000 * MS), -TR_ECANCELED);
+  tr_check_rc(tr_scope_close(&inner), 0);
+  tr_assert_rc(tr_scope_close(&outer), 0);
+  tr_check(tr_scope_cancelled_caught(&inner), "the shielded scope's deadline cancelled the sleep");
+  tr_check(!tr_scope_cancelled_caught(&outer), "the shield kept the outer cancel out");
+
+  /* Both cancelled, no shield: the outer one catches (trio: the inner one
+   * sees its parent's cancellation, so the Cancelled goes on out). */
+  tr_assert_rc(tr_scope_open(&outer, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_open(&inner, TR_NO_DEADLINE, 0), 0);
+  tr_check_rc(tr_scope_cancel(&outer), 0);
+  tr_check_rc(tr_scope_cancel(&inner), 0);
+  tr_check_rc(tr_checkpoint(), -TR_ECANCELED);
+  tr_check_rc(tr_scope_close(&inner), 0);
+  tr_assert_rc(tr_scope_close(&outer), 0);
+  tr_check(!tr_scope_cancelled_caught(&inner), "the inner scope passes it on");
+  tr_check(tr_scope_cancelled_caught(&outer), "the outer scope catches it");
+  return 0;
+}
+
 /* Cancel from another thread and from another actor. */
 struct remote {
   tr_scope_t *scope;
