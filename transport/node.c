@@ -1107,23 +1107,42 @@ static int portal_to(const tr_registry_entry_t *e, tr_portal_t **out, int *refus
 }
 
 /* Picks the first entry of `found` that answers; deletes the ones whose
- * node refuses connections. */
-static int pick(const char *name, tr_buf_t *found, tr_portal_t **portal) {
+ * node refuses connections.  Each dial gets a fair share of what is left
+ * until `deadline` (< 0: none), so that a node that accepts but never
+ * answers (stopped, say) does not use up the lookup: the next entry is
+ * tried (discovery.h).  `last` (len bytes) says where the last entry tried
+ * was and how it failed, for the caller's error at its deadline. */
+static int pick(const char *name, tr_buf_t *found, int64_t deadline, char *last, size_t len,
+                tr_portal_t **portal) {
   tr_registry_entry_t *v;
   size_t n;
+  last[0] = '\0';
   int rc = tr__reg_unpack(found, &v, &n);
   if (rc)
     return rc;
   rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' is registered", name);
   for (size_t i = 0; i < n; i++) {
-    int refused;
-    int prc = portal_to(&v[i], portal, &refused);
+    int refused = 0, prc;
+    int64_t share = TR_NO_DEADLINE, t0 = tr_now();
+    if (deadline >= 0)
+      share = t0 + (deadline - t0) / (int64_t)(n - i); /* the last one: all that is left */
+    tr_scope_t es;
+    if ((prc = tr_scope_open(&es, share, 0)) == 0) {
+      prc = portal_to(&v[i], portal, &refused);
+      (void)tr_scope_close(&es);
+      if (prc == -TR_ECANCELED && tr_scope_cancelled_caught(&es))
+        prc = TR_ERROR(-TR_ETIMEDOUT, "its node did not answer within %lld ms",
+                       (long long)((tr_now() - t0) / 1000000));
+    }
     if (prc == 0) {
       tr_error_clear();
       rc = 0;
       break;
     }
     if (prc == -TR_ECANCELED) {
+      /* The caller's cancel, or the lookup's deadline (the caller tells). */
+      snprintf(last, len, "at %s: it had not answered after %lld ms", v[i].addr,
+               (long long)((tr_now() - t0) / 1000000));
       rc = prc;
       break;
     }
@@ -1133,8 +1152,8 @@ static int pick(const char *name, tr_buf_t *found, tr_portal_t **portal) {
            refused == DIAL_REFUSED ? "; the registrar is asked to drop its entry" : "");
     if (refused == DIAL_REFUSED)
       (void)registrar_call("unregister", &v[i], 0, tr_now() + CALL_TIMEOUT_NS, NULL);
-    rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' answers (the last tried, at %s: %s)", name,
-                  v[i].addr, why);
+    snprintf(last, len, "at %s: %s", v[i].addr, why);
+    rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' answers (the last tried, %s)", name, last);
   }
   tr_registry_entries_free(v, n);
   return rc;
@@ -1165,12 +1184,14 @@ static int lookup(const char *fn, const char *name, int wait, int64_t deadline,
     /* Dials are bounded by the deadline too (each by the handshake's
      * timeout besides). */
     tr_scope_t s;
+    char last[400];
     if ((rc = tr_scope_open(&s, deadline >= 0 ? deadline : TR_NO_DEADLINE, 0)) == 0) {
-      rc = pick(name, found, portal);
+      rc = pick(name, found, deadline, last, sizeof last, portal);
       int crc = tr_scope_close(&s);
       if (rc == -TR_ECANCELED && tr_scope_cancelled_caught(&s))
-        rc = TR_ERROR(-TR_ETIMEDOUT, "%s: no actor named '%s' answered before the deadline", fn,
-                      name);
+        rc = TR_ERROR(-TR_ETIMEDOUT,
+                      "%s: no actor named '%s' answered before the deadline%s%s%s", fn, name,
+                      last[0] ? " (the last tried, " : "", last, last[0] ? ")" : "");
       else if (rc == 0 && crc) {
         tr_portal_release(*portal);
         *portal = NULL;

@@ -87,7 +87,11 @@ typedef struct tr_registry_entry {
  * (opened and handshaken now, or the one already open).  Of several
  * entries of that name, the most recently registered that answers is
  * used; an entry whose node refuses the connection is deleted from the
- * registry and the next one is tried.
+ * registry and the next one is tried.  The dials share the lookup's
+ * deadline: each entry gets an equal part of what is left (the last one
+ * all of it), so that a node that accepts connections but does not
+ * answer (a stopped process, say) does not keep the next entry from
+ * being tried.
  * Returns 0 with *portal, or:
  *   -TR_ENOTFOUND   no actor of that name is registered (or none answered:
  *                   the error says why, e.g. its node has another secret);
@@ -95,8 +99,9 @@ typedef struct tr_registry_entry {
  *   -TR_EPERM       not called from a task, or the registrar does not share
  *                   this node's secret;
  *   -TR_ECANCELED   the calling task is cancelled;
- *   -TR_ETIMEDOUT   the registrar, or the node of the entry tried, did not
- *                   answer within 5 s (the lookup's own deadline);
+ *   -TR_ETIMEDOUT   the registrar, or the nodes of the entries tried, did
+ *                   not answer within 5 s (the lookup's own deadline); the
+ *                   error names the last entry tried and how long it had;
  *   -TR_EIO         the registrar cannot be reached;
  *   -TR_EINVAL      name or portal is NULL;
  * every failure with an error object (tr_error_last) saying why.
