@@ -1106,6 +1106,39 @@ static int portal_to(const tr_registry_entry_t *e, tr_portal_t **out, int *refus
   return rc;
 }
 
+/* The entries of registry payload b as this node can dial them.  An entry
+ * on the wildcard host is the registrar's own node's (every other node
+ * registers the address the registrar sees it from, OPERATIONS.md), so it
+ * is reached at the host this node reaches the registrar at, unless that
+ * is a wildcard too (then it is this host, and 0.0.0.0 dials it).  An
+ * entry that cannot be rewritten (no memory) stays as it was. */
+static int reg_unpack_here(const tr_buf_t *b, tr_registry_entry_t **v, size_t *n) {
+  int rc = tr__reg_unpack(b, v, n);
+  if (rc)
+    return rc;
+  char host[TR_ADDR_MAX];
+  pthread_mutex_lock(&N.lock);
+  const char *colon = strrchr(N.registry, ':');
+  size_t hl = colon ? (size_t)(colon - N.registry) : 0;
+  int known = hl > 0 && hl < sizeof host && !wildcard_port(N.registry);
+  if (known) {
+    memcpy(host, N.registry, hl);
+    host[hl] = '\0';
+  }
+  pthread_mutex_unlock(&N.lock);
+  for (size_t i = 0; known && i < *n; i++) {
+    const char *port = wildcard_port((*v)[i].addr);
+    size_t len = port ? hl + strlen(port) + 1 : 0;
+    char *a = port ? malloc(len) : NULL;
+    if (!a)
+      continue;
+    snprintf(a, len, "%s%s", host, port);
+    free((*v)[i].addr);
+    (*v)[i].addr = a;
+  }
+  return 0;
+}
+
 /* Picks the first entry of `found` that answers; deletes the ones whose
  * node refuses connections.  Each dial gets a fair share of what is left
  * until `deadline` (< 0: none), so that a node that accepts but never
@@ -1117,7 +1150,7 @@ static int pick(const char *name, tr_buf_t *found, int64_t deadline, char *last,
   tr_registry_entry_t *v;
   size_t n;
   last[0] = '\0';
-  int rc = tr__reg_unpack(found, &v, &n);
+  int rc = reg_unpack_here(found, &v, &n);
   if (rc)
     return rc;
   rc = TR_ERROR(-TR_ENOTFOUND, "no actor named '%s' is registered", name);
@@ -1241,7 +1274,7 @@ int tr_registry_list(tr_registry_entry_t **entries, size_t *n) {
   tr_buf_t *all;
   if ((rc = registrar_call("list", NULL, 0, tr_now() + CALL_TIMEOUT_NS, &all)) != 0)
     return rc;
-  rc = tr__reg_unpack(all, entries, n);
+  rc = reg_unpack_here(all, entries, n);
   tr_buf_release(all);
   return rc;
 }

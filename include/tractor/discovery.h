@@ -29,7 +29,10 @@
  * choice; the registrar's own node listens on the registry address).  A
  * node that listens on 0.0.0.0 registers the host the registrar knows it
  * by instead (this end of its connection to the registrar), which other
- * hosts can dial.  An
+ * hosts can dial.  The registrar's own node on a registry address of
+ * 0.0.0.0 registers its actors at 0.0.0.0:port; lookups here
+ * (tr_find_actor, tr_registry_list) give such an entry at the host this
+ * node reaches the registrar at.  An
  * actor registers when it starts, before it serves its first call (calls
  * that come meanwhile wait), and unregisters when it exits, also when it
  * is cancelled.  A registrar that cannot be reached delays the first call

@@ -399,6 +399,27 @@ Test(multihost, three_hosts_thread_actor) { three_hosts("thread"); }
 
 Test(multihost, three_hosts_process_actor) { three_hosts("process"); }
 
+/* A server node that is the registrar too, listening on every interface
+ * (registry address 0.0.0.0:MH_PORT): nothing better is known of its own
+ * actors' address than the wildcard host, which a reader dials at the
+ * host it reaches the registrar at (OPERATIONS.md).  A client in host 2
+ * finds its actor there and passes every check. */
+Test(multihost, a_wildcard_registrars_own_actor_is_found_from_another_host) {
+  make_net(3);
+  env_t e;
+  env_for(&e, 0, SECRET);
+  env_set(&e, "TR_REGISTRY_ADDR", "0.0.0.0:%d", MH_PORT);
+  node_t *srv = start_node(0, &e, "registrar+server", "server", "svc", "thread", (char *)NULL);
+  char line[256];
+  expect_line(srv, "READY ", START_MS, line, sizeof line);
+  env_for(&e, 2, SECRET);
+  node_t *c = start_node(2, &e, "client", "client", "svc", tr_netns_addr(&net, 0), (char *)NULL);
+  expect_line(c, "OK ", CLIENT_MS, line, sizeof line);
+  cr_log_info("%s: %s", c->what, line);
+  expect_exit(c, MH_EXIT_OK, CLIENT_MS);
+  stop_node(srv);
+}
+
 Test(multihost, wrong_secret_is_refused) {
   make_net(3);
   node_t *reg = start_registrar(NULL);
