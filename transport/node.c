@@ -811,10 +811,26 @@ static int keeper_main(void *arg) {
       }
     }
     int64_t pause = KEEP_PAUSE_MIN_NS;
+    int said = 0; /* the failure last logged */
     for (;;) {
       tr_portal_t *p = NULL;
       int rc = registrar_portal(&p); /* a new dial: the old proxy has ended */
       tr_portal_release(p);
+      if (rc && rc != -TR_ECANCELED && rc != said) {
+        /* Once per kind of failure, not per dial.  A registrar with
+         * another secret is the operator's to fix (OPERATIONS.md: a
+         * refused proof is logged); one that is down is expected for a
+         * while. */
+        char where[TR_ADDR_MAX];
+        pthread_mutex_lock(&N.lock);
+        snprintf(where, sizeof where, "%s", N.registry);
+        pthread_mutex_unlock(&N.lock);
+        tr_log(rc == -TR_EPERM ? TR_LOG_WARN : TR_LOG_INFO,
+               "node: the registrar at %s cannot be reached again (%s); this node's actors are "
+               "registered there once it can be",
+               where, last_msg());
+        said = rc;
+      }
       tr_error_clear();
       if (rc == 0)
         break;

@@ -1419,11 +1419,28 @@ Test(discovery, a_registrar_stopped_with_nodes_connected_exits_and_they_move_on,
   with_tool(root_tool_stops);
 }
 
+/* The node's keeper logs why it cannot register again (OPERATIONS.md: a
+ * refused proof is logged), once, at WARN. */
+static pthread_mutex_t secret_lock = PTHREAD_MUTEX_INITIALIZER;
+static int secret_warned;
+static void secret_hook(void *arg, int level, const char *line) {
+  (void)arg;
+  if (level == TR_LOG_WARN && strstr(line, "cannot be reached again") && strstr(line, "secret")) {
+    pthread_mutex_lock(&secret_lock);
+    secret_warned++;
+    pthread_mutex_unlock(&secret_lock);
+  }
+}
+
 /* A registrar that comes back with a secret this node does not have:
  * tr_find_actor says -TR_EPERM, as discovery.h promises, not the -TR_EIO
- * of a registrar that cannot be reached (the dial's own code was lost). */
+ * of a registrar that cannot be reached (the dial's own code was lost);
+ * and the node's keeper, which dials it again to register this node's
+ * actors there, says why it cannot. */
 static int root_registrar_changes_secret(void *arg) {
   tool_run_t *t = arg;
+  secret_warned = 0;
+  tr_log_set_hook(secret_hook, NULL);
   tr_portal_t *p = NULL;
   tr_check_rc(tr_find_actor("root", &p), 0);
   tr_portal_release(p);
@@ -1446,6 +1463,21 @@ static int root_registrar_changes_secret(void *arg) {
   const tr_error_t *e = tr_error_last();
   tr_check(e && strstr(tr_error_message(e), "secret"), "the error says why: %s",
            e ? tr_error_message(e) : "(none)");
+  int warned = 0;
+  for (int64_t end = tr_now() + 10000 * MS; !warned && tr_now() < end;) {
+    pthread_mutex_lock(&secret_lock);
+    warned = secret_warned;
+    pthread_mutex_unlock(&secret_lock);
+    if (!warned && tr_sleep(5 * MS) != 0)
+      break;
+  }
+  /* Its dials go on (1 s apart at most): still the one warning. */
+  tr_check_rc(tr_sleep(2500 * MS), 0);
+  pthread_mutex_lock(&secret_lock);
+  warned = secret_warned;
+  pthread_mutex_unlock(&secret_lock);
+  tr_log_set_hook(NULL, NULL);
+  tr_check_eq(warned, 1, "the keeper warned once that the registrar has another secret");
   return 0;
 }
 
