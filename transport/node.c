@@ -1300,6 +1300,7 @@ int tr_node_addr(char *addr, size_t len, int *is_registrar) {
     return TR_ERROR(-TR_ENORUNTIME, "%s: no runtime is running", __func__);
   pthread_mutex_lock(&N.lock);
   int rc = N.addr[0] ? 0 : -TR_ENOTFOUND;
+  size_t need = strlen(N.addr) + 1;
   if (rc == 0) {
     if (addr && len)
       snprintf(addr, len, "%s", N.addr);
@@ -1309,6 +1310,9 @@ int tr_node_addr(char *addr, size_t len, int *is_registrar) {
   pthread_mutex_unlock(&N.lock);
   if (rc)
     return TR_ERROR(rc, "this node has no listener (discovery is off, or nothing registered)");
+  if (addr && len < need)
+    return TR_ERROR(-TR_EMSGSIZE, "%s: the address needs %zu bytes, %zu given (it was cut)",
+                    __func__, need, len);
   return 0;
 }
 

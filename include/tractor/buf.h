@@ -39,7 +39,8 @@ int tr_buf_from_u64(uint64_t v, tr_buf_t **out);
 
 /*
  * Decodes a buffer made by tr_buf_from_u64.  Returns 0, or -TR_EMSGTYPE
- * when the buffer is not exactly 8 bytes long.
+ * when the buffer is not exactly 8 bytes long (NULL, the empty value, is
+ * 0 bytes long: -TR_EMSGTYPE too).
  * Ownership: borrows b.  Threads: any thread.
  */
 int tr_buf_to_u64(const tr_buf_t *b, uint64_t *out);

@@ -142,8 +142,11 @@ void tr_registry_entries_free(tr_registry_entry_t *entries, size_t n);
 /*
  * The address this process's node listens on ("host:port"), and whether it
  * is the registrar.  Returns 0, -TR_ENOTFOUND (no node listener: discovery
- * is off or nothing has registered yet) or -TR_ENORUNTIME.
- * Ownership: writes at most len bytes into addr (NUL-terminated).
+ * is off or nothing has registered yet), -TR_ENORUNTIME, or -TR_EMSGSIZE
+ * when addr (len bytes) is too small: it then holds the address cut to
+ * len - 1 bytes.  64 bytes are always enough.
+ * Ownership: writes at most len bytes into addr (NUL-terminated when len
+ * is not 0); addr may be NULL (len is then ignored).
  * Threads: any.
  */
 int tr_node_addr(char *addr, size_t len, int *is_registrar);

@@ -516,7 +516,11 @@ typedef struct tr_ctx_opts {
  * returned by tr_stream_recv (-TR_EREMOTE, boxed) after the values that
  * preceded it.  tr_stream_close before the end cancels the remote task
  * (Cancel), waits at most TR_CTX_CANCEL_TIMEOUT_NS for its answer and
- * absorbs the ContextCancelled it gives.
+ * absorbs the ContextCancelled it gives; it returns 0 also when no answer
+ * came in that time (the dialog is abandoned, and a late answer is
+ * dropped).  A callee in another process that is lost before the open
+ * returns (its process died just after StartAck) fails the open with
+ * -TR_EIO, and the values it had sent are dropped with the dialog.
  * Ownership: args borrowed; *out is the caller's, ended and freed by
  * tr_stream_close.  opts may be NULL.
  * Threads: a task.

@@ -423,7 +423,10 @@ int tr_actor_nursery_cancel(tr_actor_nursery_t *an);
  * parent is cancelled or a child failed.  Returns 0, the single failure
  * (boxed, see above: -TR_EREMOTE; -TR_EIO for a lost child process),
  * -TR_EGROUP (members as the single failure would be), or -TR_ECANCELED
- * (the parent was cancelled, no child failed).
+ * (the parent was cancelled, no child failed).  A nursery that cancelled
+ * itself (tr_actor_nursery_cancel) and whose children did not fail closes
+ * with 0, as a trio nursery whose own cancel scope was cancelled, also
+ * when a child had to be forced out.
  * Threads: the task that opened it. */
 int tr_actor_nursery_close(tr_actor_nursery_t *an);
 

@@ -277,6 +277,10 @@ TR_TEST(discovery, root_is_the_registrar_and_registered_as_itself, .timeout = 30
   tr_check(reg == 1, "the first root is the registrar");
   tr_check(strcmp(addr, getenv("TR_REGISTRY_ADDR")) == 0, "it listens on %s, not the registry %s",
            addr, getenv("TR_REGISTRY_ADDR"));
+  /* Too small a buffer: cut, and said so (discovery.h). */
+  char cut[6];
+  tr_check_rc(tr_node_addr(cut, sizeof cut, NULL), -TR_EMSGSIZE);
+  tr_check(strncmp(cut, addr, sizeof cut - 1) == 0 && cut[sizeof cut - 1] == '\0', "cut: %s", cut);
   tr_portal_t *p;
   tr_assert_rc(tr_find_actor("root", &p), 0);
   uint8_t a[16], b[16];
@@ -898,6 +902,48 @@ Test(discovery, a_probe_that_reaches_itself_is_refused, .timeout = 60, .init = s
   cr_expect(serving, "tractor-registry in the namespace: %s", out);
   cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "it exits 0 on SIGTERM (status %d): %s", st,
             out);
+}
+
+/* tractor-registry's usage errors exit 2 and say why, before any runtime:
+ * an unknown flag, and both --secret and --secret-file (alternatives, as
+ * the usage line shows). */
+static int tool_status(const char *const *args, char *err, size_t len) {
+  const char *tool = getenv("TR_REGISTRY_TOOL");
+  int pfd[2];
+  if (!tool || pipe(pfd) != 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pfd[1], 2);
+    close(pfd[0]);
+    char *argv[8] = {(char *)tool};
+    for (int i = 0; args[i] && i < 6; i++)
+      argv[i + 1] = (char *)args[i];
+    execv(tool, argv);
+    _exit(127);
+  }
+  close(pfd[1]);
+  size_t got = 0;
+  ssize_t k;
+  while (got + 1 < len && (k = read(pfd[0], err + got, len - 1 - got)) > 0)
+    got += (size_t)k;
+  err[got] = '\0';
+  close(pfd[0]);
+  int st = 0;
+  if (pid < 0 || waitpid(pid, &st, 0) != pid)
+    return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+Test(discovery, the_registry_tool_refuses_bad_flags, .timeout = 30) {
+  char err[1000];
+  static const char *const both[] = {"--addr", "127.0.0.1:1", "--secret", "a", "--secret-file",
+                                     "/nonexistent", NULL};
+  cr_expect_eq(tool_status(both, err, sizeof err), 2, "%s", err);
+  cr_expect(strstr(err, "give one secret") && strstr(err, "usage: tractor-registry"), "%s", err);
+  static const char *const unknown[] = {"--adr", "127.0.0.1:1", NULL};
+  cr_expect_eq(tool_status(unknown, err, sizeof err), 2, "%s", err);
+  cr_expect(strstr(err, "usage: tractor-registry"), "%s", err);
 }
 
 /* tr_wait_for_actor keeps its deadline while it dials an entry's node:

@@ -40,16 +40,19 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
   tr_config_t cfg = {.workers = 1, .log_level = TR_LOG_WARN};
+  int secrets = 0; /* --secret and --secret-file are alternatives */
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--addr") == 0 && i + 1 < argc) {
       setenv("TR_REGISTRY_ADDR", argv[++i], 1); /* the environment wins over the config */
     } else if (strcmp(a, "--secret") == 0 && i + 1 < argc) {
       cfg.secret = argv[++i];
+      secrets++;
       unsetenv("TR_SECRET"); /* the flag wins over the environment */
       unsetenv("TR_SECRET_FILE");
     } else if (strcmp(a, "--secret-file") == 0 && i + 1 < argc) {
       setenv("TR_SECRET_FILE", argv[++i], 1);
+      secrets++;
       unsetenv("TR_SECRET");
     } else if (strcmp(a, "-v") == 0) {
       cfg.log_level = TR_LOG_INFO;
@@ -64,6 +67,11 @@ int main(int argc, char **argv) {
       usage(stderr);
       return 2;
     }
+  }
+  if (secrets > 1) {
+    fprintf(stderr, "tractor-registry: give one secret: --secret or --secret-file\n");
+    usage(stderr);
+    return 2;
   }
   const char *reg = getenv("TR_REGISTRY_ADDR");
   if (reg && strcmp(reg, "off") == 0) {
