@@ -1465,17 +1465,38 @@ Test(discovery, a_registrar_stopped_with_nodes_connected_exits_and_they_move_on,
   with_tool(root_tool_stops);
 }
 
-/* The node's keeper logs why it cannot register again (OPERATIONS.md: a
- * refused proof is logged), once, at WARN. */
-static pthread_mutex_t secret_lock = PTHREAD_MUTEX_INITIALIZER;
-static int secret_warned;
-static void secret_hook(void *arg, int level, const char *line) {
-  (void)arg;
-  if (level == TR_LOG_WARN && strstr(line, "cannot be reached again") && strstr(line, "secret")) {
-    pthread_mutex_lock(&secret_lock);
-    secret_warned++;
-    pthread_mutex_unlock(&secret_lock);
+/* A log hook that counts the lines of one level holding both needles
+ * (the second may be NULL), for tests that check what a node logs. */
+typedef struct log_watch {
+  int level;
+  const char *needle, *also;
+  pthread_mutex_t lock;
+  int seen;
+} log_watch_t;
+
+static void watch_hook(void *arg, int level, const char *line) {
+  log_watch_t *w = arg;
+  if (level == w->level && strstr(line, w->needle) && (!w->also || strstr(line, w->also))) {
+    pthread_mutex_lock(&w->lock);
+    w->seen++;
+    pthread_mutex_unlock(&w->lock);
   }
+}
+
+static int watch_seen(log_watch_t *w) {
+  pthread_mutex_lock(&w->lock);
+  int n = w->seen;
+  pthread_mutex_unlock(&w->lock);
+  return n;
+}
+
+/* Waits until w has counted a line, at most ms; the count. */
+static int watch_wait(log_watch_t *w, int ms) {
+  int n = 0;
+  for (int64_t end = tr_now() + ms * MS; !(n = watch_seen(w)) && tr_now() < end;)
+    if (tr_sleep(2 * MS) != 0)
+      break;
+  return n;
 }
 
 /* A registrar that comes back with a secret this node does not have:
@@ -1485,8 +1506,12 @@ static void secret_hook(void *arg, int level, const char *line) {
  * actors there, says why it cannot. */
 static int root_registrar_changes_secret(void *arg) {
   tool_run_t *t = arg;
-  secret_warned = 0;
-  tr_log_set_hook(secret_hook, NULL);
+  /* Its keeper says why it cannot register again (OPERATIONS.md: a
+   * refused proof is logged), once, at WARN. */
+  static log_watch_t w = {TR_LOG_WARN, "cannot be reached again", "secret",
+                          PTHREAD_MUTEX_INITIALIZER, 0};
+  w.seen = 0;
+  tr_log_set_hook(watch_hook, &w);
   tr_portal_t *p = NULL;
   tr_check_rc(tr_find_actor("root", &p), 0);
   tr_portal_release(p);
@@ -1509,19 +1534,10 @@ static int root_registrar_changes_secret(void *arg) {
   const tr_error_t *e = tr_error_last();
   tr_check(e && strstr(tr_error_message(e), "secret"), "the error says why: %s",
            e ? tr_error_message(e) : "(none)");
-  int warned = 0;
-  for (int64_t end = tr_now() + 10000 * MS; !warned && tr_now() < end;) {
-    pthread_mutex_lock(&secret_lock);
-    warned = secret_warned;
-    pthread_mutex_unlock(&secret_lock);
-    if (!warned && tr_sleep(5 * MS) != 0)
-      break;
-  }
+  (void)watch_wait(&w, 10000);
   /* Its dials go on (1 s apart at most): still the one warning. */
   tr_check_rc(tr_sleep(2500 * MS), 0);
-  pthread_mutex_lock(&secret_lock);
-  warned = secret_warned;
-  pthread_mutex_unlock(&secret_lock);
+  int warned = watch_seen(&w);
   tr_log_set_hook(NULL, NULL);
   tr_check_eq(warned, 1, "the keeper warned once that the registrar has another secret");
   return 0;
@@ -1857,17 +1873,6 @@ TR_TEST(discovery, frames_for_nobody_make_no_actors, .timeout = 60, .init = setu
 /* A peer that closes its connection in the middle of a frame (half a
  * header): no orderly close (-TR_ECLOSED) but a broken connection,
  * -TR_EIO, which the node logs as a warning saying so (PROTOCOL.md 3). */
-static pthread_mutex_t cut_lock = PTHREAD_MUTEX_INITIALIZER;
-static int cut_seen;
-static void cut_hook(void *arg, int level, const char *line) {
-  (void)arg;
-  if (level == TR_LOG_WARN && strstr(line, "closed the connection in the middle of a frame")) {
-    pthread_mutex_lock(&cut_lock);
-    cut_seen = 1;
-    pthread_mutex_unlock(&cut_lock);
-  }
-}
-
 typedef struct cut {
   int rc;
   char why[160];
@@ -1890,18 +1895,13 @@ static void *cut_run(void *arg) {
 TR_TEST(discovery, an_eof_in_the_middle_of_a_frame_is_a_broken_connection, .timeout = 60,
         .init = setup, .fini = teardown) {
   static cut_t c; /* the thread's: read after the wait */
-  cut_seen = 0;
-  tr_log_set_hook(cut_hook, NULL);
+  static log_watch_t w = {TR_LOG_WARN, "closed the connection in the middle of a frame", NULL,
+                          PTHREAD_MUTEX_INITIALIZER, 0};
+  w.seen = 0;
+  tr_log_set_hook(watch_hook, &w);
   tr_check_rc(tr_to_thread(cut_run, &c, NULL), 0);
   tr_check(c.rc == 0, "the peer handshook and sent half a header (%s)", c.why);
-  int seen = 0;
-  for (int64_t end = tr_now() + 10000 * MS; !seen && tr_now() < end;) {
-    pthread_mutex_lock(&cut_lock);
-    seen = cut_seen;
-    pthread_mutex_unlock(&cut_lock);
-    if (!seen && tr_sleep(2 * MS) != 0)
-      break;
-  }
+  int seen = watch_wait(&w, 10000);
   tr_log_set_hook(NULL, NULL);
   tr_check(seen, "the node warned of a connection cut in the middle of a frame");
   return 0;
