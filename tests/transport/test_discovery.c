@@ -115,13 +115,18 @@ static int close_listener(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **r
 }
 TR_EXPORT_FN("tdisc.svc", "close_listener", close_listener)
 
+/* tr_find_actor, from this node, of the name in args. */
+static int find_named(const tr_buf_t *args, tr_portal_t **p) {
+  char name[64];
+  name_of(args, name, sizeof name);
+  return tr_find_actor(name, p);
+}
+
 /* tr_find_actor from this node: its result code, negated. */
 static int find_rc(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
-  char name[64];
-  name_of(args, name, sizeof name);
   tr_portal_t *p = NULL;
-  int rc = tr_find_actor(name, &p);
+  int rc = find_named(args, &p);
   tr_portal_release(p);
   tr_error_clear();
   return tr_buf_from_u64((uint64_t)-rc, result);
@@ -152,10 +157,8 @@ TR_EXPORT_FN("tdisc.svc", "wait_frozen", wait_frozen)
  * actor's pid: tdisc.svc.pid through it. */
 static int find_pid(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
-  char name[64];
-  name_of(args, name, sizeof name);
   tr_portal_t *p = NULL;
-  int rc = tr_find_actor(name, &p);
+  int rc = find_named(args, &p);
   if (rc == 0)
     rc = tr_portal_run(p, "tdisc.svc.pid", NULL, result);
   tr_portal_release(p);
