@@ -35,6 +35,7 @@ fi
 if [ "${1:-}" = "--bench" ]; then
   shift
   build tr-bench
+  build tr-iofloor # the floor under tcp_rpc, next to tr-bench (README)
   if [ "${1:-}" = "--full" ]; then
     REPS=${REPS:-3} bash "$ROOT/tools/bench/run.sh" "$DIR/tools/bench/tr-bench" --msgs both
   else
