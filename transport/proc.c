@@ -22,6 +22,7 @@
 #include <tractor/log.h>
 #include <tractor/time.h>
 
+#include "runtime/reactor/reactor.h"
 #include "runtime/error/error.h"
 
 extern char **environ;
@@ -133,7 +134,7 @@ int tr__proc_wait(tr_proc_t *p, int64_t timeout_ns) {
     return TR__EINVAL_NULL();
   if (p->pid == 0)
     return 0;
-  int64_t deadline = timeout_ns < 0 ? -1 : tr_now() + timeout_ns;
+  int64_t deadline = timeout_ns < 0 ? -1 : tr__deadline_after(timeout_ns);
   for (;;) {
     if (try_reap(p))
       return 0;

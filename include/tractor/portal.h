@@ -466,7 +466,8 @@ enum {
 typedef struct tr_ctx_opts {
   uint32_t window; /* messages in flight per direction; 0 = the default (below),
                      capped at 65536 */
-  int overrun;     /* TR_OVERRUN_BLOCK or TR_OVERRUN_ERROR, both directions */
+  int overrun;     /* TR_OVERRUN_BLOCK or TR_OVERRUN_ERROR, both directions;
+                     another value: -TR_EINVAL from the call, nothing sent */
 } tr_ctx_opts_t;
 
 /* Default per-direction window (tractor's msg_buffer_size) between actors
@@ -708,7 +709,8 @@ int tr_stream_close(tr_stream_t *s);
  * of the actor each subscribe and each gets all values; the underlying
  * stream is consumed as fast as the fastest receiver, so the fastest never
  * loses a value, and a receiver that falls more than the window behind gets
- * -TR_ELAGGED once and resumes at the oldest value kept.  After the first
+ * -TR_ELAGGED once for that fall (saying how many values it missed) and
+ * resumes at the oldest value kept; falling behind again gives it again.  After the first
  * subscription, s itself receives through the broadcast too.
  * Ownership: *out is the caller's; close it (tr_stream_close) before s.
  */

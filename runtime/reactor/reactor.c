@@ -512,12 +512,13 @@ int tr__timer_post(int64_t deadline_ns_abs, tr_actor_t *to, tr_msg_t *msg, uint6
   return 0;
 }
 
-int tr_send_after(tr_actor_t *to, tr_msg_t *msg, int64_t delay_ns, uint64_t *timer_id) {
+int64_t tr__deadline_after(int64_t ns) {
   int64_t now = tr_now();
-  int64_t deadline = now;
-  if (delay_ns > 0)
-    deadline = delay_ns > INT64_MAX - now ? INT64_MAX : now + delay_ns;
-  return tr__timer_post(deadline, to, msg, timer_id);
+  return ns > INT64_MAX - now ? INT64_MAX : now + ns;
+}
+
+int tr_send_after(tr_actor_t *to, tr_msg_t *msg, int64_t delay_ns, uint64_t *timer_id) {
+  return tr__timer_post(tr__deadline_after(delay_ns > 0 ? delay_ns : 0), to, msg, timer_id);
 }
 
 int tr_timer_cancel(uint64_t timer_id) {

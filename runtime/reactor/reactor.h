@@ -51,6 +51,10 @@ int tr__timer_post(int64_t deadline_ns_abs, tr_actor_t *to, tr_msg_t *msg, uint6
  */
 int64_t tr__now_coarse(void);
 
+/* tr_now() + ns, saturated at INT64_MAX (TR_NO_DEADLINE): a duration of
+ * INT64_MAX is "never", not a deadline in the past.  Threads: any. */
+int64_t tr__deadline_after(int64_t ns);
+
 /*
  * Pending timers right now (armed, not yet fired or cancelled).  For tests
  * and diagnostics: the figure may be stale as soon as it is returned.

@@ -10,6 +10,7 @@
 
 #include <tractor/portal.h>
 
+#include "runtime/reactor/reactor.h"
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
 #include "runtime/platform/log.h"
@@ -95,7 +96,7 @@ int tr_portal_cancel_actor(tr_portal_t *p, int64_t timeout_ns, int *acked) {
     return TR_ERROR(rc, "tr_portal_cancel_actor: the cancel request to %s was not sent",
                     tr_actor_name(p->actor));
   }
-  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
+  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr__deadline_after(timeout_ns);
   while (!c.done && tr_now() < deadline)
     tr__ctx_wait_until(&c, t, deadline, "tr_portal_cancel_actor");
   tr__ctx_unlink(self->tasks, &c);

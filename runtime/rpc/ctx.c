@@ -11,6 +11,7 @@
 
 #include <tractor/portal.h>
 
+#include "runtime/reactor/reactor.h"
 #include "runtime/actor/actor.h"
 #include "runtime/error/error.h"
 #include "runtime/platform/log.h"
@@ -641,6 +642,9 @@ int tr_ctx_cancel(tr_ctx_t *c) {
     return TR__EINVAL_NULL();
   if (c->side == SIDE_CALLER) {
     tr__ctx_send_cancel(c);
+    /* Also after the callee's answer (nothing is sent then): the stream
+     * is over for this side all the same (portal.h). */
+    c->cancel_called = 1;
     return 0;
   }
   c->self_cancel = 1;
@@ -678,7 +682,8 @@ int tr_ctx_cancel_wait(tr_ctx_t *c, int64_t timeout_ns) {
   if (rc)
     return rc;
   tr__ctx_send_cancel(c);
-  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr_now() + timeout_ns;
+  c->cancel_called = 1; /* as tr_ctx_cancel, also after the answer */
+  int64_t deadline = timeout_ns < 0 ? TR_NO_DEADLINE : tr__deadline_after(timeout_ns);
   /* Shielded and bounded, as tractor's Context.cancel(timeout): the wait
    * is part of leaving, and a cancelled caller still leaves in time.  Values
    * still arriving are dropped: the stream ended with the cancel. */

@@ -33,6 +33,9 @@ static int call_start(tr_portal_t *p, const char *qualified, const tr_buf_t *arg
                       const tr_ctx_opts_t *opts, tr_ctx_t *c, tr_task_t **tout) {
   if (!p || !qualified)
     return TR_ERROR(-TR_EINVAL, "a portal call needs a portal and a function name");
+  if (opts && opts->overrun != TR_OVERRUN_BLOCK && opts->overrun != TR_OVERRUN_ERROR)
+    return TR_ERROR(-TR_EINVAL, "%s: overrun %d is neither TR_OVERRUN_BLOCK nor TR_OVERRUN_ERROR",
+                    qualified, opts->overrun);
   tr_actor_t *self = tr_self();
   tr_task_t *t = self ? tr__task_of_actor_current(self) : NULL;
   if (!t)

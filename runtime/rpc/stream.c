@@ -191,6 +191,16 @@ int tr__ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
       rc = TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
       break;
     }
+    /* Everything received is consumed: under TR_OVERRUN_ERROR the credit
+     * not yet returned goes back before this side waits (rx_pop returns
+     * it half a window at a time), or the sender would be refused for
+     * values consumed long ago.  Under TR_OVERRUN_BLOCK the sender never
+     * waits for that remainder (it still has the rest of the window), and
+     * an extra Credit per wait would cost a fast stream. */
+    if (c->unacked && c->overrun_error) {
+      (void)tr__send_body(c->peer, TR_BODY_CREDIT, c->cid, c->unacked, NULL);
+      c->unacked = 0;
+    }
     if ((rc = tr__ctx_wait(c, t, "tr_stream_recv")) != 0)
       break;
   }
@@ -235,7 +245,9 @@ int tr_stream_close(tr_stream_t *s) {
     return TR__EPERM_NOTASK();
   if (c->side == SIDE_CALLER && c->kind == TR_FUNC_STREAM) {
     /* Leaving open_stream_from: the dialog ends here. */
-    if (c->users || c->waiters || (s->bc && s->bc->subs))
+    if (s->bc && s->bc->subs)
+      return TR_ERROR(-TR_EBUSY, "the stream still has a subscriber (close the subscribers first)");
+    if (c->users || c->waiters)
       return TR_ERROR(-TR_EBUSY, "the stream is in use by another task");
     if (!c->done)
       tr__ctx_cancel_and_drain(c, t);

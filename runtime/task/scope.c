@@ -61,7 +61,7 @@ int tr_scope_open(tr_scope_t *s, int64_t deadline, int shield) {
 }
 
 int tr_move_on_after(tr_scope_t *s, int64_t ns) {
-  return tr_scope_open(s, tr_now() + (ns > 0 ? ns : 0), 0);
+  return tr_scope_open(s, tr__deadline_after(ns > 0 ? ns : 0), 0);
 }
 
 int tr_fail_after(tr_scope_t *s, int64_t ns) {

@@ -623,7 +623,7 @@ int tr_sleep_until(int64_t deadline) {
 int tr_sleep(int64_t ns) {
   if (ns <= 0)
     return tr_checkpoint();
-  return tr_sleep_until(tr_now() + ns);
+  return tr_sleep_until(tr__deadline_after(ns)); /* INT64_MAX: until cancelled */
 }
 
 int tr_recv(tr_msg_t **out) {

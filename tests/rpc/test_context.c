@@ -328,6 +328,30 @@ static int count_out(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result
 }
 TR_EXPORT_CONTEXT("tctx.ctx", "count_out", count_out)
 
+/* Sends ODD_ROUNDS rounds of ODD_WINDOW values, waiting for a "go" from
+ * the caller between rounds; returns how many it sent.  With an odd window
+ * under TR_OVERRUN_ERROR, a round fails (StreamOverrun) if the caller's
+ * side kept back credit for values it had consumed. */
+#define ODD_WINDOW 3
+#define ODD_ROUNDS 4
+static int odd_window_burst(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)args;
+  int rc = tr_ctx_started(ctx, NULL);
+  tr_stream_t *s = NULL;
+  if (rc == 0)
+    rc = tr_ctx_open_stream(ctx, &s);
+  uint64_t n = 0, go;
+  for (int r = 0; rc == 0 && r < ODD_ROUNDS; r++) {
+    for (int i = 0; rc == 0 && i < ODD_WINDOW; i++)
+      if ((rc = send_u64(s, n)) == 0)
+        n++;
+    if (rc == 0)
+      rc = recv_u64(s, &go);
+  }
+  return rc ? rc : tr_buf_from_u64(n, result);
+}
+TR_EXPORT_CONTEXT("tctx.ctx", "odd_window_burst", odd_window_burst)
+
 static const char *const all_ns[] = {"tctx.stream", "tctx.misc", "tctx.ctx"};
 #define N_ALL (sizeof all_ns / sizeof all_ns[0])
 
@@ -909,6 +933,86 @@ TR_TEST(context, overrun_block_vs_error, .timeout = 60) {
     tr_check_eq(flag_get(&flood_fail_at), TR_STREAM_WINDOW, "the send past the window");
     tr_check_rc(flag_get(&flood_fail_rc), -TR_EOVERRUN);
     tr_check_eq(__atomic_load_n(&flood_sent, __ATOMIC_ACQUIRE), TR_STREAM_WINDOW);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* Under TR_OVERRUN_ERROR a receiver that has consumed everything and
+ * waits gives back all its credit (half a window at a time is not all of
+ * an odd window): the sender's next window is accepted whole.  The caller
+ * here waits briefly in tr_stream_recv (that returns the credit) before
+ * its "go", which the callee reads after the Credit, in order. */
+TR_TEST(context, an_error_mode_sender_gets_back_all_consumed_credit, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "burster", all_ns, N_ALL, &p), 0);
+  tr_ctx_opts_t opts = {.window = ODD_WINDOW, .overrun = 7};
+  tr_ctx_t *ctx = NULL;
+  tr_stream_t *s = NULL;
+  if (p) /* neither policy: refused, nothing sent */
+    tr_check_rc(tr_portal_open_context(p, "tctx.ctx.odd_window_burst", NULL, &opts, &ctx, NULL),
+                -TR_EINVAL);
+  opts.overrun = TR_OVERRUN_ERROR;
+  if (p)
+    tr_check_rc(tr_portal_open_context(p, "tctx.ctx.odd_window_burst", NULL, &opts, &ctx, NULL),
+                0);
+  if (ctx)
+    tr_check_rc(tr_ctx_open_stream(ctx, &s), 0);
+  uint64_t next = 0;
+  for (int r = 0; s && r < ODD_ROUNDS; r++) {
+    for (int i = 0; i < ODD_WINDOW; i++) {
+      uint64_t v = 0;
+      tr_check_rc(recv_u64(s, &v), 0, "round %d, value %d", r, i);
+      tr_check_eq(v, next++);
+    }
+    tr_scope_t w;
+    tr_check_rc(tr_move_on_after(&w, 2 * MS), 0);
+    uint64_t v;
+    tr_check_rc(recv_u64(s, &v), -TR_ECANCELED, "nothing more before the go");
+    tr_check_rc(tr_scope_close(&w), 0);
+    tr_check_rc(send_u64(s, 1), 0);
+  }
+  if (s)
+    tr_check_rc(tr_stream_close(s), 0);
+  tr_buf_t *res = NULL;
+  if (ctx)
+    tr_check_rc(tr_ctx_close(ctx, &res), 0, "no StreamOverrun in any round");
+  tr_check_eq(res ? buf_u64(res) : 0, ODD_ROUNDS * ODD_WINDOW);
+  tr_buf_release(res);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* tr_ctx_cancel after the callee has returned: nothing is sent, but the
+ * stream is over for this side all the same (portal.h: "before or after
+ * the callee answered"), and the close still returns the result. */
+TR_TEST(context, cancel_after_the_callee_returned, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "simple", all_ns, N_ALL, &p), 0);
+  tr_ctx_t *ctx = NULL;
+  if (p)
+    tr_check_rc(tr_portal_open_context(p, "tctx.ctx.simple", NULL, NULL, &ctx, NULL), 0);
+  if (ctx) {
+    tr_buf_t *r = NULL;
+    tr_check_rc(tr_ctx_result(ctx, &r), 0); /* the callee has returned */
+    tr_check_eq(r ? buf_u64(r) : 0, 7);
+    tr_buf_release(r);
+    tr_check_rc(tr_ctx_cancel(ctx), 0);
+    tr_check(tr_ctx_cancel_called(ctx), "cancel_called after a late tr_ctx_cancel");
+    tr_check(!tr_ctx_cancel_acked(ctx), "the outcome came first");
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_ctx_open_stream(ctx, &s), -TR_ECTXCANCELED);
+    tr_check(s == NULL);
+    r = NULL;
+    tr_check_rc(tr_ctx_close(ctx, &r), 0);
+    tr_check_eq(r ? buf_u64(r) : 0, 7, "the close still returns the result");
+    tr_buf_release(r);
   }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);

@@ -235,6 +235,23 @@ TR_TEST(task, deadline_in_nested_scopes, .timeout = 60) {
   return 0;
 }
 
+/* A duration of TR_NO_DEADLINE (INT64_MAX) is "never", not now + INT64_MAX
+ * wrapped into the past: tr_sleep waits until cancelled, and a scope with
+ * it never times out. */
+TR_TEST(task, a_duration_of_no_deadline_is_never, .timeout = 60) {
+  tr_scope_t outer, never;
+  int64_t t0 = tr_now();
+  tr_assert_rc(tr_move_on_after(&outer, 20 * MS), 0);
+  tr_check_rc(tr_move_on_after(&never, TR_NO_DEADLINE), 0);
+  tr_check_rc(tr_sleep(TR_NO_DEADLINE), -TR_ECANCELED); /* the outer scope's 20 ms */
+  tr_check_rc(tr_scope_close(&never), 0);
+  tr_check(!tr_scope_cancelled_caught(&never), "the endless scope caught nothing");
+  tr_assert_rc(tr_scope_close(&outer), 0);
+  tr_check(tr_now() - t0 >= 20 * MS, "slept until the outer deadline: %lld ns",
+           (long long)(tr_now() - t0));
+  return 0;
+}
+
 TR_TEST(task, fail_after_times_out, .timeout = 60) {
   tr_scope_t s;
   tr_assert_rc(tr_fail_after(&s, 10 * MS), 0);
