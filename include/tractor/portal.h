@@ -641,7 +641,11 @@ int tr_ctx_result(tr_ctx_t *ctx, tr_buf_t **result);
 /*
  * Caller side: leaves the context (the end of tractor's `async with
  * open_context`).  Sends Stop if this side's stream is open, then:
- *  - normally, waits for the outcome as tr_ctx_result and returns it;
+ *  - normally, waits for the outcome as tr_ctx_result and returns it,
+ *    for as long as the callee takes (as tractor's): a callee that waits
+ *    for values from a stream this side never opened (so no Stop comes)
+ *    waits for ever, and so does this close; cancel the context first
+ *    (tr_ctx_cancel) or close inside a deadline to bound it;
  *  - if the calling task is cancelled (its scopes, or the context's own
  *    scope by the caller), sends Cancel, waits at most
  *    TR_CTX_CANCEL_TIMEOUT_NS (0.5 s) for the outcome (shielded), and
