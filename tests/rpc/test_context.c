@@ -1019,6 +1019,33 @@ TR_TEST(context, cancel_after_the_callee_returned, .timeout = 60) {
   return 0;
 }
 
+/* A callee that waits for values from a stream this side never opened
+ * (so no Stop comes) keeps tr_ctx_close waiting; a deadline around the
+ * close bounds it (portal.h): Cancel, at most TR_CTX_CANCEL_TIMEOUT_NS for
+ * the answer, -TR_ECANCELED. */
+TR_TEST(context, a_close_waiting_for_an_endless_callee_is_bounded_by_a_deadline, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "echoer", all_ns, N_ALL, &p), 0);
+  tr_ctx_t *ctx = NULL;
+  if (p)
+    tr_check_rc(tr_portal_open_context(p, "tctx.ctx.echo", NULL, NULL, &ctx, NULL), 0);
+  if (ctx) {
+    tr_scope_t d;
+    int64_t t0 = tr_now();
+    tr_check_rc(tr_move_on_after(&d, 50 * MS), 0);
+    tr_check_rc(tr_ctx_close(ctx, NULL), -TR_ECANCELED);
+    tr_check_rc(tr_scope_close(&d), 0);
+    int64_t took = tr_now() - t0;
+    tr_check(took >= 50 * MS && took < 50 * MS + TR_CTX_CANCEL_TIMEOUT_NS + 2000 * MS,
+             "bounded by the deadline and the cancel's wait: %lld ms", (long long)(took / MS));
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
 /* ---- 10, 11. local broadcast ------------------------------------------------------------ */
 
 typedef struct consumer {
