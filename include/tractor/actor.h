@@ -330,7 +330,10 @@ typedef struct tr_stats {
   uint64_t actors_node;
   uint64_t actors_allocated; /* actor objects not yet freed (live + referenced) */
   uint64_t msgs_handled;     /* messages delivered to behaviours */
-  uint64_t dead_letters;     /* messages freed undelivered */
+  /* Messages freed undelivered: sent (by tr_send, a timer, the dialog
+   * engine) to an actor that exited first.  The runtime's own wake-ups and
+   * fd-readiness notices are not counted. */
+  uint64_t dead_letters;
   uint64_t msgs_allocated;   /* messages not yet freed (excluding pool caches) */
   uint64_t steals;           /* actors taken from another worker's queue */
   uint64_t parks;            /* times a worker went to sleep (each look of a

@@ -290,7 +290,7 @@ int tr__actor_spawn_as(tr_behaviour_fn behaviour, void *state, const tr_spawn_op
 /* ---- send -------------------------------------------------------------- */
 
 static void dead_letter(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
-  if (!(m->flags_ & TR_MSGF_SYS))
+  if (!(m->flags_ & (TR_MSGF_SYS | TR_MSGF_NOTICE)))
     TR_COUNT(w, dead_letters, 1);
   else if (m->tag == TR_SYS_DESCRIBE)
     hang_ops.drop(m); /* the report's request: give its slot back */

@@ -43,6 +43,11 @@ struct tr_tasks;
 /* flags_ bits of tr_msg_t owned by the runtime (and TR_MSGF_PTR_REF,
  * runtime/mem/msgpool.h). */
 #define TR_MSGF_SYS 0x1u /* runtime-internal wake-up; never a dead letter */
+/* A notice of the runtime to a behaviour (an fd watch's readiness): handed
+ * to the behaviour like any message, but no message of a user's, so one
+ * its owner exits before reading is dropped without counting as a dead
+ * letter (tr_stats_t.dead_letters counts what users sent). */
+#define TR_MSGF_NOTICE 0x4u
 
 /* A system message (TR_MSGF_SYS) the actor layer answers itself, for both
  * kinds of actor, before the task layer sees any message: a request of the

@@ -764,12 +764,13 @@ static void send_notice(tr_fd_watch_t *w, tr_msg_t *m, uint32_t events) {
   m->u64 = events;
   m->cid = w->id;
   m->ptr = w;
+  m->flags_ |= TR_MSGF_NOTICE;
   tr_actor_t *a = w->to;
   /* As in deliver: keep a limited mailbox's count balanced, never refuse
    * (the fd is disarmed: a refused notification would never come again). */
   if (a->limit)
     tr_faa_relaxed(&a->qlen, 1);
-  /* An exited owner makes this a dead letter, counted by the push. */
+  /* An exited owner drops it (a notice: no dead letter). */
   (void)tr__actor_push(a, m);
 }
 
