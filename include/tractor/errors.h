@@ -2,6 +2,8 @@
  * tractor-c error codes.
  *
  * Every public function returns 0 on success or a negative code -TR_E*.
+ * A NULL pointer argument that its comment does not allow is -TR_EINVAL,
+ * with an error object, whether or not the function's list names it.
  * Codes are the library's own (not errno values): fibers migrate between
  * threads, so errno is never used to carry a result.  The detail a code
  * cannot carry (type name, message, source actor, relay path, trace, the

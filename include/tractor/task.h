@@ -145,7 +145,11 @@ int tr_nursery_open(tr_nursery_t **out);
  * -TR_E* code (with the task's error object set, e.g. by tr_fail).
  * Returns 0, -TR_ECLOSED (the nursery is closing: a closed one has been
  * freed, and must not be used), -TR_EPERM (not a task of the nursery's
- * actor) or -TR_ENOMEM.
+ * actor) or -TR_ENOMEM.  The task's stack is taken when it first runs (so
+ * many short tasks hold few stacks): a stack that cannot be had (memory
+ * exhausted, an absurd opts->stack_size) fails the task, not this call,
+ * with -TR_ENOMEM and an error object naming the size, and the nursery
+ * treats that as any failure of a child.
  * Ownership: arg is borrowed by the task until fn returns; opts is not
  * retained (opts->name is copied).  Threads: a task of the same actor.
  */
@@ -167,7 +171,9 @@ int tr_nursery_spawn(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_op
  *
  * Returns 0; the task's own failure when it failed before calling
  * tr_task_started (its error object becomes the caller's tr_error_last);
- * -TR_ECANCELED when the caller is cancelled before the task started:
+ * -TR_ECANCELED when the caller is cancelled before the task started
+ * (also when it was cancelled already at the call: the task still starts,
+ * as in trio, and its first checkpoint sees the cancellation):
  * the wait, like tr_nursery_close's, is not interrupted, the cancellation
  * reaches the task instead, and tr_nursery_start returns once the task
  * has ended (a task that calls tr_task_started after that gets

@@ -137,10 +137,10 @@ int tr_nursery_start(tr_nursery_t *n, tr_task_fn fn, void *arg, const tr_task_op
     return TR_ERROR(-TR_EPERM, "tr_nursery_start: not a task of the nursery's actor");
   if (n->closing)
     return TR_ERROR(-TR_ECLOSED, "tr_nursery_start: the nursery is closing");
-  if (tr__task_cancelled(t)) {
-    tr__scope_chain_saw_cancel(t->scope);
-    return TR_ERROR(-TR_ECANCELED, "tr_nursery_start cancelled");
-  }
+  /* A caller cancelled already still starts the task, as trio's start
+   * does: it runs under the caller's cancelled scope, so its first
+   * checkpoint (or tr_task_started) sees the cancellation, and the caller
+   * returns -TR_ECANCELED once it has ended. */
   tr_task_t *c;
   int rc = tr__task_new(t->actor, fn, arg, opts, &c);
   if (rc)

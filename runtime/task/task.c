@@ -475,8 +475,12 @@ int tr__tasks_run(tr_worker_t *w, struct tr_actor *a) {
     } else if (TR_UNLIKELY(!t->has_stack)) {
       if (tr__fiber_init(&t->fiber, t->stack_size, task_entry, t) != 0) {
         /* No stack: the task fails without running, like a failed spawn
-         * that was reported late (its nursery sees -TR_ENOMEM). */
+         * that was reported late (its nursery sees -TR_ENOMEM, saying why). */
         t->result = -TR_ENOMEM;
+        tr__error_free(t->error);
+        t->error = tr__error_new(-TR_ENOMEM, NULL,
+                                 "task %s never ran: no stack of %zu bytes could be had for it",
+                                 t->name, t->stack_size ? t->stack_size : TR_FIBER_DEFAULT_STACK);
         task_finished(ts, t);
         continue;
       }

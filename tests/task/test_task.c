@@ -128,6 +128,25 @@ TR_TEST(task, first_failure_cancels_siblings, .timeout = 60) {
   return 0;
 }
 
+/* A stack is taken when a task first runs: one that cannot be had (4 EiB)
+ * fails the task, not the spawn, with an error object naming the stack,
+ * and cancels its siblings as any failure of a child does. */
+TR_TEST(task, a_stack_that_cannot_be_had_fails_the_task_saying_so, .timeout = 60) {
+  int cancelled = 0;
+  tr_nursery_t *n;
+  tr_assert_rc(tr_nursery_open(&n), 0);
+  tr_check_rc(tr_nursery_spawn(n, long_sleeper, &cancelled, NULL), 0);
+  tr_task_opts_t huge = {.name = "huge", .stack_size = (size_t)1 << 62};
+  tr_check_rc(tr_nursery_spawn(n, long_sleeper, &cancelled, &huge), 0);
+  tr_assert_rc(tr_nursery_close(n), -TR_ENOMEM);
+  tr_assert_eq(cancelled, 1, "the sibling is cancelled; the huge task never ran");
+  const tr_error_t *e = tr_error_last();
+  tr_assert(e != NULL);
+  tr_assert(strstr(tr_error_message(e), "task huge never ran: no stack of") != NULL, "message: %s",
+            tr_error_message(e));
+  return 0;
+}
+
 TR_TEST(task, several_failures_make_a_group, .timeout = 60) {
   static int64_t d1 = 5 * MS, d2 = 5 * MS;
   tr_nursery_t *n;
