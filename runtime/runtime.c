@@ -78,6 +78,18 @@ static int64_t config_ms(int64_t ns, const char *var, int64_t dflt) {
   return ns < 0 ? -1 : ns;
 }
 
+/* The highest per-shard actor count of the runs so far: the next run's
+ * shards count on from it, so an actor id, and with it the uuid
+ * (tr_actor_uuid: the process's nonce and the id), is never reused in the
+ * process, also across tr_run calls (actor.h).  Runs do not overlap. */
+static uint64_t ids_issued;
+
+static void ids_keep(int nworkers) {
+  for (int i = 0; i <= nworkers; i++)
+    if (tr__actors.shards[i].next_id > ids_issued)
+      ids_issued = tr__actors.shards[i].next_id;
+}
+
 static void sum_counters(tr_counters_t *t, const tr_counters_t *c) {
   t->spawned += tr_load_relaxed(&c->spawned);
   t->exited += tr_load_relaxed(&c->exited);
@@ -178,6 +190,7 @@ static int rt_init(const tr_config_t *cfg) {
   }
   for (int i = 0; i <= n; i++) {
     memset(&tr__actors.shards[i], 0, sizeof(tr_shard_t));
+    tr__actors.shards[i].next_id = ids_issued; /* ids (and uuids) go on from the last run */
     pthread_mutex_init(&tr__actors.shards[i].lock, NULL);
   }
   /* Hooks, upwards: each layer registers with the ones below it. */
@@ -189,17 +202,19 @@ static int rt_init(const tr_config_t *cfg) {
   /* nworkers must be known to live_insert before any worker can spawn. */
   tr__rt.nworkers = n;
   tr_store_release(&tr__rt_running, 1);
-  int rc = tr__sched_start(n);
-  if (rc == 0 && (rc = tr__reactor_start()) != 0) {
+  char why[160] = "";
+  int rc = tr__sched_start(n, why, sizeof why);
+  if (rc == 0 && (rc = tr__reactor_start(why, sizeof why)) != 0) {
     tr__sched_stop();
     free(tr__rt.workers);
     tr__rt.workers = NULL;
   }
   if (rc != 0) {
-    /* Every failure above is bare (the layers' own starts): say which. */
+    /* The layers' own starts return bare codes and say what failed. */
     (void)TR_ERROR(rc, "tr_run: the runtime could not start its %d worker threads and reactor: %s",
-                   n, tr_strerror(rc));
+                   n, why);
     tr_store_release(&tr__rt_running, 0);
+    ids_keep(n);
     free(tr__actors.shards);
     tr__actors.shards = NULL;
     tr__auth_clear();
@@ -208,6 +223,7 @@ static int rt_init(const tr_config_t *cfg) {
 }
 
 static void rt_fini(void) {
+  ids_keep(tr__rt.nworkers);
   for (int i = 0; i <= tr__rt.nworkers; i++) {
     TR_ASSERT(tr__actors.shards[i].head == NULL);
     pthread_mutex_destroy(&tr__actors.shards[i].lock);

@@ -176,7 +176,7 @@ void tr_actor_release(tr_actor_t *a);
  * valid as long as the caller holds its reference to a. */
 const char *tr_actor_name(const tr_actor_t *a);
 
-/* A process-unique id (never reused while the runtime runs). */
+/* A process-unique id (never reused in the process, also across runs). */
 uint64_t tr_actor_id(const tr_actor_t *a);
 
 /*
@@ -220,8 +220,10 @@ int tr_join(tr_actor_t *a, int64_t timeout_ns);
 /* ---- runtime ---------------------------------------------------------- */
 
 typedef struct tr_config {
-  /* Worker threads; 0 = number of online CPUs.  The environment variable
-   * TR_WORKERS, when set to a positive integer, overrides this. */
+  /* Worker threads; 0 (or less) = number of online CPUs; at most 64 (more
+   * is taken as 64: tr_stats_t.workers says how many run).  The
+   * environment variable TR_WORKERS, when set to a positive integer,
+   * overrides this. */
   int workers;
   /* Messages an actor handles per turn before yielding its worker; 0 = 64. */
   int batch;
@@ -300,9 +302,10 @@ typedef int (*tr_root_fn)(void *arg);
  * once if that takes hang_report_ns), then stops and joins the workers and
  * frees every actor and pooled message.  Returns root's result,
  * or -TR_EBUSY (a runtime is already running in this process), -TR_EINVAL,
- * -TR_ENOMEM or -TR_EIO (a thread, epoll or timer could not be created)
- * when the runtime cannot start (root is then not called), with an error
- * object on the calling thread.
+ * -TR_ENOMEM (out of memory, or of threads) or -TR_EIO (another OS
+ * error, such as the process's fd limit: the message names the call and
+ * the OS error) when the runtime cannot start (root is then not called),
+ * with an error object on the calling thread.
  * Ownership: cfg may be NULL (defaults) and is not retained.
  * Threads: any thread that is not a worker; one runtime per process at a time.
  */

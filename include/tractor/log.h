@@ -81,8 +81,8 @@ const char *tr_log_level_name(int level);
 /*
  * tr_log(level, fmt, ...): logs a printf-style line with the prefix above,
  * when level passes the threshold (the arguments are not evaluated
- * otherwise).  Lines longer than 4 KiB are cut (the hang report has its
- * own, larger, buffer).
+ * otherwise).  A line is cut to 4095 bytes, prefix included (the hang
+ * report has its own, larger, buffer).
  * Threads: any thread.
  */
 #define tr_log(level, ...)                                                                         \

@@ -13,10 +13,12 @@
  * must not import; the task layer registers a context hook at start-up
  * (tr__log_set_context_hook) that names the running actor and task.
  */
+#define _GNU_SOURCE /* the writer-preferring rwlock initializer */
 #include "runtime/platform/log.h"
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +29,12 @@
  * change of level is logged either way. */
 static int g_level = TR_LOG_WARN;
 
-static pthread_rwlock_t hook_lock = PTHREAD_RWLOCK_INITIALIZER;
+/* Writer-preferring: with glibc's default (readers first), threads that
+ * keep logging hold the lock for reading without a gap, and
+ * tr_log_set_hook waited for ever (found by an audit: three threads
+ * logging through a hook that took 20 us).  Readers never nest: a hook
+ * may not log (log.h). */
+static pthread_rwlock_t hook_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 static tr_log_hook_fn g_hook;
 static void *g_hook_arg;
 
@@ -75,6 +82,9 @@ void tr_log_set_hook(tr_log_hook_fn hook, void *arg) {
   pthread_rwlock_unlock(&hook_lock);
 }
 
+/* tr_log's lines, prefix included, are cut to this (log.h: 4 KiB). */
+#define LINE_MAX_BYTES 4095
+
 /* The default hook: one write of the line and its newline, so that lines
  * of several threads do not interleave. */
 static void write_stderr(const char *line) {
@@ -92,7 +102,8 @@ static void write_stderr(const char *line) {
   free(buf);
 }
 
-void tr__log_text(int level, const char *msg) {
+/* Logs msg with the prefix, the whole line cut to max bytes. */
+static void log_line(int level, const char *msg, size_t max) {
   if (level <= TR_LOG_OFF || level > tr_log_level())
     return;
   const char *actor = NULL, *task = NULL;
@@ -107,11 +118,14 @@ void tr__log_text(int level, const char *msg) {
   if ((size_t)plen >= sizeof prefix)
     plen = (int)sizeof prefix - 1;
   size_t mlen = strlen(msg);
+  if ((size_t)plen + mlen > max)
+    mlen = max > (size_t)plen ? max - (size_t)plen : 0;
   char *line = malloc((size_t)plen + mlen + 1);
   if (!line)
     return; /* out of memory: the line is lost, nothing else is */
   memcpy(line, prefix, (size_t)plen);
-  memcpy(line + plen, msg, mlen + 1);
+  memcpy(line + plen, msg, mlen);
+  line[plen + mlen] = '\0';
   while (mlen > 0 && line[plen + mlen - 1] == '\n') /* the hook adds its own */
     line[plen + --mlen] = '\0';
   pthread_rwlock_rdlock(&hook_lock);
@@ -123,11 +137,13 @@ void tr__log_text(int level, const char *msg) {
   free(line);
 }
 
+void tr__log_text(int level, const char *msg) { log_line(level, msg, SIZE_MAX); }
+
 void tr__log(int level, const char *fmt, ...) {
-  char msg[4096];
+  char msg[LINE_MAX_BYTES + 1];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  tr__log_text(level, msg);
+  log_line(level, msg, LINE_MAX_BYTES);
 }

@@ -113,6 +113,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -1388,9 +1389,9 @@ static void *reactor_main(void *arg) {
   return NULL;
 }
 
-static int os_error(int err) {
-  return (err == ENOMEM || err == EMFILE || err == ENFILE) ? -TR_ENOMEM : -TR_EIO;
-}
+/* Out of memory is -TR_ENOMEM; anything else, out of fds included, is
+ * -TR_EIO, whose message gives the OS error. */
+static int os_error(int err) { return err == ENOMEM ? -TR_ENOMEM : -TR_EIO; }
 
 static int watch(watcher_t *w, uint32_t events) {
   struct epoll_event ev;
@@ -1412,21 +1413,31 @@ static void close_fds(void) {
   rx.timer.fd = rx.wake.fd = rx.epfd = rx.io.fd = io.epfd = -1;
 }
 
-int tr__reactor_start(void) {
+/* Records the failure of `what` (errno) for tr__reactor_start's caller. */
+static int start_failed(const char *what, char *why, size_t len) {
+  int err = errno;
+  snprintf(why, len, "%s: %s", what, strerror(err));
+  return os_error(err);
+}
+
+int tr__reactor_start(char *why, size_t len) {
   tr_store_relaxed(&rx.quit, 0); /* no reactor thread exists yet */
-  rx.epfd = epoll_create1(EPOLL_CLOEXEC);
-  rx.wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  rx.timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  rx.io.fd = io.epfd = epoll_create1(EPOLL_CLOEXEC);
+  rx.wake.fd = rx.timer.fd = rx.io.fd = io.epfd = -1;
   int rc = 0;
-  if (rx.epfd < 0 || rx.wake.fd < 0 || rx.timer.fd < 0 || io.epfd < 0)
-    rc = os_error(errno);
-  if (rc == 0)
-    rc = watch(&rx.wake, EPOLLIN);
-  if (rc == 0)
-    rc = watch(&rx.timer, EPOLLIN);
-  if (rc == 0)
-    rc = watch(&rx.io, EPOLLIN | EPOLLONESHOT); /* armed (see io) */
+  if ((rx.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+    rc = start_failed("epoll_create1", why, len);
+  else if ((rx.wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+    rc = start_failed("eventfd", why, len);
+  else if ((rx.timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0)
+    rc = start_failed("timerfd_create", why, len);
+  else if ((rx.io.fd = io.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+    rc = start_failed("epoll_create1", why, len);
+  if (rc == 0 && watch(&rx.wake, EPOLLIN) != 0)
+    rc = start_failed("epoll_ctl", why, len);
+  if (rc == 0 && watch(&rx.timer, EPOLLIN) != 0)
+    rc = start_failed("epoll_ctl", why, len);
+  if (rc == 0 && watch(&rx.io, EPOLLIN | EPOLLONESHOT) != 0) /* armed (see io) */
+    rc = start_failed("epoll_ctl", why, len);
   io.seen = 0; /* before the thread that uses it */
   io.tick_ms = IO_TICK_MS;
   tr_store_seqcst(&io.armed, 1);
@@ -1438,9 +1449,10 @@ int tr__reactor_start(void) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&rx.thread, NULL, reactor_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err != 0)
+    if (err != 0) {
       rc = err == EAGAIN ? -TR_ENOMEM : -TR_EIO;
-    else
+      snprintf(why, len, "pthread_create of the reactor: %s", strerror(err));
+    } else
       (void)pthread_setname_np(rx.thread, "tr-reactor");
   }
   if (rc != 0) {

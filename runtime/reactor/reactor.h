@@ -24,8 +24,10 @@
 /* Starts the reactor thread (tr_run, after the workers) and stops it (once
  * every actor has exited, before the workers stop); stop cancels pending
  * timers, releasing their messages and references.  Start returns 0 or a
- * negative TR_E* code.  Threads: tr_run's. */
-int tr__reactor_start(void);
+ * negative TR_E* code (-TR_ENOMEM, or -TR_EIO for another OS error, such
+ * as running out of fds), and then writes what failed, with the OS's
+ * words, into why.  Threads: tr_run's. */
+int tr__reactor_start(char *why, size_t len);
 void tr__reactor_stop(void);
 
 /*

@@ -29,6 +29,7 @@
 #include <sched.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -563,9 +564,10 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-int tr__sched_start(int nworkers) {
+int tr__sched_start(int nworkers, char *why, size_t len) {
   TR_ASSERT(nworkers >= 1 && nworkers <= TR_MAX_WORKERS);
   tr__rt.nworkers = nworkers;
+  snprintf(why, len, "no memory for the workers");
   tr__rt.workers = aligned_alloc(TR_WORKER_ALIGN, sizeof(tr_worker_t) * (size_t)nworkers);
   if (!tr__rt.workers)
     return -TR_ENOMEM;
@@ -583,13 +585,15 @@ int tr__sched_start(int nworkers) {
       return -TR_ENOMEM;
     }
   }
-  int started = 0;
+  int started = 0, err = 0;
   for (; started < nworkers; started++) {
-    if (pthread_create(&tr__rt.workers[started].thread, NULL, worker_main,
-                       &tr__rt.workers[started]) != 0)
+    err = pthread_create(&tr__rt.workers[started].thread, NULL, worker_main,
+                         &tr__rt.workers[started]);
+    if (err != 0)
       break;
   }
   if (started < nworkers) {
+    snprintf(why, len, "pthread_create of worker %d: %s", started, strerror(err));
     tr_store_release(&tr__rt.quit, 1);
     for (int i = 0; i < started; i++) {
       ck_ec32_inc(&tr__rt.workers[i].ec, &ec_mode);

@@ -176,7 +176,7 @@ void tr__sched_requeue(tr_worker_t *w, struct tr_actor *a);
 
 /* Starts nworkers workers (tr__rt's locks are initialised by the caller).
  * Returns 0 or -TR_ENOMEM. */
-int tr__sched_start(int nworkers);
+int tr__sched_start(int nworkers, char *why, size_t len);
 /* Wakes every worker, waits for them to exit, frees their queues and
  * message memory. */
 void tr__sched_stop(void);

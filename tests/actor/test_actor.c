@@ -15,11 +15,13 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -392,6 +394,50 @@ Test(actor, spawn_copies_the_name, .timeout = TEST_TIMEOUT) {
   cr_assert_str_eq(c.after_stack, "stack-8");
   cr_assert_str_eq(c.seen_heap, "heap-7");
   cr_assert_str_eq(c.seen_stack, "stack-8");
+}
+
+/* ---- uids across runs ----------------------------------------------------- */
+
+struct uid_run {
+  uint8_t uuid[2][16];
+  uint64_t id[2];
+};
+
+static void exit_beh(void *state, tr_msg_t *m) {
+  (void)state;
+  (void)m;
+  CHECK(tr_actor_exit() == 0);
+}
+
+static int uid_root(void *arg) {
+  struct uid_run *r = arg;
+  for (int k = 0; k < 2; k++) {
+    tr_actor_t *a;
+    CHECK(tr_spawn(exit_beh, NULL, NULL, &a) == 0);
+    tr_actor_uuid(a, r->uuid[k]);
+    r->id[k] = tr_actor_id(a);
+    CHECK(tr_send_u64(a, 1, 0) == 0);
+    tr_actor_release(a);
+  }
+  return 0;
+}
+
+/* actor.h: a uuid is unique among the actors of every process, and an id
+ * is never reused in the process: also when it runs the runtime again
+ * (each run counted from 1, so run 2's first actor had run 1's uuid). */
+Test(actor, ids_and_uuids_are_not_reused_by_a_second_run, .timeout = TEST_TIMEOUT) {
+  static struct uid_run r[3];
+  tr_stats_t st;
+  for (int i = 0; i < 3; i++)
+    run_ok(2, uid_root, &r[i], &st);
+  for (int i = 0; i < 6; i++)
+    for (int j = i + 1; j < 6; j++) {
+      const struct uid_run *a = &r[i / 2], *b = &r[j / 2];
+      cr_assert(a->id[i % 2] != b->id[j % 2], "actors %d and %d: id %llx", i, j,
+                (unsigned long long)a->id[i % 2]);
+      cr_assert(memcmp(a->uuid[i % 2], b->uuid[j % 2], 16) != 0, "actors %d and %d share a uuid",
+                i, j);
+    }
 }
 
 /* ---- zero-copy forwarding through a chain ------------------------------- */
@@ -914,6 +960,42 @@ Test(actor, on_exit_exactly_once, .timeout = TEST_TIMEOUT) {
   }
   cr_assert_eq(st.actors_spawned, OX_N);
   cr_assert_eq(st.actors_exited, OX_N);
+}
+
+/* ---- a runtime that cannot start: the OS error is named ------------------ */
+
+static int never_called(void *arg) {
+  *(int *)arg = 1;
+  return 0;
+}
+
+/* Out of fds, tr_run was -TR_ENOMEM, "out of memory", with no word of the
+ * OS error: actor.h promises -TR_EIO naming the call and the error. */
+Test(actor, a_runtime_out_of_fds_says_so, .timeout = TEST_TIMEOUT) {
+  int open_fds = 0;
+  DIR *d = opendir("/proc/self/fd");
+  cr_assert_not_null(d);
+  while (readdir(d))
+    open_fds++;
+  closedir(d); /* counted ".", ".." and its own fd: a little room over */
+  struct rlimit old, low;
+  cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  low = old;
+  low.rlim_cur = (rlim_t)(open_fds - 3);
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  int called = 0;
+  tr_config_t cfg = {.workers = 1};
+  int rc = tr_run(&cfg, never_called, &called);
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  cr_assert_eq(rc, -TR_EIO, "rc %d (%s)", rc, tr_strerror(rc));
+  cr_assert_eq(called, 0);
+  const tr_error_t *e = tr_error_last();
+  cr_assert_not_null(e);
+  cr_assert(strstr(tr_error_message(e), "Too many open files") != NULL, "message: %s",
+            tr_error_message(e));
+  tr_stats_t st;
+  run_ok(1, never_called, &called, &st);
+  cr_assert_eq(called, 1, "the next run, with fds to spare, starts");
 }
 
 /* ---- invalid arguments and no runtime ----------------------------------- */

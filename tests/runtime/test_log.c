@@ -170,3 +170,74 @@ Test(log, env_overrides_config, .timeout = 30) {
   unsetenv("TR_LOG");
   tr_log_set_hook(NULL, NULL);
 }
+
+/* ---- the hook under load; the cut ------------------------------------------------ */
+
+static int loggers_stop;
+
+/* A hook slow enough that, with three threads logging, some thread is
+ * always inside one. */
+static void slow_hook(void *arg, int level, const char *line) {
+  (void)arg;
+  (void)level;
+  (void)line;
+  usleep(20);
+}
+
+static void *keep_logging(void *arg) {
+  (void)arg;
+  while (!__atomic_load_n(&loggers_stop, __ATOMIC_RELAXED))
+    tr_log(TR_LOG_ERROR, "busy");
+  return NULL;
+}
+
+static int hook_set;
+
+static void *set_the_hook(void *arg) {
+  (void)arg;
+  tr_log_set_hook(capture, NULL);
+  __atomic_store_n(&hook_set, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* log.h: "A call racing with lines being logged is safe": it must also
+ * return while other threads keep logging (with readers preferred, it
+ * waited for a gap between their lines that never came). */
+Test(log, set_hook_returns_while_other_threads_keep_logging, .timeout = 30) {
+  tr_log_set_hook(slow_hook, NULL);
+  pthread_t th[3], setter;
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(pthread_create(&th[i], NULL, keep_logging, NULL), 0);
+  usleep(20000); /* let them get going */
+  cr_assert_eq(pthread_create(&setter, NULL, set_the_hook, NULL), 0);
+  for (int i = 0; i < 500 && !__atomic_load_n(&hook_set, __ATOMIC_ACQUIRE); i++)
+    usleep(10000);
+  int done = __atomic_load_n(&hook_set, __ATOMIC_ACQUIRE);
+  __atomic_store_n(&loggers_stop, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < 3; i++)
+    pthread_join(th[i], NULL);
+  cr_assert(done, "tr_log_set_hook did not return within 5 s while threads logged");
+  pthread_join(setter, NULL);
+  cr_assert(cap_count() > 0, "the new hook gets the lines after it");
+  tr_log_set_hook(NULL, NULL);
+}
+
+static size_t cut_len;
+
+static void measure(void *arg, int level, const char *line) {
+  (void)arg;
+  (void)level;
+  cut_len = strlen(line);
+}
+
+/* log.h: a line is cut to 4095 bytes, prefix included. */
+Test(log, a_long_line_is_cut_to_4095_bytes_with_its_prefix, .timeout = 10) {
+  static char big[10000];
+  memset(big, 'x', sizeof big - 1);
+  tr_log_set_hook(measure, NULL);
+  tr_log(TR_LOG_ERROR, "%s", big);
+  cr_assert_eq(cut_len, 4095);
+  tr_log(TR_LOG_ERROR, "short");
+  cr_assert(cut_len < 100);
+  tr_log_set_hook(NULL, NULL);
+}
