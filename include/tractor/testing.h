@@ -42,7 +42,8 @@
  *      defines it before including this header; TR_TEST_DEADLINE sets it
  *      per test), so that a body hanging in a blocking call is reported as
  *      "test body exceeded its 30 s deadline" rather than killed by
- *      Criterion's .timeout;
+ *      Criterion's .timeout (a blocking call: a cancellation point, not C
+ *      code that blocks; see tr_to_thread below);
  *   3. after the body, waits until the deadline (at least 1 s) for the
  *      actors it started outside any nursery to exit; actors still running
  *      then are reported and the runtime is shut down, so tr_main returns;
@@ -61,7 +62,19 @@
  * Set Criterion's .timeout above the deadline (the project uses 60 s for
  * the default 30 s): it remains the backstop for a body stuck where
  * cancellation cannot reach it (a busy loop, a shielded scope, blocking C
- * code outside tr_to_thread).
+ * code, in a task or in tr_to_thread).
+ *
+ * tr_to_thread and the deadline: the deadline cancels the task waiting in
+ * tr_to_thread, which returns -TR_ECANCELED at once, but C code cannot be
+ * interrupted: the function keeps running on its pool thread, and the
+ * root actor, hence tr_main, stays alive until it returns (task.h).  The
+ * fixture reports nothing before tr_main returns, so the deadline's report
+ * comes only when the function returns (late, perhaps after the runtime's
+ * hang report); if that is after Criterion's .timeout, or never, Criterion
+ * kills the test with a bare "Timed out" and the fixture's report (the
+ * deadline, every failed assertion) is lost.  Bound blocking C code run
+ * through tr_to_thread itself (a timeout argument, SO_RCVTIMEO, poll),
+ * well within the deadline.
  *
  * Assertions.  Criterion's cr_assert* longjmp and must only run on the
  * Criterion thread, while task code runs on runtime workers.  These record
@@ -91,6 +104,15 @@
  *
  * Threads: the assertions work on any thread (tasks, behaviours, plain
  * threads, tr_to_thread functions).
+ *
+ * When they count: the slot is read and then emptied by tr_test_run,
+ * after tr_main.  A failure recorded before a tr_test_run starts (in a
+ * Criterion .init of a TR_TEST, say) is reported by that run.  One
+ * recorded after the last tr_test_run of the process has returned, or in
+ * a process that never calls it (a Criterion .fini, a plain Test(), code
+ * after the run), is read by nobody: the test passes, and a tr_assert*
+ * there still returns -TR_EAPP but reports nothing.  Use cr_assert* there,
+ * on Criterion's thread.
  *
  * Processes: they work in process children too (TR_SPAWN_PROCESS, with
  * TR_TEST_MAIN as the executable's main, and their own children).  A child
@@ -186,9 +208,11 @@ typedef struct tr_test_report {
 } tr_test_report_t;
 
 /*
- * The fixture's runner, which TR_TEST calls: resets the assertion slot,
- * reserves the registry address, runs def->body as the root actor's main
- * task under tr_main and the deadline, then checks for leaks.  Returns 0
+ * The fixture's runner, which TR_TEST calls: reserves the registry
+ * address, runs def->body as the root actor's main task under tr_main and
+ * the deadline, then checks for leaks and reports every failure the
+ * assertion slot holds, those recorded before the run included, and
+ * empties it when it returns (see "When they count").  Returns 0
  * when the test passed, -TR_EAPP when it failed (rep->message says why).
  * It never calls Criterion, so a test of the fixture itself can run a
  * failing body and inspect the report.
@@ -305,7 +329,7 @@ static inline int tr__test_fail_str(int raise, const char *file, int line, const
  * published); count counts every failure.  Weak, so that every file of a
  * test program that includes this header shares one definition.
  * Threads: any, through the atomics in tr__test_vfail; reset and read only
- * by the runner, before and after tr_main.
+ * by the runner, after tr_main.
  */
 typedef struct tr__test_slot {
   int state;
@@ -516,12 +540,13 @@ static inline int tr__test_fail_str(int raise, const char *file, int line, const
   return rc;
 }
 
-/* Empties the slot.  Threads: the runner's, before the runtime starts. */
+/* Empties the slot.  Threads: the runner's, while no runtime runs (its
+ * workers, which record failures, are joined). */
 static inline void tr__test_slot_reset(void) {
   tr__test_slot.text[0] = '\0';
   __atomic_store_n(&tr__test_slot.count, 0, __ATOMIC_RELAXED);
-  /* Release: pairs with the CAS in tr__test_vfail (and the workers start
-   * after this anyway). */
+  /* Release: pairs with the CAS in tr__test_vfail (and the next run's
+   * workers start after this anyway). */
   __atomic_store_n(&tr__test_slot.state, 0, __ATOMIC_RELEASE);
 }
 
@@ -726,11 +751,10 @@ static inline int tr__test_reserve_registry(char *addr, size_t len) {
   return setenv("TR_REGISTRY_ADDR", addr, 1) == 0 ? 0 : errno;
 }
 
-static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
+static inline int tr__test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
   char *msg = rep->message;
   size_t len = sizeof rep->message, mp = 0;
   memset(rep, 0, sizeof *rep);
-  tr__test_slot_reset();
 
   int err = tr__test_reserve_registry(rep->registry_addr, sizeof rep->registry_addr);
   if (err) {
@@ -859,6 +883,16 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
     msg[(size_t)hn + keep] = '\0';
   }
   return -TR_EAPP;
+}
+
+/* The slot is emptied after the run rather than before it, so that a
+ * failure recorded before the run (a Criterion .init) is reported by it
+ * instead of being wiped, while the next run of the process still starts
+ * clean. */
+static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
+  int rc = tr__test_run(def, rep);
+  tr__test_slot_reset();
+  return rc;
 }
 
 /*

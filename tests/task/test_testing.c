@@ -504,6 +504,24 @@ TR_TEST(testing, children_record_in_the_fixtures_memfd, .timeout = 60) {
   return 0;
 }
 
+/* ---- failures outside the run ------------------------------------------------------ */
+
+static void failing_init(void) { tr_check_eq(1, 2, "in %s", ".init"); }
+
+static int passes_body(void) { return 0; }
+
+/* A check in a Criterion .init is not wiped by the run that follows: that
+ * run reports it, then empties the slot for the next one. */
+Test(testing, check_failing_in_init_is_reported_by_the_run, .timeout = 60, .init = failing_init) {
+  cr_assert_eq(run_body(passes_body, 0, &rep), -TR_EAPP, "%s", rep.message);
+  cr_assert_eq(rep.assertions_failed, 1, "%s", rep.message);
+  cr_assert(strstr(rep.message, "in failing_init(): tr_check_eq(1, 2) failed: 1 != 2: in .init"),
+            "%s", rep.message);
+  cr_assert_eq(run_body(passes_body, 0, &rep), 0, "%s", rep.message);
+  cr_assert(rep.passed);
+  cr_assert_eq(rep.assertions_failed, 0);
+}
+
 /* ---- TR_TEST itself --------------------------------------------------------------- */
 
 TR_TEST(testing, registry_address_is_private, .timeout = 60) {
