@@ -42,7 +42,8 @@
  *      defines it before including this header; TR_TEST_DEADLINE sets it
  *      per test), so that a body hanging in a blocking call is reported as
  *      "test body exceeded its 30 s deadline" rather than killed by
- *      Criterion's .timeout;
+ *      Criterion's .timeout (a blocking call: a cancellation point, not C
+ *      code that blocks; see tr_to_thread below);
  *   3. after the body, waits until the deadline (at least 1 s) for the
  *      actors it started outside any nursery to exit; actors still running
  *      then are reported and the runtime is shut down, so tr_main returns;
@@ -61,7 +62,19 @@
  * Set Criterion's .timeout above the deadline (the project uses 60 s for
  * the default 30 s): it remains the backstop for a body stuck where
  * cancellation cannot reach it (a busy loop, a shielded scope, blocking C
- * code outside tr_to_thread).
+ * code, in a task or in tr_to_thread).
+ *
+ * tr_to_thread and the deadline: the deadline cancels the task waiting in
+ * tr_to_thread, which returns -TR_ECANCELED at once, but C code cannot be
+ * interrupted: the function keeps running on its pool thread, and the
+ * root actor, hence tr_main, stays alive until it returns (task.h).  The
+ * fixture reports nothing before tr_main returns, so the deadline's report
+ * comes only when the function returns (late, perhaps after the runtime's
+ * hang report); if that is after Criterion's .timeout, or never, Criterion
+ * kills the test with a bare "Timed out" and the fixture's report (the
+ * deadline, every failed assertion) is lost.  Bound blocking C code run
+ * through tr_to_thread itself (a timeout argument, SO_RCVTIMEO, poll),
+ * well within the deadline.
  *
  * Assertions.  Criterion's cr_assert* longjmp and must only run on the
  * Criterion thread, while task code runs on runtime workers.  These record
@@ -92,14 +105,31 @@
  * Threads: the assertions work on any thread (tasks, behaviours, plain
  * threads, tr_to_thread functions).
  *
+ * When they count: the slot is read and then emptied by tr_test_run,
+ * after tr_main.  A failure recorded before a tr_test_run starts (in a
+ * Criterion .init of a TR_TEST, say) is reported by that run.  One
+ * recorded after the last tr_test_run of the process has returned, or in
+ * a process that never calls it (a Criterion .fini, a plain Test(), code
+ * after the run), is read by nobody: the test passes, and a tr_assert*
+ * there still returns -TR_EAPP but reports nothing.  Use cr_assert* there,
+ * on Criterion's thread.
+ *
  * Processes: they work in process children too (TR_SPAWN_PROCESS, with
  * TR_TEST_MAIN as the executable's main, and their own children).  A child
  * process has a slot of its own that nobody reads, so there each failure
- * is also appended to a file the fixture creates for the test (named in
- * the environment variable TR_TEST_CHILD_FAILURES, which children
- * inherit).  After tr_main the fixture reads the file, counts those
- * failures with its own, and removes the file.  The report marks them
- * "[in child process <pid>]".  The first failure shown is this process's
+ * is also appended to an anonymous in-memory file (memfd_create) that the
+ * fixture holds open for the test.  Children find it through the
+ * environment variable TR_TEST_CHILD_FAILURES, "/proc/<fixture pid>/fd/<n>",
+ * which their own children inherit too.  After tr_main the fixture reads
+ * it, counts those failures with its own, and closes it.  The file has no
+ * name on disk, so nothing is left behind however a test ends (a crash,
+ * exit(), a kill by Criterion's .timeout), and $TMPDIR plays no part.  A
+ * fixture that cannot create it fails the test before running the body.  A
+ * child that cannot write its record prints it on stderr and exits at once
+ * with status 70, which its parent sees as a lost child process (its
+ * actor and the nursery that started it fail: "process <pid> exited with
+ * status 70").  The report marks children's failures "[in child process
+ * <pid>]".  The first failure shown is this process's
  * own if it has one, else the first a child recorded.  A tr_assert in a
  * child also ends its function with the AssertionError, which reaches the
  * parent boxed (-TR_EREMOTE), as any remote failure does.  TR_TEST bodies and tr_test_run run
@@ -125,6 +155,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -176,9 +208,11 @@ typedef struct tr_test_report {
 } tr_test_report_t;
 
 /*
- * The fixture's runner, which TR_TEST calls: resets the assertion slot,
- * reserves the registry address, runs def->body as the root actor's main
- * task under tr_main and the deadline, then checks for leaks.  Returns 0
+ * The fixture's runner, which TR_TEST calls: reserves the registry
+ * address, runs def->body as the root actor's main task under tr_main and
+ * the deadline, then checks for leaks and reports every failure the
+ * assertion slot holds, those recorded before the run included, and
+ * empties it when it returns (see "When they count").  Returns 0
  * when the test passed, -TR_EAPP when it failed (rep->message says why).
  * It never calls Criterion, so a test of the fixture itself can run a
  * failing body and inspect the report.
@@ -295,7 +329,7 @@ static inline int tr__test_fail_str(int raise, const char *file, int line, const
  * published); count counts every failure.  Weak, so that every file of a
  * test program that includes this header shares one definition.
  * Threads: any, through the atomics in tr__test_vfail; reset and read only
- * by the runner, before and after tr_main.
+ * by the runner, after tr_main.
  */
 typedef struct tr__test_slot {
   int state;
@@ -340,15 +374,28 @@ static inline const char *tr__test_rcstr(char *buf, size_t len, int rc) {
   return buf;
 }
 
-/* The environment variable naming the file where process children record
- * their failures (see "Processes" above). */
+/* The environment variable through which process children find the
+ * fixture's record of their failures: "/proc/<fixture pid>/fd/<n>", the
+ * fixture's anonymous in-memory file (see "Processes" above). */
 #define TR__TEST_CHILD_ENV "TR_TEST_CHILD_FAILURES"
 
-/* Appends one failure of this process child to the fixture's file: one
+/* The exit status of a process child that could not hand a failure to the
+ * fixture (EX_SOFTWARE, from <sysexits.h>). */
+#define TR__TEST_CHILD_LOST_STATUS 70
+
+/* Appends one failure of this process child to the fixture's record: one
  * record, "file:line: in func(): head (actor 'name') [in child process
  * pid]", ending in a NUL, written with one O_APPEND write so that records
- * of concurrent children do not mix.  Nothing happens when the file is
- * not named (no fixture above this process) or cannot be opened.
+ * of concurrent children do not mix.  Opening the fixture's memfd through
+ * procfs gives this process an open file description of its own, so its
+ * O_APPEND is its own too (an inherited descriptor would share the
+ * fixture's offset).  Nothing happens when no fixture is named (none above
+ * this process).  When the record cannot be written (the fixture has
+ * exited, procfs is unreachable, this process is out of fds), the failure
+ * must not be lost: it goes to stderr and the process ends at once with
+ * TR__TEST_CHILD_LOST_STATUS, which its parent sees as a child process
+ * lost without an exit report ("process <pid> exited with status 70"),
+ * failing the actor and the nursery that started it.
  * Threads: any. */
 static inline void tr__test_child_record(const char *file, int line, const char *func,
                                          const char *head) {
@@ -362,11 +409,28 @@ static inline void tr__test_child_record(const char *file, int line, const char 
   if (self)
     tr__test_append(rec, sizeof rec, &rp, " (actor '%s')", tr_actor_name(self));
   tr__test_append(rec, sizeof rec, &rp, " [in child process %d]", (int)getpid());
+  const char *what = "open";
   int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (fd < 0)
-    return;
-  (void)!write(fd, rec, rp + 1); /* with its NUL */
-  close(fd);
+  if (fd >= 0) {
+    ssize_t k;
+    do
+      k = write(fd, rec, rp + 1); /* with its NUL */
+    while (k < 0 && errno == EINTR);
+    int err = errno;
+    close(fd);
+    if (k == (ssize_t)(rp + 1))
+      return;
+    what = "write";
+    errno = k < 0 ? err : EIO; /* a short write: the record is cut */
+  }
+  int err = errno;
+  /* Straight to fd 2: tr_log may be off or hooked, and stdio may be
+   * locked by the thread this one interrupted. */
+  dprintf(2,
+          "tractor test: a failed check in child process %d cannot reach the test's fixture "
+          "(%s %s: %s); the process exits with status %d so that its parent sees it fail:\n%s\n",
+          (int)getpid(), what, path, strerror(err), TR__TEST_CHILD_LOST_STATUS, rec);
+  _exit(TR__TEST_CHILD_LOST_STATUS);
 }
 
 /* The common part of the tr__test_fail_* functions.  err_rc != 0 asks for
@@ -476,12 +540,13 @@ static inline int tr__test_fail_str(int raise, const char *file, int line, const
   return rc;
 }
 
-/* Empties the slot.  Threads: the runner's, before the runtime starts. */
+/* Empties the slot.  Threads: the runner's, while no runtime runs (its
+ * workers, which record failures, are joined). */
 static inline void tr__test_slot_reset(void) {
   tr__test_slot.text[0] = '\0';
   __atomic_store_n(&tr__test_slot.count, 0, __ATOMIC_RELAXED);
-  /* Release: pairs with the CAS in tr__test_vfail (and the workers start
-   * after this anyway). */
+  /* Release: pairs with the CAS in tr__test_vfail (and the next run's
+   * workers start after this anyway). */
   __atomic_store_n(&tr__test_slot.state, 0, __ATOMIC_RELEASE);
 }
 
@@ -499,42 +564,72 @@ static inline const char *tr__test_slot_text(void) {
 
 /* ---- the runner ---------------------------------------------------------------- */
 
-/* Creates the (empty) file where process children record their failures,
- * in $TMPDIR or /tmp, and names it in TR__TEST_CHILD_ENV for them.
- * Returns 0, or an errno value (then children's failures are not seen,
- * as before this file existed).  Threads: the runner's, before tr_main. */
-static inline int tr__test_child_file(char *path, size_t len) {
-  const char *dir = getenv("TMPDIR");
-  if (!dir || !*dir)
-    dir = "/tmp";
-  int n = snprintf(path, len, "%s/tr-test-failures-XXXXXX", dir);
-  if (n < 0 || (size_t)n >= len)
-    return ENAMETOOLONG;
-  int fd = mkstemp(path);
-  if (fd < 0)
+/* memfd_create's flag, from <linux/memfd.h>: <sys/mman.h> declares it
+ * only under _GNU_SOURCE, which a header cannot define for its includer. */
+#define TR__TEST_MFD_CLOEXEC 0x0001U
+
+/* Where process children record their failures: an anonymous in-memory
+ * file (memfd), which has no name on any file system, so nothing is left
+ * behind however the test ends (a crash, a kill by Criterion's .timeout,
+ * exit()), and no directory ($TMPDIR) has to be usable.  Children reach
+ * it as /proc/<this pid>/fd/<fd>, named in TR__TEST_CHILD_ENV; grandchildren
+ * inherit the variable and reach the same file.  *fd is this process's
+ * descriptor (close-on-exec: a child must not inherit it, which would
+ * share one file offset), *id its device and inode, which the reader checks
+ * so that it never reads another file that took the same number.  Returns
+ * 0, or an errno value with nothing left open or set.
+ * Threads: the runner's, before tr_main. */
+static inline int tr__test_child_open(int *fd, struct stat *id) {
+#ifdef SYS_memfd_create
+  int f = (int)syscall(SYS_memfd_create, "tr-test-child-failures", TR__TEST_MFD_CLOEXEC);
+#else
+  int f = -1;
+  errno = ENOSYS;
+#endif
+  if (f < 0)
     return errno;
-  close(fd);
-  if (setenv(TR__TEST_CHILD_ENV, path, 1) != 0) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)getpid(), f);
+  if (fstat(f, id) != 0 || setenv(TR__TEST_CHILD_ENV, path, 1) != 0) {
     int err = errno;
-    unlink(path);
+    close(f);
     return err;
   }
+  *fd = f;
   return 0;
 }
 
-/* Reads what process children recorded in path, keeps the first record's
- * text in first (len bytes), removes the file and its environment
- * variable, and returns how many failures were recorded.  Threads: the
- * runner's, after tr_main. */
-static inline unsigned tr__test_child_read(const char *path, char *first, size_t len) {
+/* Reads what process children recorded in the file at fd (from
+ * tr__test_child_open, with identity id), keeps the first record's text in
+ * first (len bytes), closes fd, unsets the environment variable, and
+ * returns how many failures were recorded, or -1 with *err set when the
+ * file could not be read (the failures are then unknown, which the caller
+ * reports).  Threads: the runner's, after tr_main. */
+static inline long tr__test_child_read(int fd, const struct stat *id, char *first, size_t len,
+                                       int *err) {
   unsigned count = 0;
   memset(first, 0, len); /* first[len - 1] stays the end */
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
+  struct stat now;
+  *err = 0;
+  if (fstat(fd, &now) != 0) {
+    *err = errno;
+  } else if (now.st_dev != id->st_dev || now.st_ino != id->st_ino) {
+    *err = EBADF; /* the body closed it, and the number was reused */
+  } else {
     char buf[4096];
     size_t fp = 0, in_record = 0;
-    ssize_t k;
-    while ((k = read(fd, buf, sizeof buf)) > 0 || (k < 0 && errno == EINTR)) {
+    off_t off = 0;
+    for (;;) {
+      /* pread: the children appended through descriptions of their own,
+       * and this one's offset was never moved. */
+      ssize_t k = pread(fd, buf, sizeof buf, off);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0)
+        *err = errno;
+      if (k <= 0)
+        break;
+      off += k;
       for (ssize_t i = 0; i < k; i++) {
         if (count == 0 && fp + 1 < len)
           first[fp++] = buf[i]; /* the NUL ends it */
@@ -547,9 +642,8 @@ static inline unsigned tr__test_child_read(const char *path, char *first, size_t
       count++;
     close(fd);
   }
-  unlink(path);
   unsetenv(TR__TEST_CHILD_ENV);
-  return count;
+  return *err ? -1 : (long)count;
 }
 
 /* Shared by the runner's thread and the body's root task.  The runner
@@ -657,11 +751,10 @@ static inline int tr__test_reserve_registry(char *addr, size_t len) {
   return setenv("TR_REGISTRY_ADDR", addr, 1) == 0 ? 0 : errno;
 }
 
-static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
+static inline int tr__test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
   char *msg = rep->message;
   size_t len = sizeof rep->message, mp = 0;
   memset(rep, 0, sizeof *rep);
-  tr__test_slot_reset();
 
   int err = tr__test_reserve_registry(rep->registry_addr, sizeof rep->registry_addr);
   if (err) {
@@ -679,16 +772,31 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
   c.def = def;
   c.deadline_ns = def->deadline_ns > 0 ? def->deadline_ns : TR_TEST_DEADLINE_NS;
   tr_config_t cfg = {.workers = def->workers};
-  static char child_path[512];
-  int have_file = tr__test_child_file(child_path, sizeof child_path) == 0;
+  /* Without it a failure in a process child would go unseen and the test
+   * could pass: no run rather than that. */
+  int child_fd = -1;
+  struct stat child_id;
+  err = tr__test_child_open(&child_fd, &child_id);
+  if (err) {
+    tr__test_append(msg, len, &mp,
+                    "%s: cannot create the in-memory file (memfd_create) where process "
+                    "children record their failures: %s\n",
+                    def->name, strerror(err));
+    return -TR_EAPP;
+  }
   rep->rc = tr_main(0, NULL, tr__test_root, &c, &cfg);
   rep->timed_out = c.timed_out;
   rep->assertions_failed = __atomic_load_n(&tr__test_slot.count, __ATOMIC_RELAXED);
   /* Every child process has been reaped: its records are all in. */
   static char child_first[1024];
-  unsigned child_failed = have_file ? tr__test_child_read(child_path, child_first,
-                                                          sizeof child_first) : 0;
+  long child_read = tr__test_child_read(child_fd, &child_id, child_first, sizeof child_first, &err);
+  unsigned child_failed = child_read > 0 ? (unsigned)child_read : 0;
   rep->assertions_failed += child_failed;
+  if (child_read < 0)
+    tr__test_append(msg, len, &mp,
+                    "cannot read what process children recorded (their failures are "
+                    "unknown): %s\n",
+                    strerror(err));
 
   if (!c.ran) {
     char r[112];
@@ -775,6 +883,16 @@ static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
     msg[(size_t)hn + keep] = '\0';
   }
   return -TR_EAPP;
+}
+
+/* The slot is emptied after the run rather than before it, so that a
+ * failure recorded before the run (a Criterion .init) is reported by it
+ * instead of being wiped, while the next run of the process still starts
+ * clean. */
+static inline int tr_test_run(const tr_test_def_t *def, tr_test_report_t *rep) {
+  int rc = tr__test_run(def, rep);
+  tr__test_slot_reset();
+  return rc;
 }
 
 /*

@@ -3,8 +3,14 @@
  * bodies run through tr_test_run directly, and these tests check its
  * report: a Criterion test that failed on purpose would prove nothing.
  */
+#include <dirent.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <tractor/testing.h>
 
@@ -237,8 +243,283 @@ Test(testing, check_failing_in_a_process_child_is_reported, .timeout = 60) {
                                 "child"),
             "%s", rep.message);
   cr_assert(strstr(rep.message, want), "%s", rep.message);
-  /* The file is gone, and so is its name: the next test starts clean. */
+  /* The record is closed, and its name gone: the next test starts clean. */
   cr_assert_null(getenv("TR_TEST_CHILD_FAILURES"));
+}
+
+/* ---- where children's failures go: no file on disk ------------------------------- */
+
+/* The entries of dir other than . and .., or -1 when it cannot be read. */
+static int dir_entries(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d)
+    return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      n++;
+  closedir(d);
+  return n;
+}
+
+/* A test that ends in the middle of its body, as on a crash, exit() or a
+ * kill by Criterion's .timeout: this executable runs helper_ends_mid_test
+ * in a Criterion runner of its own, with TR_TEST_SELF_END saying how the
+ * body ends.  The body records a child's failure first, so that the
+ * fixture's record has something in it, then leaves a mark in
+ * TR_TEST_SELF_MARK (a directory other than TMPDIR) to show that it ran. */
+static int ends_mid_test_body(void) {
+  process_child_check_body();
+  char path[512];
+  snprintf(path, sizeof path, "%s/ran", getenv("TR_TEST_SELF_MARK"));
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  tr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+  close(fd);
+  if (strcmp(getenv("TR_TEST_SELF_END"), "exit") == 0)
+    _exit(42);
+  for (;;)
+    pause(); /* blocking C code: only Criterion's .timeout ends it */
+}
+
+Test(testing, helper_ends_mid_test, .timeout = 2) {
+  if (!getenv("TR_TEST_SELF_END"))
+    return; /* not run by no_file_is_left_in_tmpdir_however_the_test_ends */
+  tr_test_def_t def = {.name = "self/ends", .body = ends_mid_test_body, .workers = 2};
+  static tr_test_report_t r;
+  tr_test_run(&def, &r);
+}
+
+extern char **environ;
+
+/* Runs helper_ends_mid_test in a Criterion runner of this executable
+ * (spawned, not forked: this process has threads) and returns its wait
+ * status.  The runner gets this environment without BoxFort's marker,
+ * which would make it take itself for a test worker. */
+static int run_helper(const char *end, const char *mark_dir) {
+  char e1[64], e2[512];
+  snprintf(e1, sizeof e1, "TR_TEST_SELF_END=%s", end);
+  snprintf(e2, sizeof e2, "TR_TEST_SELF_MARK=%s", mark_dir);
+  size_t n = 0, k = 0;
+  while (environ[n])
+    n++;
+  char **envp = calloc(n + 3, sizeof *envp);
+  cr_assert_not_null(envp);
+  envp[k++] = e1;
+  envp[k++] = e2;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], "BXFI_MAP=", 9) != 0)
+      envp[k++] = environ[i];
+  char *argv[] = {"test_testing", "--filter=testing/helper_ends_mid_test", "--jobs=1", NULL};
+  /* Its report, a test that fails on purpose, would only confuse a reader
+   * of this test's output: the status and the mark say what happened. */
+  posix_spawn_file_actions_t fa;
+  cr_assert_eq(posix_spawn_file_actions_init(&fa), 0);
+  cr_assert_eq(posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0), 0);
+  cr_assert_eq(posix_spawn_file_actions_adddup2(&fa, 1, 2), 0);
+  pid_t pid;
+  int rc = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  free(envp);
+  cr_assert_eq(rc, 0, "posix_spawn: %s", strerror(rc));
+  int status;
+  while (waitpid(pid, &status, 0) < 0)
+    cr_assert_eq(errno, EINTR);
+  return status;
+}
+
+static char tmp_dir[256], mark_dir[256];
+
+/* Removes the test's directories when it failed half-way (best effort: a
+ * file left in tmp_dir stays, for a look). */
+static void remove_dirs(void) {
+  char ran[300];
+  snprintf(ran, sizeof ran, "%s/ran", mark_dir);
+  unlink(ran);
+  rmdir(mark_dir);
+  rmdir(tmp_dir);
+}
+
+Test(testing, no_file_is_left_in_tmpdir_however_the_test_ends, .timeout = 60, .fini = remove_dirs) {
+  const char *old = getenv("TMPDIR");
+  char *dir = tmp_dir, *mark = mark_dir, ran[300];
+  snprintf(dir, sizeof tmp_dir, "%s/tr-test-tmpdir-XXXXXX", old && *old ? old : "/tmp");
+  snprintf(mark, sizeof mark_dir, "%s/tr-test-mark-XXXXXX", old && *old ? old : "/tmp");
+  cr_assert_not_null(mkdtemp(dir), "mkdtemp %s: %s", dir, strerror(errno));
+  cr_assert_not_null(mkdtemp(mark), "mkdtemp %s: %s", mark, strerror(errno));
+  snprintf(ran, sizeof ran, "%s/ran", mark);
+  cr_assert_eq(setenv("TMPDIR", dir, 1), 0);
+
+  const char *ends[] = {"exit", "timeout"};
+  for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+    int status = run_helper(ends[i], mark);
+    cr_assert_eq(unlink(ran), 0, "the helper's body did not run (%s; status %#x)", ends[i],
+                 (unsigned)status);
+    cr_assert(!WIFEXITED(status) || WEXITSTATUS(status) != 0, "the helper passed (%s)", ends[i]);
+    cr_assert_eq(dir_entries(dir), 0, "a file was left in TMPDIR=%s (%s)", dir, ends[i]);
+  }
+
+  /* A test that ends normally, with a child's failure recorded. */
+  child_pid = 0;
+  cr_assert_eq(run_body(process_child_check_body, 0, &rep), -TR_EAPP, "%s", rep.message);
+  cr_assert_eq(rep.assertions_failed, 1, "%s", rep.message);
+  cr_assert_eq(dir_entries(dir), 0, "a file was left in TMPDIR=%s", dir);
+
+  cr_assert_eq(rmdir(dir), 0, "%s: %s", dir, strerror(errno));
+  cr_assert_eq(rmdir(mark), 0, "%s: %s", mark, strerror(errno));
+  if (old)
+    setenv("TMPDIR", old, 1);
+  else
+    unsetenv("TMPDIR");
+}
+
+Test(testing, child_failure_is_reported_whatever_tmpdir, .timeout = 60) {
+  static char long_dir[700];
+  memset(long_dir, 'x', sizeof long_dir - 1);
+  long_dir[0] = '/';
+  const char *dirs[] = {"/nonexistent/tr-test", long_dir};
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+    cr_assert_eq(setenv("TMPDIR", dirs[i], 1), 0);
+    child_pid = 0;
+    cr_assert_eq(run_body(process_child_check_body, 0, &rep), -TR_EAPP, "%s", rep.message);
+    cr_assert_eq(rep.assertions_failed, 1, "%s", rep.message);
+    cr_assert(strstr(rep.message, "in checks_in_child(): tr_check_eq(1, 2) failed: 1 != 2"), "%s",
+              rep.message);
+  }
+}
+
+/* Runs in a child process and starts a grandchild process, which fails a
+ * check; this one's own code succeeds. */
+static int spawns_checker(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  static const tr_actor_opts_t opts = {.spawn = TR_SPAWN_PROCESS};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "grandchild", "ttesting.checks_in_child", NULL, &opts, &p),
+              0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  if (p) {
+    tr_check_rc(tr_portal_result(p, NULL), 0);
+    tr_portal_release(p);
+  }
+  return 0;
+}
+TR_EXPORT_FN("ttesting", "spawns_checker", spawns_checker)
+
+static int process_grandchild_check_body(void) {
+  static const tr_actor_opts_t opts = {.spawn = TR_SPAWN_PROCESS};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "middle", "ttesting.spawns_checker", NULL, &opts, &p), 0);
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  if (p) {
+    tr_check_rc(tr_portal_result(p, NULL), 0);
+    tr_check_rc(tr_portal_process(p, &child_pid, NULL), 0);
+    tr_portal_release(p);
+  }
+  return 0;
+}
+
+Test(testing, check_failing_in_a_process_grandchild_is_reported, .timeout = 60) {
+  child_pid = 0;
+  cr_assert_eq(run_body(process_grandchild_check_body, 0, &rep), -TR_EAPP, "%s", rep.message);
+  cr_assert_eq(rep.assertions_failed, 1, "%s", rep.message);
+  cr_assert_neq(child_pid, 0, "%s", rep.message);
+  cr_assert(strstr(rep.message, "in checks_in_child(): tr_check_eq(1, 2) failed: 1 != 2: in the "
+                                "child (actor 'grandchild') [in child process "),
+            "%s", rep.message);
+  /* Recorded by the grandchild itself, not by its parent process. */
+  int pid = 0;
+  const char *at = strstr(rep.message, "[in child process ");
+  cr_assert_eq(sscanf(at, "[in child process %d]", &pid), 1, "%s", rep.message);
+  cr_assert(pid > 0 && pid != child_pid && pid != getpid(), "pid %d, child %d: %s", pid, child_pid,
+            rep.message);
+}
+
+/* Runs in a child process that has no fd left when its check fails, so it
+ * cannot write its record: it must not pass as if nothing failed. */
+static int checks_without_fds(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  struct rlimit old, none;
+  tr_assert(getrlimit(RLIMIT_NOFILE, &old) == 0);
+  none.rlim_cur = 0;
+  none.rlim_max = old.rlim_max;
+  tr_assert(setrlimit(RLIMIT_NOFILE, &none) == 0);
+  tr_check_eq(1, 2, "with no fd left");
+  setrlimit(RLIMIT_NOFILE, &old);
+  return 0;
+}
+TR_EXPORT_FN("ttesting", "checks_without_fds", checks_without_fds)
+
+static int child_status;
+
+static int unrecordable_child_check_body(void) {
+  static const tr_actor_opts_t opts = {.spawn = TR_SPAWN_PROCESS};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_run_in_actor_opts(an, "starved", "ttesting.checks_without_fds", NULL, &opts, &p),
+              0);
+  tr_check_rc(tr_actor_nursery_close(an), 0); /* fails: the child was lost */
+  if (p) {
+    tr_check_rc(tr_portal_process(p, &child_pid, &child_status), 0);
+    tr_portal_release(p);
+  }
+  return 0;
+}
+
+Test(testing, child_that_cannot_record_a_failure_fails_its_process, .timeout = 60) {
+  child_pid = 0;
+  child_status = -1;
+  cr_assert_eq(run_body(unrecordable_child_check_body, 0, &rep), -TR_EAPP, "%s", rep.message);
+  cr_assert_neq(child_pid, 0, "%s", rep.message);
+  cr_assert(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 70, "status %#x: %s",
+            (unsigned)child_status, rep.message);
+  /* The parent saw it: its nursery's close failed, saying how. */
+  cr_assert(strstr(rep.message, "tr_check_rc(tr_actor_nursery_close(an), 0) failed"), "%s",
+            rep.message);
+  char want[64];
+  snprintf(want, sizeof want, "process %d exited with status 70", child_pid);
+  cr_assert(strstr(rep.message, want), "%s", rep.message);
+}
+
+/* Children reach the fixture's record through its fds: it is a memfd,
+ * with no name in any directory. */
+TR_TEST(testing, children_record_in_the_fixtures_memfd, .timeout = 60) {
+  const char *path = getenv("TR_TEST_CHILD_FAILURES");
+  tr_assert(path != NULL);
+  char want[64], target[256];
+  snprintf(want, sizeof want, "/proc/%d/fd/", (int)getpid());
+  tr_assert(strncmp(path, want, strlen(want)) == 0, "TR_TEST_CHILD_FAILURES=%s", path);
+  ssize_t n = readlink(path, target, sizeof target - 1);
+  tr_assert(n > 0, "readlink %s: %s", path, strerror(errno));
+  target[n] = '\0';
+  tr_assert(strncmp(target, "/memfd:", 7) == 0, "%s -> %s", path, target);
+  return 0;
+}
+
+/* ---- failures outside the run ------------------------------------------------------ */
+
+static void failing_init(void) { tr_check_eq(1, 2, "in %s", ".init"); }
+
+static int passes_body(void) { return 0; }
+
+/* A check in a Criterion .init is not wiped by the run that follows: that
+ * run reports it, then empties the slot for the next one. */
+Test(testing, check_failing_in_init_is_reported_by_the_run, .timeout = 60, .init = failing_init) {
+  cr_assert_eq(run_body(passes_body, 0, &rep), -TR_EAPP, "%s", rep.message);
+  cr_assert_eq(rep.assertions_failed, 1, "%s", rep.message);
+  cr_assert(strstr(rep.message, "in failing_init(): tr_check_eq(1, 2) failed: 1 != 2: in .init"),
+            "%s", rep.message);
+  cr_assert_eq(run_body(passes_body, 0, &rep), 0, "%s", rep.message);
+  cr_assert(rep.passed);
+  cr_assert_eq(rep.assertions_failed, 0);
 }
 
 /* ---- TR_TEST itself --------------------------------------------------------------- */
