@@ -312,6 +312,11 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     if (!m->from) {
       why = "a Start without a sender cannot be answered";
       level = TR_LOG_WARN;
+    } else if (m->cid == 0) {
+      /* cid 0 is "no dialog" (PROTOCOL.md 1): serving it would answer on
+       * cid 0, with an Error the engine never sends. */
+      why = "a Start on cid 0 opens no dialog";
+      level = TR_LOG_WARN;
     } else if (on_start(a, m)) {
       return;
     }
@@ -319,7 +324,14 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   case TR_BODY_CANCEL:
     /* A whole actor's may come from nobody: tr_actor_cancel_soon of a
      * proxy of this actor, in another process (no CancelAck then). */
-    if (m->from || (m->x_ && m->x_->u.cancel.whole_actor)) {
+    if (!(m->x_ && m->x_->u.cancel.whole_actor) && (m->u64 != m->cid || m->cid == 0)) {
+      /* The envelope's cid is the dialog, as for every other body; a
+       * Cancel whose own cid says otherwise is malformed (PROTOCOL.md 8.1)
+       * and cancels nothing, and cid 0 is no dialog (its CancelAck would
+       * be on cid 0). */
+      why = m->cid ? "a Cancel whose cid differs from its envelope's" : "a Cancel of cid 0";
+      level = TR_LOG_WARN;
+    } else if (m->from || (m->x_ && m->x_->u.cancel.whole_actor)) {
       if (on_cancel(a, m))
         return;
     } else {

@@ -5,6 +5,7 @@
  * a Yield beyond the receiver's window is not delivered and the dialog
  * fails with StreamOverrun, on the caller's and on the callee's side.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #define TR_TEST_WORKERS 2
@@ -385,6 +386,186 @@ TR_TEST(wire_peer, same_cid_from_two_callers, .timeout = 60) {
       tr_actor_release(a[i]);
     }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* ---- malformed dialogs: cid 0, a Cancel naming another cid ---------------- */
+
+/* A call that runs until it is cancelled. */
+static int forever(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return tr_sleep_until(TR_NO_DEADLINE);
+}
+TR_EXPORT_FN("twire.bad", "forever", forever)
+
+static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  *result = args ? tr_buf_ref((tr_buf_t *)args) : NULL;
+  return 0;
+}
+TR_EXPORT_FN("twire.bad", "echo", echo)
+
+/* A foreign caller that sends what the test tells it (tag 1: Start of
+ * func on cid, tag 3: Cancel with envelope cid and body cid u64) and
+ * records what comes back. */
+enum { REC_MAX = 32 };
+typedef struct recorder {
+  tr_actor_t *callee; /* a reference */
+  const char *func;
+  uint64_t cid, body_cid;
+  int n; /* atomic: entries below */
+  uint16_t body[REC_MAX];
+  uint64_t env_cid[REC_MAX], u64[REC_MAX];
+  int code[REC_MAX];
+} recorder_t;
+
+static void recorder(void *state, tr_msg_t *m) {
+  recorder_t *f = state;
+  if (m->body == 0) {
+    tr_msg_t *o;
+    if (m->tag == 2) {
+      tr_actor_release(f->callee);
+      f->callee = NULL;
+      tr_actor_exit();
+    } else if ((m->tag == 1 || m->tag == 3) && tr_msg_new(&o) == 0) {
+      o->body = m->tag == 1 ? TR_BODY_START : TR_BODY_CANCEL;
+      o->cid = f->cid;
+      o->u64 = m->tag == 1 ? 0 : f->body_cid;
+      o->from = tr_actor_dup(tr_self());
+      if (m->tag == 1) {
+        struct tr_envx *x = tr__envx_get(o);
+        x->u.start.ns = strdup("twire.bad");
+        x->u.start.func = strdup(f->func);
+      }
+      tr_send(f->callee, o);
+    }
+    return;
+  }
+  int i = __atomic_load_n(&f->n, __ATOMIC_RELAXED);
+  if (i < REC_MAX) {
+    f->body[i] = m->body;
+    f->env_cid[i] = m->cid;
+    f->u64[i] = m->u64;
+    f->code[i] = m->body == TR_BODY_ERROR && m->x_ ? (int)m->x_->u.error.code : 0;
+    __atomic_store_n(&f->n, i + 1, __ATOMIC_RELEASE);
+  }
+}
+
+/* Waits (up to ms) until the recorder holds at least n messages. */
+static int wait_count(recorder_t *f, int n, int64_t ms) {
+  int64_t until = tr_now() + ms * MS;
+  while (__atomic_load_n(&f->n, __ATOMIC_ACQUIRE) < n && tr_now() < until)
+    tr_sleep(1 * MS);
+  tr_sleep(20 * MS); /* anything that would follow has come by now */
+  return __atomic_load_n(&f->n, __ATOMIC_ACQUIRE);
+}
+
+/* The index of the first message of body on envelope cid from `from`, or -1. */
+static int rec_find(const recorder_t *f, int from, int body, uint64_t cid) {
+  for (int i = from; i < __atomic_load_n(&f->n, __ATOMIC_ACQUIRE); i++)
+    if (f->body[i] == body && f->env_cid[i] == cid)
+      return i;
+  return -1;
+}
+
+/* 1 when the callee runs in this process, where tr_stats counts its drops
+ * (not under TR_SPAWN=process, the suite's _tcp run). */
+static int callee_here(void) {
+  const char *sp = getenv("TR_SPAWN");
+  return !sp || strcmp(sp, "process") != 0;
+}
+
+static tr_actor_t *start_recorder(recorder_t *f, tr_portal_t *p) {
+  memset(f, 0, sizeof *f);
+  f->callee = tr_actor_dup(tr_portal_actor(p));
+  tr_actor_t *a = NULL;
+  tr_spawn_opts_t o = {.name = "foreign"};
+  tr_check_rc(tr_spawn(recorder, f, &o, &a), 0);
+  if (!a)
+    tr_actor_release(f->callee);
+  return a;
+}
+
+/* PROTOCOL.md 1 and 9: cid 0 is no dialog.  A Start on it is dropped
+ * (counted, logged): the callee neither serves it nor answers it (an
+ * answer would be on cid 0).  The same caller's next Start, on a real
+ * cid, is served: it also says that the first has been handled. */
+TR_TEST(wire_peer, a_start_on_cid_0_is_dropped, .timeout = 60) {
+  static const char *const ns[] = {"twire.bad"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "badd", ns, 1, &p), 0);
+  static recorder_t f;
+  tr_actor_t *a = p ? start_recorder(&f, p) : NULL;
+  if (a) {
+    tr_stats_t before, after;
+    tr_stats(&before);
+    f.func = "echo";
+    f.cid = 0;
+    tr_send_u64(a, 1, 0);
+    tr_sleep(5 * MS);
+    f.cid = 9;
+    tr_send_u64(a, 1, 0);
+    int n = wait_count(&f, 2, 5000);
+    tr_stats(&after);
+    tr_check(rec_find(&f, 0, TR_BODY_RETURN, 9) >= 0, "the Start on cid 9 was served");
+    for (int i = 0; i < n; i++)
+      tr_check(f.env_cid[i] == 9, "message %d (body %d) on cid %llu", i, f.body[i],
+               (unsigned long long)f.env_cid[i]);
+    if (callee_here())
+      tr_check(after.proto_dropped >= before.proto_dropped + 1, "the drop was counted");
+    tr_send_u64(a, 2, 0);
+    tr_actor_release(a);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* PROTOCOL.md 8.1: the envelope's cid is the dialog a Cancel cancels; a
+ * Cancel whose own cid differs is malformed and dropped.  The call keeps
+ * running, nothing is answered on either cid, and a well-formed Cancel
+ * then ends it (ContextCancelled, CancelAck). */
+TR_TEST(wire_peer, a_cancel_whose_cid_differs_from_its_envelope_is_dropped, .timeout = 60) {
+  static const char *const ns[] = {"twire.bad"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "badd", ns, 1, &p), 0);
+  static recorder_t f;
+  tr_actor_t *a = p ? start_recorder(&f, p) : NULL;
+  if (a) {
+    tr_stats_t before, after;
+    f.func = "forever";
+    f.cid = 8;
+    tr_send_u64(a, 1, 0);
+    tr_check(wait_count(&f, 1, 5000) == 1 && f.body[0] == TR_BODY_START_ACK, "the call started");
+    tr_stats(&before);
+    f.body_cid = 12345;
+    tr_send_u64(a, 3, 0);
+    /* Bounded at 200 ms: an answer would come in far less, and one that
+     * came later would still show up below, on cid 12345. */
+    tr_check(wait_count(&f, 2, 200) == 1, "nothing answered the malformed Cancel");
+    tr_stats(&after);
+    if (callee_here())
+      tr_check(after.proto_dropped >= before.proto_dropped + 1, "the drop was counted");
+    f.body_cid = 8;
+    tr_send_u64(a, 3, 0);
+    int n = wait_count(&f, 3, 5000);
+    int e = rec_find(&f, 1, TR_BODY_ERROR, 8);
+    tr_check(e >= 0 && f.code[e] == TR_ECTXCANCELED, "the call ended ContextCancelled");
+    tr_check(rec_find(&f, 1, TR_BODY_CANCEL_ACK, 8) > e, "then its CancelAck");
+    for (int i = 0; i < n; i++)
+      tr_check(f.env_cid[i] == 8, "message %d (body %d) on cid %llu", i, f.body[i],
+               (unsigned long long)f.env_cid[i]);
+    tr_send_u64(a, 2, 0);
+    tr_actor_release(a);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
   return 0;
 }
