@@ -159,6 +159,8 @@ struct tr_ctx {
   uint8_t cancel_called; /* this side asked to cancel (caller: Cancel sent) */
   uint8_t cancel_req;    /* callee: the caller sent Cancel(cid) */
   uint8_t self_cancel;   /* callee: the function cancelled its own context */
+  uint8_t overran;       /* callee: a Yield beyond the window failed the dialog: its
+                            Error(StreamOverrun) was the final message */
   uint8_t overrun_error;
   uint8_t has_scope;  /* caller of a context: scope is open */
   uint8_t has_out;    /* caller: the outcome below is computed */

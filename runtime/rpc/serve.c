@@ -77,7 +77,11 @@ static int serve_request(void *arg) {
   const char *why = NULL;
   char cb[TR_UID_TEXT];
   const char *canceller = rc == -TR_ECANCELED ? tr__cancel_cause(c, ts, &why, cb) : NULL;
-  if (rc == 0) {
+  if (c->overran) {
+    /* Its Error(StreamOverrun) ended the dialog (tr__on_yield_overrun):
+     * one final message only. */
+    tr_buf_release(result);
+  } else if (rc == 0) {
     if ((c->kind == TR_FUNC_STREAM || c->opened) && !c->tx_stop) {
       c->tx_stop = 1;
       (void)tr__send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
@@ -340,14 +344,15 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_YIELD:
-    if ((c = tr__find_ctx(ts, m->cid, m)) && !c->done && !c->rx_stop) {
+    if ((c = tr__find_ctx(ts, m->cid, m)) && !c->done && !c->rx_stop && !c->overran) {
       tr__on_yield(c, m);
       return;
     }
-    why = !c        ? "no such dialog (it ended, or its caller left)"
-          : c->done ? "the dialog has ended"
-                    : "a value after the sender's Stop";
-    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
+    why = !c           ? "no such dialog (it ended, or its caller left)"
+          : c->done    ? "the dialog has ended"
+          : c->overran ? "the dialog failed on an overrun (its Error went out)"
+                       : "a value after the sender's Stop";
+    level = c && !c->done && !c->overran ? TR_LOG_WARN : TR_LOG_DEBUG;
     break;
   case TR_BODY_CREDIT:
     if ((c = tr__find_ctx(ts, m->cid, m))) {

@@ -24,6 +24,8 @@ typedef struct fake {
   int sent;           /* all Yields are sent */
   int got_cancel;     /* mode 0: the caller sent Cancel(cid) */
   int got_overrun;    /* mode 1: the callee answered Error(StreamOverrun) */
+  int n_overrun;      /* mode 1: how many times (atomic) */
+  int n_after;        /* mode 1: other final messages and CancelAcks of the dialog after it */
   tr_actor_t *peer;   /* mode 1: the callee to flood */
 } fake_t;
 
@@ -75,8 +77,18 @@ static void fake_peer(void *state, tr_msg_t *m) {
     __atomic_store_n(&f->sent, 1, __ATOMIC_RELEASE);
     break;
   case TR_BODY_ERROR:
-    if (m->x_ && m->x_->u.error.code == TR_EOVERRUN && m->cid == f->cid)
+    if (m->x_ && m->x_->u.error.code == TR_EOVERRUN && m->cid == f->cid) {
+      __atomic_add_fetch(&f->n_overrun, 1, __ATOMIC_RELAXED);
       __atomic_store_n(&f->got_overrun, 1, __ATOMIC_RELEASE);
+    } else if (m->cid == f->cid) {
+      __atomic_add_fetch(&f->n_after, 1, __ATOMIC_RELAXED);
+    }
+    break;
+  case TR_BODY_RETURN:
+  case TR_BODY_STOP:
+  case TR_BODY_CANCEL_ACK:
+    if (f->mode == 1 && m->cid == f->cid)
+      __atomic_add_fetch(&f->n_after, 1, __ATOMIC_RELAXED);
     break;
   default:
     if (m->body == 0 && m->tag == 1) { /* mode 1: the test says go */
@@ -161,33 +173,36 @@ TR_EXPORT_CONTEXT("twire.ctx", "sink", sink)
 
 /* A foreign caller opens a context on sinkd with Start's u64 = start_u64
  * and floods it with n Yields once started; returns whether sinkd
- * answered StreamOverrun. */
-static int flood_callee(uint64_t start_u64, uint64_t n) {
+ * answered StreamOverrun.  The fake's record stays in flood_f; it listens
+ * settle_ms more after the answer. */
+static fake_t flood_f;
+static int flood_callee(uint64_t start_u64, uint64_t n, int64_t settle_ms) {
   static const char *const ns[] = {"twire.ctx"};
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor(an, "sinkd", ns, 1, &p), 0);
-  static fake_t f;
-  memset(&f, 0, sizeof f);
-  f.mode = 1;
-  f.start_u64 = start_u64;
-  f.n = n;
+  memset(&flood_f, 0, sizeof flood_f);
+  flood_f.mode = 1;
+  flood_f.start_u64 = start_u64;
+  flood_f.n = n;
   int overrun = 0;
   tr_actor_t *a = NULL;
   tr_spawn_opts_t o = {.name = "foreign"};
   if (p) {
-    f.peer = tr_actor_dup(tr_portal_actor(p));
-    tr_check_rc(tr_spawn(fake_peer, &f, &o, &a), 0);
+    flood_f.peer = tr_actor_dup(tr_portal_actor(p));
+    tr_check_rc(tr_spawn(fake_peer, &flood_f, &o, &a), 0);
   }
   if (a) {
     tr_send_u64(a, 1, 1000000007ULL); /* a cid no counter of ours reaches soon */
-    tr_check(wait_flag(&f.sent), "the fake flooded the context");
-    overrun = wait_flag(&f.got_overrun);
+    tr_check(wait_flag(&flood_f.sent), "the fake flooded the context");
+    overrun = wait_flag(&flood_f.got_overrun);
+    if (settle_ms)
+      tr_sleep(settle_ms * MS);
     tr_send_u64(a, 2, 0);
     tr_actor_release(a);
   } else {
-    tr_actor_release(f.peer);
+    tr_actor_release(flood_f.peer);
   }
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
@@ -195,14 +210,28 @@ static int flood_callee(uint64_t start_u64, uint64_t n) {
 }
 
 TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
-  tr_check(flood_callee(2, 3), "window 2, three Yields: StreamOverrun");
+  tr_check(flood_callee(2, 3, 0), "window 2, three Yields: StreamOverrun");
+  return 0;
+}
+
+/* The callee's Error(StreamOverrun) is the dialog's final message, sent
+ * once however many Yields came beyond the window: nothing follows it (no
+ * ContextCancelled naming the caller, who sent no Cancel, and no
+ * CancelAck).  Before, each excess Yield got its own Error, then a
+ * ContextCancelled "by its caller-side peer" and a CancelAck followed. */
+TR_TEST(wire_peer, callee_answers_an_overrun_once, .timeout = 60) {
+  tr_check(flood_callee(2, 10, 300), "window 2, ten Yields: StreamOverrun");
+  int once = __atomic_load_n(&flood_f.n_overrun, __ATOMIC_ACQUIRE);
+  int after = __atomic_load_n(&flood_f.n_after, __ATOMIC_ACQUIRE);
+  tr_check(once == 1, "%d StreamOverrun errors", once);
+  tr_check(after == 0, "%d final messages or acks after it", after);
   return 0;
 }
 
 /* A Start asking for a window of 2^32 - 1 gets TR_STREAM_WINDOW_MAX: the
  * callee buffers no more than that for a peer that floods it. */
 TR_TEST(wire_peer, callee_caps_the_window_a_caller_asks_for, .timeout = 60) {
-  tr_check(flood_callee(UINT32_MAX, TR_STREAM_WINDOW_MAX + 1), "the capped window overflowed");
+  tr_check(flood_callee(UINT32_MAX, TR_STREAM_WINDOW_MAX + 1, 0), "the capped window overflowed");
   return 0;
 }
 
