@@ -491,10 +491,17 @@ const char *tr__uid_text(const tr_uid_t *u, char *buf);
 tr_task_t *tr__rpc_current_task(void);
 
 int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole, int acked);
+/* A CancelAck from no actor in the name of src (a wire uid, borrowed; its
+ * uuid is the envelope's src): what a channel answers for an actor that is
+ * not there (PROTOCOL.md 4, item 8).  Threads: any. */
+int tr__send_cancel_ack_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int whole,
+                            int acked);
 
-/* As tr__send_error from no actor, naming src (a wire uid, borrowed) as the
- * source: for an actor that failed before it existed (a child process
- * whose main function could not start).  Threads: any. */
+/* As tr__send_error from no actor, naming src (a wire uid, borrowed; a
+ * NULL name is an empty one) as the source and, by uuid, as the envelope's
+ * sender: for an actor that failed before it existed (a child process
+ * whose main function could not start), or one a channel answers for
+ * because it is not there.  Threads: any. */
 void tr__send_error_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int rc,
                         const tr_error_t *e);
 void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,

@@ -1873,6 +1873,71 @@ TR_TEST(discovery, frames_for_nobody_make_no_actors, .timeout = 60, .init = setu
   return 0;
 }
 
+/* PROTOCOL.md 4, item 8: a frame for an actor that is not there is
+ * answered in the name of the actor addressed.  A Start to nobody gets
+ * Error(TR_ECLOSED) and a whole-actor Cancel gets CancelAck, each with the
+ * addressed uuid as the envelope's src, and the Error's src is that uuid
+ * too (no name: the Start gave none), not a made-up actor of zero uuid. */
+typedef struct nobody {
+  int rc, error_ok, ack_ok;
+  char why[160], seen[200];
+} nobody_t;
+
+static void *nobody_run(void *arg) {
+  nobody_t *f = arg;
+  uint8_t me[TR_UUID_LEN], ee[TR_UUID_LEN];
+  tr_test_peer_uuid(0x6b, me);
+  memset(ee, 0xee, sizeof ee); /* tr_test_peer_start_to_nobody's dst */
+  int fd;
+  tr_msg_t *m;
+  f->rc = tr_test_peer_dial("asker", me, 0, &fd, f->why, sizeof f->why);
+  if (f->rc == 0 && (m = tr_test_peer_start_to_nobody(me, 7)) != NULL)
+    f->rc = tr_test_peer_send(fd, m);
+  if (f->rc == 0 && tr_msg_new(&m) == 0) {
+    m->body = TR_BODY_CANCEL;
+    m->cid = 8;
+    struct tr_envx *x = tr__envx_get(m);
+    x->has_src = x->has_dst = 1;
+    memcpy(x->src.uuid, me, TR_UUID_LEN);
+    memcpy(x->dst.uuid, ee, TR_UUID_LEN);
+    x->u.cancel.whole_actor = 1;
+    f->rc = tr_test_peer_send(fd, m);
+  }
+  while (f->rc == 0 && !(f->error_ok && f->ack_ok) && (m = tr_test_peer_read(fd)) != NULL) {
+    const struct tr_envx *x = m->x_;
+    int from_ee = x && x->has_src && memcmp(x->src.uuid, ee, TR_UUID_LEN) == 0;
+    if (m->body == TR_BODY_ERROR && m->cid == 7) {
+      f->error_ok = from_ee && x->u.error.code == TR_ECLOSED && x->u.error.has_src &&
+                    memcmp(x->u.error.src.uuid, ee, TR_UUID_LEN) == 0 &&
+                    (!x->u.error.src.name || !x->u.error.src.name[0]);
+      snprintf(f->seen, sizeof f->seen, "Error: envelope src %s, Error.src %s",
+               from_ee ? "ok" : "wrong", x->u.error.src.name ? x->u.error.src.name : "(no name)");
+    } else if (m->body == TR_BODY_CANCEL_ACK && m->cid == 8) {
+      f->ack_ok = from_ee && x->u.cancel.whole_actor && x->u.cancel.acknowledged;
+      if (!f->ack_ok)
+        snprintf(f->seen, sizeof f->seen, "CancelAck: envelope src %s", from_ee ? "ok" : "wrong");
+    }
+    int wrong = (m->body == TR_BODY_ERROR && m->cid == 7 && !f->error_ok) ||
+                (m->body == TR_BODY_CANCEL_ACK && m->cid == 8 && !f->ack_ok);
+    tr_msg_free(m); /* heartbeats aside */
+    if (wrong)
+      break;
+  }
+  if (fd >= 0)
+    close(fd);
+  return NULL;
+}
+
+TR_TEST(discovery, frames_for_nobody_are_answered_in_the_addressed_actors_name, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  static nobody_t f; /* the thread's: read after the wait */
+  tr_assert_rc(tr_to_thread(nobody_run, &f, NULL), 0);
+  tr_check(f.rc == 0, "the frames went out (%d: %s)", f.rc, f.why);
+  tr_check(f.error_ok, "the Start to nobody: %s", f.seen);
+  tr_check(f.ack_ok, "the actor cancel of nobody: %s", f.seen);
+  return 0;
+}
+
 /* A peer that closes its connection in the middle of a frame (half a
  * header): no orderly close (-TR_ECLOSED) but a broken connection,
  * -TR_EIO, which the node logs as a warning saying so (PROTOCOL.md 3). */
