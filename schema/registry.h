@@ -2,7 +2,7 @@
  * The payloads of the registrar's functions (schema/tractor.proto,
  * RegistryEntries): a list of registry entries, encoded into a buffer and
  * back.  Every registrar call takes and returns one list
- * (docs/PROTOCOL.md section 9).
+ * (docs/PROTOCOL.md section 11).
  *
  * Layer: schema.
  */

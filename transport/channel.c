@@ -732,7 +732,7 @@ static void chan_read(chan_t *c, int hup) {
       return;
     if (k <= 0) {
       /* An EOF in the middle of a frame is no orderly close: -TR_EIO
-       * (PROTOCOL.md 3), as a reset. */
+       * (PROTOCOL.md 4), as a reset. */
       int mid = k == 0 && tr__frame_dec_mid(&c->dec);
       char cause[160];
       snprintf(cause, sizeof cause, "%s",

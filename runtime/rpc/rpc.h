@@ -166,7 +166,7 @@ struct tr_ctx {
   uint8_t has_out;    /* caller: the outcome below is computed */
   uint8_t kind_wrong; /* caller: StartAck named another kind */
   uint8_t closing;    /* caller: tr_ctx_close runs; other tasks keep out */
-  /* The peer by uuid (PROTOCOL.md 3): the caller's is its portal's actor
+  /* The peer by uuid (PROTOCOL.md 2): the caller's is its portal's actor
    * until StartAck names the callee (its envelope src), the callee's is
    * Start's caller.  Every "is this the peer" decision compares these:
    * c->peer is only where messages go, which may be a proxy standing for
@@ -408,7 +408,7 @@ int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], uint
  * otherwise route(self, target) returns the actor that stands for target
  * on the way (a new reference, or NULL for the direct way), as a
  * transport's proxy does.  Start, Cancel and everything after them go
- * there; the callee is still known by its uuid (PROTOCOL.md 3).  The
+ * there; the callee is still known by its uuid (PROTOCOL.md 2).  The
  * codec relay of the tests (tests/support/relay.c) sets it, before the
  * runtime starts.  Threads: called in the caller's turn.
  */
@@ -512,7 +512,7 @@ void tr__send_error_u64(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, 
 int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint64_t u64);
 void tr__uid_of(tr_uid_t *u, const tr_actor_t *a);
 
-/* The sender of m by uid (PROTOCOL.md 3): the envelope's src when the
+/* The sender of m by uid (PROTOCOL.md 2): the envelope's src when the
  * message crossed a channel (its `from` is then the channel's proxy), else
  * its `from`.  Returns 0, or -TR_EINVAL (no sender) / -TR_ENOMEM with *u
  * empty.  Ownership: *u's strings are the caller's (tr__uid_fini). */

@@ -2051,7 +2051,7 @@ TR_TEST(discovery, frames_for_nobody_are_answered_in_the_addressed_actors_name, 
 
 /* A peer that closes its connection in the middle of a frame (half a
  * header): no orderly close (-TR_ECLOSED) but a broken connection,
- * -TR_EIO, which the node logs as a warning saying so (PROTOCOL.md 3). */
+ * -TR_EIO, which the node logs as a warning saying so (PROTOCOL.md 4). */
 typedef struct cut {
   int rc;
   char why[160];
