@@ -251,8 +251,8 @@ TR_TEST(listen, a_child_hello_with_a_pid_that_is_no_child_is_refused_at_once, .t
   int64_t took = tr_now() - t0;
   tr_check(k.fd < 0, "the handshake failed (answered, then parked)");
   tr_check(took < 2000 * MS, "refused in %lld ms", (long long)(took / MS));
-  tr_check(strstr(k.why, "closed") || strstr(k.why, "reset") || strstr(k.why, "EOF"),
-           "why: %s", k.why);
+  tr_check(strstr(k.why, "closed") || strstr(k.why, "reset") || strstr(k.why, "EOF"), "why: %s",
+           k.why);
   tr_check(tr__listen_refused() >= refused + 1, "the refusal is counted");
   if (k.fd >= 0)
     close(k.fd);
