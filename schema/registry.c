@@ -48,7 +48,7 @@ out:
   return rc;
 }
 
-int tr__reg_unpack(const tr_buf_t *b, tr_registry_entry_t **v, size_t *n) {
+int tr__reg_unpack(const tr_buf_t *b, int need_uuid, tr_registry_entry_t **v, size_t *n) {
   *v = NULL;
   *n = 0;
   if (!b || tr_buf_len(b) == 0)
@@ -66,11 +66,13 @@ int tr__reg_unpack(const tr_buf_t *b, tr_registry_entry_t **v, size_t *n) {
   }
   for (size_t i = 0; i < all->n_entries; i++) {
     const Tractor__RegistryEntry *e = all->entries[i];
-    if (e->uuid.len != sizeof out[i].uuid) {
-      rc = TR_ERROR(-TR_EMSGTYPE, "a registry entry whose uuid has %zu bytes, not 16", e->uuid.len);
+    if (e->uuid.len != sizeof out[i].uuid && (need_uuid || e->uuid.len != 0)) {
+      rc = TR_ERROR(-TR_EMSGTYPE, "a registry entry whose uuid has %zu bytes, not 16%s",
+                    e->uuid.len, need_uuid ? "" : " (or none)");
       break;
     }
-    memcpy(out[i].uuid, e->uuid.data, sizeof out[i].uuid);
+    if (e->uuid.len) /* else all zero (calloc) */
+      memcpy(out[i].uuid, e->uuid.data, sizeof out[i].uuid);
     out[i].pid = e->pid;
     if (!(out[i].name = strdup(e->name ? e->name : "")) ||
         !(out[i].addr = strdup(e->addr ? e->addr : ""))) {

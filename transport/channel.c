@@ -684,15 +684,19 @@ static void on_frame(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
     return;
   }
   if (!to) {
-    /* Nobody of that uuid has talked here: as a dead actor would. */
+    /* Nobody of that uuid has talked here: as a dead actor would, in the
+     * name of the actor addressed (PROTOCOL.md 4, item 8): its uuid, and
+     * its name only if the frame gave one. */
+    tr_uid_t dst = {.name = (char *)REF_NAME(x, dst)}; /* borrowed */
+    memcpy(dst.uuid, rt->dst, TR_UUID_LEN);
     if (m->from && m->body == TR_BODY_START) {
       const char *dn = REF_NAME(x, dst);
       tr_error_t *e = tr__error_new(-TR_ECLOSED, NULL, "no actor %s in process %d",
                                     dn ? dn : "of that uuid", (int)getpid());
-      tr__send_error(NULL, m->from, m->cid, -TR_ECLOSED, e, NULL);
+      tr__send_error_for(&dst, m->from, m->cid, -TR_ECLOSED, e);
       tr__error_free(e);
     } else if (m->from && m->body == TR_BODY_CANCEL && x->u.cancel.whole_actor) {
-      (void)tr__send_cancel(NULL, m->from, TR_BODY_CANCEL_ACK, m->cid, 1, 1);
+      (void)tr__send_cancel_ack_for(&dst, m->from, m->cid, 1, 1);
     } else {
       const char *dn = REF_NAME(x, dst);
       tr_log(TR_LOG_DEBUG, "channel %s: a %s for %s, which has not talked here, is dropped",
@@ -728,7 +732,7 @@ static void chan_read(chan_t *c, int hup) {
       return;
     if (k <= 0) {
       /* An EOF in the middle of a frame is no orderly close: -TR_EIO
-       * (PROTOCOL.md 3), as a reset. */
+       * (PROTOCOL.md 4), as a reset. */
       int mid = k == 0 && tr__frame_dec_mid(&c->dec);
       char cause[160];
       snprintf(cause, sizeof cause, "%s",

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <tractor/log.h>
@@ -320,10 +321,29 @@ static int send_now(conn_t *c, const tr_msg_t *m) {
   return k == (ssize_t)len ? 0 : -1;
 }
 
+/* 1 when pid is a child process of this one, exited or not (waitid fails
+ * with ECHILD for any other pid).  WNOWAIT: nothing is reaped, so the
+ * channel's pidfd still sees the exit. */
+static int our_child(pid_t pid) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  return pid > 0 && waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
+}
+
 /* The initiator's Hello: checked and answered.  1: c is gone. */
 static int on_hello(lstate_t *s, conn_t *c, tr_msg_t *m) {
   tr_msg_t *mine = NULL;
   int rc = tr__hello_check(m, NULL);
+  if (rc == 0 && (m->x_->u.hello.flags & TR_HELLO_CHILD)) {
+    /* A child's pid that no spawn expects yet may still be one (it raced
+     * its parent's tr__listen_expect): it waits, parked, for its
+     * deadline.  Any other pid is no child being started, whatever comes
+     * later: refused now, not at the handshake timeout. */
+    pid_t pid = (pid_t)m->x_->u.hello.pid;
+    if ((int64_t)pid != m->x_->u.hello.pid || (!expected(pid) && !our_child(pid)))
+      rc = TR_ERROR(-TR_EPERM, "its pid %lld is no child of this process",
+                    (long long)m->x_->u.hello.pid);
+  }
   if (rc == 0) {
     if (m->x_->u.hello.flags & TR_HELLO_CHILD) {
       /* A child connecting back: this listener answers for its parent. */

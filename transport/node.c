@@ -1129,7 +1129,7 @@ static int portal_to(const tr_registry_entry_t *e, tr_portal_t **out, int *refus
  * is a wildcard too (then it is this host, and 0.0.0.0 dials it).  An
  * entry that cannot be rewritten (no memory) stays as it was. */
 static int reg_unpack_here(const tr_buf_t *b, tr_registry_entry_t **v, size_t *n) {
-  int rc = tr__reg_unpack(b, v, n);
+  int rc = tr__reg_unpack(b, 1, v, n); /* the registrar names every entry's uuid */
   if (rc)
     return rc;
   char host[TR_ADDR_MAX];

@@ -14,6 +14,7 @@
 #include "runtime/rpc/rpc.h"
 #include "runtime/task/task.h"
 #include "schema/registry.h"
+#include "schema/tractor.pb-c.h"
 #include "transport/node.h"
 
 typedef struct reg {
@@ -100,10 +101,12 @@ static int answer(const char *name, tr_buf_t **result, size_t *found) {
   return rc;
 }
 
-/* The one entry a call names, decoded. */
-static int one_entry(const tr_buf_t *args, const char *what, tr_registry_entry_t **e) {
+/* The one entry a call names, decoded; its uuid is required when the call
+ * acts on it (register, unregister), not for a lookup by name. */
+static int one_entry(const tr_buf_t *args, const char *what, int need_uuid,
+                     tr_registry_entry_t **e) {
   size_t n;
-  int rc = tr__reg_unpack(args, e, &n);
+  int rc = tr__reg_unpack(args, need_uuid, e, &n);
   if (rc == 0 && n != 1) {
     tr_registry_entries_free(*e, n);
     *e = NULL;
@@ -124,7 +127,7 @@ static int displaces(const tr_registry_entry_t *e) {
 static int reg_register(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)result;
   tr_registry_entry_t *e;
-  int rc = one_entry(args, "register", &e);
+  int rc = one_entry(args, "register", 1, &e);
   if (rc)
     return rc;
   /* An actor registers itself; a node's keeper registers its node's actors
@@ -175,7 +178,7 @@ static int reg_register(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) 
 static int reg_unregister(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)result;
   tr_registry_entry_t *e;
-  int rc = one_entry(args, "unregister", &e);
+  int rc = one_entry(args, "unregister", 1, &e);
   if (rc)
     return rc;
   /* An actor unregisters itself.  Anyone else is judged by the address the
@@ -212,7 +215,7 @@ static int reg_unregister(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result
 static int reg_find(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   tr_registry_entry_t *e;
-  int rc = one_entry(args, "find", &e);
+  int rc = one_entry(args, "find", 0, &e);
   if (rc == 0)
     rc = answer(e->name, result, NULL);
   tr_registry_entries_free(e, 1);
@@ -222,7 +225,7 @@ static int reg_find(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
 static int reg_wait(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
   (void)ctx;
   tr_registry_entry_t *e;
-  int rc = one_entry(args, "wait", &e);
+  int rc = one_entry(args, "wait", 0, &e);
   if (rc)
     return rc;
   waiter_t w = {.name = e->name};
@@ -256,8 +259,13 @@ static int reg_list(tr_ctx_t *ctx, const tr_buf_t *args, tr_buf_t **result) {
   return answer(NULL, result, NULL);
 }
 
-TR_EXPORT_FN(TR_REGISTRY_NS, "register", reg_register)
-TR_EXPORT_FN(TR_REGISTRY_NS, "unregister", reg_unregister)
-TR_EXPORT_FN(TR_REGISTRY_NS, "find", reg_find)
-TR_EXPORT_FN(TR_REGISTRY_NS, "wait", reg_wait)
-TR_EXPORT_FN(TR_REGISTRY_NS, "list", reg_list)
+/* Typed: arguments that are no RegistryEntries are refused before any
+ * task, in place of StartAck (PROTOCOL.md 5, step 3); what the entries
+ * say (their number, a uuid where it counts) is each function's to
+ * check, after StartAck, as any function's failure. */
+#define REG_ARGS (&tractor__registry_entries__descriptor)
+TR_EXPORT_FN_TYPED(TR_REGISTRY_NS, "register", reg_register, REG_ARGS, NULL)
+TR_EXPORT_FN_TYPED(TR_REGISTRY_NS, "unregister", reg_unregister, REG_ARGS, NULL)
+TR_EXPORT_FN_TYPED(TR_REGISTRY_NS, "find", reg_find, REG_ARGS, NULL)
+TR_EXPORT_FN_TYPED(TR_REGISTRY_NS, "wait", reg_wait, REG_ARGS, NULL)
+TR_EXPORT_FN_TYPED(TR_REGISTRY_NS, "list", reg_list, REG_ARGS, NULL)

@@ -4,7 +4,7 @@
  * "registrar" exposing namespace TR_REGISTRY_NS (node.h); the node that
  * becomes the registrar starts it (transport/node.c).  Its functions take
  * and return RegistryEntries payloads (schema/registry.h;
- * docs/PROTOCOL.md section 9):
+ * docs/PROTOCOL.md section 11):
  *
  *   register(entry)    the caller registers itself (the entry's uuid is
  *                      the caller's), or a node's keeper registers an

@@ -126,9 +126,10 @@ tr_task_t *tr__rpc_current_task(void) {
 /* ---- sending ---------------------------------------------------------------- */
 
 /* Sends Cancel or CancelAck; Cancel carries the sender (only the dialog's
- * caller may cancel it). */
-int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole,
-                    int acked) {
+ * caller may cancel it), and a message from no actor names src (NULL:
+ * nobody) in the envelope. */
+static int send_cancel(tr_actor_t *self, const tr_uid_t *src, tr_actor_t *to, int body,
+                       uint64_t cid, int whole, int acked) {
   tr_msg_t *m;
   if (tr_msg_new(&m) != 0)
     return -TR_ENOMEM;
@@ -150,8 +151,21 @@ int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, in
     uid_set(&x->src, self);
   } else if (self && TR_UNLIKELY(tr__actor_is_proxy(to))) {
     m->from = tr_actor_dup(self); /* a proxy writes its sender on the wire */
+  } else if (!self && src) {
+    x->has_src = 1;
+    memcpy(x->src.uuid, src->uuid, TR_UUID_LEN);
   }
   return tr__send(to, m);
+}
+
+int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole,
+                    int acked) {
+  return send_cancel(self, NULL, to, body, cid, whole, acked);
+}
+
+int tr__send_cancel_ack_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int whole,
+                            int acked) {
+  return send_cancel(NULL, src, to, TR_BODY_CANCEL_ACK, cid, whole, acked);
 }
 
 /* Sends a body (no payload) naming its sender: `from` is the sender (a
@@ -322,12 +336,16 @@ void tr__send_error_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int r
   tr_msg_t *m = error_msg(NULL, cid, rc, e, NULL);
   if (!m)
     return;
+  struct tr_envx *x = m->x_;
   /* Not for a boxed error passed on: its source is where it began. */
-  if (src && src->name && !(e && tr_error_boxed_type(e) && tr_error_src(e))) {
-    struct tr_envx *x = m->x_;
+  if (src && !(e && tr_error_boxed_type(e) && tr_error_src(e))) {
     tr__uid_fini(&x->u.error.src);
-    x->u.error.src.name = dup_str(src->name);
+    x->u.error.src.name = dup_str(src->name); /* NULL: an empty name on the wire */
     memcpy(x->u.error.src.uuid, src->uuid, TR_UUID_LEN);
+  }
+  if (src) { /* the sender on the wire, as any actor's frame names it */
+    x->has_src = 1;
+    memcpy(x->src.uuid, src->uuid, TR_UUID_LEN);
   }
   (void)tr__send(to, m);
 }

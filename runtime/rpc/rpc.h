@@ -159,12 +159,14 @@ struct tr_ctx {
   uint8_t cancel_called; /* this side asked to cancel (caller: Cancel sent) */
   uint8_t cancel_req;    /* callee: the caller sent Cancel(cid) */
   uint8_t self_cancel;   /* callee: the function cancelled its own context */
+  uint8_t overran;       /* callee: a Yield beyond the window failed the dialog: its
+                            Error(StreamOverrun) was the final message */
   uint8_t overrun_error;
   uint8_t has_scope;  /* caller of a context: scope is open */
   uint8_t has_out;    /* caller: the outcome below is computed */
   uint8_t kind_wrong; /* caller: StartAck named another kind */
   uint8_t closing;    /* caller: tr_ctx_close runs; other tasks keep out */
-  /* The peer by uuid (PROTOCOL.md 3): the caller's is its portal's actor
+  /* The peer by uuid (PROTOCOL.md 2): the caller's is its portal's actor
    * until StartAck names the callee (its envelope src), the callee's is
    * Start's caller.  Every "is this the peer" decision compares these:
    * c->peer is only where messages go, which may be a proxy standing for
@@ -406,7 +408,7 @@ int tr__rpc_post_peer_lost(tr_actor_t *to, const uint8_t uuid[TR_UUID_LEN], uint
  * otherwise route(self, target) returns the actor that stands for target
  * on the way (a new reference, or NULL for the direct way), as a
  * transport's proxy does.  Start, Cancel and everything after them go
- * there; the callee is still known by its uuid (PROTOCOL.md 3).  The
+ * there; the callee is still known by its uuid (PROTOCOL.md 2).  The
  * codec relay of the tests (tests/support/relay.c) sets it, before the
  * runtime starts.  Threads: called in the caller's turn.
  */
@@ -489,10 +491,17 @@ const char *tr__uid_text(const tr_uid_t *u, char *buf);
 tr_task_t *tr__rpc_current_task(void);
 
 int tr__send_cancel(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, int whole, int acked);
+/* A CancelAck from no actor in the name of src (a wire uid, borrowed; its
+ * uuid is the envelope's src): what a channel answers for an actor that is
+ * not there (PROTOCOL.md 4, item 8).  Threads: any. */
+int tr__send_cancel_ack_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int whole,
+                            int acked);
 
-/* As tr__send_error from no actor, naming src (a wire uid, borrowed) as the
- * source: for an actor that failed before it existed (a child process
- * whose main function could not start).  Threads: any. */
+/* As tr__send_error from no actor, naming src (a wire uid, borrowed; a
+ * NULL name is an empty one) as the source and, by uuid, as the envelope's
+ * sender: for an actor that failed before it existed (a child process
+ * whose main function could not start), or one a channel answers for
+ * because it is not there.  Threads: any. */
 void tr__send_error_for(const tr_uid_t *src, tr_actor_t *to, uint64_t cid, int rc,
                         const tr_error_t *e);
 void tr__send_error(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, const tr_error_t *e,
@@ -503,7 +512,7 @@ void tr__send_error_u64(tr_actor_t *self, tr_actor_t *to, uint64_t cid, int rc, 
 int tr__send_from(tr_actor_t *self, tr_actor_t *to, int body, uint64_t cid, uint64_t u64);
 void tr__uid_of(tr_uid_t *u, const tr_actor_t *a);
 
-/* The sender of m by uid (PROTOCOL.md 3): the envelope's src when the
+/* The sender of m by uid (PROTOCOL.md 2): the envelope's src when the
  * message crossed a channel (its `from` is then the channel's proxy), else
  * its `from`.  Returns 0, or -TR_EINVAL (no sender) / -TR_ENOMEM with *u
  * empty.  Ownership: *u's strings are the caller's (tr__uid_fini). */

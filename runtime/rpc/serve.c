@@ -77,7 +77,11 @@ static int serve_request(void *arg) {
   const char *why = NULL;
   char cb[TR_UID_TEXT];
   const char *canceller = rc == -TR_ECANCELED ? tr__cancel_cause(c, ts, &why, cb) : NULL;
-  if (rc == 0) {
+  if (c->overran) {
+    /* Its Error(StreamOverrun) ended the dialog (tr__on_yield_overrun):
+     * one final message only. */
+    tr_buf_release(result);
+  } else if (rc == 0) {
     if ((c->kind == TR_FUNC_STREAM || c->opened) && !c->tx_stop) {
       c->tx_stop = 1;
       (void)tr__send_body(c->peer, TR_BODY_STOP, c->cid, 0, NULL);
@@ -312,6 +316,11 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     if (!m->from) {
       why = "a Start without a sender cannot be answered";
       level = TR_LOG_WARN;
+    } else if (m->cid == 0) {
+      /* cid 0 is "no dialog" (PROTOCOL.md 1): serving it would answer on
+       * cid 0, with an Error the engine never sends. */
+      why = "a Start on cid 0 opens no dialog";
+      level = TR_LOG_WARN;
     } else if (on_start(a, m)) {
       return;
     }
@@ -319,7 +328,14 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
   case TR_BODY_CANCEL:
     /* A whole actor's may come from nobody: tr_actor_cancel_soon of a
      * proxy of this actor, in another process (no CancelAck then). */
-    if (m->from || (m->x_ && m->x_->u.cancel.whole_actor)) {
+    if (!(m->x_ && m->x_->u.cancel.whole_actor) && (m->u64 != m->cid || m->cid == 0)) {
+      /* The envelope's cid is the dialog, as for every other body; a
+       * Cancel whose own cid says otherwise is malformed (PROTOCOL.md 8.1)
+       * and cancels nothing, and cid 0 is no dialog (its CancelAck would
+       * be on cid 0). */
+      why = m->cid ? "a Cancel whose cid differs from its envelope's" : "a Cancel of cid 0";
+      level = TR_LOG_WARN;
+    } else if (m->from || (m->x_ && m->x_->u.cancel.whole_actor)) {
       if (on_cancel(a, m))
         return;
     } else {
@@ -328,14 +344,15 @@ void tr__rpc_dispatch(tr_worker_t *w, tr_actor_t *a, tr_msg_t *m) {
     }
     break;
   case TR_BODY_YIELD:
-    if ((c = tr__find_ctx(ts, m->cid, m)) && !c->done && !c->rx_stop) {
+    if ((c = tr__find_ctx(ts, m->cid, m)) && !c->done && !c->rx_stop && !c->overran) {
       tr__on_yield(c, m);
       return;
     }
-    why = !c        ? "no such dialog (it ended, or its caller left)"
-          : c->done ? "the dialog has ended"
-                    : "a value after the sender's Stop";
-    level = c && !c->done ? TR_LOG_WARN : TR_LOG_DEBUG;
+    why = !c           ? "no such dialog (it ended, or its caller left)"
+          : c->done    ? "the dialog has ended"
+          : c->overran ? "the dialog failed on an overrun (its Error went out)"
+                       : "a value after the sender's Stop";
+    level = c && !c->done && !c->overran ? TR_LOG_WARN : TR_LOG_DEBUG;
     break;
   case TR_BODY_CREDIT:
     if ((c = tr__find_ctx(ts, m->cid, m))) {

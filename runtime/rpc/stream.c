@@ -20,12 +20,19 @@
 #include "schema/envelope.h"
 
 /* A Yield beyond the window: the peer ignored it, and the dialog fails
- * (PROTOCOL.md 7).  The in-window path is tr__on_yield, inline in rpc.h. */
+ * (PROTOCOL.md 7).  The in-window path is tr__on_yield, inline in rpc.h.
+ * On the callee the Error is the dialog's final message, sent once (the
+ * dispatch drops the Yields that follow, c->overran); the task is
+ * cancelled by this side, not by the caller, who sent no Cancel: its end
+ * sends nothing more (serve_request). */
 void tr__on_yield_overrun(tr_ctx_t *c, tr_msg_t *m) {
   tr_msg_free(m);
   if (c->side == SIDE_CALLEE) {
-    tr__send_error(c->actor, c->peer, c->cid, -TR_EOVERRUN, NULL, NULL);
-    c->cancel_req = 1;
+    tr_error_t *e = tr__error_new(-TR_EOVERRUN, NULL, "actor %s sent beyond the window of %u",
+                                  tr_actor_name(c->peer), c->window);
+    tr__send_error(c->actor, c->peer, c->cid, -TR_EOVERRUN, e, NULL);
+    tr__error_free(e);
+    c->overran = 1;
     if (c->task_scope)
       tr__task_cancel_scope_local(c->task, c->task_scope);
   } else if (!c->done) {
@@ -85,8 +92,9 @@ int tr_stream_send(tr_stream_t *s, const tr_buf_t *msg) {
       }
       break;
     }
-    if (c->side == SIDE_CALLEE && c->cancel_req && t != c->task) {
-      rc = TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
+    if (c->side == SIDE_CALLEE && (c->cancel_req || c->overran) && t != c->task) {
+      rc = c->overran ? TR_ERROR(-TR_ECLOSED, "the dialog failed: the caller overran the window")
+                      : TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
       break;
     }
     if (c->credit > 0)
@@ -187,8 +195,9 @@ int tr__ctx_recv(tr_ctx_t *c, tr_task_t *t, tr_buf_t **msg) {
       rc = TR_ERROR(-TR_ECLOSED, "tr_stream_recv: the dialog has ended");
       break;
     }
-    if (c->side == SIDE_CALLEE && c->cancel_req && t != c->task) {
-      rc = TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
+    if (c->side == SIDE_CALLEE && (c->cancel_req || c->overran) && t != c->task) {
+      rc = c->overran ? TR_ERROR(-TR_ECLOSED, "the dialog failed: the caller overran the window")
+                      : TR_ERROR(-TR_ECLOSED, "the caller has left the dialog");
       break;
     }
     /* Everything received is consumed: under TR_OVERRUN_ERROR the credit

@@ -5,6 +5,7 @@
  * a Yield beyond the receiver's window is not delivered and the dialog
  * fails with StreamOverrun, on the caller's and on the callee's side.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #define TR_TEST_WORKERS 2
@@ -23,6 +24,8 @@ typedef struct fake {
   int sent;           /* all Yields are sent */
   int got_cancel;     /* mode 0: the caller sent Cancel(cid) */
   int got_overrun;    /* mode 1: the callee answered Error(StreamOverrun) */
+  int n_overrun;      /* mode 1: how many times (atomic) */
+  int n_after;        /* mode 1: other final messages and CancelAcks of the dialog after it */
   tr_actor_t *peer;   /* mode 1: the callee to flood */
 } fake_t;
 
@@ -74,8 +77,18 @@ static void fake_peer(void *state, tr_msg_t *m) {
     __atomic_store_n(&f->sent, 1, __ATOMIC_RELEASE);
     break;
   case TR_BODY_ERROR:
-    if (m->x_ && m->x_->u.error.code == TR_EOVERRUN && m->cid == f->cid)
+    if (m->x_ && m->x_->u.error.code == TR_EOVERRUN && m->cid == f->cid) {
+      __atomic_add_fetch(&f->n_overrun, 1, __ATOMIC_RELAXED);
       __atomic_store_n(&f->got_overrun, 1, __ATOMIC_RELEASE);
+    } else if (m->cid == f->cid) {
+      __atomic_add_fetch(&f->n_after, 1, __ATOMIC_RELAXED);
+    }
+    break;
+  case TR_BODY_RETURN:
+  case TR_BODY_STOP:
+  case TR_BODY_CANCEL_ACK:
+    if (f->mode == 1 && m->cid == f->cid)
+      __atomic_add_fetch(&f->n_after, 1, __ATOMIC_RELAXED);
     break;
   default:
     if (m->body == 0 && m->tag == 1) { /* mode 1: the test says go */
@@ -160,33 +173,36 @@ TR_EXPORT_CONTEXT("twire.ctx", "sink", sink)
 
 /* A foreign caller opens a context on sinkd with Start's u64 = start_u64
  * and floods it with n Yields once started; returns whether sinkd
- * answered StreamOverrun. */
-static int flood_callee(uint64_t start_u64, uint64_t n) {
+ * answered StreamOverrun.  The fake's record stays in flood_f; it listens
+ * settle_ms more after the answer. */
+static fake_t flood_f;
+static int flood_callee(uint64_t start_u64, uint64_t n, int64_t settle_ms) {
   static const char *const ns[] = {"twire.ctx"};
   tr_actor_nursery_t *an;
   tr_portal_t *p = NULL;
   tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
   tr_check_rc(tr_start_actor(an, "sinkd", ns, 1, &p), 0);
-  static fake_t f;
-  memset(&f, 0, sizeof f);
-  f.mode = 1;
-  f.start_u64 = start_u64;
-  f.n = n;
+  memset(&flood_f, 0, sizeof flood_f);
+  flood_f.mode = 1;
+  flood_f.start_u64 = start_u64;
+  flood_f.n = n;
   int overrun = 0;
   tr_actor_t *a = NULL;
   tr_spawn_opts_t o = {.name = "foreign"};
   if (p) {
-    f.peer = tr_actor_dup(tr_portal_actor(p));
-    tr_check_rc(tr_spawn(fake_peer, &f, &o, &a), 0);
+    flood_f.peer = tr_actor_dup(tr_portal_actor(p));
+    tr_check_rc(tr_spawn(fake_peer, &flood_f, &o, &a), 0);
   }
   if (a) {
     tr_send_u64(a, 1, 1000000007ULL); /* a cid no counter of ours reaches soon */
-    tr_check(wait_flag(&f.sent), "the fake flooded the context");
-    overrun = wait_flag(&f.got_overrun);
+    tr_check(wait_flag(&flood_f.sent), "the fake flooded the context");
+    overrun = wait_flag(&flood_f.got_overrun);
+    if (settle_ms)
+      tr_sleep(settle_ms * MS);
     tr_send_u64(a, 2, 0);
     tr_actor_release(a);
   } else {
-    tr_actor_release(f.peer);
+    tr_actor_release(flood_f.peer);
   }
   tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
@@ -194,14 +210,28 @@ static int flood_callee(uint64_t start_u64, uint64_t n) {
 }
 
 TR_TEST(wire_peer, callee_refuses_yields_beyond_window, .timeout = 60) {
-  tr_check(flood_callee(2, 3), "window 2, three Yields: StreamOverrun");
+  tr_check(flood_callee(2, 3, 0), "window 2, three Yields: StreamOverrun");
+  return 0;
+}
+
+/* The callee's Error(StreamOverrun) is the dialog's final message, sent
+ * once however many Yields came beyond the window: nothing follows it (no
+ * ContextCancelled naming the caller, who sent no Cancel, and no
+ * CancelAck).  Before, each excess Yield got its own Error, then a
+ * ContextCancelled "by its caller-side peer" and a CancelAck followed. */
+TR_TEST(wire_peer, callee_answers_an_overrun_once, .timeout = 60) {
+  tr_check(flood_callee(2, 10, 300), "window 2, ten Yields: StreamOverrun");
+  int once = __atomic_load_n(&flood_f.n_overrun, __ATOMIC_ACQUIRE);
+  int after = __atomic_load_n(&flood_f.n_after, __ATOMIC_ACQUIRE);
+  tr_check(once == 1, "%d StreamOverrun errors", once);
+  tr_check(after == 0, "%d final messages or acks after it", after);
   return 0;
 }
 
 /* A Start asking for a window of 2^32 - 1 gets TR_STREAM_WINDOW_MAX: the
  * callee buffers no more than that for a peer that floods it. */
 TR_TEST(wire_peer, callee_caps_the_window_a_caller_asks_for, .timeout = 60) {
-  tr_check(flood_callee(UINT32_MAX, TR_STREAM_WINDOW_MAX + 1), "the capped window overflowed");
+  tr_check(flood_callee(UINT32_MAX, TR_STREAM_WINDOW_MAX + 1, 0), "the capped window overflowed");
   return 0;
 }
 
@@ -385,6 +415,186 @@ TR_TEST(wire_peer, same_cid_from_two_callers, .timeout = 60) {
       tr_actor_release(a[i]);
     }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* ---- malformed dialogs: cid 0, a Cancel naming another cid ---------------- */
+
+/* A call that runs until it is cancelled. */
+static int forever(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  (void)result;
+  return tr_sleep_until(TR_NO_DEADLINE);
+}
+TR_EXPORT_FN("twire.bad", "forever", forever)
+
+static int echo(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  *result = args ? tr_buf_ref((tr_buf_t *)args) : NULL;
+  return 0;
+}
+TR_EXPORT_FN("twire.bad", "echo", echo)
+
+/* A foreign caller that sends what the test tells it (tag 1: Start of
+ * func on cid, tag 3: Cancel with envelope cid and body cid u64) and
+ * records what comes back. */
+enum { REC_MAX = 32 };
+typedef struct recorder {
+  tr_actor_t *callee; /* a reference */
+  const char *func;
+  uint64_t cid, body_cid;
+  int n; /* atomic: entries below */
+  uint16_t body[REC_MAX];
+  uint64_t env_cid[REC_MAX], u64[REC_MAX];
+  int code[REC_MAX];
+} recorder_t;
+
+static void recorder(void *state, tr_msg_t *m) {
+  recorder_t *f = state;
+  if (m->body == 0) {
+    tr_msg_t *o;
+    if (m->tag == 2) {
+      tr_actor_release(f->callee);
+      f->callee = NULL;
+      tr_actor_exit();
+    } else if ((m->tag == 1 || m->tag == 3) && tr_msg_new(&o) == 0) {
+      o->body = m->tag == 1 ? TR_BODY_START : TR_BODY_CANCEL;
+      o->cid = f->cid;
+      o->u64 = m->tag == 1 ? 0 : f->body_cid;
+      o->from = tr_actor_dup(tr_self());
+      if (m->tag == 1) {
+        struct tr_envx *x = tr__envx_get(o);
+        x->u.start.ns = strdup("twire.bad");
+        x->u.start.func = strdup(f->func);
+      }
+      tr_send(f->callee, o);
+    }
+    return;
+  }
+  int i = __atomic_load_n(&f->n, __ATOMIC_RELAXED);
+  if (i < REC_MAX) {
+    f->body[i] = m->body;
+    f->env_cid[i] = m->cid;
+    f->u64[i] = m->u64;
+    f->code[i] = m->body == TR_BODY_ERROR && m->x_ ? (int)m->x_->u.error.code : 0;
+    __atomic_store_n(&f->n, i + 1, __ATOMIC_RELEASE);
+  }
+}
+
+/* Waits (up to ms) until the recorder holds at least n messages. */
+static int wait_count(recorder_t *f, int n, int64_t ms) {
+  int64_t until = tr_now() + ms * MS;
+  while (__atomic_load_n(&f->n, __ATOMIC_ACQUIRE) < n && tr_now() < until)
+    tr_sleep(1 * MS);
+  tr_sleep(20 * MS); /* anything that would follow has come by now */
+  return __atomic_load_n(&f->n, __ATOMIC_ACQUIRE);
+}
+
+/* The index of the first message of body on envelope cid from `from`, or -1. */
+static int rec_find(const recorder_t *f, int from, int body, uint64_t cid) {
+  for (int i = from; i < __atomic_load_n(&f->n, __ATOMIC_ACQUIRE); i++)
+    if (f->body[i] == body && f->env_cid[i] == cid)
+      return i;
+  return -1;
+}
+
+/* 1 when the callee runs in this process, where tr_stats counts its drops
+ * (not under TR_SPAWN=process, the suite's _tcp run). */
+static int callee_here(void) {
+  const char *sp = getenv("TR_SPAWN");
+  return !sp || strcmp(sp, "process") != 0;
+}
+
+static tr_actor_t *start_recorder(recorder_t *f, tr_portal_t *p) {
+  memset(f, 0, sizeof *f);
+  f->callee = tr_actor_dup(tr_portal_actor(p));
+  tr_actor_t *a = NULL;
+  tr_spawn_opts_t o = {.name = "foreign"};
+  tr_check_rc(tr_spawn(recorder, f, &o, &a), 0);
+  if (!a)
+    tr_actor_release(f->callee);
+  return a;
+}
+
+/* PROTOCOL.md 1 and 9: cid 0 is no dialog.  A Start on it is dropped
+ * (counted, logged): the callee neither serves it nor answers it (an
+ * answer would be on cid 0).  The same caller's next Start, on a real
+ * cid, is served: it also says that the first has been handled. */
+TR_TEST(wire_peer, a_start_on_cid_0_is_dropped, .timeout = 60) {
+  static const char *const ns[] = {"twire.bad"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "badd", ns, 1, &p), 0);
+  static recorder_t f;
+  tr_actor_t *a = p ? start_recorder(&f, p) : NULL;
+  if (a) {
+    tr_stats_t before, after;
+    tr_stats(&before);
+    f.func = "echo";
+    f.cid = 0;
+    tr_send_u64(a, 1, 0);
+    tr_sleep(5 * MS);
+    f.cid = 9;
+    tr_send_u64(a, 1, 0);
+    int n = wait_count(&f, 2, 5000);
+    tr_stats(&after);
+    tr_check(rec_find(&f, 0, TR_BODY_RETURN, 9) >= 0, "the Start on cid 9 was served");
+    for (int i = 0; i < n; i++)
+      tr_check(f.env_cid[i] == 9, "message %d (body %d) on cid %llu", i, f.body[i],
+               (unsigned long long)f.env_cid[i]);
+    if (callee_here())
+      tr_check(after.proto_dropped >= before.proto_dropped + 1, "the drop was counted");
+    tr_send_u64(a, 2, 0);
+    tr_actor_release(a);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* PROTOCOL.md 8.1: the envelope's cid is the dialog a Cancel cancels; a
+ * Cancel whose own cid differs is malformed and dropped.  The call keeps
+ * running, nothing is answered on either cid, and a well-formed Cancel
+ * then ends it (ContextCancelled, CancelAck). */
+TR_TEST(wire_peer, a_cancel_whose_cid_differs_from_its_envelope_is_dropped, .timeout = 60) {
+  static const char *const ns[] = {"twire.bad"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "badd", ns, 1, &p), 0);
+  static recorder_t f;
+  tr_actor_t *a = p ? start_recorder(&f, p) : NULL;
+  if (a) {
+    tr_stats_t before, after;
+    f.func = "forever";
+    f.cid = 8;
+    tr_send_u64(a, 1, 0);
+    tr_check(wait_count(&f, 1, 5000) == 1 && f.body[0] == TR_BODY_START_ACK, "the call started");
+    tr_stats(&before);
+    f.body_cid = 12345;
+    tr_send_u64(a, 3, 0);
+    /* Bounded at 200 ms: an answer would come in far less, and one that
+     * came later would still show up below, on cid 12345. */
+    tr_check(wait_count(&f, 2, 200) == 1, "nothing answered the malformed Cancel");
+    tr_stats(&after);
+    if (callee_here())
+      tr_check(after.proto_dropped >= before.proto_dropped + 1, "the drop was counted");
+    f.body_cid = 8;
+    tr_send_u64(a, 3, 0);
+    int n = wait_count(&f, 3, 5000);
+    int e = rec_find(&f, 1, TR_BODY_ERROR, 8);
+    tr_check(e >= 0 && f.code[e] == TR_ECTXCANCELED, "the call ended ContextCancelled");
+    tr_check(rec_find(&f, 1, TR_BODY_CANCEL_ACK, 8) > e, "then its CancelAck");
+    for (int i = 0; i < n; i++)
+      tr_check(f.env_cid[i] == 8, "message %d (body %d) on cid %llu", i, f.body[i],
+               (unsigned long long)f.env_cid[i]);
+    tr_send_u64(a, 2, 0);
+    tr_actor_release(a);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
   return 0;
 }

@@ -232,6 +232,34 @@ static int await_in_flight(size_t want) {
  * Hello names at its word. */
 #define FAKE_PID 3999000
 
+/* PROTOCOL.md 4, item 6: a Hello with the child flag whose pid nobody
+ * expects and that is no child of this process (here this process's own)
+ * is refused at once, unanswered and logged, as a wrong Hello is: it used
+ * to be answered, then parked until the handshake timeout (5 s). */
+TR_TEST(listen, a_child_hello_with_a_pid_that_is_no_child_is_refused_at_once, .timeout = 60,
+        .init = setup, .fini = teardown) {
+  static child_conn_t k; /* the thread's: read after the wait */
+  memset(&k, 0, sizeof k);
+  k.pid = getpid();
+  k.fd = -1;
+  tr_assert_rc(listener_sa(&k.sa), 0);
+  char addr[64];
+  tr_assert_rc(tr__listen_acquire(addr, sizeof addr), 0); /* as a parent's channel holds it */
+  uint64_t refused = tr__listen_refused();
+  int64_t t0 = tr_now();
+  tr_check_rc(tr_to_thread(connect_as_child, &k, NULL), 0);
+  int64_t took = tr_now() - t0;
+  tr_check(k.fd < 0, "the handshake failed (answered, then parked)");
+  tr_check(took < 2000 * MS, "refused in %lld ms", (long long)(took / MS));
+  tr_check(strstr(k.why, "closed") || strstr(k.why, "reset") || strstr(k.why, "EOF"), "why: %s",
+           k.why);
+  tr_check(tr__listen_refused() >= refused + 1, "the refusal is counted");
+  if (k.fd >= 0)
+    close(k.fd);
+  tr__listen_release(0);
+  return 0;
+}
+
 TR_TEST(listen, a_channel_that_takes_its_socket_owns_it, .timeout = 60, .init = setup,
         .fini = teardown) {
   static fake_t f; /* read by the fake's turns until its exit */
