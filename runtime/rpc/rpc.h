@@ -267,22 +267,46 @@ static inline int tr__ctx_from(const tr_ctx_t *c, const uint8_t *sender) {
          memcmp(c->peer_uuid, sender, TR_UUID_LEN) == 0;
 }
 
-/* The actor's context for cid and m's sender (move to front: the busy one
- * is found first). */
+/* Is c certainly the dialog of a message from `sender`: its peer by uuid,
+ * or, for a message that names no sender (one from this process), a
+ * dialog whose peer is in this process too?  An actor may hold equal cids
+ * in dialogs with two peers: one it serves for a caller in another process
+ * (that caller's cid) and one it opened (this process's counter).  The
+ * looser tr__ctx_from alone then gave a message of one to the other (a
+ * child process relaying a stream it opened itself lost its parent's
+ * Credit to its own call and stopped after a window). */
+static inline int tr__ctx_exact(const tr_ctx_t *c, const uint8_t *sender) {
+  return sender ? memcmp(c->peer_uuid, sender, TR_UUID_LEN) == 0
+                : !(c->peer && tr__actor_is_proxy(c->peer));
+}
+
+/* The actor's context for cid and m's sender: the one that is certainly
+ * its dialog (tr__ctx_exact), else one that could be (tr__ctx_from).  Move
+ * to front: the busy one is found first, on the first look. */
 static inline tr_ctx_t *tr__find_ctx(tr_tasks_t *ts, uint64_t cid, const tr_msg_t *m) {
   uint8_t buf[TR_UUID_LEN];
   const uint8_t *sender = tr__msg_sender_uuid(m, buf);
-  tr_ctx_t **pp = &ts->rpc->dialogs;
-  for (tr_ctx_t *c = *pp; c; pp = &c->next, c = c->next)
-    if (c->cid == cid && tr__ctx_from(c, sender)) {
-      if (pp != &ts->rpc->dialogs) { /* move to front: the busy dialog is found first */
-        *pp = c->next;
-        c->next = ts->rpc->dialogs;
-        ts->rpc->dialogs = c;
-      }
-      return c;
+  tr_ctx_t **pp = &ts->rpc->dialogs, **maybe = NULL;
+  tr_ctx_t *c;
+  for (c = *pp; c; pp = &c->next, c = c->next)
+    if (c->cid == cid) {
+      if (tr__ctx_exact(c, sender))
+        break;
+      if (!maybe && tr__ctx_from(c, sender))
+        maybe = pp;
     }
-  return NULL;
+  if (!c) {
+    if (!maybe)
+      return NULL;
+    pp = maybe;
+    c = *pp;
+  }
+  if (pp != &ts->rpc->dialogs) { /* move to front */
+    *pp = c->next;
+    c->next = ts->rpc->dialogs;
+    ts->rpc->dialogs = c;
+  }
+  return c;
 }
 
 /* Wakes every task waiting on c. */

@@ -386,6 +386,47 @@ static int nest_daemon(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **resu
   return rc;
 }
 
+/* A stream served to its caller (in another process) that forwards one
+ * it opens itself to a daemon of its own, in its own process: n values
+ * (args), more than a window, so Credit flows both ways on both dialogs.
+ * The two dialogs' cids come from two processes' counters and may be
+ * equal; the callee tells them apart by who sent each message. */
+static int relay_count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)result;
+  tr_stream_t *out = NULL, *in = NULL;
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  o.spawn = TR_SPAWN_THREAD;
+  int rc = tr_ctx_open_stream(ctx, &out);
+  if (rc)
+    return rc;
+  if ((rc = tr_actor_nursery_open(&an, NULL)) != 0)
+    return rc;
+  rc = tr_start_actor_opts(an, "inner", &o, &p);
+  if (rc == 0)
+    rc = tr_portal_open_stream_from(p, "tproc.stream.count", args, NULL, &in);
+  while (rc == 0) {
+    tr_buf_t *b = NULL;
+    if ((rc = tr_stream_recv(in, &b)) == 0) {
+      rc = tr_stream_send(out, b);
+      tr_buf_release(b);
+    }
+  }
+  if (rc == -TR_EEOF)
+    rc = 0;
+  if (in) {
+    int crc = tr_stream_close(in);
+    if (rc == 0)
+      rc = crc;
+  }
+  (void)tr_actor_nursery_cancel(an);
+  (void)tr_actor_nursery_close(an);
+  tr_portal_release(p);
+  return rc;
+}
+TR_EXPORT_STREAM("tproc.nest", "relay_count", relay_count)
+
 static uint64_t run_u64_any(tr_portal_t *p, const char *fn, uint64_t arg, int *rc) {
   tr_buf_t *a = NULL, *r = NULL;
   uint64_t v = 0;
@@ -785,6 +826,49 @@ TR_TEST(process, stream_across_processes, .timeout = 60, .init = setup, .fini = 
   if (s)
     tr_check_rc(tr_stream_close(s), 0);
   tr_buf_release(n);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* tractor's full_fledged_streaming_service: a process child streams to
+ * its parent what it streams from a daemon of its own.  The child's dialog
+ * with its daemon and its parent's dialog with it had equal cids, and
+ * messages of one went to the other: the stream stopped for good after a
+ * window (512) of values. */
+TR_TEST(process, a_child_relays_a_stream_it_opens_itself, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "aggregator", &o, &p), 0);
+  tr_buf_t *n;
+  tr_assert_rc(tr_buf_from_u64(3000, &n), 0);
+  tr_stream_t *s = NULL;
+  if (p)
+    tr_check_rc(tr_portal_open_stream_from(p, "tproc.nest.relay_count", n, NULL, &s), 0);
+  uint64_t expect = 0;
+  int rc = 0;
+  tr_scope_t sc;
+  tr_assert_rc(tr_move_on_after(&sc, 10000 * MS), 0);
+  while (s && rc == 0) {
+    tr_buf_t *b = NULL;
+    rc = tr_stream_recv(s, &b);
+    uint64_t v;
+    if (rc == 0 && tr_buf_to_u64(b, &v) == 0) {
+      tr_check_eq(v, expect);
+      expect++;
+    }
+    tr_buf_release(b);
+  }
+  tr_assert_rc(tr_scope_close(&sc), 0);
+  tr_check_rc(rc, -TR_EEOF, "after %llu values", (unsigned long long)expect);
+  tr_check_eq(expect, 3000);
+  if (s)
+    tr_check_rc(tr_stream_close(s), 0);
+  tr_buf_release(n);
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
   return 0;
