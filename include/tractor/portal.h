@@ -294,7 +294,8 @@ enum tr_spawn_kind {
 
 /* Options of tr_start_actor_opts / tr_run_in_actor_opts. */
 typedef struct tr_actor_opts {
-  /* tr_start_actor_opts: the namespaces the daemon serves.  enable may be
+  /* The namespaces the daemon serves (tr_run_in_actor_opts: served
+   * besides the function's own, while it runs).  enable may be
    * NULL only when n_enable is 0, and none of its n_enable strings may be
    * NULL (-TR_EINVAL otherwise). */
   const char *const *enable;
@@ -370,7 +371,11 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
  * Starts a child actor `name` in `an` that runs one call of function
  * `qualified` ("ns.func", an FN export) with `args`, then exits
  * (tractor's run_in_actor: the child enables the function's namespace and
- * ends once its result is in).  A failure of the call is a failure of the
+ * ends once its result is in).  While the function runs the child serves
+ * calls to that namespace's functions (and opts->enable's), as a daemon
+ * does, so children may call each other (tr_wait_for_actor by name); the
+ * calls still running when the function returns are cancelled, and later
+ * ones refused with -TR_ECLOSED.  A failure of the call is a failure of the
  * child for the nursery (one cancels all).  Returns 0, -TR_EINVAL (a
  * NULL an, qualified or out, or TR_SPAWN set to neither "thread" nor
  * "process"), -TR_ENOFUNC or -TR_EFUNCKIND (looked up in this program's
@@ -390,8 +395,9 @@ int tr_portal_run(tr_portal_t *p, const char *qualified, const tr_buf_t *args, t
 int tr_run_in_actor(tr_actor_nursery_t *an, const char *name, const char *qualified,
                     const tr_buf_t *args, tr_portal_t **out);
 
-/* tr_run_in_actor with options (opts->spawn, opts->exe; enable is
- * ignored).  opts may be NULL.  Returns as tr_run_in_actor, the process
+/* tr_run_in_actor with options (opts->spawn, opts->exe, and opts->enable:
+ * more namespaces it serves while it runs, checked as tr_start_actor_opts
+ * does).  opts may be NULL.  Returns as tr_run_in_actor, the process
  * child's -TR_EMSGSIZE and -TR_EIO included, and -TR_EINVAL (nothing
  * started) when opts->spawn is not an enum tr_spawn_kind or TR_SPAWN is
  * neither "thread" nor "process".  Ownership: borrows opts. */
@@ -403,7 +409,9 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
  * in, then returns 0 with *result (a new reference, NULL for an empty
  * result), or the child's error, exactly the error tr_actor_nursery_close
  * returns for that child: a RemoteActorError (-TR_EREMOTE, the child's
- * name as source, its error's type as boxed type), or, for a lost child
+ * name as source, its error's type as boxed type; an error the child
+ * relayed from another actor keeps that error's code and source and gains
+ * the child as a relay hop, task.h), or, for a lost child
  * process, -TR_EIO, not boxed ("actor NAME@UUID is lost: ...", task.h),
  * or, for a child of another program (opts.exe) that does not serve the
  * function as a plain one, its refusal as tr_portal_run's, with the child

@@ -382,8 +382,12 @@ int tr_chan_free(tr_chan_t *ch);
  * members, tr_portal_result): tractor's RemoteActorError, code
  * -TR_EREMOTE, type "RemoteActorError", the child's name as source and
  * its own error's type as boxed type (a ContextCancelled keeps its code
- * and type; an error the child relayed from another actor gains the child
- * as a relay hop instead).  A child that was cancelled has not failed.
+ * and type; an error the child relayed from another actor, already a
+ * RemoteActorError, keeps its code, which need not be -TR_EREMOTE (a
+ * refused call's is, say, -TR_ECLOSED), and its source, and gains the
+ * child as a relay hop instead).  Test tr_error_type for
+ * "RemoteActorError" to tell a child's failure from any other.  A child
+ * that was cancelled has not failed.
  *
  * The exception is a child process that is lost: its process ended
  * without an exit report (killed by a signal, _exit, a crash), or its

@@ -141,6 +141,7 @@ static int start_is_duplicate(tr_tasks_t *ts, const tr_msg_t *m) {
 }
 
 static int serve_main(void *arg);
+static int run_main(void *arg);
 
 /* Handles a Start; returns 1 when it kept m (queued until the service is
  * up), 0 when the caller may dispose of it. */
@@ -153,7 +154,7 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
   /* Only a daemon (its main task is serve_main, set before its first
    * turn) will serve: a call to any other task actor, the root included,
    * is refused at once rather than kept forever. */
-  int will_serve = ts->main && ts->main->fn == serve_main;
+  int will_serve = ts->main && (ts->main->fn == serve_main || ts->main->fn == run_main);
   if (will_serve && !ts->rpc->service && !ts->rpc->serve_done && !ts->stopping) {
     /* The daemon's main task has not opened its service nursery yet (the
      * call raced its first turn): keep the call, in order, until it has. */
@@ -591,6 +592,17 @@ int tr_start_actor(tr_actor_nursery_t *an, const char *name, const char *const *
   return tr_start_actor_opts(an, name, &o, out);
 }
 
+/* An enable list of opts: -TR_EINVAL, with an error object, when it cannot
+ * be read. */
+static int check_enable(const char *const *enable, size_t n_enable) {
+  if (n_enable && !enable)
+    return TR_ERROR(-TR_EINVAL, "the enable list is NULL but says it has %zu entries", n_enable);
+  for (size_t i = 0; i < n_enable; i++)
+    if (!enable[i])
+      return TR_ERROR(-TR_EINVAL, "entry %zu of the enable list is NULL", i);
+  return 0;
+}
+
 int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor_opts_t *opts,
                         tr_portal_t **out) {
   if (!out)
@@ -598,11 +610,9 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
   *out = NULL;
   const char *const *enable = opts ? opts->enable : NULL;
   size_t n_enable = opts ? opts->n_enable : 0;
-  if (n_enable && !enable)
-    return TR_ERROR(-TR_EINVAL, "the enable list is NULL but says it has %zu entries", n_enable);
-  for (size_t i = 0; i < n_enable; i++)
-    if (!enable[i])
-      return TR_ERROR(-TR_EINVAL, "entry %zu of the enable list is NULL", i);
+  int rc = check_enable(enable, n_enable);
+  if (rc)
+    return rc;
   int kind = spawn_kind(opts);
   if (kind < 0)
     return kind;
@@ -610,7 +620,6 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
   if (!p)
     return TR__ENOMEM();
   tr_an_child_t *c;
-  int rc;
   if (kind == TR_SPAWN_PROCESS) {
     tr_proc_req_t req = {.name = name,
                          .enable = (char *const *)enable,
@@ -647,27 +656,82 @@ int tr_start_actor_opts(tr_actor_nursery_t *an, const char *name, const tr_actor
 typedef struct run_spec {
   const tr__rpc_entry_t *entry;
   tr_buf_t *args; /* a reference */
+  char **enable;  /* what it serves meanwhile: the function's namespace and opts' */
+  size_t n_enable;
 } run_spec_t;
 
+static void run_spec_free(run_spec_t *spec);
+
 /* The child's main task: one call, its result reported with the child's
- * exit (tasks.c hands main_value to the nursery's record). */
+ * exit (tasks.c hands main_value to the nursery's record).  While the call
+ * runs the child serves calls to its namespaces, as every tractor actor
+ * does (two run_in_actor siblings may call each other); once it returns,
+ * the calls still running are cancelled and new ones refused, as a
+ * daemon's at its cancel. */
 static int run_main(void *arg) {
   run_spec_t *spec = arg;
+  tr_tasks_t *ts = tr_self()->tasks;
+  ts->rpc->enable = spec->enable; /* freed with the actor */
+  ts->rpc->n_enable = spec->n_enable;
+  spec->enable = NULL;
   tr_buf_t *value = NULL;
   int rc = tr__rpc_check_payload(spec->entry, TR__RPC_ARGS, spec->args);
   if (tr__rpc_node_ops)
     tr__rpc_node_ops->started();
-  if (rc == 0)
+  tr_nursery_t *n = NULL;
+  if (rc == 0 && (rc = tr_nursery_open(&n)) == 0) {
+    ts->rpc->service = n;
+    run_early_starts(tr__worker_self(), tr_self());
     rc = spec->entry->fn(NULL, spec->args, &value);
+    tr_error_t *err = rc ? tr__error_take() : NULL; /* the child's failure, kept */
+    ts->rpc->service = NULL;
+    ts->rpc->serve_done = 1;
+    tr_nursery_cancel(n);
+    tr_nursery_close(n);
+    if (err)
+      tr__error_put(err);
+  }
   if (tr__rpc_node_ops)
     tr__rpc_node_ops->exiting();
-  tr_buf_release(spec->args);
-  free(spec);
+  run_spec_free(spec); /* its enable list is the actor's now */
   if (rc == 0)
     tr_self()->tasks->main_value = value;
   else
     tr_buf_release(value);
   return rc;
+}
+
+/* A run_in_actor child's spec: function e with args (a new reference),
+ * serving the namespace of `qualified` and the n_enable of enable
+ * (tractor's run_in_actor: the function's module and enable_modules).
+ * NULL when out of memory. */
+static run_spec_t *run_spec_new(const tr__rpc_entry_t *e, const char *qualified,
+                                const tr_buf_t *args, char *const *enable, size_t n_enable) {
+  run_spec_t *spec = calloc(1, sizeof(*spec));
+  const char *dot = strrchr(qualified, '.');
+  if (!spec || !dot || !(spec->enable = calloc(n_enable + 1, sizeof(char *))) ||
+      !(spec->enable[0] = strndup(qualified, (size_t)(dot - qualified)))) {
+    if (spec)
+      free(spec->enable);
+    free(spec);
+    return NULL;
+  }
+  spec->n_enable = 1;
+  for (size_t i = 0; i < n_enable; i++, spec->n_enable++)
+    if (!(spec->enable[spec->n_enable] = strdup(enable[i]))) {
+      strv_free(spec->enable, spec->n_enable);
+      free(spec);
+      return NULL;
+    }
+  spec->entry = e;
+  spec->args = tr__rpc_value(tr_buf_ref((tr_buf_t *)args));
+  return spec;
+}
+
+static void run_spec_free(run_spec_t *spec) {
+  strv_free(spec->enable, spec->n_enable);
+  tr_buf_release(spec->args);
+  free(spec);
 }
 
 /* Resolves a run_in_actor function: the child enables exactly its
@@ -702,12 +766,17 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
   if (!an || !qualified)
     return TR__EINVAL_NULL();
   const tr__rpc_entry_t *e;
+  char *const *enable = opts ? (char *const *)opts->enable : NULL;
+  size_t n_enable = opts ? opts->n_enable : 0;
+  int rc = check_enable((const char *const *)enable, n_enable);
+  if (rc)
+    return rc;
   int kind = spawn_kind(opts);
   if (kind < 0)
     return kind;
   int proc = kind == TR_SPAWN_PROCESS;
   /* Another program's functions are its own business (it answers). */
-  int rc = proc && opts && opts->exe ? 0 : resolve_run(qualified, &e);
+  rc = proc && opts && opts->exe ? 0 : resolve_run(qualified, &e);
   if (rc)
     return rc;
   tr_portal_t *p = calloc(1, sizeof(*p));
@@ -715,21 +784,22 @@ int tr_run_in_actor_opts(tr_actor_nursery_t *an, const char *name, const char *q
     return TR__ENOMEM();
   tr_an_child_t *c;
   if (proc) {
-    tr_proc_req_t req = {
-        .name = name, .run_func = qualified, .args = args, .exe = opts ? opts->exe : NULL};
+    tr_proc_req_t req = {.name = name,
+                         .run_func = qualified,
+                         .args = args,
+                         .enable = enable,
+                         .n_enable = n_enable,
+                         .exe = opts ? opts->exe : NULL};
     rc = tr__actor_nursery_spawn_proc(an, &req, 0, &p->actor, &c);
   } else {
-    run_spec_t *spec = calloc(1, sizeof(*spec));
+    run_spec_t *spec = run_spec_new(e, qualified, args, enable, n_enable);
     if (!spec) {
       free(p);
       return TR__ENOMEM();
     }
-    spec->entry = e;
-    spec->args = tr__rpc_value(tr_buf_ref((tr_buf_t *)args));
     rc = tr__actor_nursery_spawn_rec(an, name, run_main, spec, 0, &p->actor, &c);
     if (rc) {
-      tr_buf_release(spec->args);
-      free(spec);
+      run_spec_free(spec);
     } else {
       tr__actor_set_kind(p->actor, TR_AK_RUN_IN_ACTOR);
     }
@@ -754,15 +824,12 @@ int tr__rpc_spawn_served(const char *name, char *const *enable, size_t n_enable,
     const tr__rpc_entry_t *e;
     if ((rc = resolve_run(run_func, &e)) != 0)
       return rc;
-    run_spec_t *spec = calloc(1, sizeof(*spec));
+    run_spec_t *spec = run_spec_new(e, run_func, args, enable, n_enable);
     if (!spec)
       return TR__ENOMEM();
-    spec->entry = e;
-    spec->args = tr__rpc_value(tr_buf_ref(args));
     rc = tr__spawn_task_actor_as(run_main, spec, &o, watcher, cid, uuid, out);
     if (rc) {
-      tr_buf_release(spec->args);
-      free(spec);
+      run_spec_free(spec);
     } else {
       tr__actor_set_kind(*out, TR_AK_RUN_IN_ACTOR);
     }

@@ -427,6 +427,54 @@ static int relay_count(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **resu
 }
 TR_EXPORT_STREAM("tproc.nest", "relay_count", relay_count)
 
+/* tractor's a_trynamic_first_scene: run_in_actor children serve calls
+ * while their function runs.  "hi" answers with its actor's name; the
+ * server's function returns once it has been called (hi_calls counts the
+ * calls of this process: one server per process or per test). */
+static int hi_calls;
+static uint64_t run_u64_any(tr_portal_t *p, const char *fn, uint64_t arg, int *rc);
+
+static int hi(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  __atomic_add_fetch(&hi_calls, 1, __ATOMIC_RELAXED);
+  return tr_buf_from_str(tr_actor_name(tr_self()), result);
+}
+TR_EXPORT_FN("tproc.scene", "hi", hi)
+
+static int wait_called(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  (void)args;
+  int64_t until = tr_now() + 10000 * MS;
+  int rc = 0;
+  while (__atomic_load_n(&hi_calls, __ATOMIC_RELAXED) == 0 && rc == 0)
+    rc = tr_now() < until ? tr_sleep(MS) : tr_fail("TimeoutError", "nobody called");
+  return rc ? rc : tr_buf_from_u64((uint64_t)__atomic_load_n(&hi_calls, __ATOMIC_RELAXED), result);
+}
+TR_EXPORT_FN("tproc.scene", "wait_called", wait_called)
+
+static int say_hello(struct tr_ctx *ctx, const tr_buf_t *args, tr_buf_t **result) {
+  (void)ctx;
+  char other[64];
+  size_t len = tr_buf_len(args);
+  if (len >= sizeof other)
+    return tr_fail("ValueError", "name too long");
+  memcpy(other, tr_buf_data(args), len);
+  other[len] = '\0';
+  tr_portal_t *p = NULL;
+  int rc = tr_wait_for_actor(other, tr_now() + 10000 * MS, &p);
+  uint64_t v = 0;
+  if (rc == 0) /* in a namespace the other enabled by opts.enable */
+    v = run_u64_any(p, "tproc.math.add_one", 41, &rc);
+  if (rc == 0 && v != 42)
+    rc = tr_fail("ValueError", "add_one(41) was %llu", (unsigned long long)v);
+  if (rc == 0)
+    rc = tr_portal_run(p, "tproc.scene.hi", NULL, result);
+  tr_portal_release(p);
+  return rc;
+}
+TR_EXPORT_FN("tproc.scene", "say_hello", say_hello)
+
 static uint64_t run_u64_any(tr_portal_t *p, const char *fn, uint64_t arg, int *rc) {
   tr_buf_t *a = NULL, *r = NULL;
   uint64_t v = 0;
@@ -775,6 +823,49 @@ TR_TEST(process, run_in_actor_result, .timeout = 60, .init = setup, .fini = tear
   return 0;
 }
 
+/* run_in_actor children are actors like any other: one calls the other
+ * (found by name) while their functions run, in the function's namespace
+ * and in one opts.enable adds, in-process and as processes. */
+TR_TEST(process, run_in_actor_children_serve_calls_while_they_run, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  static const char *const more[] = {"tproc.math"};
+  static const tr_actor_opts_t kinds[] = {
+      {.spawn = TR_SPAWN_THREAD, .enable = more, .n_enable = 1},
+      {.spawn = TR_SPAWN_PROCESS, .enable = more, .n_enable = 1}};
+  for (int k = 0; k < 2; k++) {
+    __atomic_store_n(&hi_calls, 0, __ATOMIC_RELAXED);
+    tr_actor_nursery_t *an;
+    tr_portal_t *server = NULL, *caller = NULL;
+    tr_buf_t *name, *res = NULL;
+    tr_assert_rc(tr_buf_from_str("gretchen", &name), 0);
+    tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+    tr_check_rc(tr_run_in_actor_opts(an, "gretchen", "tproc.scene.wait_called", NULL, &kinds[k],
+                                     &server),
+                0);
+    tr_check_rc(tr_run_in_actor_opts(an, "donny", "tproc.scene.say_hello", name, &kinds[k],
+                                     &caller),
+                0);
+    tr_check_rc(tr_actor_nursery_close(an), 0, "kind %d", k);
+    if (caller && tr_portal_result(caller, &res) == 0)
+      tr_check(tr_buf_len(res) == 8 && memcmp(tr_buf_data(res), "gretchen", 8) == 0,
+               "donny heard %.*s", (int)tr_buf_len(res), (const char *)tr_buf_data(res));
+    else
+      tr_check(0, "kind %d: donny failed", k);
+    tr_buf_release(res);
+    res = NULL;
+    uint64_t calls = 0;
+    if (server && tr_portal_result(server, &res) == 0)
+      (void)tr_buf_to_u64(res, &calls);
+    tr_check_eq(calls, 1, "kind %d", k);
+    tr_buf_release(res);
+    tr_buf_release(name);
+    tr_portal_release(server);
+    tr_portal_release(caller);
+  }
+  return 0;
+}
+
+#define N_FAIL 25
 #define N_FAIL 25
 
 TR_TEST(process, failing_children_make_a_group, .timeout = 120, .init = setup, .fini = teardown) {
