@@ -80,10 +80,16 @@ int tr__pub_serve(struct tr_ctx *ctx, const tr_buf_t *args, tr_pub_fn fn, const 
 /*
  * Publisher side: sends payload under `topic` to every current subscriber
  * of that topic (nothing is sent when there is none).  Waits while a
- * subscriber's window is full.  Returns 0, -TR_ECANCELED (the feeder was
- * cancelled: no subscriber is left, or the actor is cancelled), -TR_EINVAL
- * (NULL or a topic longer than 65535 bytes) or -TR_ENOMEM.  A subscriber
- * that has left is skipped.
+ * subscriber's window is full.  Each call is a schedule point (the
+ * actor's other tasks and its mail are handled before it returns), so a
+ * loop of sends that never waits still sees its last subscriber leave.
+ * Returns 0, -TR_ECANCELED (the feeder was cancelled: no subscriber is
+ * left, or the actor is cancelled), -TR_EMSGSIZE (the value, 2 + topic +
+ * payload bytes, is larger than TR_REMOTE_VALUE_MAX and a subscriber in
+ * another process wants it: that subscriber gets nothing of this send and
+ * stays subscribed, those in this process got it), -TR_EINVAL (NULL or a
+ * topic longer than 65535 bytes) or -TR_ENOMEM, with an error object.  A
+ * subscriber that has left is skipped.
  * Ownership: borrowed (subscribers get references to one shared copy).
  * Threads: the feeder task (the publisher function).
  */
@@ -103,7 +109,8 @@ const char *tr_pub_key(const tr_pub_t *pub);
  * Subscriber side: subscribes to `topics` of publisher `qualified` in the
  * portal's actor, with feeder `key` (NULL: the default, the exported
  * name).  Returns as tr_portal_open_stream_from (and -TR_EINVAL for no
- * topics, or a topic or key longer than 65535 bytes); receive with
+ * topics or more than 65535, or a topic or key longer than 65535 bytes);
+ * receive with
  * tr_pub_recv, leave with tr_stream_close.
  * Ownership: topics and key are copied; *out as open_stream_from.
  * Threads: a task.
@@ -114,7 +121,7 @@ int tr_pub_subscribe(tr_portal_t *p, const char *qualified, const char *key,
 /*
  * Receives the next (topic, payload): 0 with the topic copied into
  * topic[cap] (NUL-terminated, truncated if longer) and *payload (a new
- * buffer, the caller's); otherwise as tr_stream_recv (-TR_EEOF when the
+ * buffer, the caller's; NULL for an empty payload); otherwise as tr_stream_recv (-TR_EEOF when the
  * publisher returned), or -TR_EPROTO for a value that is not a pub/sub
  * message.  topic may be NULL when cap is 0.
  */

@@ -177,7 +177,8 @@ int tr_pub_send(tr_pub_t *pub, const char *topic, const tr_buf_t *payload) {
   if (tr__task_cancelled(t))
     return tr__task_observe_cancel(t, "%s", "");
   tr_buf_t *b = NULL;
-  int rc = 0;
+  tr_error_t *big_err = NULL;
+  int rc = 0, too_big = 0;
   for (pub_sub_t *sub = pub->subs; sub; sub = sub->next) {
     if (sub->gone || !sub_wants(sub, topic))
       continue;
@@ -197,12 +198,30 @@ int tr_pub_send(tr_pub_t *pub, const char *topic, const tr_buf_t *payload) {
       tr__task_wake_blocked(sub->task);
     if (rc == -TR_ECANCELED)
       break; /* the feeder itself is cancelled */
-    if (rc) {
+    if (rc == -TR_EMSGSIZE) {
+      /* Too large for a subscriber in another process (refused where it
+       * is sent, with its error object): that subscriber gets nothing of
+       * this send and stays; the publisher hears of it below. */
+      too_big = 1;
+      tr_error_t *e = tr__error_take();
+      tr__error_free(big_err);
+      big_err = e;
+      rc = 0;
+    } else if (rc) {
       sub->gone = 1; /* its caller left; it unregisters itself */
       rc = 0;
     }
   }
   tr_buf_release(b);
+  if (rc == 0 && too_big) {
+    if (!big_err)
+      return TR_ERROR(-TR_EMSGSIZE, "a value of topic '%s' is too large for a subscriber", topic);
+    tr__error_put(big_err);
+    return -TR_EMSGSIZE;
+  }
+  tr__error_free(big_err);
+  if (rc == 0) /* a schedule point: a loop of sends never starves its actor */
+    tr__task_yield(t);
   return rc;
 }
 
@@ -332,8 +351,11 @@ int tr_pub_subscribe(tr_portal_t *p, const char *qualified, const char *key,
                      const char *const *topics, size_t n, tr_stream_t **out) {
   if (out)
     *out = NULL;
-  if (!topics || n == 0 || n > 0xffff || !out)
-    return TR_ERROR(-TR_EINVAL, "tr_pub_subscribe needs at least one topic");
+  if (!out)
+    return TR__EINVAL_NULL();
+  if (!topics || n == 0 || n > 0xffff)
+    return TR_ERROR(-TR_EINVAL, "tr_pub_subscribe takes 1 to 65535 topics, not %zu%s", n,
+                    topics ? "" : " (topics is NULL)");
   size_t klen = key ? strlen(key) : 0, len = 2 + klen + 2;
   for (size_t i = 0; i < n; i++) {
     if (!topics[i] || strlen(topics[i]) > 0xffff)
@@ -385,7 +407,8 @@ int tr_pub_recv(tr_stream_t *s, char *topic, size_t cap, tr_buf_t **payload) {
     memcpy(topic, d + 2, c);
     topic[c] = '\0';
   }
-  rc = tr_buf_from(d + 2 + tl, len - 2 - tl, payload);
+  /* Empty is NULL, as everywhere (portal.h). */
+  rc = len - 2 - tl ? tr_buf_from(d + 2 + tl, len - 2 - tl, payload) : (*payload = NULL, 0);
   tr_buf_release(v);
   return rc;
 }

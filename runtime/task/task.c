@@ -592,6 +592,14 @@ int tr_checkpoint(void) {
   return 0;
 }
 
+void tr__task_yield(tr_task_t *t) {
+  /* Queued behind the ready tasks even when there is none: after
+   * TR_TASK_RUNS_PER_TURN runs the turn ends (TR_SYS_RUN), so the actor's
+   * mail is taken and other actors run before this task goes on. */
+  tr__task_ready_push(tr__tasks_of(t), t);
+  tr__fiber_switch(&t->fiber, &tr__worker_self()->main);
+}
+
 int tr_sleep_until(int64_t deadline) {
   tr_task_t *t = tr__task_current();
   if (!t)

@@ -284,4 +284,11 @@ void tr__nursery_fail(struct tr_nursery *n, tr_task_t *t);
 void tr__start_child_done(tr_tasks_t *ts, tr_task_t *t);
 #define tr__task_observe_cancel_default(t) tr__task_observe_cancel((t), "%s", "")
 
+/* A schedule point that is no cancellation point (trio's
+ * cancel_shielded_checkpoint): task t, the current one, lets every other
+ * ready task run, and its actor take its mail and other actors run, before
+ * it goes on.  For a loop that may never block (tr_pub_send with nobody to
+ * send to).  Threads: t's. */
+void tr__task_yield(tr_task_t *t);
+
 #endif

@@ -4,6 +4,7 @@
  * as subscribers leave, the feeder exiting when none remain, and a
  * publisher's end or failure reaching every subscriber.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #define TR_TEST_WORKERS 2
@@ -67,6 +68,39 @@ static int broken(tr_pub_t *pub) {
   return rc ? rc : tr_fail("ValueError", "feed %s broke", tr_pub_key(pub));
 }
 TR_EXPORT_PUB("tpub.feeds", "broken", broken)
+
+/* Sends under "x", which nobody wants, until a send fails: tr_pub_send
+ * never waits here, and must still be a schedule point. */
+static int spin(tr_pub_t *pub) {
+  int rc;
+  while ((rc = tr_pub_send(pub, "x", NULL)) == 0)
+    ;
+  return rc == -TR_ECANCELED ? 0 : rc;
+}
+TR_EXPORT_PUB("tpub.feeds", "spin", spin)
+
+/* A value too large to cross processes (then refused for the subscriber
+ * in another process only), an empty one, and what the first send
+ * returned (as -rc, under "rc"). */
+static int sizes(tr_pub_t *pub) {
+  tr_buf_t *big, *code;
+  int rc = tr_buf_new(TR_REMOTE_VALUE_MAX, &big);
+  if (rc)
+    return rc;
+  memset(tr_buf_wdata(big), 7, TR_REMOTE_VALUE_MAX);
+  int big_rc = tr_pub_send(pub, "big", big);
+  tr_buf_release(big);
+  if (big_rc == -TR_EMSGSIZE && !strstr(tr_error_message(tr_error_last()), "TR_REMOTE_VALUE_MAX"))
+    big_rc = -TR_EINVAL; /* no error object saying why */
+  if ((rc = tr_pub_send(pub, "empty", NULL)) != 0)
+    return rc;
+  if ((rc = tr_buf_from_u64((uint64_t)-big_rc, &code)) != 0)
+    return rc;
+  rc = tr_pub_send(pub, "rc", code);
+  tr_buf_release(code);
+  return rc;
+}
+TR_EXPORT_PUB("tpub.feeds", "sizes", sizes)
 
 static const char *const feeds_ns[] = {"tpub.feeds"};
 
@@ -307,6 +341,78 @@ TR_TEST(pubsub, publisher_end_and_failure, .timeout = 60) {
     }
     const char *none[] = {NULL};
     tr_check_rc(tr_pub_subscribe(p, "tpub.feeds.ten", NULL, none, 0, &s), -TR_EINVAL);
+  }
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+/* pubsub.h's own loop, with nobody wanting what it sends, never waits:
+ * tr_pub_send is a schedule point, so the publisher still sees its last
+ * subscriber leave (it spun for ever, and its actor took no mail: the
+ * close waited its 0.5 s and the nursery never closed). */
+TR_TEST(pubsub, a_publisher_that_never_waits_sees_its_last_subscriber_leave, .timeout = 60) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_scope_t sc;
+  tr_assert_rc(tr_move_on_after(&sc, 10000 * MS), 0);
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "publisher", feeds_ns, 1, &p), 0);
+  if (p) {
+    const char *t[] = {"never"};
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_pub_subscribe(p, "tpub.feeds.spin", NULL, t, 1, &s), 0);
+    int64_t t0 = tr_now();
+    if (s)
+      tr_check_rc(tr_stream_close(s), 0);
+    tr_check(tr_now() - t0 < 400 * MS, "the close took %lld ms",
+             (long long)((tr_now() - t0) / MS));
+  }
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_assert_rc(tr_scope_close(&sc), 0);
+  tr_check(!tr_scope_cancelled_caught(&sc), "the publisher's actor never ended");
+  tr_portal_release(p);
+  return 0;
+}
+
+/* A value too large for a subscriber in another process is refused to the
+ * publisher (-TR_EMSGSIZE, with an error object), and that subscriber
+ * goes on with the next values; in one process it is delivered.  An empty
+ * payload arrives as NULL. */
+TR_TEST(pubsub, a_value_too_large_to_cross_is_refused_to_the_publisher, .timeout = 60) {
+  const char *spawn = getenv("TR_SPAWN");
+  int remote = spawn && strcmp(spawn, "process") == 0;
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "publisher", feeds_ns, 1, &p), 0);
+  if (p) {
+    const char *t[] = {"big", "empty", "rc"};
+    tr_stream_t *s = NULL;
+    tr_check_rc(tr_pub_subscribe(p, "tpub.feeds.sizes", NULL, t, 3, &s), 0);
+    char topic[8];
+    tr_buf_t *b = NULL;
+    if (s && !remote) {
+      tr_check_rc(tr_pub_recv(s, topic, sizeof topic, &b), 0);
+      tr_check_str_eq(topic, "big");
+      tr_check_eq(tr_buf_len(b), TR_REMOTE_VALUE_MAX);
+      tr_buf_release(b);
+    }
+    if (s) {
+      b = (tr_buf_t *)1;
+      tr_check_rc(tr_pub_recv(s, topic, sizeof topic, &b), 0);
+      tr_check_str_eq(topic, "empty");
+      tr_check(b == NULL, "an empty payload is NULL");
+      uint64_t code = 1;
+      tr_check_rc(tr_pub_recv(s, topic, sizeof topic, &b), 0);
+      tr_check_str_eq(topic, "rc");
+      tr_check_rc(tr_buf_to_u64(b, &code), 0);
+      tr_buf_release(b);
+      tr_check_eq(code, remote ? (uint64_t)TR_EMSGSIZE : 0);
+      tr_check_rc(tr_pub_recv(s, NULL, 0, &b), -TR_EEOF);
+      tr_check_rc(tr_stream_close(s), 0);
+    }
   }
   tr_assert_rc(tr_actor_nursery_close(an), 0);
   tr_portal_release(p);
