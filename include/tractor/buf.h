@@ -78,7 +78,9 @@ int tr_buf_pack(const struct ProtobufCMessage *msg, tr_buf_t **out);
 
 /*
  * Unpacks b as a message of type desc.  Returns 0, or -TR_EMSGTYPE when the
- * bytes do not decode as that type.
+ * bytes do not decode as that type (protobuf-c reports running out of
+ * memory the same way, so that is -TR_EMSGTYPE too, and the message says
+ * so), with an error object; -TR_EINVAL for a NULL desc or out.
  * Ownership: *out is owned by the caller and freed with
  * protobuf_c_message_free_unpacked(*out, NULL); NULL on failure.
  * Threads: any thread.

@@ -55,8 +55,9 @@ int tr_buf_new(size_t len, tr_buf_t **out) {
 
 int tr_buf_from(const void *data, size_t len, tr_buf_t **out) {
   int rc;
-  if (out != NULL)
-    *out = NULL;
+  if (out == NULL)
+    return TR__EINVAL_NULL(); /* named here, not as tr_buf_new's */
+  *out = NULL;
   if (data == NULL && len != 0)
     return TR__EINVAL_NULL();
   rc = tr_buf_new(len, out);

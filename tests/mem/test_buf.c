@@ -126,6 +126,8 @@ Test(buf, null_handling, .timeout = 30) {
   cr_assert_eq(tr_buf_len(NULL), 0);
   cr_assert_eq(tr_buf_new(1, NULL), -TR_EINVAL);
   cr_assert_eq(tr_buf_from("x", 1, NULL), -TR_EINVAL);
+  cr_assert(strstr(tr_error_message(tr_error_last()), "tr_buf_from") != NULL,
+            "the error names the call made: %s", tr_error_message(tr_error_last()));
   cr_assert_eq(tr_buf_to_u64(NULL, NULL), -TR_EINVAL);
 
   tr_buf_t *b = (tr_buf_t *)0x1;
