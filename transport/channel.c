@@ -771,6 +771,24 @@ static void chan_read(chan_t *c, int hup) {
 
 /* ---- the child's side ----------------------------------------------------------------- */
 
+
+/* Names this process after its actor, as ps, top and /proc/PID/comm show
+ * it (the kernel keeps 15 bytes): a tree of child processes then reads as
+ * its actors, not as many copies of one program.  The main thread's name
+ * is the process's; any thread may set it through /proc.  Best effort. */
+static void name_process(const char *name) {
+  if (!name || !*name)
+    return;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/comm", (int)getpid());
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  size_t n = strlen(name);
+  (void)!write(fd, name, n > 15 ? 15 : n);
+  close(fd);
+}
+
 static void start_main(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
   struct tr_envx *x = m->x_;
   /* The envelope's refs as uids (borrowed names): the envx's when named. */
@@ -796,6 +814,7 @@ static void start_main(chan_t *c, tr_msg_t *m, const tr_route_t *rt) {
     tr_log_set_level(level); /* the parent's threshold (log.h) */
   tr__node_child_setup(x->u.spawn_spec.n_registry ? x->u.spawn_spec.registry[0] : NULL,
                        x->u.spawn_spec.bind_addr);
+  name_process(x->u.spawn_spec.name);
   int rc = tr__rpc_spawn_served(x->u.spawn_spec.name, x->u.spawn_spec.ns, x->u.spawn_spec.n_ns,
                                 x->u.spawn_spec.run_func, m->payload, c->parent_px, c->life_cid,
                                 dst.uuid, NULL, &c->main);

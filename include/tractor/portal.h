@@ -287,7 +287,8 @@ enum tr_spawn_kind {
    * reaped.  A child dies with its parent (PR_SET_PDEATHSIG, and the end
    * of the connection).
    * Functions, arguments and results cross as bytes: pass nothing whose
-   * meaning is an address in this process.
+   * meaning is an address in this process.  The process is named after
+   * its actor (the first 15 bytes, as ps, top and /proc/PID/comm show it).
    */
   TR_SPAWN_PROCESS = 2,
 };

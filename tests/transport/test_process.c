@@ -865,6 +865,33 @@ TR_TEST(process, run_in_actor_children_serve_calls_while_they_run, .timeout = 60
   return 0;
 }
 
+/* ps shows a child process by its actor's name (15 bytes of it). */
+TR_TEST(process, a_child_process_is_named_after_its_actor, .timeout = 60, .init = setup,
+        .fini = teardown) {
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_actor_opts_t o = daemon_opts();
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor_opts(an, "price-feed-of-the-day", &o, &p), 0);
+  int rc = -1;
+  uint64_t pid = p ? run_u64_any(p, "tproc.math.pid", 0, &rc) : 0;
+  tr_check_rc(rc, 0);
+  char path[64], comm[32] = "";
+  snprintf(path, sizeof path, "/proc/%llu/comm", (unsigned long long)pid);
+  FILE *f = rc == 0 ? fopen(path, "r") : NULL;
+  if (f) {
+    if (!fgets(comm, sizeof comm, f))
+      comm[0] = '\0';
+    fclose(f);
+  }
+  tr_check_str_eq(comm, "price-feed-of-t\n");
+  tr_check_rc(tr_actor_nursery_cancel(an), 0);
+  tr_assert_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
+#define N_FAIL 25
 #define N_FAIL 25
 #define N_FAIL 25
 
