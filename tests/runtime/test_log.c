@@ -5,6 +5,7 @@
  * dialog engine drops is logged with its reason and counted in tr_stats.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,8 +185,12 @@ static void slow_hook(void *arg, int level, const char *line) {
   usleep(20);
 }
 
+static int loggers_going;
+
 static void *keep_logging(void *arg) {
   (void)arg;
+  tr_log(TR_LOG_ERROR, "busy");
+  __atomic_add_fetch(&loggers_going, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n(&loggers_stop, __ATOMIC_RELAXED))
     tr_log(TR_LOG_ERROR, "busy");
   return NULL;
@@ -208,7 +213,8 @@ Test(log, set_hook_returns_while_other_threads_keep_logging, .timeout = 30) {
   pthread_t th[3], setter;
   for (int i = 0; i < 3; i++)
     cr_assert_eq(pthread_create(&th[i], NULL, keep_logging, NULL), 0);
-  usleep(20000); /* let them get going */
+  while (__atomic_load_n(&loggers_going, __ATOMIC_ACQUIRE) < 3) /* all three are logging */
+    sched_yield();
   cr_assert_eq(pthread_create(&setter, NULL, set_the_hook, NULL), 0);
   for (int i = 0; i < 500 && !__atomic_load_n(&hook_set, __ATOMIC_ACQUIRE); i++)
     usleep(10000);
