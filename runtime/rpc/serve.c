@@ -142,6 +142,7 @@ static int start_is_duplicate(tr_tasks_t *ts, const tr_msg_t *m) {
 
 static int serve_main(void *arg);
 static int run_main(void *arg);
+static void dropped(tr_worker_t *w, tr_actor_t *a, const tr_msg_t *m, int level, const char *why);
 
 /* Handles a Start; returns 1 when it kept m (queued until the service is
  * up), 0 when the caller may dispose of it. */
@@ -182,9 +183,13 @@ static int on_start(tr_actor_t *a, tr_msg_t *m) {
                                        (const char *const *)ts->rpc->enable, ts->rpc->n_enable, 0,
                                        &e)) == 0)
     ts->rpc->last_served = e;
-  if (rc == 0 && start_is_duplicate(ts, m))
-    rc = TR_ERROR(-TR_EPROTO, "a second Start for dialog %llu from the same caller",
-                  (unsigned long long)m->cid);
+  if (rc == 0 && start_is_duplicate(ts, m)) {
+    /* Answering would put a final message on the cid of the dialog that
+     * runs: it breaks the protocol and is dropped (PROTOCOL.md 9). */
+    dropped(tr__worker_self(), a, m, TR_LOG_WARN,
+            "a second Start for a dialog that runs (same caller, same cid)");
+    return 0;
+  }
   if (rc == 0) /* typed arguments: before any task (PROTOCOL.md 5, step 3) */
     rc = tr__rpc_check_payload(e, TR__RPC_ARGS, m->payload);
   if (rc) {

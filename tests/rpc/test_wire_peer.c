@@ -552,6 +552,45 @@ TR_TEST(wire_peer, a_start_on_cid_0_is_dropped, .timeout = 60) {
   return 0;
 }
 
+/* PROTOCOL.md 9: a second Start from the same caller on the cid of a
+ * dialog that runs breaks the protocol and is dropped: the running call is
+ * not ended by an answer to the duplicate (its Error would be a second
+ * final message on that cid), and a Cancel still ends it. */
+TR_TEST(wire_peer, a_second_start_on_a_running_dialog_is_dropped, .timeout = 60) {
+  static const char *const ns[] = {"twire.bad"};
+  tr_actor_nursery_t *an;
+  tr_portal_t *p = NULL;
+  tr_assert_rc(tr_actor_nursery_open(&an, NULL), 0);
+  tr_check_rc(tr_start_actor(an, "badd", ns, 1, &p), 0);
+  static recorder_t f;
+  tr_actor_t *a = p ? start_recorder(&f, p) : NULL;
+  if (a) {
+    tr_stats_t before, after;
+    f.func = "forever";
+    f.cid = 8;
+    tr_send_u64(a, 1, 0);
+    tr_check(wait_count(&f, 1, 5000) == 1 && f.body[0] == TR_BODY_START_ACK, "the call started");
+    tr_stats(&before);
+    tr_send_u64(a, 1, 0); /* the same Start again */
+    /* Bounded at 200 ms: an answer would come in far less, and one that
+     * came later would still show up below, before the ContextCancelled. */
+    tr_check(wait_count(&f, 2, 200) == 1, "nothing answered the second Start");
+    tr_stats(&after);
+    if (callee_here())
+      tr_check(after.proto_dropped >= before.proto_dropped + 1, "the drop was counted");
+    f.body_cid = 8;
+    tr_send_u64(a, 3, 0);
+    wait_count(&f, 3, 5000);
+    int e = rec_find(&f, 1, TR_BODY_ERROR, 8);
+    tr_check(e == 1 && f.code[e] == TR_ECTXCANCELED, "the call ran until cancelled");
+    tr_send_u64(a, 2, 0);
+    tr_actor_release(a);
+  }
+  tr_check_rc(tr_actor_nursery_close(an), 0);
+  tr_portal_release(p);
+  return 0;
+}
+
 /* PROTOCOL.md 8.1: the envelope's cid is the dialog a Cancel cancels; a
  * Cancel whose own cid differs is malformed and dropped.  The call keeps
  * running, nothing is answered on either cid, and a well-formed Cancel
